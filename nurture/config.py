@@ -1,0 +1,124 @@
+"""Configuration: ``nurture.toml`` in the working folder, overridden by ``NURTURE_*``.
+
+Read only at the edges (the CLI, the web app factory) into one :class:`Settings`
+object and passed down; nothing below the edge imports this module's loader.
+Each key is written in ``nurture.toml`` as named here, and in the environment as
+``NURTURE_`` plus the name in capitals (``base_url`` -> ``NURTURE_BASE_URL``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from nurture.errors import ConfigurationError
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "placeholder"})
+CONFIG_FILE = "nurture.toml"
+
+
+class Settings(BaseSettings):
+    """Every setting nurture reads. Paths are relative to the working folder."""
+
+    model_config = SettingsConfigDict(env_prefix="NURTURE_", extra="forbid")
+
+    # Content
+    sequences_dir: Path = Path("sequences")
+    templates_dir: Path = Path("templates")
+    # Storage
+    database_url: str = "sqlite:///nurture.db"
+    # Delivery
+    transport: Literal["outbox", "sendgrid", "smtp", "memory"] = "outbox"
+    outbox_dir: Path = Path("outbox")
+    sendgrid_api_key: str | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    sendgrid_timeout: float = Field(default=10.0, gt=0)
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    # Links and compliance
+    base_url: str = "http://localhost:8000"
+    secret_key: str = "change-me"
+    postal_address: str = "Example AB, Storgatan 1, 111 22 Stockholm, Sweden"
+    # Dispatching
+    dispatch_interval: float = Field(default=30.0, gt=0, description="seconds between ticks")
+    batch_size: int = Field(default=500, ge=1)
+    rate_limit: float = Field(default=50.0, gt=0, description="emails per second")
+    max_attempts: int = Field(default=8, ge=1, description="tries for a transient failure")
+    retry_base: float = Field(default=60.0, gt=0, description="first backoff, seconds")
+    retry_max: float = Field(default=6 * 3600.0, gt=0, description="longest backoff, seconds")
+    error_budget: int = Field(default=20, ge=1, description="failed sends in a row that pause a sequence")
+    lease_seconds: float = Field(default=300.0, gt=0, description="claim lease before reconcile")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then the environment, then nurture.toml.
+        toml_file = init_settings.init_kwargs.pop("_toml_file", None)  # type: ignore[attr-defined]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def has_placeholder_secret(self) -> bool:
+        return self.secret_key.strip().lower() in PLACEHOLDER_SECRETS
+
+
+def load_settings(folder: Path | None = None, **overrides: object) -> Settings:
+    """Read ``nurture.toml`` from ``folder`` (default: the current directory) and the env.
+
+    Relative paths in the result are resolved against ``folder``. A missing or
+    invalid setting raises :class:`ConfigurationError` naming the key and the
+    environment variable.
+    """
+    base = (folder or Path.cwd()).resolve()
+    toml = base / CONFIG_FILE
+    try:
+        settings = Settings(_toml_file=toml if toml.is_file() else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            key = ".".join(str(p) for p in error["loc"])
+            lines.append(
+                f"setting {key!r} (in {CONFIG_FILE} as {key}, or NURTURE_{key.upper()}): "
+                f"{error['msg']}"
+            )
+        raise ConfigurationError("\n".join(lines)) from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigurationError(f"cannot read {toml}: {exc}") from exc
+    for name in ("sequences_dir", "templates_dir", "outbox_dir"):
+        path = getattr(settings, name)
+        if not path.is_absolute():
+            setattr(settings, name, base / path)
+    if settings.database_url.startswith("sqlite:///") and not settings.database_url.startswith(
+        "sqlite:////"
+    ):
+        rel = settings.database_url.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            settings.database_url = f"sqlite:///{base / rel}"
+    return settings

@@ -1,0 +1,193 @@
+"""What happens next for one enrollment: the single decision function.
+
+``decide_next_step`` is called by ``nurture simulate`` (with a virtual clock and
+in-memory state) and by the live dispatcher (with rows from the database). Both
+therefore agree by construction. It is pure: the clock is the ``now`` argument.
+
+Steps are matched by id, so a sequence file may be edited while subscribers
+are mid-way: the subscriber's position is the last step in the *current* file
+that they already passed; the next step is the first one after it that they
+have not passed. Removed steps are never sent; steps added after the position
+are; steps inserted before it are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from nurture.core.conditions import ConditionError, Engagement, compile_condition
+from nurture.core.model import Sequence, Step
+from nurture.core.subscriber import Subscriber
+from nurture.core.timing import Calendar, due_at, next_allowed, require_aware
+
+EventKind = Literal["open", "click", "purchase", "unsubscribe"]
+Outcome = Literal["sent", "skipped", "failed", "unknown"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the subscriber did: opened or clicked a step, bought, left."""
+
+    kind: EventKind
+    at: datetime
+    step: str | None = None
+    product: str | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A step already decided for this enrollment, with the time it was due."""
+
+    step_id: str
+    outcome: Outcome
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class EnrollmentState:
+    """Where a subscriber is in a sequence: when they joined and what was decided."""
+
+    enrolled_at: datetime
+    history: tuple[StepRecord, ...] = ()
+
+    @property
+    def anchor(self) -> datetime:
+        """Waits count from the previous step's due time, or from enrollment."""
+        return self.history[-1].due_at if self.history else self.enrolled_at
+
+    def with_record(self, record: StepRecord) -> EnrollmentState:
+        return EnrollmentState(self.enrolled_at, (*self.history, record))
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do until ``until``; ``step`` is what is due then."""
+
+    until: datetime
+    step: Step
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``step`` now. ``due_at`` is its scheduled time (the next anchor)."""
+
+    step: Step
+    due_at: datetime
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Do not send ``step``; record why and go on."""
+
+    step: Step
+    due_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Leave the sequence: ``status`` is converted (goal reached) or exited."""
+
+    reason: str
+    status: Literal["converted", "exited"]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Complete:
+    """Every step has been decided."""
+
+
+Action = Wait | Send | Skip | Exit | Complete
+
+
+def subscriber_zone(subscriber: Subscriber, sequence: Sequence) -> ZoneInfo:
+    """The subscriber's zone, falling back to the sequence's when unset or unknown."""
+    if subscriber.timezone:
+        try:
+            return ZoneInfo(subscriber.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return ZoneInfo(sequence.timezone)
+
+
+def next_step(sequence: Sequence, state: EnrollmentState) -> Step | None:
+    """The first step after the subscriber's position that they have not passed."""
+    done = {record.step_id for record in state.history}
+    position = -1
+    for index, step in enumerate(sequence.steps):
+        if step.id in done:
+            position = index
+    for step in sequence.steps[position + 1 :]:
+        if step.id not in done:
+            return step
+    return None
+
+
+def engagement_from(events: Iterable[Event]) -> Engagement:
+    opened: set[str] = set()
+    clicked: set[str] = set()
+    converted = False
+    for event in events:
+        if event.kind == "click" and event.step:
+            clicked.add(event.step)
+            opened.add(event.step)  # a click implies the email was opened
+        elif event.kind == "open" and event.step:
+            opened.add(event.step)
+        elif event.kind == "purchase":
+            converted = True
+    return Engagement(frozenset(opened), frozenset(clicked), converted)
+
+
+def _exit_for(sequence: Sequence, events: list[Event]) -> Exit | None:
+    for event in sorted(events, key=lambda e: e.at):
+        if event.kind == "unsubscribe":
+            return Exit("unsubscribed", "exited", event.at)
+        if event.kind == "purchase" and sequence.goal is not None:
+            wanted = sequence.goal.product
+            if wanted is None or event.product == wanted:
+                what = event.product or "a product"
+                return Exit(f"goal reached: purchased {what}", "converted", event.at)
+    return None
+
+
+def decide_next_step(
+    sequence: Sequence,
+    state: EnrollmentState,
+    subscriber: Subscriber,
+    events: Iterable[Event],
+    now: datetime,
+) -> Action:
+    """Decide what to do for one enrollment at ``now``. Events after ``now`` are ignored."""
+    require_aware(now, "now")
+    seen = [e for e in events if require_aware(e.at, "event time") <= now]
+    leave = _exit_for(sequence, seen)
+    if leave is not None:
+        return leave
+    step = next_step(sequence, state)
+    if step is None:
+        return Complete()
+    zone = subscriber_zone(subscriber, sequence)
+    calendar = Calendar(sequence.window_for(step), sequence.skip_dates_for(step))
+    due = due_at(step, state.anchor, zone, calendar)
+    if due.at > now:
+        return Wait(due.at, step, due.notes)
+    if not calendar.contains(now, zone):
+        # Late (the worker was down): still only inside the window.
+        late = next_allowed(now, zone, calendar)
+        return Wait(late.at, step, (*due.notes, "late: waiting for the window to open"))
+    if step.when is not None:
+        context = subscriber.template_context(sequence.locale, sequence.timezone)
+        try:
+            passed = compile_condition(step.when).evaluate(context, engagement_from(seen))
+        except ConditionError as exc:
+            return Skip(step, due.at, f"condition {step.when!r} failed: {exc}")
+        if not passed:
+            return Skip(step, due.at, f"condition {step.when!r} is false")
+    return Send(step, due.at, due.notes)

@@ -1,0 +1,196 @@
+"""Reading sequence files: YAML with positions, pydantic validation, diagnostics.
+
+ruamel.yaml (not PyYAML) because it keeps the line and column of every key,
+reports duplicate keys with their position, and follows YAML 1.2, where ``on``,
+``yes`` and ``1:30`` stay strings instead of turning into booleans and
+sexagesimal integers. Every problem becomes a :class:`Diagnostic` naming
+``file:line:column`` (1-based) at the offending key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from nurture.core.conditions import ConditionError, check_references, compile_condition
+from nurture.core.model import Path as KeyPath
+from nurture.core.model import Sequence
+from nurture.errors import Diagnostic
+
+SAMPLE_SUFFIX = ".sample.yaml"
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")  # round-trip: the only loader that records positions
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Maps a key path such as ``("steps", 2, "wait")`` to its 1-based (line, column)."""
+
+    root: Any
+
+    def of(self, path: Iterable[str | int]) -> tuple[int, int]:
+        node = self.root
+        line, column = 1, 1
+        if isinstance(node, CommentedMap | CommentedSeq):
+            line, column = node.lc.line + 1, node.lc.col + 1
+        for key in path:
+            if isinstance(node, CommentedMap) and key in node:
+                k_line, k_col = node.lc.key(key)
+                line, column = k_line + 1, k_col + 1
+                node = node[key]
+            elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
+                i_line, i_col = node.lc.item(key)
+                line, column = i_line + 1, i_col + 1
+                node = node[key]
+            # Other loc parts (pydantic union tags like 'str') are not in the file.
+        return line, column
+
+
+@dataclass(frozen=True)
+class LoadedSequence:
+    """A valid sequence with where it came from and its content version."""
+
+    sequence: Sequence
+    path: Path
+    display: str
+    positions: Positions
+    version: str
+
+    def diagnostic(self, path: KeyPath, message: str) -> Diagnostic:
+        line, column = self.positions.of(path)
+        return Diagnostic(self.display, line, column, message)
+
+
+def content_version(sequence: Sequence) -> str:
+    """A short hash of the sequence's meaning (comments and formatting excluded)."""
+    digest = hashlib.sha256(sequence.model_dump_json().encode("utf-8")).hexdigest()
+    return digest[:12]
+
+
+def _message(error: Any) -> str:
+    kind = error.get("type", "")
+    loc = error.get("loc", ())
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}"
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}"
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+def _schema_diagnostics(display: str, positions: Positions, exc: ValidationError) -> list[Diagnostic]:
+    found: dict[tuple[int, int, str], Diagnostic] = {}
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        line, column = positions.of(loc)
+        key = ".".join(str(p) for p in loc if isinstance(p, int | str))
+        message = _message(error)
+        text = f"{key}: {message}" if key else message
+        found.setdefault((line, column, text), Diagnostic(display, line, column, text))
+    return list(found.values())
+
+
+def parse_sequence(text: str, display: str, path: Path | None = None) -> tuple[LoadedSequence | None, list[Diagnostic]]:
+    """Parse and validate one sequence file's text. Never raises for bad input."""
+    try:
+        data = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        problem = exc.problem or "invalid YAML"
+        if exc.context and "duplicate" not in problem:
+            problem = f"{exc.context}: {problem}"
+        return None, [Diagnostic(display, line, column, problem.strip().split("\n")[0])]
+    except YAMLError as exc:
+        return None, [Diagnostic(display, 1, 1, f"invalid YAML: {exc}")]
+    positions = Positions(data)
+    if not isinstance(data, CommentedMap):
+        return None, [Diagnostic(display, 1, 1, "a sequence file must be a mapping of keys")]
+    problems: list[tuple[KeyPath, str]] = []
+    try:
+        sequence = Sequence.model_validate(data, context={"problems": problems})
+    except ValidationError as exc:
+        return None, _schema_diagnostics(display, positions, exc)
+    diagnostics = [Diagnostic(display, *positions.of(p), m) for p, m in problems]
+    earlier: list[str] = []
+    for index, step in enumerate(sequence.steps):
+        if step.when is not None:
+            where = positions.of(("steps", index, "when"))
+            try:
+                condition = compile_condition(step.when)
+            except ConditionError as exc:
+                diagnostics.append(Diagnostic(display, *where, str(exc)))
+            else:
+                for message in check_references(condition, earlier):
+                    diagnostics.append(Diagnostic(display, *where, message))
+        earlier.append(step.id)
+    if diagnostics:
+        return None, diagnostics
+    loaded = LoadedSequence(
+        sequence, path or Path(display), display, positions, content_version(sequence)
+    )
+    return loaded, []
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_sequence_file(path: Path) -> tuple[LoadedSequence | None, list[Diagnostic]]:
+    display = _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Diagnostic(display, 1, 1, f"cannot read file: {exc}")]
+    return parse_sequence(text, display, path)
+
+
+def sequence_files(paths: Iterable[Path]) -> list[Path]:
+    """Expand folders to their ``*.yaml``/``*.yml`` sequence files (samples excluded)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if child.suffix in (".yaml", ".yml") and not child.name.endswith(
+                    (SAMPLE_SUFFIX, ".sample.yml")
+                ):
+                    found.append(child)
+        else:
+            found.append(path)
+    return found
+
+
+def load_sequences(paths: Iterable[Path]) -> tuple[dict[str, LoadedSequence], list[Diagnostic]]:
+    """Load every sequence under ``paths``; ids must be unique across files."""
+    loaded: dict[str, LoadedSequence] = {}
+    diagnostics: list[Diagnostic] = []
+    for path in sequence_files(paths):
+        result, problems = load_sequence_file(path)
+        diagnostics.extend(problems)
+        if result is None:
+            continue
+        seq_id = result.sequence.id
+        if seq_id in loaded:
+            diagnostics.append(
+                result.diagnostic(
+                    ("id",), f"sequence id {seq_id!r} is already used by {loaded[seq_id].display}"
+                )
+            )
+            continue
+        loaded[seq_id] = result
+    return loaded, diagnostics

@@ -1,0 +1,399 @@
+"""The sequence file format (version 1), as a pydantic model.
+
+The field names here are the public contract that marketers' files and tooling
+rely on: keep them. Every model forbids unknown keys so a typo is an error at
+its line, not a silently ignored setting. The JSON Schema published at
+``schemas/sequence.schema.json`` is generated from these classes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+_WAIT_UNITS = {
+    "m": "minutes", "min": "minutes", "mins": "minutes", "minute": "minutes",
+    "minutes": "minutes",
+    "h": "hours", "hour": "hours", "hours": "hours",
+    "d": "days", "day": "days", "days": "days",
+    "w": "weeks", "week": "weeks", "weeks": "weeks",
+}  # fmt: skip
+_WAIT_RE = re.compile(r"^\s*(\d+)\s*([a-z]+)\s*$")
+_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+Localized = str | dict[str, str]
+"""A text, or a mapping of locale to text (for sequences written in several languages)."""
+
+
+def localized(value: Localized, locale: str, default_locale: str) -> str:
+    """Pick ``value`` for ``locale``, falling back to its language, then the default."""
+    if isinstance(value, str):
+        return value
+    for candidate in (locale, locale.split("-")[0].split("_")[0], default_locale):
+        if candidate in value:
+            return value[candidate]
+    return next(iter(value.values()))
+
+
+_TIME_SCHEMA = WithJsonSchema(
+    {"type": "string", "pattern": _TIME_RE.pattern, "description": "24-hour local time HH:MM"}
+)
+_WAIT_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"const": 0},
+            {
+                "type": "string",
+                "pattern": r"^\s*\d+\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)\s*$",
+            },
+        ],
+        "description": "0, '30 minutes', '4 hours', '2 days', '1 week', '30m', '4h', '2d', '1w'",
+    }
+)
+LocalTime = Annotated[time, _TIME_SCHEMA]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Wait(_Strict):
+    """How long after the previous step was due (or after enrollment).
+
+    ``minutes`` and ``hours`` are elapsed time. ``days`` and ``weeks`` are
+    *local calendar* days in the subscriber's zone: ``2 days`` after Monday
+    10:00 is Wednesday 10:00 local time, whatever DST did in between.
+    """
+
+    amount: int = Field(ge=0)
+    unit: Literal["minutes", "hours", "days", "weeks"] = "minutes"
+
+    @classmethod
+    def parse(cls, value: Any) -> Wait:
+        if isinstance(value, Wait):
+            return value
+        if isinstance(value, bool):
+            raise ValueError("wait must be 0 or a duration such as '2 days' or '4h'")
+        if isinstance(value, int):
+            if value != 0:
+                raise ValueError(
+                    f"a bare number is ambiguous: write '{value} days', '{value}h' or '{value}m'"
+                )
+            return cls(amount=0, unit="minutes")
+        if isinstance(value, dict):
+            return cls.model_validate(value)
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text == "0":
+                return cls(amount=0, unit="minutes")
+            match = _WAIT_RE.match(text)
+            if match and match.group(2) in _WAIT_UNITS:
+                return cls(amount=int(match.group(1)), unit=_WAIT_UNITS[match.group(2)])  # type: ignore[arg-type]
+        raise ValueError(
+            f"invalid wait {value!r}: use 0, '30 minutes', '4 hours', '2 days', '1 week' "
+            "or the compact '30m', '4h', '2d', '1w'"
+        )
+
+    @property
+    def calendar_days(self) -> int:
+        """Local calendar days to add (0 for minute/hour waits)."""
+        if self.unit == "days":
+            return self.amount
+        if self.unit == "weeks":
+            return 7 * self.amount
+        return 0
+
+    @property
+    def elapsed(self) -> timedelta:
+        """Elapsed time to add (zero for day/week waits)."""
+        if self.unit == "minutes":
+            return timedelta(minutes=self.amount)
+        if self.unit == "hours":
+            return timedelta(hours=self.amount)
+        return timedelta(0)
+
+    def __str__(self) -> str:
+        if self.amount == 0:
+            return "0"
+        unit = self.unit if self.amount != 1 else self.unit[:-1]
+        return f"{self.amount} {unit}"
+
+
+def _parse_wait(value: Any) -> Wait:
+    return Wait.parse(value)
+
+
+def _parse_time(value: Any) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str) and _TIME_RE.match(value.strip()):
+        hour, minute = value.strip().split(":")
+        return time(int(hour), int(minute))
+    raise ValueError(f"invalid time {value!r}: use 24-hour 'HH:MM', for example \"09:30\"")
+
+
+class Sender(_Strict):
+    """Who the email is from; ``reply_to`` defaults to ``email``."""
+
+    name: str = Field(min_length=1)
+    email: str
+    reply_to: str | None = None
+
+    @field_validator("email", "reply_to")
+    @classmethod
+    def _valid_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"invalid email address {value!r}: {exc}") from exc
+
+
+class Trigger(_Strict):
+    """Who is enrolled automatically: on ``event`` when they carry every tag."""
+
+    event: Literal["subscribed"] = "subscribed"
+    tags: list[str] = Field(default_factory=list)
+
+
+class SendWindow(_Strict):
+    """Days of the week and local hours [start, end) when emails may go out."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    start: LocalTime
+    end: LocalTime
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> time:
+        return _parse_time(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindow:
+        if self.start >= self.end:
+            raise ValueError(
+                f"send_window start {self.start:%H:%M} must be before end {self.end:%H:%M}"
+            )
+        return self
+
+    def weekday_numbers(self) -> frozenset[int]:
+        return frozenset(WEEKDAYS.index(d) for d in self.days)
+
+    def contains(self, moment: time) -> bool:
+        return self.start <= moment < self.end
+
+
+class SkipDates(_Strict):
+    """Days never to send on: public holidays of a country, and explicit dates."""
+
+    holidays: str | None = Field(
+        default=None,
+        description="Country code known to the 'holidays' package, e.g. SE, US, or US-NY "
+        "for a subdivision.",
+    )
+    dates: list[date] = Field(default_factory=list)
+
+    @field_validator("holidays")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import holidays as holidays_lib
+
+        country, _, subdiv = value.partition("-")
+        supported = holidays_lib.list_supported_countries()
+        if country.upper() not in supported:
+            raise ValueError(f"unknown holiday country {value!r} (use an ISO code such as SE)")
+        if subdiv and subdiv.upper() not in supported[country.upper()]:
+            raise ValueError(f"unknown subdivision {subdiv!r} for {country.upper()}")
+        return value.upper()
+
+
+class Goal(_Strict):
+    """Reaching the goal ends the sequence (status converted)."""
+
+    event: Literal["purchase"] = "purchase"
+    product: str | None = Field(default=None, description="Without it, any purchase counts.")
+
+
+class Offer(_Strict):
+    """The entry-level offer: what it is, what it costs, where to buy it."""
+
+    name: Localized
+    price: str = Field(min_length=1)
+    checkout_url: str
+    description: str | None = None
+
+    @field_validator("checkout_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.netloc:
+            raise ValueError(f"checkout_url must be an absolute https:// URL, got {value!r}")
+        return value
+
+
+class Step(_Strict):
+    """One email of the sequence."""
+
+    id: str = Field(pattern=SLUG, description="Stable id: the identity of the step.")
+    wait: Annotated[Wait, _WAIT_SCHEMA]
+    at: LocalTime | None = Field(default=None, description="Local time of day, 'HH:MM'.")
+    when: str | None = Field(
+        default=None, description="Sandboxed Jinja expression; false skips the step."
+    )
+    subject: Localized = Field(
+        description="Jinja template for the subject; a string, or a mapping of locale to string."
+    )
+    preheader: Localized | None = Field(default=None, description="Inbox preview text.")
+    template: str = Field(min_length=1)
+    send_window: SendWindow | None = None
+    skip_dates: SkipDates | None = None
+    offer: Offer | None = None
+
+    @field_validator("wait", mode="before")
+    @classmethod
+    def _wait(cls, value: Any) -> Wait:
+        return _parse_wait(value)
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, value: Any) -> time | None:
+        return None if value is None else _parse_time(value)
+
+    @field_validator("template")
+    @classmethod
+    def _template_kind(cls, value: str) -> str:
+        if not value.endswith((".html", ".md")):
+            raise ValueError(f"template {value!r} must be a .html or .md file")
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"template {value!r} must be a path inside templates/")
+        return value
+
+
+class Sequence(_Strict):
+    """A nurture sequence: one file, one series of emails ending in an offer."""
+
+    version: Literal[1] = Field(description="Format version of this file.")
+    id: str = Field(pattern=SLUG, description="Stable slug; the identity of the sequence.")
+    name: str = Field(min_length=1)
+    description: str | None = None
+    sender: Sender
+    locale: str = Field(default="en", description="Default content locale.")
+    timezone: str = Field(default="UTC", description="Used when a subscriber has none.")
+    trigger: Trigger | None = None
+    send_window: SendWindow | None = None
+    skip_dates: SkipDates | None = None
+    goal: Goal | None = None
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (UnknownLocaleError, ValueError) as exc:
+            raise ValueError(f"unknown locale {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> Sequence:
+        # Cross-field rules. The loader passes a list in the validation context
+        # to collect them with their paths (so each names its own line);
+        # anywhere else the first one raises.
+        problems = sequence_problems(self)
+        sink = info.context.get("problems") if isinstance(info.context, dict) else None
+        if isinstance(sink, list):
+            sink.extend(problems)
+        elif problems:
+            path, message = problems[0]
+            raise ValueError(f"{'.'.join(str(p) for p in path)}: {message}")
+        return self
+
+    def window_for(self, step: Step) -> SendWindow | None:
+        return step.send_window if step.send_window is not None else self.send_window
+
+    def skip_dates_for(self, step: Step) -> SkipDates | None:
+        return step.skip_dates if step.skip_dates is not None else self.skip_dates
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    @property
+    def offer_step(self) -> Step:
+        return self.steps[-1]
+
+
+Path = tuple[str | int, ...]
+
+
+def sequence_problems(seq: Sequence) -> list[tuple[Path, str]]:
+    """Rules that span fields, each with the path of the key to blame."""
+    problems: list[tuple[Path, str]] = []
+    index_of: dict[str, int] = {}
+    for i, step in enumerate(seq.steps):
+        if step.id in index_of:
+            problems.append(
+                (("steps", i, "id"), f"duplicate step id {step.id!r} (first at step {index_of[step.id] + 1})")
+            )
+        else:
+            index_of[step.id] = i
+        window = seq.window_for(step)
+        if step.at is not None and window is not None and not window.contains(step.at):
+            problems.append(
+                (
+                    ("steps", i, "at"),
+                    f"at {step.at:%H:%M} is outside the send window "
+                    f"{window.start:%H:%M}-{window.end:%H:%M}",
+                )
+            )
+        for field in ("subject", "preheader"):
+            value = getattr(step, field)
+            if isinstance(value, dict) and seq.locale not in value:
+                problems.append(
+                    (("steps", i, field), f"no text for the sequence's locale {seq.locale!r}")
+                )
+    last = len(seq.steps) - 1
+    if seq.steps[last].offer is None:
+        problems.append(
+            (
+                ("steps", last),
+                f"the sequence must end in an offer step: give the last step "
+                f"{seq.steps[last].id!r} an 'offer' with name, price and an https checkout_url",
+            )
+        )
+    return problems

@@ -1,0 +1,88 @@
+"""The simulator: the real decision function driven by a virtual clock.
+
+It is not a second implementation of the timing rules: it loops
+:func:`decide_next_step` exactly as the dispatcher does, with in-memory state,
+jumping the clock to the next due time or the next event, whichever comes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from nurture.core.decisions import (
+    Complete,
+    EnrollmentState,
+    Event,
+    Exit,
+    Send,
+    Skip,
+    StepRecord,
+    Wait,
+    decide_next_step,
+    subscriber_zone,
+)
+from nurture.core.model import Sequence
+from nurture.core.subscriber import Subscriber
+from nurture.core.timing import require_aware
+from nurture.errors import TimingError
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One line of a simulated timeline; ``at`` is in the subscriber's zone."""
+
+    step: str | None
+    action: Literal["send", "skip", "exit", "complete"]
+    at: datetime
+    reason: str
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "step": self.step,
+            "action": self.action,
+            "at": self.at.isoformat(),
+            "at_utc": self.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "reason": self.reason,
+        }
+
+
+
+
+def simulate(
+    sequence: Sequence,
+    subscriber: Subscriber,
+    start: datetime,
+    events: Iterable[Event] = (),
+) -> list[TimelineEntry]:
+    """The timeline one subscriber enrolled at ``start`` would get."""
+    require_aware(start, "start")
+    zone = subscriber_zone(subscriber, sequence)
+    pending = sorted(events, key=lambda e: e.at)
+    state = EnrollmentState(enrolled_at=start)
+    now = start
+    timeline: list[TimelineEntry] = []
+    # Each pass either records a step or moves the clock forward; the bound only
+    # guards against a bug turning into an endless loop.
+    for _ in range(10 * len(sequence.steps) + 10 * len(pending) + 10):
+        action = decide_next_step(sequence, state, subscriber, pending, now)
+        if isinstance(action, Wait):
+            upcoming = [e.at for e in pending if now < e.at <= action.until]
+            now = min(upcoming) if upcoming else action.until
+        elif isinstance(action, Send):
+            reason = "; ".join(action.notes)
+            timeline.append(TimelineEntry(action.step.id, "send", now.astimezone(zone), reason))
+            state = state.with_record(StepRecord(action.step.id, "sent", action.due_at))
+        elif isinstance(action, Skip):
+            timeline.append(
+                TimelineEntry(action.step.id, "skip", now.astimezone(zone), action.reason)
+            )
+            state = state.with_record(StepRecord(action.step.id, "skipped", action.due_at))
+        elif isinstance(action, Exit):
+            timeline.append(TimelineEntry(None, "exit", action.at.astimezone(zone), action.reason))
+            return timeline
+        elif isinstance(action, Complete):
+            return timeline
+    raise TimingError("simulation did not finish: this is a bug, please report it")

@@ -1,0 +1,42 @@
+"""What the core knows about a subscriber: plain values, no database row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A subscriber as templates and conditions see it.
+
+    ``first_name`` is the first word of ``name`` unless given explicitly.
+    ``timezone`` and ``locale`` may be None: the sequence's defaults apply.
+    """
+
+    email: str
+    name: str = ""
+    given_first_name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    tags: tuple[str, ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def first_name(self) -> str:
+        if self.given_first_name:
+            return self.given_first_name
+        parts = self.name.split()
+        return parts[0] if parts else ""
+
+    def template_context(self, default_locale: str, default_timezone: str) -> dict[str, Any]:
+        """The ``subscriber`` object exposed to templates and ``when`` expressions."""
+        return {
+            "email": self.email,
+            "name": self.name,
+            "first_name": self.first_name,
+            "locale": self.locale or default_locale,
+            "timezone": self.timezone or default_timezone,
+            "tags": list(self.tags),
+            "attributes": dict(self.attributes),
+        }

@@ -1,0 +1,181 @@
+"""When is a step due? Pure functions of the anchor time, the rules and a zone.
+
+The rules, stated the way APScheduler states its triggers:
+
+* ``wait`` counts from the *anchor*: the moment the previous step was due (sent
+  or skipped), or the enrollment for the first step.
+* ``N minutes`` / ``N hours`` are elapsed time: ``4 hours`` after 22:00 is
+  02:00, or 03:00 local on a spring-forward night.
+* ``N days`` / ``N weeks`` are **local calendar days** in the subscriber's zone.
+  Without ``at`` the local wall-clock time of the anchor is kept: ``2 days``
+  after Friday 15:00 is Sunday 15:00 local, on either side of a DST change.
+  With ``at`` the step is due at that local time on the N-th day after the
+  anchor's local date (``2 days at 09:30`` after Monday 23:00 is Wednesday
+  09:30), even when that is less than 48 elapsed hours.
+* ``at`` with a minute or hour wait means "the first ``at`` at or after the
+  wait has elapsed" (``wait: 0, at: 09:30`` enrolled at 10:00 is 09:30 the next
+  day).
+* A local time that does not exist (the spring-forward gap) moves forward by
+  the length of the gap: 02:30 on the last Sunday of March in Stockholm is
+  03:30 CEST. An ambiguous local time (fall back) takes the first occurrence
+  (``fold=0``), i.e. the summer-time one.
+* The send window is ``[start, end)`` in local time on its allowed weekdays. A
+  time before ``start`` moves to ``start`` the same day; at or after ``end`` it
+  moves to ``start`` on the next allowed day. A step with ``at`` never moves
+  to the window's start: on a disallowed day it moves to the next allowed day
+  at its ``at`` time (``at`` is validated to lie inside the window).
+* Skip dates and public holidays (``holidays`` package, by country code) are
+  disallowed days, exactly like weekdays outside the window.
+
+Every function refuses naive datetimes: a time without a zone is a bug. Due
+times are returned in UTC: Python compares and subtracts two datetimes that
+share a ``tzinfo`` by wall clock, ignoring DST, so local times are only used to
+apply local rules, never for arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays as holidays_lib
+
+from nurture.core.model import SendWindow, SkipDates, Step
+from nurture.errors import TimingError
+
+# The longest search for an allowed day. A window allowing one weekday plus a
+# run of holidays needs a few weeks at most; two years means the rules allow no
+# day at all, which is an error, not a reason to loop forever.
+_MAX_DAYS = 2 * 366
+_MIDNIGHT = time(0, 0)
+
+
+def require_aware(moment: datetime, name: str = "datetime") -> datetime:
+    """Return ``moment`` if it carries a time zone, else raise TimingError."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise TimingError(f"{name} {moment.isoformat()} is naive: give it a time zone")
+    return moment
+
+
+def resolve_local(day: date, clock: time, zone: ZoneInfo) -> datetime:
+    """The instant when local wall-clock ``clock`` on ``day`` happens in ``zone``.
+
+    Gap (spring forward): shifted later by the gap's length. Overlap (fall
+    back): the first occurrence. The result is normalised, in ``zone``.
+    """
+    naive = datetime.combine(day, clock)
+    # fold=0 reads a gap time with the offset in force before the transition,
+    # which lands after the gap by exactly its length once normalised through
+    # UTC; for an overlap fold=0 is the first (earlier) occurrence.
+    return naive.replace(tzinfo=zone, fold=0).astimezone(UTC).astimezone(zone)
+
+
+@lru_cache(maxsize=64)
+def _holiday_calendar(code: str) -> holidays_lib.HolidayBase:
+    country, _, subdiv = code.partition("-")
+    return holidays_lib.country_holidays(country, subdiv=subdiv or None)
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Which local days and hours a step may be sent in."""
+
+    window: SendWindow | None = None
+    skip_dates: SkipDates | None = None
+
+    def day_blocked(self, day: date) -> str | None:
+        """Why ``day`` is not a sending day, or None when it is one."""
+        if self.window is not None and day.weekday() not in self.window.weekday_numbers():
+            return f"{day:%a} {day.isoformat()} is not a sending day"
+        if self.skip_dates is not None:
+            if day in self.skip_dates.dates:
+                return f"{day.isoformat()} is a skip date"
+            if self.skip_dates.holidays is not None:
+                name = _holiday_calendar(self.skip_dates.holidays).get(day)
+                if name is not None:
+                    return f"{day.isoformat()} is a holiday ({name})"
+        return None
+
+    def contains(self, moment: datetime, zone: ZoneInfo) -> bool:
+        """Whether an email may go out at ``moment``."""
+        local = require_aware(moment, "moment").astimezone(zone)
+        if self.day_blocked(local.date()) is not None:
+            return False
+        return self.window is None or self.window.contains(local.time())
+
+
+@dataclass(frozen=True)
+class DueTime:
+    """A due time and the reasons it was moved (for simulate and the admin's "why")."""
+
+    at: datetime
+    notes: tuple[str, ...] = field(default=())
+
+
+def next_allowed(
+    earliest: datetime, zone: ZoneInfo, calendar: Calendar, at: time | None = None
+) -> DueTime:
+    """The first allowed moment (UTC) at or after ``earliest``.
+
+    With ``at``, only that local time of day is allowed (``earliest`` is then
+    expected to fall on it, as :func:`due_at` arranges).
+    """
+    require_aware(earliest, "earliest")
+    notes: list[str] = []
+    moment = earliest.astimezone(zone)
+    window = calendar.window
+    for _ in range(_MAX_DAYS):
+        local = moment.astimezone(zone)
+        day = local.date()
+        blocked = calendar.day_blocked(day)
+        if blocked is None and at is not None:
+            if window is None or window.contains(local.time()):
+                return DueTime(moment.astimezone(UTC), tuple(notes))
+            blocked = f"{local:%H:%M} is outside the send window"
+        if blocked is None and window is not None:
+            if local.time() < window.start:
+                notes.append(f"{local:%H:%M} is before the window opens at {window.start:%H:%M}")
+                moment = resolve_local(day, window.start, zone)
+                # A window start inside a DST gap can shift past the window's
+                # end; the next pass checks the shifted time again.
+                if window.contains(moment.time()) and moment.date() == day:
+                    return DueTime(moment.astimezone(UTC), tuple(notes))
+                blocked = f"{window.start:%H:%M} does not exist on {day.isoformat()}"
+            elif local.time() >= window.end:
+                blocked = f"{local:%H:%M} is after the window closes at {window.end:%H:%M}"
+            else:
+                return DueTime(moment.astimezone(UTC), tuple(notes))
+        elif blocked is None:
+            return DueTime(moment.astimezone(UTC), tuple(notes))
+        next_day = day + timedelta(days=1)
+        clock = at if at is not None else (window.start if window is not None else _MIDNIGHT)
+        moment = resolve_local(next_day, clock, zone)
+        notes.append(f"{blocked}: moved to {next_day:%a} {next_day.isoformat()} {clock:%H:%M}")
+    raise TimingError(f"no allowed sending day within {_MAX_DAYS} days of {earliest.isoformat()}")
+
+
+def earliest_after_wait(step: Step, anchor: datetime, zone: ZoneInfo) -> datetime:
+    """The earliest moment (UTC) the step's ``wait`` and ``at`` allow, before the window."""
+    require_aware(anchor, "anchor")
+    local = anchor.astimezone(zone)
+    days = step.wait.calendar_days
+    if days:
+        target_day = local.date() + timedelta(days=days)
+        clock = step.at or local.time()
+        return resolve_local(target_day, clock, zone).astimezone(UTC)
+    earliest = anchor.astimezone(UTC) + step.wait.elapsed  # elapsed time: UTC arithmetic
+    if step.at is None:
+        return earliest
+    day = earliest.astimezone(zone).date()
+    candidate = resolve_local(day, step.at, zone).astimezone(UTC)
+    if candidate < earliest:
+        candidate = resolve_local(day + timedelta(days=1), step.at, zone).astimezone(UTC)
+    return candidate
+
+
+def due_at(step: Step, anchor: datetime, zone: ZoneInfo, calendar: Calendar) -> DueTime:
+    """When ``step`` is due (UTC), given the anchor (previous due time or enrollment)."""
+    earliest = earliest_after_wait(step, anchor, zone)
+    return next_allowed(earliest, zone, calendar, step.at)

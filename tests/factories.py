@@ -1,0 +1,40 @@
+"""Small builders for test sequences (plain dicts in the file format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nurture.core.model import Sequence
+
+OFFER = {
+    "name": "Review",
+    "price": "4 900 kr",
+    "checkout_url": "https://shop.example.com/checkout/sales-audit",
+}
+
+
+def sequence_dict(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "version": 1,
+        "id": "test-seq",
+        "name": "Test sequence",
+        "sender": {"name": "Anna", "email": "anna@example.com"},
+        "locale": "en",
+        "timezone": "Europe/Stockholm",
+        "steps": [
+            {"id": "welcome", "wait": 0, "subject": "Hi", "template": "welcome.md"},
+            {
+                "id": "offer",
+                "wait": "2 days",
+                "subject": "Offer",
+                "template": "offer.html",
+                "offer": dict(OFFER),
+            },
+        ],
+    }
+    data.update(overrides)
+    return data
+
+
+def make_sequence(**overrides: Any) -> Sequence:
+    return Sequence.model_validate(sequence_dict(**overrides))

@@ -1,0 +1,208 @@
+"""The sequence file format: every error names the right file:line:column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nurture.core.loader import load_sequences, parse_sequence
+from nurture.core.model import Wait
+from nurture.schema import sequence_schema_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+version: 1
+id: demo
+name: Demo
+sender: {name: Anna, email: anna@example.com}
+timezone: Europe/Stockholm
+send_window: {days: [mon, tue, wed, thu, fri], start: "08:00", end: "18:00"}
+steps:
+  - id: welcome
+    wait: 0
+    subject: Hi
+    template: welcome.md
+  - id: offer
+    wait: 2 days
+    at: "09:30"
+    subject: Offer
+    template: offer.html
+    offer: {name: Audit, price: "100 kr", checkout_url: "https://shop.example.com/c"}
+"""
+
+
+def problems(text: str) -> list[str]:
+    loaded, diagnostics = parse_sequence(text, "seq.yaml")
+    assert (loaded is None) == bool(diagnostics)
+    return [str(d) for d in diagnostics]
+
+
+def test_good_file_loads_with_version_hash() -> None:
+    loaded, diagnostics = parse_sequence(GOOD, "seq.yaml")
+    assert diagnostics == []
+    assert loaded is not None
+    assert loaded.sequence.steps[1].wait == Wait(amount=2, unit="days")
+    assert len(loaded.version) == 12
+    # Comments and formatting do not change the version; content does.
+    again, _ = parse_sequence("# comment\n" + GOOD, "seq.yaml")
+    changed, _ = parse_sequence(GOOD.replace("subject: Hi", "subject: Hello"), "seq.yaml")
+    assert again is not None and changed is not None
+    assert again.version == loaded.version != changed.version
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", Wait(amount=0)),
+        ("30 minutes", Wait(amount=30, unit="minutes")),
+        ("4 hours", Wait(amount=4, unit="hours")),
+        ("2 days", Wait(amount=2, unit="days")),
+        ("1 week", Wait(amount=1, unit="weeks")),
+        ("30m", Wait(amount=30, unit="minutes")),
+        ("4h", Wait(amount=4, unit="hours")),
+        ("2d", Wait(amount=2, unit="days")),
+        ("1w", Wait(amount=1, unit="weeks")),
+    ],
+)
+def test_wait_forms(text: str, value: Wait) -> None:
+    assert Wait.parse(text) == value
+
+
+def test_bad_wait_named_at_its_key() -> None:
+    assert problems(GOOD.replace("wait: 2 days", "wait: 2 fortnights")) == [
+        "seq.yaml:13:5: steps.1.wait: invalid wait '2 fortnights': use 0, '30 minutes', "
+        "'4 hours', '2 days', '1 week' or the compact '30m', '4h', '2d', '1w'"
+    ]
+
+
+def test_bare_number_wait_is_ambiguous() -> None:
+    [message] = problems(GOOD.replace("wait: 2 days", "wait: 2"))
+    assert message.startswith("seq.yaml:13:5: steps.1.wait: a bare number is ambiguous")
+
+
+def test_unknown_key_named_at_its_line() -> None:
+    text = GOOD.replace("    subject: Hi\n", "    subject: Hi\n    colour: red\n")
+    assert problems(text) == ["seq.yaml:11:5: steps.0.colour: unknown key 'colour'"]
+
+
+def test_missing_key_points_at_the_step() -> None:
+    text = GOOD.replace("    subject: Hi\n", "")
+    assert problems(text) == ["seq.yaml:8:5: steps.0.subject: missing required key 'subject'"]
+
+
+def test_duplicate_key_reported_with_position() -> None:
+    [message] = problems(GOOD.replace("name: Demo\n", "name: Demo\nname: Again\n"))
+    assert message.startswith("seq.yaml:4:1:")
+    assert "duplicate key" in message
+
+
+def test_yaml_syntax_error_position() -> None:
+    [message] = problems(GOOD.replace("  - id: offer", "  - id: [offer"))
+    assert message.startswith("seq.yaml:")
+    line = int(message.split(":")[1])
+    assert 12 <= line <= 18
+
+
+def test_yaml_12_keeps_on_and_times_as_strings() -> None:
+    # YAML 1.1 loaders turn `on` into True and 1:30 into 90; ruamel does not.
+    [message] = problems(GOOD.replace("wait: 2 days", "wait: 1:30"))
+    assert "invalid wait '1:30'" in message
+
+
+def test_at_outside_window_is_an_error_at_the_at_key() -> None:
+    assert problems(GOOD.replace('at: "09:30"', 'at: "19:00"')) == [
+        "seq.yaml:14:5: at 19:00 is outside the send window 08:00-18:00"
+    ]
+
+
+def test_step_window_override_allows_its_own_at() -> None:
+    text = GOOD.replace(
+        'at: "09:30"', 'at: "19:00"\n    send_window: {start: "18:00", end: "21:00"}'
+    )
+    assert problems(text) == []
+
+
+def test_must_end_in_offer() -> None:
+    text = GOOD.replace(
+        '    offer: {name: Audit, price: "100 kr", checkout_url: "https://shop.example.com/c"}\n',
+        "",
+    )
+    [message] = problems(text)
+    assert message.startswith("seq.yaml:12:5: the sequence must end in an offer step")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://shop.example.com/c", "/checkout", "ftp://shop.example.com/c"]
+)
+def test_checkout_url_must_be_absolute_https(url: str) -> None:
+    [message] = problems(GOOD.replace("https://shop.example.com/c", url))
+    assert message.startswith("seq.yaml:17:")
+    assert "checkout_url must be an absolute https:// URL" in message
+
+
+def test_duplicate_step_ids() -> None:
+    text = GOOD.replace("id: offer", "id: welcome")
+    assert problems(text) == ["seq.yaml:12:5: duplicate step id 'welcome' (first at step 1)"]
+
+
+def test_invalid_condition_named_at_when() -> None:
+    text = GOOD.replace("    subject: Offer\n", '    when: "not ("\n    subject: Offer\n')
+    [message] = problems(text)
+    assert message.startswith("seq.yaml:15:5: invalid condition 'not ('")
+
+
+def test_condition_must_name_an_earlier_step() -> None:
+    text = GOOD.replace("    subject: Offer\n", "    when: \"clicked('later')\"\n    subject: Offer\n")
+    assert problems(text) == [
+        "seq.yaml:15:5: condition refers to 'later', which is not an earlier step of this sequence"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ("timezone: Europe/Stockholm", "timezone: Mars/Olympus", "unknown time zone"),
+        ("version: 1", "version: 2", "steps" if False else "version"),
+        ('start: "08:00"', 'start: "8am"', "invalid time '8am'"),
+        ('start: "08:00"', 'start: "19:00"', "must be before end"),
+        ("days: [mon,", "days: [monday,", "days"),
+        ("email: anna@example.com", "email: not-an-address", "invalid email address"),
+    ],
+)
+def test_field_errors(old: str, new: str, needle: str) -> None:
+    assert old in GOOD
+    found = problems(GOOD.replace(old, new))
+    assert found, "expected a problem"
+    assert any(needle in message for message in found), found
+
+
+def test_unknown_holiday_country() -> None:
+    [message] = problems(GOOD.replace("steps:", "skip_dates: {holidays: XX}\nsteps:"))
+    assert message.startswith("seq.yaml:7:")
+    assert "unknown holiday country 'XX'" in message
+
+
+def test_duplicate_sequence_ids_across_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").write_text(GOOD)
+    (tmp_path / "demo.sample.yaml").write_text("- {email: a@example.com}\n")
+    loaded, diagnostics = load_sequences([tmp_path])
+    assert list(loaded) == ["demo"]
+    assert len(diagnostics) == 1
+    assert "sequence id 'demo' is already used by" in diagnostics[0].message
+    assert diagnostics[0].line == 2
+
+
+def test_example_sequence_is_valid() -> None:
+    loaded, diagnostics = load_sequences([ROOT / "sequences"])
+    assert [str(d) for d in diagnostics] == []
+    assert "sales-process" in loaded
+
+
+def test_committed_schema_is_current() -> None:
+    committed = (ROOT / "schemas" / "sequence.schema.json").read_text(encoding="utf-8")
+    assert committed == sequence_schema_text(), "run `make schema` to regenerate it"
+    assert json.loads(committed)["title"].startswith("nurture sequence")
