@@ -9,7 +9,7 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -55,10 +55,15 @@ class Settings(BaseSettings):
     dispatch_interval: float = Field(default=30.0, gt=0, description="seconds between ticks")
     batch_size: int = Field(default=500, ge=1)
     rate_limit: float = Field(default=50.0, gt=0, description="emails per second")
+    send_concurrency: int = Field(
+        default=8, ge=1, le=512, description="parallel provider calls (HTTP APIs want many)"
+    )
     max_attempts: int = Field(default=8, ge=1, description="tries for a transient failure")
     retry_base: float = Field(default=60.0, gt=0, description="first backoff, seconds")
     retry_max: float = Field(default=6 * 3600.0, gt=0, description="longest backoff, seconds")
-    error_budget: int = Field(default=20, ge=1, description="failed sends in a row that pause a sequence")
+    error_budget: int = Field(
+        default=20, ge=1, description="failed sends in a row that pause a sequence"
+    )
     lease_seconds: float = Field(default=300.0, gt=0, description="claim lease before reconcile")
 
     @field_validator("base_url")
@@ -77,19 +82,16 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: explicit arguments, then the environment, then nurture.toml.
-        toml_file = init_settings.init_kwargs.pop("_toml_file", None)  # type: ignore[attr-defined]
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
-        return tuple(sources)
+        # Precedence: explicit arguments, then the environment, then nurture.toml
+        # (the file named by model_config["toml_file"]; see load_settings).
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     @property
     def has_placeholder_secret(self) -> bool:
         return self.secret_key.strip().lower() in PLACEHOLDER_SECRETS
 
 
-def load_settings(folder: Path | None = None, **overrides: object) -> Settings:
+def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
     """Read ``nurture.toml`` from ``folder`` (default: the current directory) and the env.
 
     Relative paths in the result are resolved against ``folder``. A missing or
@@ -98,8 +100,13 @@ def load_settings(folder: Path | None = None, **overrides: object) -> Settings:
     """
     base = (folder or Path.cwd()).resolve()
     toml = base / CONFIG_FILE
+
+    class LocatedSettings(Settings):
+        # The working folder is only known at run time, hence a subclass.
+        model_config = SettingsConfigDict(toml_file=toml if toml.is_file() else None)
+
     try:
-        settings = Settings(_toml_file=toml if toml.is_file() else None, **overrides)  # type: ignore[call-arg]
+        settings: Settings = LocatedSettings(**overrides)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -12,7 +12,6 @@ from typing import Any
 from nurture.core.model import Sequence
 
 
-
 def sequence_schema() -> dict[str, Any]:
     schema = Sequence.model_json_schema(mode="validation")
     return {

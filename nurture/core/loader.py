@@ -90,7 +90,9 @@ def _message(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _schema_diagnostics(display: str, positions: Positions, exc: ValidationError) -> list[Diagnostic]:
+def _schema_diagnostics(
+    display: str, positions: Positions, exc: ValidationError
+) -> list[Diagnostic]:
     found: dict[tuple[int, int, str], Diagnostic] = {}
     for error in exc.errors():
         loc = tuple(error["loc"])
@@ -102,7 +104,9 @@ def _schema_diagnostics(display: str, positions: Positions, exc: ValidationError
     return list(found.values())
 
 
-def parse_sequence(text: str, display: str, path: Path | None = None) -> tuple[LoadedSequence | None, list[Diagnostic]]:
+def parse_sequence(
+    text: str, display: str, path: Path | None = None
+) -> tuple[LoadedSequence | None, list[Diagnostic]]:
     """Parse and validate one sequence file's text. Never raises for bad input."""
     try:
         data = _yaml().load(text)

@@ -107,7 +107,9 @@ class Wait(_Strict):
                 return cls(amount=0, unit="minutes")
             match = _WAIT_RE.match(text)
             if match and match.group(2) in _WAIT_UNITS:
-                return cls(amount=int(match.group(1)), unit=_WAIT_UNITS[match.group(2)])  # type: ignore[arg-type]
+                return cls.model_validate(
+                    {"amount": int(match.group(1)), "unit": _WAIT_UNITS[match.group(2)]}
+                )
         raise ValueError(
             f"invalid wait {value!r}: use 0, '30 minutes', '4 hours', '2 days', '1 week' "
             "or the compact '30m', '4h', '2d', '1w'"
@@ -176,10 +178,14 @@ class Trigger(_Strict):
     tags: list[str] = Field(default_factory=list)
 
 
+def _every_day() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
 class SendWindow(_Strict):
     """Days of the week and local hours [start, end) when emails may go out."""
 
-    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    days: list[Weekday] = Field(default_factory=lambda: _every_day(), min_length=1)
     start: LocalTime
     end: LocalTime
 
@@ -368,7 +374,10 @@ def sequence_problems(seq: Sequence) -> list[tuple[Path, str]]:
     for i, step in enumerate(seq.steps):
         if step.id in index_of:
             problems.append(
-                (("steps", i, "id"), f"duplicate step id {step.id!r} (first at step {index_of[step.id] + 1})")
+                (
+                    ("steps", i, "id"),
+                    f"duplicate step id {step.id!r} (first at step {index_of[step.id] + 1})",
+                )
             )
         else:
             index_of[step.id] = i

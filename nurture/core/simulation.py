@@ -49,8 +49,6 @@ class TimelineEntry:
         }
 
 
-
-
 def simulate(
     sequence: Sequence,
     subscriber: Subscriber,

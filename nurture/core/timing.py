@@ -88,7 +88,7 @@ class Calendar:
     def day_blocked(self, day: date) -> str | None:
         """Why ``day`` is not a sending day, or None when it is one."""
         if self.window is not None and day.weekday() not in self.window.weekday_numbers():
-            return f"{day:%a} {day.isoformat()} is not a sending day"
+            return f"{day:%a} is not a sending day"
         if self.skip_dates is not None:
             if day in self.skip_dates.dates:
                 return f"{day.isoformat()} is a skip date"
@@ -120,39 +120,47 @@ def next_allowed(
     """The first allowed moment (UTC) at or after ``earliest``.
 
     With ``at``, only that local time of day is allowed (``earliest`` is then
-    expected to fall on it, as :func:`due_at` arranges).
+    expected to fall on it, as :func:`due_at` arranges). When the moment had to
+    move, the single note says from where to where, and why.
     """
     require_aware(earliest, "earliest")
-    notes: list[str] = []
-    moment = earliest.astimezone(zone)
+    reasons: list[str] = []
+    start = moment = earliest.astimezone(zone)
     window = calendar.window
+
+    def found(result: datetime) -> DueTime:
+        if result == start:
+            return DueTime(result.astimezone(UTC))
+        why = "; ".join(dict.fromkeys(reasons))
+        note = f"moved from {start:%a %Y-%m-%d %H:%M} to {result:%a %Y-%m-%d %H:%M}: {why}"
+        return DueTime(result.astimezone(UTC), (note,))
+
     for _ in range(_MAX_DAYS):
         local = moment.astimezone(zone)
         day = local.date()
         blocked = calendar.day_blocked(day)
         if blocked is None and at is not None:
             if window is None or window.contains(local.time()):
-                return DueTime(moment.astimezone(UTC), tuple(notes))
+                return found(local)
             blocked = f"{local:%H:%M} is outside the send window"
         if blocked is None and window is not None:
             if local.time() < window.start:
-                notes.append(f"{local:%H:%M} is before the window opens at {window.start:%H:%M}")
+                reasons.append(f"the window opens at {window.start:%H:%M}")
                 moment = resolve_local(day, window.start, zone)
                 # A window start inside a DST gap can shift past the window's
                 # end; the next pass checks the shifted time again.
                 if window.contains(moment.time()) and moment.date() == day:
-                    return DueTime(moment.astimezone(UTC), tuple(notes))
+                    return found(moment)
                 blocked = f"{window.start:%H:%M} does not exist on {day.isoformat()}"
             elif local.time() >= window.end:
-                blocked = f"{local:%H:%M} is after the window closes at {window.end:%H:%M}"
+                blocked = f"the window closes at {window.end:%H:%M}"
             else:
-                return DueTime(moment.astimezone(UTC), tuple(notes))
+                return found(local)
         elif blocked is None:
-            return DueTime(moment.astimezone(UTC), tuple(notes))
-        next_day = day + timedelta(days=1)
+            return found(local)
+        reasons.append(blocked)
         clock = at if at is not None else (window.start if window is not None else _MIDNIGHT)
-        moment = resolve_local(next_day, clock, zone)
-        notes.append(f"{blocked}: moved to {next_day:%a} {next_day.isoformat()} {clock:%H:%M}")
+        moment = resolve_local(day + timedelta(days=1), clock, zone)
     raise TimingError(f"no allowed sending day within {_MAX_DAYS} days of {earliest.isoformat()}")
 
 

@@ -36,7 +36,11 @@ def t(*args: int) -> datetime:
 
 def three_steps(**overrides: Any) -> Sequence:
     fields: dict[str, Any] = {
-        "send_window": {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "18:00"},
+        "send_window": {
+            "days": ["mon", "tue", "wed", "thu", "fri"],
+            "start": "08:00",
+            "end": "18:00",
+        },
         "goal": {"event": "purchase", "product": "sales-audit"},
     }
     fields.update(overrides)
@@ -66,7 +70,9 @@ def test_first_step_is_sent_at_enrollment_inside_window() -> None:
 
 def test_waits_until_due() -> None:
     seq = three_steps()
-    state = EnrollmentState(t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),))
+    state = EnrollmentState(
+        t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),)
+    )
     action = decide_next_step(seq, state, KARIN, [], t(2026, 11, 24, 11, 0))
     assert isinstance(action, Wait)
     assert action.until == t(2026, 11, 26, 10, 0)
@@ -75,7 +81,9 @@ def test_waits_until_due() -> None:
 
 def test_false_when_skips_with_reason() -> None:
     seq = three_steps()
-    state = EnrollmentState(t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),))
+    state = EnrollmentState(
+        t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),)
+    )
     click = Event("click", t(2026, 11, 24, 12, 0), step="welcome")
     action = decide_next_step(seq, state, KARIN, [click], t(2026, 11, 26, 10, 0))
     assert isinstance(action, Skip)
@@ -84,7 +92,9 @@ def test_false_when_skips_with_reason() -> None:
 
 def test_events_in_the_future_are_ignored() -> None:
     seq = three_steps()
-    state = EnrollmentState(t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),))
+    state = EnrollmentState(
+        t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),)
+    )
     click = Event("click", t(2026, 11, 27, 12, 0), step="welcome")
     action = decide_next_step(seq, state, KARIN, [click], t(2026, 11, 26, 10, 0))
     assert isinstance(action, Send)
@@ -115,28 +125,36 @@ def test_other_product_does_not_reach_a_product_goal_but_counts_as_converted() -
 def test_goal_without_product_takes_any_purchase() -> None:
     seq = three_steps(goal={"event": "purchase"})
     purchase = Event("purchase", t(2026, 11, 24, 9, 0), product="anything")
-    action = decide_next_step(seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [purchase], t(2026, 11, 24, 10, 0))
+    action = decide_next_step(
+        seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [purchase], t(2026, 11, 24, 10, 0)
+    )
     assert isinstance(action, Exit) and action.status == "converted"
 
 
 def test_unsubscribe_exits() -> None:
     seq = three_steps()
     leave = Event("unsubscribe", t(2026, 11, 24, 9, 0))
-    action = decide_next_step(seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [leave], t(2026, 11, 24, 10, 0))
+    action = decide_next_step(
+        seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [leave], t(2026, 11, 24, 10, 0)
+    )
     assert action == Exit("unsubscribed", "exited", leave.at)
 
 
 def test_complete_after_last_step() -> None:
     seq = three_steps()
     history = tuple(StepRecord(s.id, "sent", t(2026, 11, 24, 10, 0)) for s in seq.steps)
-    action = decide_next_step(seq, EnrollmentState(t(2026, 11, 24, 10, 0), history), KARIN, [], t(2026, 12, 1, 10, 0))
+    action = decide_next_step(
+        seq, EnrollmentState(t(2026, 11, 24, 10, 0), history), KARIN, [], t(2026, 12, 1, 10, 0)
+    )
     assert action == Complete()
 
 
 def test_late_work_waits_for_the_window() -> None:
     # Due Thursday 10:00, worker back on Thursday 20:00: Friday 08:00, not now.
     seq = three_steps()
-    state = EnrollmentState(t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),))
+    state = EnrollmentState(
+        t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),)
+    )
     action = decide_next_step(seq, state, KARIN, [], t(2026, 11, 26, 20, 0))
     assert isinstance(action, Wait)
     assert action.until == t(2026, 11, 27, 8, 0)
@@ -148,11 +166,19 @@ def test_late_work_waits_for_the_window() -> None:
 def test_failing_condition_skips_with_the_error() -> None:
     seq = make_sequence(
         steps=[
-            {"id": "a", "wait": 0, "when": "subscriber.attributes.plan == 'pro'", "subject": "x", "template": "a.md"},
+            {
+                "id": "a",
+                "wait": 0,
+                "when": "subscriber.attributes.plan == 'pro'",
+                "subject": "x",
+                "template": "a.md",
+            },
             {"id": "offer", "wait": 0, "subject": "x", "template": "o.md", "offer": OFFER},
         ]
     )
-    action = decide_next_step(seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [], t(2026, 11, 24, 10, 0))
+    action = decide_next_step(
+        seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [], t(2026, 11, 24, 10, 0)
+    )
     assert isinstance(action, Skip)
     assert "failed" in action.reason and "plan" in action.reason
 
@@ -170,14 +196,22 @@ def test_steps_matched_by_id_after_an_edit() -> None:
     state = EnrollmentState(moment, (StepRecord("welcome", "sent", moment),))
     step = next_step(seq, state)
     assert step is not None and step.id == "new-after"  # not the one inserted before
-    removed = EnrollmentState(moment, (StepRecord("welcome", "sent", moment), StepRecord("gone", "sent", moment)))
+    removed = EnrollmentState(
+        moment, (StepRecord("welcome", "sent", moment), StepRecord("gone", "sent", moment))
+    )
     step = next_step(seq, removed)
     assert step is not None and step.id == "new-after"
 
 
 def test_naive_now_rejected() -> None:
     with pytest.raises(Exception, match="naive"):
-        decide_next_step(three_steps(), EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [], datetime(2026, 11, 24))
+        decide_next_step(
+            three_steps(),
+            EnrollmentState(t(2026, 11, 24, 10, 0)),
+            KARIN,
+            [],
+            datetime(2026, 11, 24),
+        )
 
 
 class TestSimulate:

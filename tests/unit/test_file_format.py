@@ -155,7 +155,9 @@ def test_invalid_condition_named_at_when() -> None:
 
 
 def test_condition_must_name_an_earlier_step() -> None:
-    text = GOOD.replace("    subject: Offer\n", "    when: \"clicked('later')\"\n    subject: Offer\n")
+    text = GOOD.replace(
+        "    subject: Offer\n", "    when: \"clicked('later')\"\n    subject: Offer\n"
+    )
     assert problems(text) == [
         "seq.yaml:15:5: condition refers to 'later', which is not an earlier step of this sequence"
     ]

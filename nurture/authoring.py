@@ -1,0 +1,143 @@
+"""The marketer's commands as functions: validate, find, preview (no database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nurture.composer import Composer, build_links
+from nurture.config import Settings
+from nurture.core.loader import LoadedSequence, load_sequence_file, load_sequences, sequence_files
+from nurture.core.rendering import TemplateLibrary, validate_rendering
+from nurture.core.subscriber import Subscriber
+from nurture.errors import Diagnostic, NurtureError, SequenceError
+from nurture.samples import samples_for
+
+SAMPLE_KEY = "preview"
+
+
+@dataclass
+class ValidationResult:
+    files: int = 0
+    sequences: dict[str, LoadedSequence] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def validate_loaded(
+    settings: Settings, library: TemplateLibrary, loaded: LoadedSequence
+) -> list[Diagnostic]:
+    """Render every step in every locale against the sample subscribers."""
+    try:
+        samples = samples_for(loaded.sequence, loaded.path)
+    except SequenceError as exc:
+        return exc.diagnostics
+    problems: list[Diagnostic] = []
+    for sample in samples:
+        links = build_links(
+            settings.base_url, settings.secret_key, sample.email, loaded.sequence.id
+        )
+        problems.extend(
+            validate_rendering(
+                library,
+                loaded.sequence,
+                [sample],
+                links,
+                settings.postal_address,
+                loaded.display,
+                positions=loaded.positions.of,
+            )
+        )
+    return list(dict.fromkeys(problems))
+
+
+def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:
+    """Everything ``nurture validate`` checks, as data."""
+    result = ValidationResult(files=len(sequence_files(paths)))
+    loaded, diagnostics = load_sequences(paths)
+    result.diagnostics.extend(diagnostics)
+    library = TemplateLibrary(settings.templates_dir)
+    for seq_id, item in loaded.items():
+        problems = validate_loaded(settings, library, item)
+        result.diagnostics.extend(problems)
+        if not problems:
+            result.sequences[seq_id] = item
+    return result
+
+
+def find_sequence(settings: Settings, folder: Path, name: str) -> LoadedSequence:
+    """A sequence by id (in the sequences folder) or by file path."""
+    candidate = folder / name
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        item, problems = load_sequence_file(candidate)
+    else:
+        loaded, problems = load_sequences([settings.sequences_dir])
+        item = loaded.get(name)
+        if item is None and not problems:
+            known = ", ".join(sorted(loaded)) or "none"
+            raise NurtureError(f"no sequence {name!r} in {settings.sequences_dir} (known: {known})")
+        if item is not None:
+            problems = [p for p in problems if p.file == item.display]
+    if item is None or problems:
+        raise SequenceError(problems or [Diagnostic(name, 1, 1, "not found")])
+    return item
+
+
+def preview_sequence(
+    settings: Settings,
+    loaded: LoadedSequence,
+    out_dir: Path,
+    *,
+    step_id: str | None = None,
+    locale: str | None = None,
+    subscriber: Subscriber | None = None,
+    now: datetime | None = None,
+) -> list[Path]:
+    """Write ``<step>.html``, ``.txt`` and ``.eml`` per step; return the paths."""
+    sequence = loaded.sequence
+    steps = sequence.steps
+    if step_id is not None:
+        steps = [s for s in steps if s.id == step_id]
+        if not steps:
+            known = ", ".join(s.id for s in sequence.steps)
+            raise NurtureError(f"no step {step_id!r} in {sequence.id} (steps: {known})")
+    person = subscriber or samples_for(sequence, loaded.path)[0]
+    if locale is not None:
+        person = Subscriber(
+            email=person.email,
+            name=person.name,
+            given_first_name=person.given_first_name,
+            locale=locale,
+            timezone=person.timezone,
+            tags=person.tags,
+            attributes=person.attributes,
+        )
+    library = TemplateLibrary(settings.templates_dir)
+    composer = Composer(
+        lambda: library,
+        base_url=settings.base_url,
+        secret_key=settings.secret_key,
+        postal_address=settings.postal_address,
+    )
+    target = out_dir / sequence.id
+    target.mkdir(parents=True, exist_ok=True)
+    shown_locale = person.locale or sequence.locale
+    written: list[Path] = []
+    moment = now or datetime.now(UTC)
+    for step in steps:
+        message = composer(loaded, step, person, SAMPLE_KEY, moment)
+        html_part = message.get_body(("html",))
+        text_part = message.get_body(("plain",))
+        assert html_part is not None and text_part is not None
+        stem = target / f"{step.id}.{shown_locale}"
+        for suffix, content in (
+            (".html", html_part.get_content()),
+            (".txt", text_part.get_content()),
+        ):
+            path = stem.with_name(stem.name + suffix)
+            path.write_text(content, encoding="utf-8")
+            written.append(path)
+        eml = stem.with_name(stem.name + ".eml")
+        eml.write_bytes(message.as_bytes())
+        written.append(eml)
+    return written

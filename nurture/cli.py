@@ -1,0 +1,344 @@
+"""The ``nurture`` command line (Typer + Rich): the edge where settings are read."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from nurture.authoring import (
+    find_sequence,
+    preview_sequence,
+    validate_paths,
+)
+from nurture.cli_engine import register_engine_commands
+from nurture.cli_subscribers import enroll_command, subscribers_app, unenroll_command
+from nurture.clock import Clock, FixedClock, parse_instant, system_clock
+from nurture.config import CONFIG_FILE, Settings, load_settings
+from nurture.core.loader import LoadedSequence
+from nurture.runtime import open_engine
+from nurture.store.db import session_factory
+from nurture.core.decisions import Event
+from nurture.core.simulation import simulate
+from nurture.core.subscriber import Subscriber
+from nurture.errors import ConfigurationError, NurtureError, SequenceError
+from nurture.examples import example_root
+from nurture.samples import read_subscribers
+from nurture.schema import sequence_schema_text
+
+app = typer.Typer(
+    name="nurture",
+    help="Email nurture sequences: write, check, preview, simulate and send.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclass
+class Context:
+    """The CLI's context object: settings, clock and store, read at the edge."""
+
+    folder: Path
+    fixed_now: datetime | None = None
+
+    def settings(self) -> Settings:
+        return load_settings(self.folder)
+
+    def clock(self) -> Clock:
+        return FixedClock(self.fixed_now) if self.fixed_now is not None else system_clock
+
+    def now(self) -> datetime:
+        return self.clock()()
+
+    def open_store(self) -> tuple[Engine, sessionmaker[Session]]:
+        engine = open_engine(self.settings())
+        return engine, session_factory(engine)
+
+    def sequences(self) -> dict[str, LoadedSequence]:
+        settings = self.settings()
+        return validate_paths(settings, [settings.sequences_dir]).sequences
+
+
+def _now_option(value: str | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    folder: Annotated[
+        Path,
+        typer.Option(
+            "--dir", "-C", help="Working folder (holds nurture.toml).", envvar="NURTURE_DIR"
+        ),
+    ] = Path("."),
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="Fix the current time for this process (ISO-8601 with offset), "
+            "e.g. 2026-11-27T09:00:00+01:00.",
+            envvar="NURTURE_NOW",
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("apscheduler", "httpx", "urllib3", "python_http_client", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx.obj = Context(folder.resolve(), _now_option(now))
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    try:
+        settings: Settings = ctx.obj.settings()
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from exc
+    return settings
+
+
+def _parse_time(text: str, zone: ZoneInfo, what: str) -> datetime:
+    """An ISO-8601 time; without an offset it is read in ``zone`` (the subscriber's)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _fail(f"{what}: {text!r} is not an ISO-8601 time such as 2026-11-27T15:30") from exc
+    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+
+
+def parse_event(text: str, zone: ZoneInfo) -> Event:
+    """``clicked STEP at ISO``, ``opened STEP at ISO``, ``purchased [PRODUCT] at ISO``,
+    ``unsubscribed at ISO``."""
+    words, sep, when = text.partition(" at ")
+    parts = words.split()
+    if not sep or not parts:
+        raise _fail(
+            f'--event {text!r}: write for example "clicked three-models at 2026-12-01T10:00"'
+        )
+    at = _parse_time(when, zone, "--event")
+    verb, rest = parts[0].lower(), parts[1:]
+    if verb in ("clicked", "opened") and len(rest) == 1:
+        return Event("click" if verb == "clicked" else "open", at, step=rest[0])
+    if verb == "purchased" and len(rest) <= 1:
+        return Event("purchase", at, product=rest[0] if rest else None)
+    if verb == "unsubscribed" and not rest:
+        return Event("unsubscribe", at)
+    raise _fail(
+        f"--event {text!r}: the event is one of 'clicked STEP', 'opened STEP', "
+        "'purchased [PRODUCT]', 'unsubscribed', followed by 'at ISO-TIME'"
+    )
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    force: Annotated[bool, typer.Option(help="Write into a folder that has nurture.toml.")] = False,
+) -> None:
+    """Create a working folder with nurture.toml and the example sequence."""
+    target = (ctx.obj.folder / directory).resolve()
+    if (target / CONFIG_FILE).exists() and not force:
+        raise _fail(f"{target / CONFIG_FILE} already exists (use --force to overwrite)")
+    target.mkdir(parents=True, exist_ok=True)
+    source = example_root()
+    for name in ("sequences", "templates", "schemas"):
+        shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+    (target / CONFIG_FILE).write_text(
+        "# nurture configuration. Any key can be overridden in the environment as\n"
+        "# NURTURE_<KEY> (for example NURTURE_TRANSPORT=sendgrid). See the README.\n"
+        'database_url = "sqlite:///nurture.db"\n'
+        'transport = "outbox"          # outbox | sendgrid | smtp\n'
+        'outbox_dir = "outbox"\n'
+        'base_url = "http://localhost:8000"   # public address of `nurture run`, for links\n'
+        f'secret_key = "{secrets.token_urlsafe(32)}"   # signs unsubscribe links; keep it secret\n'
+        'postal_address = "Exempel AB, Storgatan 1, 111 22 Stockholm, Sweden"\n',
+        encoding="utf-8",
+    )
+    out.print(f"Created [bold]{target}[/]", highlight=False)
+    out.print(f"  cd {directory} && nurture validate", highlight=False)
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Sequence files or folders (default: sequences/).")
+    ] = None,
+) -> None:
+    """Check sequence files and render every step in every locale."""
+    settings = _settings(ctx)
+    targets = [ctx.obj.folder / p for p in paths] if paths else [settings.sequences_dir]
+    for target in targets:
+        if not target.exists():
+            raise _fail(f"{target}: no such file or folder")
+    result = validate_paths(settings, targets)
+    for diagnostic in result.diagnostics:
+        out.print(str(diagnostic), highlight=False, soft_wrap=True)
+    if result.diagnostics:
+        err.print(f"[red]{len(result.diagnostics)} problem(s)[/] in {result.files} file(s)")
+        raise typer.Exit(1)
+    names = ", ".join(sorted(result.sequences)) or "none"
+    out.print(f"[green]ok[/]: {result.files} file(s), sequences: {names}", highlight=False)
+
+
+def _one_subscriber(data: Path | None, ctx: typer.Context) -> Subscriber | None:
+    if data is None:
+        return None
+    try:
+        subscribers = read_subscribers(ctx.obj.folder / data)
+    except SequenceError as exc:
+        raise _fail(str(exc)) from exc
+    if not subscribers:
+        raise _fail(f"{data}: no subscriber in the file")
+    return subscribers[0]
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    sequence: Annotated[str, typer.Argument(help="Sequence id or file.")],
+    step: Annotated[str | None, typer.Option(help="Only this step id.")] = None,
+    locale: Annotated[str | None, typer.Option(help="Render in this locale.")] = None,
+    data: Annotated[Path | None, typer.Option(help="YAML file with subscriber data.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the files.")] = Path(
+        "preview"
+    ),
+) -> None:
+    """Write each email as .html, .txt and .eml, exactly as it will be sent."""
+    settings = _settings(ctx)
+    try:
+        loaded = find_sequence(settings, ctx.obj.folder, sequence)
+        subscriber = _one_subscriber(data, ctx)
+        written = preview_sequence(
+            settings,
+            loaded,
+            ctx.obj.folder / out_dir,
+            step_id=step,
+            locale=locale,
+            subscriber=subscriber,
+            now=ctx.obj.now(),
+        )
+    except NurtureError as exc:
+        raise _fail(str(exc)) from exc
+    for path in written:
+        try:
+            shown = path.relative_to(ctx.obj.folder)
+        except ValueError:
+            shown = path
+        out.print(str(shown), highlight=False)
+
+
+@app.command("simulate")
+def simulate_command(
+    ctx: typer.Context,
+    sequence: Annotated[str, typer.Argument(help="Sequence id or file.")],
+    start: Annotated[
+        str | None, typer.Option(help="Enrollment time, ISO-8601 (default: now).")
+    ] = None,
+    tz: Annotated[str | None, typer.Option(help="Subscriber's time zone (IANA name).")] = None,
+    data: Annotated[Path | None, typer.Option(help="YAML file with subscriber data.")] = None,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='What the subscriber does, e.g. "clicked three-models at 2026-12-01T10:00".'
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show when one subscriber would get each email, and why."""
+    settings = _settings(ctx)
+    try:
+        loaded = find_sequence(settings, ctx.obj.folder, sequence)
+    except NurtureError as exc:
+        raise _fail(str(exc)) from exc
+    seq = loaded.sequence
+    subscriber = _one_subscriber(data, ctx) or Subscriber(
+        email="subscriber@example.com",
+        name="Sam Sample",
+        tags=tuple(seq.trigger.tags) if seq.trigger else (),
+    )
+    if tz is not None:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise _fail(f"--tz {tz!r} is not a known IANA time zone") from exc
+        subscriber = Subscriber(
+            email=subscriber.email,
+            name=subscriber.name,
+            given_first_name=subscriber.given_first_name,
+            locale=subscriber.locale,
+            timezone=tz,
+            tags=subscriber.tags,
+            attributes=subscriber.attributes,
+        )
+    zone = ZoneInfo(subscriber.timezone or seq.timezone)
+    begin = _parse_time(start, zone, "--start") if start else ctx.obj.now()
+    events = [parse_event(text, zone) for text in event or []]
+    try:
+        timeline = simulate(seq, subscriber, begin, events)
+    except NurtureError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps([entry.as_json() for entry in timeline], indent=2, ensure_ascii=False))
+        return
+    enrolled = begin.astimezone(zone)
+    table = Table(
+        title=f"{seq.id}: {subscriber.email} ({zone.key}), enrolled {enrolled:%a %Y-%m-%d %H:%M}"
+    )
+    for column in ("step", "local time", "UTC", "action", "why"):
+        table.add_column(column)
+    for entry in timeline:
+        table.add_row(
+            entry.step or "-",
+            f"{entry.at:%a %Y-%m-%d %H:%M %Z}",
+            f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M}",
+            entry.action,
+            entry.reason,
+        )
+    out.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the sequence file format."""
+    print(sequence_schema_text(), end="")
+
+
+app.add_typer(subscribers_app, name="subscribers")
+app.command("enroll")(enroll_command)
+app.command("unenroll")(unenroll_command)
+register_engine_commands(app)
+
+
+def main() -> None:
+    app()

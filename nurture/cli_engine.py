@@ -1,0 +1,194 @@
+"""The engine's commands: ``db upgrade``, ``dispatch``, ``worker``, ``run``,
+``plan``, ``resume`` and ``log``. Settings and the clock come from the main
+CLI's context object (see :mod:`nurture.cli`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nurture.clock import FixedClock, parse_instant
+from nurture.errors import ConfigurationError, NurtureError
+from nurture.runtime import Runtime, build_runtime, open_engine
+
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("nurture")
+
+db_app = typer.Typer(name="db", help="The database schema (Alembic migrations).", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _runtime(ctx: typer.Context, now: str | None = None) -> Iterator[Runtime]:
+    clock = ctx.obj.clock()
+    if now is not None:
+        try:
+            clock = FixedClock(parse_instant(now))
+        except ValueError as exc:
+            raise _fail(f"--now: {exc}", 2) from exc
+    try:
+        runtime = build_runtime(ctx.obj.settings(), clock)
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from exc
+    except NurtureError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        problems = runtime.registry.last_problems
+        if problems:
+            err.print(
+                f"[yellow]warning:[/] {len(problems)} problem(s) in sequence files; "
+                "the invalid ones are not running (see `nurture validate`)"
+            )
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply the migrations (run and worker also do this on start)."""
+    try:
+        settings = ctx.obj.settings()
+        engine = open_engine(settings)
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from exc
+    from nurture.store.migrate import current_revision
+
+    out.print(f"database at revision {current_revision(engine)}", highlight=False)
+    engine.dispose()
+
+
+def dispatch_command(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (for cron).")] = False,
+    now: Annotated[str | None, typer.Option(help="Dispatch as if it were this time.")] = None,
+) -> None:
+    """Send everything due now, in as many batches as it takes, then exit."""
+    if not once:
+        raise _fail("use `nurture dispatch --once` for one pass, or `nurture worker` to keep going", 2)
+    with _runtime(ctx, now) as runtime:
+        moment = runtime.clock()
+        runtime.dispatcher.reconcile(moment)
+        try:
+            report = runtime.dispatcher.dispatch(moment)
+        except NurtureError as exc:
+            raise _fail(str(exc), 3) from exc
+    out.print(
+        f"dispatch at {moment.isoformat()}: sent {report.sent}, skipped {report.skipped}, "
+        f"failed {report.failed}, unknown {report.unknown}, retry later {report.retried}, "
+        f"exited {report.exited}, completed {report.completed}",
+        highlight=False,
+    )
+
+
+def worker_command(ctx: typer.Context) -> None:
+    """Run the scheduler: dispatch, reload changed files, reconcile. Ctrl-C stops it."""
+    from nurture.worker import Worker
+
+    with _runtime(ctx) as runtime:
+        Worker(runtime).run_blocking()
+
+
+def run_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Migrate, then run the worker and the web app together in one process."""
+    import uvicorn
+
+    from nurture.web.app import create_app
+    from nurture.worker import Worker
+
+    with _runtime(ctx) as runtime:
+        app = create_app(runtime, Worker(runtime))
+        out.print(
+            f"nurture on http://{host}:{port} (health: /healthz); transport "
+            f"{runtime.settings.transport}; sequences: "
+            f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}",
+            highlight=False,
+        )
+        uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def resume_command(
+    ctx: typer.Context,
+    sequence: Annotated[str, typer.Argument(help="The paused sequence's id.")],
+) -> None:
+    """Resume a sequence paused by its error budget."""
+    from nurture.store import queries
+
+    engine = open_engine(ctx.obj.settings())
+    with engine.begin() as conn:
+        paused = queries.paused_sequences(conn)
+        if sequence not in paused:
+            raise _fail(f"{sequence} is not paused")
+        queries.save_sequence_state(
+            conn, sequence, consecutive_failures=0, paused=False, reason=None, now=ctx.obj.now()
+        )
+    engine.dispose()
+    out.print(f"{sequence} resumed", highlight=False)
+
+
+def log_command(
+    ctx: typer.Context,
+    email: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
+    sequence: Annotated[str | None, typer.Option(help="Only this sequence.")] = None,
+    status: Annotated[str | None, typer.Option(help="sent, skipped, failed, unknown, retry, reserved.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show (newest first).")] = 50,
+) -> None:
+    """The send log: every decision, with why."""
+    from nurture.reports import send_log
+
+    engine = open_engine(ctx.obj.settings())
+    rows = send_log(engine, email=email, sequence=sequence, status=status, limit=limit)
+    engine.dispose()
+    table = Table(title="send log (newest first)")
+    for column in ("decided (UTC)", "email", "sequence", "step", "status", "attempts", "why / message id"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        detail: Any = row["reason"] or row["provider_message_id"] or ""
+        table.add_row(
+            f"{row['decided_at']:%Y-%m-%d %H:%M}",
+            row["email"],
+            row["sequence_id"],
+            row["step_id"],
+            row["status"],
+            str(row["attempts"]),
+            str(detail),
+        )
+    out.print(table)
+
+
+def plan_command(ctx: typer.Context) -> None:
+    """What editing the sequence files would do to subscribers mid-way."""
+    from nurture.planning import plan_changes, render_plan
+
+    settings = ctx.obj.settings()
+    engine = open_engine(settings)
+    try:
+        plans = plan_changes(engine, ctx.obj.sequences(), ctx.obj.now())
+    finally:
+        engine.dispose()
+    render_plan(plans, out)
+
+
+def register_engine_commands(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+    app.command("dispatch")(dispatch_command)
+    app.command("worker")(worker_command)
+    app.command("run")(run_command)
+    app.command("plan")(plan_command)
+    app.command("resume")(resume_command)
+    app.command("log")(log_command)

@@ -1,0 +1,403 @@
+"""``nurture subscribers ...``, ``nurture enroll`` and ``nurture unenroll``.
+
+The commands get everything from the Typer context object, which must satisfy
+:class:`AppContext` (the main CLI's context does): settings, the clock, a
+migrated store and the valid sequences. That keeps this module free of
+configuration reading, and lets tests pass a context with a fixed clock.
+
+Exit codes: 0 done; 1 a refused input or a failed command (bad address,
+unknown sequence, bad CSV rows: the good rows are still imported); 2 a
+configuration error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Column, Table
+from rich.text import Text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from nurture.config import Settings
+from nurture.core.loader import LoadedSequence
+from nurture.errors import ConfigurationError, NurtureError
+from nurture.store.models import SUBSCRIBER_STATUSES, Subscriber
+from nurture.subscribers import (
+    add_subscriber,
+    enroll,
+    get_subscriber,
+    import_csv,
+    list_subscribers,
+    subscriber_enrollments,
+    subscriber_sends,
+    unenroll,
+)
+
+out = Console()
+err = Console(stderr=True)
+
+subscribers_app = typer.Typer(
+    name="subscribers",
+    help="Add, import, list and inspect subscribers.",
+    no_args_is_help=True,
+)
+
+
+@runtime_checkable
+class AppContext(Protocol):
+    """What these commands need from ``ctx.obj``."""
+
+    def settings(self) -> Settings:
+        """The settings; raises ConfigurationError when they are invalid."""
+        ...
+
+    def now(self) -> datetime:
+        """The current time, aware UTC."""
+        ...
+
+    def open_store(self) -> tuple[Engine, sessionmaker[Session]]:
+        """An engine on ``settings().database_url`` migrated to head, and its sessions.
+
+        Each command disposes the engine when it is done (closing its pooled
+        connections), so return a new engine, or one that may be disposed.
+        """
+        ...
+
+    def sequences(self) -> dict[str, LoadedSequence]:
+        """The valid sequences by id (invalid files left out)."""
+        ...
+
+
+def _app(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_object(AppContext)  # type: ignore[type-abstract]
+    if obj is None:
+        raise RuntimeError(
+            "the CLI context object must implement nurture.cli_subscribers.AppContext"
+        )
+    return obj
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(Text.assemble(("error: ", "bold red"), (message, "red")), soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Our errors become a red message and an exit code, never a traceback."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from exc
+    except NurtureError as exc:
+        raise _fail(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise _fail(f"database error: {exc}") from exc
+
+
+@contextmanager
+def _store(app: AppContext) -> Iterator[Session]:
+    engine, sessions = app.open_store()
+    try:
+        with sessions() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _subscriber(session: Session, email: str) -> Subscriber:
+    row = get_subscriber(session, email)
+    if row is None:
+        raise _fail(f"no subscriber {email.strip()!r}")
+    return row
+
+
+def _sequence(app: AppContext, sequence_id: str) -> LoadedSequence:
+    sequences = app.sequences()
+    if sequence_id not in sequences:
+        known = ", ".join(sorted(sequences)) or "none"
+        raise _fail(f"unknown sequence {sequence_id!r} (valid sequences: {known})")
+    return sequences[sequence_id]
+
+
+def _local(moment: datetime | None, zone: str) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _attributes(pairs: list[str]) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise _fail(f"--attr {pair!r}: write it as key=value")
+        attributes[key.strip()] = value.strip()
+    return attributes
+
+
+@subscribers_app.command("add")
+def add_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address (any case; stored lower-cased).")],
+    name: Annotated[str, typer.Option(help="Full name.")] = "",
+    first_name: Annotated[
+        str | None, typer.Option(help="First name, when not the name's first word.")
+    ] = None,
+    tz: Annotated[str | None, typer.Option(help="IANA time zone, e.g. Europe/Stockholm.")] = None,
+    locale: Annotated[str | None, typer.Option(help="Locale, e.g. sv or en-GB.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A tag (repeat for more).")] = None,
+    attr: Annotated[
+        list[str] | None, typer.Option(help="An attribute as key=value (repeat for more).")
+    ] = None,
+    consent: Annotated[
+        str | None, typer.Option(help="The wording the subscriber agreed to.")
+    ] = None,
+    source: Annotated[str, typer.Option(help="Where the address came from.")] = "cli",
+) -> None:
+    """Add a subscriber (or update one), and enroll them where their tags match."""
+    app = _app(ctx)
+    attributes = _attributes(attr or [])
+    with _errors(), _store(app) as session:
+        now = app.now()
+        before = get_subscriber(session, email)
+        stamp = before.updated_at if before is not None else None
+        row, enrollments = add_subscriber(
+            session,
+            email=email,
+            name=name,
+            first_name=first_name,
+            tz=tz,
+            locale=locale,
+            tags=tag or [],
+            attributes=attributes,
+            consent_source=source,
+            consent_text=consent,
+            now=now,
+            sequences=app.sequences(),
+        )
+        session.commit()
+    if before is None:
+        out.print(f"Added {row.email}", highlight=False)
+    elif row.updated_at != stamp:
+        out.print(f"Updated {row.email}", highlight=False)
+    else:
+        out.print(f"{row.email} is already up to date", highlight=False)
+    for enrollment in enrollments:
+        out.print(
+            f"  enrolled in {enrollment.sequence_id} (version {enrollment.sequence_version})",
+            highlight=False,
+        )
+    if row.status != "active":
+        out.print(f"  status: {row.status} (not enrolled)", highlight=False)
+
+
+@subscribers_app.command("import")
+def import_command(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE.csv", help="A UTF-8 CSV file with an 'email' column.")
+    ],
+    consent: Annotated[
+        str | None, typer.Option(help="The wording these subscribers agreed to.")
+    ] = None,
+) -> None:
+    """Import subscribers from CSV: email, name, first_name, tz, locale, tags, attr.<key>.
+
+    Tags in one cell are separated by ';' or '|'. Re-importing a file changes
+    nothing. Bad rows are listed as FILE:LINE: message and skipped; the others
+    are imported (exit code 1 if any row was bad).
+    """
+    app = _app(ctx)
+    with (
+        _errors(),
+        _store(app) as session,
+        Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,  # no bar in logs and pipes
+        ) as bar,
+    ):
+        task = bar.add_task("import", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = import_csv(
+            session,
+            file,
+            sequences=app.sequences(),
+            now=app.now(),
+            consent_source="import",
+            consent_text=consent,
+            progress=progress,
+        )
+    out.print(
+        f"{report.imported} imported, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{len(report.errors)} with errors; {report.enrolled} new enrollments",
+        highlight=False,
+    )
+    for line, message in report.errors:
+        err.print(Text(f"{file}:{line}: {message}", style="red"), soft_wrap=True)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@subscribers_app.command("list")
+def list_command(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option(help=f"Only this status ({', '.join(SUBSCRIBER_STATUSES)}).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
+) -> None:
+    """List subscribers in the order they were added."""
+    app = _app(ctx)
+    if status is not None and status not in SUBSCRIBER_STATUSES:
+        raise _fail(f"unknown status {status!r} (one of {', '.join(SUBSCRIBER_STATUSES)})")
+    with _errors(), _store(app) as session:
+        rows = list_subscribers(session, limit=limit, offset=offset, status=status)
+    # Readable at 80 columns (a pipe, a narrow terminal): short fixed-width
+    # values never wrap, the rest folds. Time zone and locale are in `show`.
+    table = Table(
+        Column("email", overflow="fold"),
+        Column("name", overflow="fold"),
+        Column("status", no_wrap=True),
+        Column("tags", overflow="fold"),
+        Column("added", no_wrap=True),
+        box=box.SIMPLE_HEAD,
+    )
+    for row in rows:
+        table.add_row(
+            row.email, row.name, row.status, ", ".join(row.tags), f"{row.created_at:%Y-%m-%d}"
+        )
+    out.print(table)
+    if not rows:
+        out.print("no subscribers" + (f" with status {status}" if status else ""))
+
+
+@subscribers_app.command("show")
+def show_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+) -> None:
+    """Show a subscriber: details, consent, enrollments and the send log."""
+    app = _app(ctx)
+    with _errors(), _store(app) as session:
+        row = _subscriber(session, email)
+        enrollments = subscriber_enrollments(session, row)
+        sends = subscriber_sends(session, row)
+        sequences = app.sequences()
+
+    def zone_for(sequence_id: str) -> str:
+        # The dispatcher's rule: the subscriber's zone, else the sequence's.
+        loaded = sequences.get(sequence_id)
+        return row.timezone or (loaded.sequence.timezone if loaded else "UTC")
+
+    details = Table.grid(padding=(0, 2))
+    details.add_column(style="bold")
+    details.add_column()
+    details.add_row("email", row.email)
+    details.add_row("name", row.name or "-")
+    details.add_row("first name", row.first_name or "-")
+    details.add_row("status", row.status + (f" ({row.status_reason})" if row.status_reason else ""))
+    details.add_row("time zone", row.timezone or "- (the sequence's)")
+    details.add_row("locale", row.locale or "- (the sequence's)")
+    details.add_row("tags", ", ".join(row.tags) or "-")
+    for key, value in sorted(row.attributes.items()):
+        details.add_row(f"attr.{key}", str(value))
+    details.add_row("consent", _local(row.consent_at, row.timezone or "UTC"))
+    details.add_row("  source", row.consent_source or "-")
+    details.add_row("  wording", row.consent_text or "-")
+    details.add_row("  IP", row.consent_ip or "-")
+    details.add_row("added", _local(row.created_at, row.timezone or "UTC"))
+    out.print(details)
+
+    # As in `list`: times never wrap, identifiers and text fold.
+    enrolled = Table(
+        Column("sequence (version)", overflow="fold"),
+        Column("status", overflow="fold"),
+        Column("last step", overflow="fold"),
+        Column("next due", no_wrap=True),
+        title="Enrollments",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for enrollment in enrollments:
+        reason = f": {enrollment.status_reason}" if enrollment.status_reason else ""
+        enrolled.add_row(
+            f"{enrollment.sequence_id} ({enrollment.sequence_version})",
+            enrollment.status + reason,
+            enrollment.position or "-",
+            _local(enrollment.next_due_at, zone_for(enrollment.sequence_id)),
+        )
+    out.print(enrolled if enrollments else "not enrolled in any sequence")
+
+    log = Table(
+        Column("sent, or due", no_wrap=True),
+        Column("sequence / step", overflow="fold"),
+        Column("status", no_wrap=True),
+        Column("subject / reason", overflow="fold"),
+        title="Sends",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for send in sends:
+        status = send.status + (f" ({send.attempts} tries)" if send.attempts > 1 else "")
+        log.add_row(
+            _local(send.sent_at or send.due_at, zone_for(send.sequence_id)),
+            f"{send.sequence_id} / {send.step_id}",
+            status,
+            send.reason or send.subject or "",
+        )
+    out.print(log if sends else "nothing sent yet")
+
+
+def enroll_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    sequence: Annotated[str, typer.Argument(help="The sequence id.")],
+) -> None:
+    """Enroll a subscriber in a sequence now (also one they finished before)."""
+    app = _app(ctx)
+    with _errors(), _store(app) as session:
+        loaded = _sequence(app, sequence)
+        row = _subscriber(session, email)
+        enrollment = enroll(session, row, loaded, app.now())
+        session.commit()
+    out.print(
+        f"Enrolled {row.email} in {enrollment.sequence_id} "
+        f"(version {enrollment.sequence_version}); the first step is due now",
+        highlight=False,
+    )
+
+
+def unenroll_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    sequence: Annotated[str, typer.Argument(help="The sequence id.")],
+    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "unenrolled by admin",
+) -> None:
+    """End a subscriber's active enrollment in a sequence: nothing more is sent from it."""
+    app = _app(ctx)
+    with _errors(), _store(app) as session:
+        row = _subscriber(session, email)
+        unenroll(session, row, sequence, app.now(), reason=reason)
+        session.commit()
+    out.print(f"Unenrolled {row.email} from {sequence}", highlight=False)

@@ -1,0 +1,62 @@
+"""Turning a decided step into the email to send: links, rendering, headers.
+
+Shell code (it knows the site's base URL and secret); the rendering itself is
+the pure core's :class:`TemplateLibrary`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from email.message import EmailMessage
+
+from nurture.core.links import Links
+from nurture.core.loader import LoadedSequence
+from nurture.core.model import Step
+from nurture.core.rendering import TemplateLibrary
+from nurture.core.subscriber import Subscriber
+from nurture.core.tokens import subscriber_link
+
+
+def build_links(base_url: str, secret_key: str, email: str, sequence_id: str) -> Links:
+    """The subscriber's own signed links for one sequence."""
+    return Links(
+        unsubscribe_url=subscriber_link(base_url, secret_key, "unsubscribe", email, sequence_id),
+        preferences_url=subscriber_link(base_url, secret_key, "preferences", email, sequence_id),
+    )
+
+
+class Composer:
+    """Builds the complete RFC 5322 message for (sequence, step, subscriber)."""
+
+    def __init__(
+        self,
+        library: Callable[[], TemplateLibrary],
+        *,
+        base_url: str,
+        secret_key: str,
+        postal_address: str,
+    ) -> None:
+        self.library = library
+        self.base_url = base_url
+        self.secret_key = secret_key
+        self.postal_address = postal_address
+
+    def __call__(
+        self, loaded: LoadedSequence, step: Step, subscriber: Subscriber, key: str, now: datetime
+    ) -> EmailMessage:
+        sequence = loaded.sequence
+        links = build_links(self.base_url, self.secret_key, subscriber.email, sequence.id)
+        rendered = self.library().render(sequence, step, subscriber, links, self.postal_address)
+        domain = sequence.sender.email.rpartition("@")[2]
+        return rendered.to_message(
+            sender_name=sequence.sender.name,
+            sender_email=sequence.sender.email,
+            reply_to=sequence.sender.reply_to,
+            to_email=subscriber.email,
+            to_name=subscriber.name,
+            # The ledger key in the Message-ID: a message found in an inbox or
+            # a bounce can be traced back to its send row.
+            message_id=f"<{key}.{step.id}@{domain}>",
+            date=now,
+        )

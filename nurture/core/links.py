@@ -1,0 +1,187 @@
+"""Links in an email: the subscriber's own URLs, the tracked offer link, the
+compliance footer, and the rules every link must follow.
+
+Pure functions of strings. The caller (the shell) builds :class:`Links` from the
+base URL and signed tokens; rendering puts them into the template context and
+the ``List-*`` headers, checks the footer of every email
+(:func:`footer_problem`, :func:`with_text_footer`), and validation checks every
+link (:func:`hrefs`, :func:`link_problem`).
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass
+from email.header import Header
+from functools import lru_cache
+from html.parser import HTMLParser
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from markupsafe import escape
+
+UTM_SOURCE = "nurture"
+UTM_MEDIUM = "email"
+
+
+@dataclass(frozen=True)
+class Links:
+    """The per-subscriber URLs of one email, built by the caller (signed tokens)."""
+
+    unsubscribe_url: str
+    preferences_url: str
+
+
+@lru_cache(maxsize=4096)
+def offer_url(checkout_url: str, *, campaign: str, content: str) -> str:
+    """``checkout_url`` with UTM parameters naming the sequence and the step.
+
+    The existing query string is kept byte for byte (a shop may sign it), and the
+    fragment is kept. A ``utm_*`` parameter the marketer already put in the URL
+    wins over ours: it is an explicit choice, ours is only a default.
+    """
+    parts = urlsplit(checkout_url)
+    present = {key for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    ours = [
+        (key, value)
+        for key, value in (
+            ("utm_source", UTM_SOURCE),
+            ("utm_medium", UTM_MEDIUM),
+            ("utm_campaign", campaign),
+            ("utm_content", content),
+        )
+        if key not in present
+    ]
+    query = "&".join(part for part in (parts.query, urlencode(ours)) if part)
+    return urlunsplit(parts._replace(query=query))
+
+
+def list_headers(
+    links: Links, *, sequence_id: str, sequence_name: str, sender_email: str, step_id: str
+) -> dict[str, str]:
+    """The headers the pipeline (never a template) adds to every email.
+
+    - ``List-Unsubscribe`` with the https URL and ``List-Unsubscribe-Post:
+      List-Unsubscribe=One-Click``: RFC 8058 one-click unsubscribe, which Gmail and
+      Yahoo require of bulk senders; the mail client POSTs to the URL, so the
+      unsubscribe endpoint must accept POST without a confirmation page. (RFC 2369
+      defines the header itself.)
+    - ``List-Id``: RFC 2919, so mail clients can filter and users can recognise the
+      series. The id lives under the *sender's* domain, which the business
+      controls (RFC 2919 section 3) and which, unlike the base URL, is the same in
+      development and production, so filters keep working.
+    - ``X-Nurture-Sequence`` / ``X-Nurture-Step``: lets provider events and
+      bounces be traced back to a step without parsing the body.
+    """
+    return {
+        "List-Unsubscribe": f"<{links.unsubscribe_url}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": list_id(sequence_id, sequence_name, sender_email),
+        "X-Nurture-Sequence": sequence_id,
+        "X-Nurture-Step": step_id,
+    }
+
+
+@lru_cache(maxsize=256)
+def list_id(sequence_id: str, sequence_name: str, sender_email: str) -> str:
+    """The RFC 2919 ``List-Id`` value: ``<name> <sequence-id.nurture.sender-domain>``."""
+    domain = sender_email.rpartition("@")[2].lower()
+    with suppress(UnicodeError):  # not a valid IDN: keep it, the header still parses
+        domain = domain.encode("idna").decode("ascii")
+    return f"{_phrase(sequence_name)} <{sequence_id}.nurture.{domain}>"
+
+
+_SPECIALS = frozenset('()<>@,;:\\".[]')
+
+
+def _phrase(text: str) -> str:
+    """An RFC 5322 phrase for ``text``: encoded word, quoted string or atoms.
+
+    Pre-encoded here (rather than left to the email package) because the same
+    headers go to HTTP APIs such as SendGrid's, which expect ASCII values.
+    """
+    text = " ".join(text.replace('"', "'").split())
+    if not text.isascii():
+        # RFC 2047 section 5 (3) allows encoded words in a phrase.
+        return Header(text, "utf-8").encode(maxlinelen=998)
+    if any(char in _SPECIALS for char in text):
+        return '"' + text.replace("\\", "\\\\") + '"'
+    return text
+
+
+class _HrefCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("a", "area"):
+            for name, value in attrs:
+                if name == "href" and value is not None:
+                    self.found.append(value.strip())
+
+
+def hrefs(html: str) -> list[str]:
+    """Every link target (``<a href>``, ``<area href>``) in ``html``, unescaped."""
+    collector = _HrefCollector()
+    collector.feed(html)
+    collector.close()
+    return collector.found
+
+
+def link_problem(href: str, links: Links) -> str | None:
+    """Why ``href`` must not be in an email, or None when it is fine.
+
+    Only absolute https links and ``mailto:`` are allowed: plain http is
+    rewritten or flagged by mail clients and leaks the click, and a relative link
+    has nothing to be relative to in an inbox. The subscriber's own unsubscribe
+    and preferences URLs are exempt because the base URL is ``http://localhost``
+    in development.
+    """
+    if href in (links.unsubscribe_url, links.preferences_url):
+        return None
+    parts = urlsplit(href)
+    scheme = parts.scheme.lower()
+    if scheme == "mailto":
+        return None
+    if scheme == "https" and parts.netloc:
+        return None
+    if scheme == "http":
+        return f"link {href!r} is not https: use an https:// address"
+    return f"link {href!r} is not an absolute https:// address"
+
+
+def _appears(html: str, value: str, before: str = "", after: str = "") -> bool:
+    """Whether ``value`` is in ``html``, escaped as rendering splices values in
+    (markupsafe) or as html5ever serializes them (pages css-inline parsed)."""
+    if f"{before}{escape(value)}{after}" in html:
+        return True
+    amp = value.replace("&", "&amp;").replace("\xa0", "&nbsp;")
+    text, attribute = amp.replace("<", "&lt;").replace(">", "&gt;"), amp.replace('"', "&quot;")
+    return f"{before}{text}{after}" in html or f"{before}{attribute}{after}" in html
+
+
+def footer_problem(html: str, links: Links, postal_address: str) -> str | None:
+    """What the HTML lacks of the legally required footer, or None.
+
+    Every marketing email must carry an unsubscribe link and the sender's
+    postal address (CAN-SPAM, 15 U.S.C. 7704(a)(5); the EU ePrivacy Directive,
+    article 13, requires the opt-out in every message). Checked on every email,
+    not only by ``nurture validate``: it is two substring searches.
+    """
+    missing = []
+    if not _appears(html, links.unsubscribe_url, 'href="', '"'):
+        missing.append("no unsubscribe link (an href equal to unsubscribe_url)")
+    if not _appears(html, postal_address):
+        missing.append("no postal address")
+    if not missing:
+        return None
+    return f"the email has {' and '.join(missing)}: the layout's footer must show them"
+
+
+def with_text_footer(text: str, links: Links, postal_address: str, unsubscribe_label: str) -> str:
+    """``text`` ending in a newline, with a standard footer when it lacks the
+    unsubscribe URL or the postal address (a hand-written .txt may)."""
+    text = text.rstrip() + "\n"
+    if links.unsubscribe_url in text and postal_address in text:
+        return text
+    return f"{text}\n-- \n{unsubscribe_label}: {links.unsubscribe_url}\n{postal_address}\n"

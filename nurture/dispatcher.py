@@ -1,0 +1,832 @@
+"""The dispatcher: claim due enrollments, ask the core, record, send, confirm.
+
+One pass (:meth:`Dispatcher.dispatch`) runs batches until nothing is due at
+``now``. Per batch:
+
+1. **Claim** due enrollments (``claim_due_enrollments``: SKIP LOCKED on
+   PostgreSQL, a conditional UPDATE on SQLite), with a lease.
+2. **Decide** with the pure core (``decide_next_step``), the same function
+   ``nurture simulate`` uses. Skips, exits and waits are recorded at once.
+3. **Reserve**: a ledger row per email, status ``reserved``, committed
+   *before* the provider is called. The unique (enrollment, step) constraint
+   makes a second send of the same step impossible.
+4. **Re-check** suppressions and subscriber status just before the call.
+5. **Send** through the transport (a thread pool for HTTP providers), under
+   the send-rate limit.
+6. **Confirm**: ``sent`` with the provider's message id; transient failures
+   become ``retry`` with exponential backoff and jitter (a 429's reset time is
+   honoured); ambiguous ones (timeout after the request went out) ``unknown``,
+   never resent blindly; permanent ones ``failed``. 401/403 stops dispatching.
+
+A crash between 3 and 6 leaves ``reserved`` rows; the reconcile job turns
+them into ``unknown`` once their lease expires. They are never sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy.engine import Engine, Row
+
+from nurture.core.decisions import (
+    Complete,
+    EnrollmentState,
+    Event,
+    Exit,
+    Send,
+    Skip,
+    StepRecord,
+    Wait,
+    decide_next_step,
+)
+from nurture.core.loader import LoadedSequence
+from nurture.core.model import Step
+from nurture.core.subscriber import Subscriber
+from nurture.errors import (
+    AmbiguousSendError,
+    AuthenticationError,
+    NurtureError,
+    PermanentSendError,
+    RenderError,
+    TransientSendError,
+)
+from nurture.store import queries
+from nurture.transports.base import OutgoingEmail, SendResult, Transport
+
+log = logging.getLogger("nurture.dispatcher")
+
+Compose = Callable[[LoadedSequence, Step, Subscriber, str, datetime], EmailMessage]
+"""Builds the message: (sequence, step, subscriber, send key, now) -> EmailMessage."""
+
+# A decision loop per enrollment ends at a send, a wait or an exit; skips go on.
+_MAX_DECISIONS_PER_PASS = 100
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """The knobs of dispatching (from Settings, read at the edge)."""
+
+    batch_size: int = 500
+    rate_limit: float = 50.0  # emails per second, across the batch
+    concurrency: int = 1  # parallel transport calls (HTTP providers want many)
+    lease: timedelta = timedelta(minutes=5)
+    max_attempts: int = 8
+    retry_base: timedelta = timedelta(minutes=1)
+    retry_max: timedelta = timedelta(hours=6)
+    error_budget: int = 20  # failures in a row that pause a sequence
+
+
+@dataclass
+class DispatchReport:
+    """What one pass did, for logs, the CLI and the demo's live view."""
+
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    unknown: int = 0
+    retried: int = 0
+    exited: int = 0
+    completed: int = 0
+    batches: int = 0
+    log: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(email, sequence, step or '-', what happened) per decision, in order."""
+
+    def merge(self, other: DispatchReport) -> None:
+        for name in (
+            "sent",
+            "skipped",
+            "failed",
+            "unknown",
+            "retried",
+            "exited",
+            "completed",
+            "batches",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.log.extend(other.log)
+
+
+class DispatchHalted(NurtureError):
+    """Dispatching must stop (the provider refused our credentials)."""
+
+
+class RateLimiter:
+    """Spaces calls ``1/rate`` seconds apart across threads (real time, not the
+    simulated clock: the provider's limits are in real seconds)."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        if slot > now:
+            self._sleep(slot - now)
+
+
+@dataclass
+class _Planned:
+    """An email decided in this batch, waiting to be sent."""
+
+    enrollment: Row[Any]
+    subscriber: Row[Any]
+    view: Subscriber
+    loaded: LoadedSequence
+    step: Step
+    due_at: datetime
+    key: str
+    message: EmailMessage
+    existing_key: str | None  # a `retry` row being attempted again
+    attempts: int
+    state: EnrollmentState
+    events: list[Event]
+    outcome: SendResult | Exception | None = None
+
+
+def _subscriber_view(row: Row[Any]) -> Subscriber:
+    return Subscriber(
+        email=row.email,
+        name=row.name or "",
+        given_first_name=row.first_name,
+        locale=row.locale,
+        timezone=row.timezone,
+        tags=tuple(row.tags or ()),
+        attributes=dict(row.attributes or {}),
+    )
+
+
+def _events(rows: Iterable[Row[Any]]) -> list[Event]:
+    return [
+        Event(kind=row.kind, at=row.occurred_at, step=row.step_id, product=row.product)
+        for row in rows
+    ]
+
+
+def _history(ledger: Iterable[Row[Any]]) -> tuple[StepRecord, ...]:
+    # A `retry` row is a step still to be sent: not part of the history.
+    return tuple(
+        StepRecord(row.step_id, row.status, row.due_at) for row in ledger if row.status != "retry"
+    )
+
+
+class Dispatcher:
+    """Drives the pure core over the store. Owns no clock: ``now`` is an argument."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        sequences: Callable[[], dict[str, LoadedSequence]],
+        compose: Compose,
+        transport: Transport,
+        policy: DispatchPolicy | None = None,
+        worker_id: str | None = None,
+        rate_limiter: RateLimiter | None = None,
+        jitter: Callable[[], float] = random.random,
+        before_confirm: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sequences = sequences
+        self.compose = compose
+        self.transport = transport
+        self.policy = policy or DispatchPolicy()
+        self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self.rate_limiter = rate_limiter or RateLimiter(self.policy.rate_limit)
+        self.jitter = jitter
+        # A test seam: runs after the provider calls, before the confirm commit.
+        self.before_confirm = before_confirm
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- public -----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask a running pass to stop after the emails in flight are confirmed."""
+        self._stop.set()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def dispatch(self, now: datetime) -> DispatchReport:
+        """Send everything due at ``now``, in as many batches as it takes."""
+        report = DispatchReport()
+        while not self._stop.is_set():
+            batch = self.dispatch_batch(now)
+            report.merge(batch)
+            if batch.batches == 0:
+                break
+        return report
+
+    def reconcile(self, now: datetime) -> int:
+        """Turn reserved rows whose lease expired into ``unknown``."""
+        with self.engine.begin() as conn:
+            count = queries.expire_stale_reservations(conn, now)
+        if count:
+            log.warning("reconcile: %d send(s) interrupted mid-flight marked unknown", count)
+        return count
+
+    def dispatch_batch(self, now: datetime) -> DispatchReport:
+        report = DispatchReport()
+        sequences = self.sequences()
+        with self.engine.begin() as conn:
+            paused = queries.paused_sequences(conn)
+            active_ids = [sid for sid in sequences if sid not in paused]
+            claimed = queries.claim_due_enrollments(
+                conn,
+                now=now,
+                lease_until=now + self.policy.lease,
+                worker_id=self.worker_id,
+                sequence_ids=active_ids,
+                limit=self.policy.batch_size,
+            )
+        if not claimed:
+            return report
+        report.batches = 1
+        planned = self._decide_and_reserve(claimed, sequences, now, report)
+        if planned:
+            planned = self._recheck(planned, now, report)
+            halted = self._send_all(planned)
+            if self.before_confirm is not None:
+                self.before_confirm()
+            self._confirm(planned, sequences, now, report)
+            if halted is not None:
+                raise DispatchHalted(
+                    f"dispatching stopped: {halted} Fix the API key (NURTURE_SENDGRID_API_KEY) "
+                    "and restart; nothing was lost, the emails are queued."
+                ) from halted
+        return report
+
+    # -- phase 1: decide, record, reserve --------------------------------
+
+    def _decide_and_reserve(
+        self,
+        claimed: list[int],
+        sequences: dict[str, LoadedSequence],
+        now: datetime,
+        report: DispatchReport,
+    ) -> list[_Planned]:
+        with self.engine.connect() as conn:
+            enrollments = queries.load_enrollments(conn, claimed)
+            subscribers = queries.load_subscribers(conn, (e.subscriber_id for e in enrollments))
+            ledgers = queries.load_ledger(conn, claimed)
+            events = queries.load_decision_events(conn, subscribers, now)
+            suppressed = queries.suppressed_among(conn, (s.email for s in subscribers.values()))
+
+        inserts: list[dict[str, Any]] = []
+        retry_updates: list[dict[str, Any]] = []
+        enrollment_updates: list[dict[str, Any]] = []
+        planned: list[_Planned] = []
+
+        for enrollment in enrollments:
+            subscriber = subscribers[enrollment.subscriber_id]
+            loaded = sequences[enrollment.sequence_id]
+            ledger = ledgers.get(enrollment.id, [])
+            state = EnrollmentState(enrollment.enrolled_at, _history(ledger))
+            retry_rows = {row.step_id: row for row in ledger if row.status == "retry"}
+            view = _subscriber_view(subscriber)
+            update: dict[str, Any] = {
+                "_id": enrollment.id,
+                "status": "active",
+                "status_reason": None,
+                "next_due_at": None,
+                "position": enrollment.position,
+                "sequence_version": loaded.version,
+                "claimed_by": None,
+                "claimed_until": None,
+                "updated_at": now,
+            }
+            blocked = self._blocked_reason(subscriber, suppressed)
+            if blocked is not None:
+                update.update(status="exited", status_reason=blocked)
+                report.exited += 1
+                report.log.append((subscriber.email, loaded.sequence.id, "-", f"exit: {blocked}"))
+                enrollment_updates.append(update)
+                continue
+            seen_events = _events(events.get(subscriber.id, []))
+            for _ in range(_MAX_DECISIONS_PER_PASS):
+                action = decide_next_step(loaded.sequence, state, view, seen_events, now)
+                if isinstance(action, Skip):
+                    inserts.append(
+                        self._ledger_row(
+                            enrollment,
+                            loaded,
+                            action.step.id,
+                            "skipped",
+                            action.due_at,
+                            now,
+                            reason=action.reason,
+                        )
+                    )
+                    state = state.with_record(StepRecord(action.step.id, "skipped", action.due_at))
+                    update["position"] = action.step.id
+                    report.skipped += 1
+                    report.log.append(
+                        (
+                            subscriber.email,
+                            loaded.sequence.id,
+                            action.step.id,
+                            f"skip: {action.reason}",
+                        )
+                    )
+                    continue
+                if isinstance(action, Wait):
+                    retry = retry_rows.get(action.step.id)
+                    until = action.until
+                    if retry is not None and retry.next_attempt_at is not None:
+                        until = max(until, retry.next_attempt_at)
+                    update["next_due_at"] = until
+                elif isinstance(action, Exit):
+                    update.update(status=action.status, status_reason=action.reason)
+                    report.exited += 1
+                    report.log.append(
+                        (subscriber.email, loaded.sequence.id, "-", f"exit: {action.reason}")
+                    )
+                elif isinstance(action, Complete):
+                    update.update(status="completed", status_reason="every step decided")
+                    report.completed += 1
+                elif isinstance(action, Send):
+                    retry = retry_rows.get(action.step.id)
+                    if (
+                        retry is not None
+                        and retry.next_attempt_at is not None
+                        and retry.next_attempt_at > now
+                    ):
+                        update["next_due_at"] = retry.next_attempt_at
+                        break
+                    item = self._plan(
+                        enrollment, subscriber, view, loaded, action, retry, now, state, seen_events
+                    )
+                    if isinstance(item, str):  # rendering failed: a permanent failure
+                        row = self._ledger_row(
+                            enrollment,
+                            loaded,
+                            action.step.id,
+                            "failed",
+                            action.due_at,
+                            now,
+                            reason=item,
+                        )
+                        if retry is not None:
+                            retry_updates.append(
+                                self._retry_to(retry, status="failed", reason=item, now=now)
+                            )
+                        else:
+                            inserts.append(row)
+                        state = state.with_record(
+                            StepRecord(action.step.id, "failed", action.due_at)
+                        )
+                        update["position"] = action.step.id
+                        report.failed += 1
+                        report.log.append(
+                            (
+                                subscriber.email,
+                                loaded.sequence.id,
+                                action.step.id,
+                                f"failed: {item}",
+                            )
+                        )
+                        continue
+                    planned.append(item)
+                    if retry is not None:
+                        retry_updates.append(
+                            self._retry_to(
+                                retry,
+                                status="reserved",
+                                reason=None,
+                                now=now,
+                                lease=True,
+                                subject=item.message["Subject"],
+                            )
+                        )
+                    else:
+                        inserts.append(
+                            self._ledger_row(
+                                enrollment,
+                                loaded,
+                                action.step.id,
+                                "reserved",
+                                action.due_at,
+                                now,
+                                key=item.key,
+                                subject=str(item.message["Subject"]),
+                                lease=True,
+                            )
+                        )
+                    update = {}  # stays claimed until the send is confirmed
+                break
+            if update:
+                enrollment_updates.append(update)
+
+        with self.engine.begin() as conn:
+            queries.insert_ledger_rows(conn, inserts)
+            for group in _same_columns(retry_updates):
+                queries.update_ledger_rows(conn, group)
+            for group in _same_columns(enrollment_updates):
+                queries.update_enrollments(conn, group)
+        return planned
+
+    def _blocked_reason(self, subscriber: Row[Any], suppressed: dict[str, str]) -> str | None:
+        if subscriber.status != "active":
+            return f"subscriber is {subscriber.status}"
+        if subscriber.email in suppressed:
+            return f"address suppressed: {suppressed[subscriber.email]}"
+        return None
+
+    def _ledger_row(
+        self,
+        enrollment: Row[Any],
+        loaded: LoadedSequence,
+        step_id: str,
+        status: str,
+        due_at: datetime,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        key: str | None = None,
+        subject: str | None = None,
+        lease: bool = False,
+    ) -> dict[str, Any]:
+        return {
+            "key": key or uuid.uuid4().hex,
+            "enrollment_id": enrollment.id,
+            "subscriber_id": enrollment.subscriber_id,
+            "sequence_id": enrollment.sequence_id,
+            "sequence_version": loaded.version,
+            "step_id": step_id,
+            "status": status,
+            "reason": reason,
+            "due_at": due_at,
+            "decided_at": now,
+            "sent_at": None,
+            "lease_until": now + self.policy.lease if lease else None,
+            "next_attempt_at": None,
+            "attempts": 1 if status == "reserved" else 0,
+            "transport": self.transport.name if status == "reserved" else None,
+            "provider_message_id": None,
+            "subject": subject,
+        }
+
+    def _retry_to(
+        self,
+        row: Row[Any],
+        *,
+        status: str,
+        reason: str | None,
+        now: datetime,
+        lease: bool = False,
+        subject: Any = None,
+    ) -> dict[str, Any]:
+        return {
+            "_key": row.key,
+            "status": status,
+            "reason": reason,
+            "decided_at": now,
+            "lease_until": now + self.policy.lease if lease else None,
+            "next_attempt_at": None,
+            "attempts": row.attempts + (1 if status == "reserved" else 0),
+            "subject": str(subject) if subject is not None else row.subject,
+        }
+
+    def _plan(
+        self,
+        enrollment: Row[Any],
+        subscriber: Row[Any],
+        view: Subscriber,
+        loaded: LoadedSequence,
+        action: Send,
+        retry: Row[Any] | None,
+        now: datetime,
+        state: EnrollmentState,
+        events: list[Event],
+    ) -> _Planned | str:
+        key = retry.key if retry is not None else uuid.uuid4().hex
+        try:
+            message = self.compose(loaded, action.step, view, key, now)
+        except (RenderError, NurtureError) as exc:
+            return f"could not render: {exc}"
+        return _Planned(
+            enrollment=enrollment,
+            subscriber=subscriber,
+            view=view,
+            loaded=loaded,
+            step=action.step,
+            due_at=action.due_at,
+            key=key,
+            message=message,
+            existing_key=retry.key if retry is not None else None,
+            attempts=(retry.attempts if retry is not None else 0) + 1,
+            state=state,
+            events=events,
+        )
+
+    # -- phase 2: re-check, send -----------------------------------------
+
+    def _recheck(
+        self, planned: list[_Planned], now: datetime, report: DispatchReport
+    ) -> list[_Planned]:
+        """Suppression and unsubscription, read again just before the provider call:
+        someone may have clicked "unsubscribe" since the batch was claimed."""
+        with self.engine.begin() as conn:
+            statuses = queries.subscriber_statuses(conn, (p.subscriber.id for p in planned))
+            suppressed = queries.suppressed_among(conn, (p.subscriber.email for p in planned))
+            keep: list[_Planned] = []
+            cancelled: list[dict[str, Any]] = []
+            exits: list[dict[str, Any]] = []
+            for item in planned:
+                status = statuses.get(item.subscriber.id, "missing")
+                why = None
+                if status != "active":
+                    why = f"subscriber is {status}"
+                elif item.subscriber.email in suppressed:
+                    why = f"address suppressed: {suppressed[item.subscriber.email]}"
+                if why is None:
+                    keep.append(item)
+                    continue
+                reason = f"not sent: {why} (checked just before sending)"
+                cancelled.append(
+                    {"_key": item.key, "status": "skipped", "reason": reason, "lease_until": None}
+                )
+                exits.append(self._enrollment_exit(item, why, now))
+                report.skipped += 1
+                report.exited += 1
+                report.log.append(
+                    (
+                        item.subscriber.email,
+                        item.loaded.sequence.id,
+                        item.step.id,
+                        f"skip: {reason}",
+                    )
+                )
+            queries.update_ledger_rows(conn, cancelled)
+            queries.update_enrollments(conn, exits)
+        return keep
+
+    def _enrollment_exit(self, item: _Planned, why: str, now: datetime) -> dict[str, Any]:
+        return {
+            "_id": item.enrollment.id,
+            "status": "exited",
+            "status_reason": why,
+            "next_due_at": None,
+            "position": item.step.id,
+            "claimed_by": None,
+            "claimed_until": None,
+            "updated_at": now,
+        }
+
+    def _send_one(self, item: _Planned, halted: threading.Event) -> None:
+        if halted.is_set():
+            item.outcome = TransientSendError("not attempted: dispatching halted")
+            return
+        self.rate_limiter.acquire()
+        outgoing = OutgoingEmail(
+            message=item.message,
+            send_id=item.key,
+            sequence_id=item.loaded.sequence.id,
+            step_id=item.step.id,
+            to_email=item.subscriber.email,
+        )
+        try:
+            item.outcome = self.transport.send(outgoing)
+        except AuthenticationError as exc:
+            halted.set()
+            item.outcome = exc
+        except Exception as exc:  # classified in _confirm; a bug here must not lose the row
+            item.outcome = exc
+
+    def _send_all(self, planned: list[_Planned]) -> AuthenticationError | None:
+        halted = threading.Event()
+        if self.policy.concurrency <= 1 or len(planned) == 1:
+            for item in planned:
+                self._send_one(item, halted)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.policy.concurrency, thread_name_prefix="nurture-send"
+                )
+            list(self._pool.map(lambda item: self._send_one(item, halted), planned))
+        for item in planned:
+            if isinstance(item.outcome, AuthenticationError):
+                return item.outcome
+        return None
+
+    # -- phase 3: confirm -------------------------------------------------
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> timedelta:
+        if retry_after is not None:
+            # Honour the provider's reset time, but never less than a second:
+            # the pass's clock is fixed, so "now" would be retried in a hot loop.
+            return timedelta(seconds=max(retry_after, 1.0))
+        base = self.policy.retry_base.total_seconds() * (2 ** (attempts - 1))
+        capped = min(base, self.policy.retry_max.total_seconds())
+        # Full jitter between half and all of the delay: spreads retries out.
+        return timedelta(seconds=capped * (0.5 + 0.5 * self.jitter()))
+
+    def _confirm(
+        self,
+        planned: list[_Planned],
+        sequences: dict[str, LoadedSequence],
+        now: datetime,
+        report: DispatchReport,
+    ) -> None:
+        sent: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
+        enrollment_updates: list[dict[str, Any]] = []
+        invalid: list[int] = []
+        budget: dict[str, list[bool]] = {}  # sequence -> outcomes in order (True = failure)
+        last_error: dict[str, str] = {}
+        for item in planned:
+            outcome = item.outcome
+            seq_id = item.loaded.sequence.id
+            email_addr = item.subscriber.email
+            step_done = True
+            if isinstance(outcome, SendResult):
+                sent.append(
+                    {
+                        "_key": item.key,
+                        "status": "sent",
+                        "sent_at": now,
+                        "provider_message_id": outcome.message_id,
+                        "transport": outcome.provider,
+                        "lease_until": None,
+                        "reason": None,
+                    }
+                )
+                report.sent += 1
+                budget.setdefault(seq_id, []).append(False)
+                report.log.append((email_addr, seq_id, item.step.id, "sent"))
+            elif isinstance(outcome, AuthenticationError) or (
+                isinstance(outcome, TransientSendError) and item.attempts < self.policy.max_attempts
+            ):
+                retry_after = (
+                    outcome.retry_after if isinstance(outcome, TransientSendError) else 0.0
+                )
+                if isinstance(outcome, AuthenticationError) or str(outcome).startswith(
+                    "not attempted"
+                ):
+                    attempts = item.attempts - 1
+                else:
+                    attempts = item.attempts
+                when = now + self._backoff(max(attempts, 1), retry_after)
+                others.append(
+                    {
+                        "_key": item.key,
+                        "status": "retry",
+                        "reason": str(outcome),
+                        "lease_until": None,
+                        "next_attempt_at": when,
+                        "attempts": attempts,
+                    }
+                )
+                enrollment_updates.append(self._enrollment_wait(item, when, now))
+                report.retried += 1
+                report.log.append(
+                    (
+                        email_addr,
+                        seq_id,
+                        item.step.id,
+                        f"retry at {when:%Y-%m-%d %H:%M:%S}Z: {outcome}",
+                    )
+                )
+                step_done = False
+            elif isinstance(outcome, PermanentSendError | TransientSendError):
+                reason = str(outcome)
+                if isinstance(outcome, TransientSendError):
+                    reason = f"gave up after {item.attempts} attempts: {outcome}"
+                others.append(
+                    {
+                        "_key": item.key,
+                        "status": "failed",
+                        "reason": reason,
+                        "lease_until": None,
+                        "next_attempt_at": None,
+                        "attempts": item.attempts,
+                    }
+                )
+                report.failed += 1
+                budget.setdefault(seq_id, []).append(True)
+                last_error[seq_id] = reason
+                report.log.append((email_addr, seq_id, item.step.id, f"failed: {reason}"))
+                if isinstance(outcome, PermanentSendError) and outcome.invalid_address:
+                    invalid.append(item.subscriber.id)
+                    enrollment_updates.append(self._enrollment_exit(item, "invalid address", now))
+                    step_done = False
+            else:
+                # AmbiguousSendError, or an unexpected error from a transport:
+                # the provider may have the email. Never resend blindly.
+                reason = f"outcome unknown: {outcome}"
+                if not isinstance(outcome, AmbiguousSendError):
+                    log.error(
+                        "unexpected error from transport %s", self.transport.name, exc_info=outcome
+                    )
+                others.append(
+                    {
+                        "_key": item.key,
+                        "status": "unknown",
+                        "reason": reason,
+                        "lease_until": None,
+                        "next_attempt_at": None,
+                        "attempts": item.attempts,
+                    }
+                )
+                report.unknown += 1
+                report.log.append((email_addr, seq_id, item.step.id, reason))
+            if step_done:
+                enrollment_updates.append(self._after_step(item, now, report))
+
+        with self.engine.begin() as conn:
+            queries.update_ledger_rows(conn, sent)
+            queries.update_ledger_rows(conn, others)
+            for group in _same_columns(enrollment_updates):
+                queries.update_enrollments(conn, group)
+            if invalid:
+                queries.mark_subscribers(
+                    conn, invalid, "invalid", "the provider rejected the address", now
+                )
+            self._spend_budget(conn, budget, last_error, now)
+
+    def _enrollment_wait(self, item: _Planned, until: datetime, now: datetime) -> dict[str, Any]:
+        return {
+            "_id": item.enrollment.id,
+            "status": "active",
+            "status_reason": None,
+            "next_due_at": until,
+            "position": item.enrollment.position,
+            "claimed_by": None,
+            "claimed_until": None,
+            "updated_at": now,
+        }
+
+    def _after_step(self, item: _Planned, now: datetime, report: DispatchReport) -> dict[str, Any]:
+        """Where the enrollment goes once this step is decided: the core is asked
+        right away (it is pure and cheap) instead of claiming the row again."""
+        update = self._enrollment_wait(item, now, now)
+        update["position"] = item.step.id
+        state = item.state.with_record(StepRecord(item.step.id, "sent", item.due_at))
+        action = decide_next_step(item.loaded.sequence, state, item.view, item.events, now)
+        if isinstance(action, Wait):
+            update["next_due_at"] = action.until
+        elif isinstance(action, Complete):
+            update.update(status="completed", status_reason="every step decided", next_due_at=None)
+            report.completed += 1
+        # Send, Skip or Exit due now: leave next_due_at = now for the next batch.
+        return update
+
+    def _spend_budget(
+        self, conn: Any, budget: dict[str, list[bool]], last_error: dict[str, str], now: datetime
+    ) -> None:
+        if not budget:
+            return
+        counters = queries.failure_counters(conn, budget)
+        for seq_id, outcomes in budget.items():
+            count = counters.get(seq_id, 0)
+            for failed in outcomes:
+                count = count + 1 if failed else 0
+            pause = count >= self.policy.error_budget
+            reason = None
+            if pause:
+                reason = (
+                    f"paused after {count} failed sends in a row; "
+                    f"last error: {last_error.get(seq_id)}. "
+                    f"Fix the cause, then `nurture resume {seq_id}`."
+                )
+                log.error("sequence %s %s", seq_id, reason)
+            if count != counters.get(seq_id, 0) or pause:
+                queries.save_sequence_state(
+                    conn,
+                    seq_id,
+                    consecutive_failures=count,
+                    paused=True if pause else None,
+                    reason=reason,
+                    now=now,
+                )
+
+
+def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Group update dicts by their column set (an executemany needs one shape)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return list(groups.values())

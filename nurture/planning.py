@@ -1,0 +1,1 @@
+"""``nurture plan``: placeholder replaced below."""

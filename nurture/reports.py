@@ -1,0 +1,35 @@
+"""Read-only queries for admins: the send log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from nurture.store.queries import SEND, SUBSCRIBER
+
+
+def send_log(
+    engine: Engine,
+    *,
+    email: str | None = None,
+    sequence: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Newest decisions first (index on send.decided_at)."""
+    query = (
+        select(SEND, SUBSCRIBER.c.email)
+        .join(SUBSCRIBER, SUBSCRIBER.c.id == SEND.c.subscriber_id)
+        .order_by(SEND.c.decided_at.desc(), SEND.c.id.desc())
+        .limit(limit)
+    )
+    if email is not None:
+        query = query.where(SUBSCRIBER.c.email == email.strip().lower())
+    if sequence is not None:
+        query = query.where(SEND.c.sequence_id == sequence)
+    if status is not None:
+        query = query.where(SEND.c.status == status)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]

@@ -1,0 +1,98 @@
+"""Wiring: one place that turns Settings into the running parts (the listmonk
+"wiring file"). The CLI and the web app factory call :func:`build_runtime`;
+nothing below reads settings on its own."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.engine import Engine
+
+from nurture.clock import Clock
+from nurture.composer import Composer
+from nurture.config import Settings
+from nurture.dispatcher import Dispatcher, DispatchPolicy
+from nurture.errors import ConfigurationError
+from nurture.registry import SequenceRegistry
+from nurture.store.db import make_engine
+from nurture.store.migrate import upgrade
+from nurture.transports import create_transport
+from nurture.transports.base import Transport
+
+log = logging.getLogger("nurture")
+
+
+def policy_from(settings: Settings) -> DispatchPolicy:
+    return DispatchPolicy(
+        batch_size=settings.batch_size,
+        rate_limit=settings.rate_limit,
+        concurrency=settings.send_concurrency,
+        lease=timedelta(seconds=settings.lease_seconds),
+        max_attempts=settings.max_attempts,
+        retry_base=timedelta(seconds=settings.retry_base),
+        retry_max=timedelta(seconds=settings.retry_max),
+        error_budget=settings.error_budget,
+    )
+
+
+def check_sending_settings(settings: Settings) -> None:
+    """Refuse to send for real with a placeholder secret (forgeable unsubscribe links)."""
+    if settings.transport not in ("outbox", "memory") and settings.has_placeholder_secret:
+        raise ConfigurationError(
+            "setting 'secret_key' (in nurture.toml as secret_key, or NURTURE_SECRET_KEY) is a "
+            f"placeholder; it signs unsubscribe links, so set a long random value before "
+            f"sending through {settings.transport}"
+        )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    registry: SequenceRegistry
+    transport: Transport
+    dispatcher: Dispatcher
+    clock: Clock
+
+    def close(self) -> None:
+        self.dispatcher.close()
+        self.transport.close()
+        self.engine.dispose()
+
+
+def open_engine(settings: Settings, *, migrate: bool = True) -> Engine:
+    engine = make_engine(settings.database_url)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def build_runtime(
+    settings: Settings,
+    clock: Clock,
+    *,
+    transport: Transport | None = None,
+    engine: Engine | None = None,
+    migrate: bool = True,
+) -> Runtime:
+    check_sending_settings(settings)
+    engine = engine or open_engine(settings, migrate=migrate)
+    registry = SequenceRegistry(settings)
+    registry.reload(force=True)
+    transport = transport or create_transport(settings)
+    composer = Composer(
+        registry.library,
+        base_url=settings.base_url,
+        secret_key=settings.secret_key,
+        postal_address=settings.postal_address,
+    )
+    dispatcher = Dispatcher(
+        engine,
+        sequences=registry.sequences,
+        compose=composer,
+        transport=transport,
+        policy=policy_from(settings),
+    )
+    return Runtime(settings, engine, registry, transport, dispatcher, clock)

@@ -1,0 +1,84 @@
+"""Sample subscriber data for validate, preview and simulate (read from YAML files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from nurture.core.loader import SAMPLE_SUFFIX
+from nurture.core.model import Sequence
+from nurture.core.subscriber import Subscriber
+from nurture.errors import Diagnostic, SequenceError
+
+
+class SampleSubscriber(BaseModel):
+    """One subscriber in a ``<sequence>.sample.yaml`` or ``--data`` file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = "sample@example.com"
+    name: str = ""
+    first_name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    def to_subscriber(self) -> Subscriber:
+        return Subscriber(
+            email=self.email,
+            name=self.name,
+            given_first_name=self.first_name,
+            locale=self.locale,
+            timezone=self.timezone,
+            tags=tuple(self.tags),
+            attributes=dict(self.attributes),
+        )
+
+
+def builtin_samples(sequence: Sequence) -> list[Subscriber]:
+    """Used when a sequence has no sample file: one subscriber in its own locale."""
+    return [
+        Subscriber(
+            email="sample.subscriber@example.com",
+            name="Sam Sample",
+            locale=sequence.locale,
+            timezone=sequence.timezone,
+            tags=tuple(sequence.trigger.tags) if sequence.trigger else (),
+            attributes={"company": "Sample Company"},
+        )
+    ]
+
+
+def read_subscribers(path: Path) -> list[Subscriber]:
+    """Read one subscriber (a mapping) or several (a list) from a YAML file."""
+    try:
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except (OSError, YAMLError) as exc:
+        raise SequenceError(
+            [Diagnostic(str(path), 1, 1, f"cannot read sample data: {exc}")]
+        ) from exc
+    items = data if isinstance(data, list) else [data]
+    subscribers: list[Subscriber] = []
+    for index, item in enumerate(items):
+        try:
+            subscribers.append(SampleSubscriber.model_validate(item).to_subscriber())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise SequenceError(
+                [Diagnostic(str(path), 1, 1, f"subscriber {index + 1}: {where}: {first['msg']}")]
+            ) from exc
+    return subscribers
+
+
+def samples_for(sequence: Sequence, sequence_path: Path) -> list[Subscriber]:
+    """``<id>.sample.yaml`` beside the sequence file, else the built-in sample."""
+    sample = sequence_path.with_name(sequence.id + SAMPLE_SUFFIX)
+    if sample.is_file():
+        return read_subscribers(sample)
+    return builtin_samples(sequence)

@@ -1,0 +1,188 @@
+"""The tables. Alembic owns the schema (``migrations/``); a test fails when these
+models and the migrations disagree.
+
+Invariants (DESIGN.md, "State"):
+
+* ``subscriber.email`` is normalised and unique: one row per address.
+* at most one *active* enrollment per (subscriber, sequence): a partial unique
+  index, which both SQLite and PostgreSQL support.
+* ``send`` is the ledger and the send log: one row per step decision, unique
+  (enrollment, step), so a step can never be sent twice.
+* ``event.provider_event_id`` is unique: a replayed webhook is a no-op.
+* ``ix_enrollment_due`` on (status, next_due_at) makes "what is due now" a
+  range scan.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from nurture.store.types import UTCDateTime
+
+# Subscriber statuses. Only `active` subscribers are sent to.
+SUBSCRIBER_STATUSES = ("active", "unconfirmed", "unsubscribed", "invalid", "bounced", "complained")
+# Enrollment statuses.
+ENROLLMENT_STATUSES = ("active", "completed", "exited", "converted")
+# Ledger statuses: `reserved` is committed before the provider is called and
+# confirmed as `sent` after; `retry` is a transient failure waiting for its
+# next attempt; `unknown` means the provider may or may not have it (never
+# resent automatically).
+SEND_STATUSES = ("reserved", "sent", "skipped", "failed", "unknown", "retry")
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_type=UTCDateTime(), nullable=nullable, index=index)
+
+
+class Subscriber(SQLModel, table=True):
+    __tablename__ = "subscriber"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, description="normalised address")
+    name: str = Field(default="", max_length=200)
+    first_name: str | None = Field(default=None, max_length=100)
+    locale: str | None = Field(default=None, max_length=35)
+    timezone: str | None = Field(default=None, max_length=64)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="active", max_length=20)
+    status_reason: str | None = Field(default=None, max_length=500)
+    consent_at: datetime | None = _ts(nullable=True)
+    consent_source: str | None = Field(default=None, max_length=100)
+    consent_ip: str | None = Field(default=None, max_length=64)
+    consent_text: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Enrollment(SQLModel, table=True):
+    __tablename__ = "enrollment"
+    __table_args__ = (
+        # "What is due now": WHERE status = 'active' AND next_due_at <= :now.
+        Index("ix_enrollment_due", "status", "next_due_at"),
+        # At most one active enrollment per subscriber and sequence.
+        Index(
+            "uq_enrollment_active",
+            "subscriber_id",
+            "sequence_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    sequence_id: str = Field(max_length=100, index=True)
+    sequence_version: str = Field(max_length=32)
+    position: str | None = Field(default=None, max_length=100, description="last decided step")
+    status: str = Field(default="active", max_length=20)
+    status_reason: str | None = Field(default=None, max_length=500)
+    enrolled_at: datetime = _ts()
+    next_due_at: datetime | None = _ts(nullable=True)
+    # The claim: a dispatcher owns the row until `claimed_until` (its lease).
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = _ts(nullable=True)
+    updated_at: datetime = _ts()
+
+
+class Send(SQLModel, table=True):
+    """The ledger: one row per step decision for one enrollment."""
+
+    __tablename__ = "send"
+    __table_args__ = (UniqueConstraint("enrollment_id", "step_id", name="uq_send_enrollment_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=32, unique=True, description="our send id, given to the provider")
+    enrollment_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False)
+    )
+    subscriber_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    sequence_id: str = Field(max_length=100, index=True)
+    sequence_version: str = Field(max_length=32)
+    step_id: str = Field(max_length=100)
+    status: str = Field(max_length=20, index=True)
+    reason: str | None = Field(default=None, max_length=2000)
+    due_at: datetime = _ts()
+    decided_at: datetime = _ts(index=True)
+    sent_at: datetime | None = _ts(nullable=True)
+    lease_until: datetime | None = _ts(nullable=True)
+    next_attempt_at: datetime | None = _ts(nullable=True)
+    attempts: int = Field(default=0)
+    transport: str | None = Field(default=None, max_length=20)
+    provider_message_id: str | None = Field(default=None, max_length=200, index=True)
+    subject: str | None = Field(default=None, max_length=1000)
+
+
+class Event(SQLModel, table=True):
+    """Delivered / open / click / bounce / spamreport / unsubscribe / purchase ..."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_subscriber_kind", "subscriber_id", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider_event_id: str = Field(max_length=200, unique=True)
+    kind: str = Field(max_length=20)
+    subscriber_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=True),
+    )
+    send_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            Integer, ForeignKey("send.id", ondelete="SET NULL"), nullable=True, index=True
+        ),
+    )
+    sequence_id: str | None = Field(default=None, max_length=100)
+    step_id: str | None = Field(default=None, max_length=100)
+    product: str | None = Field(default=None, max_length=200)
+    occurred_at: datetime = _ts()
+    received_at: datetime = _ts()
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Suppression(SQLModel, table=True):
+    """Addresses never to mail again, and why."""
+
+    __tablename__ = "suppression"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    reason: str = Field(max_length=500)
+    source: str = Field(default="manual", max_length=50)
+    created_at: datetime = _ts()
+
+
+class SequenceState(SQLModel, table=True):
+    """Per-sequence dispatch state: the error budget and whether it is paused."""
+
+    __tablename__ = "sequence_state"
+
+    sequence_id: str = Field(primary_key=True, max_length=100)
+    paused: bool = Field(default=False)
+    paused_reason: str | None = Field(default=None, max_length=2000)
+    consecutive_failures: int = Field(default=0)
+    updated_at: datetime = _ts()
+
+
+class WorkerTick(SQLModel, table=True):
+    """The last tick of each worker, for /healthz."""
+
+    __tablename__ = "worker_tick"
+
+    worker_id: str = Field(primary_key=True, max_length=64)
+    started_at: datetime = _ts()
+    last_tick_at: datetime = _ts()
+    last_error: str | None = Field(default=None, max_length=2000)

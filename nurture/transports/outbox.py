@@ -1,0 +1,117 @@
+"""The outbox transport (the default): one ``.eml`` file per email, nothing leaves the machine.
+
+Files are named ``<UTC time>-<send id>-<step id>.eml``, e.g.
+``20261127T153000.123456Z-8f1c...-welcome.eml``, so a plain ``ls`` lists them in
+sending order. The time is the message's ``Date`` header when it has one: the
+dispatcher may run on an accelerated clock (``nurture simulate``), and the file
+should sort by the time the email claims to have been sent. Each file is the
+message exactly as it would go over SMTP (RFC 5322, CRLF line ends), readable
+by any mail client and by ``email.parser.BytesParser(policy=email.policy.default)``.
+
+Writes are atomic: the bytes go to a hidden temporary file in the same folder,
+are flushed to disk, and the file is renamed into place (``os.replace``), so a
+reader never sees half an email. Sending the same ``send_id`` and step again
+replaces the file: a retry cannot make a duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from email import policy
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from nurture.errors import TransientSendError
+from nurture.transports.base import OutgoingEmail, SendResult, message_id_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nurture.config import Settings
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe(part: str) -> str:
+    """A file-name-safe version of an id (ids are ours, but a path is not the place to trust)."""
+    return _UNSAFE.sub("_", part).strip(".") or "_"
+
+
+class OutboxTransport:
+    """Writes each email as an ``.eml`` file into ``directory`` (created if missing)."""
+
+    name = "outbox"
+
+    def __init__(
+        self, directory: Path | str, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self.directory = Path(directory)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(settings.outbox_dir)
+
+    def __repr__(self) -> str:
+        return f"OutboxTransport({str(self.directory)!r})"
+
+    def file_name(self, email: OutgoingEmail) -> str:
+        """``<UTC time from Date, else now>-<send id>-<step id>.eml``."""
+        when = self._sent_at(email)
+        stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        return f"{stamp}-{_safe(email.send_id)}-{_safe(email.step_id)}.eml"
+
+    def _sent_at(self, email: OutgoingEmail) -> datetime:
+        header = email.message.get("Date")
+        if header is not None:
+            try:
+                when = parsedate_to_datetime(str(header))
+            except (TypeError, ValueError):
+                pass  # an unparseable Date: fall back to the time of writing
+            else:
+                # RFC 5322 §3.3: "-0000" means the zone is unknown; read it as UTC.
+                return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        return self._clock()
+
+    def send(self, email: OutgoingEmail) -> SendResult:
+        if self._closed:
+            raise TransientSendError("not sent: the outbox transport has been closed")
+        # email.policy.SMTP: the bytes an SMTP server would receive (CRLF line ends,
+        # non-ASCII headers as RFC 2047 encoded words).
+        data = email.message.as_bytes(policy=policy.SMTP)
+        path = self.directory / self.file_name(email)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._write_atomically(path, data)
+        except OSError as exc:
+            # A full disk or a permission problem; nothing was written under the
+            # final name, so retrying later is safe.
+            raise TransientSendError(f"cannot write {path}: {exc}") from exc
+        return SendResult(
+            provider=self.name,
+            message_id=message_id_of(email.message),
+            raw={"path": str(path), "bytes": len(data)},
+        )
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        # A hidden name that does not end in .eml: readers globbing *.eml skip it.
+        fd, temp_name = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                # Without fsync a crash after the rename could leave an empty file
+                # under the final name on some file systems.
+                os.fsync(file.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+    def close(self) -> None:
+        self._closed = True

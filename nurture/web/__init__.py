@@ -1,0 +1,2 @@
+"""The web side (FastAPI). This issue: the health check; later: subscribe,
+confirm, unsubscribe, click tracking, webhooks, admin."""

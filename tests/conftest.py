@@ -1,0 +1,81 @@
+"""Fixtures shared by every test layer.
+
+``db_url`` is parametrized over SQLite and PostgreSQL, so any test that asks
+for it (directly or through ``engine``/``session`` in ``tests/integration``)
+runs once per backend:
+
+* ``sqlite``: a fresh file in ``tmp_path``;
+* ``postgresql``: needs ``NURTURE_TEST_DATABASE_URL``, else it is skipped. Each
+  test gets its own schema ``nurture_test_<hex>``, named in the URL itself
+  (``?options=-csearch_path=...``), so parallel and repeated runs never see
+  each other's tables, and the URL can be handed as is to a subprocess (the
+  CLI, the web app) through ``NURTURE_DATABASE_URL``. The schema is dropped
+  afterwards.
+
+Select one backend with ``-k sqlite`` / ``-k postgresql``, or ``-m postgres``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from nurture.store.db import make_engine
+
+PG_ENV = "NURTURE_TEST_DATABASE_URL"
+PG_SKIP_REASON = f"set {PG_ENV}=postgresql+psycopg://... to run the PostgreSQL cases"
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    """``url`` whose connections use ``schema`` first (a libpq ``options`` parameter)."""
+    parsed = make_url(url)
+    options = parsed.query.get("options")
+    extra = f"-csearch_path={schema}"
+    combined = f"{options} {extra}" if isinstance(options, str) and options else extra
+    return parsed.update_query_dict({"options": combined}).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a brand-new, empty schema."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(PG_SKIP_REASON)
+    schema = f"nurture_test_{secrets.token_hex(6)}"
+    admin = make_engine(base, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        yield _with_search_path(base, schema)
+    finally:
+        with admin.connect() as connection:
+            # A connection left idle in a transaction would block the drop
+            # forever; fail the teardown instead.
+            connection.execute(text("SET lock_timeout = '10s'"))
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty database (no tables): a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "nurture.db"
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_schema_url")
+    return url
+
+
+@pytest.fixture
+def now() -> datetime:
+    """A fixed, aware UTC "now" (a Tuesday), for services that take the clock."""
+    return datetime(2025, 3, 4, 9, 30, tzinfo=UTC)

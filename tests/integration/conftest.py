@@ -1,0 +1,35 @@
+"""Store fixtures: the same integration tests run on SQLite and PostgreSQL.
+
+* ``engine``: an engine on ``db_url`` (see ``tests/conftest.py``), migrated to
+  head with :func:`nurture.store.migrate.upgrade`, disposed afterwards;
+* ``session``: a SQLModel session from :func:`nurture.store.db.session_factory`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from nurture.store.db import make_engine, session_factory
+from nurture.store.migrate import upgrade
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    try:
+        yield engine
+    finally:
+        # Before db_url's teardown drops the PostgreSQL schema: pooled
+        # connections must be closed or the DROP waits on them.
+        engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with session_factory(engine)() as session:
+        yield session

@@ -1,0 +1,569 @@
+"""Rendering: templates, locales, escaping, text part, headers, validation."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markupsafe import escape
+
+from nurture.core.links import Links, hrefs, offer_url
+from nurture.core.model import Sequence
+from nurture.core.rendering import (
+    RenderedEmail,
+    TemplateLibrary,
+    html_to_text,
+    locale_search_path,
+    render_step,
+    template_context,
+    validate_rendering,
+)
+from nurture.core.subscriber import Subscriber
+from nurture.errors import Diagnostic, RenderError
+
+LAYOUT = Path(__file__).resolve().parents[2] / "templates" / "layout.html"
+ADDRESS = "Exempel AB, Storgatan 1, 111 22 Stockholm"
+LINKS = Links(
+    unsubscribe_url="https://nurture.example.com/u/tok-1",
+    preferences_url="https://nurture.example.com/p/tok-1",
+)
+CHECKOUT = "https://shop.example.com/buy?ref=x#top"
+TRACKED = (
+    "https://shop.example.com/buy?ref=x&utm_source=nurture&utm_medium=email"
+    "&utm_campaign=demo&utm_content=offer#top"
+)
+
+WELCOME_MD = """\
+Hi {{ subscriber.first_name }},
+
+Thanks for joining **{{ sequence.name }}**.
+
+[Read more](https://example.com/more)
+"""
+
+OFFER_HTML = """\
+{% extends "layout.html" %}
+{% block content %}
+<h1>{{ offer.name }}</h1>
+<p>Hi {{ subscriber.name }}, only {{ offer.price }}.</p>
+<p><a class="button" href="{{ offer.url }}">Buy</a></p>
+{% endblock %}
+"""
+
+
+def sequence(**overrides: Any) -> Sequence:
+    data: dict[str, Any] = {
+        "version": 1,
+        "id": "demo",
+        "name": "Demo series",
+        "sender": {"name": "Anna på Exempel AB", "email": "anna@example.com"},
+        "locale": "en",
+        "steps": [
+            {
+                "id": "welcome",
+                "wait": 0,
+                "subject": {"en": "Welcome, {{ subscriber.first_name }}", "sv": "Välkommen"},
+                "preheader": "A short hello",
+                "template": "welcome.md",
+            },
+            {
+                "id": "offer",
+                "wait": "2 days",
+                "subject": "Your offer",
+                "template": "offer.html",
+                "offer": {
+                    "name": {"en": "Starter review", "sv": "Startgenomgång"},
+                    "price": "99 kr",
+                    "checkout_url": CHECKOUT,
+                },
+            },
+        ],
+    }
+    data.update(overrides)
+    return Sequence.model_validate(data)
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    root = tmp_path / "templates"
+    root.mkdir()
+    shutil.copy(LAYOUT, root / "layout.html")
+    return write(root, {"en/welcome.md": WELCOME_MD, "en/offer.html": OFFER_HTML})
+
+
+def render(
+    root: Path,
+    subscriber: Subscriber | None = None,
+    step: int = 0,
+    seq: Sequence | None = None,
+) -> RenderedEmail:
+    seq = seq or sequence()
+    subscriber = subscriber or Subscriber(email="ada@example.com", name="Ada Lovelace")
+    return render_step(TemplateLibrary(root), seq, seq.steps[step], subscriber, LINKS, ADDRESS)
+
+
+def validate(root: Path, seq: Sequence | None = None, **kwargs: Any) -> list[Diagnostic]:
+    seq = seq or sequence()
+    samples = [Subscriber(email="ada@example.com", name="Ada Lovelace", locale="en")]
+    return validate_rendering(
+        TemplateLibrary(root), seq, samples, LINKS, ADDRESS, "sequences/demo.yaml", **kwargs
+    )
+
+
+# -- escaping and the sandbox ------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [0, 1], ids=["markdown", "html"])
+def test_subscriber_data_is_escaped(templates: Path, step: int) -> None:
+    name = "<script>alert(1)</script> Smith"
+    email = render(templates, Subscriber(email="x@example.com", name=name), step=step)
+    assert "<script>" not in email.html
+    assert "&lt;script&gt;" in email.html
+
+
+def test_markdown_in_subscriber_data_stays_text(templates: Path) -> None:
+    email = render(templates, Subscriber(email="x@example.com", name="[Win](https://evil.example)"))
+    assert "https://evil.example" not in hrefs(email.html)
+    assert "[Win](https://evil.example)" in unescape(email.html)
+
+
+def test_token_like_subscriber_data_leaks_nothing(templates: Path) -> None:
+    # Values are spliced into a cached structure by token: a value that looks
+    # like a token must come out as itself, not as another value.
+    email = render(templates, Subscriber(email="x@example.com", name="nurtslot0z nurtslot1z"))
+    assert "Hi nurtslot0z," in email.html
+
+
+def test_templates_cannot_mutate_the_context(templates: Path) -> None:
+    write(templates, {"en/welcome.md": "{{ subscriber.attributes.update({'a': 1}) }}\n"})
+    with pytest.raises(RenderError, match="not allowed"):
+        render(templates)
+
+
+def test_subject_is_plain_text_on_one_line(templates: Path) -> None:
+    seq = sequence()
+    steps = [s.model_dump() for s in seq.steps]
+    steps[0]["subject"] = "Tom & {{ subscriber.name }}"
+    email = render(
+        templates,
+        Subscriber(email="x@example.com", name="Jerry\r\nBcc: all@example.com"),
+        seq=sequence(steps=steps),
+    )
+    assert email.subject == "Tom & Jerry Bcc: all@example.com"
+
+
+# -- strict undefined and syntax errors: template:line ------------------------
+
+
+def test_undefined_variable_names_template_and_line(templates: Path) -> None:
+    write(templates, {"en/welcome.md": "Hello\n\n{{ subscriber.fist_name }}\n"})
+    with pytest.raises(RenderError, match=r"en/welcome\.md:3:1: undefined variable"):
+        render(templates)
+    [problem] = validate(templates)
+    assert problem.file == str(templates / "en" / "welcome.md")
+    assert (problem.line, problem.column) == (3, 1)
+    assert "fist_name" in problem.message
+
+
+def test_undefined_in_the_layout_names_the_layout(templates: Path) -> None:
+    layout = LAYOUT.read_text(encoding="utf-8")
+    write(templates, {"layout.html": layout.replace("{{ t.reason }}", "{{ t.nothing }}")})
+    line = next(n for n, text in enumerate(layout.splitlines(), 1) if "{{ t.reason }}" in text)
+    problems = validate(templates)
+    assert Diagnostic(str(templates / "layout.html"), line, 1, problems[0].message) in problems
+
+
+def test_syntax_error_names_template_and_line(templates: Path) -> None:
+    write(
+        templates, {"en/offer.html": '{% extends "layout.html" %}\n{% block content %}\n{% if %}'}
+    )
+    problems = validate(templates)
+    assert [(p.file, p.line) for p in problems] == [(str(templates / "en" / "offer.html"), 3)]
+    assert problems[0].message.startswith("syntax error")
+
+
+def test_subject_error_points_into_the_sequence_file(templates: Path) -> None:
+    seq = sequence()
+    steps = [s.model_dump() for s in seq.steps]
+    steps[1]["subject"] = "{{ nope }}"
+    steps[0]["subject"] = {"en": "Hi", "sv": "Hej {{ nope }}"}
+    positions = {("steps", 1, "subject"): (30, 14), ("steps", 0, "subject", "sv"): (9, 11)}
+    write(templates, {"sv/welcome.md": "Hej\n"})  # so Swedish is validated too
+    problems = validate(templates, sequence(steps=steps), positions=positions)
+    assert [(p.file, p.line, p.column) for p in problems] == [
+        ("sequences/demo.yaml", 9, 11),  # the Swedish text of a localized subject
+        ("sequences/demo.yaml", 30, 14),
+    ]
+    assert "subject of step 'offer'" in problems[1].message
+
+
+# -- locales ------------------------------------------------------------------
+
+
+def test_search_path() -> None:
+    assert locale_search_path("en-GB", "sv") == ("en-GB", "en", "sv", "")
+    assert locale_search_path("sv_SE", "sv") == ("sv-SE", "sv", "")
+    assert locale_search_path(None, "en") == ("en", "")
+    assert locale_search_path("../../etc", "en") == ("en", "")  # never a path
+
+
+@pytest.fixture
+def bilingual(templates: Path) -> Path:
+    return write(
+        templates,
+        {
+            "sv/welcome.md": "Hej {{ subscriber.first_name }}!\n",
+            "sv/layout.html": LAYOUT.read_text(encoding="utf-8").replace(
+                "<body>", "<body><p>SVENSK LAYOUT</p>"
+            ),
+        },
+    )
+
+
+def test_subscriber_locale_picks_its_template_and_layout(bilingual: Path) -> None:
+    email = render(bilingual, Subscriber(email="x@example.com", name="Karin", locale="sv"))
+    assert "Hej Karin!" in email.html
+    assert "SVENSK LAYOUT" in email.html
+    assert email.subject == "Välkommen"
+    assert "Avregistrera dig" in email.html  # the footer strings follow the locale
+    assert '<html lang="sv">' in email.html
+
+
+def test_unknown_locale_falls_back_to_the_sequence_locale(bilingual: Path) -> None:
+    email = render(bilingual, Subscriber(email="x@example.com", name="Hans", locale="de"))
+    assert "Hi Hans," in email.html
+    assert "SVENSK LAYOUT" not in email.html
+    assert email.subject == "Welcome, Hans"
+    assert "Unsubscribe" in email.html
+
+
+def test_regional_locale_falls_back_to_its_language(bilingual: Path) -> None:
+    email = render(bilingual, Subscriber(email="x@example.com", name="Ann", locale="en-GB"))
+    assert "Hi Ann," in email.html
+    assert '<html lang="en-GB">' in email.html
+
+
+def test_sequence_locale_folder_serves_other_languages(bilingual: Path) -> None:
+    seq = sequence(locale="sv")
+    email = render(bilingual, Subscriber(email="x@example.com", name="Hans", locale="de"), seq=seq)
+    assert "Hej Hans!" in email.html
+    assert email.subject == "Välkommen"
+
+
+# -- offer link ------------------------------------------------------------------
+
+
+def test_offer_url_adds_utm_and_keeps_query_and_fragment() -> None:
+    assert offer_url(CHECKOUT, campaign="demo", content="offer") == TRACKED
+    plain = offer_url("https://shop.example.com/buy", campaign="s", content="t")
+    assert plain == (
+        "https://shop.example.com/buy?utm_source=nurture&utm_medium=email"
+        "&utm_campaign=s&utm_content=t"
+    )
+    own = offer_url("https://shop.example.com/?utm_source=ads", campaign="s", content="t")
+    assert own.count("utm_source") == 1 and "utm_source=ads" in own
+
+
+def test_offer_link_in_html(templates: Path) -> None:
+    email = render(templates, step=1)
+    assert TRACKED in hrefs(email.html)
+    assert "Starter review" in email.html
+
+
+# -- text part --------------------------------------------------------------------
+
+
+def test_text_is_derived_from_html_with_links_and_footer(templates: Path) -> None:
+    email = render(templates)
+    assert email.text.startswith("Hi Ada,\n\nThanks for joining Demo series.")
+    assert "[Read more](https://example.com/more)" in email.text
+    assert LINKS.unsubscribe_url in email.text
+    assert email.text.rstrip().endswith(ADDRESS)
+    assert "A short hello" not in email.text  # the hidden preheader
+
+
+def test_txt_sibling_is_used_and_gets_the_footer(templates: Path) -> None:
+    write(templates, {"en/welcome.txt": "Plain {{ subscriber.first_name }} & {{ offer.url }}\n"})
+    email = render(templates)
+    tracked = offer_url(CHECKOUT, campaign="demo", content="welcome")
+    assert email.text.startswith(f"Plain Ada & {tracked}\n")  # no HTML escaping
+    assert email.text.endswith(f"\n-- \nUnsubscribe: {LINKS.unsubscribe_url}\n{ADDRESS}\n")
+
+
+def test_txt_with_its_own_footer_is_kept(templates: Path) -> None:
+    write(
+        templates, {"en/welcome.txt": "Hi\n\nStop: {{ unsubscribe_url }}\n{{ postal_address }}\n"}
+    )
+    assert render(templates).text == f"Hi\n\nStop: {LINKS.unsubscribe_url}\n{ADDRESS}\n"
+
+
+def test_txt_from_a_fallback_folder_is_not_used(bilingual: Path) -> None:
+    # sv/welcome.md is Swedish; en/welcome.txt is English: not its text part.
+    write(bilingual, {"en/welcome.txt": "English text\n"})
+    email = render(bilingual, Subscriber(email="x@example.com", name="Karin", locale="sv"))
+    assert "English text" not in email.text
+    assert "Hej Karin!" in email.text
+
+
+# -- CSS, preheader -------------------------------------------------------------------
+
+
+def test_css_is_inlined(templates: Path) -> None:
+    email = render(templates, step=1)
+    assert '<a class="button" href="' in email.html
+    assert "background-color: #0b57d0" in email.html.split('class="button"')[1].split(">")[0]
+    assert "a.button" not in email.html  # the rule itself is gone
+    assert "@media" in email.html  # media queries stay in <head>
+
+
+def test_preheader_is_hidden_in_the_html(templates: Path) -> None:
+    email = render(templates)
+    assert email.preheader == "A short hello"
+    assert 'style="display: none;' in email.html.split("A short hello")[0].rsplit("<div", 1)[1]
+
+
+# -- caching is invisible -----------------------------------------------------------------
+
+
+names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")),
+    max_size=30,
+)
+
+
+@pytest.fixture(scope="module")
+def shared_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Module-scoped: hypothesis runs the test body many times per fixture.
+    root = tmp_path_factory.mktemp("shared") / "templates"
+    root.mkdir()
+    shutil.copy(LAYOUT, root / "layout.html")
+    return write(root, {"en/welcome.md": WELCOME_MD, "en/offer.html": OFFER_HTML})
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=names, last=names)
+def test_cached_structures_render_like_a_plain_render(
+    shared_templates: Path, first: str, last: str
+) -> None:
+    # The fast path splices values into a cached, CSS-inlined structure; the
+    # plain path renders, converts and inlines everything for this subscriber.
+    library = TemplateLibrary(shared_templates)
+    seq = sequence()
+    subscriber = Subscriber(email="x@example.com", name=f"{first} {last}", given_first_name=first)
+    for step in seq.steps:
+        email, plan = library._render_email(seq, step, subscriber, LINKS, ADDRESS)
+        context = {
+            **library._globals,
+            **template_context(seq, step, subscriber, LINKS, ADDRESS, locale=plan.locale),
+        }
+        context["step"] = {
+            **context["step"],
+            "subject": email.subject,
+            "preheader": email.preheader,
+        }
+        plain_html, plain_text = library._render_plain(plan, context)
+        assert unescape(email.html) == unescape(plain_html)
+        assert email.text.split() == plain_text().split()
+
+
+def test_filters_on_captured_output_fall_back_to_plain_rendering(templates: Path) -> None:
+    # {% filter upper %} upper-cases the placeholder tokens too: the cached
+    # structure would be wrong, so it must be detected and rendered plainly.
+    body = '{% extends "layout.html" %}{% block content %}<p>{% filter upper %}Hi '
+    body += "{{ subscriber.name }}{% endfilter %}</p>"
+    write(templates, {"en/offer.html": body + '<a href="{{ offer.url }}">x</a>{% endblock %}'})
+    library = TemplateLibrary(templates)
+    seq = sequence()
+    for name in ("Ada Lovelace", "Bob Smith"):
+        subscriber = Subscriber(email="x@example.com", name=name)
+        email = library.render(seq, seq.steps[1], subscriber, LINKS, ADDRESS)
+        assert f"HI {name.upper()}" in email.html
+        assert f"HI {name.upper()}" in email.text
+
+
+def test_structures_vary_with_control_flow(templates: Path) -> None:
+    body = "{% for tag in subscriber.tags %}- {{ tag }}\n{% endfor %}\nBye {{ subscriber.name }}\n"
+    write(templates, {"en/welcome.md": body})
+    library = TemplateLibrary(templates)
+    seq = sequence()
+    for tags in [("a",), ("b", "c"), (), ("<d>", "e", "f")]:
+        subscriber = Subscriber(email="x@example.com", name="Ada", tags=tags)
+        email = library.render(seq, seq.steps[0], subscriber, LINKS, ADDRESS)
+        assert email.html.count("<li") == len(tags)
+        assert all(str(escape(tag)) in email.html for tag in tags)
+
+
+def test_markdown_may_hold_raw_html(templates: Path) -> None:
+    write(templates, {"en/welcome.md": '<div class="note">Note for {{ subscriber.name }}</div>\n'})
+    assert '<div class="note">Note for Ada Lovelace</div>' in render(templates).html
+
+
+# -- headers and the message ----------------------------------------------------------
+
+
+def test_pipeline_headers(templates: Path) -> None:
+    headers = render(templates).headers
+    assert headers["List-Unsubscribe"] == f"<{LINKS.unsubscribe_url}>"
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert headers["List-Id"] == "Demo series <demo.nurture.example.com>"
+    assert headers["X-Nurture-Sequence"] == "demo"
+    assert headers["X-Nurture-Step"] == "welcome"
+
+
+MESSAGE_ARGS: dict[str, Any] = {
+    "sender_name": "Anna på Exempel AB",
+    "sender_email": "anna@example.com",
+    "to_email": "ada@example.com",
+    "to_name": "Ada, Countess of Lovelace",
+    "reply_to": "replies@example.com",
+    "message_id": "<send-42.welcome@example.com>",
+    "date": datetime(2026, 3, 2, 9, 30, tzinfo=UTC),
+}
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = BytesParser(policy=policy.default).parsebytes(data)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+@pytest.mark.parametrize("how", ["to_message", "to_bytes"])
+def test_message_parses_back(templates: Path, how: str) -> None:
+    seq = sequence(name="Säljprocessen: fem mejl")
+    email = render(templates, Subscriber(email="x@example.com", name="Åsa"), seq=seq)
+    if how == "to_message":
+        data = email.to_message(**MESSAGE_ARGS).as_bytes(policy=policy.SMTP)
+    else:
+        data = email.to_bytes(**MESSAGE_ARGS)
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    message = parse(data)
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["Subject"] == "Welcome, Åsa"
+    sender = message["From"].addresses[0]
+    assert (sender.display_name, sender.addr_spec) == ("Anna på Exempel AB", "anna@example.com")
+    assert message["To"].addresses[0].display_name == "Ada, Countess of Lovelace"
+    assert message["Reply-To"].addresses[0].addr_spec == "replies@example.com"
+    assert message["Message-ID"] == "<send-42.welcome@example.com>"
+    assert message["Date"].datetime == MESSAGE_ARGS["date"]
+    assert message["List-Unsubscribe"] == f"<{LINKS.unsubscribe_url}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Id"] == "Säljprocessen: fem mejl <demo.nurture.example.com>"
+    assert message["X-Nurture-Step"] == "welcome"
+    text, html = message.iter_parts()
+    assert text.get_content_type() == "text/plain"
+    assert html.get_content_type() == "text/html"
+    assert text.get_content_charset() == html.get_content_charset() == "utf-8"
+    assert text.get_content().replace("\r\n", "\n") == email.text
+    assert html.get_content().replace("\r\n", "\n").rstrip("\n") == email.html.rstrip("\n")
+
+
+def test_to_bytes_encodes_headers_like_the_email_package() -> None:
+    email = RenderedEmail(
+        subject=" ".join(["Sista chansen: en genomgång för 4 900 kr"] * 3),
+        preheader="",
+        html="<p>x</p>",
+        text="line one\n\n" + "long " * 40 + "\n.\nFrom here\n",
+        headers={"List-Id": "Ärenden <x.nurture.example.com>", "X-Nurture-Step": "s"},
+    )
+    args = {**MESSAGE_ARGS, "to_name": 'Åsa "the boss" Öberg', "sender_name": "Anna (sales)"}
+    ours = parse(email.to_bytes(**args))
+    theirs = parse(email.to_message(**args).as_bytes(policy=policy.SMTP))
+    for name in ("Subject", "From", "To", "List-Id", "X-Nurture-Step"):
+        assert str(ours[name]) == str(theirs[name]), name
+    assert ours.get_body(("plain",)).get_content() == theirs.get_body(("plain",)).get_content()
+    # A literal that looks like an encoded word stays literal (the email
+    # package would decode it).
+    tricky = replace(email, subject="Use =?utf-8?q?x?= literally")
+    assert parse(tricky.to_bytes(**args))["Subject"] == "Use =?utf-8?q?x?= literally"
+
+
+def test_message_needs_an_aware_date(templates: Path) -> None:
+    email = render(templates)
+    naive = {**MESSAGE_ARGS, "date": datetime(2026, 3, 2, 9, 30)}
+    with pytest.raises(ValueError, match="aware"):
+        email.to_message(**naive)
+    with pytest.raises(ValueError, match="aware"):
+        email.to_bytes(**naive)
+
+
+def test_html_to_text_collapses_self_links() -> None:
+    html = '<p><a href="https://x.example/">https://x.example/</a></p>'
+    assert html_to_text(html) == "https://x.example/\n"
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def test_valid_templates_have_no_problems(bilingual: Path) -> None:
+    assert validate(bilingual) == []
+
+
+def test_missing_footer_fails_validation_and_rendering(templates: Path) -> None:
+    write(templates, {"en/offer.html": '<p><a href="{{ offer.url }}">Buy</a></p>\n'})
+    [problem] = validate(templates)
+    assert problem.file == str(templates / "en" / "offer.html")
+    assert "no unsubscribe link" in problem.message and "no postal address" in problem.message
+    with pytest.raises(RenderError, match="no unsubscribe link"):
+        render(templates, step=1)
+
+
+def test_layout_without_postal_address_fails(templates: Path) -> None:
+    layout = LAYOUT.read_text(encoding="utf-8").replace("{{ postal_address }}", "")
+    write(templates, {"layout.html": layout})
+    problems = validate(templates)
+    assert problems and all("no postal address" in p.message for p in problems)
+    assert not any("unsubscribe" in p.message for p in problems)
+
+
+def test_http_link_is_reported_at_its_line(templates: Path) -> None:
+    write(templates, {"en/welcome.md": "Hi\n\nSee [this](http://example.com/x).\n"})
+    [problem] = validate(templates)
+    assert (problem.file, problem.line) == (str(templates / "en" / "welcome.md"), 3)
+    assert "not https" in problem.message
+
+
+def test_localhost_links_from_links_are_allowed(templates: Path) -> None:
+    local = Links("http://localhost:8000/u/t", "http://localhost:8000/p/t")
+    seq = sequence()
+    samples = [Subscriber(email="a@example.com")]
+    library = TemplateLibrary(templates)
+    assert validate_rendering(library, seq, samples, local, ADDRESS, "s.yaml") == []
+
+
+def test_missing_template_is_reported_in_the_sequence_file(templates: Path) -> None:
+    (templates / "en" / "offer.html").unlink()
+    [problem] = validate(
+        templates, positions=lambda key: (40, 15) if key[-1] == "template" else (1, 1)
+    )
+    assert (problem.file, problem.line, problem.column) == ("sequences/demo.yaml", 40, 15)
+    assert "'offer.html' not found" in problem.message
+
+
+def test_offer_email_must_link_to_the_offer(templates: Path) -> None:
+    write(templates, {"en/offer.html": OFFER_HTML.replace("{{ offer.url }}", CHECKOUT)})
+    [problem] = validate(templates)
+    assert "{{ offer.url }}" in problem.message
+
+
+def test_every_locale_folder_is_validated(bilingual: Path) -> None:
+    write(bilingual, {"sv/welcome.md": "Hej {{ subscriber.efternamn }}\n"})
+    [problem] = validate(bilingual)
+    assert problem.file == str(bilingual / "sv" / "welcome.md")
