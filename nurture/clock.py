@@ -54,6 +54,10 @@ class AcceleratedClock:
         self._monotonic = monotonic
         self._origin = monotonic()
 
+    def restart(self) -> None:
+        """Start counting from ``start`` again, from this moment."""
+        self._origin = self._monotonic()
+
     def __call__(self) -> datetime:
         elapsed = (self._monotonic() - self._origin) * self.speed
         return self.start + timedelta(seconds=elapsed)

@@ -495,11 +495,12 @@ def _encode_text(value: str) -> str:
 
 
 _SPECIALS = frozenset('()<>@,;:\\".[]')
+_NOT_IN_ADDRESS = re.compile(r"[\s<>]")
 
 
 def _encode_address(name: str, address: str) -> str:
     local, _, domain = address.rpartition("@")
-    if not local or not local.isascii() or any(c.isspace() or c in "<>\r\n" for c in address):
+    if not local or not local.isascii() or _NOT_IN_ADDRESS.search(address):
         raise ValueError(f"cannot put address {address!r} in a header")
     address = f"{local}@{domain.encode('idna').decode('ascii')}"
     name = " ".join(name.split())
@@ -702,9 +703,10 @@ class TemplateLibrary:
             return self._render_plain(plan, context)
         values = slots.values
         html = page.html.fill([escape(value) for value in values])
-        # In text, as in HTML, a line break in a value shows as a space.
-        text_values = [v if v.isprintable() else _WHITESPACE.sub(" ", v) for v in values]
-        return html, lambda: page.text().fill(text_values)
+        return html, lambda: page.text().fill(
+            # In text, as in HTML, a line break in a value shows as a space.
+            [v if v.isprintable() else _WHITESPACE.sub(" ", v) for v in values]
+        )
 
     def _markdown_page(
         self, plan: _Plan, source: str, slots: _Slots, context: dict[str, Any]

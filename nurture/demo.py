@@ -1,0 +1,171 @@
+"""``make demo``: the real dispatcher on an accelerated clock.
+
+Creates a demo folder with the example content, SQLite and the outbox, adds a
+handful of subscribers in different time zones, and runs the *real* dispatcher
+(the same code as ``nurture run``) on a clock where one simulated day passes
+per real second, so the whole series lands in ``outbox/`` within a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import func, select
+
+from nurture.clock import AcceleratedClock
+from nurture.config import load_settings
+from nurture.events import record_event
+from nurture.examples import example_root
+from nurture.runtime import build_runtime
+from nurture.store.db import session_factory
+from nurture.store.queries import ENROLLMENT, next_due_time
+from nurture.subscribers import add_subscriber, get_subscriber
+
+MARKER = ".nurture-demo"
+# Friday afternoon in Stockholm: the weekend, the window and DST-free winter
+# time zones all show in the first few days.
+START = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+PEOPLE = [
+    ("karin@example.com", "Karin Lindqvist", "sv", "Europe/Stockholm", ("b2b",)),
+    ("jamie@example.com", "Jamie Doe", "en", "America/New_York", ("b2b",)),
+    ("priya@example.com", "Priya Raman", "en", "Asia/Kolkata", ("b2b",)),
+    ("ola@example.com", "Ola Berg", "sv", "Europe/Stockholm", ("b2b", "customer")),
+    ("tom@example.com", "Tom Baker", "en-GB", "Europe/London", ("b2b",)),
+    ("lee@example.com", "Lee Chen", "en", "Australia/Sydney", ("b2b",)),
+    ("sam@example.com", "Sam Newsletter", "en", "Europe/Berlin", ()),
+]
+# Tom buys the entry-level offer's product after the third email: his
+# nurturing stops (goal reached) and he never gets the offer email.
+PURCHASE = ("tom@example.com", START + timedelta(days=6), "sales-audit")
+
+
+def prepare(folder: Path) -> None:
+    """A fresh demo folder (an old demo folder is replaced, nothing else is)."""
+    if folder.exists():
+        if not (folder / MARKER).exists():
+            sys.exit(f"{folder} exists and is not a demo folder; choose another with --dir")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("created by `make demo`; safe to delete\n", encoding="utf-8")
+    source = example_root()
+    for name in ("sequences", "templates", "schemas"):
+        shutil.copytree(source / name, folder / name)
+    (folder / "nurture.toml").write_text(
+        "# The demo's settings: SQLite and the outbox folder.\n"
+        'database_url = "sqlite:///nurture.db"\n'
+        'transport = "outbox"\n'
+        'outbox_dir = "outbox"\n'
+        'base_url = "http://localhost:8000"\n'
+        'secret_key = "demo-only-secret-not-for-production"\n'
+        "rate_limit = 1000\n",
+        encoding="utf-8",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, default=Path("demo"))
+    parser.add_argument("--speed", type=float, default=86_400.0, help="simulated seconds per second")
+    parser.add_argument("--days", type=float, default=21.0, help="simulated days to run at most")
+    args = parser.parse_args(argv)
+    console = Console()
+    folder = args.dir.resolve()
+    prepare(folder)
+    settings = load_settings(folder)
+    clock = AcceleratedClock(START, args.speed)
+    runtime = build_runtime(settings, clock)
+    factory = session_factory(runtime.engine)
+    with factory() as session:
+        for email, name, locale, zone, tags in PEOPLE:
+            add_subscriber(
+                session, email=email, name=name, locale=locale, tz=zone, tags=tags,
+                consent_source="demo", consent_text="signed up at the demo fair",
+                now=START, sequences=runtime.registry.sequences(),
+            )  # fmt: skip
+        session.commit()
+    console.print(
+        f"[bold]nurture demo[/]: {len(PEOPLE)} subscribers, sequence "
+        f"[cyan]sales-process[/], one simulated day per {86_400 / args.speed:g} s\n"
+        f"folder: {folder}"
+    )
+    zones = {email: ZoneInfo(zone) for email, _, _, zone, _ in PEOPLE}
+    lines: list[tuple[str, str, str, str, str]] = []
+    purchased = False
+
+    def view(now: datetime) -> Group:
+        table = Table(expand=True, show_lines=False)
+        for column in ("simulated UTC", "their local time", "subscriber", "step", "what happened"):
+            table.add_column(column, overflow="fold")
+        for row in lines[-18:]:
+            table.add_row(*row)
+        header = Text(f"simulated time {now:%a %Y-%m-%d %H:%M} UTC", style="bold")
+        return Group(header, table)
+
+    end = START + timedelta(days=args.days)
+    clock.restart()  # the simulated clock starts now that everything is set up
+    with Live(view(START), console=console, refresh_per_second=8, transient=False) as live:
+        while True:
+            now = clock()
+            if not purchased and now >= PURCHASE[1]:
+                with factory() as session:
+                    row = get_subscriber(session, PURCHASE[0])
+                    assert row is not None and row.id is not None
+                    subscriber_id = row.id
+                with runtime.engine.begin() as conn:
+                    record_event(
+                        conn, kind="purchase", subscriber_id=subscriber_id,
+                        occurred_at=PURCHASE[1], received_at=now, product=PURCHASE[2],
+                    )  # fmt: skip
+                purchased = True
+                lines.append((f"{PURCHASE[1]:%a %d %b %H:%M}", "", PURCHASE[0], "-", "bought sales-audit"))
+            # Dispatch at each due time the clock has passed, in order, so the
+            # emails carry the times the schedule gives them (as `simulate`
+            # shows) instead of the demo loop's coarse tick.
+            while True:
+                with runtime.engine.connect() as conn:
+                    due = next_due_time(conn)
+                moment = due if due is not None and due <= now else now
+                report = runtime.dispatcher.dispatch(moment)
+                for email, _sequence, step, what in report.log:
+                    local = moment.astimezone(zones.get(email, UTC))
+                    lines.append(
+                        (f"{moment:%a %d %b %H:%M}", f"{local:%a %H:%M %Z}", email, step, what)
+                    )
+                if moment == now:
+                    break
+            live.update(view(now))
+            with runtime.engine.connect() as conn:
+                active = conn.execute(
+                    select(func.count()).select_from(ENROLLMENT).where(ENROLLMENT.c.status == "active")
+                ).scalar_one()
+            if active == 0 or now >= end:
+                break
+            time.sleep(0.05)
+    runtime.close()
+    emails = sorted((folder / "outbox").glob("*.eml"))
+    console.print(f"\n[bold green]{len(emails)} emails[/] are in {folder / 'outbox'}, e.g.:")
+    for path in emails[:3]:
+        console.print(f"  {path.name}")
+    console.print(
+        "\nEach is a complete RFC 5322 message: open it in a mail client, or read it with\n"
+        "Python's email parser. Every decision (sent, skipped and why) is in the send log:\n"
+        f"  .venv/bin/nurture -C {args.dir} log\n\n"
+        "Run the real thing (worker + web app, real clock):\n"
+        f"  .venv/bin/nurture -C {args.dir} run\n"
+        "and add subscribers with `nurture subscribers add EMAIL --tag b2b`."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

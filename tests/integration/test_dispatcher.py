@@ -1,0 +1,334 @@
+"""The dispatcher against a real database (SQLite and PostgreSQL).
+
+The example sequence (sequences/sales-process.yaml) is the one dispatched, so
+these tests also show the example works end to end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from nurture.clock import FixedClock
+from nurture.config import Settings
+from nurture.core.simulation import simulate
+from nurture.dispatcher import DispatchHalted, RateLimiter
+from nurture.errors import AmbiguousSendError, AuthenticationError, PermanentSendError
+from nurture.runtime import Runtime, build_runtime
+from nurture.store import queries
+from nurture.store.db import session_factory
+from nurture.store.models import Enrollment, Send
+from nurture.subscribers import add_subscriber, subscriber_view
+from nurture.testing import MemoryTransport
+from nurture.testing.fake_sendgrid import FakeSendGrid
+from nurture.transports.sendgrid import SendGridTransport
+
+ROOT = Path(__file__).resolve().parents[2]
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+# Friday afternoon in Stockholm.
+FRIDAY = datetime(2026, 11, 27, 15, 30, tzinfo=STOCKHOLM).astimezone(UTC)
+SEND = Send.__table__  # type: ignore[attr-defined]
+ENROLLMENT = Enrollment.__table__  # type: ignore[attr-defined]
+
+
+def settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "sequences_dir": ROOT / "sequences",
+        "templates_dir": ROOT / "templates",
+        "outbox_dir": tmp_path / "outbox",
+        "secret_key": "test-secret-not-a-placeholder",
+        "rate_limit": 10_000.0,
+        "retry_base": 60.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Setup:
+    runtime: Runtime
+    transport: MemoryTransport
+
+    def add(self, email: str, *, now: datetime, tz: str = "Europe/Stockholm", tags: tuple[str, ...] = ("b2b",)) -> None:
+        with session_factory(self.runtime.engine)() as session:
+            add_subscriber(
+                session,
+                email=email,
+                name="Karin Lindqvist",
+                tz=tz,
+                locale="sv",
+                tags=tags,
+                consent_source="test",
+                now=now,
+                sequences=self.runtime.registry.sequences(),
+            )
+            session.commit()
+
+    def ledger(self) -> list[tuple[str, str]]:
+        with self.runtime.engine.connect() as conn:
+            rows = conn.execute(select(SEND.c.step_id, SEND.c.status).order_by(SEND.c.id))
+            return [(row.step_id, row.status) for row in rows]
+
+
+@pytest.fixture
+def setup(engine: Engine, tmp_path: Path) -> Iterator[Setup]:
+    transport = MemoryTransport()
+    runtime = build_runtime(
+        settings(tmp_path), FixedClock(FRIDAY), transport=transport, engine=engine, migrate=False
+    )
+    yield Setup(runtime, transport)
+    runtime.dispatcher.close()
+
+
+def test_dispatcher_agrees_with_simulate(setup: Setup) -> None:
+    setup.add("karin@example.com", now=FRIDAY)
+    loaded = setup.runtime.registry.sequences()["sales-process"]
+    with session_factory(setup.runtime.engine)() as session:
+        from nurture.subscribers import get_subscriber
+
+        row = get_subscriber(session, "karin@example.com")
+        assert row is not None
+        view = subscriber_view(row)
+    timeline = simulate(loaded.sequence, view, FRIDAY)
+    assert [e.action for e in timeline] == ["send"] * 5
+    dispatcher = setup.runtime.dispatcher
+    for number, entry in enumerate(timeline, start=1):
+        due = entry.at.astimezone(UTC)
+        # A minute early: nothing new goes out.
+        dispatcher.dispatch(due - timedelta(minutes=1))
+        assert len(setup.transport.sent) == number - 1
+        report = dispatcher.dispatch(due)
+        assert report.sent == 1
+        assert setup.transport.sent[-1].step_id == entry.step
+    with setup.runtime.engine.connect() as conn:
+        sent_at = [row.sent_at for row in conn.execute(select(SEND).order_by(SEND.c.id))]
+    assert sent_at == [e.at.astimezone(UTC) for e in timeline]
+    # Weekend and window rules came through: Monday 09:30 for step two.
+    assert timeline[1].at == datetime(2026, 11, 30, 9, 30, tzinfo=STOCKHOLM)
+    with setup.runtime.engine.connect() as conn:
+        status = conn.execute(select(ENROLLMENT.c.status)).scalar_one()
+    assert status == "completed"
+
+
+def test_dispatching_twice_at_the_same_now_sends_nothing_new(setup: Setup) -> None:
+    setup.add("karin@example.com", now=FRIDAY)
+    setup.add("jamie@example.com", now=FRIDAY, tz="America/New_York")
+    first = setup.runtime.dispatcher.dispatch(FRIDAY)
+    second = setup.runtime.dispatcher.dispatch(FRIDAY)
+    assert first.sent == 2
+    assert second.sent == 0
+    assert len(setup.transport.sent) == 2
+
+
+def test_crash_after_provider_accepted_leaves_unknown_and_no_second_email(setup: Setup) -> None:
+    setup.add("karin@example.com", now=FRIDAY)
+    dispatcher = setup.runtime.dispatcher
+
+    def crash() -> None:
+        raise RuntimeError("killed before the confirm commit")
+
+    dispatcher.before_confirm = crash
+    with pytest.raises(RuntimeError):
+        dispatcher.dispatch(FRIDAY)
+    dispatcher.before_confirm = None
+    assert len(setup.transport.sent) == 1
+    assert setup.ledger() == [("welcome", "reserved")]
+    # Within the lease nothing happens; after it, reconcile marks it unknown.
+    assert dispatcher.reconcile(FRIDAY + timedelta(minutes=1)) == 0
+    later = FRIDAY + timedelta(minutes=10)
+    assert dispatcher.reconcile(later) == 1
+    assert setup.ledger() == [("welcome", "unknown")]
+    dispatcher.dispatch(later)
+    dispatcher.dispatch(FRIDAY + timedelta(days=5))
+    steps = [email.step_id for email in setup.transport.sent]
+    assert steps.count("welcome") == 1
+    assert "three-models" in steps  # the sequence goes on after an unknown step
+
+
+def test_unsubscribed_in_a_claimed_batch_is_not_sent_to(setup: Setup) -> None:
+    setup.add("karin@example.com", now=FRIDAY)
+    setup.add("leaver@example.com", now=FRIDAY)
+    runtime = setup.runtime
+    compose = runtime.dispatcher.compose
+
+    def compose_then_unsubscribe(*args: object) -> object:
+        message = compose(*args)  # type: ignore[arg-type]
+        # The subscriber clicks "unsubscribe" after the batch was claimed.
+        with runtime.engine.begin() as conn:
+            conn.execute(
+                update(queries.SUBSCRIBER)
+                .where(queries.SUBSCRIBER.c.email == "leaver@example.com")
+                .values(status="unsubscribed")
+            )
+        return message
+
+    runtime.dispatcher.compose = compose_then_unsubscribe  # type: ignore[assignment]
+    report = runtime.dispatcher.dispatch(FRIDAY)
+    assert [e.to_email for e in setup.transport.sent] == ["karin@example.com"]
+    assert report.sent == 1 and report.skipped == 1
+    with runtime.engine.connect() as conn:
+        reasons = {row.reason for row in conn.execute(select(SEND).where(SEND.c.status == "skipped"))}
+        statuses = sorted(row.status for row in conn.execute(select(ENROLLMENT)))
+    assert reasons == {"not sent: subscriber is unsubscribed (checked just before sending)"}
+    assert statuses == ["active", "exited"]
+
+
+def test_invalid_address_fails_and_marks_subscriber(setup: Setup) -> None:
+    setup.add("karin@example.com", now=FRIDAY)
+    setup.transport.fail_next(PermanentSendError("does not exist", status=400, invalid_address=True))
+    report = setup.runtime.dispatcher.dispatch(FRIDAY)
+    assert report.failed == 1
+    assert setup.ledger() == [("welcome", "failed")]
+    with setup.runtime.engine.connect() as conn:
+        assert conn.execute(select(queries.SUBSCRIBER.c.status)).scalar_one() == "invalid"
+        assert conn.execute(select(ENROLLMENT.c.status)).scalar_one() == "exited"
+
+
+def test_ambiguous_send_is_unknown_and_never_resent(setup: Setup) -> None:
+    setup.add("karin@example.com", now=FRIDAY)
+    setup.transport.accept_then_raise(AmbiguousSendError("timed out after sending"))
+    report = setup.runtime.dispatcher.dispatch(FRIDAY)
+    assert report.unknown == 1
+    setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(hours=1))
+    assert [e.step_id for e in setup.transport.sent] == ["welcome"]
+    assert setup.ledger() == [("welcome", "unknown")]
+
+
+def test_authentication_error_halts_and_loses_nothing(setup: Setup) -> None:
+    setup.add("karin@example.com", now=FRIDAY)
+    setup.transport.fail_next(AuthenticationError("401: the API key is wrong", status=401))
+    with pytest.raises(DispatchHalted, match="API key"):
+        setup.runtime.dispatcher.dispatch(FRIDAY)
+    assert setup.ledger() == [("welcome", "retry")]
+    report = setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(minutes=5))
+    assert report.sent == 1
+    assert setup.ledger() == [("welcome", "sent")]
+
+
+def test_error_budget_pauses_the_sequence(engine: Engine, tmp_path: Path) -> None:
+    transport = MemoryTransport()
+    runtime = build_runtime(
+        settings(tmp_path, error_budget=3), FixedClock(FRIDAY), transport=transport, engine=engine, migrate=False
+    )
+    setup = Setup(runtime, transport)
+    for number in range(5):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    transport.fail_next(*[PermanentSendError("400 bad request", status=400) for _ in range(5)])
+    runtime.dispatcher.policy = runtime.dispatcher.policy.__class__(
+        **{**runtime.dispatcher.policy.__dict__, "batch_size": 3}
+    )
+    runtime.dispatcher.dispatch(FRIDAY)
+    with engine.connect() as conn:
+        paused = queries.paused_sequences(conn)
+    assert "sales-process" in paused
+    assert "paused after 3 failed sends in a row" in paused["sales-process"]
+    assert len(setup.ledger()) == 3  # the two others wait for `nurture resume`
+    runtime.dispatcher.close()
+
+
+def test_two_dispatchers_never_claim_the_same_enrollment(setup: Setup) -> None:
+    for number in range(60):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    claimed: list[list[int]] = []
+    barrier = threading.Barrier(2)
+
+    def claim(worker: str) -> None:
+        barrier.wait()
+        with setup.runtime.engine.begin() as conn:
+            claimed.append(
+                queries.claim_due_enrollments(
+                    conn,
+                    now=FRIDAY,
+                    lease_until=FRIDAY + timedelta(minutes=5),
+                    worker_id=worker,
+                    sequence_ids=["sales-process"],
+                    limit=40,
+                )
+            )
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = claimed[0] + claimed[1]
+    assert len(everything) == len(set(everything)) == 60
+
+
+def test_rate_limiter_spaces_calls() -> None:
+    moments: list[float] = []
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(10.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        limiter.acquire()
+        moments.append(now[0])
+    assert moments == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+# SendGrid through the fake server ------------------------------------------
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSendGrid]:
+    with FakeSendGrid(api_key="SG.test-key") as server:
+        yield server
+
+
+def sendgrid_setup(engine: Engine, tmp_path: Path, fake: FakeSendGrid, timeout: float = 2.0) -> Setup:
+    transport = SendGridTransport("SG.test-key", host=fake.url, timeout=timeout)
+    runtime = build_runtime(
+        settings(tmp_path, transport="sendgrid", sendgrid_api_key="SG.test-key"),
+        FixedClock(FRIDAY),
+        transport=transport,
+        engine=engine,
+        migrate=False,
+    )
+    return Setup(runtime, MemoryTransport())
+
+
+def test_429_then_202_delivers_once_after_the_reset(engine: Engine, tmp_path: Path, fake: FakeSendGrid) -> None:
+    setup = sendgrid_setup(engine, tmp_path, fake)
+    setup.add("karin@example.com", now=FRIDAY)
+    fake.enqueue("429", reset_in=30.0)
+    report = setup.runtime.dispatcher.dispatch(FRIDAY)
+    assert report.retried == 1 and report.sent == 0
+    with engine.connect() as conn:
+        row = conn.execute(select(SEND)).one()
+    assert row.status == "retry"
+    wait = (row.next_attempt_at - FRIDAY).total_seconds()
+    assert 25 <= wait <= 31  # the reset time, not our own backoff
+    assert setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(seconds=10)).sent == 0
+    report = setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(seconds=31))
+    assert report.sent == 1
+    assert len(fake.delivered) == 1
+    body = fake.delivered[0]
+    assert body["custom_args"]["nurture_send_id"] == row.key
+    with engine.connect() as conn:
+        row = conn.execute(select(SEND)).one()
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert row.provider_message_id
+    setup.runtime.close()
+
+
+def test_hanging_server_times_out_into_unknown(engine: Engine, tmp_path: Path, fake: FakeSendGrid) -> None:
+    setup = sendgrid_setup(engine, tmp_path, fake, timeout=0.5)
+    setup.add("karin@example.com", now=FRIDAY)
+    fake.enqueue("hang", seconds=3.0)
+    report = setup.runtime.dispatcher.dispatch(FRIDAY)
+    assert report.unknown == 1
+    setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(hours=1))
+    assert setup.ledger() == [("welcome", "unknown")]
+    assert len(fake.delivered) == 0  # and nothing was resent
+    setup.runtime.close()
