@@ -125,7 +125,7 @@ def preview_sequence(
     written: list[Path] = []
     moment = now or datetime.now(UTC)
     for step in steps:
-        message = composer(loaded, step, person, SAMPLE_KEY, moment)
+        message = composer(loaded, step, person, SAMPLE_KEY, moment).message
         html_part = message.get_body(("html",))
         text_part = message.get_body(("plain",))
         assert html_part is not None and text_part is not None

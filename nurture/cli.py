@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 from rich.console import Console
 from rich.table import Table
-
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
@@ -29,16 +28,16 @@ from nurture.cli_engine import register_engine_commands
 from nurture.cli_subscribers import enroll_command, subscribers_app, unenroll_command
 from nurture.clock import Clock, FixedClock, parse_instant, system_clock
 from nurture.config import CONFIG_FILE, Settings, load_settings
-from nurture.core.loader import LoadedSequence
-from nurture.runtime import open_engine
-from nurture.store.db import session_factory
 from nurture.core.decisions import Event
+from nurture.core.loader import LoadedSequence
 from nurture.core.simulation import simulate
 from nurture.core.subscriber import Subscriber
 from nurture.errors import ConfigurationError, NurtureError, SequenceError
 from nurture.examples import example_root
+from nurture.runtime import open_engine
 from nurture.samples import read_subscribers
 from nurture.schema import sequence_schema_text
+from nurture.store.db import session_factory
 
 app = typer.Typer(
     name="nurture",

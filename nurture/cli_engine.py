@@ -5,6 +5,7 @@ CLI's context object (see :mod:`nurture.cli`)."""
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -21,7 +22,9 @@ out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("nurture")
 
-db_app = typer.Typer(name="db", help="The database schema (Alembic migrations).", no_args_is_help=True)
+db_app = typer.Typer(
+    name="db", help="The database schema (Alembic migrations).", no_args_is_help=True
+)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -76,7 +79,9 @@ def dispatch_command(
 ) -> None:
     """Send everything due now, in as many batches as it takes, then exit."""
     if not once:
-        raise _fail("use `nurture dispatch --once` for one pass, or `nurture worker` to keep going", 2)
+        raise _fail(
+            "use `nurture dispatch --once` for one pass, or `nurture worker` to keep going", 2
+        )
     with _runtime(ctx, now) as runtime:
         moment = runtime.clock()
         runtime.dispatcher.reconcile(moment)
@@ -109,6 +114,8 @@ def run_command(
     import uvicorn
 
     from nurture.web.app import create_app
+
+    _GracefulServer = _graceful_server_class()
     from nurture.worker import Worker
 
     with _runtime(ctx) as runtime:
@@ -119,7 +126,31 @@ def run_command(
             f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}",
             highlight=False,
         )
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        server = _GracefulServer(uvicorn.Config(app, host=host, port=port, log_level="info"))
+        server.run()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the
+        process would die of the signal; here a signal only asks the server to
+        stop (the worker finishes its batch in the lifespan's shutdown) and the
+        process exits 0."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            for sig in previous:
+                signal.signal(sig, self.handle_exit)
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
 
 
 def resume_command(
@@ -145,7 +176,9 @@ def log_command(
     ctx: typer.Context,
     email: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
     sequence: Annotated[str | None, typer.Option(help="Only this sequence.")] = None,
-    status: Annotated[str | None, typer.Option(help="sent, skipped, failed, unknown, retry, reserved.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="sent, skipped, failed, unknown, retry, reserved.")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Rows to show (newest first).")] = 50,
 ) -> None:
     """The send log: every decision, with why."""
@@ -155,7 +188,15 @@ def log_command(
     rows = send_log(engine, email=email, sequence=sequence, status=status, limit=limit)
     engine.dispose()
     table = Table(title="send log (newest first)")
-    for column in ("decided (UTC)", "email", "sequence", "step", "status", "attempts", "why / message id"):
+    for column in (
+        "decided (UTC)",
+        "email",
+        "sequence",
+        "step",
+        "status",
+        "attempts",
+        "why / message id",
+    ):
         table.add_column(column, overflow="fold")
     for row in rows:
         detail: Any = row["reason"] or row["provider_message_id"] or ""

@@ -75,7 +75,9 @@ def prepare(folder: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=Path("demo"))
-    parser.add_argument("--speed", type=float, default=86_400.0, help="simulated seconds per second")
+    parser.add_argument(
+        "--speed", type=float, default=86_400.0, help="simulated seconds per second"
+    )
     parser.add_argument("--days", type=float, default=21.0, help="simulated days to run at most")
     args = parser.parse_args(argv)
     console = Console()
@@ -127,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                         occurred_at=PURCHASE[1], received_at=now, product=PURCHASE[2],
                     )  # fmt: skip
                 purchased = True
-                lines.append((f"{PURCHASE[1]:%a %d %b %H:%M}", "", PURCHASE[0], "-", "bought sales-audit"))
+                lines.append(
+                    (f"{PURCHASE[1]:%a %d %b %H:%M}", "", PURCHASE[0], "-", "bought sales-audit")
+                )
             # Dispatch at each due time the clock has passed, in order, so the
             # emails carry the times the schedule gives them (as `simulate`
             # shows) instead of the demo loop's coarse tick.
@@ -146,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             live.update(view(now))
             with runtime.engine.connect() as conn:
                 active = conn.execute(
-                    select(func.count()).select_from(ENROLLMENT).where(ENROLLMENT.c.status == "active")
+                    select(func.count())
+                    .select_from(ENROLLMENT)
+                    .where(ENROLLMENT.c.status == "active")
                 ).scalar_one()
             if active == 0 or now >= end:
                 break

@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy.engine import Engine, Row
@@ -49,6 +48,7 @@ from nurture.core.decisions import (
     Wait,
     decide_next_step,
 )
+from nurture.core.envelope import ComposedEmail
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
 from nurture.core.subscriber import Subscriber
@@ -65,8 +65,8 @@ from nurture.transports.base import OutgoingEmail, SendResult, Transport
 
 log = logging.getLogger("nurture.dispatcher")
 
-Compose = Callable[[LoadedSequence, Step, Subscriber, str, datetime], EmailMessage]
-"""Builds the message: (sequence, step, subscriber, send key, now) -> EmailMessage."""
+Compose = Callable[[LoadedSequence, Step, Subscriber, str, datetime], ComposedEmail]
+"""Builds the email: (sequence, step, subscriber, send key, now) -> ComposedEmail."""
 
 # A decision loop per enrollment ends at a send, a wait or an exit; skips go on.
 _MAX_DECISIONS_PER_PASS = 100
@@ -156,7 +156,7 @@ class _Planned:
     step: Step
     due_at: datetime
     key: str
-    message: EmailMessage
+    composed: ComposedEmail
     existing_key: str | None  # a `retry` row being attempted again
     attempts: int
     state: EnrollmentState
@@ -218,6 +218,7 @@ class Dispatcher:
         self.before_confirm = before_confirm
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
+        self._remembered: set[tuple[str, str]] = set()
 
     # -- public -----------------------------------------------------------
 
@@ -251,7 +252,15 @@ class Dispatcher:
     def dispatch_batch(self, now: datetime) -> DispatchReport:
         report = DispatchReport()
         sequences = self.sequences()
+        new_versions = {
+            (sid, loaded.version): loaded.sequence.model_dump(mode="json")
+            for sid, loaded in sequences.items()
+            if (sid, loaded.version) not in self._remembered
+        }
         with self.engine.begin() as conn:
+            if new_versions:
+                queries.remember_versions(conn, new_versions, now)
+                self._remembered.update(new_versions)
             paused = queries.paused_sequences(conn)
             active_ids = [sid for sid in sequences if sid not in paused]
             claimed = queries.claim_due_enrollments(
@@ -418,7 +427,7 @@ class Dispatcher:
                                 reason=None,
                                 now=now,
                                 lease=True,
-                                subject=item.message["Subject"],
+                                subject=item.composed.subject,
                             )
                         )
                     else:
@@ -431,7 +440,7 @@ class Dispatcher:
                                 action.due_at,
                                 now,
                                 key=item.key,
-                                subject=str(item.message["Subject"]),
+                                subject=item.composed.subject,
                                 lease=True,
                             )
                         )
@@ -535,7 +544,7 @@ class Dispatcher:
             step=action.step,
             due_at=action.due_at,
             key=key,
-            message=message,
+            composed=message,
             existing_key=retry.key if retry is not None else None,
             attempts=(retry.attempts if retry is not None else 0) + 1,
             state=state,
@@ -602,7 +611,7 @@ class Dispatcher:
             return
         self.rate_limiter.acquire()
         outgoing = OutgoingEmail(
-            message=item.message,
+            message=item.composed,
             send_id=item.key,
             sequence_id=item.loaded.sequence.id,
             step_id=item.step.id,

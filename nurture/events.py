@@ -38,9 +38,7 @@ def record_event(
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown event kind {kind!r}")
     event_id = provider_event_id or f"nurture:{uuid.uuid4().hex}"
-    exists = conn.execute(
-        select(EVENT.c.id).where(EVENT.c.provider_event_id == event_id)
-    ).first()
+    exists = conn.execute(select(EVENT.c.id).where(EVENT.c.provider_event_id == event_id)).first()
     if exists is not None:
         return False
     values = {

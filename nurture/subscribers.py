@@ -63,6 +63,7 @@ from sqlmodel import Session, col, select
 from nurture.core.loader import LoadedSequence
 from nurture.core.subscriber import Subscriber as SubscriberView
 from nurture.errors import NurtureError
+from nurture.store import queries
 from nurture.store.models import Enrollment, Send, Subscriber, Suppression
 
 __all__ = [
@@ -385,6 +386,17 @@ def _suppressed(session: Session, emails: Iterable[str]) -> set[str]:
     return set(session.exec(query))
 
 
+def _remember_versions(
+    session: Session, sequences: Iterable[LoadedSequence], now: datetime
+) -> None:
+    """Record the definition of each version enrolled into (for ``nurture plan``)."""
+    queries.remember_versions(
+        session.connection(),
+        {(s.sequence.id, s.version): s.sequence.model_dump(mode="json") for s in sequences},
+        now,
+    )
+
+
 def _enrollment_values(
     subscriber: Subscriber, loaded: LoadedSequence, now: datetime
 ) -> dict[str, Any]:
@@ -432,6 +444,7 @@ def _enroll_matching_many(
     ]
     if not values:
         return []
+    _remember_versions(session, auto, now)
     inserted = session.scalars(
         insert(Enrollment).returning(Enrollment, sort_by_parameter_order=True), values
     )
@@ -486,6 +499,7 @@ def enroll(
         raise EnrollmentError(f"{subscriber.email} is already enrolled in {sequence_id!r}")
     _consents_to_mail(session, subscriber)
     enrollment = Enrollment(**_enrollment_values(subscriber, loaded_sequence, now))
+    _remember_versions(session, [loaded_sequence], now)
     session.add(enrollment)
     session.flush()  # the partial unique index catches a concurrent enroll here
     return enrollment

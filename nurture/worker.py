@@ -117,7 +117,14 @@ class Worker:
     def configure(self, scheduler: BaseScheduler) -> BaseScheduler:
         interval = self.runtime.settings.dispatch_interval
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-        scheduler.add_job(self.tick, "interval", seconds=interval, id="dispatch", next_run_time=datetime.now().astimezone(), **common)
+        scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=interval,
+            id="dispatch",
+            next_run_time=datetime.now().astimezone(),
+            **common,
+        )
         scheduler.add_job(self.reload, "interval", seconds=2, id="reload", **common)
         scheduler.add_job(self.reconcile, "interval", seconds=60, id="reconcile", **common)
         self._scheduler = scheduler
@@ -147,11 +154,15 @@ class Worker:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        log.info("worker %s started (dispatch every %ss)", self.worker_id, self.runtime.settings.dispatch_interval)
+        log.info(
+            "worker %s started (dispatch every %ss)",
+            self.worker_id,
+            self.runtime.settings.dispatch_interval,
+        )
         scheduler.start()  # returns once shut down
         log.info("worker %s stopped", self.worker_id)
 
     def start_background(self) -> BackgroundScheduler:
         scheduler = self.configure(BackgroundScheduler(timezone="UTC"))
         scheduler.start()
-        return scheduler  # type: ignore[return-value]
+        return scheduler

@@ -172,9 +172,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("worker_id"),
     )
 
+    op.create_table(
+        "sequence_version",
+        sa.Column("sequence_id", sa.String(length=100), nullable=False),
+        sa.Column("version", sa.String(length=32), nullable=False),
+        sa.Column("definition", sa.JSON(), nullable=False),
+        _utc("first_seen_at"),
+        sa.PrimaryKeyConstraint("sequence_id", "version"),
+    )
+
 
 def downgrade() -> None:
     # Dropping a table drops its indexes; children before parents for the FKs.
-    for table in ("worker_tick", "sequence_state", "suppression", "event", "send", "enrollment"):
+    for table in ("sequence_version", "worker_tick", "sequence_state", "suppression", "event", "send", "enrollment"):
         op.drop_table(table)
     op.drop_table("subscriber")

@@ -107,6 +107,27 @@ class Complete:
 Action = Wait | Send | Skip | Exit | Complete
 
 
+_CALENDARS: dict[tuple[int, int], tuple[object, object, Calendar]] = {}
+
+
+def calendar_for(sequence: Sequence, step: Step) -> Calendar:
+    """The step's calendar, reused across calls so its per-day answers are too.
+
+    Keyed by the identity of the window and skip-date objects; the entry keeps
+    them alive, so an id cannot be reused for another object while cached.
+    """
+    window, skips = sequence.window_for(step), sequence.skip_dates_for(step)
+    key = (id(window), id(skips))
+    cached = _CALENDARS.get(key)
+    if cached is not None and cached[0] is window and cached[1] is skips:
+        return cached[2]
+    if len(_CALENDARS) > 1024:
+        _CALENDARS.clear()
+    calendar = Calendar(window, skips)
+    _CALENDARS[key] = (window, skips, calendar)
+    return calendar
+
+
 def subscriber_zone(subscriber: Subscriber, sequence: Sequence) -> ZoneInfo:
     """The subscriber's zone, falling back to the sequence's when unset or unknown."""
     if subscriber.timezone:
@@ -174,7 +195,7 @@ def decide_next_step(
     if step is None:
         return Complete()
     zone = subscriber_zone(subscriber, sequence)
-    calendar = Calendar(sequence.window_for(step), sequence.skip_dates_for(step))
+    calendar = calendar_for(sequence, step)
     due = due_at(step, state.anchor, zone, calendar)
     if due.at > now:
         return Wait(due.at, step, due.notes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, time, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -178,6 +179,11 @@ class Trigger(_Strict):
     tags: list[str] = Field(default_factory=list)
 
 
+@lru_cache(maxsize=256)
+def _weekday_numbers(days: tuple[str, ...]) -> frozenset[int]:
+    return frozenset(WEEKDAYS.index(d) for d in days)
+
+
 def _every_day() -> list[Weekday]:
     return ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -203,7 +209,7 @@ class SendWindow(_Strict):
         return self
 
     def weekday_numbers(self) -> frozenset[int]:
-        return frozenset(WEEKDAYS.index(d) for d in self.days)
+        return _weekday_numbers(tuple(self.days))
 
     def contains(self, moment: time) -> bool:
         return self.start <= moment < self.end

@@ -80,13 +80,31 @@ def _holiday_calendar(code: str) -> holidays_lib.HolidayBase:
 
 @dataclass(frozen=True)
 class Calendar:
-    """Which local days and hours a step may be sent in."""
+    """Which local days and hours a step may be sent in.
+
+    Answers per day are memoised: the dispatcher asks about the same few days
+    for thousands of subscribers, and a holiday lookup is not free.
+    """
 
     window: SendWindow | None = None
     skip_dates: SkipDates | None = None
+    _blocked: dict[date, str | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def day_blocked(self, day: date) -> str | None:
         """Why ``day`` is not a sending day, or None when it is one."""
+        try:
+            return self._blocked[day]
+        except KeyError:
+            pass
+        reason = self._why_blocked(day)
+        if len(self._blocked) > 4096:
+            self._blocked.clear()
+        self._blocked[day] = reason
+        return reason
+
+    def _why_blocked(self, day: date) -> str | None:
         if self.window is not None and day.weekday() not in self.window.weekday_numbers():
             return f"{day:%a} is not a sending day"
         if self.skip_dates is not None:

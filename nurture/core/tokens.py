@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 from typing import Any
-from urllib.parse import quote
 
 
 def _b64(data: bytes) -> str:
@@ -44,9 +43,3 @@ def verify(secret: str, purpose: str, token: str) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return payload if isinstance(payload, dict) else None
-
-
-def subscriber_link(base_url: str, secret: str, purpose: str, email: str, sequence_id: str) -> str:
-    """``{base_url}/{purpose}/{token}`` for one subscriber and sequence."""
-    token = sign(secret, purpose, {"e": email, "s": sequence_id})
-    return f"{base_url.rstrip('/')}/{purpose}/{quote(token)}"

@@ -186,3 +186,15 @@ class WorkerTick(SQLModel, table=True):
     started_at: datetime = _ts()
     last_tick_at: datetime = _ts()
     last_error: str | None = Field(default=None, max_length=2000)
+
+
+class SequenceVersion(SQLModel, table=True):
+    """Every version of a sequence that enrollments have been on, so ``nurture
+    plan`` can compare what subscribers are on with the files on disk."""
+
+    __tablename__ = "sequence_version"
+
+    sequence_id: str = Field(primary_key=True, max_length=100)
+    version: str = Field(primary_key=True, max_length=32)
+    definition: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    first_seen_at: datetime = _ts()

@@ -16,7 +16,15 @@ from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
-from nurture.store.models import Enrollment, Event, Send, SequenceState, Subscriber, Suppression
+from nurture.store.models import (
+    Enrollment,
+    Event,
+    Send,
+    SequenceState,
+    SequenceVersion,
+    Subscriber,
+    Suppression,
+)
 
 ENROLLMENT: Table = Enrollment.__table__  # type: ignore[attr-defined]
 SEND: Table = Send.__table__  # type: ignore[attr-defined]
@@ -24,6 +32,7 @@ SUBSCRIBER: Table = Subscriber.__table__  # type: ignore[attr-defined]
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
 SUPPRESSION: Table = Suppression.__table__  # type: ignore[attr-defined]
 SEQUENCE_STATE: Table = SequenceState.__table__  # type: ignore[attr-defined]
+SEQUENCE_VERSION: Table = SequenceVersion.__table__  # type: ignore[attr-defined]
 
 # Events the decision function reads (engagement, goal, leaving).
 DECISION_EVENT_KINDS = ("open", "click", "purchase", "unsubscribe")
@@ -270,3 +279,35 @@ def release_claims(conn: Connection, worker_id: str) -> None:
         .where(ENROLLMENT.c.claimed_by == worker_id)
         .values(claimed_by=None, claimed_until=None)
     )
+
+
+def remember_versions(
+    conn: Connection, versions: dict[tuple[str, str], dict[str, Any]], now: datetime
+) -> None:
+    """Record sequence versions not seen before (``nurture plan`` compares them)."""
+    if not versions:
+        return
+    known = {
+        (row.sequence_id, row.version)
+        for row in conn.execute(
+            select(SEQUENCE_VERSION.c.sequence_id, SEQUENCE_VERSION.c.version).where(
+                SEQUENCE_VERSION.c.sequence_id.in_({key[0] for key in versions})
+            )
+        )
+    }
+    rows = [
+        {"sequence_id": sid, "version": version, "definition": definition, "first_seen_at": now}
+        for (sid, version), definition in versions.items()
+        if (sid, version) not in known
+    ]
+    if rows:
+        conn.execute(insert(SEQUENCE_VERSION), rows)
+
+
+def load_versions(conn: Connection, sequence_id: str) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        select(SEQUENCE_VERSION.c.version, SEQUENCE_VERSION.c.definition).where(
+            SEQUENCE_VERSION.c.sequence_id == sequence_id
+        )
+    )
+    return {row.version: row.definition for row in rows}

@@ -42,6 +42,7 @@ def __getattr__(name: str) -> object:
         return getattr(fake_sendgrid, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 Hook = Callable[[OutgoingEmail], None]
 """Called with each email before it is accepted; raise to make that send fail."""
 

@@ -50,6 +50,7 @@ import json
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import struct
@@ -332,6 +333,7 @@ class FakeSendGrid:
         self._requests: list[RecordedRequest] = []
         self._received = 0
         self._delivered = 0
+        self._connection_count = 0
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -436,16 +438,21 @@ class FakeSendGrid:
             return [r.body for r in self._requests if r.accepted]
 
     def stats(self) -> dict[str, int]:
-        """Counts kept even when ``record=False``: received and delivered (202) mail sends."""
+        """Counts kept even when ``record=False``: mail sends received and delivered
+        (202), and connections accepted (keep-alive clients open few)."""
         with self._lock:
-            return {"received": self._received, "delivered": self._delivered}
+            return {
+                "received": self._received,
+                "delivered": self._delivered,
+                "connections": self._connection_count,
+            }
 
     def clear(self) -> None:
         """Forget recorded requests, counts and queued behaviours."""
         with self._lock:
             self._requests.clear()
             self._queue.clear()
-            self._received = self._delivered = 0
+            self._received = self._delivered = self._connection_count = 0
 
     def _record(
         self,
@@ -477,6 +484,7 @@ class FakeSendGrid:
         with self._lock:
             if add:
                 self._connections.add(connection)
+                self._connection_count += 1
             else:
                 self._connections.discard(connection)
 
@@ -506,9 +514,11 @@ class FakeSendGridProcess:
     def __init__(self, args: list[str]) -> None:
         self._process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
-        line = self._process.stdout.readline().strip()  # the CLI prints its URL first
+        # The CLI prints its URL once it listens; give it a while to import.
+        ready, _, _ = select.select([self._process.stdout], [], [], 30)
+        line = self._process.stdout.readline().strip() if ready else ""
         if not line.startswith("http://"):
-            self._process.kill()
+            self.stop()
             raise RuntimeError(f"fake SendGrid did not start: {line!r}")
         self.url = line
 

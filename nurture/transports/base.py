@@ -25,9 +25,15 @@ name through the ``nurture.transports`` entry point group (see
 from __future__ import annotations
 
 import email.message
+import email.policy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.headerregistry import Address
+from email.utils import getaddresses, parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
+
+from nurture.core.envelope import ComposedEmail
 
 if TYPE_CHECKING:  # the core never imports the settings at run time
     from nurture.config import Settings
@@ -37,15 +43,96 @@ if TYPE_CHECKING:  # the core never imports the settings at run time
 class OutgoingEmail:
     """One email to send, and the ids that tie the provider's events back to it."""
 
-    message: email.message.EmailMessage
+    message: email.message.EmailMessage | ComposedEmail
     """The complete message: From, To, Subject, Date, Message-ID, List-Unsubscribe,
-    List-Unsubscribe-Post, List-Id, X-Nurture-* and a text + html alternative."""
+    List-Unsubscribe-Post, List-Id, X-Nurture-* and a text + html alternative.
+
+    The dispatcher passes a :class:`ComposedEmail` (structured and cheap: an
+    ``EmailMessage`` costs milliseconds to build); tools and tests may pass an
+    ``EmailMessage``. Transports read it through the accessors below, which
+    take the fast path for a ``ComposedEmail``."""
     send_id: str
     """Our ledger id; reaches the provider so webhooks can be matched later."""
     sequence_id: str
     step_id: str
     to_email: str
     """The recipient's address (the envelope recipient)."""
+
+    @property
+    def composed(self) -> ComposedEmail | None:
+        return self.message if isinstance(self.message, ComposedEmail) else None
+
+    def as_message(self) -> email.message.EmailMessage:
+        """The message as an ``EmailMessage`` (built on demand for a ComposedEmail)."""
+        if isinstance(self.message, ComposedEmail):
+            return self.message.message
+        return self.message
+
+    def raw_bytes(self) -> bytes:
+        """The RFC 5322 message; non-ASCII headers as RFC 2047 encoded words."""
+        if isinstance(self.message, ComposedEmail):
+            return self.message.raw
+        return self.message.as_bytes(policy=email.policy.default)
+
+    def header(self, name: str) -> str | None:
+        """One header's value as text (the first one), or None."""
+        if isinstance(self.message, ComposedEmail):
+            composed = self.message
+            lowered = name.lower()
+            if lowered == "subject":
+                return composed.subject
+            if lowered == "message-id":
+                return message_id_of(composed)
+            if lowered == "date":
+                return email.utils.format_datetime(composed.date)
+            for key, value in composed.headers.items():
+                if key.lower() == lowered:
+                    return value
+            found = self.as_message().get(name)
+            return None if found is None else str(found)
+        raw_value = self.message.get(name)
+        return None if raw_value is None else str(raw_value)
+
+    def date(self) -> datetime | None:
+        if isinstance(self.message, ComposedEmail):
+            return self.message.date
+        header = self.message.get("Date")
+        if header is None:
+            return None
+        try:
+            return parsedate_to_datetime(str(header))
+        except (TypeError, ValueError):
+            return None
+
+    def bodies(self) -> tuple[str | None, str | None] | None:
+        """(text, html) of a ComposedEmail; None for an EmailMessage (walk its parts)."""
+        if isinstance(self.message, ComposedEmail):
+            return self.message.rendered.text, self.message.rendered.html
+        return None
+
+    def addresses(self, name: str) -> list[Address]:
+        """The addresses of From, To or Reply-To."""
+        if isinstance(self.message, ComposedEmail):
+            composed = self.message
+            lowered = name.lower()
+            if lowered == "from":
+                return [_address(composed.sender_name, composed.sender_email)]
+            if lowered == "to":
+                return [_address(composed.to_name, composed.to_email)]
+            if lowered == "reply-to":
+                return [_address("", composed.reply_to)] if composed.reply_to else []
+            return []
+        header = self.message.get(name)
+        if header is None:
+            return []
+        parsed = getattr(header, "addresses", None)  # a header object from policy.default
+        if parsed is not None:
+            return list(parsed)
+        return [
+            Address(display_name, addr_spec=addr_spec)
+            for display_name, addr_spec in getaddresses([str(header)])
+            if "@" in addr_spec
+        ]
 
 
 @dataclass(frozen=True)
@@ -78,8 +165,20 @@ class TransportFactory(Protocol):
     def from_settings(cls, settings: Settings) -> Self: ...
 
 
-def message_id_of(message: email.message.EmailMessage) -> str | None:
+def _address(display_name: str, addr_spec: str) -> Address:
+    """An Address from known-good parts: ``Address(addr_spec=...)`` re-parses the
+    address with the RFC 5322 parser (about 50 µs; three per email add up)."""
+    username, at, domain = addr_spec.rpartition("@")
+    return Address(display_name, username, domain) if at else Address(display_name, addr_spec)
+
+
+def message_id_of(message: email.message.EmailMessage | ComposedEmail) -> str | None:
     """The message's own ``Message-ID`` (angle brackets kept), or ``None``."""
+    if isinstance(message, ComposedEmail):
+        value: Any = message.message_id
+        if not str(value).startswith("<"):
+            value = f"<{value}>"
+        return str(value)
     value = message.get("Message-ID")
     if value is None:
         return None

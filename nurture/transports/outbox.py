@@ -5,8 +5,10 @@ Files are named ``<UTC time>-<send id>-<step id>.eml``, e.g.
 sending order. The time is the message's ``Date`` header when it has one: the
 dispatcher may run on an accelerated clock (``nurture simulate``), and the file
 should sort by the time the email claims to have been sent. Each file is the
-message exactly as it would go over SMTP (RFC 5322, CRLF line ends), readable
-by any mail client and by ``email.parser.BytesParser(policy=email.policy.default)``.
+RFC 5322 message with newline line ends, as Maildir stores mail: mail clients
+open it, and ``email.parser.BytesParser(policy=email.policy.default)`` reads it
+back with the same text (CRLF, the SMTP wire form, would come back inside the
+body text).
 
 Writes are atomic: the bytes go to a hidden temporary file in the same folder,
 are flushed to disk, and the file is renamed into place (``os.replace``), so a
@@ -20,8 +22,6 @@ import os
 import re
 import tempfile
 from datetime import UTC, datetime
-from email import policy
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -67,23 +67,17 @@ class OutboxTransport:
         return f"{stamp}-{_safe(email.send_id)}-{_safe(email.step_id)}.eml"
 
     def _sent_at(self, email: OutgoingEmail) -> datetime:
-        header = email.message.get("Date")
-        if header is not None:
-            try:
-                when = parsedate_to_datetime(str(header))
-            except (TypeError, ValueError):
-                pass  # an unparseable Date: fall back to the time of writing
-            else:
-                # RFC 5322 §3.3: "-0000" means the zone is unknown; read it as UTC.
-                return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        when = email.date()  # None when missing or unparseable: the time of writing
+        if when is not None:
+            # RFC 5322 §3.3: "-0000" means the zone is unknown; read it as UTC.
+            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
         return self._clock()
 
     def send(self, email: OutgoingEmail) -> SendResult:
         if self._closed:
             raise TransientSendError("not sent: the outbox transport has been closed")
-        # email.policy.SMTP: the bytes an SMTP server would receive (CRLF line ends,
-        # non-ASCII headers as RFC 2047 encoded words).
-        data = email.message.as_bytes(policy=policy.SMTP)
+        # Non-ASCII headers become RFC 2047 encoded words; bodies stay as they are.
+        data = email.raw_bytes()
         path = self.directory / self.file_name(email)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -169,6 +169,12 @@ class SMTPTransport:
                 "setting 'smtp_password' (NURTURE_SMTP_PASSWORD) is required when "
                 "smtp_username is set"
             )
+        if not ((username or "") + (password or "")).isascii():
+            # smtplib encodes AUTH PLAIN/LOGIN as ASCII; every login would fail.
+            raise ConfigurationError(
+                "settings 'smtp_username' and 'smtp_password' (NURTURE_SMTP_USERNAME, "
+                "NURTURE_SMTP_PASSWORD) must be ASCII: Python's smtplib cannot send others"
+            )
         self.host = host
         self.port = port
         self.username = username
@@ -231,6 +237,10 @@ class SMTPTransport:
                 if attempt == 1 and _server_closed_reused(exc, progress):
                     continue  # the pool's connection had gone stale: one fresh try
                 raise self._translate(exc, progress, email.to_email) from exc
+            except BaseException:
+                if connection is not None:
+                    self._pool.discard(connection)
+                raise
             self._pool.checkin(connection)
             return SendResult(
                 provider=self.name,
@@ -246,8 +256,12 @@ class SMTPTransport:
         options: list[str] = []
         output_policy = policy.SMTP
         if not (sender + recipient).isascii():
-            # Non-ASCII addresses need SMTPUTF8 (RFC 6531); smtplib raises
-            # SMTPNotSupportedError if the server lacks it.
+            # Non-ASCII addresses need the server's SMTPUTF8 extension (RFC 6531).
+            if not connection.has_extn("smtputf8"):
+                raise PermanentSendError(
+                    f"{self.host}:{self.port} does not support SMTPUTF8, needed for "
+                    f"{recipient} / {sender}"
+                )
             options.append("SMTPUTF8")
             output_policy = policy.SMTPUTF8
         if connection.has_extn("8bitmime"):
@@ -255,7 +269,11 @@ class SMTPTransport:
         else:
             # Without 8BITMIME, 8-bit text parts must be re-encoded (base64 / QP).
             output_policy = output_policy.clone(cte_type="7bit")
-        data = _payload(email.message.as_bytes(policy=output_policy))
+        if email.composed is not None:
+            # Already 7-bit: quoted-printable bodies, RFC 2047 encoded headers.
+            data = _payload(email.raw_bytes())
+        else:
+            data = _payload(email.as_message().as_bytes(policy=output_policy))
 
         code, text = connection.mail(sender, options)
         if code != 250:
@@ -297,8 +315,9 @@ class SMTPTransport:
                 "and smtp_password (NURTURE_SMTP_USERNAME, NURTURE_SMTP_PASSWORD).",
                 status=exc.smtp_code,
             )
-        if isinstance(exc, smtplib.SMTPNotSupportedError | ssl.SSLCertVerificationError) or (
-            type(exc) is smtplib.SMTPException and not progress.connected
+        if not progress.connected and (
+            isinstance(exc, smtplib.SMTPNotSupportedError | ssl.SSLCertVerificationError)
+            or type(exc) is smtplib.SMTPException
         ):
             # STARTTLS or AUTH configured but not offered, no usable AUTH method,
             # or a certificate we cannot trust: every send would fail the same way.
@@ -308,7 +327,7 @@ class SMTPTransport:
             )
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             code, text = next(iter(exc.recipients.values()), (0, b""))
-            reply = f"{code} {text.decode('utf-8', 'replace')}"
+            reply = f"{code} {_text(text)}"
             if 400 <= code < 500:
                 return TransientSendError(
                     f"{where} deferred recipient {recipient}: {reply}", status=code
@@ -321,23 +340,28 @@ class SMTPTransport:
         if isinstance(exc, smtplib.SMTPResponseException):
             code = exc.smtp_code
             reply = f"{code} {redact(_text(exc.smtp_error), self._password)}"
-            if not progress.connected and not 400 <= code < 500:
+            if 400 <= code < 500:
+                return TransientSendError(f"{where} answered {reply}; not sent", status=code)
+            if not progress.connected:
                 # The greeting or EHLO was refused: no email can go through it.
                 return AuthenticationError(
                     f"SMTP server {where} refused the session: {reply}. Check smtp_host "
                     "and smtp_port (NURTURE_SMTP_HOST, NURTURE_SMTP_PORT).",
                     status=code,
                 )
-            if 400 <= code < 500:
-                return TransientSendError(f"{where} answered {reply}; not sent", status=code)
             return PermanentSendError(f"{where} refused the email: {reply}", status=code)
-        # What is left is the connection itself failing or timing out.
-        if progress.handed_over:
-            return AmbiguousSendError(
-                f"no reply from {where} after the message was sent ({detail}); it may "
-                "have been accepted"
-            )
-        return TransientSendError(f"not sent: SMTP connection to {where} failed: {detail!r}")
+        if isinstance(exc, smtplib.SMTPServerDisconnected) or not isinstance(
+            exc, smtplib.SMTPException
+        ):
+            # The connection itself failed or timed out (smtplib reports a read
+            # timeout as SMTPServerDisconnected).
+            if progress.handed_over:
+                return AmbiguousSendError(
+                    f"no reply from {where} after the message was sent ({detail}); it may "
+                    "have been accepted"
+                )
+            return TransientSendError(f"not sent: SMTP connection to {where} failed: {detail}")
+        return PermanentSendError(f"SMTP error from {where}: {detail}")
 
     def close(self) -> None:
         self._pool.close()
@@ -354,9 +378,7 @@ def _text(value: bytes | str) -> str:
 def _sender_address(email: OutgoingEmail) -> str:
     """The envelope sender (MAIL FROM): Sender, else the first From address."""
     for name in ("Sender", "From"):
-        header = email.message.get(name)
-        addresses = getattr(header, "addresses", ()) if header is not None else ()
-        for address in addresses:
+        for address in email.addresses(name):
             if isinstance(address, Address) and address.addr_spec:
                 return address.addr_spec
     raise PermanentSendError("the message has no From address")

@@ -57,7 +57,14 @@ class Setup:
     runtime: Runtime
     transport: MemoryTransport
 
-    def add(self, email: str, *, now: datetime, tz: str = "Europe/Stockholm", tags: tuple[str, ...] = ("b2b",)) -> None:
+    def add(
+        self,
+        email: str,
+        *,
+        now: datetime,
+        tz: str = "Europe/Stockholm",
+        tags: tuple[str, ...] = ("b2b",),
+    ) -> None:
         with session_factory(self.runtime.engine)() as session:
             add_subscriber(
                 session,
@@ -175,7 +182,9 @@ def test_unsubscribed_in_a_claimed_batch_is_not_sent_to(setup: Setup) -> None:
     assert [e.to_email for e in setup.transport.sent] == ["karin@example.com"]
     assert report.sent == 1 and report.skipped == 1
     with runtime.engine.connect() as conn:
-        reasons = {row.reason for row in conn.execute(select(SEND).where(SEND.c.status == "skipped"))}
+        reasons = {
+            row.reason for row in conn.execute(select(SEND).where(SEND.c.status == "skipped"))
+        }
         statuses = sorted(row.status for row in conn.execute(select(ENROLLMENT)))
     assert reasons == {"not sent: subscriber is unsubscribed (checked just before sending)"}
     assert statuses == ["active", "exited"]
@@ -183,7 +192,9 @@ def test_unsubscribed_in_a_claimed_batch_is_not_sent_to(setup: Setup) -> None:
 
 def test_invalid_address_fails_and_marks_subscriber(setup: Setup) -> None:
     setup.add("karin@example.com", now=FRIDAY)
-    setup.transport.fail_next(PermanentSendError("does not exist", status=400, invalid_address=True))
+    setup.transport.fail_next(
+        PermanentSendError("does not exist", status=400, invalid_address=True)
+    )
     report = setup.runtime.dispatcher.dispatch(FRIDAY)
     assert report.failed == 1
     assert setup.ledger() == [("welcome", "failed")]
@@ -216,7 +227,11 @@ def test_authentication_error_halts_and_loses_nothing(setup: Setup) -> None:
 def test_error_budget_pauses_the_sequence(engine: Engine, tmp_path: Path) -> None:
     transport = MemoryTransport()
     runtime = build_runtime(
-        settings(tmp_path, error_budget=3), FixedClock(FRIDAY), transport=transport, engine=engine, migrate=False
+        settings(tmp_path, error_budget=3),
+        FixedClock(FRIDAY),
+        transport=transport,
+        engine=engine,
+        migrate=False,
     )
     setup = Setup(runtime, transport)
     for number in range(5):
@@ -286,7 +301,9 @@ def fake() -> Iterator[FakeSendGrid]:
         yield server
 
 
-def sendgrid_setup(engine: Engine, tmp_path: Path, fake: FakeSendGrid, timeout: float = 2.0) -> Setup:
+def sendgrid_setup(
+    engine: Engine, tmp_path: Path, fake: FakeSendGrid, timeout: float = 2.0
+) -> Setup:
     transport = SendGridTransport("SG.test-key", host=fake.url, timeout=timeout)
     runtime = build_runtime(
         settings(tmp_path, transport="sendgrid", sendgrid_api_key="SG.test-key"),
@@ -298,7 +315,9 @@ def sendgrid_setup(engine: Engine, tmp_path: Path, fake: FakeSendGrid, timeout: 
     return Setup(runtime, MemoryTransport())
 
 
-def test_429_then_202_delivers_once_after_the_reset(engine: Engine, tmp_path: Path, fake: FakeSendGrid) -> None:
+def test_429_then_202_delivers_once_after_the_reset(
+    engine: Engine, tmp_path: Path, fake: FakeSendGrid
+) -> None:
     setup = sendgrid_setup(engine, tmp_path, fake)
     setup.add("karin@example.com", now=FRIDAY)
     fake.enqueue("429", reset_in=30.0)
@@ -322,7 +341,9 @@ def test_429_then_202_delivers_once_after_the_reset(engine: Engine, tmp_path: Pa
     setup.runtime.close()
 
 
-def test_hanging_server_times_out_into_unknown(engine: Engine, tmp_path: Path, fake: FakeSendGrid) -> None:
+def test_hanging_server_times_out_into_unknown(
+    engine: Engine, tmp_path: Path, fake: FakeSendGrid
+) -> None:
     setup = sendgrid_setup(engine, tmp_path, fake, timeout=0.5)
     setup.add("karin@example.com", now=FRIDAY)
     fake.enqueue("hang", seconds=3.0)

@@ -1,0 +1,187 @@
+"""Dispatch throughput: emails per second for N due enrollments on SQLite.
+
+Run by hand (not in CI):
+
+    .venv/bin/python benchmarks/dispatch.py            # 20,000 enrollments, every scenario
+    .venv/bin/python benchmarks/dispatch.py --count 2000 --scenario memory
+
+Scenarios, each in its own process so peak memory is its own:
+
+* ``memory``           the in-memory transport, one worker
+* ``sendgrid``         the SendGrid transport (official library builds the
+                       request; pooled keep-alive connections) against the
+                       fake SendGrid server in another process
+* ``sendgrid-100ms``   the same with 100 ms of latency injected per request
+* ``sendgrid-unpooled`` the official client's own per-request connection
+
+Each builds a fresh SQLite database with N subscribers enrolled in the example
+sequence and due now, then times one ``dispatch(now)`` pass (claim, decide,
+render, reserve, send, confirm) until nothing is due.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nurture.clock import FixedClock  # noqa: E402
+from nurture.config import Settings  # noqa: E402
+from nurture.runtime import build_runtime  # noqa: E402
+from nurture.store import queries  # noqa: E402
+from nurture.store.db import make_engine  # noqa: E402
+from nurture.store.migrate import upgrade  # noqa: E402
+from nurture.transports.base import Transport  # noqa: E402
+
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+SCENARIOS = ("memory", "sendgrid", "sendgrid-100ms", "sendgrid-unpooled")
+ZONES = ("Europe/Stockholm", "Europe/London", "Europe/Berlin", "Africa/Lagos")
+
+
+def populate(url: str, count: int, version: str) -> None:
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        subscribers = [
+            {
+                "email": f"subscriber{n}@example.com",
+                "name": f"Subscriber Number{n}",
+                "locale": "sv" if n % 2 else "en",
+                "timezone": ZONES[n % len(ZONES)],
+                "tags": ["b2b"],
+                "attributes": {"company": f"Company {n}"},
+                "status": "active",
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
+            for n in range(count)
+        ]
+        conn.execute(insert(queries.SUBSCRIBER), subscribers)
+        ids = [row.id for row in conn.execute(select(queries.SUBSCRIBER.c.id))]
+        conn.execute(
+            insert(queries.ENROLLMENT),
+            [
+                {
+                    "subscriber_id": sid,
+                    "sequence_id": "sales-process",
+                    "sequence_version": version,
+                    "status": "active",
+                    "enrolled_at": NOW,
+                    "next_due_at": NOW,
+                    "updated_at": NOW,
+                }
+                for sid in ids
+            ],
+        )
+    engine.dispose()
+
+
+def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[str, Any]:
+    from nurture.core.loader import load_sequences
+
+    loaded, _ = load_sequences([ROOT / "sequences"])
+    version = loaded["sales-process"].version
+    folder = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
+    url = f"sqlite:///{folder / 'bench.db'}"
+    populate(url, count, version)
+    settings = Settings(
+        sequences_dir=ROOT / "sequences",
+        templates_dir=ROOT / "templates",
+        database_url=url,
+        secret_key="benchmark-secret-not-a-placeholder",
+        rate_limit=1_000_000.0,
+        batch_size=batch,
+        send_concurrency=1 if name == "memory" else concurrency,
+    )
+    fake = None
+    transport: Transport
+    if name == "memory":
+        from nurture.testing import MemoryTransport
+
+        transport = MemoryTransport()
+    else:
+        from nurture.testing.fake_sendgrid import FakeSendGrid
+        from nurture.transports.sendgrid import SendGridTransport
+
+        latency = 0.1 if name == "sendgrid-100ms" else 0.0
+        fake = FakeSendGrid.start_subprocess(latency=latency, record=False)
+        transport = SendGridTransport(
+            "SG.benchmark-key",
+            host=fake.url,
+            timeout=30.0,
+            pooled=name != "sendgrid-unpooled",
+            max_connections=concurrency,
+        )
+    engine = make_engine(url)
+    runtime = build_runtime(
+        settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
+    )
+    started = time.perf_counter()
+    report = runtime.dispatcher.dispatch(NOW)
+    elapsed = time.perf_counter() - started
+    delivered = None
+    if fake is not None:
+        delivered = fake.stats().get("delivered")
+        fake.stop()
+    runtime.close()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "scenario": name,
+        "emails": report.sent,
+        "seconds": round(elapsed, 2),
+        "emails_per_second": round(report.sent / elapsed),
+        "peak_rss_mb": round(peak_mb),
+        "provider_received": delivered,
+        "failed_or_retried": report.failed + report.retried + report.unknown,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    scenarios = args.scenario or list(SCENARIOS)
+    if args.child:
+        print(json.dumps(run_scenario(scenarios[0], args.count, args.batch, args.concurrency)))
+        return
+    print(
+        f"{args.count} due enrollments on SQLite, batch {args.batch}, "
+        f"concurrency {args.concurrency}"
+    )
+    print(f"{'scenario':<20}{'emails':>8}{'seconds':>9}{'emails/s':>10}{'peak MB':>9}")
+    for name in scenarios:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "--scenario", name, "--count", str(args.count),
+             "--batch", str(args.batch), "--concurrency", str(args.concurrency)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if out.returncode != 0:
+            print(f"{name}: failed\n{out.stderr[-2000:]}")
+            continue
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"{name:<20}{result['emails']:>8}{result['seconds']:>9}"
+            f"{result['emails_per_second']:>10}{result['peak_rss_mb']:>9}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The worker's jobs: reload keeps the last good version; the tick records a
+heartbeat; 401 halts dispatching loudly; /healthz reports both."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from nurture.clock import FixedClock
+from nurture.config import Settings
+from nurture.errors import AuthenticationError
+from nurture.runtime import build_runtime
+from nurture.store.db import session_factory
+from nurture.subscribers import add_subscriber
+from nurture.testing import MemoryTransport
+from nurture.web.app import create_app
+from nurture.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
+
+
+def workdir(tmp_path: Path) -> Settings:
+    for name in ("sequences", "templates"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    return Settings(
+        sequences_dir=tmp_path / "sequences",
+        templates_dir=tmp_path / "templates",
+        secret_key="test-secret-not-a-placeholder",
+        rate_limit=10_000.0,
+    )
+
+
+def test_reload_keeps_last_good_version(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = workdir(tmp_path)
+    runtime = build_runtime(
+        settings, FixedClock(NOW), transport=MemoryTransport(), engine=engine, migrate=False
+    )
+    good = runtime.registry.sequences()["sales-process"]
+    path = tmp_path / "sequences" / "sales-process.yaml"
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.strip() == "wait: 2 days")
+    lines[index] = lines[index].replace("2 days", "2 fortnights")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with caplog.at_level(logging.ERROR, logger="nurture.registry"):
+        problems = runtime.registry.reload()
+    assert [(p.file.endswith("sales-process.yaml"), p.line) for p in problems] == [
+        (True, index + 1)
+    ]
+    assert f"sales-process.yaml:{index + 1}:" in caplog.text
+    assert "still running its last good version" in caplog.text
+    assert runtime.registry.sequences()["sales-process"] is good
+    # A broken template keeps the old library (and the old sequence) too.
+    path.write_text(text.replace("subject:", "subject:", 1), encoding="utf-8")
+    template = tmp_path / "templates" / "en" / "welcome.md"
+    template.write_text(template.read_text(encoding="utf-8") + "\n{{ nope }}\n", encoding="utf-8")
+    assert runtime.registry.reload()
+    assert runtime.registry.sequences()["sales-process"].version == good.version
+    # A valid edit takes effect.
+    template.write_text(
+        template.read_text(encoding="utf-8").replace("{{ nope }}", ""), encoding="utf-8"
+    )
+    path.write_text(text.replace("wait: 2 days", "wait: 3 days", 1), encoding="utf-8")
+    assert runtime.registry.reload() == []
+    assert runtime.registry.sequences()["sales-process"].version != good.version
+    runtime.close()
+
+
+def test_tick_heartbeat_and_healthz(engine: Engine, tmp_path: Path) -> None:
+    settings = workdir(tmp_path)
+    transport = MemoryTransport()
+    runtime = build_runtime(
+        settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
+    )
+    with session_factory(engine)() as session:
+        add_subscriber(
+            session, email="karin@example.com", tags=("b2b",), consent_source="test",
+            now=NOW, sequences=runtime.registry.sequences(),
+        )  # fmt: skip
+        session.commit()
+    worker = Worker(runtime)
+    report = worker.tick()
+    assert report is not None and report.sent == 1
+    client = TestClient(create_app(runtime))
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["database"]["status"] == "ok"
+    assert body["workers"][0]["last_tick_at"] == NOW.isoformat()
+    assert body["sequences"] == ["sales-process"]
+
+    # 401 from the provider: dispatching stops, loudly, and healthz says so.
+    runtime.clock = FixedClock(NOW + timedelta(days=3))
+    transport.fail_next(AuthenticationError("401 Unauthorized: the API key is wrong"))
+    assert worker.tick() is None
+    assert worker.halted is not None and "API key" in worker.halted
+    body = TestClient(create_app(runtime, worker)).get("/healthz").json()
+    assert body["status"] == "degraded"
+    assert "API key" in body["workers"][0]["last_error"]
+    runtime.close()
