@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,13 +52,12 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
 from nurture.core.subscriber import Subscriber
 from nurture.errors import (
-    AmbiguousSendError,
     AuthenticationError,
     NurtureError,
-    PermanentSendError,
     RenderError,
-    TransientSendError,
 )
+from nurture.outcomes import NotAttempted, Outcome, classify
+from nurture.ratelimit import RateLimiter
 from nurture.store import queries
 from nurture.transports.base import OutgoingEmail, SendResult, Transport
 
@@ -120,31 +118,6 @@ class DispatchHalted(NurtureError):
     """Dispatching must stop (the provider refused our credentials)."""
 
 
-class RateLimiter:
-    """Spaces calls ``1/rate`` seconds apart across threads (real time, not the
-    simulated clock: the provider's limits are in real seconds)."""
-
-    def __init__(
-        self,
-        rate: float,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._interval = 1.0 / rate
-        self._clock = clock
-        self._sleep = sleep
-        self._next = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next)
-            self._next = slot + self._interval
-        if slot > now:
-            self._sleep(slot - now)
-
-
 @dataclass
 class _Planned:
     """An email decided in this batch, waiting to be sent."""
@@ -161,7 +134,7 @@ class _Planned:
     attempts: int
     state: EnrollmentState
     events: list[Event]
-    outcome: SendResult | Exception | None = None
+    outcome: Outcome | None = None
 
 
 def _subscriber_view(row: Row[Any]) -> Subscriber:
@@ -280,7 +253,7 @@ class Dispatcher:
             halted = self._send_all(planned)
             if self.before_confirm is not None:
                 self.before_confirm()
-            self._confirm(planned, sequences, now, report)
+            self._confirm(planned, now, report)
             if halted is not None:
                 raise DispatchHalted(
                     f"dispatching stopped: {halted} Fix the API key (NURTURE_SENDGRID_API_KEY) "
@@ -607,7 +580,7 @@ class Dispatcher:
 
     def _send_one(self, item: _Planned, halted: threading.Event) -> None:
         if halted.is_set():
-            item.outcome = TransientSendError("not attempted: dispatching halted")
+            item.outcome = NotAttempted()
             return
         self.rate_limiter.acquire()
         outgoing = OutgoingEmail(
@@ -643,131 +616,76 @@ class Dispatcher:
 
     # -- phase 3: confirm -------------------------------------------------
 
-    def _backoff(self, attempts: int, retry_after: float | None) -> timedelta:
-        if retry_after is not None:
-            # Honour the provider's reset time, but never less than a second:
-            # the pass's clock is fixed, so "now" would be retried in a hot loop.
-            return timedelta(seconds=max(retry_after, 1.0))
-        base = self.policy.retry_base.total_seconds() * (2 ** (attempts - 1))
-        capped = min(base, self.policy.retry_max.total_seconds())
-        # Full jitter between half and all of the delay: spreads retries out.
-        return timedelta(seconds=capped * (0.5 + 0.5 * self.jitter()))
-
     def _confirm(
         self,
         planned: list[_Planned],
-        sequences: dict[str, LoadedSequence],
         now: datetime,
         report: DispatchReport,
     ) -> None:
-        sent: list[dict[str, Any]] = []
-        others: list[dict[str, Any]] = []
+        ledger_updates: list[dict[str, Any]] = []
         enrollment_updates: list[dict[str, Any]] = []
         invalid: list[int] = []
         budget: dict[str, list[bool]] = {}  # sequence -> outcomes in order (True = failure)
         last_error: dict[str, str] = {}
         for item in planned:
-            outcome = item.outcome
+            assert item.outcome is not None
+            verdict = classify(
+                item.outcome,
+                attempts=item.attempts,
+                now=now,
+                policy=self.policy,
+                jitter=self.jitter,
+            )
             seq_id = item.loaded.sequence.id
-            email_addr = item.subscriber.email
-            step_done = True
-            if isinstance(outcome, SendResult):
-                sent.append(
-                    {
-                        "_key": item.key,
-                        "status": "sent",
-                        "sent_at": now,
-                        "provider_message_id": outcome.message_id,
-                        "transport": outcome.provider,
-                        "lease_until": None,
-                        "reason": None,
-                    }
+            row: dict[str, Any] = {
+                "_key": item.key,
+                "status": verdict.status,
+                "reason": verdict.reason,
+                "lease_until": None,
+                "next_attempt_at": verdict.next_attempt_at,
+                "attempts": verdict.attempts,
+                "sent_at": None,
+                "provider_message_id": None,
+                "transport": self.transport.name,
+            }
+            if isinstance(item.outcome, SendResult):
+                row.update(
+                    sent_at=now,
+                    provider_message_id=item.outcome.message_id,
+                    transport=item.outcome.provider,
                 )
+            ledger_updates.append(row)
+            if verdict.unexpected and isinstance(item.outcome, BaseException):
+                log.error(
+                    "unexpected error from transport %s", self.transport.name, exc_info=item.outcome
+                )
+            if verdict.status == "sent":
                 report.sent += 1
                 budget.setdefault(seq_id, []).append(False)
-                report.log.append((email_addr, seq_id, item.step.id, "sent"))
-            elif isinstance(outcome, AuthenticationError) or (
-                isinstance(outcome, TransientSendError) and item.attempts < self.policy.max_attempts
-            ):
-                retry_after = (
-                    outcome.retry_after if isinstance(outcome, TransientSendError) else 0.0
-                )
-                if isinstance(outcome, AuthenticationError) or str(outcome).startswith(
-                    "not attempted"
-                ):
-                    attempts = item.attempts - 1
-                else:
-                    attempts = item.attempts
-                when = now + self._backoff(max(attempts, 1), retry_after)
-                others.append(
-                    {
-                        "_key": item.key,
-                        "status": "retry",
-                        "reason": str(outcome),
-                        "lease_until": None,
-                        "next_attempt_at": when,
-                        "attempts": attempts,
-                    }
-                )
-                enrollment_updates.append(self._enrollment_wait(item, when, now))
+            elif verdict.status == "retry":
                 report.retried += 1
-                report.log.append(
-                    (
-                        email_addr,
-                        seq_id,
-                        item.step.id,
-                        f"retry at {when:%Y-%m-%d %H:%M:%S}Z: {outcome}",
-                    )
-                )
-                step_done = False
-            elif isinstance(outcome, PermanentSendError | TransientSendError):
-                reason = str(outcome)
-                if isinstance(outcome, TransientSendError):
-                    reason = f"gave up after {item.attempts} attempts: {outcome}"
-                others.append(
-                    {
-                        "_key": item.key,
-                        "status": "failed",
-                        "reason": reason,
-                        "lease_until": None,
-                        "next_attempt_at": None,
-                        "attempts": item.attempts,
-                    }
-                )
+            elif verdict.status == "failed":
                 report.failed += 1
-                budget.setdefault(seq_id, []).append(True)
-                last_error[seq_id] = reason
-                report.log.append((email_addr, seq_id, item.step.id, f"failed: {reason}"))
-                if isinstance(outcome, PermanentSendError) and outcome.invalid_address:
-                    invalid.append(item.subscriber.id)
-                    enrollment_updates.append(self._enrollment_exit(item, "invalid address", now))
-                    step_done = False
+                last_error[seq_id] = verdict.reason or ""
             else:
-                # AmbiguousSendError, or an unexpected error from a transport:
-                # the provider may have the email. Never resend blindly.
-                reason = f"outcome unknown: {outcome}"
-                if not isinstance(outcome, AmbiguousSendError):
-                    log.error(
-                        "unexpected error from transport %s", self.transport.name, exc_info=outcome
-                    )
-                others.append(
-                    {
-                        "_key": item.key,
-                        "status": "unknown",
-                        "reason": reason,
-                        "lease_until": None,
-                        "next_attempt_at": None,
-                        "attempts": item.attempts,
-                    }
-                )
                 report.unknown += 1
-                report.log.append((email_addr, seq_id, item.step.id, reason))
-            if step_done:
+            if verdict.counts_as_failure:
+                budget.setdefault(seq_id, []).append(True)
+            what = (
+                verdict.status if verdict.reason is None else f"{verdict.status}: {verdict.reason}"
+            )
+            report.log.append((item.subscriber.email, seq_id, item.step.id, what))
+            if verdict.status == "retry":
+                assert verdict.next_attempt_at is not None
+                enrollment_updates.append(self._enrollment_wait(item, verdict.next_attempt_at, now))
+            elif verdict.invalid_address:
+                invalid.append(item.subscriber.id)
+                enrollment_updates.append(self._enrollment_exit(item, "invalid address", now))
+            else:
                 enrollment_updates.append(self._after_step(item, now, report))
 
         with self.engine.begin() as conn:
-            queries.update_ledger_rows(conn, sent)
-            queries.update_ledger_rows(conn, others)
+            queries.update_ledger_rows(conn, ledger_updates)
             for group in _same_columns(enrollment_updates):
                 queries.update_enrollments(conn, group)
             if invalid:

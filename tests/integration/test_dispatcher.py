@@ -20,7 +20,8 @@ from sqlalchemy.engine import Engine
 from nurture.clock import FixedClock
 from nurture.config import Settings
 from nurture.core.simulation import simulate
-from nurture.dispatcher import DispatchHalted, RateLimiter
+from nurture.dispatcher import DispatchHalted
+from nurture.ratelimit import RateLimiter
 from nurture.errors import AmbiguousSendError, AuthenticationError, PermanentSendError
 from nurture.runtime import Runtime, build_runtime
 from nurture.store import queries
