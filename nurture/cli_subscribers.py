@@ -34,11 +34,11 @@ from nurture.config import Settings
 from nurture.core.loader import LoadedSequence
 from nurture.errors import ConfigurationError, NurtureError
 from nurture.store.models import SUBSCRIBER_STATUSES, Subscriber
+from nurture.subscriber_import import import_csv
 from nurture.subscribers import (
     add_subscriber,
     enroll,
     get_subscriber,
-    import_csv,
     list_subscribers,
     subscriber_enrollments,
     subscriber_sends,

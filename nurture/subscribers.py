@@ -1,10 +1,11 @@
-"""The subscriber service: add, import, enroll, unenroll and look up subscribers.
+"""The subscriber service: add, enroll, unenroll and look up subscribers.
 
 A shell module: every function takes a SQLModel ``Session``, the loaded
 sequences and ``now`` (aware UTC) as arguments, and never reads the clock or the
 settings itself. :func:`add_subscriber`, :func:`enroll`, :func:`unenroll` and
 :func:`enroll_matching` flush but do not commit: the caller (a CLI command, a
-web request) owns the transaction. :func:`import_csv` commits in chunks.
+web request) owns the transaction. Importing a CSV file is
+:mod:`nurture.subscriber_import`; its rows go through the same validation and upsert.
 
 Choices worth knowing:
 
@@ -36,23 +37,18 @@ Choices worth knowing:
 
 Errors (all :class:`~nurture.errors.NurtureError`): :class:`InvalidSubscriberError`
 (a refused field; the message names it), :class:`EnrollmentError` (already
-enrolled, not enrolled, may not be mailed) and :class:`ImportFileError` (a CSV
-file that cannot be imported at all).
+enrolled, not enrolled, may not be mailed).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from itertools import islice
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from zoneinfo import available_timezones
 
 from babel import Locale, UnknownLocaleError
@@ -68,14 +64,11 @@ from nurture.store.models import Enrollment, Send, Subscriber, Suppression
 
 __all__ = [
     "EnrollmentError",
-    "ImportFileError",
-    "ImportReport",
     "InvalidSubscriberError",
     "add_subscriber",
     "enroll",
     "enroll_matching",
     "get_subscriber",
-    "import_csv",
     "list_subscribers",
     "normalise_email",
     "subscriber_enrollments",
@@ -84,12 +77,6 @@ __all__ = [
     "unenroll",
 ]
 
-_T = TypeVar("_T")
-
-IMPORT_CHUNK = 500
-"""Rows per transaction in :func:`import_csv`: one commit per row is slow on
-SQLite (an fsync each), one for the whole file holds a write lock for minutes."""
-
 
 class InvalidSubscriberError(NurtureError):
     """An address, time zone, locale, tag or attribute was refused; says which and why."""
@@ -97,10 +84,6 @@ class InvalidSubscriberError(NurtureError):
 
 class EnrollmentError(NurtureError):
     """An enrollment cannot be made or ended (already active, not enrolled, no consent)."""
-
-
-class ImportFileError(NurtureError):
-    """A whole CSV file cannot be imported (unreadable, not UTF-8, bad header)."""
 
 
 # --------------------------------------------------------------------------- validation
@@ -564,177 +547,6 @@ def add_subscriber(
     consent = _consent(consent_source, consent_text, consent_ip)
     result = _upsert(session, [data], consent=consent, status=status, now=now, sequences=sequences)
     return result.rows[0], result.enrollments
-
-
-# --------------------------------------------------------------------------- CSV import
-
-_KNOWN_COLUMNS = {"email", "name", "first_name", "tz", "timezone", "locale", "tags"}
-_ATTR_PREFIX = "attr."
-TAG_SEPARATORS = (";", "|")
-"""Tags in one cell are separated by ``;`` or ``|``; never ``,``, which
-separates columns (Excel in many European locales writes ``;`` between columns:
-the column delimiter is detected from the header, and such cells are quoted)."""
-
-
-@dataclass
-class ImportReport:
-    """What :func:`import_csv` did. ``errors``: (1-based file line, message)."""
-
-    imported: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    enrolled: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.imported + self.updated + self.unchanged + len(self.errors)
-
-
-def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    # itertools.batched is Python 3.12+.
-    iterator = iter(items)
-    while chunk := tuple(islice(iterator, size)):
-        yield chunk
-
-
-def _decode(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        # utf-8-sig drops the byte-order mark Excel writes at the start.
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ImportFileError(f"{path}:{line}: not UTF-8 (save the file as 'CSV UTF-8')") from exc
-
-
-def _delimiter(header_line: str) -> str:
-    counts = {d: header_line.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-def _columns(path: Path, header: list[str]) -> list[str]:
-    names = [cell.strip().lower() for cell in header]
-    problems: list[str] = []
-    for name in names:
-        if name.startswith(_ATTR_PREFIX):
-            if not name.removeprefix(_ATTR_PREFIX):
-                problems.append("column 'attr.' needs a name after the dot")
-        elif name not in _KNOWN_COLUMNS:
-            problems.append(
-                f"unknown column {name!r} (keep it as an attribute with attr.{name})"
-                if name
-                else "a column has no name"
-            )
-    duplicates = sorted({n for n in names if names.count(n) > 1 and n})
-    if duplicates:
-        problems.append(f"duplicate column(s): {', '.join(duplicates)}")
-    if "tz" in names and "timezone" in names:
-        problems.append("use either 'tz' or 'timezone', not both")
-    if "email" not in names:
-        problems.append("no 'email' column")
-    if problems:
-        raise ImportFileError(f"{path}:1: " + "; ".join(problems))
-    return names
-
-
-def _row_input(columns: list[str], cells: list[str]) -> _Input:
-    if len(cells) > len(columns):
-        raise InvalidSubscriberError(
-            f"{len(cells)} cells but the header has {len(columns)} columns"
-        )
-    values = dict(zip(columns, (c.strip() for c in cells), strict=False))
-    tag_text = values.get("tags", "")
-    for separator in TAG_SEPARATORS[1:]:
-        tag_text = tag_text.replace(separator, TAG_SEPARATORS[0])
-    attributes = {
-        key.removeprefix(_ATTR_PREFIX): value
-        for key, value in values.items()
-        if key.startswith(_ATTR_PREFIX) and value
-    }
-    return _validated(
-        email=values.get("email", ""),
-        name=values.get("name", ""),
-        first_name=values.get("first_name"),
-        tz=values.get("tz") or values.get("timezone"),
-        locale=values.get("locale"),
-        tags=tag_text.split(TAG_SEPARATORS[0]),
-        attributes=attributes,
-    )
-
-
-def import_csv(
-    session: Session,
-    path: Path,
-    *,
-    sequences: Mapping[str, LoadedSequence],
-    now: datetime,
-    consent_source: str = "import",
-    consent_text: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    chunk_size: int = IMPORT_CHUNK,
-) -> ImportReport:
-    """Import subscribers from a UTF-8 CSV file (a BOM is fine), upserting by address.
-
-    Columns (header required, any order, case-insensitive): ``email`` (required),
-    ``name``, ``first_name``, ``tz`` (or ``timezone``), ``locale``, ``tags``
-    (see :data:`TAG_SEPARATORS`) and ``attr.<key>`` for attributes. Empty cells
-    mean "not given". A bad row is reported with its file line (the header is
-    line 1) and skipped; the good rows are imported and enrolled like
-    :func:`add_subscriber`. Commits every ``chunk_size`` rows and calls
-    ``progress(rows_done, rows_total)`` after each chunk.
-
-    Raises :class:`ImportFileError` (before importing anything) for a file that
-    cannot be read, is not UTF-8 or has a bad header. A database error mid-way
-    leaves the chunks before it committed; as a re-import changes nothing,
-    running it again finishes the job.
-    """
-    consent = _consent(consent_source, consent_text, None)
-    text = _decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]))
-    records: list[tuple[int, list[str]]] = []
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise ImportFileError(f"{path}:1: the file is empty (expected a header with 'email')")
-        columns = _columns(path, header)
-        line = reader.line_num + 1
-        for cells in reader:
-            # A quoted cell may span lines: report the record's first line.
-            if any(cell.strip() for cell in cells):
-                records.append((line, cells))
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise ImportFileError(f"{path}:{reader.line_num}: {exc}") from exc
-
-    report = ImportReport()
-    done = 0
-    for chunk in _chunks(records, chunk_size):
-        valid: list[_Input] = []
-        for line, cells in chunk:
-            try:
-                valid.append(_row_input(columns, cells))
-            except InvalidSubscriberError as exc:
-                report.errors.append((line, str(exc)))
-        if valid:
-            result = _upsert(
-                session, valid, consent=consent, status="active", now=now, sequences=sequences
-            )
-            report.imported += result.created
-            report.updated += result.updated
-            report.unchanged += result.unchanged
-            report.enrolled += len(result.enrollments)
-            session.commit()
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(records))
-    if progress is not None and not records:
-        progress(0, 0)
-    return report
 
 
 # --------------------------------------------------------------------------- reading

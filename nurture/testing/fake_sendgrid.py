@@ -53,6 +53,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -179,19 +180,25 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the real API
     server_version = "FakeSendGrid/1.0"
     # Buffer the status line, headers and body and send them with one write (the
-    # handler flushes after each request): two small writes on a keep-alive
-    # connection meet Nagle's algorithm and delayed ACKs, a 40 ms stall each.
+    # handler flushes after each request) rather than one per header line.
     wbufsize = -1
     server: _Server
+    _reset = False  # answer with a TCP reset when the handler finishes
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(5)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
+        # Small answers on a kept-alive connection would otherwise wait for the
+        # client's delayed ACK (Nagle's algorithm): tens of milliseconds each.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.fake._track(self.connection, add=True)
 
     def finish(self) -> None:
         try:
-            if getattr(self, "_reset", False):
+            if self._reset:
                 # SO_LINGER with a zero timeout makes close() send RST instead of FIN;
                 # detach first, or socketserver would shut the socket down (FIN) itself.
                 self.server.fake._track(self.connection, add=False)
@@ -312,7 +319,8 @@ class FakeSendGrid:
     ``api_key``: when set, requests without ``Authorization: Bearer <api_key>``
     get 401. ``latency``: seconds added to every mail send (0.1 imitates the real
     API). ``record``: keep every request (turn off for long benchmarks; the
-    counts in :meth:`stats` are kept either way).
+    counts in :meth:`stats` are kept either way). ``ssl_context``: a server
+    context to speak HTTPS, as the real API does.
     """
 
     def __init__(
@@ -323,10 +331,12 @@ class FakeSendGrid:
         host: str = "127.0.0.1",
         port: int = 0,
         record: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.api_key = api_key
         self.latency = latency
         self.record = record
+        self.ssl_context = ssl_context
         self._address = (host, port)
         self._lock = threading.Lock()
         self._queue: deque[_Behaviour] = deque()
@@ -347,6 +357,12 @@ class FakeSendGrid:
         self._stopping.clear()
         server = _Server(self._address, _Handler)
         server.fake = self
+        if self.ssl_context is not None:
+            # The handshake happens in the connection's own thread (setup), so
+            # a client that never completes it cannot stall the accept loop.
+            server.socket = self.ssl_context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._server = server
         # A short poll interval: stop() returns within ~50 ms.
         self._thread = threading.Thread(
@@ -390,7 +406,8 @@ class FakeSendGrid:
         if self._server is None:
             raise RuntimeError("FakeSendGrid is not running: use it as a context manager")
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host!s}:{port}"
 
     # -- behaviour --------------------------------------------------------
 

@@ -4,11 +4,10 @@ Files are named ``<UTC time>-<send id>-<step id>.eml``, e.g.
 ``20261127T153000.123456Z-8f1c...-welcome.eml``, so a plain ``ls`` lists them in
 sending order. The time is the message's ``Date`` header when it has one: the
 dispatcher may run on an accelerated clock (``nurture simulate``), and the file
-should sort by the time the email claims to have been sent. Each file is the
-RFC 5322 message with newline line ends, as Maildir stores mail: mail clients
-open it, and ``email.parser.BytesParser(policy=email.policy.default)`` reads it
-back with the same text (CRLF, the SMTP wire form, would come back inside the
-body text).
+should sort by the time the email claims to have been sent. Each file holds
+the message as :meth:`OutgoingEmail.raw_bytes` gives it (RFC 5322, non-ASCII
+headers as RFC 2047 encoded words): mail clients open it, and
+``email.parser.BytesParser(policy=email.policy.default)`` reads it back.
 
 Writes are atomic: the bytes go to a hidden temporary file in the same folder,
 are flushed to disk, and the file is renamed into place (``os.replace``), so a
@@ -76,7 +75,6 @@ class OutboxTransport:
     def send(self, email: OutgoingEmail) -> SendResult:
         if self._closed:
             raise TransientSendError("not sent: the outbox transport has been closed")
-        # Non-ASCII headers become RFC 2047 encoded words; bodies stay as they are.
         data = email.raw_bytes()
         path = self.directory / self.file_name(email)
         try:

@@ -2,8 +2,9 @@
 
 Three steps, as in django-anymail's backends:
 
-1. **Build** the request body from the ``EmailMessage`` with the official
-   ``sendgrid`` library's helpers (:func:`build_mail_body`), adding our ids as
+1. **Build** the request body with the official ``sendgrid`` library's helpers
+   (:func:`build_mail_body`) from the email's fields (a ``ComposedEmail``'s as
+   they are, an ``EmailMessage``'s parts otherwise), adding our ids as
    ``custom_args`` (they come back in every Event Webhook post) and the sequence
    as a category.
 2. **Check** it against the API's documented limits before spending a request
@@ -471,12 +472,10 @@ class _KeepAlivePool:
     sending are wrapped in ``URLError`` exactly as urllib does
     (``AbstractHTTPHandler.do_open``). One translation then serves both.
 
-    No Python-level lock on the hot path: with 128 threads a lock becomes a
-    convoy (its holder must win the GIL back before anyone else can proceed).
-    Idle connections live in a deque (atomic append/pop, newest reused first so a
-    quiet period lets the rest expire); the ``size`` bound is a queue of tokens.
-    (httpx's pool measured a fifth of this rate with 128 threads; urllib3's about
-    two thirds.)
+    No lock of ours on the hot path: idle connections live in a deque (atomic
+    append/pop; the newest is reused first, so in a quiet period the rest
+    expire) and the ``size`` bound is a queue of tokens. (With 128 threads,
+    httpx's pool measured a fifth of this rate here, urllib3's about two thirds.)
     """
 
     def __init__(self, url: str, *, timeout: float, size: int, keepalive: float = 5.0) -> None:
@@ -538,13 +537,13 @@ class _KeepAlivePool:
 
     def _connect(self) -> http.client.HTTPConnection:
         if not self._https:
-            return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            return _HTTPConnection(self._host, self._port, timeout=self._timeout)
         if self._proxy is None:
-            return http.client.HTTPSConnection(
+            return _HTTPSConnection(
                 self._host, self._port, timeout=self._timeout, context=self._context
             )
         proxy_host, proxy_port, proxy_headers = self._proxy
-        connection = http.client.HTTPSConnection(
+        connection = _HTTPSConnection(
             proxy_host, proxy_port, timeout=self._timeout, context=self._context
         )
         connection.set_tunnel(self._host, self._port, headers=proxy_headers)
@@ -566,6 +565,37 @@ class _KeepAlivePool:
             except IndexError:
                 return
             connection.close()
+
+
+_standard_send_output = http.client.HTTPConnection._send_output  # type: ignore[attr-defined]
+
+
+def _send_output_in_one_write(
+    self: http.client.HTTPConnection, message_body: Any = None, encode_chunked: bool = False
+) -> None:
+    """Send the header block and a bytes body with one write, not two.
+
+    Each write is a system call and, on loopback or a busy VM, a wake-up of the
+    peer; one write measured about 20% less CPU per email here. This replaces
+    ``HTTPConnection._send_output`` and uses its ``_buffer`` (both unchanged
+    since Python 3.6); any other body goes the standard way.
+    """
+    buffer = getattr(self, "_buffer", None)
+    if isinstance(message_body, bytes) and not encode_chunked and isinstance(buffer, list):
+        buffer.extend((b"", b""))
+        head = b"\r\n".join(buffer)
+        del buffer[:]
+        self.send(head + message_body)
+    else:
+        _standard_send_output(self, message_body, encode_chunked)
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    _send_output = _send_output_in_one_write
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    _send_output = _send_output_in_one_write
 
 
 def _peer_closed(connection: http.client.HTTPConnection) -> bool:
@@ -710,6 +740,14 @@ class SendGridTransport:
         except urllib.error.URLError as exc:
             # urllib (and our pool, in its image) wraps what fails while connecting
             # and sending: refused, DNS, TLS, connect timeout. Nothing was accepted.
+            if isinstance(exc.reason, ssl.SSLCertVerificationError):
+                # Not SendGrid, or a TLS-intercepting proxy: retrying will not
+                # help. Stop dispatching, as for a refused key.
+                raise AuthenticationError(
+                    f"not sent: the TLS certificate of {self.host} cannot be verified "
+                    f"({exc.reason.verify_message}); check sendgrid_api_host "
+                    "(NURTURE_SENDGRID_API_HOST) and the system's trusted certificates"
+                ) from exc
             message = f"not sent: cannot reach SendGrid at {self.host}: {exc.reason!r}"
             raise TransientSendError(redact(message, self._api_key)) from exc
         except TimeoutError as exc:

@@ -21,8 +21,8 @@ from nurture.clock import FixedClock
 from nurture.config import Settings
 from nurture.core.simulation import simulate
 from nurture.dispatcher import DispatchHalted
-from nurture.ratelimit import RateLimiter
 from nurture.errors import AmbiguousSendError, AuthenticationError, PermanentSendError
+from nurture.ratelimit import RateLimiter
 from nurture.runtime import Runtime, build_runtime
 from nurture.store import queries
 from nurture.store.db import session_factory

@@ -28,15 +28,14 @@ from nurture.errors import ConfigurationError
 from nurture.store.db import make_engine, session_factory
 from nurture.store.migrate import upgrade
 from nurture.store.models import Enrollment, Send, Subscriber, Suppression
+from nurture.subscriber_import import ImportFileError, import_csv
 from nurture.subscribers import (
     EnrollmentError,
-    ImportFileError,
     InvalidSubscriberError,
     add_subscriber,
     enroll,
     enroll_matching,
     get_subscriber,
-    import_csv,
     list_subscribers,
     normalise_email,
     subscriber_view,

@@ -43,6 +43,7 @@ from nurture.transports.outbox import OutboxTransport
 from nurture.transports.sendgrid import (
     SendGridTransport,
     _error_for_status,
+    _https_proxy,
     _Reply,
     _retry_after,
     build_mail_body,
@@ -201,6 +202,20 @@ def test_outbox_writes_atomically(tmp_path: Path) -> None:
     assert seen_incomplete == []
     assert len(list(tmp_path.glob("*.eml"))) == 12
     assert list(tmp_path.glob(".*")) == []  # no temporary files left behind
+
+
+def test_outbox_writes_from_many_threads(tmp_path: Path) -> None:
+    outbox = OutboxTransport(tmp_path / "new")  # the folder is created by racing threads
+    emails = [make_email(send_id=f"s{i}") for i in range(64)]
+    threads = [
+        threading.Thread(target=lambda chunk=chunk: [outbox.send(e) for e in chunk])
+        for chunk in (emails[i::8] for i in range(8))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(list((tmp_path / "new").glob("*.eml"))) == 64
 
 
 def test_outbox_resending_the_same_step_replaces_the_file(tmp_path: Path) -> None:
@@ -482,6 +497,18 @@ def test_retry_after_reads_the_rate_limit_headers(
     headers: dict[str, str], seconds: float | None
 ) -> None:
     assert _retry_after(headers, now=1_000_000_000.0) == seconds
+
+
+def test_sendgrid_pool_tunnels_through_the_https_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pooled path honours HTTPS_PROXY and NO_PROXY, as the official client's urllib does."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://anna:p%40ss@proxy.example.com:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example.com")
+    assert _https_proxy("api.sendgrid.com") == (
+        "proxy.example.com",
+        3128,
+        {"Proxy-Authorization": "Basic " + base64.b64encode(b"anna:p@ss").decode()},
+    )
+    assert _https_proxy("internal.example.com") is None
 
 
 # -- SMTP -----------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""Rendering values as placeholders: convert a structure once, splice values per email.
+
+Inlining CSS (css-inline), converting Markdown (markdown-it) and deriving text
+(inscriptis) cost about 40, 500 and 650 µs per email, far over the budget of
+~100 µs. Their input depends on the subscriber only through expression values,
+so Jinja renders every ``{{ value }}`` as a token (``_finalize``) and records
+the value. That "structure" is converted once and cached; per email, the
+escaped values are spliced into the cached result. A new structure is first
+checked against a plain render (a filter applied to captured output,
+``{% filter upper %}`` say, would alter the tokens) and is rendered plainly,
+per email, if the two disagree: :class:`~nurture.core.templates.TemplateLibrary`
+makes that check.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence as Seq
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from inscriptis import get_text
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
+
+_SLOTS_VAR = "__nurture_slots__"
+_INERT_VAR = "__nurture_markdown_text__"
+# Lowercase letters and digits only: a token passes unchanged through Markdown
+# (link targets too), HTML parsing (which lowercases names), CSS inlining and
+# text extraction.
+_SLOT_RE = re.compile(r"nurtslot(\d+)z")
+_TOKENS = tuple(f"nurtslot{number}z" for number in range(256))
+_CACHE_SIZE = 512
+_TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=True)
+_SAME_LINK = re.compile(r"\[([^\[\]\n]+)\]\(\1\)")
+_BLANK_LINES = re.compile(r"\n{3,}")
+# Escapes a value for HTML and for Markdown at once (one pass, so no entity is
+# escaped twice). CommonMark reads a numeric character reference as the literal
+# character, never as syntax: "&#91;" shows "[" but cannot open a link.
+_MARKDOWN_INERT = {ord(c): f"&#{ord(c)};" for c in "&<>\"'\\`*_[]()!#+-.=|~"} | {10: " ", 13: " "}
+_V = TypeVar("_V")
+
+
+class _Slots:
+    """The values of one render; equal values share one token."""
+
+    __slots__ = ("index", "values")
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def token(self, value: str) -> str:
+        number = self.index.get(value)
+        if number is None:
+            number = self.index[value] = len(self.values)
+            self.values.append(value)
+        return _TOKENS[number] if number < len(_TOKENS) else f"nurtslot{number}z"
+
+
+@pass_context
+def _finalize(context: Context, value: Any) -> Any:
+    # pass_context also stops Jinja from calling this at compile time for
+    # constants, so no token is ever baked into a compiled template.
+    if hasattr(value, "__html__"):
+        return value  # markup (macro output, blocks, |safe): part of the structure
+    slots = context.parent.get(_SLOTS_VAR)
+    if slots is not None:
+        text = value if type(value) is str else str(value)  # UndefinedError raised here
+        return slots.token(text) if text else text
+    if context.parent.get(_INERT_VAR):  # a Markdown body rendered without tokens
+        return Markup(str(value).translate(_MARKDOWN_INERT))
+    return value
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """A structure split at its tokens, for fast splicing of values."""
+
+    literals: tuple[str, ...]
+    slots: tuple[int, ...]
+
+    @classmethod
+    def of(cls, structure: str) -> _Pieces:
+        parts = _SLOT_RE.split(structure)
+        return cls(tuple(parts[0::2]), tuple(int(p) for p in parts[1::2]))
+
+    def fill(self, values: Seq[str]) -> str:
+        out = [self.literals[0]]
+        count = len(values)
+        for number, literal in zip(self.slots, self.literals[1:], strict=True):
+            # A token-like text that came in as markup is left as it is.
+            out.append(values[number] if number < count else f"nurtslot{number}z")
+            out.append(literal)
+        return "".join(out)
+
+
+class _Page:
+    """A cached, CSS-inlined structure; ``html`` is None when it must be rendered plainly."""
+
+    __slots__ = ("_text", "html", "inlined")
+
+    def __init__(self, inlined: str | None) -> None:
+        self.inlined = inlined
+        self.html = None if inlined is None else _Pieces.of(inlined)
+        self._text: _Pieces | None = None
+
+    def text(self) -> _Pieces:
+        if self._text is None:  # derived on first use: a .txt sibling makes it unneeded
+            assert self.inlined is not None
+            self._text = _Pieces.of(html_to_text(self.inlined))
+        return self._text
+
+
+def _remember(cache: dict[str, _V], key: str, value: _V) -> _V:
+    if len(cache) >= _CACHE_SIZE:  # evict the oldest: structures are few and stable
+        with suppress(KeyError, RuntimeError, StopIteration):  # another thread got there
+            del cache[next(iter(cache))]
+    cache[key] = value
+    return value
+
+
+def _tokens(text: str) -> set[str]:
+    return set(_SLOT_RE.findall(text))
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text version of ``html``; links shown as ``[label](url)``."""
+    text = get_text(html, _TEXT_CONFIG)
+    text = "\n".join(line.rstrip() for line in text.splitlines())
+    return _SAME_LINK.sub(r"\1", _BLANK_LINES.sub("\n\n", text)).strip("\n") + "\n"

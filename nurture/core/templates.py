@@ -1,0 +1,411 @@
+"""Rendering one email of a sequence: subject, HTML part, text part and headers.
+
+Templates are found along the locale search path (:mod:`nurture.core.template_loader`).
+The email's ``locale`` is the subscriber's when the body template was found in
+their folders, else the sequence's: a German subscriber who gets the Swedish
+text also gets the Swedish subject and footer.
+
+``.html`` bodies extend ``layout.html`` and fill ``{% block content %}``.
+``.md`` bodies are rendered by Jinja, converted by markdown-it (CommonMark; raw
+HTML allowed: templates are trusted author content) and put into the layout's
+content block. A ``{{ value }}`` in Markdown is always text: it is escaped for
+HTML and never read as Markdown, so a subscriber named
+``[Click](https://evil.example)`` cannot add a link.
+
+The text part is ``<name>.txt`` from the body's folder (or a more specific
+locale folder, never a fallback one), rendered without autoescaping; else it is
+derived from the HTML. A standard footer is appended when it lacks the
+unsubscribe URL or the postal address.
+
+Values are rendered as placeholders so the costly conversions run once per
+structure, not per email (:mod:`nurture.core.placeholders`).
+
+Templates run in an ImmutableSandboxedEnvironment (no calls to mutating
+methods, so contexts can be shared) with ``StrictUndefined``. No clock, no
+network; files are read only by the loader. Construct a new
+:class:`TemplateLibrary` to pick up edited templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import css_inline
+from jinja2 import (
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    select_autoescape,
+)
+from jinja2.exceptions import SecurityError
+from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
+
+from nurture.core.links import Links, footer_problem, list_headers, with_text_footer
+from nurture.core.message import RenderedEmail
+from nurture.core.model import Localized, Sequence, Step, localized
+from nurture.core.placeholders import (
+    _INERT_VAR,
+    _SLOTS_VAR,
+    _finalize,
+    _Page,
+    _Pieces,
+    _remember,
+    _Slots,
+    _tokens,
+    html_to_text,
+)
+from nurture.core.subscriber import Subscriber
+from nurture.core.template_context import template_context
+from nurture.core.template_loader import (
+    _LOCALE_RE,
+    _MARKDOWN_PAGE,
+    _MARKDOWN_VAR,
+    _SEP,
+    LAYOUT,
+    _Environment,
+    _internal_name,
+    _LocaleLoader,
+    locale_search_path,
+)
+from nurture.errors import Diagnostic, RenderError
+
+KeyPath = tuple[str | int, ...]
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where one body template's files are, for one pair of locales."""
+
+    folders: tuple[str, ...]
+    locale: str
+    source: str  # the body template's file, as a path under templates_dir
+    body: str  # internal names (see _internal_name) from here on
+    page: str  # the layout page a Markdown body is put into
+    text: str | None  # the .txt sibling, when there is one
+    markdown: bool
+
+
+class _RenderFailure(RenderError):
+    """A RenderError that knows where: a template line, or a key of the sequence file."""
+
+    def __init__(self, diagnostic: Diagnostic, key: KeyPath | None = None) -> None:
+        super().__init__(str(diagnostic))
+        self.diagnostic = diagnostic
+        self.key = key
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TemplateSyntaxError):
+        return f"syntax error: {exc.message}"
+    if isinstance(exc, UndefinedError):
+        return f"undefined variable: {exc.message}"
+    if isinstance(exc, SecurityError):
+        return f"not allowed in a template: {exc}"
+    if isinstance(exc, TemplateNotFound):
+        return str(exc.message)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _index(sequence: Sequence, step: Step) -> int:
+    return next((i for i, s in enumerate(sequence.steps) if s is step or s.id == step.id), 0)
+
+
+def _text_key(value: Localized, locale: str, default_locale: str) -> KeyPath:
+    """The key path below a step's field of the text ``localized`` picks."""
+    if isinstance(value, str):
+        return ()
+    chosen = localized(value, locale, default_locale)
+    return next((key,) for key, text in value.items() if text is chosen)
+
+
+class TemplateLibrary:
+    """The templates under ``templates_dir``, compiled and cached.
+
+    Safe to share between threads (a race only repeats work).
+    """
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = Path(templates_dir)
+        self._loader = _LocaleLoader(self.templates_dir)
+        self._env = _Environment(
+            loader=self._loader,
+            undefined=StrictUndefined,
+            # .md too: values are escaped before markdown-it sees them. Subjects
+            # (from_string) are plain-text headers: not escaped.
+            autoescape=select_autoescape(["html", "htm", "md"], default_for_string=False),
+            finalize=_finalize,
+            auto_reload=False,
+        )
+        self._markdown = MarkdownIt("commonmark", {"html": True})
+        # Never fetch a stylesheet: rendering must not touch the network.
+        self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+        self._globals = dict(self._env.globals)  # range, dict, namespace...: see _run
+        self._templates: dict[str, Template] = {}
+        self._lines: dict[str, Template] = {}
+        self._plans: dict[str, _Plan] = {}
+        self._markdown_pages: dict[str, str | None] = {}
+        self._pages: dict[str, _Page] = {}
+
+    def render(
+        self,
+        sequence: Sequence,
+        step: Step,
+        subscriber: Subscriber,
+        links: Links,
+        postal_address: str,
+    ) -> RenderedEmail:
+        """Render ``step`` for ``subscriber``; a RenderError names template:line."""
+        return self._render_email(sequence, step, subscriber, links, postal_address)[0]
+
+    def find(self, template: str, locale: str | None, default_locale: str) -> Path | None:
+        """The file ``template`` resolves to for a subscriber's locale, or None."""
+        try:
+            return Path(self._plan(template, locale, default_locale).source)
+        except RenderError:
+            return None
+
+    def locales_for(self, sequence: Sequence) -> list[str]:
+        """The sequence's locale, then every locale folder holding one of its templates."""
+        names = {step.template for step in sequence.steps}
+        found = set()
+        for name in self._loader.list_templates():
+            folder, _, rest = name.partition("/")
+            if rest in names and _LOCALE_RE.match(folder):
+                found.add(folder)
+        return [sequence.locale, *sorted(found - {sequence.locale})]
+
+    def _render_email(
+        self,
+        sequence: Sequence,
+        step: Step,
+        subscriber: Subscriber,
+        links: Links,
+        postal_address: str,
+        *,
+        check_footer: bool = True,
+    ) -> tuple[RenderedEmail, _Plan]:
+        try:
+            plan = self._plan(step.template, subscriber.locale, sequence.locale)
+        except _RenderFailure as failure:
+            raise _RenderFailure(
+                failure.diagnostic, ("steps", _index(sequence, step), "template")
+            ) from None
+        context = {
+            **self._globals,
+            **template_context(
+                sequence, step, subscriber, links, postal_address, locale=plan.locale
+            ),
+        }
+        lines = {"subject": "", "preheader": ""}
+        for field in lines:
+            value: Localized | None = getattr(step, field)
+            if value is None:
+                continue
+            try:
+                lines[field] = self._render_line(
+                    localized(value, plan.locale, sequence.locale), context
+                )
+            except Exception as exc:  # in the sequence file: name the key, not a template
+                text_key = _text_key(value, plan.locale, sequence.locale)
+                key = ("steps", _index(sequence, step), field, *text_key)
+                message = f"{field} of step {step.id!r}: {_describe(exc)}"
+                where = Diagnostic(f"<sequence {sequence.id}>", 1, 1, message)
+                raise _RenderFailure(where, key) from exc
+        context["step"] = {**context["step"], **lines}
+        html, derive_text = self._render_html(plan, context)
+        text = self._render(plan, plan.text, context) if plan.text else derive_text()
+        text = with_text_footer(text, links, postal_address, context["t"]["unsubscribe"])
+        problem = footer_problem(html, links, postal_address) if check_footer else None
+        if problem:
+            raise _RenderFailure(Diagnostic(plan.source, 1, 1, problem))
+        headers = list_headers(
+            links,
+            sequence_id=sequence.id,
+            sequence_name=sequence.name,
+            sender_email=sequence.sender.email,
+            step_id=step.id,
+        )
+        email = RenderedEmail(lines["subject"], lines["preheader"], html, text, headers)
+        return email, plan
+
+    def _render_html(self, plan: _Plan, context: dict[str, Any]) -> tuple[str, Callable[[], str]]:
+        """The final HTML, and a way to derive the text part from it."""
+        slots = _Slots()
+        scope = {**context, _SLOTS_VAR: slots}
+        markdown_html: str | None = None
+        if plan.markdown:
+            source = self._render(plan, plan.body, scope)
+            markdown_html = self._markdown_page(plan, source, slots, context)
+            if markdown_html is None:
+                return self._render_plain(plan, context)
+            scope[_MARKDOWN_VAR] = Markup(markdown_html)
+        structure = self._render(plan, plan.page if plan.markdown else plan.body, scope)
+        page = self._pages.get(structure)
+        if page is None:
+            page = self._new_page(plan, structure, slots, context, markdown_html)
+            _remember(self._pages, structure, page)
+        if page.html is None:
+            return self._render_plain(plan, context)
+        values = slots.values
+        html = page.html.fill([escape(value) for value in values])
+        return html, lambda: page.text().fill(
+            # In text, as in HTML, a line break in a value shows as a space.
+            [v if v.isprintable() else _WHITESPACE.sub(" ", v) for v in values]
+        )
+
+    def _markdown_page(
+        self, plan: _Plan, source: str, slots: _Slots, context: dict[str, Any]
+    ) -> str | None:
+        """The Markdown structure as HTML (cached); None when it cannot be reused."""
+        if source in self._markdown_pages:
+            return self._markdown_pages[source]
+        html: str | None = self._markdown.render(source)
+        plain = self._render(plan, plan.body, context)
+        escaped = [escape(value) for value in slots.values]
+        if plain != _Pieces.of(source).fill(escaped) or not _tokens(source) <= _tokens(html or ""):
+            html = None
+        return _remember(self._markdown_pages, source, html)
+
+    def _new_page(
+        self,
+        plan: _Plan,
+        structure: str,
+        slots: _Slots,
+        context: dict[str, Any],
+        markdown_html: str | None,
+    ) -> _Page:
+        # Once per structure: splicing the values in must give exactly what a
+        # plain render gives, and inlining must keep every token.
+        escaped = [escape(value) for value in slots.values]
+        scope = dict(context)
+        if markdown_html is not None:
+            scope[_MARKDOWN_VAR] = Markup(_Pieces.of(markdown_html).fill(escaped))
+        plain = self._render(plan, plan.page if plan.markdown else plan.body, scope)
+        if plain != _Pieces.of(structure).fill(escaped):
+            return _Page(None)
+        inlined = self._inline(plan, structure)
+        return _Page(inlined if _tokens(structure) <= _tokens(inlined) else None)
+
+    def _render_plain(self, plan: _Plan, context: dict[str, Any]) -> tuple[str, Callable[[], str]]:
+        """Everything per email, for a structure the cache cannot serve."""
+        if plan.markdown:
+            source = self._render(plan, plan.body, {**context, _INERT_VAR: True})
+            scope = {**context, _MARKDOWN_VAR: Markup(self._markdown.render(source))}
+            html = self._inline(plan, self._render(plan, plan.page, scope))
+        else:
+            html = self._inline(plan, self._render(plan, plan.body, context))
+        return html, lambda: html_to_text(html)
+
+    def _inline(self, plan: _Plan, html: str) -> str:
+        try:
+            return self._inliner.inline(html)
+        except ValueError as exc:  # css_inline.InlineError
+            raise _RenderFailure(
+                Diagnostic(plan.source, 1, 1, f"cannot inline CSS: {exc}")
+            ) from exc
+
+    def _plan(self, template: str, locale: str | None, default_locale: str) -> _Plan:
+        key = f"{template}{_SEP}{locale}{_SEP}{default_locale}"
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = _remember(self._plans, key, self._new_plan(template, locale, default_locale))
+        return plan
+
+    def _new_plan(self, template: str, locale: str | None, default_locale: str) -> _Plan:
+        folders = locale_search_path(locale, default_locale)
+        try:
+            candidates = self._loader.candidates(folders, template)
+        except TemplateNotFound:
+            candidates = []
+        found = next((i for i, path in enumerate(candidates) if path.is_file()), None)
+        if found is None:
+            looked = ", ".join(str(path) for path in candidates)
+            message = f"template {template!r} not found (looked in {looked})"
+            raise _RenderFailure(Diagnostic(template, 1, 1, message))
+        own = locale_search_path(locale, "")[:-1]  # the subscriber's folders
+        text_name = template.rsplit(".", 1)[0] + ".txt"
+        # The text part must be in the body's language: a .txt counts in the
+        # body's folder or a more specific one, never in a fallback folder.
+        has_text = self._loader.resolve(folders[: found + 1], text_name) is not None
+        return _Plan(
+            folders=folders,
+            locale=own[0] if folders[found] in own else default_locale,
+            source=str(candidates[found]),
+            body=_internal_name(folders, template),
+            page=_internal_name(folders, _MARKDOWN_PAGE),
+            text=_internal_name(folders, text_name) if has_text else None,
+            markdown=template.endswith(".md"),
+        )
+
+    def _render(self, plan: _Plan, name: str, scope: dict[str, Any]) -> str:
+        try:
+            template = self._templates.get(name)
+            if template is None:
+                template = _remember(self._templates, name, self._env.get_template(name))
+            return self._run(template, scope)
+        except Exception as exc:  # the boundary: whatever a template raised
+            raise _RenderFailure(self._diagnose(exc, plan.source)) from exc
+
+    def _run(self, template: Template, scope: dict[str, Any]) -> str:
+        # Template.render copies the variables and merges in the globals (a
+        # ChainMap) on every call, ~10 µs each of the 3-4 renders of an email.
+        # The scope already holds the globals, so the context shares it; Jinja
+        # never writes to a context's parent.
+        try:
+            return "".join(template.root_render_func(template.new_context(scope, shared=True)))
+        except Exception:
+            self._env.handle_exception()  # re-raises with template file:line frames
+
+    def _render_line(self, source: str, context: dict[str, Any]) -> str:
+        """A subject or preheader: plain text, newlines folded (no header injection)."""
+        if "{" not in source:  # no Jinja syntax: the text is its own rendering
+            return " ".join(source.split())
+        template = self._lines.get(source)
+        if template is None:
+            template = _remember(self._lines, source, self._env.from_string(source))
+        return " ".join(self._run(template, context).split())
+
+    def _diagnose(self, exc: BaseException, fallback: str) -> Diagnostic:
+        if isinstance(exc, TemplateSyntaxError):
+            return Diagnostic(exc.filename or fallback, exc.lineno or 1, 1, _describe(exc))
+        # Jinja rewrites tracebacks so template frames carry the template's file
+        # name and line; the innermost one is where the error is.
+        file, line = fallback, 1
+        frame = exc.__traceback__
+        while frame is not None:
+            if frame.tb_frame.f_code.co_filename in self._loader.files:
+                file, line = frame.tb_frame.f_code.co_filename, frame.tb_lineno
+            frame = frame.tb_next
+        return Diagnostic(file, line, 1, _describe(exc))
+
+    def _locate(self, plan: _Plan, needles: tuple[str, ...]) -> tuple[str, int]:
+        """The file and line where one of ``needles`` is written (body, then layout)."""
+        for name in (plan.body, _internal_name(plan.folders, LAYOUT)):
+            try:
+                source, filename, _ = self._loader.get_source(self._env, name)
+            except TemplateNotFound:
+                continue
+            for number, line in enumerate(source.splitlines(), start=1):
+                if any(needle in line for needle in needles):
+                    return filename or plan.source, number
+        return plan.source, 1
+
+
+def render_step(
+    library: TemplateLibrary,
+    sequence: Sequence,
+    step: Step,
+    subscriber: Subscriber,
+    links: Links,
+    postal_address: str,
+) -> RenderedEmail:
+    """Render one email; the locale is the subscriber's, else the sequence's."""
+    return library.render(sequence, step, subscriber, links, postal_address)
