@@ -48,7 +48,19 @@ def validate_loaded(
                 positions=loaded.positions.of,
             )
         )
-    return list(dict.fromkeys(problems))
+    return list(dict.fromkeys(_relative(problem) for problem in problems))
+
+
+def _relative(problem: Diagnostic) -> Diagnostic:
+    """Show template paths relative to the working folder, like sequence paths."""
+    path = Path(problem.file)
+    if not path.is_absolute():
+        return problem
+    try:
+        shown = path.relative_to(Path.cwd())
+    except ValueError:
+        return problem
+    return Diagnostic(str(shown), problem.line, problem.column, problem.message)
 
 
 def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:

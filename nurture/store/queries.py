@@ -86,19 +86,39 @@ def claim_due_enrollments(
     return [row[0] for row in conn.execute(statement)]
 
 
+# Only the columns a decision needs: every timestamp read is parsed and
+# converted, which on the hot path is a measurable cost per row.
+_ENROLLMENT_COLUMNS = ("id", "subscriber_id", "sequence_id", "position", "enrolled_at")
+_SUBSCRIBER_COLUMNS = (
+    "id", "email", "name", "first_name", "locale", "timezone", "tags", "attributes", "status",
+)  # fmt: skip
+
+
 def load_enrollments(conn: Connection, ids: Sequence[int]) -> list[Row[Any]]:
-    return list(conn.execute(select(ENROLLMENT).where(ENROLLMENT.c.id.in_(ids))))
+    columns = [ENROLLMENT.c[name] for name in _ENROLLMENT_COLUMNS]
+    return list(conn.execute(select(*columns).where(ENROLLMENT.c.id.in_(ids))))
 
 
 def load_subscribers(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
-    rows = conn.execute(select(SUBSCRIBER).where(SUBSCRIBER.c.id.in_(list(set(ids)))))
+    columns = [SUBSCRIBER.c[name] for name in _SUBSCRIBER_COLUMNS]
+    rows = conn.execute(select(*columns).where(SUBSCRIBER.c.id.in_(list(set(ids)))))
     return {row.id: row for row in rows}
 
 
 def load_ledger(conn: Connection, enrollment_ids: Sequence[int]) -> dict[int, list[Row[Any]]]:
     """Every ledger row of these enrollments, in decision order."""
+    columns = (
+        "key",
+        "enrollment_id",
+        "step_id",
+        "status",
+        "due_at",
+        "attempts",
+        "next_attempt_at",
+        "subject",
+    )
     rows = conn.execute(
-        select(SEND)
+        select(*[SEND.c[name] for name in columns])
         .where(SEND.c.enrollment_id.in_(enrollment_ids))
         .order_by(SEND.c.enrollment_id, SEND.c.due_at, SEND.c.id)
     )

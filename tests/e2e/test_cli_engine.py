@@ -113,3 +113,27 @@ def test_run_serves_healthz_and_sends(work: Path, db_url: str) -> None:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
+
+
+def test_worker_sends_and_stops_cleanly_on_sigterm(work: Path, db_url: str) -> None:
+    assert run(
+        "--now", NOW, "subscribers", "add", "karin@example.com", "--tag", "b2b",
+        cwd=work, db_url=db_url,
+    ).returncode == 0  # fmt: skip
+    values = env(db_url)
+    values.update(NURTURE_NOW=NOW, NURTURE_DISPATCH_INTERVAL="0.5")
+    process = subprocess.Popen(
+        [*NURTURE, "worker"], cwd=work, env=values,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list((work / "outbox").glob("*.eml")):
+            time.sleep(0.2)
+        assert len(list((work / "outbox").glob("*.eml"))) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "finishing the emails in flight" in output
+    assert "stopped" in output
