@@ -184,6 +184,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Dropping a table drops its indexes; children before parents for the FKs.
-    for table in ("sequence_version", "worker_tick", "sequence_state", "suppression", "event", "send", "enrollment"):
+    for table in (
+        "sequence_version",
+        "worker_tick",
+        "sequence_state",
+        "suppression",
+        "event",
+        "send",
+        "enrollment",
+    ):
         op.drop_table(table)
     op.drop_table("subscriber")

@@ -21,23 +21,18 @@ The API key never appears in an exception message or a log record.
 
 from __future__ import annotations
 
-import base64
 import functools
 import http.client
 import json
 import logging
-import queue
 import re
-import select
 import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage, Message
 from email.utils import parsedate_to_datetime
@@ -68,6 +63,7 @@ from nurture.errors import (
     TransientSendError,
 )
 from nurture.transports.base import OutgoingEmail, SendResult, redact
+from nurture.transports.http_pool import KeepAlivePool, Reply, lower_keys
 
 if TYPE_CHECKING:
     from nurture.config import Settings
@@ -348,16 +344,7 @@ def _custom_arg_problems(custom_args: Mapping[str, Any]) -> list[str]:
 # -- reading the answer --------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """An HTTP answer, whichever client got it. Header names are lower case."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-def _error_for_status(reply: _Reply, now: float) -> SendError:
+def _error_for_status(reply: Reply, now: float) -> SendError:
     """The one mapping from a non-2xx answer to a send error (both clients use it)."""
     status, detail = reply.status, _error_detail(reply.body)
     if status in (401, 403):
@@ -464,169 +451,6 @@ def _quiet_library_logs() -> None:
 # -- keep-alive connections -----------------------------------------------------
 
 
-class _KeepAlivePool:
-    """Up to ``size`` HTTP/1.1 keep-alive connections to one origin, shared by threads.
-
-    Built on ``http.client``, the module under the official client's urllib, so
-    both paths fail with the same exception types; errors while connecting and
-    sending are wrapped in ``URLError`` exactly as urllib does
-    (``AbstractHTTPHandler.do_open``). One translation then serves both.
-
-    No lock of ours on the hot path: idle connections live in a deque (atomic
-    append/pop; the newest is reused first, so in a quiet period the rest
-    expire) and the ``size`` bound is a queue of tokens. (With 128 threads,
-    httpx's pool measured a fifth of this rate here, urllib3's about two thirds.)
-    """
-
-    def __init__(self, url: str, *, timeout: float, size: int, keepalive: float = 5.0) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
-        self._timeout = timeout
-        # Below any server's idle timeout: an idle connection is dropped by us
-        # rather than closed by the server just as a request goes out on it.
-        self._keepalive = keepalive
-        self._context = ssl.create_default_context() if self._https else None
-        self._proxy = _https_proxy(self._host) if self._https else None
-        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
-        for _ in range(size):
-            self._tokens.put(None)
-        self._idle: deque[tuple[http.client.HTTPConnection, float]] = deque()
-        self.closed = False
-
-    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> _Reply:
-        try:
-            self._tokens.get(timeout=self._timeout)
-        except queue.Empty:
-            raise urllib.error.URLError("every pooled connection stayed busy") from None
-        try:
-            connection = self._checkout()
-            try:
-                try:
-                    connection.request("POST", path, body=body, headers=headers)
-                except OSError as exc:  # connecting or sending: nothing was accepted
-                    raise urllib.error.URLError(exc) from exc
-                # From here on SendGrid has the whole request. A failure now is
-                # ambiguous, even on a reused connection: RFC 9112 §9.3.1 forbids
-                # retrying a POST automatically. Stale connections are weeded out
-                # before reuse (_checkout) to keep that rare.
-                response = connection.getresponse()
-                data = response.read()
-            except BaseException:
-                connection.close()
-                raise
-            if response.will_close:
-                connection.close()
-            else:
-                self._checkin(connection)
-            return _Reply(response.status, _lower_keys(response.getheaders()), data)
-        finally:
-            self._tokens.put(None)
-
-    def _checkout(self) -> http.client.HTTPConnection:
-        now = time.monotonic()
-        while True:
-            try:
-                connection, since = self._idle.pop()
-            except IndexError:
-                return self._connect()
-            if now - since < self._keepalive and not _peer_closed(connection):
-                return connection
-            connection.close()
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if not self._https:
-            return _HTTPConnection(self._host, self._port, timeout=self._timeout)
-        if self._proxy is None:
-            return _HTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=self._context
-            )
-        proxy_host, proxy_port, proxy_headers = self._proxy
-        connection = _HTTPSConnection(
-            proxy_host, proxy_port, timeout=self._timeout, context=self._context
-        )
-        connection.set_tunnel(self._host, self._port, headers=proxy_headers)
-        return connection
-
-    def _checkin(self, connection: http.client.HTTPConnection) -> None:
-        self._idle.append((connection, time.monotonic()))
-        if self.closed:  # close() ran meanwhile: do not leave this one open
-            self._close_idle()
-
-    def close(self) -> None:
-        self.closed = True
-        self._close_idle()
-
-    def _close_idle(self) -> None:
-        while True:
-            try:
-                connection, _ = self._idle.pop()
-            except IndexError:
-                return
-            connection.close()
-
-
-_standard_send_output = http.client.HTTPConnection._send_output  # type: ignore[attr-defined]
-
-
-def _send_output_in_one_write(
-    self: http.client.HTTPConnection, message_body: Any = None, encode_chunked: bool = False
-) -> None:
-    """Send the header block and a bytes body with one write, not two.
-
-    Each write is a system call and, on loopback or a busy VM, a wake-up of the
-    peer; one write measured about 20% less CPU per email here. This replaces
-    ``HTTPConnection._send_output`` and uses its ``_buffer`` (both unchanged
-    since Python 3.6); any other body goes the standard way.
-    """
-    buffer = getattr(self, "_buffer", None)
-    if isinstance(message_body, bytes) and not encode_chunked and isinstance(buffer, list):
-        buffer.extend((b"", b""))
-        head = b"\r\n".join(buffer)
-        del buffer[:]
-        self.send(head + message_body)
-    else:
-        _standard_send_output(self, message_body, encode_chunked)
-
-
-class _HTTPConnection(http.client.HTTPConnection):
-    _send_output = _send_output_in_one_write
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    _send_output = _send_output_in_one_write
-
-
-def _peer_closed(connection: http.client.HTTPConnection) -> bool:
-    """True if an idle connection is readable: the server closed it (or sent junk)."""
-    sock = connection.sock
-    if sock is None:
-        return True
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
-
-
-def _https_proxy(host: str) -> tuple[str, int, dict[str, str]] | None:
-    """The HTTPS proxy urllib would use for ``host`` (``HTTPS_PROXY``, ``NO_PROXY``)."""
-    proxy = urllib.request.getproxies().get("https")
-    if not proxy or urllib.request.proxy_bypass(host):
-        return None
-    parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    headers = {}
-    if parts.username is not None:
-        credentials = f"{urllib.parse.unquote(parts.username)}:"
-        credentials += urllib.parse.unquote(parts.password or "")
-        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-    return parts.hostname or "", parts.port or 8080, headers
-
-
-# -- the transport -------------------------------------------------------------
-
-
 class SendGridTransport:
     """Sends through SendGrid's v3 Mail Send API. Thread-safe.
 
@@ -683,7 +507,7 @@ class SendGridTransport:
         self._headers: dict[str, str] = dict(self._client.client.request_headers)
         self._path = urllib.parse.urlsplit(self.host).path + MAIL_SEND_PATH
         self._pool = (
-            _KeepAlivePool(self.host, timeout=timeout, size=max_connections) if pooled else None
+            KeepAlivePool(self.host, timeout=timeout, size=max_connections) if pooled else None
         )
 
     @classmethod
@@ -722,15 +546,15 @@ class SendGridTransport:
             raw={"status": reply.status, "headers": dict(reply.headers)},
         )
 
-    def _post(self, body: dict[str, Any]) -> _Reply:
+    def _post(self, body: dict[str, Any]) -> Reply:
         """Through the official client. Its send() has no timeout, so call post()."""
         try:
             response = self._client.client.mail.send.post(request_body=body, timeout=self.timeout)
         except python_http_client.exceptions.HTTPError as exc:
             # It raises for every status >= 400; turn that back into an answer so
             # both paths classify statuses in _error_for_status.
-            return _Reply(exc.status_code, _lower_keys(exc.headers.items()), exc.body or b"")
-        return _Reply(response.status_code, _lower_keys(response.headers.items()), response.body)
+            return Reply(exc.status_code, lower_keys(exc.headers.items()), exc.body or b"")
+        return Reply(response.status_code, lower_keys(response.headers.items()), response.body)
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
@@ -768,7 +592,3 @@ class SendGridTransport:
         self._closed = True
         if self._pool is not None:
             self._pool.close()
-
-
-def _lower_keys(items: Any) -> dict[str, str]:
-    return {str(name).lower(): str(value) for name, value in items}

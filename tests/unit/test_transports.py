@@ -39,12 +39,11 @@ from nurture.errors import (
 from nurture.testing import MemoryTransport
 from nurture.transports import Transport, create_transport, known_transports
 from nurture.transports.base import OutgoingEmail, SendResult
+from nurture.transports.http_pool import Reply, https_proxy
 from nurture.transports.outbox import OutboxTransport
 from nurture.transports.sendgrid import (
     SendGridTransport,
     _error_for_status,
-    _https_proxy,
-    _Reply,
     _retry_after,
     build_mail_body,
     validate_mail_body,
@@ -471,7 +470,7 @@ def test_sendgrid_validation_checks_addresses() -> None:
 def test_sendgrid_error_bodies_map_to_send_errors(
     sample: str, status: int, expected: type[SendError], invalid_address: bool | None
 ) -> None:
-    reply = _Reply(status, {}, (DATA / "sendgrid" / sample).read_bytes())
+    reply = Reply(status, {}, (DATA / "sendgrid" / sample).read_bytes())
     error = _error_for_status(reply, now=0.0)
     assert type(error) is expected
     assert error.status == status
@@ -499,16 +498,16 @@ def test_retry_after_reads_the_rate_limit_headers(
     assert _retry_after(headers, now=1_000_000_000.0) == seconds
 
 
-def test_sendgrid_pool_tunnels_through_the_https_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sendgrid_pool_tunnels_through_thehttps_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pooled path honours HTTPS_PROXY and NO_PROXY, as the official client's urllib does."""
     monkeypatch.setenv("HTTPS_PROXY", "http://anna:p%40ss@proxy.example.com:3128")
     monkeypatch.setenv("NO_PROXY", "internal.example.com")
-    assert _https_proxy("api.sendgrid.com") == (
+    assert https_proxy("api.sendgrid.com") == (
         "proxy.example.com",
         3128,
         {"Proxy-Authorization": "Basic " + base64.b64encode(b"anna:p@ss").decode()},
     )
-    assert _https_proxy("internal.example.com") is None
+    assert https_proxy("internal.example.com") is None
 
 
 # -- SMTP -----------------------------------------------------------------------------
