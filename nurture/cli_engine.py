@@ -105,29 +105,41 @@ def worker_command(ctx: typer.Context) -> None:
         Worker(runtime).run_blocking()
 
 
+def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> None:
+    import uvicorn
+
+    from nurture.web.app import create_app
+    from nurture.worker import Worker
+
+    server_class = _graceful_server_class()
+    with _runtime(ctx) as runtime:
+        app = create_app(runtime, Worker(runtime) if with_worker else None)
+        role = "worker + web" if with_worker else "web only (run `nurture worker` separately)"
+        out.print(
+            f"nurture {role} on http://{host}:{port} (health: /healthz); transport "
+            f"{runtime.settings.transport}; sequences: "
+            f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}",
+            highlight=False,
+        )
+        server_class(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+
+
 def run_command(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Migrate, then run the worker and the web app together in one process."""
-    import uvicorn
+    _serve(ctx, host, port, with_worker=True)
 
-    from nurture.web.app import create_app
 
-    _GracefulServer = _graceful_server_class()
-    from nurture.worker import Worker
-
-    with _runtime(ctx) as runtime:
-        app = create_app(runtime, Worker(runtime))
-        out.print(
-            f"nurture on http://{host}:{port} (health: /healthz); transport "
-            f"{runtime.settings.transport}; sequences: "
-            f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}",
-            highlight=False,
-        )
-        server = _GracefulServer(uvicorn.Config(app, host=host, port=port, log_level="info"))
-        server.run()
+def web_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Migrate, then run only the web app (for deployments with separate workers)."""
+    _serve(ctx, host, port, with_worker=False)
 
 
 def _graceful_server_class() -> type:
@@ -230,6 +242,7 @@ def register_engine_commands(app: typer.Typer) -> None:
     app.command("dispatch")(dispatch_command)
     app.command("worker")(worker_command)
     app.command("run")(run_command)
+    app.command("web")(web_command)
     app.command("plan")(plan_command)
     app.command("resume")(resume_command)
     app.command("log")(log_command)
