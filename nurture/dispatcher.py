@@ -47,6 +47,7 @@ from nurture.core.decisions import (
     Wait,
     decide_next_step,
 )
+from nurture.core.decisions import Outcome as StepOutcome
 from nurture.core.envelope import ComposedEmail
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
@@ -116,6 +117,16 @@ class DispatchReport:
 
 class DispatchHalted(NurtureError):
     """Dispatching must stop (the provider refused our credentials)."""
+
+
+@dataclass
+class _Writes:
+    """What one batch's decisions write, in one transaction."""
+
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    ledger_updates: list[dict[str, Any]] = field(default_factory=list)
+    enrollment_updates: list[dict[str, Any]] = field(default_factory=list)
+    planned: list[_Planned] = field(default_factory=list)
 
 
 @dataclass
@@ -276,159 +287,135 @@ class Dispatcher:
             ledgers = queries.load_ledger(conn, claimed)
             events = queries.load_decision_events(conn, subscribers, now)
             suppressed = queries.suppressed_among(conn, (s.email for s in subscribers.values()))
-
-        inserts: list[dict[str, Any]] = []
-        retry_updates: list[dict[str, Any]] = []
-        enrollment_updates: list[dict[str, Any]] = []
-        planned: list[_Planned] = []
-
+        writes = _Writes()
         for enrollment in enrollments:
             subscriber = subscribers[enrollment.subscriber_id]
-            loaded = sequences[enrollment.sequence_id]
-            ledger = ledgers.get(enrollment.id, [])
-            state = EnrollmentState(enrollment.enrolled_at, _history(ledger))
-            retry_rows = {row.step_id: row for row in ledger if row.status == "retry"}
-            view = _subscriber_view(subscriber)
-            update: dict[str, Any] = {
-                "_id": enrollment.id,
-                "status": "active",
-                "status_reason": None,
-                "next_due_at": None,
-                "position": enrollment.position,
-                "sequence_version": loaded.version,
-                "claimed_by": None,
-                "claimed_until": None,
-                "updated_at": now,
-            }
-            blocked = self._blocked_reason(subscriber, suppressed)
-            if blocked is not None:
-                update.update(status="exited", status_reason=blocked)
-                report.exited += 1
-                report.log.append((subscriber.email, loaded.sequence.id, "-", f"exit: {blocked}"))
-                enrollment_updates.append(update)
-                continue
-            seen_events = _events(events.get(subscriber.id, []))
-            for _ in range(_MAX_DECISIONS_PER_PASS):
-                action = decide_next_step(loaded.sequence, state, view, seen_events, now)
-                if isinstance(action, Skip):
-                    inserts.append(
-                        self._ledger_row(
-                            enrollment,
-                            loaded,
-                            action.step.id,
-                            "skipped",
-                            action.due_at,
-                            now,
-                            reason=action.reason,
-                        )
-                    )
-                    state = state.with_record(StepRecord(action.step.id, "skipped", action.due_at))
-                    update["position"] = action.step.id
-                    report.skipped += 1
-                    report.log.append(
-                        (
-                            subscriber.email,
-                            loaded.sequence.id,
-                            action.step.id,
-                            f"skip: {action.reason}",
-                        )
-                    )
-                    continue
+            self._decide_one(
+                enrollment,
+                subscriber,
+                sequences[enrollment.sequence_id],
+                ledgers.get(enrollment.id, []),
+                _events(events.get(subscriber.id, [])),
+                suppressed,
+                now,
+                writes,
+                report,
+            )
+        with self.engine.begin() as conn:
+            queries.insert_ledger_rows(conn, writes.inserts)
+            for group in _same_columns(writes.ledger_updates):
+                queries.update_ledger_rows(conn, group)
+            for group in _same_columns(writes.enrollment_updates):
+                queries.update_enrollments(conn, group)
+        return writes.planned
+
+    def _decide_one(
+        self,
+        enrollment: Row[Any],
+        subscriber: Row[Any],
+        loaded: LoadedSequence,
+        ledger: list[Row[Any]],
+        seen_events: list[Event],
+        suppressed: dict[str, str],
+        now: datetime,
+        writes: _Writes,
+        report: DispatchReport,
+    ) -> None:
+        """Decide for one enrollment until it must wait, send, or leave.
+
+        Skips (and render failures) are recorded and the loop goes on: the next
+        step may be due at once. A send stays claimed until it is confirmed.
+        """
+        seq_id = loaded.sequence.id
+        state = EnrollmentState(enrollment.enrolled_at, _history(ledger))
+        retries = {row.step_id: row for row in ledger if row.status == "retry"}
+        view = _subscriber_view(subscriber)
+        update: dict[str, Any] = {
+            "_id": enrollment.id,
+            "status": "active",
+            "status_reason": None,
+            "next_due_at": None,
+            "position": enrollment.position,
+            "sequence_version": loaded.version,
+            "claimed_by": None,
+            "claimed_until": None,
+            "updated_at": now,
+        }
+        blocked = self._blocked_reason(subscriber, suppressed)
+        if blocked is not None:
+            update.update(status="exited", status_reason=blocked)
+            report.exited += 1
+            report.log.append((subscriber.email, seq_id, "-", f"exit: {blocked}"))
+            writes.enrollment_updates.append(update)
+            return
+        outcome: StepOutcome
+        for _ in range(_MAX_DECISIONS_PER_PASS):
+            action = decide_next_step(loaded.sequence, state, view, seen_events, now)
+            if isinstance(action, Wait | Send):
+                retry = retries.get(action.step.id)
+                # A step waiting for its retry is not due before the retry time.
+                not_before = retry.next_attempt_at if retry is not None else None
                 if isinstance(action, Wait):
-                    retry = retry_rows.get(action.step.id)
-                    until = action.until
-                    if retry is not None and retry.next_attempt_at is not None:
-                        until = max(until, retry.next_attempt_at)
-                    update["next_due_at"] = until
-                elif isinstance(action, Exit):
-                    update.update(status=action.status, status_reason=action.reason)
-                    report.exited += 1
-                    report.log.append(
-                        (subscriber.email, loaded.sequence.id, "-", f"exit: {action.reason}")
-                    )
-                elif isinstance(action, Complete):
-                    update.update(status="completed", status_reason="every step decided")
-                    report.completed += 1
-                elif isinstance(action, Send):
-                    retry = retry_rows.get(action.step.id)
-                    if (
-                        retry is not None
-                        and retry.next_attempt_at is not None
-                        and retry.next_attempt_at > now
-                    ):
-                        update["next_due_at"] = retry.next_attempt_at
-                        break
-                    item = self._plan(
-                        enrollment, subscriber, view, loaded, action, retry, now, state, seen_events
-                    )
-                    if isinstance(item, str):  # rendering failed: a permanent failure
-                        row = self._ledger_row(
-                            enrollment,
-                            loaded,
-                            action.step.id,
-                            "failed",
-                            action.due_at,
-                            now,
-                            reason=item,
-                        )
-                        if retry is not None:
-                            retry_updates.append(
-                                self._retry_to(retry, status="failed", reason=item, now=now)
-                            )
-                        else:
-                            inserts.append(row)
-                        state = state.with_record(
-                            StepRecord(action.step.id, "failed", action.due_at)
-                        )
-                        update["position"] = action.step.id
-                        report.failed += 1
-                        report.log.append(
-                            (
-                                subscriber.email,
-                                loaded.sequence.id,
-                                action.step.id,
-                                f"failed: {item}",
-                            )
-                        )
-                        continue
-                    planned.append(item)
+                    update["next_due_at"] = max(action.until, not_before or action.until)
+                    break
+                if not_before is not None and not_before > now:
+                    update["next_due_at"] = not_before
+                    break
+                item = self._plan(
+                    enrollment, subscriber, view, loaded, action, retry, now, state, seen_events
+                )
+                if isinstance(item, _Planned):
+                    writes.planned.append(item)
                     if retry is not None:
-                        retry_updates.append(
+                        writes.ledger_updates.append(
                             self._retry_to(
-                                retry,
-                                status="reserved",
-                                reason=None,
-                                now=now,
-                                lease=True,
-                                subject=item.composed.subject,
+                                retry, status="reserved", reason=None, now=now, lease=True
                             )
                         )
                     else:
-                        inserts.append(
+                        writes.inserts.append(
                             self._ledger_row(
-                                enrollment,
-                                loaded,
-                                action.step.id,
-                                "reserved",
-                                action.due_at,
-                                now,
-                                key=item.key,
-                                subject=item.composed.subject,
-                                lease=True,
+                                enrollment, loaded, action.step.id, "reserved", action.due_at, now,
+                                key=item.key, subject=item.composed.subject, lease=True,
                             )
+                        )  # fmt: skip
+                    return  # stays claimed until the send is confirmed
+                # Rendering failed: a permanent failure of this step; go on.
+                if retry is not None:
+                    writes.ledger_updates.append(
+                        self._retry_to(retry, status="failed", reason=item, now=now)
+                    )
+                else:
+                    writes.inserts.append(
+                        self._ledger_row(
+                            enrollment, loaded, action.step.id, "failed", action.due_at, now,
+                            reason=item,
                         )
-                    update = {}  # stays claimed until the send is confirmed
+                    )  # fmt: skip
+                outcome, what = "failed", f"failed: {item}"
+                report.failed += 1
+            elif isinstance(action, Skip):
+                writes.inserts.append(
+                    self._ledger_row(
+                        enrollment, loaded, action.step.id, "skipped", action.due_at, now,
+                        reason=action.reason,
+                    )
+                )  # fmt: skip
+                outcome, what = "skipped", f"skip: {action.reason}"
+                report.skipped += 1
+            elif isinstance(action, Exit):
+                update.update(status=action.status, status_reason=action.reason)
+                report.exited += 1
+                report.log.append((subscriber.email, seq_id, "-", f"exit: {action.reason}"))
                 break
-            if update:
-                enrollment_updates.append(update)
-
-        with self.engine.begin() as conn:
-            queries.insert_ledger_rows(conn, inserts)
-            for group in _same_columns(retry_updates):
-                queries.update_ledger_rows(conn, group)
-            for group in _same_columns(enrollment_updates):
-                queries.update_enrollments(conn, group)
-        return planned
+            else:  # Complete
+                update.update(status="completed", status_reason="every step decided")
+                report.completed += 1
+                break
+            state = state.with_record(StepRecord(action.step.id, outcome, action.due_at))
+            update["position"] = action.step.id
+            report.log.append((subscriber.email, seq_id, action.step.id, what))
+        writes.enrollment_updates.append(update)
 
     def _blocked_reason(self, subscriber: Row[Any], suppressed: dict[str, str]) -> str | None:
         if subscriber.status != "active":
@@ -479,7 +466,6 @@ class Dispatcher:
         reason: str | None,
         now: datetime,
         lease: bool = False,
-        subject: Any = None,
     ) -> dict[str, Any]:
         return {
             "_key": row.key,
@@ -489,7 +475,6 @@ class Dispatcher:
             "lease_until": now + self.policy.lease if lease else None,
             "next_attempt_at": None,
             "attempts": row.attempts + (1 if status == "reserved" else 0),
-            "subject": str(subject) if subject is not None else row.subject,
         }
 
     def _plan(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -354,3 +355,52 @@ def test_hanging_server_times_out_into_unknown(
     assert setup.ledger() == [("welcome", "unknown")]
     assert len(fake.delivered) == 0  # and nothing was resent
     setup.runtime.close()
+
+
+def test_false_condition_is_skipped_with_reason_and_the_series_goes_on(setup: Setup) -> None:
+    setup.add("ola@example.com", now=FRIDAY, tags=("b2b", "customer"))
+    for days in range(0, 16):
+        setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(days=days))
+    assert [e.step_id for e in setup.transport.sent] == [
+        "welcome", "three-models", "choosing", "offer",
+    ]  # fmt: skip
+    with setup.runtime.engine.connect() as conn:
+        skipped = conn.execute(select(SEND).where(SEND.c.status == "skipped")).one()
+    assert skipped.step_id == "case-study"
+    assert skipped.reason == "condition \"'customer' not in subscriber.tags\" is false"
+
+
+def test_render_failure_fails_the_step_and_the_series_goes_on(setup: Setup) -> None:
+    from nurture.errors import RenderError
+
+    setup.add("karin@example.com", now=FRIDAY)
+    compose = setup.runtime.dispatcher.compose
+
+    def broken_welcome(*args: Any) -> Any:
+        if args[1].id == "welcome":
+            raise RenderError("templates/sv/welcome.md:3: undefined variable")
+        return compose(*args)
+
+    setup.runtime.dispatcher.compose = broken_welcome
+    report = setup.runtime.dispatcher.dispatch(FRIDAY)
+    assert report.failed == 1 and report.sent == 0
+    setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(days=3))
+    assert setup.ledger() == [("welcome", "failed"), ("three-models", "sent")]
+
+
+def test_transient_failure_retries_with_backoff_then_sends(setup: Setup) -> None:
+    from nurture.errors import TransientSendError
+
+    setup.add("karin@example.com", now=FRIDAY)
+    setup.transport.fail_next(TransientSendError("503 Service Unavailable", status=503))
+    setup.runtime.dispatcher.jitter = lambda: 1.0
+    first = setup.runtime.dispatcher.dispatch(FRIDAY)
+    assert first.retried == 1
+    with setup.runtime.engine.connect() as conn:
+        row = conn.execute(select(SEND)).one()
+    assert (row.status, row.attempts) == ("retry", 1)
+    assert row.next_attempt_at == FRIDAY + timedelta(seconds=60)  # retry_base
+    assert setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(seconds=30)).sent == 0
+    assert setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(seconds=60)).sent == 1
+    assert len(setup.transport.sent) == 1
+    assert setup.ledger() == [("welcome", "sent")]
