@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,15 +115,7 @@ def preview_sequence(
             raise NurtureError(f"no step {step_id!r} in {sequence.id} (steps: {known})")
     person = subscriber or samples_for(sequence, loaded.path)[0]
     if locale is not None:
-        person = Subscriber(
-            email=person.email,
-            name=person.name,
-            given_first_name=person.given_first_name,
-            locale=locale,
-            timezone=person.timezone,
-            tags=person.tags,
-            attributes=person.attributes,
-        )
+        person = replace(person, locale=locale)
     library = TemplateLibrary(settings.templates_dir)
     composer = Composer(
         lambda: library,

@@ -6,7 +6,7 @@ import json
 import logging
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -291,15 +291,7 @@ def simulate_command(
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise _fail(f"--tz {tz!r} is not a known IANA time zone") from exc
-        subscriber = Subscriber(
-            email=subscriber.email,
-            name=subscriber.name,
-            given_first_name=subscriber.given_first_name,
-            locale=subscriber.locale,
-            timezone=tz,
-            tags=subscriber.tags,
-            attributes=subscriber.attributes,
-        )
+        subscriber = replace(subscriber, timezone=tz)
     zone = ZoneInfo(subscriber.timezone or seq.timezone)
     begin = _parse_time(start, zone, "--start") if start else ctx.obj.now()
     events = [parse_event(text, zone) for text in event or []]
