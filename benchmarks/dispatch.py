@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from nurture.clock import FixedClock  # noqa: E402
 from nurture.config import Settings  # noqa: E402
-from nurture.runtime import build_runtime  # noqa: E402
+from nurture.runtime import build_runtime, freeze_startup_objects  # noqa: E402
 from nurture.store import queries  # noqa: E402
 from nurture.store.db import make_engine  # noqa: E402
 from nurture.store.migrate import upgrade  # noqa: E402
@@ -110,7 +110,7 @@ def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[st
     if name == "memory":
         from nurture.testing import MemoryTransport
 
-        transport = MemoryTransport()
+        transport = MemoryTransport(record=False)
     else:
         from nurture.testing.fake_sendgrid import FakeSendGrid
         from nurture.transports.sendgrid import SendGridTransport
@@ -128,6 +128,7 @@ def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[st
     runtime = build_runtime(
         settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
     )
+    freeze_startup_objects()  # as the CLI does after start-up
     started = time.perf_counter()
     report = runtime.dispatcher.dispatch(NOW)
     elapsed = time.perf_counter() - started

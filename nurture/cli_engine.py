@@ -16,7 +16,7 @@ from rich.table import Table
 
 from nurture.clock import FixedClock, parse_instant
 from nurture.errors import ConfigurationError, NurtureError
-from nurture.runtime import Runtime, build_runtime, open_engine
+from nurture.runtime import Runtime, build_runtime, freeze_startup_objects, open_engine
 
 out = Console()
 err = Console(stderr=True)
@@ -46,6 +46,7 @@ def _runtime(ctx: typer.Context, now: str | None = None) -> Iterator[Runtime]:
         raise _fail(str(exc), 2) from exc
     except NurtureError as exc:
         raise _fail(str(exc)) from exc
+    freeze_startup_objects()
     try:
         problems = runtime.registry.last_problems
         if problems:

@@ -26,7 +26,7 @@ from nurture.clock import AcceleratedClock
 from nurture.config import load_settings
 from nurture.events import record_event
 from nurture.examples import example_root
-from nurture.runtime import build_runtime
+from nurture.runtime import build_runtime, freeze_startup_objects
 from nurture.store.db import session_factory
 from nurture.store.queries import ENROLLMENT, next_due_time
 from nurture.subscribers import add_subscriber, get_subscriber
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return Group(header, table)
 
     end = START + timedelta(days=args.days)
+    freeze_startup_objects()
     clock.restart()  # the simulated clock starts now that everything is set up
     with Live(view(START), console=console, refresh_per_second=8, transient=False) as live:
         while True:

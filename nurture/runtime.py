@@ -4,6 +4,7 @@ nothing below reads settings on its own."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,6 +61,19 @@ class Runtime:
         self.dispatcher.close()
         self.transport.close()
         self.engine.dispose()
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up out of the cyclic GC's way.
+
+    Modules, the ORM, the compiled templates and the loaded sequences live as
+    long as the process; without this every full collection re-scans them, and
+    a dispatch pass (which allocates a lot) triggers many: measured here as
+    30% of the in-memory dispatch throughput. Call it once, at the edge, after
+    the runtime is built (never in tests: frozen objects are never freed).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def open_engine(settings: Settings, *, migrate: bool = True) -> Engine:
