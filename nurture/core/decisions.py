@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from nurture.core.conditions import ConditionError, Engagement, compile_condition
 from nurture.core.model import Sequence, Step
 from nurture.core.subscriber import Subscriber
-from nurture.core.timing import Calendar, due_at, next_allowed, require_aware
+from nurture.core.timing import Calendar, DueTime, due_at, next_allowed, require_aware
 
 EventKind = Literal["open", "click", "purchase", "unsubscribe"]
 Outcome = Literal["sent", "skipped", "failed", "unknown"]
@@ -69,7 +69,13 @@ class Wait:
 
     until: datetime
     step: Step
-    notes: tuple[str, ...] = ()
+    timing: DueTime | None = None
+    extra: tuple[str, ...] = ()
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Why the time is what it is (formatted on demand)."""
+        return (*(self.timing.notes if self.timing else ()), *self.extra)
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,11 @@ class Send:
 
     step: Step
     due_at: datetime
-    notes: tuple[str, ...] = ()
+    timing: DueTime | None = None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self.timing.notes if self.timing else ()
 
 
 @dataclass(frozen=True)
@@ -198,11 +208,11 @@ def decide_next_step(
     calendar = calendar_for(sequence, step)
     due = due_at(step, state.anchor, zone, calendar)
     if due.at > now:
-        return Wait(due.at, step, due.notes)
+        return Wait(due.at, step, due)
     if not calendar.contains(now, zone):
         # Late (the worker was down): still only inside the window.
         late = next_allowed(now, zone, calendar)
-        return Wait(late.at, step, (*due.notes, "late: waiting for the window to open"))
+        return Wait(late.at, step, due, ("late: waiting for the window to open",))
     if step.when is not None:
         context = subscriber.template_context(sequence.locale, sequence.timezone)
         try:
@@ -211,4 +221,4 @@ def decide_next_step(
             return Skip(step, due.at, f"condition {step.when!r} failed: {exc}")
         if not passed:
             return Skip(step, due.at, f"condition {step.when!r} is false")
-    return Send(step, due.at, due.notes)
+    return Send(step, due.at, due)

@@ -126,10 +126,25 @@ class Calendar:
 
 @dataclass(frozen=True)
 class DueTime:
-    """A due time and the reasons it was moved (for simulate and the admin's "why")."""
+    """A due time and the reasons it was moved (for simulate and the admin's "why").
+
+    The explanation is formatted only when asked for: the dispatcher computes
+    thousands of due times a second and reads none of them.
+    """
 
     at: datetime
-    notes: tuple[str, ...] = field(default=())
+    moved_from: datetime | None = None  # local time before the window and skip rules
+    reasons: tuple[str, ...] = field(default=())
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        if self.moved_from is None:
+            return ()
+        zone = self.moved_from.tzinfo
+        result = self.at.astimezone(zone)
+        why = "; ".join(dict.fromkeys(self.reasons))
+        start = self.moved_from
+        return (f"moved from {start:%a %Y-%m-%d %H:%M} to {result:%a %Y-%m-%d %H:%M}: {why}",)
 
 
 def next_allowed(
@@ -149,9 +164,7 @@ def next_allowed(
     def found(result: datetime) -> DueTime:
         if result == start:
             return DueTime(result.astimezone(UTC))
-        why = "; ".join(dict.fromkeys(reasons))
-        note = f"moved from {start:%a %Y-%m-%d %H:%M} to {result:%a %Y-%m-%d %H:%M}: {why}"
-        return DueTime(result.astimezone(UTC), (note,))
+        return DueTime(result.astimezone(UTC), start, tuple(reasons))
 
     for _ in range(_MAX_DAYS):
         local = moment.astimezone(zone)
