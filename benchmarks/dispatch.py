@@ -46,7 +46,7 @@ from nurture.store.migrate import upgrade  # noqa: E402
 from nurture.transports.base import Transport  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-SCENARIOS = ("memory", "sendgrid", "sendgrid-100ms", "sendgrid-unpooled")
+SCENARIOS = ("memory", "memory-2-workers", "sendgrid", "sendgrid-100ms", "sendgrid-unpooled")
 ZONES = ("Europe/Stockholm", "Europe/London", "Europe/Berlin", "Africa/Lagos")
 
 
@@ -88,7 +88,72 @@ def populate(url: str, count: int, version: str) -> None:
     engine.dispose()
 
 
+def _worker(url: str, batch: int, ready: Any, go: Any, results: Any) -> None:
+    """One of several dispatcher processes sharing the database."""
+    from nurture.testing import MemoryTransport
+
+    settings = Settings(
+        sequences_dir=ROOT / "sequences",
+        templates_dir=ROOT / "templates",
+        database_url=url,
+        secret_key="benchmark-secret-not-a-placeholder",
+        rate_limit=1_000_000.0,
+        batch_size=batch,
+        send_concurrency=1,
+    )
+    runtime = build_runtime(
+        settings, FixedClock(NOW), transport=MemoryTransport(record=False), engine=make_engine(url),
+        migrate=False,
+    )  # fmt: skip
+    freeze_startup_objects()
+    ready.release()
+    go.wait()
+    report = runtime.dispatcher.dispatch(NOW)
+    runtime.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results.put((report.sent, time.perf_counter(), peak))
+
+
+def run_workers(count: int, batch: int, workers: int) -> dict[str, Any]:
+    """``workers`` dispatcher processes on one SQLite database (the claim query
+    keeps them from taking the same enrollment)."""
+    import multiprocessing
+
+    from nurture.core.loader import load_sequences
+
+    loaded, _ = load_sequences([ROOT / "sequences"])
+    folder = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
+    url = f"sqlite:///{folder / 'bench.db'}"
+    populate(url, count, loaded["sales-process"].version)
+    context = multiprocessing.get_context("spawn")
+    ready, go, results = context.Semaphore(0), context.Event(), context.Queue()
+    processes = [
+        context.Process(target=_worker, args=(url, batch, ready, go, results))
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.acquire()
+    started = time.perf_counter()
+    go.set()
+    outcomes = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join()
+    sent = sum(o[0] for o in outcomes)
+    elapsed = max(o[1] for o in outcomes) - started
+    return {
+        "scenario": f"memory-{workers}-workers",
+        "emails": sent,
+        "seconds": round(elapsed, 2),
+        "emails_per_second": round(sent / elapsed),
+        "peak_rss_mb": round(max(o[2] for o in outcomes)),
+    }
+
+
 def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[str, Any]:
+    if name == "memory-2-workers":
+        return run_workers(count, batch, 2)
     from nurture.core.loader import load_sequences
 
     loaded, _ = load_sequences([ROOT / "sequences"])

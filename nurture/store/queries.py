@@ -321,7 +321,9 @@ def remember_versions(
         if (sid, version) not in known
     ]
     if rows:
-        conn.execute(insert(SEQUENCE_VERSION), rows)
+        # Several dispatchers may see a new version at once: the first insert
+        # wins and the others do nothing (ON CONFLICT DO NOTHING / OR IGNORE).
+        conn.execute(_insert_ignoring_duplicates(conn, SEQUENCE_VERSION), rows)
 
 
 def load_versions(conn: Connection, sequence_id: str) -> dict[str, dict[str, Any]]:
@@ -331,3 +333,15 @@ def load_versions(conn: Connection, sequence_id: str) -> dict[str, dict[str, Any
         )
     )
     return {row.version: row.definition for row in rows}
+
+
+def _insert_ignoring_duplicates(conn: Connection, table: Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    return insert(table)

@@ -404,3 +404,19 @@ def test_transient_failure_retries_with_backoff_then_sends(setup: Setup) -> None
     assert setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(seconds=60)).sent == 1
     assert len(setup.transport.sent) == 1
     assert setup.ledger() == [("welcome", "sent")]
+
+
+def test_two_dispatchers_recording_the_same_new_version_do_not_collide(engine: Engine) -> None:
+    # Two workers that load a new version at the same moment both try to
+    # record it; the second insert must do nothing instead of failing the pass.
+    row = {
+        "sequence_id": "s",
+        "version": "v1",
+        "definition": {"steps": []},
+        "first_seen_at": FRIDAY,
+    }
+    with engine.begin() as conn:
+        conn.execute(queries._insert_ignoring_duplicates(conn, queries.SEQUENCE_VERSION), [row])
+    with engine.begin() as conn:
+        conn.execute(queries._insert_ignoring_duplicates(conn, queries.SEQUENCE_VERSION), [row])
+        assert queries.load_versions(conn, "s") == {"v1": {"steps": []}}
