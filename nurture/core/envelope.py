@@ -10,12 +10,16 @@ write :attr:`raw` (RFC 5322 bytes, built in about 0.1 ms), and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from functools import cached_property
+from typing import TypeVar
 
 from nurture.core.rendering import RenderedEmail
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -41,20 +45,15 @@ class ComposedEmail:
     @cached_property
     def raw(self) -> bytes:
         """The complete RFC 5322 message, CRLF line ends."""
-        return self.rendered.to_bytes(
-            sender_name=self.sender_name,
-            sender_email=self.sender_email,
-            reply_to=self.reply_to,
-            to_email=self.to_email,
-            to_name=self.to_name,
-            message_id=self.message_id,
-            date=self.date,
-        )
+        return self._build(self.rendered.to_bytes)
 
     @cached_property
     def message(self) -> EmailMessage:
         """The same message as an EmailMessage (slow: for tests and tools)."""
-        return self.rendered.to_message(
+        return self._build(self.rendered.to_message)
+
+    def _build(self, build: Callable[..., _T]) -> _T:
+        return build(
             sender_name=self.sender_name,
             sender_email=self.sender_email,
             reply_to=self.reply_to,
