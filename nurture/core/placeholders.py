@@ -130,6 +130,10 @@ def _tokens(text: str) -> set[str]:
 
 def html_to_text(html: str) -> str:
     """A readable plain-text version of ``html``; links shown as ``[label](url)``."""
-    text = get_text(html, _TEXT_CONFIG)
+    # inscriptis unescapes text the HTML parser has already decoded, so an
+    # escaped "&amp;lt" (a subscriber named "&lt") would come out as "<". Every
+    # "&amp;" travels through it as a character the input does not contain.
+    stand_in = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in html)
+    text = get_text(html.replace("&amp;", stand_in), _TEXT_CONFIG).replace(stand_in, "&")
     text = "\n".join(line.rstrip() for line in text.splitlines())
     return _SAME_LINK.sub(r"\1", _BLANK_LINES.sub("\n\n", text)).strip("\n") + "\n"

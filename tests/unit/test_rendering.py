@@ -509,6 +509,15 @@ def test_html_to_text_collapses_self_links() -> None:
     assert html_to_text(html) == "https://x.example/\n"
 
 
+def test_html_to_text_decodes_entities_once() -> None:
+    # A subscriber literally named "&lt" is escaped once by Jinja2 and must
+    # come back as "&lt" in the text part, not as "<" (found by hypothesis).
+    html = (
+        '<p>Hi &amp;lt and &amp;amp; &lt;b&gt; <a href="https://x.example/?a=1&amp;b=2">go</a></p>'
+    )
+    assert html_to_text(html) == "Hi &lt and &amp; <b> [go](https://x.example/?a=1&b=2)\n"
+
+
 # -- validation ---------------------------------------------------------------------------
 
 
