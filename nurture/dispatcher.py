@@ -6,19 +6,27 @@ One pass (:meth:`Dispatcher.dispatch`) runs batches until nothing is due at
 1. **Claim** due enrollments (``claim_due_enrollments``: SKIP LOCKED on
    PostgreSQL, a conditional UPDATE on SQLite), with a lease.
 2. **Decide** with the pure core (``decide_next_step``), the same function
-   ``nurture simulate`` uses. Skips, exits and waits are recorded at once.
-3. **Reserve**: a ledger row per email, status ``reserved``, committed
-   *before* the provider is called. The unique (enrollment, step) constraint
-   makes a second send of the same step impossible.
-4. **Re-check** suppressions and subscriber status just before the call.
-5. **Send** through the transport (a thread pool for HTTP providers), under
+   ``nurture simulate`` uses, and render the emails. Nothing is written yet.
+3. **Reserve**: in one transaction, the batch's decisions are recorded (skips,
+   exits, waits) with a ledger row per email, status ``reserved``, and
+   suppressions, subscriber status and paused sequences are **re-checked**;
+   it commits *before* the provider is called. The unique (enrollment, step)
+   constraint makes a second send of the same step impossible.
+4. **Send** through the transport (a thread pool for HTTP providers), under
    the send-rate limit.
-6. **Confirm**: ``sent`` with the provider's message id; transient failures
+5. **Confirm**: ``sent`` with the provider's message id; transient failures
    become ``retry`` with exponential backoff and jitter (a 429's reset time is
    honoured); ambiguous ones (timeout after the request went out) ``unknown``,
    never resent blindly; permanent ones ``failed``. 401/403 stops dispatching.
 
-A crash between 3 and 6 leaves ``reserved`` rows; the reconcile job turns
+With a thread pool the batches overlap: while one batch's requests are in
+flight, the next is claimed, decided and rendered (steps 1–2, which write
+nothing), so a slow provider keeps the pool full instead of idling while the
+CPU renders. The next batch is reserved only after the one in flight is
+confirmed; if confirming fails, its claims are released and nothing of it was
+recorded.
+
+A crash between 3 and 5 leaves ``reserved`` rows; the reconcile job turns
 them into ``unknown`` once their lease expires. They are never sent again.
 """
 
@@ -29,7 +37,7 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -148,6 +156,27 @@ class _Planned:
     outcome: Outcome | None = None
 
 
+@dataclass
+class _Pass:
+    """What every batch of one pass must see at once, even mid-flight."""
+
+    halted: threading.Event = field(default_factory=threading.Event)
+    """Set by the first 401/403: emails not yet handed over are not attempted."""
+    paused: set[str] = field(default_factory=set)
+    """Sequences paused by this pass's error budget: their queued emails wait."""
+    refusal: AuthenticationError | None = None
+
+
+@dataclass
+class _Batch:
+    """One claimed batch on its way through prepare -> launch -> land."""
+
+    claimed: list[int]
+    writes: _Writes
+    report: DispatchReport
+    futures: list[Future[None]] = field(default_factory=list)
+
+
 def _subscriber_view(row: Row[Any]) -> Subscriber:
     return Subscriber(
         email=row.email,
@@ -216,13 +245,43 @@ class Dispatcher:
             self._pool = None
 
     def dispatch(self, now: datetime) -> DispatchReport:
-        """Send everything due at ``now``, in as many batches as it takes."""
+        """Send everything due at ``now``, in as many batches as it takes.
+
+        With a send pool, the next batch is claimed, rendered, reserved and
+        queued behind the one in flight before that one is confirmed, so the
+        provider always has requests waiting (at most two batches at a time).
+        """
         report = DispatchReport()
-        while not self._stop.is_set():
-            batch = self.dispatch_batch(now)
-            report.merge(batch)
-            if batch.batches == 0:
-                break
+        state = _Pass()
+        queue: list[_Batch] = []  # launched, not yet confirmed, oldest first
+        try:
+            while True:
+                batch = None
+                if not (self._stop.is_set() or state.halted.is_set()):
+                    batch = self._prepare(now)
+                if batch is not None:
+                    self._launch(batch, now, state)
+                    queue.append(batch)
+                keep = 1 if batch is not None and self._pipelined else 0
+                while len(queue) > keep:
+                    landing = queue.pop(0)
+                    self._land(landing, now, state)
+                    report.merge(landing.report)
+                if batch is None:
+                    break
+        finally:
+            # Only after an error: confirm what was handed to the provider.
+            for landing in queue:
+                try:
+                    self._land(landing, now, state)
+                except Exception:
+                    log.exception("could not confirm a batch of %d", len(landing.claimed))
+        if state.refusal is not None:
+            raise DispatchHalted(
+                f"dispatching stopped: {state.refusal} Fix the API key "
+                "(NURTURE_SENDGRID_API_KEY) and restart; nothing was lost, "
+                "the emails are queued."
+            ) from state.refusal
         return report
 
     def reconcile(self, now: datetime) -> int:
@@ -233,8 +292,13 @@ class Dispatcher:
             log.warning("reconcile: %d send(s) interrupted mid-flight marked unknown", count)
         return count
 
-    def dispatch_batch(self, now: datetime) -> DispatchReport:
-        report = DispatchReport()
+    @property
+    def _pipelined(self) -> bool:
+        return self.policy.concurrency > 1
+
+    # -- phase 1: claim, decide, render (writes nothing but the claim) ----
+
+    def _prepare(self, now: datetime) -> _Batch | None:
         sequences = self.sequences()
         new_versions = {
             (sid, loaded.version): loaded.sequence.model_dump(mode="json")
@@ -256,38 +320,14 @@ class Dispatcher:
                 limit=self.policy.batch_size,
             )
         if not claimed:
-            return report
-        report.batches = 1
-        planned = self._decide_and_reserve(claimed, sequences, now, report)
-        if planned:
-            planned = self._recheck(planned, now, report)
-            halted = self._send_all(planned)
-            if self.before_confirm is not None:
-                self.before_confirm()
-            self._confirm(planned, now, report)
-            if halted is not None:
-                raise DispatchHalted(
-                    f"dispatching stopped: {halted} Fix the API key (NURTURE_SENDGRID_API_KEY) "
-                    "and restart; nothing was lost, the emails are queued."
-                ) from halted
-        return report
-
-    # -- phase 1: decide, record, reserve --------------------------------
-
-    def _decide_and_reserve(
-        self,
-        claimed: list[int],
-        sequences: dict[str, LoadedSequence],
-        now: datetime,
-        report: DispatchReport,
-    ) -> list[_Planned]:
+            return None
+        batch = _Batch(claimed=claimed, writes=_Writes(), report=DispatchReport(batches=1))
         with self.engine.connect() as conn:
             enrollments = queries.load_enrollments(conn, claimed)
             subscribers = queries.load_subscribers(conn, (e.subscriber_id for e in enrollments))
             ledgers = queries.load_ledger(conn, claimed)
             events = queries.load_decision_events(conn, subscribers, now)
             suppressed = queries.suppressed_among(conn, (s.email for s in subscribers.values()))
-        writes = _Writes()
         for enrollment in enrollments:
             subscriber = subscribers[enrollment.subscriber_id]
             self._decide_one(
@@ -298,16 +338,62 @@ class Dispatcher:
                 _events(events.get(subscriber.id, [])),
                 suppressed,
                 now,
-                writes,
-                report,
+                batch.writes,
+                batch.report,
             )
-        with self.engine.begin() as conn:
-            queries.insert_ledger_rows(conn, writes.inserts)
-            for group in _same_columns(writes.ledger_updates):
-                queries.update_ledger_rows(conn, group)
-            for group in _same_columns(writes.enrollment_updates):
-                queries.update_enrollments(conn, group)
-        return writes.planned
+        return batch
+
+    def _release(self, batch: _Batch) -> None:
+        """Give a batch's claims back, best effort: if this fails too, the
+        leases expire and the enrollments are decided again."""
+        try:
+            with self.engine.begin() as conn:
+                queries.release_claims(conn, self.worker_id, batch.claimed)
+        except Exception:
+            log.exception("could not release %d claimed enrollment(s)", len(batch.claimed))
+
+    # -- phase 2: reserve and re-check, in one transaction; start sending --
+
+    def _launch(self, batch: _Batch, now: datetime, state: _Pass) -> None:
+        writes = batch.writes
+        try:
+            with self.engine.begin() as conn:
+                queries.insert_ledger_rows(conn, writes.inserts)
+                for group in _same_columns(writes.ledger_updates):
+                    queries.update_ledger_rows(conn, group)
+                for group in _same_columns(writes.enrollment_updates):
+                    queries.update_enrollments(conn, group)
+                if writes.planned:
+                    writes.planned = self._recheck(conn, writes.planned, now, batch.report)
+        except BaseException:
+            self._release(batch)  # nothing of it was recorded: give the claims back
+            raise
+        if self._pipelined and writes.planned:
+            pool = self._send_pool()
+            batch.futures = [
+                pool.submit(self._send_one, item, state)
+                for item in writes.planned
+                if item.outcome is None
+            ]
+
+    # -- phase 3: wait for the sends, confirm -----------------------------
+
+    def _land(self, batch: _Batch, now: datetime, state: _Pass) -> None:
+        planned = batch.writes.planned
+        if not planned:
+            return
+        if batch.futures:
+            wait(batch.futures)
+        else:
+            for item in planned:
+                if item.outcome is None:
+                    self._send_one(item, state)
+        if self.before_confirm is not None:
+            self.before_confirm()
+        self._confirm(planned, now, batch.report, state)
+        for item in planned:
+            if isinstance(item.outcome, AuthenticationError) and state.refusal is None:
+                state.refusal = item.outcome
 
     def _decide_one(
         self,
@@ -512,43 +598,45 @@ class Dispatcher:
     # -- phase 2: re-check, send -----------------------------------------
 
     def _recheck(
-        self, planned: list[_Planned], now: datetime, report: DispatchReport
+        self, conn: Any, planned: list[_Planned], now: datetime, report: DispatchReport
     ) -> list[_Planned]:
-        """Suppression and unsubscription, read again just before the provider call:
-        someone may have clicked "unsubscribe" since the batch was claimed."""
-        with self.engine.begin() as conn:
-            statuses = queries.subscriber_statuses(conn, (p.subscriber.id for p in planned))
-            suppressed = queries.suppressed_among(conn, (p.subscriber.email for p in planned))
-            keep: list[_Planned] = []
-            cancelled: list[dict[str, Any]] = []
-            exits: list[dict[str, Any]] = []
-            for item in planned:
-                status = statuses.get(item.subscriber.id, "missing")
-                why = None
-                if status != "active":
-                    why = f"subscriber is {status}"
-                elif item.subscriber.email in suppressed:
-                    why = f"address suppressed: {suppressed[item.subscriber.email]}"
-                if why is None:
-                    keep.append(item)
-                    continue
-                reason = f"not sent: {why} (checked just before sending)"
-                cancelled.append(
-                    {"_key": item.key, "status": "skipped", "reason": reason, "lease_until": None}
-                )
-                exits.append(self._enrollment_exit(item, why, now))
-                report.skipped += 1
-                report.exited += 1
-                report.log.append(
-                    (
-                        item.subscriber.email,
-                        item.loaded.sequence.id,
-                        item.step.id,
-                        f"skip: {reason}",
-                    )
-                )
-            queries.update_ledger_rows(conn, cancelled)
-            queries.update_enrollments(conn, exits)
+        """Suppression, unsubscription and paused sequences, read again just
+        before the provider call: someone may have clicked "unsubscribe" (or a
+        batch in flight may have spent a sequence's error budget) since this
+        batch was claimed. Returns the emails still to confirm: a blocked one is
+        recorded as skipped here; one of a paused sequence is not attempted."""
+        statuses = queries.subscriber_statuses(conn, (p.subscriber.id for p in planned))
+        suppressed = queries.suppressed_among(conn, (p.subscriber.email for p in planned))
+        paused = queries.paused_sequences(conn)
+        keep: list[_Planned] = []
+        cancelled: list[dict[str, Any]] = []
+        exits: list[dict[str, Any]] = []
+        for item in planned:
+            if item.loaded.sequence.id in paused:
+                item.outcome = NotAttempted("not attempted: the sequence was paused")
+                keep.append(item)
+                continue
+            status = statuses.get(item.subscriber.id, "missing")
+            why = None
+            if status != "active":
+                why = f"subscriber is {status}"
+            elif item.subscriber.email in suppressed:
+                why = f"address suppressed: {suppressed[item.subscriber.email]}"
+            if why is None:
+                keep.append(item)
+                continue
+            reason = f"not sent: {why} (checked just before sending)"
+            cancelled.append(
+                {"_key": item.key, "status": "skipped", "reason": reason, "lease_until": None}
+            )
+            exits.append(self._enrollment_exit(item, why, now))
+            report.skipped += 1
+            report.exited += 1
+            report.log.append(
+                (item.subscriber.email, item.loaded.sequence.id, item.step.id, f"skip: {reason}")
+            )
+        queries.update_ledger_rows(conn, cancelled)
+        queries.update_enrollments(conn, exits)
         return keep
 
     def _enrollment_exit(self, item: _Planned, why: str, now: datetime) -> dict[str, Any]:
@@ -563,9 +651,12 @@ class Dispatcher:
             "updated_at": now,
         }
 
-    def _send_one(self, item: _Planned, halted: threading.Event) -> None:
-        if halted.is_set():
+    def _send_one(self, item: _Planned, state: _Pass) -> None:
+        if state.halted.is_set():
             item.outcome = NotAttempted()
+            return
+        if item.loaded.sequence.id in state.paused:
+            item.outcome = NotAttempted("not attempted: the sequence was paused")
             return
         self.rate_limiter.acquire()
         outgoing = OutgoingEmail(
@@ -578,34 +669,24 @@ class Dispatcher:
         try:
             item.outcome = self.transport.send(outgoing)
         except AuthenticationError as exc:
-            halted.set()
+            state.halted.set()
             item.outcome = exc
         except Exception as exc:  # classified in _confirm; a bug here must not lose the row
             item.outcome = exc
 
-    def _send_all(self, planned: list[_Planned]) -> AuthenticationError | None:
-        halted = threading.Event()
-        if self.policy.concurrency <= 1 or len(planned) == 1:
-            for item in planned:
-                self._send_one(item, halted)
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self.policy.concurrency, thread_name_prefix="nurture-send"
-                )
-            list(self._pool.map(lambda item: self._send_one(item, halted), planned))
-        for item in planned:
-            if isinstance(item.outcome, AuthenticationError):
-                return item.outcome
-        return None
-
-    # -- phase 3: confirm -------------------------------------------------
+    def _send_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.policy.concurrency, thread_name_prefix="nurture-send"
+            )
+        return self._pool
 
     def _confirm(
         self,
         planned: list[_Planned],
         now: datetime,
         report: DispatchReport,
+        state: _Pass,
     ) -> None:
         ledger_updates: list[dict[str, Any]] = []
         enrollment_updates: list[dict[str, Any]] = []
@@ -677,7 +758,7 @@ class Dispatcher:
                 queries.mark_subscribers(
                     conn, invalid, "invalid", "the provider rejected the address", now
                 )
-            self._spend_budget(conn, budget, last_error, now)
+            state.paused.update(self._spend_budget(conn, budget, last_error, now))
 
     def _enrollment_wait(self, item: _Planned, until: datetime, now: datetime) -> dict[str, Any]:
         return {
@@ -708,9 +789,11 @@ class Dispatcher:
 
     def _spend_budget(
         self, conn: Any, budget: dict[str, list[bool]], last_error: dict[str, str], now: datetime
-    ) -> None:
+    ) -> set[str]:
+        """Count failures in a row per sequence; returns the sequences it paused."""
+        paused: set[str] = set()
         if not budget:
-            return
+            return paused
         counters = queries.failure_counters(conn, budget)
         for seq_id, outcomes in budget.items():
             count = counters.get(seq_id, 0)
@@ -725,6 +808,7 @@ class Dispatcher:
                     f"Fix the cause, then `nurture resume {seq_id}`."
                 )
                 log.error("sequence %s %s", seq_id, reason)
+                paused.add(seq_id)
             if count != counters.get(seq_id, 0) or pause:
                 queries.save_sequence_state(
                     conn,
@@ -734,6 +818,7 @@ class Dispatcher:
                     reason=reason,
                     now=now,
                 )
+        return paused
 
 
 def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -293,10 +293,11 @@ def next_due_time(conn: Connection) -> datetime | None:
     return value if isinstance(value, datetime) or value is None else None
 
 
-def release_claims(conn: Connection, worker_id: str) -> None:
+def release_claims(conn: Connection, worker_id: str, ids: Sequence[int]) -> None:
+    """Give claimed enrollments back (still due, nothing recorded for them)."""
     conn.execute(
         update(ENROLLMENT)
-        .where(ENROLLMENT.c.claimed_by == worker_id)
+        .where(ENROLLMENT.c.id.in_(ids), ENROLLMENT.c.claimed_by == worker_id)
         .values(claimed_by=None, claimed_until=None)
     )
 

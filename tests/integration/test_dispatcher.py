@@ -7,6 +7,7 @@ these tests also show the example works end to end.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -227,9 +228,11 @@ def test_authentication_error_halts_and_loses_nothing(setup: Setup) -> None:
 
 
 def test_error_budget_pauses_the_sequence(engine: Engine, tmp_path: Path) -> None:
+    # One send at a time: the budget is exact. (With a send pool, the batch
+    # queued behind the failing one may be attempted before the pause lands.)
     transport = MemoryTransport()
     runtime = build_runtime(
-        settings(tmp_path, error_budget=3),
+        settings(tmp_path, error_budget=3, send_concurrency=1),
         FixedClock(FRIDAY),
         transport=transport,
         engine=engine,
@@ -249,6 +252,80 @@ def test_error_budget_pauses_the_sequence(engine: Engine, tmp_path: Path) -> Non
     assert "paused after 3 failed sends in a row" in paused["sales-process"]
     assert len(setup.ledger()) == 3  # the two others wait for `nurture resume`
     runtime.dispatcher.close()
+
+
+def _pipelined(engine: Engine, tmp_path: Path, transport: MemoryTransport) -> Setup:
+    """Batches of two through a pool of two send threads."""
+    runtime = build_runtime(
+        settings(tmp_path, batch_size=2, send_concurrency=2),
+        FixedClock(FRIDAY),
+        transport=transport,
+        engine=engine,
+        migrate=False,
+    )
+    return Setup(runtime, transport)
+
+
+def _reserved(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(SEND.c.id).where(SEND.c.status == "reserved")).all())
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_with_a_send_pool_the_next_batch_is_queued_while_one_is_in_flight(
+    engine: Engine, tmp_path: Path
+) -> None:
+    seen: dict[str, bool] = {}
+
+    def hold_first_batch(email: Any) -> None:
+        # The first batch's emails are held until the next batch has been
+        # reserved behind them: that only happens if batches overlap.
+        if email.to_email in ("s0@example.com", "s1@example.com"):
+            seen[email.to_email] = _wait_for(lambda: _reserved(engine) == 4)
+
+    setup = _pipelined(engine, tmp_path, MemoryTransport(hook=hold_first_batch))
+    for number in range(4):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    report = setup.runtime.dispatcher.dispatch(FRIDAY)
+    setup.runtime.dispatcher.close()
+    assert seen == {"s0@example.com": True, "s1@example.com": True}
+    assert report.sent == 4 and report.batches == 2
+    assert setup.ledger() == [("welcome", "sent")] * 4
+
+
+def test_a_refused_key_stops_the_batch_queued_behind(engine: Engine, tmp_path: Path) -> None:
+    refused = threading.Event()
+
+    def choreography(email: Any) -> None:
+        if email.to_email == "s0@example.com":
+            # Refuse once the second batch is queued behind this one.
+            assert _wait_for(lambda: _reserved(engine) == 4)
+            refused.set()
+            raise AuthenticationError("401: the API key is wrong", status=401)
+        if email.to_email == "s1@example.com":
+            refused.wait(10)
+            time.sleep(0.2)  # let the refusing thread stop the pass
+
+    setup = _pipelined(engine, tmp_path, MemoryTransport(hook=choreography))
+    for number in range(4):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    with pytest.raises(DispatchHalted, match="API key"):
+        setup.runtime.dispatcher.dispatch(FRIDAY)
+    setup.runtime.dispatcher.close()
+    assert [e.to_email for e in setup.transport.sent] == ["s1@example.com"]
+    with engine.connect() as conn:
+        rows = conn.execute(select(SEND.c.status, SEND.c.reason).order_by(SEND.c.id)).all()
+    assert [status for status, _ in rows] == ["retry", "sent", "retry", "retry"]
+    assert rows[2].reason == rows[3].reason == "not attempted: dispatching halted"
+    assert _reserved(engine) == 0  # nothing left for reconcile to call unknown
 
 
 def test_two_dispatchers_never_claim_the_same_enrollment(setup: Setup) -> None:
