@@ -199,7 +199,9 @@ def _events(rows: Iterable[Row[Any]]) -> list[Event]:
 def _history(ledger: Iterable[Row[Any]]) -> tuple[StepRecord, ...]:
     # A `retry` row is a step still to be sent: not part of the history.
     return tuple(
-        StepRecord(row.step_id, row.status, row.due_at) for row in ledger if row.status != "retry"
+        StepRecord(row.step_id, row.status, row.due_at, row.sent_at)
+        for row in ledger
+        if row.status != "retry"
     )
 
 
@@ -777,7 +779,7 @@ class Dispatcher:
         right away (it is pure and cheap) instead of claiming the row again."""
         update = self._enrollment_wait(item, now, now)
         update["position"] = item.step.id
-        state = item.state.with_record(StepRecord(item.step.id, "sent", item.due_at))
+        state = item.state.with_record(StepRecord(item.step.id, "sent", item.due_at, now))
         action = decide_next_step(item.loaded.sequence, state, item.view, item.events, now)
         if isinstance(action, Wait):
             update["next_due_at"] = action.until

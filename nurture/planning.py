@@ -147,7 +147,7 @@ def plan_changes(
         changed = {c.step_id for c in plan.changes[row.sequence_version] if c.kind == "changed"}
         old_ids = {step["id"] for step in old["steps"]} if old else None
         history = tuple(
-            StepRecord(r.step_id, r.status, r.due_at)
+            StepRecord(r.step_id, r.status, r.due_at, r.sent_at)
             for r in ledgers.get(row.id, [])
             if r.status != "retry"
         )

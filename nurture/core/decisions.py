@@ -40,11 +40,17 @@ class Event:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """A step already decided for this enrollment, with the time it was due."""
+    """A step already decided for this enrollment: when it was due and, for an
+    email that went out, when it did."""
 
     step_id: str
     outcome: Outcome
     due_at: datetime
+    sent_at: datetime | None = None
+
+    @property
+    def went_out_late(self) -> bool:
+        return self.sent_at is not None and self.sent_at > self.due_at
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,17 @@ class EnrollmentState:
 
     @property
     def anchor(self) -> datetime:
-        """Waits count from the previous step's due time, or from enrollment."""
-        return self.history[-1].due_at if self.history else self.enrolled_at
+        """Waits count from the previous step's due time, or from enrollment.
+
+        When the previous email went out after its due time (the worker was
+        down, or the provider asked us to retry), they count from when it went
+        out: an outage delays the rest of the series instead of sending the
+        overdue steps to one person all at once.
+        """
+        if not self.history:
+            return self.enrolled_at
+        last = self.history[-1]
+        return last.sent_at if last.went_out_late and last.sent_at else last.due_at
 
     def with_record(self, record: StepRecord) -> EnrollmentState:
         return EnrollmentState(self.enrolled_at, (*self.history, record))
@@ -80,15 +95,16 @@ class Wait:
 
 @dataclass(frozen=True)
 class Send:
-    """Send ``step`` now. ``due_at`` is its scheduled time (the next anchor)."""
+    """Send ``step`` now. ``due_at`` is its scheduled time."""
 
     step: Step
     due_at: datetime
     timing: DueTime | None = None
+    extra: tuple[str, ...] = ()
 
     @property
     def notes(self) -> tuple[str, ...]:
-        return self.timing.notes if self.timing else ()
+        return (*(self.timing.notes if self.timing else ()), *self.extra)
 
 
 @dataclass(frozen=True)
@@ -207,12 +223,13 @@ def decide_next_step(
     zone = subscriber_zone(subscriber, sequence)
     calendar = calendar_for(sequence, step)
     due = due_at(step, state.anchor, zone, calendar)
+    shifted = _shifted(state, zone)
     if due.at > now:
-        return Wait(due.at, step, due)
+        return Wait(due.at, step, due, shifted)
     if not calendar.contains(now, zone):
         # Late (the worker was down): still only inside the window.
         late = next_allowed(now, zone, calendar)
-        return Wait(late.at, step, due, ("late: waiting for the window to open",))
+        return Wait(late.at, step, due, (*shifted, "late: waiting for the window to open"))
     if step.when is not None:
         context = subscriber.template_context(sequence.locale, sequence.timezone)
         try:
@@ -221,4 +238,12 @@ def decide_next_step(
             return Skip(step, due.at, f"condition {step.when!r} failed: {exc}")
         if not passed:
             return Skip(step, due.at, f"condition {step.when!r} is false")
-    return Send(step, due.at, due)
+    return Send(step, due.at, due, shifted)
+
+
+def _shifted(state: EnrollmentState, zone: ZoneInfo) -> tuple[str, ...]:
+    last = state.history[-1] if state.history else None
+    if last is None or not last.went_out_late or last.sent_at is None:
+        return ()
+    went = last.sent_at.astimezone(zone)
+    return (f"counted from when {last.step_id!r} went out late ({went:%a %Y-%m-%d %H:%M})",)

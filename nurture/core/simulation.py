@@ -72,7 +72,7 @@ def simulate(
         elif isinstance(action, Send):
             reason = "; ".join(action.notes)
             timeline.append(TimelineEntry(action.step.id, "send", now.astimezone(zone), reason))
-            state = state.with_record(StepRecord(action.step.id, "sent", action.due_at))
+            state = state.with_record(StepRecord(action.step.id, "sent", action.due_at, now))
         elif isinstance(action, Skip):
             timeline.append(
                 TimelineEntry(action.step.id, "skip", now.astimezone(zone), action.reason)

@@ -113,6 +113,7 @@ def load_ledger(conn: Connection, enrollment_ids: Sequence[int]) -> dict[int, li
         "step_id",
         "status",
         "due_at",
+        "sent_at",
         "attempts",
         "next_attempt_at",
         "subject",

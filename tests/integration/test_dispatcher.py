@@ -128,6 +128,26 @@ def test_dispatcher_agrees_with_simulate(setup: Setup) -> None:
     assert status == "completed"
 
 
+def test_after_an_outage_the_overdue_steps_are_spaced_not_sent_at_once(setup: Setup) -> None:
+    setup.add("karin@example.com", now=FRIDAY)
+    dispatcher = setup.runtime.dispatcher
+    assert dispatcher.dispatch(FRIDAY).sent == 1  # welcome
+    # The worker is down for over a week: three-models (due Mon 09:30) and
+    # choosing (due Wed 09:30) are both overdue when it comes back on Tuesday.
+    back = datetime(2026, 12, 8, 9, 0, tzinfo=STOCKHOLM).astimezone(UTC)
+    assert dispatcher.dispatch(back).sent == 1
+    assert setup.transport.sent[-1].step_id == "three-models"
+    # choosing keeps its two days, counted from when three-models went out.
+    assert dispatcher.dispatch(back + timedelta(days=2) - timedelta(minutes=1)).sent == 0
+    assert dispatcher.dispatch(back + timedelta(days=2)).sent == 1
+    assert setup.transport.sent[-1].step_id == "choosing"
+    with setup.runtime.engine.connect() as conn:
+        rows = conn.execute(select(SEND.c.step_id, SEND.c.due_at).order_by(SEND.c.id)).all()
+    # The ledger keeps the schedule it was due on: late, then re-anchored.
+    assert rows[1].due_at == datetime(2026, 11, 30, 9, 30, tzinfo=STOCKHOLM)
+    assert rows[2].due_at == back + timedelta(days=2)
+
+
 def test_dispatching_twice_at_the_same_now_sends_nothing_new(setup: Setup) -> None:
     setup.add("karin@example.com", now=FRIDAY)
     setup.add("jamie@example.com", now=FRIDAY, tz="America/New_York")

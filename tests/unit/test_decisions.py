@@ -163,6 +163,36 @@ def test_late_work_waits_for_the_window() -> None:
     assert late.due_at == t(2026, 11, 26, 10, 0)  # the schedule keeps its anchor
 
 
+def test_after_a_late_email_the_next_wait_counts_from_when_it_went_out() -> None:
+    # "case" was due Thursday 10:00 but went out the next Tuesday at 08:00
+    # (the worker was down): "offer" (1 day later) follows on Wednesday, not at
+    # once, so an outage never sends one person the overdue steps in a burst.
+    seq = three_steps()
+    history = (
+        StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0), t(2026, 11, 24, 10, 0)),
+        StepRecord("case", "sent", t(2026, 11, 26, 10, 0), t(2026, 12, 1, 8, 0)),
+    )
+    state = EnrollmentState(t(2026, 11, 24, 10, 0), history)
+    action = decide_next_step(seq, state, KARIN, [], t(2026, 12, 1, 8, 0))
+    assert isinstance(action, Wait)
+    assert action.until == t(2026, 12, 2, 8, 0)
+    assert action.notes == ("counted from when 'case' went out late (Tue 2026-12-01 08:00)",)
+    send = decide_next_step(seq, state, KARIN, [], t(2026, 12, 2, 8, 0))
+    assert isinstance(send, Send)
+    assert send.due_at == t(2026, 12, 2, 8, 0)
+
+
+def test_an_email_sent_on_time_keeps_the_schedule() -> None:
+    seq = three_steps()
+    on_time = StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0), t(2026, 11, 24, 10, 0))
+    action = decide_next_step(
+        seq, EnrollmentState(t(2026, 11, 24, 10, 0), (on_time,)), KARIN, [], t(2026, 11, 24, 11)
+    )
+    assert isinstance(action, Wait)
+    assert action.until == t(2026, 11, 26, 10, 0)
+    assert action.notes == ()
+
+
 def test_failing_condition_skips_with_the_error() -> None:
     seq = make_sequence(
         steps=[
