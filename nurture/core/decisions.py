@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -38,6 +38,11 @@ class Event:
     product: str | None = None
 
 
+LATE_AFTER = timedelta(minutes=15)
+"""An email sent later than this after its due time went out late: the next
+wait counts from when it went out (see :attr:`EnrollmentState.anchor`)."""
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """A step already decided for this enrollment: when it was due and, for an
@@ -50,7 +55,9 @@ class StepRecord:
 
     @property
     def went_out_late(self) -> bool:
-        return self.sent_at is not None and self.sent_at > self.due_at
+        """More than :data:`LATE_AFTER` after its due time: a normal tick's delay
+        (or a long rate-limited batch) keeps the exact schedule `simulate` shows."""
+        return self.sent_at is not None and self.sent_at - self.due_at > LATE_AFTER
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,10 @@ class EnrollmentState:
     def anchor(self) -> datetime:
         """Waits count from the previous step's due time, or from enrollment.
 
-        When the previous email went out after its due time (the worker was
-        down, or the provider asked us to retry), they count from when it went
-        out: an outage delays the rest of the series instead of sending the
-        overdue steps to one person all at once.
+        When the previous email went out late (the worker was down, or the
+        provider asked us to retry later), they count from when it went out:
+        an outage delays the rest of the series instead of sending the overdue
+        steps to one person all at once.
         """
         if not self.history:
             return self.enrolled_at

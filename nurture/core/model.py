@@ -79,7 +79,8 @@ class _Strict(BaseModel):
 
 class Wait(_Strict):
     """How long after the previous step was due (or after enrollment); after
-    it went out, if that was later (an outage delays the rest of the series).
+    it went out, if that was over 15 minutes late (an outage delays the rest
+    of the series).
 
     ``minutes`` and ``hours`` are elapsed time. ``days`` and ``weeks`` are
     *local calendar* days in the subscriber's zone: ``2 days`` after Monday

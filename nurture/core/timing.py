@@ -4,7 +4,7 @@ The rules, stated the way APScheduler states its triggers:
 
 * ``wait`` counts from the *anchor*: the moment the previous step was due (sent
   or skipped), or the enrollment for the first step. An email that went out
-  after its due time (an outage, a retry) anchors at when it went out
+  over 15 minutes late (an outage, a retry) anchors at when it went out
   (``EnrollmentState.anchor``).
 * ``N minutes`` / ``N hours`` are elapsed time: ``4 hours`` after 22:00 is
   02:00, or 03:00 local on a spring-forward night.

@@ -182,15 +182,29 @@ def test_after_a_late_email_the_next_wait_counts_from_when_it_went_out() -> None
     assert send.due_at == t(2026, 12, 2, 8, 0)
 
 
-def test_an_email_sent_on_time_keeps_the_schedule() -> None:
+@pytest.mark.parametrize("minutes", [0, 1, 15])
+def test_an_email_sent_within_a_quarter_hour_keeps_the_schedule(minutes: int) -> None:
+    # A tick's delay (or a long rate-limited batch) is not an outage: the next
+    # step stays where simulate put it, with no note.
     seq = three_steps()
-    on_time = StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0), t(2026, 11, 24, 10, 0))
+    sent = t(2026, 11, 24, 10, minutes)
+    on_time = StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0), sent)
     action = decide_next_step(
         seq, EnrollmentState(t(2026, 11, 24, 10, 0), (on_time,)), KARIN, [], t(2026, 11, 24, 11)
     )
     assert isinstance(action, Wait)
     assert action.until == t(2026, 11, 26, 10, 0)
     assert action.notes == ()
+
+
+def test_sixteen_minutes_late_moves_the_next_step() -> None:
+    seq = three_steps()
+    late = StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0), t(2026, 11, 24, 10, 16))
+    action = decide_next_step(
+        seq, EnrollmentState(t(2026, 11, 24, 10, 0), (late,)), KARIN, [], t(2026, 11, 24, 11)
+    )
+    assert isinstance(action, Wait)
+    assert action.until == t(2026, 11, 26, 10, 16)
 
 
 def test_failing_condition_skips_with_the_error() -> None:
