@@ -238,7 +238,8 @@ class Dispatcher:
     # -- public -----------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask a running pass to stop after the emails in flight are confirmed."""
+        """Ask a running pass to stop: the emails with the provider are
+        confirmed, those not yet handed over are recorded as not attempted."""
         self._stop.set()
 
     def close(self) -> None:
@@ -661,6 +662,12 @@ class Dispatcher:
             item.outcome = NotAttempted("not attempted: the sequence was paused")
             return
         self.rate_limiter.acquire()
+        if self._stop.is_set():
+            # SIGTERM: emails already with the provider finish; the queued ones
+            # are handed back at once (retried within seconds) instead of
+            # keeping the process alive for a rate-limited batch or two.
+            item.outcome = NotAttempted("not attempted: the worker was stopping")
+            return
         outgoing = OutgoingEmail(
             message=item.composed,
             send_id=item.key,

@@ -348,6 +348,37 @@ def test_a_refused_key_stops_the_batch_queued_behind(engine: Engine, tmp_path: P
     assert _reserved(engine) == 0  # nothing left for reconcile to call unknown
 
 
+def test_stopping_hands_back_the_queued_emails_at_once(engine: Engine, tmp_path: Path) -> None:
+    # SIGTERM while two emails are with the provider and two more are queued:
+    # the two finish, the queued two are retried a second later, none is lost.
+    stopping = threading.Event()
+    setup: Setup
+
+    def choreography(email: Any) -> None:
+        if email.to_email == "s0@example.com":
+            assert _wait_for(lambda: _reserved(engine) == 4)
+            setup.runtime.dispatcher.stop()
+            stopping.set()
+        elif email.to_email == "s1@example.com":
+            stopping.wait(10)
+
+    setup = _pipelined(engine, tmp_path, MemoryTransport(hook=choreography))
+    for number in range(4):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    report = setup.runtime.dispatcher.dispatch(FRIDAY)
+    setup.runtime.dispatcher.close()
+    assert report.sent == 2 and report.retried == 2
+    assert sorted(e.to_email for e in setup.transport.sent) == ["s0@example.com", "s1@example.com"]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(SEND.c.status, SEND.c.reason, SEND.c.next_attempt_at).order_by(SEND.c.id)
+        ).all()
+    assert [row.status for row in rows] == ["sent", "sent", "retry", "retry"]
+    assert {row.reason for row in rows[2:]} == {"not attempted: the worker was stopping"}
+    assert {row.next_attempt_at for row in rows[2:]} == {FRIDAY + timedelta(seconds=1)}
+    assert _reserved(engine) == 0
+
+
 def test_two_dispatchers_never_claim_the_same_enrollment(setup: Setup) -> None:
     for number in range(60):
         setup.add(f"s{number}@example.com", now=FRIDAY)
