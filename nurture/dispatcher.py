@@ -661,11 +661,15 @@ class Dispatcher:
         if item.loaded.sequence.id in state.paused:
             item.outcome = NotAttempted("not attempted: the sequence was paused")
             return
+        # SIGTERM: emails already with the provider finish; the queued ones are
+        # handed back at once (retried within seconds) instead of keeping the
+        # process alive for a rate-limited batch or two. Checked again after
+        # waiting for the rate limiter, which may have slept.
+        if self._stop.is_set():
+            item.outcome = NotAttempted("not attempted: the worker was stopping")
+            return
         self.rate_limiter.acquire()
         if self._stop.is_set():
-            # SIGTERM: emails already with the provider finish; the queued ones
-            # are handed back at once (retried within seconds) instead of
-            # keeping the process alive for a rate-limited batch or two.
             item.outcome = NotAttempted("not attempted: the worker was stopping")
             return
         outgoing = OutgoingEmail(
