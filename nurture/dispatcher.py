@@ -160,10 +160,14 @@ class _Planned:
 class _Pass:
     """What every batch of one pass must see at once, even mid-flight."""
 
+    now: datetime
     halted: threading.Event = field(default_factory=threading.Event)
     """Set by the first 401/403: emails not yet handed over are not attempted."""
+    failures: dict[str, int] = field(default_factory=dict)
+    """Failed sends in a row per sequence, counted as the provider answers."""
     paused: set[str] = field(default_factory=set)
-    """Sequences paused by this pass's error budget: their queued emails wait."""
+    """Sequences that spent their error budget: their queued emails wait."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
     refusal: AuthenticationError | None = None
 
 
@@ -255,7 +259,9 @@ class Dispatcher:
         provider always has requests waiting (at most two batches at a time).
         """
         report = DispatchReport()
-        state = _Pass()
+        state = _Pass(now)
+        with self.engine.connect() as conn:
+            state.failures.update(queries.failure_counters(conn, self.sequences()))
         queue: list[_Batch] = []  # launched, not yet confirmed, oldest first
         try:
             while True:
@@ -397,6 +403,8 @@ class Dispatcher:
         for item in planned:
             if isinstance(item.outcome, AuthenticationError) and state.refusal is None:
                 state.refusal = item.outcome
+
+    # -- phase 1 in detail: one enrollment's decisions ---------------------
 
     def _decide_one(
         self,
@@ -598,16 +606,16 @@ class Dispatcher:
             events=events,
         )
 
-    # -- phase 2: re-check, send -----------------------------------------
+    # -- phase 2 in detail: re-check and send ------------------------------
 
     def _recheck(
         self, conn: Any, planned: list[_Planned], now: datetime, report: DispatchReport
     ) -> list[_Planned]:
         """Suppression, unsubscription and paused sequences, read again just
-        before the provider call: someone may have clicked "unsubscribe" (or a
-        batch in flight may have spent a sequence's error budget) since this
-        batch was claimed. Returns the emails still to confirm: a blocked one is
-        recorded as skipped here; one of a paused sequence is not attempted."""
+        before the provider call: someone may have clicked "unsubscribe" (or
+        another worker may have paused a sequence) since this batch was
+        claimed. Returns the emails still to confirm: a blocked one is recorded
+        as skipped here; one of a paused sequence is not attempted."""
         statuses = queries.subscriber_statuses(conn, (p.subscriber.id for p in planned))
         suppressed = queries.suppressed_among(conn, (p.subscriber.email for p in planned))
         paused = queries.paused_sequences(conn)
@@ -686,6 +694,28 @@ class Dispatcher:
             item.outcome = exc
         except Exception as exc:  # classified in _confirm; a bug here must not lose the row
             item.outcome = exc
+        self._spend_budget_live(item, state)
+
+    def _spend_budget_live(self, item: _Planned, state: _Pass) -> None:
+        """Stop a failing sequence's queued emails as soon as its error budget
+        is spent, not a batch or two later (the pause itself is recorded when
+        the batch is confirmed)."""
+        assert item.outcome is not None
+        verdict = classify(
+            item.outcome,
+            attempts=item.attempts,
+            now=state.now,
+            policy=self.policy,
+            jitter=lambda: 0.0,
+        )
+        seq_id = item.loaded.sequence.id
+        with state.lock:
+            if verdict.counts_as_failure:
+                state.failures[seq_id] = state.failures.get(seq_id, 0) + 1
+                if state.failures[seq_id] >= self.policy.error_budget:
+                    state.paused.add(seq_id)
+            elif verdict.status == "sent":
+                state.failures[seq_id] = 0
 
     def _send_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -693,6 +723,8 @@ class Dispatcher:
                 self.policy.concurrency, thread_name_prefix="nurture-send"
             )
         return self._pool
+
+    # -- phase 3 in detail: confirm ---------------------------------------
 
     def _confirm(
         self,
@@ -809,14 +841,16 @@ class Dispatcher:
             return paused
         counters = queries.failure_counters(conn, budget)
         for seq_id, outcomes in budget.items():
-            count = counters.get(seq_id, 0)
+            count, worst = counters.get(seq_id, 0), 0
             for failed in outcomes:
                 count = count + 1 if failed else 0
-            pause = count >= self.policy.error_budget
+                worst = max(worst, count)
+            # Spent at any point, even if a later send in the batch succeeded.
+            pause = worst >= self.policy.error_budget
             reason = None
             if pause:
                 reason = (
-                    f"paused after {count} failed sends in a row; "
+                    f"paused after {worst} failed send{'' if worst == 1 else 's'} in a row; "
                     f"last error: {last_error.get(seq_id)}. "
                     f"Fix the cause, then `nurture resume {seq_id}`."
                 )

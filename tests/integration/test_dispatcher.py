@@ -348,6 +348,42 @@ def test_a_refused_key_stops_the_batch_queued_behind(engine: Engine, tmp_path: P
     assert _reserved(engine) == 0  # nothing left for reconcile to call unknown
 
 
+def test_a_spent_error_budget_stops_the_queued_batch_at_once(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Budget 1: the first failure spends it. The batch queued behind is not
+    # attempted, although it was reserved before the pause was recorded; and
+    # the email already in flight succeeding afterwards does not undo the pause.
+    failed = threading.Event()
+
+    def choreography(email: Any) -> None:
+        if email.to_email == "s0@example.com":
+            assert _wait_for(lambda: _reserved(engine) == 4)
+            failed.set()
+            raise PermanentSendError("400 bad request", status=400)
+        if email.to_email == "s1@example.com":
+            failed.wait(10)
+            time.sleep(0.2)  # let the other thread reach the queued batch first
+
+    runtime = build_runtime(
+        settings(tmp_path, batch_size=2, send_concurrency=2, error_budget=1),
+        FixedClock(FRIDAY),
+        transport=MemoryTransport(hook=choreography),
+        engine=engine,
+        migrate=False,
+    )
+    for number in range(4):
+        Setup(runtime, MemoryTransport()).add(f"s{number}@example.com", now=FRIDAY)
+    runtime.dispatcher.dispatch(FRIDAY)
+    runtime.dispatcher.close()
+    with engine.connect() as conn:
+        rows = conn.execute(select(SEND.c.status, SEND.c.reason).order_by(SEND.c.id)).all()
+        paused = queries.paused_sequences(conn)
+    assert [row.status for row in rows] == ["failed", "sent", "retry", "retry"]
+    assert {row.reason for row in rows[2:]} == {"not attempted: the sequence was paused"}
+    assert "paused after 1 failed send in a row" in paused["sales-process"]
+
+
 def test_stopping_hands_back_the_queued_emails_at_once(engine: Engine, tmp_path: Path) -> None:
     # SIGTERM while two emails are with the provider and two more are queued:
     # the two finish, the queued two are retried a second later, none is lost.
