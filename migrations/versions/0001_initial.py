@@ -48,9 +48,9 @@ def upgrade() -> None:
         sa.Column("consent_text", sa.String(length=2000), nullable=True),
         _utc("created_at"),
         _utc("updated_at"),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name="pk_subscriber"),
         # One row per (normalised) address.
-        sa.UniqueConstraint("email"),
+        sa.UniqueConstraint("email", name="uq_subscriber_email"),
     )
 
     op.create_table(
@@ -67,8 +67,13 @@ def upgrade() -> None:
         sa.Column("claimed_by", sa.String(length=64), nullable=True),
         _utc("claimed_until", nullable=True),
         _utc("updated_at"),
-        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id"),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscriber.id"],
+            name="fk_enrollment_subscriber_id_subscriber",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_enrollment"),
     )
     op.create_index("ix_enrollment_subscriber_id", "enrollment", ["subscriber_id"])
     op.create_index("ix_enrollment_sequence_id", "enrollment", ["sequence_id"])
@@ -106,12 +111,22 @@ def upgrade() -> None:
         sa.Column("transport", sa.String(length=20), nullable=True),
         sa.Column("provider_message_id", sa.String(length=200), nullable=True),
         sa.Column("subject", sa.String(length=1000), nullable=True),
-        sa.ForeignKeyConstraint(["enrollment_id"], ["enrollment.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id"),
+        sa.ForeignKeyConstraint(
+            ["enrollment_id"],
+            ["enrollment.id"],
+            name="fk_send_enrollment_id_enrollment",
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscriber.id"],
+            name="fk_send_subscriber_id_subscriber",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_send"),
         # The at-most-once guarantee: a step is never sent twice.
         sa.UniqueConstraint("enrollment_id", "step_id", name="uq_send_enrollment_step"),
-        sa.UniqueConstraint("key"),
+        sa.UniqueConstraint("key", name="uq_send_key"),
     )
     op.create_index("ix_send_subscriber_id", "send", ["subscriber_id"])
     op.create_index("ix_send_sequence_id", "send", ["sequence_id"])
@@ -132,12 +147,19 @@ def upgrade() -> None:
         _utc("occurred_at"),
         _utc("received_at"),
         sa.Column("payload", sa.JSON(), nullable=False),
-        sa.ForeignKeyConstraint(["subscriber_id"], ["subscriber.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscriber.id"],
+            name="fk_event_subscriber_id_subscriber",
+            ondelete="CASCADE",
+        ),
         # Events outlive a deleted ledger row (the funnel still counts them).
-        sa.ForeignKeyConstraint(["send_id"], ["send.id"], ondelete="SET NULL"),
-        sa.PrimaryKeyConstraint("id"),
+        sa.ForeignKeyConstraint(
+            ["send_id"], ["send.id"], name="fk_event_send_id_send", ondelete="SET NULL"
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_event"),
         # A replayed webhook is a no-op.
-        sa.UniqueConstraint("provider_event_id"),
+        sa.UniqueConstraint("provider_event_id", name="uq_event_provider_event_id"),
     )
     op.create_index("ix_event_send_id", "event", ["send_id"])
     op.create_index("ix_event_subscriber_kind", "event", ["subscriber_id", "kind"])
@@ -149,8 +171,8 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=500), nullable=False),
         sa.Column("source", sa.String(length=50), nullable=False),
         _utc("created_at"),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("email"),
+        sa.PrimaryKeyConstraint("id", name="pk_suppression"),
+        sa.UniqueConstraint("email", name="uq_suppression_email"),
     )
 
     op.create_table(
@@ -160,7 +182,7 @@ def upgrade() -> None:
         sa.Column("paused_reason", sa.String(length=2000), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
         _utc("updated_at"),
-        sa.PrimaryKeyConstraint("sequence_id"),
+        sa.PrimaryKeyConstraint("sequence_id", name="pk_sequence_state"),
     )
 
     op.create_table(
@@ -169,7 +191,7 @@ def upgrade() -> None:
         _utc("started_at"),
         _utc("last_tick_at"),
         sa.Column("last_error", sa.String(length=2000), nullable=True),
-        sa.PrimaryKeyConstraint("worker_id"),
+        sa.PrimaryKeyConstraint("worker_id", name="pk_worker_tick"),
     )
 
     op.create_table(
@@ -178,7 +200,7 @@ def upgrade() -> None:
         sa.Column("version", sa.String(length=32), nullable=False),
         sa.Column("definition", sa.JSON(), nullable=False),
         _utc("first_seen_at"),
-        sa.PrimaryKeyConstraint("sequence_id", "version"),
+        sa.PrimaryKeyConstraint("sequence_id", "version", name="pk_sequence_version"),
     )
 
 

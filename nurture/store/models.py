@@ -23,6 +23,17 @@ from sqlmodel import Field, SQLModel
 
 from nurture.store.types import UTCDateTime
 
+# Every constraint gets a predictable name, as migration 0001 spells them out:
+# SQLite can only alter a table by copying it (Alembic's batch mode), which
+# needs to know each constraint by name.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
 # Subscriber statuses. Only `active` subscribers are sent to.
 SUBSCRIBER_STATUSES = ("active", "unconfirmed", "unsubscribed", "invalid", "bounced", "complained")
 # Enrollment statuses.
