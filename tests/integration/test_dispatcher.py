@@ -332,7 +332,7 @@ def test_a_refused_key_stops_the_batch_queued_behind(engine: Engine, tmp_path: P
             raise AuthenticationError("401: the API key is wrong", status=401)
         if email.to_email == "s1@example.com":
             refused.wait(10)
-            time.sleep(0.2)  # let the refusing thread stop the pass
+            time.sleep(0.5)  # let the refusing thread stop the pass
 
     setup = _pipelined(engine, tmp_path, MemoryTransport(hook=choreography))
     for number in range(4):
@@ -363,7 +363,7 @@ def test_a_spent_error_budget_stops_the_queued_batch_at_once(
             raise PermanentSendError("400 bad request", status=400)
         if email.to_email == "s1@example.com":
             failed.wait(10)
-            time.sleep(0.2)  # let the other thread reach the queued batch first
+            time.sleep(0.5)  # let the other thread reach the queued batch first
 
     runtime = build_runtime(
         settings(tmp_path, batch_size=2, send_concurrency=2, error_budget=1),
