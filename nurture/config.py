@@ -58,7 +58,11 @@ class Settings(BaseSettings):
     send_concurrency: int = Field(
         default=8, ge=1, le=512, description="parallel provider calls (HTTP APIs want many)"
     )
-    max_attempts: int = Field(default=8, ge=1, description="tries for a transient failure")
+    max_attempts: int = Field(
+        default=20,
+        ge=1,
+        description="tries for a transient failure (the defaults span 1.5 to 3 days)",
+    )
     retry_base: float = Field(default=60.0, gt=0, description="first backoff, seconds")
     retry_max: float = Field(default=6 * 3600.0, gt=0, description="longest backoff, seconds")
     error_budget: int = Field(

@@ -87,7 +87,7 @@ class DispatchPolicy:
     rate_limit: float = 50.0  # emails per second, across the batch
     concurrency: int = 1  # parallel transport calls (HTTP providers want many)
     lease: timedelta = timedelta(minutes=5)
-    max_attempts: int = 8
+    max_attempts: int = 20  # with the backoff below: retried for 1.5 to 3 days
     retry_base: timedelta = timedelta(minutes=1)
     retry_max: timedelta = timedelta(hours=6)
     error_budget: int = 20  # failures in a row that pause a sequence

@@ -76,3 +76,29 @@ def test_ambiguous_and_unexpected_are_unknown() -> None:
     assert (ambiguous.status, ambiguous.unexpected) == ("unknown", False)
     bug = verdict(KeyError("boom"))
     assert (bug.status, bug.unexpected) == ("unknown", True)
+
+
+@pytest.mark.parametrize("jitter", [0.0, 1.0])
+def test_the_default_policy_outlasts_a_provider_outage_of_a_day(jitter: float) -> None:
+    # "A provider outage delays emails, never drops them": with the shipped
+    # defaults, an email failing transiently on every attempt is still retried
+    # more than a day (and gives up within about three) after its first try.
+    from nurture.config import Settings
+    from nurture.runtime import policy_from
+
+    policy = policy_from(Settings())
+    when, attempts = NOW, 1
+    while True:
+        result = classify(
+            TransientSendError("503", status=503),
+            attempts=attempts,
+            now=when,
+            policy=policy,
+            jitter=lambda: jitter,
+        )
+        if result.status != "retry":
+            break
+        assert result.next_attempt_at is not None
+        when, attempts = result.next_attempt_at, attempts + 1
+    assert result.status == "failed" and attempts == policy.max_attempts
+    assert timedelta(days=1) < when - NOW < timedelta(days=3)
