@@ -63,6 +63,7 @@ from nurture.core.subscriber import Subscriber
 from nurture.errors import (
     AuthenticationError,
     NurtureError,
+    PermanentSendError,
     RenderError,
 )
 from nurture.outcomes import NotAttempted, Outcome, classify
@@ -77,6 +78,15 @@ Compose = Callable[[LoadedSequence, Step, Subscriber, str, datetime], ComposedEm
 
 # A decision loop per enrollment ends at a send, a wait or an exit; skips go on.
 _MAX_DECISIONS_PER_PASS = 100
+
+# The provider looks down after this many transient or ambiguous failures in a
+# row (across all sequences): the rest of the pass is not attempted, and new
+# sends wait 30 s, then 1, 2, 4... up to 10 minutes while it stays down. Each
+# email's own attempts are not spent on an outage, and a hanging provider
+# leaves a handful of `unknown` rows, not a whole backlog.
+OUTAGE_AFTER = 10
+_OUTAGE_PAUSE = timedelta(seconds=30)
+_OUTAGE_PAUSE_MAX = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,11 @@ class _Pass:
     """Sequences that spent their error budget: their queued emails wait."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     refusal: AuthenticationError | None = None
+    trouble: int = 0
+    """Transient or ambiguous failures in a row, whatever the sequence."""
+    outage: bool = False
+    """The provider looks down (``OUTAGE_AFTER`` failures in a row)."""
+    delivered: bool = False
 
 
 @dataclass
@@ -238,6 +253,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._remembered: set[tuple[str, str]] = set()
+        self._outages = 0  # passes in a row that found the provider down
+        self._resume_at: datetime | None = None  # no new sends before this
 
     # -- public -----------------------------------------------------------
 
@@ -259,6 +276,9 @@ class Dispatcher:
         provider always has requests waiting (at most two batches at a time).
         """
         report = DispatchReport()
+        if self._resume_at is not None and now < self._resume_at:
+            log.info("provider looked down: no new sends before %s", self._resume_at.isoformat())
+            return report
         state = _Pass(now)
         with self.engine.connect() as conn:
             state.failures.update(queries.failure_counters(conn, self.sequences()))
@@ -266,7 +286,7 @@ class Dispatcher:
         try:
             while True:
                 batch = None
-                if not (self._stop.is_set() or state.halted.is_set()):
+                if not (self._stop.is_set() or state.halted.is_set() or state.outage):
                     batch = self._prepare(now)
                 if batch is not None:
                     self._launch(batch, now, state)
@@ -285,6 +305,7 @@ class Dispatcher:
                     self._land(landing, now, state)
                 except Exception:
                     log.exception("could not confirm a batch of %d", len(landing.claimed))
+        self._note_outage(state, now)
         if state.refusal is not None:
             raise DispatchHalted(
                 f"dispatching stopped: {state.refusal} Fix the API key "
@@ -292,6 +313,20 @@ class Dispatcher:
                 "the emails are queued."
             ) from state.refusal
         return report
+
+    def _note_outage(self, state: _Pass, now: datetime) -> None:
+        if state.outage:
+            self._outages += 1
+            pause = min(_OUTAGE_PAUSE * 2 ** (self._outages - 1), _OUTAGE_PAUSE_MAX)
+            self._resume_at = now + pause
+            log.warning(
+                "the provider failed %d times in a row: the emails not yet attempted stay "
+                "queued; no new sends for %ds",
+                OUTAGE_AFTER,
+                pause.total_seconds(),
+            )
+        elif state.delivered:
+            self._outages, self._resume_at = 0, None
 
     def reconcile(self, now: datetime) -> int:
         """Turn reserved rows whose lease expired into ``unknown``."""
@@ -669,6 +704,11 @@ class Dispatcher:
         if item.loaded.sequence.id in state.paused:
             item.outcome = NotAttempted("not attempted: the sequence was paused")
             return
+        if state.outage:
+            item.outcome = NotAttempted(
+                f"not attempted: the provider failed {OUTAGE_AFTER} times in a row"
+            )
+            return
         # SIGTERM: emails already with the provider finish; the queued ones are
         # handed back at once (retried within seconds) instead of keeping the
         # process alive for a rate-limited batch or two. Checked again after
@@ -697,9 +737,10 @@ class Dispatcher:
         self._spend_budget_live(item, state)
 
     def _spend_budget_live(self, item: _Planned, state: _Pass) -> None:
-        """Stop a failing sequence's queued emails as soon as its error budget
-        is spent, not a batch or two later (the pause itself is recorded when
-        the batch is confirmed)."""
+        """Count the provider's answers as they come: stop a failing sequence's
+        queued emails as soon as its error budget is spent (the pause itself is
+        recorded when the batch is confirmed), and every queued email once the
+        provider looks down."""
         assert item.outcome is not None
         verdict = classify(
             item.outcome,
@@ -710,6 +751,14 @@ class Dispatcher:
         )
         seq_id = item.loaded.sequence.id
         with state.lock:
+            if isinstance(item.outcome, SendResult | PermanentSendError):
+                state.trouble = 0  # the provider is up and answering
+                state.delivered = state.delivered or isinstance(item.outcome, SendResult)
+            elif isinstance(item.outcome, BaseException) and not isinstance(
+                item.outcome, AuthenticationError
+            ):  # transient, ambiguous, or a transport's unexpected error
+                state.trouble += 1
+                state.outage = state.outage or state.trouble >= OUTAGE_AFTER
             if verdict.counts_as_failure:
                 state.failures[seq_id] = state.failures.get(seq_id, 0) + 1
                 if state.failures[seq_id] >= self.policy.error_budget:

@@ -22,8 +22,13 @@ from sqlalchemy.engine import Engine
 from nurture.clock import FixedClock
 from nurture.config import Settings
 from nurture.core.simulation import simulate
-from nurture.dispatcher import DispatchHalted
-from nurture.errors import AmbiguousSendError, AuthenticationError, PermanentSendError
+from nurture.dispatcher import OUTAGE_AFTER, DispatchHalted
+from nurture.errors import (
+    AmbiguousSendError,
+    AuthenticationError,
+    PermanentSendError,
+    TransientSendError,
+)
 from nurture.ratelimit import RateLimiter
 from nurture.runtime import Runtime, build_runtime
 from nurture.store import queries
@@ -553,8 +558,6 @@ def test_render_failure_fails_the_step_and_the_series_goes_on(setup: Setup) -> N
 
 
 def test_transient_failure_retries_with_backoff_then_sends(setup: Setup) -> None:
-    from nurture.errors import TransientSendError
-
     setup.add("karin@example.com", now=FRIDAY)
     setup.transport.fail_next(TransientSendError("503 Service Unavailable", status=503))
     setup.runtime.dispatcher.jitter = lambda: 1.0
@@ -568,6 +571,51 @@ def test_transient_failure_retries_with_backoff_then_sends(setup: Setup) -> None
     assert setup.runtime.dispatcher.dispatch(FRIDAY + timedelta(seconds=60)).sent == 1
     assert len(setup.transport.sent) == 1
     assert setup.ledger() == [("welcome", "sent")]
+
+
+@pytest.mark.parametrize(
+    ("error", "first_status"),
+    [
+        (TransientSendError("503 Service Unavailable", status=503), "retry"),
+        (AmbiguousSendError("timed out after sending"), "unknown"),
+    ],
+)
+def test_a_provider_outage_stops_the_pass_and_spends_no_attempts(
+    engine: Engine, tmp_path: Path, error: Exception, first_status: str
+) -> None:
+    # 30 emails due while the provider is down: after OUTAGE_AFTER failures in
+    # a row the rest is not attempted (their own attempts are not spent), and
+    # nothing is sent for 30 s. A hanging provider leaves 10 `unknown` rows,
+    # not 30. Once it is back, the queued emails go out.
+    transport = MemoryTransport()
+    runtime = build_runtime(
+        settings(tmp_path, send_concurrency=1),
+        FixedClock(FRIDAY),
+        transport=transport,
+        engine=engine,
+        migrate=False,
+    )
+    setup = Setup(runtime, transport)
+    for number in range(30):
+        setup.add(f"s{number:02}@example.com", now=FRIDAY)
+    transport.fail_next(*[error] * OUTAGE_AFTER)
+    dispatcher = runtime.dispatcher
+    dispatcher.dispatch(FRIDAY)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(SEND.c.status, SEND.c.reason, SEND.c.attempts).order_by(SEND.c.id)
+        ).all()
+    assert [row.status for row in rows] == [first_status] * 10 + ["retry"] * 20
+    assert {(row.reason, row.attempts) for row in rows[10:]} == {
+        ("not attempted: the provider failed 10 times in a row", 0)
+    }
+    # The pause: nothing is tried for 30 s, though 20 emails are due again.
+    assert dispatcher.dispatch(FRIDAY + timedelta(seconds=29)).sent == 0
+    assert transport.accepted == 0
+    report = dispatcher.dispatch(FRIDAY + timedelta(seconds=30))
+    assert report.sent == 20
+    assert transport.accepted == 20
+    dispatcher.close()
 
 
 def test_two_dispatchers_recording_the_same_new_version_do_not_collide(engine: Engine) -> None:
