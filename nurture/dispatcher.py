@@ -61,13 +61,12 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
 from nurture.core.subscriber import Subscriber
 from nurture.errors import (
-    AuthenticationError,
     NurtureError,
-    PermanentSendError,
     RenderError,
 )
-from nurture.outcomes import NotAttempted, Outcome, classify
+from nurture.outcomes import Outcome, classify
 from nurture.ratelimit import RateLimiter
+from nurture.send_guard import OUTAGE_AFTER, PAUSED, OutageBreaker, PassGuard
 from nurture.store import queries
 from nurture.transports.base import OutgoingEmail, SendResult, Transport
 
@@ -78,15 +77,6 @@ Compose = Callable[[LoadedSequence, Step, Subscriber, str, datetime], ComposedEm
 
 # A decision loop per enrollment ends at a send, a wait or an exit; skips go on.
 _MAX_DECISIONS_PER_PASS = 100
-
-# The provider looks down after this many transient or ambiguous failures in a
-# row (across all sequences): the rest of the pass is not attempted, and new
-# sends wait 30 s, then 1, 2, 4... up to 10 minutes while it stays down. Each
-# email's own attempts are not spent on an outage, and a hanging provider
-# leaves a handful of `unknown` rows, not a whole backlog.
-OUTAGE_AFTER = 10
-_OUTAGE_PAUSE = timedelta(seconds=30)
-_OUTAGE_PAUSE_MAX = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -167,26 +157,6 @@ class _Planned:
 
 
 @dataclass
-class _Pass:
-    """What every batch of one pass must see at once, even mid-flight."""
-
-    now: datetime
-    halted: threading.Event = field(default_factory=threading.Event)
-    """Set by the first 401/403: emails not yet handed over are not attempted."""
-    failures: dict[str, int] = field(default_factory=dict)
-    """Failed sends in a row per sequence, counted as the provider answers."""
-    paused: set[str] = field(default_factory=set)
-    """Sequences that spent their error budget: their queued emails wait."""
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    refusal: AuthenticationError | None = None
-    trouble: int = 0
-    """Transient or ambiguous failures in a row, whatever the sequence."""
-    outage: bool = False
-    """The provider looks down (``OUTAGE_AFTER`` failures in a row)."""
-    delivered: bool = False
-
-
-@dataclass
 class _Batch:
     """One claimed batch on its way through prepare -> launch -> land."""
 
@@ -253,8 +223,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._remembered: set[tuple[str, str]] = set()
-        self._outages = 0  # passes in a row that found the provider down
-        self._resume_at: datetime | None = None  # no new sends before this
+        self._breaker = OutageBreaker()
 
     # -- public -----------------------------------------------------------
 
@@ -276,17 +245,18 @@ class Dispatcher:
         provider always has requests waiting (at most two batches at a time).
         """
         report = DispatchReport()
-        if self._resume_at is not None and now < self._resume_at:
-            log.info("provider looked down: no new sends before %s", self._resume_at.isoformat())
+        if self._breaker.holds(now):
+            assert self._breaker.resume_at is not None
+            log.info("the provider looked down: no new sends before %s", self._breaker.resume_at)
             return report
-        state = _Pass(now)
+        state = PassGuard(now, self.policy, self.policy.error_budget)
         with self.engine.connect() as conn:
             state.failures.update(queries.failure_counters(conn, self.sequences()))
         queue: list[_Batch] = []  # launched, not yet confirmed, oldest first
         try:
             while True:
                 batch = None
-                if not (self._stop.is_set() or state.halted.is_set() or state.outage):
+                if state.open and not self._stop.is_set():
                     batch = self._prepare(now)
                 if batch is not None:
                     self._launch(batch, now, state)
@@ -314,19 +284,15 @@ class Dispatcher:
             ) from state.refusal
         return report
 
-    def _note_outage(self, state: _Pass, now: datetime) -> None:
-        if state.outage:
-            self._outages += 1
-            pause = min(_OUTAGE_PAUSE * 2 ** (self._outages - 1), _OUTAGE_PAUSE_MAX)
-            self._resume_at = now + pause
+    def _note_outage(self, state: PassGuard, now: datetime) -> None:
+        pause = self._breaker.after(state, now)
+        if pause is not None:
             log.warning(
                 "the provider failed %d times in a row: the emails not yet attempted stay "
                 "queued; no new sends for %ds",
                 OUTAGE_AFTER,
                 pause.total_seconds(),
             )
-        elif state.delivered:
-            self._outages, self._resume_at = 0, None
 
     def reconcile(self, now: datetime) -> int:
         """Turn reserved rows whose lease expired into ``unknown``."""
@@ -398,7 +364,7 @@ class Dispatcher:
 
     # -- phase 2: reserve and re-check, in one transaction; start sending --
 
-    def _launch(self, batch: _Batch, now: datetime, state: _Pass) -> None:
+    def _launch(self, batch: _Batch, now: datetime, state: PassGuard) -> None:
         writes = batch.writes
         try:
             with self.engine.begin() as conn:
@@ -422,7 +388,7 @@ class Dispatcher:
 
     # -- phase 3: wait for the sends, confirm -----------------------------
 
-    def _land(self, batch: _Batch, now: datetime, state: _Pass) -> None:
+    def _land(self, batch: _Batch, now: datetime, state: PassGuard) -> None:
         planned = batch.writes.planned
         if not planned:
             return
@@ -435,9 +401,6 @@ class Dispatcher:
         if self.before_confirm is not None:
             self.before_confirm()
         self._confirm(planned, now, batch.report, state)
-        for item in planned:
-            if isinstance(item.outcome, AuthenticationError) and state.refusal is None:
-                state.refusal = item.outcome
 
     # -- phase 1 in detail: one enrollment's decisions ---------------------
 
@@ -659,7 +622,7 @@ class Dispatcher:
         exits: list[dict[str, Any]] = []
         for item in planned:
             if item.loaded.sequence.id in paused:
-                item.outcome = NotAttempted("not attempted: the sequence was paused")
+                item.outcome = PAUSED
                 keep.append(item)
                 continue
             status = statuses.get(item.subscriber.id, "missing")
@@ -697,74 +660,31 @@ class Dispatcher:
             "updated_at": now,
         }
 
-    def _send_one(self, item: _Planned, state: _Pass) -> None:
-        if state.halted.is_set():
-            item.outcome = NotAttempted()
-            return
-        if item.loaded.sequence.id in state.paused:
-            item.outcome = NotAttempted("not attempted: the sequence was paused")
-            return
-        if state.outage:
-            item.outcome = NotAttempted(
-                f"not attempted: the provider failed {OUTAGE_AFTER} times in a row"
-            )
-            return
+    def _send_one(self, item: _Planned, state: PassGuard) -> None:
         # SIGTERM: emails already with the provider finish; the queued ones are
         # handed back at once (retried within seconds) instead of keeping the
-        # process alive for a rate-limited batch or two. Checked again after
+        # process alive for a rate-limited batch or two. Asked again after
         # waiting for the rate limiter, which may have slept.
-        if self._stop.is_set():
-            item.outcome = NotAttempted("not attempted: the worker was stopping")
-            return
-        self.rate_limiter.acquire()
-        if self._stop.is_set():
-            item.outcome = NotAttempted("not attempted: the worker was stopping")
+        seq_id = item.loaded.sequence.id
+        held = state.hold(seq_id, stopping=self._stop.is_set())
+        if held is None:
+            self.rate_limiter.acquire()
+            held = state.hold(seq_id, stopping=self._stop.is_set())
+        if held is not None:
+            item.outcome = held
             return
         outgoing = OutgoingEmail(
             message=item.composed,
             send_id=item.key,
-            sequence_id=item.loaded.sequence.id,
+            sequence_id=seq_id,
             step_id=item.step.id,
             to_email=item.subscriber.email,
         )
         try:
             item.outcome = self.transport.send(outgoing)
-        except AuthenticationError as exc:
-            state.halted.set()
-            item.outcome = exc
         except Exception as exc:  # classified in _confirm; a bug here must not lose the row
             item.outcome = exc
-        self._spend_budget_live(item, state)
-
-    def _spend_budget_live(self, item: _Planned, state: _Pass) -> None:
-        """Count the provider's answers as they come: stop a failing sequence's
-        queued emails as soon as its error budget is spent (the pause itself is
-        recorded when the batch is confirmed), and every queued email once the
-        provider looks down."""
-        assert item.outcome is not None
-        verdict = classify(
-            item.outcome,
-            attempts=item.attempts,
-            now=state.now,
-            policy=self.policy,
-            jitter=lambda: 0.0,
-        )
-        seq_id = item.loaded.sequence.id
-        with state.lock:
-            if isinstance(item.outcome, SendResult | PermanentSendError):
-                state.trouble = 0  # the provider is up and answering
-                state.delivered = state.delivered or isinstance(item.outcome, SendResult)
-            elif isinstance(item.outcome, BaseException) and not isinstance(
-                item.outcome, AuthenticationError
-            ):  # transient, ambiguous, or a transport's unexpected error
-                state.trouble += 1
-                state.outage = state.outage or state.trouble >= OUTAGE_AFTER
-            if verdict.counts_as_failure:
-                state.failures[seq_id] = state.failures.get(seq_id, 0) + 1
-                if state.failures[seq_id] >= self.policy.error_budget:
-                    state.paused.add(seq_id)
-            elif verdict.status == "sent":
-                state.failures[seq_id] = 0
+        state.record(item.outcome, sequence_id=seq_id, attempts=item.attempts)
 
     def _send_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -780,7 +700,7 @@ class Dispatcher:
         planned: list[_Planned],
         now: datetime,
         report: DispatchReport,
-        state: _Pass,
+        state: PassGuard,
     ) -> None:
         ledger_updates: list[dict[str, Any]] = []
         enrollment_updates: list[dict[str, Any]] = []
