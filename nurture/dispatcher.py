@@ -64,7 +64,7 @@ from nurture.errors import (
     NurtureError,
     RenderError,
 )
-from nurture.outcomes import Outcome, classify
+from nurture.outcomes import NotAttempted, Outcome, classify
 from nurture.ratelimit import RateLimiter
 from nurture.send_guard import OUTAGE_AFTER, PAUSED, OutageBreaker, PassGuard
 from nurture.store import queries
@@ -381,7 +381,7 @@ class Dispatcher:
         if self._pipelined and writes.planned:
             pool = self._send_pool()
             batch.futures = [
-                pool.submit(self._send_one, item, state)
+                pool.submit(self._send_safely, item, state)
                 for item in writes.planned
                 if item.outcome is None
             ]
@@ -397,7 +397,7 @@ class Dispatcher:
         else:
             for item in planned:
                 if item.outcome is None:
-                    self._send_one(item, state)
+                    self._send_safely(item, state)
         if self.before_confirm is not None:
             self.before_confirm()
         self._confirm(planned, now, batch.report, state)
@@ -659,6 +659,17 @@ class Dispatcher:
             "claimed_until": None,
             "updated_at": now,
         }
+
+    def _send_safely(self, item: _Planned, state: PassGuard) -> None:
+        """A bug on our side of the send must not leave the row ``reserved``
+        (it would become ``unknown`` and never go out): an email that never
+        reached the transport is recorded as not attempted."""
+        try:
+            self._send_one(item, state)
+        except Exception:
+            log.exception("internal error before sending %s", item.key)
+            if item.outcome is None:
+                item.outcome = NotAttempted("not attempted: internal error (see the worker log)")
 
     def _send_one(self, item: _Planned, state: PassGuard) -> None:
         # SIGTERM: emails already with the provider finish; the queued ones are

@@ -618,6 +618,47 @@ def test_a_provider_outage_stops_the_pass_and_spends_no_attempts(
     dispatcher.close()
 
 
+class _BrokenOnce(RateLimiter):
+    """A rate limiter with a bug that shows on its second use."""
+
+    def __init__(self) -> None:
+        super().__init__(10_000.0)
+        self.calls = 0
+
+    def acquire(self) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("a bug in the send path")
+        super().acquire()
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_bug_before_the_provider_call_leaves_no_reserved_row(
+    engine: Engine, tmp_path: Path, concurrency: int
+) -> None:
+    transport = MemoryTransport()
+    runtime = build_runtime(
+        settings(tmp_path, send_concurrency=concurrency),
+        FixedClock(FRIDAY),
+        transport=transport,
+        engine=engine,
+        migrate=False,
+    )
+    runtime.dispatcher.rate_limiter = _BrokenOnce()
+    setup = Setup(runtime, transport)
+    for number in range(3):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    report = runtime.dispatcher.dispatch(FRIDAY)
+    runtime.dispatcher.close()
+    assert report.sent == 2 and len(transport.sent) == 2
+    with engine.connect() as conn:
+        rows = conn.execute(select(SEND.c.status, SEND.c.reason, SEND.c.attempts)).all()
+    assert sorted(row.status for row in rows) == ["retry", "sent", "sent"]
+    assert [(row.reason, row.attempts) for row in rows if row.status == "retry"] == [
+        ("not attempted: internal error (see the worker log)", 0)
+    ]
+
+
 def test_two_dispatchers_recording_the_same_new_version_do_not_collide(engine: Engine) -> None:
     # Two workers that load a new version at the same moment both try to
     # record it; the second insert must do nothing instead of failing the pass.
