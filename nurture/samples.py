@@ -29,15 +29,7 @@ class SampleSubscriber(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     def to_subscriber(self) -> Subscriber:
-        return Subscriber(
-            email=self.email,
-            name=self.name,
-            given_first_name=self.first_name,
-            locale=self.locale,
-            timezone=self.timezone,
-            tags=tuple(self.tags),
-            attributes=dict(self.attributes),
-        )
+        return Subscriber.of(self)
 
 
 def builtin_samples(sequence: Sequence) -> list[Subscriber]:

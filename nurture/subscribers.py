@@ -591,12 +591,4 @@ def subscriber_sends(session: Session, subscriber: Subscriber) -> list[Send]:
 
 def subscriber_view(row: Subscriber) -> SubscriberView:
     """The core's plain-value view of a row (what templates and conditions see)."""
-    return SubscriberView(
-        email=row.email,
-        name=row.name,
-        given_first_name=row.first_name,
-        locale=row.locale,
-        timezone=row.timezone,
-        tags=tuple(row.tags),
-        attributes=dict(row.attributes),
-    )
+    return SubscriberView.of(row)

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class SubscriberFields(Protocol):
+    """Anything with a subscriber's columns: an ORM row, a Core row, a sample."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def first_name(self) -> str | None: ...
+    @property
+    def locale(self) -> str | None: ...
+    @property
+    def timezone(self) -> str | None: ...
+    @property
+    def tags(self) -> Iterable[str] | None: ...
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -21,6 +41,19 @@ class Subscriber:
     timezone: str | None = None
     tags: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, row: SubscriberFields) -> Subscriber:
+        """The plain-value view of a stored (or sample) subscriber."""
+        return cls(
+            email=row.email,
+            name=row.name or "",
+            given_first_name=row.first_name,
+            locale=row.locale,
+            timezone=row.timezone,
+            tags=tuple(row.tags or ()),
+            attributes=dict(row.attributes or {}),
+        )
 
     @property
     def first_name(self) -> str:
