@@ -64,7 +64,7 @@ from nurture.errors import (
     NurtureError,
     RenderError,
 )
-from nurture.outcomes import NotAttempted, Outcome, classify
+from nurture.outcomes import NotAttempted, Outcome, Verdict, classify
 from nurture.ratelimit import RateLimiter
 from nurture.send_guard import OUTAGE_AFTER, PAUSED, OutageBreaker, PassGuard
 from nurture.store import queries
@@ -154,6 +154,7 @@ class _Planned:
     state: EnrollmentState
     events: list[Event]
     outcome: Outcome | None = None
+    verdict: Verdict | None = None  # set by the send thread, from ``outcome``
 
 
 @dataclass
@@ -164,18 +165,6 @@ class _Batch:
     writes: _Writes
     report: DispatchReport
     futures: list[Future[None]] = field(default_factory=list)
-
-
-def _subscriber_view(row: Row[Any]) -> Subscriber:
-    return Subscriber(
-        email=row.email,
-        name=row.name or "",
-        given_first_name=row.first_name,
-        locale=row.locale,
-        timezone=row.timezone,
-        tags=tuple(row.tags or ()),
-        attributes=dict(row.attributes or {}),
-    )
 
 
 def _events(rows: Iterable[Row[Any]]) -> list[Event]:
@@ -249,9 +238,9 @@ class Dispatcher:
             assert self._breaker.resume_at is not None
             log.info("the provider looked down: no new sends before %s", self._breaker.resume_at)
             return report
-        state = PassGuard(now, self.policy, self.policy.error_budget)
+        state = PassGuard(self.policy.error_budget)
         with self.engine.connect() as conn:
-            state.failures.update(queries.failure_counters(conn, self.sequences()))
+            state.start_from(queries.failure_counters(conn, self.sequences()))
         queue: list[_Batch] = []  # launched, not yet confirmed, oldest first
         try:
             while True:
@@ -381,7 +370,7 @@ class Dispatcher:
         if self._pipelined and writes.planned:
             pool = self._send_pool()
             batch.futures = [
-                pool.submit(self._send_safely, item, state)
+                pool.submit(self._send_safely, item, state, now)
                 for item in writes.planned
                 if item.outcome is None
             ]
@@ -397,7 +386,7 @@ class Dispatcher:
         else:
             for item in planned:
                 if item.outcome is None:
-                    self._send_safely(item, state)
+                    self._send_safely(item, state, now)
         if self.before_confirm is not None:
             self.before_confirm()
         self._confirm(planned, now, batch.report, state)
@@ -424,7 +413,7 @@ class Dispatcher:
         seq_id = loaded.sequence.id
         state = EnrollmentState(enrollment.enrolled_at, _history(ledger))
         retries = {row.step_id: row for row in ledger if row.status == "retry"}
-        view = _subscriber_view(subscriber)
+        view = Subscriber.of(subscriber)
         update: dict[str, Any] = {
             "_id": enrollment.id,
             "status": "active",
@@ -660,18 +649,18 @@ class Dispatcher:
             "updated_at": now,
         }
 
-    def _send_safely(self, item: _Planned, state: PassGuard) -> None:
+    def _send_safely(self, item: _Planned, state: PassGuard, now: datetime) -> None:
         """A bug on our side of the send must not leave the row ``reserved``
         (it would become ``unknown`` and never go out): an email that never
         reached the transport is recorded as not attempted."""
         try:
-            self._send_one(item, state)
+            self._send_one(item, state, now)
         except Exception:
             log.exception("internal error before sending %s", item.key)
             if item.outcome is None:
                 item.outcome = NotAttempted("not attempted: internal error (see the worker log)")
 
-    def _send_one(self, item: _Planned, state: PassGuard) -> None:
+    def _send_one(self, item: _Planned, state: PassGuard, now: datetime) -> None:
         # SIGTERM: emails already with the provider finish; the queued ones are
         # handed back at once (retried within seconds) instead of keeping the
         # process alive for a rate-limited batch or two. Asked again after
@@ -693,9 +682,15 @@ class Dispatcher:
         )
         try:
             item.outcome = self.transport.send(outgoing)
-        except Exception as exc:  # classified in _confirm; a bug here must not lose the row
+        except Exception as exc:  # classified below; a bug here must not lose the row
             item.outcome = exc
-        state.record(item.outcome, sequence_id=seq_id, attempts=item.attempts)
+        item.verdict = self._classify(item, item.outcome, now)
+        state.record(item.outcome, item.verdict, sequence_id=seq_id)
+
+    def _classify(self, item: _Planned, outcome: Outcome, now: datetime) -> Verdict:
+        return classify(
+            outcome, attempts=item.attempts, now=now, policy=self.policy, jitter=self.jitter
+        )
 
     def _send_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -716,17 +711,9 @@ class Dispatcher:
         ledger_updates: list[dict[str, Any]] = []
         enrollment_updates: list[dict[str, Any]] = []
         invalid: list[int] = []
-        budget: dict[str, list[bool]] = {}  # sequence -> outcomes in order (True = failure)
-        last_error: dict[str, str] = {}
         for item in planned:
             assert item.outcome is not None
-            verdict = classify(
-                item.outcome,
-                attempts=item.attempts,
-                now=now,
-                policy=self.policy,
-                jitter=self.jitter,
-            )
+            verdict = item.verdict or self._classify(item, item.outcome, now)
             seq_id = item.loaded.sequence.id
             row: dict[str, Any] = {
                 "_key": item.key,
@@ -752,16 +739,12 @@ class Dispatcher:
                 )
             if verdict.status == "sent":
                 report.sent += 1
-                budget.setdefault(seq_id, []).append(False)
             elif verdict.status == "retry":
                 report.retried += 1
             elif verdict.status == "failed":
                 report.failed += 1
-                last_error[seq_id] = verdict.reason or ""
             else:
                 report.unknown += 1
-            if verdict.counts_as_failure:
-                budget.setdefault(seq_id, []).append(True)
             what = (
                 verdict.status if verdict.reason is None else f"{verdict.status}: {verdict.reason}"
             )
@@ -783,7 +766,7 @@ class Dispatcher:
                 queries.mark_subscribers(
                     conn, invalid, "invalid", "the provider rejected the address", now
                 )
-            state.paused.update(self._spend_budget(conn, budget, last_error, now))
+            self._save_budget(conn, state, now)
 
     def _enrollment_wait(self, item: _Planned, until: datetime, now: datetime) -> dict[str, Any]:
         return {
@@ -812,40 +795,26 @@ class Dispatcher:
         # Send, Skip or Exit due now: leave next_due_at = now for the next batch.
         return update
 
-    def _spend_budget(
-        self, conn: Any, budget: dict[str, list[bool]], last_error: dict[str, str], now: datetime
-    ) -> set[str]:
-        """Count failures in a row per sequence; returns the sequences it paused."""
-        paused: set[str] = set()
-        if not budget:
-            return paused
-        counters = queries.failure_counters(conn, budget)
-        for seq_id, outcomes in budget.items():
-            count, worst = counters.get(seq_id, 0), 0
-            for failed in outcomes:
-                count = count + 1 if failed else 0
-                worst = max(worst, count)
-            # Spent at any point, even if a later send in the batch succeeded.
-            pause = worst >= self.policy.error_budget
+    def _save_budget(self, conn: Any, state: PassGuard, now: datetime) -> None:
+        """Store the failures in a row the pass counted; pause a sequence whose
+        budget ran out (even if a later send succeeded)."""
+        for seq_id, count, spent_at in state.unsaved_budget():
             reason = None
-            if pause:
+            if spent_at is not None:
                 reason = (
-                    f"paused after {worst} failed send{'' if worst == 1 else 's'} in a row; "
-                    f"last error: {last_error.get(seq_id)}. "
+                    f"paused after {spent_at} failed send{'' if spent_at == 1 else 's'} "
+                    f"in a row; last error: {state.last_error.get(seq_id)}. "
                     f"Fix the cause, then `nurture resume {seq_id}`."
                 )
                 log.error("sequence %s %s", seq_id, reason)
-                paused.add(seq_id)
-            if count != counters.get(seq_id, 0) or pause:
-                queries.save_sequence_state(
-                    conn,
-                    seq_id,
-                    consecutive_failures=count,
-                    paused=True if pause else None,
-                    reason=reason,
-                    now=now,
-                )
-        return paused
+            queries.save_sequence_state(
+                conn,
+                seq_id,
+                consecutive_failures=count,
+                paused=True if spent_at is not None else None,
+                reason=reason,
+                now=now,
+            )
 
 
 def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

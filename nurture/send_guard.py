@@ -20,6 +20,8 @@ the ledger records ``retry`` without counting an attempt.
 
 :class:`PassGuard` is shared by the send threads of one pass; it is pure
 bookkeeping under a lock (no clock, no database), so it is tested on its own.
+It is also where the error budget is counted, once, in the order the
+provider answers.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nurture.errors import AuthenticationError, PermanentSendError
-from nurture.outcomes import NotAttempted, Outcome, RetrySettings, classify
+from nurture.outcomes import NotAttempted, Outcome, Verdict
 from nurture.transports.base import SendResult
 
 OUTAGE_AFTER = 10
@@ -45,21 +47,31 @@ STOPPING = NotAttempted("not attempted: the worker was stopping")
 
 @dataclass
 class PassGuard:
-    """The answers of one pass so far, as every send thread must see them."""
+    """The answers of one pass so far, as every send thread must see them.
 
-    now: datetime
-    policy: RetrySettings
+    It is also the one place failures in a row are counted for the error
+    budget: the dispatcher saves what :meth:`unsaved_budget` hands it.
+    """
+
     error_budget: int
     failures: dict[str, int] = field(default_factory=dict)
     """Failed sends in a row per sequence (start from the stored counters)."""
-    paused: set[str] = field(default_factory=set)
-    """Sequences whose budget is spent (in this pass or when confirming)."""
+    spent: dict[str, int] = field(default_factory=dict)
+    """Sequences whose budget ran out in this pass, with the count it ran out at."""
+    last_error: dict[str, str] = field(default_factory=dict)
     refusal: AuthenticationError | None = None
     trouble: int = 0
     """Transient or ambiguous failures in a row, whatever the sequence."""
     delivered: bool = False
+    _saved: dict[str, int] = field(default_factory=dict)
+    _saved_spent: set[str] = field(default_factory=set)
     _halted: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start_from(self, stored: dict[str, int]) -> None:
+        """The failures in a row the database holds when the pass begins."""
+        self.failures.update(stored)
+        self._saved.update(stored)
 
     @property
     def halted(self) -> bool:
@@ -78,7 +90,7 @@ class PassGuard:
         """Why this email must not be handed to the provider now, if it must not."""
         if self.halted:
             return HALTED
-        if sequence_id in self.paused:
+        if sequence_id in self.spent:
             return PAUSED
         if self.outage:
             return PROVIDER_DOWN
@@ -86,8 +98,8 @@ class PassGuard:
             return STOPPING
         return None
 
-    def record(self, outcome: Outcome, *, sequence_id: str, attempts: int) -> None:
-        """Count one answer from the provider (``attempts`` includes this one)."""
+    def record(self, outcome: Outcome, verdict: Verdict, *, sequence_id: str) -> None:
+        """Count one answer from the provider and the ledger verdict it gets."""
         if isinstance(outcome, NotAttempted):
             return
         if isinstance(outcome, AuthenticationError):
@@ -95,9 +107,6 @@ class PassGuard:
                 self.refusal = self.refusal or outcome
             self._halted.set()
             return
-        verdict = classify(
-            outcome, attempts=attempts, now=self.now, policy=self.policy, jitter=lambda: 0.0
-        )
         with self._lock:
             if isinstance(outcome, SendResult | PermanentSendError):
                 self.trouble = 0  # the provider is up and answering
@@ -107,10 +116,26 @@ class PassGuard:
             if verdict.counts_as_failure:
                 count = self.failures.get(sequence_id, 0) + 1
                 self.failures[sequence_id] = count
+                self.last_error[sequence_id] = verdict.reason or ""
                 if count >= self.error_budget:
-                    self.paused.add(sequence_id)
+                    self.spent.setdefault(sequence_id, count)
             elif verdict.status == "sent":
                 self.failures[sequence_id] = 0
+
+    def unsaved_budget(self) -> list[tuple[str, int, int | None]]:
+        """(sequence, failures in a row, count the budget ran out at or None)
+        for every sequence whose counter or pause is not saved yet; from now
+        on they count as saved."""
+        changes = []
+        with self._lock:
+            for seq_id, count in self.failures.items():
+                newly_spent = seq_id in self.spent and seq_id not in self._saved_spent
+                if count != self._saved.get(seq_id, 0) or newly_spent:
+                    changes.append((seq_id, count, self.spent[seq_id] if newly_spent else None))
+                    self._saved[seq_id] = count
+                    if newly_spent:
+                        self._saved_spent.add(seq_id)
+        return changes
 
 
 @dataclass
