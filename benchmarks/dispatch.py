@@ -50,6 +50,19 @@ SCENARIOS = ("memory", "memory-2-workers", "sendgrid", "sendgrid-100ms", "sendgr
 ZONES = ("Europe/Stockholm", "Europe/London", "Europe/Berlin", "Africa/Lagos")
 
 
+def bench_settings(url: str, batch: int, concurrency: int) -> Settings:
+    """The example content on ``url``, with no rate limit to speak of."""
+    return Settings(
+        sequences_dir=ROOT / "sequences",
+        templates_dir=ROOT / "templates",
+        database_url=url,
+        secret_key="benchmark-secret-not-a-placeholder",
+        rate_limit=1_000_000.0,
+        batch_size=batch,
+        send_concurrency=concurrency,
+    )
+
+
 def populate(url: str, count: int, version: str) -> None:
     engine = make_engine(url)
     upgrade(engine)
@@ -92,19 +105,13 @@ def _worker(url: str, batch: int, ready: Any, go: Any, results: Any) -> None:
     """One of several dispatcher processes sharing the database."""
     from nurture.testing import MemoryTransport
 
-    settings = Settings(
-        sequences_dir=ROOT / "sequences",
-        templates_dir=ROOT / "templates",
-        database_url=url,
-        secret_key="benchmark-secret-not-a-placeholder",
-        rate_limit=1_000_000.0,
-        batch_size=batch,
-        send_concurrency=1,
-    )
     runtime = build_runtime(
-        settings, FixedClock(NOW), transport=MemoryTransport(record=False), engine=make_engine(url),
+        bench_settings(url, batch, 1),
+        FixedClock(NOW),
+        transport=MemoryTransport(record=False),
+        engine=make_engine(url),
         migrate=False,
-    )  # fmt: skip
+    )
     freeze_startup_objects()
     ready.release()
     go.wait()
@@ -161,15 +168,7 @@ def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[st
     folder = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
     url = f"sqlite:///{folder / 'bench.db'}"
     populate(url, count, version)
-    settings = Settings(
-        sequences_dir=ROOT / "sequences",
-        templates_dir=ROOT / "templates",
-        database_url=url,
-        secret_key="benchmark-secret-not-a-placeholder",
-        rate_limit=1_000_000.0,
-        batch_size=batch,
-        send_concurrency=1 if name == "memory" else concurrency,
-    )
+    settings = bench_settings(url, batch, 1 if name == "memory" else concurrency)
     fake = None
     transport: Transport
     if name == "memory":

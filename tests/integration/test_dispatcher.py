@@ -37,6 +37,7 @@ from nurture.store.models import Enrollment, Send
 from nurture.subscribers import add_subscriber, subscriber_view
 from nurture.testing import MemoryTransport
 from nurture.testing.fake_sendgrid import FakeSendGrid
+from nurture.transports.base import Transport
 from nurture.transports.sendgrid import SendGridTransport
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,14 +94,28 @@ class Setup:
             return [(row.step_id, row.status) for row in rows]
 
 
+def make_setup(
+    engine: Engine, tmp_path: Path, sender: Transport | None = None, **overrides: object
+) -> Setup:
+    """A runtime on ``engine`` at FRIDAY sending through ``sender`` (by default a
+    MemoryTransport); ``overrides`` are settings."""
+    sender = sender or MemoryTransport()
+    runtime = build_runtime(
+        settings(tmp_path, **overrides),
+        FixedClock(FRIDAY),
+        transport=sender,
+        engine=engine,
+        migrate=False,
+    )
+    memory = sender if isinstance(sender, MemoryTransport) else MemoryTransport()
+    return Setup(runtime, memory)
+
+
 @pytest.fixture
 def setup(engine: Engine, tmp_path: Path) -> Iterator[Setup]:
-    transport = MemoryTransport()
-    runtime = build_runtime(
-        settings(tmp_path), FixedClock(FRIDAY), transport=transport, engine=engine, migrate=False
-    )
-    yield Setup(runtime, transport)
-    runtime.dispatcher.close()
+    made = make_setup(engine, tmp_path)
+    yield made
+    made.runtime.dispatcher.close()
 
 
 def test_dispatcher_agrees_with_simulate(setup: Setup) -> None:
@@ -253,17 +268,9 @@ def test_authentication_error_halts_and_loses_nothing(setup: Setup) -> None:
 
 
 def test_error_budget_pauses_the_sequence(engine: Engine, tmp_path: Path) -> None:
-    # One send at a time: the budget is exact. (With a send pool, the batch
-    # queued behind the failing one may be attempted before the pause lands.)
-    transport = MemoryTransport()
-    runtime = build_runtime(
-        settings(tmp_path, error_budget=3, send_concurrency=1),
-        FixedClock(FRIDAY),
-        transport=transport,
-        engine=engine,
-        migrate=False,
-    )
-    setup = Setup(runtime, transport)
+    # One send at a time (the pooled case has its own test below).
+    setup = make_setup(engine, tmp_path, error_budget=3, send_concurrency=1)
+    transport, runtime = setup.transport, setup.runtime
     for number in range(5):
         setup.add(f"s{number}@example.com", now=FRIDAY)
     transport.fail_next(*[PermanentSendError("400 bad request", status=400) for _ in range(5)])
@@ -281,14 +288,7 @@ def test_error_budget_pauses_the_sequence(engine: Engine, tmp_path: Path) -> Non
 
 def _pipelined(engine: Engine, tmp_path: Path, transport: MemoryTransport) -> Setup:
     """Batches of two through a pool of two send threads."""
-    runtime = build_runtime(
-        settings(tmp_path, batch_size=2, send_concurrency=2),
-        FixedClock(FRIDAY),
-        transport=transport,
-        engine=engine,
-        migrate=False,
-    )
-    return Setup(runtime, transport)
+    return make_setup(engine, tmp_path, transport, batch_size=2, send_concurrency=2)
 
 
 def _reserved(engine: Engine) -> int:
@@ -370,15 +370,17 @@ def test_a_spent_error_budget_stops_the_queued_batch_at_once(
             failed.wait(10)
             time.sleep(0.5)  # let the other thread reach the queued batch first
 
-    runtime = build_runtime(
-        settings(tmp_path, batch_size=2, send_concurrency=2, error_budget=1),
-        FixedClock(FRIDAY),
-        transport=MemoryTransport(hook=choreography),
-        engine=engine,
-        migrate=False,
+    setup = make_setup(
+        engine,
+        tmp_path,
+        MemoryTransport(hook=choreography),
+        batch_size=2,
+        send_concurrency=2,
+        error_budget=1,
     )
+    runtime = setup.runtime
     for number in range(4):
-        Setup(runtime, MemoryTransport()).add(f"s{number}@example.com", now=FRIDAY)
+        setup.add(f"s{number}@example.com", now=FRIDAY)
     runtime.dispatcher.dispatch(FRIDAY)
     runtime.dispatcher.close()
     with engine.connect() as conn:
@@ -476,14 +478,9 @@ def sendgrid_setup(
     engine: Engine, tmp_path: Path, fake: FakeSendGrid, timeout: float = 2.0
 ) -> Setup:
     transport = SendGridTransport("SG.test-key", host=fake.url, timeout=timeout)
-    runtime = build_runtime(
-        settings(tmp_path, transport="sendgrid", sendgrid_api_key="SG.test-key"),
-        FixedClock(FRIDAY),
-        transport=transport,
-        engine=engine,
-        migrate=False,
+    return make_setup(
+        engine, tmp_path, transport, transport="sendgrid", sendgrid_api_key="SG.test-key"
     )
-    return Setup(runtime, MemoryTransport())
 
 
 def test_429_then_202_delivers_once_after_the_reset(
@@ -587,15 +584,8 @@ def test_a_provider_outage_stops_the_pass_and_spends_no_attempts(
     # a row the rest is not attempted (their own attempts are not spent), and
     # nothing is sent for 30 s. A hanging provider leaves 10 `unknown` rows,
     # not 30. Once it is back, the queued emails go out.
-    transport = MemoryTransport()
-    runtime = build_runtime(
-        settings(tmp_path, send_concurrency=1),
-        FixedClock(FRIDAY),
-        transport=transport,
-        engine=engine,
-        migrate=False,
-    )
-    setup = Setup(runtime, transport)
+    setup = make_setup(engine, tmp_path, send_concurrency=1)
+    transport, runtime = setup.transport, setup.runtime
     for number in range(30):
         setup.add(f"s{number:02}@example.com", now=FRIDAY)
     transport.fail_next(*[error] * OUTAGE_AFTER)
@@ -636,16 +626,9 @@ class _BrokenOnce(RateLimiter):
 def test_a_bug_before_the_provider_call_leaves_no_reserved_row(
     engine: Engine, tmp_path: Path, concurrency: int
 ) -> None:
-    transport = MemoryTransport()
-    runtime = build_runtime(
-        settings(tmp_path, send_concurrency=concurrency),
-        FixedClock(FRIDAY),
-        transport=transport,
-        engine=engine,
-        migrate=False,
-    )
+    setup = make_setup(engine, tmp_path, send_concurrency=concurrency)
+    transport, runtime = setup.transport, setup.runtime
     runtime.dispatcher.rate_limiter = _BrokenOnce()
-    setup = Setup(runtime, transport)
     for number in range(3):
         setup.add(f"s{number}@example.com", now=FRIDAY)
     report = runtime.dispatcher.dispatch(FRIDAY)
