@@ -36,9 +36,10 @@ def verify(secret: str, purpose: str, token: str) -> dict[str, Any] | None:
     if not body or not signature:
         return None
     mac = hmac.new(secret.encode("utf-8"), f"{purpose}.{body}".encode(), hashlib.sha256)
+    expected = _b64(mac.digest()[:18]).encode("ascii")
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
+        return None  # (bytes: a str with non-ASCII would raise instead)
     try:
-        if not hmac.compare_digest(_b64(mac.digest()[:18]), signature):
-            return None
         payload = json.loads(_unb64(body))
     except (ValueError, UnicodeDecodeError):
         return None
