@@ -277,16 +277,6 @@ def save_sequence_state(
         )
 
 
-def due_count(conn: Connection, now: datetime) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(ENROLLMENT)
-            .where(ENROLLMENT.c.status == "active", ENROLLMENT.c.next_due_at <= now)
-        ).scalar_one()
-    )
-
-
 def next_due_time(conn: Connection) -> datetime | None:
     value = conn.execute(
         select(func.min(ENROLLMENT.c.next_due_at)).where(ENROLLMENT.c.status == "active")
