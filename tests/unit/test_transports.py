@@ -107,6 +107,18 @@ def make_composed(*, send_id: str = "send-1", to: str = "bo@example.org") -> Out
     return OutgoingEmail(composed, send_id, "welcome-series", "welcome", to)
 
 
+def send_from_threads(transport: Transport, emails: list[OutgoingEmail], threads: int) -> None:
+    """Send ``emails`` from ``threads`` threads at once, each taking every n-th."""
+    workers = [
+        threading.Thread(target=lambda chunk=chunk: [transport.send(e) for e in chunk])
+        for chunk in (emails[i::threads] for i in range(threads))
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
 def parse(data: bytes) -> EmailMessage:
     message = BytesParser(policy=policy.default).parsebytes(data)
     assert isinstance(message, EmailMessage)
@@ -206,14 +218,7 @@ def test_outbox_writes_atomically(tmp_path: Path) -> None:
 def test_outbox_writes_from_many_threads(tmp_path: Path) -> None:
     outbox = OutboxTransport(tmp_path / "new")  # the folder is created by racing threads
     emails = [make_email(send_id=f"s{i}") for i in range(64)]
-    threads = [
-        threading.Thread(target=lambda chunk=chunk: [outbox.send(e) for e in chunk])
-        for chunk in (emails[i::8] for i in range(8))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    send_from_threads(outbox, emails, 8)
     assert len(list((tmp_path / "new").glob("*.eml"))) == 64
 
 
@@ -292,14 +297,7 @@ def test_memory_transport_hook_sees_every_email() -> None:
 def test_memory_transport_is_thread_safe() -> None:
     memory = MemoryTransport()
     emails = [make_email(send_id=f"s{i}") for i in range(160)]
-    threads = [
-        threading.Thread(target=lambda chunk=chunk: [memory.send(e) for e in chunk])
-        for chunk in (emails[i::16] for i in range(16))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    send_from_threads(memory, emails, 16)
     assert sorted(e.send_id for e in memory.sent) == sorted(e.send_id for e in emails)
 
 
@@ -732,14 +730,7 @@ def test_smtp_sends_from_many_threads_within_the_pool_size(
 ) -> None:
     transport = smtp_transport(smtp_server, max_connections=3)
     emails = [make_email(send_id=f"s{i}") for i in range(60)]
-    threads = [
-        threading.Thread(target=lambda chunk=chunk: [transport.send(e) for e in chunk])
-        for chunk in (emails[i::12] for i in range(12))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    send_from_threads(transport, emails, 12)
     assert len(smtp_server.messages) == 60
     assert smtp_server.most_open <= 3
 
