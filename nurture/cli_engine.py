@@ -90,12 +90,7 @@ def dispatch_command(
             report = runtime.dispatcher.dispatch(moment)
         except NurtureError as exc:
             raise _fail(str(exc), 3) from exc
-    out.print(
-        f"dispatch at {moment.isoformat()}: sent {report.sent}, skipped {report.skipped}, "
-        f"failed {report.failed}, unknown {report.unknown}, retry later {report.retried}, "
-        f"exited {report.exited}, completed {report.completed}",
-        highlight=False,
-    )
+    out.print(f"dispatch at {moment.isoformat()}: {report.summary()}", highlight=False)
 
 
 def worker_command(ctx: typer.Context) -> None:
@@ -149,7 +144,7 @@ def _graceful_server_class() -> type:
     class GracefulServer(uvicorn.Server):
         """Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the
         process would die of the signal; here a signal only asks the server to
-        stop (the worker finishes its batch in the lifespan's shutdown) and the
+        stop (the worker stops its pass in the lifespan's shutdown) and the
         process exits 0."""
 
         @contextmanager

@@ -108,6 +108,14 @@ class DispatchReport:
     log: list[tuple[str, str, str, str]] = field(default_factory=list)
     """(email, sequence, step or '-', what happened) per decision, in order."""
 
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        return (
+            f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, "
+            f"unknown {self.unknown}, retry later {self.retried}, exited {self.exited}, "
+            f"completed {self.completed}"
+        )
+
     def merge(self, other: DispatchReport) -> None:
         for name in (
             "sent",

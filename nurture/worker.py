@@ -11,8 +11,9 @@ Three jobs on one ``BlockingScheduler`` (or a background one inside
 * ``reconcile`` every minute: reservations whose lease expired (a worker died
   mid-send) become ``unknown``; they are never resent automatically.
 
-SIGTERM / SIGINT: the pass in flight finishes its batch (its emails are
-confirmed and committed), then the process exits.
+SIGTERM / SIGINT: the emails already with the provider are confirmed and
+committed; those still queued are recorded as not attempted (retried a
+second later); then the process exits.
 """
 
 from __future__ import annotations
@@ -72,18 +73,7 @@ class Worker:
         if report is not None:
             self.last_report = report
             if report.batches:
-                log.info(
-                    "dispatch at %s: sent %d, skipped %d, failed %d, unknown %d, retry %d, "
-                    "exited %d, completed %d",
-                    now.isoformat(),
-                    report.sent,
-                    report.skipped,
-                    report.failed,
-                    report.unknown,
-                    report.retried,
-                    report.exited,
-                    report.completed,
-                )
+                log.info("dispatch at %s: %s", now.isoformat(), report.summary())
         return report
 
     def reload(self) -> None:
@@ -136,7 +126,7 @@ class Worker:
             scheduler.pause_job("dispatch")
 
     def stop(self) -> None:
-        """Finish the batch in flight, then stop the scheduler."""
+        """Stop the pass in flight (see the module docstring), then the scheduler."""
         self.runtime.dispatcher.stop()
         scheduler = getattr(self, "_scheduler", None)
         if scheduler is not None and scheduler.running:
@@ -148,9 +138,8 @@ class Worker:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %d: finishing the emails in flight, then exiting", signum)
             # The handler runs on the main thread while the job runs in the
-            # executor's thread: waiting here lets the batch in flight finish.
-            self.runtime.dispatcher.stop()
-            scheduler.shutdown(wait=True)
+            # executor's thread: waiting here lets the pass in flight stop cleanly.
+            self.stop()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)

@@ -19,7 +19,7 @@ TICKS = WorkerTick.__table__  # type: ignore[attr-defined]
 
 def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
     """The app over ``runtime``. With ``worker``, its scheduler runs alongside the
-    app (``nurture run``) and stops, finishing the batch in flight, with it."""
+    app (``nurture run``) and stops with it (the emails in flight are confirmed)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
