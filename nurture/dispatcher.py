@@ -36,7 +36,7 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -173,22 +173,6 @@ class _Batch:
     writes: _Writes
     report: DispatchReport
     futures: list[Future[None]] = field(default_factory=list)
-
-
-def _events(rows: Iterable[Row[Any]]) -> list[Event]:
-    return [
-        Event(kind=row.kind, at=row.occurred_at, step=row.step_id, product=row.product)
-        for row in rows
-    ]
-
-
-def _history(ledger: Iterable[Row[Any]]) -> tuple[StepRecord, ...]:
-    # A `retry` row is a step still to be sent: not part of the history.
-    return tuple(
-        StepRecord(row.step_id, row.status, row.due_at, row.sent_at)
-        for row in ledger
-        if row.status != "retry"
-    )
 
 
 class Dispatcher:
@@ -342,7 +326,7 @@ class Dispatcher:
                 subscriber,
                 sequences[enrollment.sequence_id],
                 ledgers.get(enrollment.id, []),
-                _events(events.get(subscriber.id, [])),
+                queries.events_of(events.get(subscriber.id, [])),
                 suppressed,
                 now,
                 batch.writes,
@@ -419,7 +403,7 @@ class Dispatcher:
         step may be due at once. A send stays claimed until it is confirmed.
         """
         seq_id = loaded.sequence.id
-        state = EnrollmentState(enrollment.enrolled_at, _history(ledger))
+        state = EnrollmentState(enrollment.enrolled_at, queries.history_of(ledger))
         retries = {row.step_id: row for row in ledger if row.status == "retry"}
         view = Subscriber.of(subscriber)
         update: dict[str, Any] = {

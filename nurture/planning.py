@@ -22,11 +22,9 @@ from sqlalchemy.engine import Engine
 
 from nurture.core.decisions import (
     EnrollmentState,
-    Event,
     Exit,
     Send,
     Skip,
-    StepRecord,
     Wait,
     decide_next_step,
     next_step,
@@ -117,7 +115,7 @@ def plan_changes(
     with engine.connect() as conn:
         rows = list(
             conn.execute(
-                select(enrollment, subscriber.c.email, subscriber.c.timezone.label("tz"),
+                select(enrollment, subscriber.c.email, subscriber.c.timezone,
                        subscriber.c.name, subscriber.c.locale, subscriber.c.tags,
                        subscriber.c.attributes, subscriber.c.first_name)
                 .join(subscriber, subscriber.c.id == enrollment.c.subscriber_id)
@@ -146,11 +144,7 @@ def plan_changes(
             plan.changes[row.sequence_version] = diff_steps(old, loaded.sequence)
         changed = {c.step_id for c in plan.changes[row.sequence_version] if c.kind == "changed"}
         old_ids = {step["id"] for step in old["steps"]} if old else None
-        history = tuple(
-            StepRecord(r.step_id, r.status, r.due_at, r.sent_at)
-            for r in ledgers.get(row.id, [])
-            if r.status != "retry"
-        )
+        history = queries.history_of(ledgers.get(row.id, []))
         state = EnrollmentState(row.enrolled_at, history)
         upcoming = next_step(loaded.sequence, state)
         kind = "-"
@@ -171,15 +165,8 @@ def plan_changes(
             for step_id in ids[:position_index]
             if step_id not in done and old_ids is not None and step_id not in old_ids
         )
-        view = Subscriber(
-            email=row.email, name=row.name or "", given_first_name=row.first_name,
-            locale=row.locale, timezone=row.tz, tags=tuple(row.tags or ()),
-            attributes=dict(row.attributes or {}),
-        )  # fmt: skip
-        seen = [
-            Event(e.kind, e.occurred_at, e.step_id, e.product)
-            for e in events.get(row.subscriber_id, [])
-        ]
+        view = Subscriber.of(row)
+        seen = queries.events_of(events.get(row.subscriber_id, []))
         action = decide_next_step(loaded.sequence, state, view, seen, now)
         zone = subscriber_zone(view, loaded.sequence)
         plan.impacts.append(

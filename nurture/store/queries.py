@@ -16,6 +16,7 @@ from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
+from nurture.core import decisions as core
 from nurture.store.models import (
     Enrollment,
     Event,
@@ -127,6 +128,26 @@ def load_ledger(conn: Connection, enrollment_ids: Sequence[int]) -> dict[int, li
     for row in rows:
         ledger.setdefault(row.enrollment_id, []).append(row)
     return ledger
+
+
+def history_of(ledger: Iterable[Row[Any]]) -> tuple[core.StepRecord, ...]:
+    """The core's view of one enrollment's ledger rows (from :func:`load_ledger`).
+
+    A ``retry`` row is a step still to be sent: not part of the history.
+    """
+    return tuple(
+        core.StepRecord(row.step_id, row.status, row.due_at, row.sent_at)
+        for row in ledger
+        if row.status != "retry"
+    )
+
+
+def events_of(rows: Iterable[Row[Any]]) -> list[core.Event]:
+    """The core's view of event rows (from :func:`load_decision_events`)."""
+    return [
+        core.Event(kind=row.kind, at=row.occurred_at, step=row.step_id, product=row.product)
+        for row in rows
+    ]
 
 
 def load_decision_events(
