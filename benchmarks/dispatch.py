@@ -37,9 +37,9 @@ from sqlalchemy import insert, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nurture.clock import FixedClock  # noqa: E402
-from nurture.config import Settings  # noqa: E402
-from nurture.runtime import build_runtime, freeze_startup_objects  # noqa: E402
+from nurture.app.clock import FixedClock  # noqa: E402
+from nurture.app.runtime import build_runtime, freeze_startup_objects  # noqa: E402
+from nurture.app.settings import Settings  # noqa: E402
 from nurture.store import queries  # noqa: E402
 from nurture.store.db import make_engine  # noqa: E402
 from nurture.store.migrate import upgrade  # noqa: E402

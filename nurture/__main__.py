@@ -1,3 +1,3 @@
-from nurture.cli import main
+from nurture.cli.main import main
 
 main()

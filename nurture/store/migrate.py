@@ -42,7 +42,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
-import nurture.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import nurture.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from nurture.store.db import make_engine
 from nurture.store.types import UTCDateTime
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from nurture.core import decisions as core
-from nurture.store.models import (
+from nurture.store.tables import (
     Enrollment,
     Event,
     Send,

@@ -27,7 +27,7 @@ from nurture.errors import SendError, TransientSendError
 from nurture.transports.base import OutgoingEmail, SendResult, message_id_of
 
 if TYPE_CHECKING:
-    from nurture.config import Settings
+    from nurture.app.settings import Settings
     from nurture.testing.fake_sendgrid import FakeSendGrid, RecordedRequest
 
 __all__ = ["FakeSendGrid", "MemoryTransport", "RecordedRequest"]

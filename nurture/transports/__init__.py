@@ -24,7 +24,7 @@ from nurture.transports.base import (
 )
 
 if TYPE_CHECKING:
-    from nurture.config import Settings
+    from nurture.app.settings import Settings
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -33,10 +33,10 @@ from email.headerregistry import Address
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
-from nurture.core.envelope import ComposedEmail
+from nurture.core.rendering.envelope import ComposedEmail
 
 if TYPE_CHECKING:  # the core never imports the settings at run time
-    from nurture.config import Settings
+    from nurture.app.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from nurture.transports.base import OutgoingEmail, SendResult, message_id_of
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from nurture.config import Settings
+    from nurture.app.settings import Settings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -66,7 +66,7 @@ from nurture.transports.base import OutgoingEmail, SendResult, redact
 from nurture.transports.http_pool import KeepAlivePool, Reply, lower_keys
 
 if TYPE_CHECKING:
-    from nurture.config import Settings
+    from nurture.app.settings import Settings
 
 DEFAULT_HOST = "https://api.sendgrid.com"
 MAIL_SEND_PATH = "/v3/mail/send"

@@ -45,7 +45,7 @@ from nurture.transports.base import OutgoingEmail, SendResult, message_id_of, re
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from nurture.config import Settings
+    from nurture.app.settings import Settings
 
 
 _SSLContext = ssl.SSLContext  # the constructor's ``ssl`` flag hides the module there

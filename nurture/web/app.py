@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
 
-from nurture.runtime import Runtime
-from nurture.store.models import WorkerTick
-from nurture.worker import Worker
+from nurture.app.runtime import Runtime
+from nurture.app.worker import Worker
+from nurture.store.tables import WorkerTick
 
 TICKS = WorkerTick.__table__  # type: ignore[attr-defined]
 

@@ -19,22 +19,22 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from nurture.clock import FixedClock
-from nurture.config import Settings
+from nurture.app.clock import FixedClock
+from nurture.app.runtime import Runtime, build_runtime
+from nurture.app.settings import Settings
+from nurture.audience.subscribers import add_subscriber, subscriber_view
 from nurture.core.simulation import simulate
-from nurture.dispatcher import OUTAGE_AFTER, DispatchHalted
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,
     PermanentSendError,
     TransientSendError,
 )
-from nurture.ratelimit import RateLimiter
-from nurture.runtime import Runtime, build_runtime
+from nurture.sending.dispatcher import OUTAGE_AFTER, DispatchHalted
+from nurture.sending.ratelimit import RateLimiter
 from nurture.store import queries
 from nurture.store.db import session_factory
-from nurture.store.models import Enrollment, Send
-from nurture.subscribers import add_subscriber, subscriber_view
+from nurture.store.tables import Enrollment, Send
 from nurture.testing import MemoryTransport
 from nurture.testing.fake_sendgrid import FakeSendGrid
 from nurture.transports.base import Transport
@@ -122,7 +122,7 @@ def test_dispatcher_agrees_with_simulate(setup: Setup) -> None:
     setup.add("karin@example.com", now=FRIDAY)
     loaded = setup.runtime.registry.sequences()["sales-process"]
     with session_factory(setup.runtime.engine)() as session:
-        from nurture.subscribers import get_subscriber
+        from nurture.audience.subscribers import get_subscriber
 
         row = get_subscriber(session, "karin@example.com")
         assert row is not None

@@ -20,7 +20,7 @@ from nurture.store.migrate import (
     head_revision,
     upgrade,
 )
-from nurture.store.models import Enrollment, Event, Send, Subscriber
+from nurture.store.tables import Enrollment, Event, Send, Subscriber
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from nurture.config import Settings
-from nurture.core.envelope import ComposedEmail
+from nurture.app.settings import Settings
 from nurture.core.rendering import RenderedEmail
+from nurture.core.rendering.envelope import ComposedEmail
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,

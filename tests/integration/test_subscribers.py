@@ -16,20 +16,9 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from nurture.cli_subscribers import (
-    AppContext,
-    enroll_command,
-    subscribers_app,
-    unenroll_command,
-)
-from nurture.config import Settings
-from nurture.core.loader import LoadedSequence, parse_sequence
-from nurture.errors import ConfigurationError
-from nurture.store.db import make_engine, session_factory
-from nurture.store.migrate import upgrade
-from nurture.store.models import Enrollment, Send, Subscriber, Suppression
-from nurture.subscriber_import import ImportFileError, import_csv
-from nurture.subscribers import (
+from nurture.app.settings import Settings
+from nurture.audience.csv_import import ImportFileError, import_csv
+from nurture.audience.subscribers import (
     EnrollmentError,
     InvalidSubscriberError,
     add_subscriber,
@@ -41,6 +30,17 @@ from nurture.subscribers import (
     subscriber_view,
     unenroll,
 )
+from nurture.cli.subscribers import (
+    AppContext,
+    enroll_command,
+    subscribers_app,
+    unenroll_command,
+)
+from nurture.core.loader import LoadedSequence, parse_sequence
+from nurture.errors import ConfigurationError
+from nurture.store.db import make_engine, session_factory
+from nurture.store.migrate import upgrade
+from nurture.store.tables import Enrollment, Send, Subscriber, Suppression
 from tests.factories import sequence_dict
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)

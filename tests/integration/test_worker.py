@@ -12,15 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from nurture.clock import FixedClock
-from nurture.config import Settings
+from nurture.app.clock import FixedClock
+from nurture.app.runtime import build_runtime
+from nurture.app.settings import Settings
+from nurture.app.worker import Worker
+from nurture.audience.subscribers import add_subscriber
 from nurture.errors import AuthenticationError
-from nurture.runtime import build_runtime
 from nurture.store.db import session_factory
-from nurture.subscribers import add_subscriber
 from nurture.testing import MemoryTransport
 from nurture.web.app import create_app
-from nurture.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
@@ -51,7 +51,7 @@ def test_reload_keeps_last_good_version(
     index = next(i for i, line in enumerate(lines) if line.strip() == "wait: 2 days")
     lines[index] = lines[index].replace("2 days", "2 fortnights")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with caplog.at_level(logging.ERROR, logger="nurture.registry"):
+    with caplog.at_level(logging.ERROR, logger="nurture.app.registry"):
         problems = runtime.registry.reload()
     assert [(p.file.endswith("sales-process.yaml"), p.line) for p in problems] == [
         (True, index + 1)

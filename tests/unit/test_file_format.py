@@ -9,7 +9,7 @@ import pytest
 
 from nurture.core.loader import load_sequences, parse_sequence
 from nurture.core.model import Wait
-from nurture.schema import sequence_schema_text
+from nurture.core.schema import sequence_schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

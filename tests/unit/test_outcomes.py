@@ -13,7 +13,7 @@ from nurture.errors import (
     PermanentSendError,
     TransientSendError,
 )
-from nurture.outcomes import NotAttempted, Outcome, Verdict, backoff, classify
+from nurture.sending.outcomes import NotAttempted, Outcome, Verdict, backoff, classify
 from nurture.transports.base import SendResult
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -83,8 +83,8 @@ def test_the_default_policy_outlasts_a_provider_outage_of_a_day(jitter: float) -
     # "A provider outage delays emails, never drops them": with the shipped
     # defaults, an email failing transiently on every attempt is still retried
     # more than a day (and gives up within about three) after its first try.
-    from nurture.config import Settings
-    from nurture.runtime import policy_from
+    from nurture.app.runtime import policy_from
+    from nurture.app.settings import Settings
 
     policy = policy_from(Settings())
     when, attempts = NOW, 1

@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from nurture.core.links import Links, hrefs, offer_url
 from nurture.core.model import Sequence
 from nurture.core.rendering import (
     RenderedEmail,
@@ -28,6 +27,7 @@ from nurture.core.rendering import (
     template_context,
     validate_rendering,
 )
+from nurture.core.rendering.links import Links, hrefs, offer_url
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, RenderError
 

@@ -10,8 +10,7 @@ from nurture.errors import (
     PermanentSendError,
     TransientSendError,
 )
-from nurture.outcomes import NotAttempted, Outcome, classify
-from nurture.send_guard import (
+from nurture.sending.guard import (
     HALTED,
     OUTAGE_AFTER,
     PAUSED,
@@ -20,6 +19,7 @@ from nurture.send_guard import (
     OutageBreaker,
     PassGuard,
 )
+from nurture.sending.outcomes import NotAttempted, Outcome, classify
 from nurture.transports.base import SendResult
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)

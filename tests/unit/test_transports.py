@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from nurture.config import Settings
-from nurture.core.envelope import ComposedEmail
+from nurture.app.settings import Settings
 from nurture.core.rendering import RenderedEmail
+from nurture.core.rendering.envelope import ComposedEmail
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,

@@ -11,12 +11,12 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
-from nurture.clock import Clock
-from nurture.composer import Composer
-from nurture.config import Settings
-from nurture.dispatcher import Dispatcher, DispatchPolicy
+from nurture.app.clock import Clock
+from nurture.app.registry import SequenceRegistry
+from nurture.app.settings import Settings
 from nurture.errors import ConfigurationError
-from nurture.registry import SequenceRegistry
+from nurture.sending.composer import Composer
+from nurture.sending.dispatcher import Dispatcher, DispatchPolicy
 from nurture.store.db import make_engine
 from nurture.store.migrate import upgrade
 from nurture.transports import create_transport

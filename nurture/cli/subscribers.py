@@ -30,12 +30,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
-from nurture.config import Settings
-from nurture.core.loader import LoadedSequence
-from nurture.errors import ConfigurationError, NurtureError
-from nurture.store.models import SUBSCRIBER_STATUSES, Subscriber
-from nurture.subscriber_import import import_csv
-from nurture.subscribers import (
+from nurture.app.settings import Settings
+from nurture.audience.csv_import import import_csv
+from nurture.audience.subscribers import (
     add_subscriber,
     enroll,
     get_subscriber,
@@ -44,6 +41,9 @@ from nurture.subscribers import (
     subscriber_sends,
     unenroll,
 )
+from nurture.core.loader import LoadedSequence
+from nurture.errors import ConfigurationError, NurtureError
+from nurture.store.tables import SUBSCRIBER_STATUSES, Subscriber
 
 out = Console()
 err = Console(stderr=True)
@@ -84,7 +84,7 @@ def _app(ctx: typer.Context) -> AppContext:
     obj = ctx.find_object(AppContext)  # type: ignore[type-abstract]
     if obj is None:
         raise RuntimeError(
-            "the CLI context object must implement nurture.cli_subscribers.AppContext"
+            "the CLI context object must implement nurture.cli.subscribers.AppContext"
         )
     return obj
 

@@ -22,14 +22,14 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import func, select
 
-from nurture.clock import AcceleratedClock
-from nurture.config import load_settings
-from nurture.events import record_event
-from nurture.examples import example_root
-from nurture.runtime import build_runtime, freeze_startup_objects
+from nurture.app.clock import AcceleratedClock
+from nurture.app.runtime import build_runtime, freeze_startup_objects
+from nurture.app.settings import load_settings
+from nurture.audience.events import record_event
+from nurture.audience.subscribers import add_subscriber, get_subscriber
+from nurture.demo.examples import example_root
 from nurture.store.db import session_factory
 from nurture.store.queries import ENROLLMENT, next_due_time
-from nurture.subscribers import add_subscriber, get_subscriber
 
 MARKER = ".nurture-demo"
 # Friday afternoon in Stockholm: the weekend, the window and DST-free winter

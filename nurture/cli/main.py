@@ -19,24 +19,24 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
-from nurture.authoring import (
+from nurture.app.clock import Clock, FixedClock, parse_instant, system_clock
+from nurture.app.runtime import open_engine
+from nurture.app.settings import CONFIG_FILE, Settings, load_settings
+from nurture.authoring.workbench import (
     find_sequence,
     preview_sequence,
     validate_paths,
 )
-from nurture.cli_engine import register_engine_commands
-from nurture.cli_subscribers import enroll_command, subscribers_app, unenroll_command
-from nurture.clock import Clock, FixedClock, parse_instant, system_clock
-from nurture.config import CONFIG_FILE, Settings, load_settings
+from nurture.cli.engine import register_engine_commands
+from nurture.cli.subscribers import enroll_command, subscribers_app, unenroll_command
 from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence
+from nurture.core.samples import read_subscribers
+from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import simulate
 from nurture.core.subscriber import Subscriber
+from nurture.demo.examples import example_root
 from nurture.errors import ConfigurationError, NurtureError, SequenceError
-from nurture.examples import example_root
-from nurture.runtime import open_engine
-from nurture.samples import read_subscribers
-from nurture.schema import sequence_schema_text
 from nurture.store.db import session_factory
 
 app = typer.Typer(

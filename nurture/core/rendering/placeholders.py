@@ -8,7 +8,7 @@ the value. That "structure" is converted once and cached; per email, the
 escaped values are spliced into the cached result. A new structure is first
 checked against a plain render (a filter applied to captured output,
 ``{% filter upper %}`` say, would alter the tokens) and is rendered plainly,
-per email, if the two disagree: :class:`~nurture.core.templates.TemplateLibrary`
+per email, if the two disagree: :class:`~nurture.core.rendering.templates.TemplateLibrary`
 makes that check.
 """
 

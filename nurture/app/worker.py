@@ -30,11 +30,11 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import insert, update
 
-from nurture.dispatcher import DispatchHalted, DispatchReport
-from nurture.runtime import Runtime
-from nurture.store.models import WorkerTick
+from nurture.app.runtime import Runtime
+from nurture.sending.dispatcher import DispatchHalted, DispatchReport
+from nurture.store.tables import WorkerTick
 
-log = logging.getLogger("nurture.worker")
+log = logging.getLogger("nurture.app.worker")
 TICKS = WorkerTick.__table__  # type: ignore[attr-defined]
 
 

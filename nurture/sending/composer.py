@@ -10,11 +10,11 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import quote
 
-from nurture.core.envelope import ComposedEmail
-from nurture.core.links import Links
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
 from nurture.core.rendering import TemplateLibrary
+from nurture.core.rendering.envelope import ComposedEmail
+from nurture.core.rendering.links import Links
 from nurture.core.subscriber import Subscriber
 from nurture.core.tokens import sign
 

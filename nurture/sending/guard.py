@@ -15,7 +15,7 @@ not a batch later:
   handful of ``unknown`` rows instead of a whole backlog;
 * the worker **stopping** (SIGTERM).
 
-An email held back gets a :class:`~nurture.outcomes.NotAttempted` outcome:
+An email held back gets a :class:`~nurture.sending.outcomes.NotAttempted` outcome:
 the ledger records ``retry`` without counting an attempt.
 
 :class:`PassGuard` is shared by the send threads of one pass; it is pure
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nurture.errors import AuthenticationError, PermanentSendError
-from nurture.outcomes import NotAttempted, Outcome, Verdict
+from nurture.sending.outcomes import NotAttempted, Outcome, Verdict
 from nurture.transports.base import SendResult
 
 OUTAGE_AFTER = 10

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from nurture.composer import Composer, build_links
-from nurture.config import Settings
+from nurture.app.settings import Settings
 from nurture.core.loader import LoadedSequence, load_sequence_file, load_sequences, sequence_files
 from nurture.core.rendering import TemplateLibrary, validate_rendering
+from nurture.core.samples import samples_for
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, NurtureError, SequenceError
-from nurture.samples import samples_for
+from nurture.sending.composer import Composer, build_links
 
 SAMPLE_KEY = "preview"
 

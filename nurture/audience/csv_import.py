@@ -1,8 +1,8 @@
 """Importing subscribers from a CSV file: :func:`import_csv`.
 
-A shell module like :mod:`nurture.subscribers`, whose validation, upsert and
+A shell module like :mod:`nurture.audience.subscribers`, whose validation, upsert and
 enrollment every row goes through: an imported row is added exactly as
-:func:`~nurture.subscribers.add_subscriber` adds one. Rows are upserted in
+:func:`~nurture.audience.subscribers.add_subscriber` adds one. Rows are upserted in
 chunks, one transaction each, so :func:`import_csv` commits (unlike the
 service's functions, which only flush).
 
@@ -23,15 +23,15 @@ from typing import TypeVar
 
 from sqlmodel import Session
 
-from nurture.core.loader import LoadedSequence
-from nurture.errors import NurtureError
-from nurture.subscribers import (
+from nurture.audience.subscribers import (
     InvalidSubscriberError,
     _consent,
     _Input,
     _upsert,
     _validated,
 )
+from nurture.core.loader import LoadedSequence
+from nurture.errors import NurtureError
 
 __all__ = ["IMPORT_CHUNK", "TAG_SEPARATORS", "ImportFileError", "ImportReport", "import_csv"]
 

@@ -1,6 +1,6 @@
 """Rendering one email of a sequence: subject, HTML part, text part and headers.
 
-Templates are found along the locale search path (:mod:`nurture.core.template_loader`).
+Templates are found along the locale search path (:mod:`nurture.core.rendering.loader`).
 The email's ``locale`` is the subscriber's when the body template was found in
 their folders, else the sequence's: a German subscriber who gets the Swedish
 text also gets the Swedish subject and footer.
@@ -18,7 +18,7 @@ derived from the HTML. A standard footer is appended when it lacks the
 unsubscribe URL or the postal address.
 
 Values are rendered as placeholders so the costly conversions run once per
-structure, not per email (:mod:`nurture.core.placeholders`).
+structure, not per email (:mod:`nurture.core.rendering.placeholders`).
 
 Templates run in an ImmutableSandboxedEnvironment (no calls to mutating
 methods, so contexts can be shared) with ``StrictUndefined``. No clock, no
@@ -47,10 +47,22 @@ from jinja2.exceptions import SecurityError
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
-from nurture.core.links import Links, footer_problem, list_headers, with_text_footer
-from nurture.core.message import RenderedEmail
 from nurture.core.model import Localized, Sequence, Step, localized
-from nurture.core.placeholders import (
+from nurture.core.rendering.context import template_context
+from nurture.core.rendering.links import Links, footer_problem, list_headers, with_text_footer
+from nurture.core.rendering.loader import (
+    _LOCALE_RE,
+    _MARKDOWN_PAGE,
+    _MARKDOWN_VAR,
+    _SEP,
+    LAYOUT,
+    _Environment,
+    _internal_name,
+    _LocaleLoader,
+    locale_search_path,
+)
+from nurture.core.rendering.message import RenderedEmail
+from nurture.core.rendering.placeholders import (
     _INERT_VAR,
     _SLOTS_VAR,
     _finalize,
@@ -62,18 +74,6 @@ from nurture.core.placeholders import (
     html_to_text,
 )
 from nurture.core.subscriber import Subscriber
-from nurture.core.template_context import template_context
-from nurture.core.template_loader import (
-    _LOCALE_RE,
-    _MARKDOWN_PAGE,
-    _MARKDOWN_VAR,
-    _SEP,
-    LAYOUT,
-    _Environment,
-    _internal_name,
-    _LocaleLoader,
-    locale_search_path,
-)
 from nurture.errors import Diagnostic, RenderError
 
 KeyPath = tuple[str | int, ...]

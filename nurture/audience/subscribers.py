@@ -5,7 +5,7 @@ sequences and ``now`` (aware UTC) as arguments, and never reads the clock or the
 settings itself. :func:`add_subscriber`, :func:`enroll`, :func:`unenroll` and
 :func:`enroll_matching` flush but do not commit: the caller (a CLI command, a
 web request) owns the transaction. Importing a CSV file is
-:mod:`nurture.subscriber_import`; its rows go through the same validation and upsert.
+:mod:`nurture.audience.csv_import`; its rows go through the same validation and upsert.
 
 Choices worth knowing:
 
@@ -60,7 +60,7 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.subscriber import Subscriber as SubscriberView
 from nurture.errors import NurtureError
 from nurture.store import queries
-from nurture.store.models import Enrollment, Send, Subscriber, Suppression
+from nurture.store.tables import Enrollment, Send, Subscriber, Suppression
 
 __all__ = [
     "EnrollmentError",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nurture.core.links import Links, offer_url
 from nurture.core.model import Sequence, Step, localized
+from nurture.core.rendering.links import Links, offer_url
 from nurture.core.subscriber import Subscriber
 from nurture.errors import RenderError
 

@@ -1,6 +1,6 @@
 """The engine's commands: ``db upgrade``, ``dispatch``, ``worker``, ``run``,
 ``plan``, ``resume`` and ``log``. Settings and the clock come from the main
-CLI's context object (see :mod:`nurture.cli`)."""
+CLI's context object (see :mod:`nurture.cli.main`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nurture.clock import FixedClock, parse_instant
+from nurture.app.clock import FixedClock, parse_instant
+from nurture.app.runtime import Runtime, build_runtime, freeze_startup_objects, open_engine
 from nurture.errors import ConfigurationError, NurtureError
-from nurture.runtime import Runtime, build_runtime, freeze_startup_objects, open_engine
 
 out = Console()
 err = Console(stderr=True)
@@ -95,7 +95,7 @@ def dispatch_command(
 
 def worker_command(ctx: typer.Context) -> None:
     """Run the scheduler: dispatch, reload changed files, reconcile. Ctrl-C stops it."""
-    from nurture.worker import Worker
+    from nurture.app.worker import Worker
 
     with _runtime(ctx) as runtime:
         Worker(runtime).run_blocking()
@@ -104,8 +104,8 @@ def worker_command(ctx: typer.Context) -> None:
 def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> None:
     import uvicorn
 
+    from nurture.app.worker import Worker
     from nurture.web.app import create_app
-    from nurture.worker import Worker
 
     server_class = _graceful_server_class()
     with _runtime(ctx) as runtime:
@@ -190,7 +190,7 @@ def log_command(
     limit: Annotated[int, typer.Option(help="Rows to show (newest first).")] = 50,
 ) -> None:
     """The send log: every decision, with why."""
-    from nurture.reports import send_log
+    from nurture.store.reports import send_log
 
     engine = open_engine(ctx.obj.settings())
     rows = send_log(engine, email=email, sequence=sequence, status=status, limit=limit)
@@ -222,7 +222,7 @@ def log_command(
 
 def plan_command(ctx: typer.Context) -> None:
     """What editing the sequence files would do to subscribers mid-way."""
-    from nurture.planning import plan_changes, render_plan
+    from nurture.authoring.plan import plan_changes, render_plan
 
     settings = ctx.obj.settings()
     engine = open_engine(settings)

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 from markupsafe import escape
 
-from nurture.core.links import Links, footer_problem, hrefs, link_problem, offer_url
-from nurture.core.message import RenderedEmail
 from nurture.core.model import Sequence
+from nurture.core.rendering.links import Links, footer_problem, hrefs, link_problem, offer_url
+from nurture.core.rendering.message import RenderedEmail
+from nurture.core.rendering.templates import KeyPath, TemplateLibrary, _Plan, _RenderFailure
 from nurture.core.subscriber import Subscriber
-from nurture.core.templates import KeyPath, TemplateLibrary, _Plan, _RenderFailure
 from nurture.errors import Diagnostic
 
 Positions = Mapping[KeyPath, tuple[int, int]] | Callable[[KeyPath], tuple[int, int]]

@@ -14,13 +14,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from nurture.authoring import validate_loaded
-from nurture.config import Settings
+from nurture.app.settings import Settings
+from nurture.authoring.workbench import validate_loaded
 from nurture.core.loader import LoadedSequence, load_sequence_file, sequence_files
 from nurture.core.rendering import TemplateLibrary
 from nurture.errors import Diagnostic
 
-log = logging.getLogger("nurture.registry")
+log = logging.getLogger("nurture.app.registry")
 
 
 @dataclass(frozen=True)

@@ -56,21 +56,21 @@ from nurture.core.decisions import (
     decide_next_step,
 )
 from nurture.core.decisions import Outcome as StepOutcome
-from nurture.core.envelope import ComposedEmail
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
+from nurture.core.rendering.envelope import ComposedEmail
 from nurture.core.subscriber import Subscriber
 from nurture.errors import (
     NurtureError,
     RenderError,
 )
-from nurture.outcomes import NotAttempted, Outcome, Verdict, classify
-from nurture.ratelimit import RateLimiter
-from nurture.send_guard import OUTAGE_AFTER, PAUSED, OutageBreaker, PassGuard
+from nurture.sending.guard import OUTAGE_AFTER, PAUSED, OutageBreaker, PassGuard
+from nurture.sending.outcomes import NotAttempted, Outcome, Verdict, classify
+from nurture.sending.ratelimit import RateLimiter
 from nurture.store import queries
 from nurture.transports.base import OutgoingEmail, SendResult, Transport
 
-log = logging.getLogger("nurture.dispatcher")
+log = logging.getLogger("nurture.sending.dispatcher")
 
 Compose = Callable[[LoadedSequence, Step, Subscriber, str, datetime], ComposedEmail]
 """Builds the email: (sequence, step, subscriber, send key, now) -> ComposedEmail."""

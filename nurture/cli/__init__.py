@@ -1,0 +1,1 @@
+"""The command line: one Typer app, commands grouped by who uses them."""

@@ -1,0 +1,3 @@
+from nurture.demo.run import main
+
+raise SystemExit(main())
