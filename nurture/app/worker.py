@@ -32,10 +32,10 @@ from sqlalchemy import insert, update
 
 from nurture.app.runtime import Runtime
 from nurture.sending.dispatcher import DispatchHalted, DispatchReport
-from nurture.store.tables import WorkerTick
+from nurture.store.tables import WorkerTickRow
 
 log = logging.getLogger("nurture.app.worker")
-TICKS = WorkerTick.__table__  # type: ignore[attr-defined]
+TICKS = WorkerTickRow.__table__  # type: ignore[attr-defined]
 
 
 class Worker:

@@ -22,7 +22,7 @@ Choices worth knowing:
 * **Consent is recorded once**, when the address is first added: that opt-in is
   the evidence (when, source, wording, IP). Re-adding keeps it, and only fills it
   in for a row that has none.
-* **Enrollment on subscribe**: a subscriber is enrolled in every sequence whose
+* **EnrollmentRow on subscribe**: a subscriber is enrolled in every sequence whose
   trigger is ``subscribed`` and whose tags they all carry, unless they were
   *ever* enrolled in it. Someone who completed, exited or converted is not put
   through the same sequence again because they were re-imported or re-tagged;
@@ -57,10 +57,10 @@ from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from nurture.core.loader import LoadedSequence
-from nurture.core.subscriber import Subscriber as SubscriberView
+from nurture.core.subscriber import Subscriber
 from nurture.errors import NurtureError
 from nurture.store import queries
-from nurture.store.tables import Enrollment, Send, Subscriber, Suppression
+from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow, SuppressionRow
 
 __all__ = [
     "EnrollmentError",
@@ -256,7 +256,7 @@ def _new_values(data: _Input, consent: _Consent, status: str, now: datetime) -> 
     }
 
 
-def _merge(row: Subscriber, data: _Input, consent: _Consent, status: str, now: datetime) -> bool:
+def _merge(row: SubscriberRow, data: _Input, consent: _Consent, status: str, now: datetime) -> bool:
     """Apply what ``data`` gives to ``row``; True if anything changed."""
     changes: dict[str, Any] = {}
     if data.name and data.name != row.name:
@@ -293,11 +293,11 @@ def _merge(row: Subscriber, data: _Input, consent: _Consent, status: str, now: d
 
 @dataclass
 class _Upserted:
-    rows: list[Subscriber] = field(default_factory=list)
+    rows: list[SubscriberRow] = field(default_factory=list)
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    enrollments: list[Enrollment] = field(default_factory=list)
+    enrollments: list[EnrollmentRow] = field(default_factory=list)
 
 
 def _upsert(
@@ -320,7 +320,7 @@ def _upsert(
     emails = {data.email for data in inputs}
     by_email = {
         row.email: row
-        for row in session.exec(select(Subscriber).where(col(Subscriber.email).in_(emails)))
+        for row in session.exec(select(SubscriberRow).where(col(SubscriberRow.email).in_(emails)))
     }
     new: dict[str, dict[str, Any]] = {}
     repeats: list[_Input] = []
@@ -338,7 +338,7 @@ def _upsert(
             result.created += 1
     if new:
         inserted = session.scalars(
-            insert(Subscriber).returning(Subscriber, sort_by_parameter_order=True),
+            insert(SubscriberRow).returning(SubscriberRow, sort_by_parameter_order=True),
             list(new.values()),
         )
         by_email.update((row.email, row) for row in inserted)
@@ -365,7 +365,7 @@ def _triggered(loaded: LoadedSequence, tags: Iterable[str]) -> bool:
 
 
 def _suppressed(session: Session, emails: Iterable[str]) -> set[str]:
-    query = select(Suppression.email).where(col(Suppression.email).in_(list(emails)))
+    query = select(SuppressionRow.email).where(col(SuppressionRow.email).in_(list(emails)))
     return set(session.exec(query))
 
 
@@ -381,7 +381,7 @@ def _remember_versions(
 
 
 def _enrollment_values(
-    subscriber: Subscriber, loaded: LoadedSequence, now: datetime
+    subscriber: SubscriberRow, loaded: LoadedSequence, now: datetime
 ) -> dict[str, Any]:
     assert subscriber.id is not None, "flush the subscriber before enrolling it"
     # next_due_at = now means "look at me now": the dispatcher's first pass
@@ -400,10 +400,10 @@ def _enrollment_values(
 
 def _enroll_matching_many(
     session: Session,
-    subscribers: Sequence[Subscriber],
+    subscribers: Sequence[SubscriberRow],
     sequences: Mapping[str, LoadedSequence],
     now: datetime,
-) -> list[Enrollment]:
+) -> list[EnrollmentRow]:
     # Sorted by id: enrollments are created (and get their ids) in a stable order.
     auto = [sequences[key] for key in sorted(sequences) if sequences[key].sequence.trigger]
     eligible = [row for row in subscribers if row.status == "active"]
@@ -414,8 +414,8 @@ def _enroll_matching_many(
     ids = [row.id for row in eligible]
     ever = set(
         session.exec(
-            select(Enrollment.subscriber_id, Enrollment.sequence_id).where(
-                col(Enrollment.subscriber_id).in_(ids)
+            select(EnrollmentRow.subscriber_id, EnrollmentRow.sequence_id).where(
+                col(EnrollmentRow.subscriber_id).in_(ids)
             )
         )
     )
@@ -429,17 +429,17 @@ def _enroll_matching_many(
         return []
     _remember_versions(session, auto, now)
     inserted = session.scalars(
-        insert(Enrollment).returning(Enrollment, sort_by_parameter_order=True), values
+        insert(EnrollmentRow).returning(EnrollmentRow, sort_by_parameter_order=True), values
     )
     return list(inserted)
 
 
 def enroll_matching(
     session: Session,
-    subscriber: Subscriber,
+    subscriber: SubscriberRow,
     sequences: Mapping[str, LoadedSequence],
     now: datetime,
-) -> list[Enrollment]:
+) -> list[EnrollmentRow]:
     """Enroll ``subscriber`` in every sequence its tags trigger (see the module doc).
 
     :func:`add_subscriber` does this itself; call it after confirming a double
@@ -448,7 +448,7 @@ def enroll_matching(
     return _enroll_matching_many(session, [subscriber], sequences, now)
 
 
-def _consents_to_mail(session: Session, subscriber: Subscriber) -> None:
+def _consents_to_mail(session: Session, subscriber: SubscriberRow) -> None:
     if subscriber.status != "active":
         raise EnrollmentError(
             f"{subscriber.email} is {subscriber.status}: only active subscribers are enrolled"
@@ -458,19 +458,19 @@ def _consents_to_mail(session: Session, subscriber: Subscriber) -> None:
 
 
 def _active_enrollment(
-    session: Session, subscriber: Subscriber, sequence_id: str
-) -> Enrollment | None:
-    query = select(Enrollment).where(
-        Enrollment.subscriber_id == subscriber.id,
-        Enrollment.sequence_id == sequence_id,
-        Enrollment.status == "active",
+    session: Session, subscriber: SubscriberRow, sequence_id: str
+) -> EnrollmentRow | None:
+    query = select(EnrollmentRow).where(
+        EnrollmentRow.subscriber_id == subscriber.id,
+        EnrollmentRow.sequence_id == sequence_id,
+        EnrollmentRow.status == "active",
     )
     return session.exec(query).first()
 
 
 def enroll(
-    session: Session, subscriber: Subscriber, loaded_sequence: LoadedSequence, now: datetime
-) -> Enrollment:
+    session: Session, subscriber: SubscriberRow, loaded_sequence: LoadedSequence, now: datetime
+) -> EnrollmentRow:
     """Enroll ``subscriber`` in ``loaded_sequence`` now, whatever its trigger says.
 
     An admin's explicit choice: a subscriber who completed or left the sequence
@@ -481,7 +481,7 @@ def enroll(
     if _active_enrollment(session, subscriber, sequence_id) is not None:
         raise EnrollmentError(f"{subscriber.email} is already enrolled in {sequence_id!r}")
     _consents_to_mail(session, subscriber)
-    enrollment = Enrollment(**_enrollment_values(subscriber, loaded_sequence, now))
+    enrollment = EnrollmentRow(**_enrollment_values(subscriber, loaded_sequence, now))
     _remember_versions(session, [loaded_sequence], now)
     session.add(enrollment)
     session.flush()  # the partial unique index catches a concurrent enroll here
@@ -490,11 +490,11 @@ def enroll(
 
 def unenroll(
     session: Session,
-    subscriber: Subscriber,
+    subscriber: SubscriberRow,
     sequence_id: str,
     now: datetime,
     reason: str = "unenrolled by admin",
-) -> Enrollment:
+) -> EnrollmentRow:
     """End the active enrollment: status ``exited`` with ``reason``, nothing more due."""
     enrollment = _active_enrollment(session, subscriber, sequence_id)
     if enrollment is None:
@@ -527,7 +527,7 @@ def add_subscriber(
     status: Literal["active", "unconfirmed"] = "active",
     now: datetime,
     sequences: Mapping[str, LoadedSequence],
-) -> tuple[Subscriber, list[Enrollment]]:
+) -> tuple[SubscriberRow, list[EnrollmentRow]]:
     """Add or update one subscriber and enroll them where their tags match.
 
     ``status="unconfirmed"`` creates a row awaiting double opt-in (not enrolled
@@ -552,43 +552,43 @@ def add_subscriber(
 # --------------------------------------------------------------------------- reading
 
 
-def get_subscriber(session: Session, email: str) -> Subscriber | None:
+def get_subscriber(session: Session, email: str) -> SubscriberRow | None:
     """The subscriber with this address (any case or spacing), or None."""
-    query = select(Subscriber).where(Subscriber.email == normalise_email(email))
+    query = select(SubscriberRow).where(SubscriberRow.email == normalise_email(email))
     return session.exec(query).first()
 
 
 def list_subscribers(
     session: Session, limit: int = 50, offset: int = 0, status: str | None = None
-) -> list[Subscriber]:
+) -> list[SubscriberRow]:
     """Subscribers in the order they were added (by id), optionally of one status."""
-    query = select(Subscriber)
+    query = select(SubscriberRow)
     if status is not None:
-        query = query.where(Subscriber.status == status)
-    query = query.order_by(col(Subscriber.id)).offset(offset).limit(limit)
+        query = query.where(SubscriberRow.status == status)
+    query = query.order_by(col(SubscriberRow.id)).offset(offset).limit(limit)
     return list(session.exec(query))
 
 
-def subscriber_enrollments(session: Session, subscriber: Subscriber) -> list[Enrollment]:
+def subscriber_enrollments(session: Session, subscriber: SubscriberRow) -> list[EnrollmentRow]:
     """Every enrollment of ``subscriber``, oldest first."""
     query = (
-        select(Enrollment)
-        .where(Enrollment.subscriber_id == subscriber.id)
-        .order_by(col(Enrollment.enrolled_at), col(Enrollment.id))
+        select(EnrollmentRow)
+        .where(EnrollmentRow.subscriber_id == subscriber.id)
+        .order_by(col(EnrollmentRow.enrolled_at), col(EnrollmentRow.id))
     )
     return list(session.exec(query))
 
 
-def subscriber_sends(session: Session, subscriber: Subscriber) -> list[Send]:
+def subscriber_sends(session: Session, subscriber: SubscriberRow) -> list[SendRow]:
     """The send log of ``subscriber``: every step decision, in the order made."""
     query = (
-        select(Send)
-        .where(Send.subscriber_id == subscriber.id)
-        .order_by(col(Send.decided_at), col(Send.id))
+        select(SendRow)
+        .where(SendRow.subscriber_id == subscriber.id)
+        .order_by(col(SendRow.decided_at), col(SendRow.id))
     )
     return list(session.exec(query))
 
 
-def subscriber_view(row: Subscriber) -> SubscriberView:
+def subscriber_view(row: SubscriberRow) -> Subscriber:
     """The core's plain-value view of a row (what templates and conditions see)."""
-    return SubscriberView.of(row)
+    return Subscriber.of(row)

@@ -43,7 +43,7 @@ from nurture.audience.subscribers import (
 )
 from nurture.core.loader import LoadedSequence
 from nurture.errors import ConfigurationError, NurtureError
-from nurture.store.tables import SUBSCRIBER_STATUSES, Subscriber
+from nurture.store.tables import SUBSCRIBER_STATUSES, SubscriberRow
 
 out = Console()
 err = Console(stderr=True)
@@ -117,7 +117,7 @@ def _store(app: AppContext) -> Iterator[Session]:
         engine.dispose()
 
 
-def _subscriber(session: Session, email: str) -> Subscriber:
+def _subscriber(session: Session, email: str) -> SubscriberRow:
     row = get_subscriber(session, email)
     if row is None:
         raise _fail(f"no subscriber {email.strip()!r}")

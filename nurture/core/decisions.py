@@ -25,7 +25,7 @@ from nurture.core.subscriber import Subscriber
 from nurture.core.timing import Calendar, DueTime, due_at, next_allowed, require_aware
 
 EventKind = Literal["open", "click", "purchase", "unsubscribe"]
-Outcome = Literal["sent", "skipped", "failed", "unknown"]
+StepOutcome = Literal["sent", "skipped", "failed", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class StepRecord:
     email that went out, when it did."""
 
     step_id: str
-    outcome: Outcome
+    outcome: StepOutcome
     due_at: datetime
     sent_at: datetime | None = None
 

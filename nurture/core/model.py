@@ -77,7 +77,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Wait(_Strict):
+class Delay(_Strict):
     """How long after the previous step was due (or after enrollment); after
     it went out, if that was over 15 minutes late (an outage delays the rest
     of the series).
@@ -91,8 +91,8 @@ class Wait(_Strict):
     unit: Literal["minutes", "hours", "days", "weeks"] = "minutes"
 
     @classmethod
-    def parse(cls, value: Any) -> Wait:
-        if isinstance(value, Wait):
+    def parse(cls, value: Any) -> Delay:
+        if isinstance(value, Delay):
             return value
         if isinstance(value, bool):
             raise ValueError("wait must be 0 or a duration such as '2 days' or '4h'")
@@ -143,8 +143,8 @@ class Wait(_Strict):
         return f"{self.amount} {unit}"
 
 
-def _parse_wait(value: Any) -> Wait:
-    return Wait.parse(value)
+def _parse_wait(value: Any) -> Delay:
+    return Delay.parse(value)
 
 
 def _parse_time(value: Any) -> time:
@@ -271,7 +271,7 @@ class Step(_Strict):
     """One email of the sequence."""
 
     id: str = Field(pattern=SLUG, description="Stable id: the identity of the step.")
-    wait: Annotated[Wait, _WAIT_SCHEMA]
+    wait: Annotated[Delay, _WAIT_SCHEMA]
     at: LocalTime | None = Field(default=None, description="Local time of day, 'HH:MM'.")
     when: str | None = Field(
         default=None, description="Sandboxed Jinja expression; false skips the step."
@@ -287,7 +287,7 @@ class Step(_Strict):
 
     @field_validator("wait", mode="before")
     @classmethod
-    def _wait(cls, value: Any) -> Wait:
+    def _wait(cls, value: Any) -> Delay:
         return _parse_wait(value)
 
     @field_validator("at", mode="before")

@@ -51,11 +51,11 @@ from nurture.core.decisions import (
     Exit,
     Send,
     Skip,
+    StepOutcome,
     StepRecord,
     Wait,
     decide_next_step,
 )
-from nurture.core.decisions import Outcome as StepOutcome
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
 from nurture.core.rendering.envelope import ComposedEmail
@@ -65,7 +65,7 @@ from nurture.errors import (
     RenderError,
 )
 from nurture.sending.guard import OUTAGE_AFTER, PAUSED, OutageBreaker, PassGuard
-from nurture.sending.outcomes import NotAttempted, Outcome, Verdict, classify
+from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict, classify
 from nurture.sending.ratelimit import RateLimiter
 from nurture.store import queries
 from nurture.transports.base import OutgoingEmail, SendResult, Transport
@@ -161,7 +161,7 @@ class _Planned:
     attempts: int
     state: EnrollmentState
     events: list[Event]
-    outcome: Outcome | None = None
+    outcome: SendOutcome | None = None
     verdict: Verdict | None = None  # set by the send thread, from ``outcome``
 
 
@@ -679,7 +679,7 @@ class Dispatcher:
         item.verdict = self._classify(item, item.outcome, now)
         state.record(item.outcome, item.verdict, sequence_id=seq_id)
 
-    def _classify(self, item: _Planned, outcome: Outcome, now: datetime) -> Verdict:
+    def _classify(self, item: _Planned, outcome: SendOutcome, now: datetime) -> Verdict:
         return classify(
             outcome, attempts=item.attempts, now=now, policy=self.policy, jitter=self.jitter
         )

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nurture.errors import AuthenticationError, PermanentSendError
-from nurture.sending.outcomes import NotAttempted, Outcome, Verdict
+from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict
 from nurture.transports.base import SendResult
 
 OUTAGE_AFTER = 10
@@ -98,7 +98,7 @@ class PassGuard:
             return STOPPING
         return None
 
-    def record(self, outcome: Outcome, verdict: Verdict, *, sequence_id: str) -> None:
+    def record(self, outcome: SendOutcome, verdict: Verdict, *, sequence_id: str) -> None:
         """Count one answer from the provider and the ledger verdict it gets."""
         if isinstance(outcome, NotAttempted):
             return

@@ -50,7 +50,7 @@ class NotAttempted:
     reason: str = "not attempted: dispatching halted"
 
 
-Outcome = SendResult | BaseException | NotAttempted
+SendOutcome = SendResult | BaseException | NotAttempted
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def backoff(
 
 
 def classify(
-    outcome: Outcome,
+    outcome: SendOutcome,
     *,
     attempts: int,
     now: datetime,

@@ -18,22 +18,22 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from nurture.core import decisions as core
 from nurture.store.tables import (
-    Enrollment,
-    Event,
-    Send,
-    SequenceState,
-    SequenceVersion,
-    Subscriber,
-    Suppression,
+    EnrollmentRow,
+    EventRow,
+    SendRow,
+    SequenceStateRow,
+    SequenceVersionRow,
+    SubscriberRow,
+    SuppressionRow,
 )
 
-ENROLLMENT: Table = Enrollment.__table__  # type: ignore[attr-defined]
-SEND: Table = Send.__table__  # type: ignore[attr-defined]
-SUBSCRIBER: Table = Subscriber.__table__  # type: ignore[attr-defined]
-EVENT: Table = Event.__table__  # type: ignore[attr-defined]
-SUPPRESSION: Table = Suppression.__table__  # type: ignore[attr-defined]
-SEQUENCE_STATE: Table = SequenceState.__table__  # type: ignore[attr-defined]
-SEQUENCE_VERSION: Table = SequenceVersion.__table__  # type: ignore[attr-defined]
+ENROLLMENT: Table = EnrollmentRow.__table__  # type: ignore[attr-defined]
+SEND: Table = SendRow.__table__  # type: ignore[attr-defined]
+SUBSCRIBER: Table = SubscriberRow.__table__  # type: ignore[attr-defined]
+EVENT: Table = EventRow.__table__  # type: ignore[attr-defined]
+SUPPRESSION: Table = SuppressionRow.__table__  # type: ignore[attr-defined]
+SEQUENCE_STATE: Table = SequenceStateRow.__table__  # type: ignore[attr-defined]
+SEQUENCE_VERSION: Table = SequenceVersionRow.__table__  # type: ignore[attr-defined]
 
 # Events the decision function reads (engagement, goal, leaving).
 DECISION_EVENT_KINDS = ("open", "click", "purchase", "unsubscribe")

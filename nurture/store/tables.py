@@ -34,9 +34,9 @@ SQLModel.metadata.naming_convention = {
     "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
-# Subscriber statuses. Only `active` subscribers are sent to.
+# SubscriberRow statuses. Only `active` subscribers are sent to.
 SUBSCRIBER_STATUSES = ("active", "unconfirmed", "unsubscribed", "invalid", "bounced", "complained")
-# Enrollment statuses.
+# EnrollmentRow statuses.
 ENROLLMENT_STATUSES = ("active", "completed", "exited", "converted")
 # Ledger statuses: `reserved` is committed before the provider is called and
 # confirmed as `sent` after; `retry` is a transient failure waiting for its
@@ -49,7 +49,7 @@ def _ts(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(sa_type=UTCDateTime(), nullable=nullable, index=index)
 
 
-class Subscriber(SQLModel, table=True):
+class SubscriberRow(SQLModel, table=True):
     __tablename__ = "subscriber"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -70,7 +70,7 @@ class Subscriber(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-class Enrollment(SQLModel, table=True):
+class EnrollmentRow(SQLModel, table=True):
     __tablename__ = "enrollment"
     __table_args__ = (
         # "What is due now": WHERE status = 'active' AND next_due_at <= :now.
@@ -105,7 +105,7 @@ class Enrollment(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-class Send(SQLModel, table=True):
+class SendRow(SQLModel, table=True):
     """The ledger: one row per step decision for one enrollment."""
 
     __tablename__ = "send"
@@ -137,7 +137,7 @@ class Send(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=1000)
 
 
-class Event(SQLModel, table=True):
+class EventRow(SQLModel, table=True):
     """Delivered / open / click / bounce / spamreport / unsubscribe / purchase ..."""
 
     __tablename__ = "event"
@@ -164,7 +164,7 @@ class Event(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-class Suppression(SQLModel, table=True):
+class SuppressionRow(SQLModel, table=True):
     """Addresses never to mail again, and why."""
 
     __tablename__ = "suppression"
@@ -176,7 +176,7 @@ class Suppression(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
-class SequenceState(SQLModel, table=True):
+class SequenceStateRow(SQLModel, table=True):
     """Per-sequence dispatch state: the error budget and whether it is paused."""
 
     __tablename__ = "sequence_state"
@@ -188,7 +188,7 @@ class SequenceState(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-class WorkerTick(SQLModel, table=True):
+class WorkerTickRow(SQLModel, table=True):
     """The last tick of each worker, for /healthz."""
 
     __tablename__ = "worker_tick"
@@ -199,7 +199,7 @@ class WorkerTick(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=2000)
 
 
-class SequenceVersion(SQLModel, table=True):
+class SequenceVersionRow(SQLModel, table=True):
     """Every version of a sequence that enrollments have been on, so ``nurture
     plan`` can compare what subscribers are on with the files on disk."""
 

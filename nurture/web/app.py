@@ -12,9 +12,9 @@ from sqlalchemy import select, text
 
 from nurture.app.runtime import Runtime
 from nurture.app.worker import Worker
-from nurture.store.tables import WorkerTick
+from nurture.store.tables import WorkerTickRow
 
-TICKS = WorkerTick.__table__  # type: ignore[attr-defined]
+TICKS = WorkerTickRow.__table__  # type: ignore[attr-defined]
 
 
 def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:

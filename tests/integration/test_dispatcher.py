@@ -34,7 +34,7 @@ from nurture.sending.dispatcher import OUTAGE_AFTER, DispatchHalted
 from nurture.sending.ratelimit import RateLimiter
 from nurture.store import queries
 from nurture.store.db import session_factory
-from nurture.store.tables import Enrollment, Send
+from nurture.store.tables import EnrollmentRow, SendRow
 from nurture.testing import MemoryTransport
 from nurture.testing.fake_sendgrid import FakeSendGrid
 from nurture.transports.base import Transport
@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 # Friday afternoon in Stockholm.
 FRIDAY = datetime(2026, 11, 27, 15, 30, tzinfo=STOCKHOLM).astimezone(UTC)
-SEND = Send.__table__  # type: ignore[attr-defined]
-ENROLLMENT = Enrollment.__table__  # type: ignore[attr-defined]
+SEND = SendRow.__table__  # type: ignore[attr-defined]
+ENROLLMENT = EnrollmentRow.__table__  # type: ignore[attr-defined]
 
 
 def settings(tmp_path: Path, **overrides: object) -> Settings:

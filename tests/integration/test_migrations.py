@@ -20,21 +20,23 @@ from nurture.store.migrate import (
     head_revision,
     upgrade,
 )
-from nurture.store.tables import Enrollment, Event, Send, Subscriber
+from nurture.store.tables import EnrollmentRow, EventRow, SendRow, SubscriberRow
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
 
 
-def _subscriber(session: Session, email: str = "anna@example.com") -> Subscriber:
-    row = Subscriber(email=email, created_at=NOW, updated_at=NOW)
+def _subscriber(session: Session, email: str = "anna@example.com") -> SubscriberRow:
+    row = SubscriberRow(email=email, created_at=NOW, updated_at=NOW)
     session.add(row)
     session.flush()
     return row
 
 
-def _enrollment(session: Session, subscriber: Subscriber, status: str = "active") -> Enrollment:
+def _enrollment(
+    session: Session, subscriber: SubscriberRow, status: str = "active"
+) -> EnrollmentRow:
     assert subscriber.id is not None
-    row = Enrollment(
+    row = EnrollmentRow(
         subscriber_id=subscriber.id,
         sequence_id="welcome",
         sequence_version="v1",
@@ -48,9 +50,9 @@ def _enrollment(session: Session, subscriber: Subscriber, status: str = "active"
     return row
 
 
-def _send(session: Session, enrollment: Enrollment, key: str, step_id: str = "hello") -> Send:
+def _send(session: Session, enrollment: EnrollmentRow, key: str, step_id: str = "hello") -> SendRow:
     assert enrollment.id is not None
-    row = Send(
+    row = SendRow(
         key=key,
         enrollment_id=enrollment.id,
         subscriber_id=enrollment.subscriber_id,
@@ -171,7 +173,7 @@ def test_history_does_not_block_a_new_active_enrollment(session: Session) -> Non
     _enrollment(session, anna, status="exited")
     _enrollment(session, anna, status="active")
     session.commit()
-    assert len(session.exec(select(Enrollment)).all()) == 3
+    assert len(session.exec(select(EnrollmentRow)).all()) == 3
 
 
 def test_active_enrollments_of_different_subscribers_coexist(session: Session) -> None:
@@ -202,7 +204,7 @@ def test_deleting_a_subscriber_cascades_and_events_keep_their_history(
     send = _send(session, _enrollment(session, anna), key="k1")
     # An event of Bo's that points at Anna's send (only to see SET NULL alone).
     session.add(
-        Event(
+        EventRow(
             provider_event_id="e1",
             kind="open",
             subscriber_id=bo.id,
@@ -213,13 +215,13 @@ def test_deleting_a_subscriber_cascades_and_events_keep_their_history(
     )
     session.commit()
 
-    session.execute(delete(Subscriber).where(col(Subscriber.id) == anna.id))
+    session.execute(delete(SubscriberRow).where(col(SubscriberRow.id) == anna.id))
     session.commit()
     session.expunge_all()
 
-    assert session.exec(select(Enrollment)).all() == []
-    assert session.exec(select(Send)).all() == []
-    event = session.exec(select(Event)).one()
+    assert session.exec(select(EnrollmentRow)).all() == []
+    assert session.exec(select(SendRow)).all() == []
+    event = session.exec(select(EventRow)).one()
     assert event.send_id is None
 
 
@@ -231,10 +233,10 @@ def test_timestamps_come_back_aware_utc(engine: Engine) -> None:
     when = datetime(2025, 6, 1, 9, 0, tzinfo=stockholm_summer)
     factory = session_factory(engine)
     with factory() as session:
-        session.add(Subscriber(email="anna@example.com", created_at=when, updated_at=NOW))
+        session.add(SubscriberRow(email="anna@example.com", created_at=when, updated_at=NOW))
         session.commit()
     with factory() as session:
-        row = session.exec(select(Subscriber)).one()
+        row = session.exec(select(SubscriberRow)).one()
     assert row.created_at == when
     assert row.created_at.tzinfo == UTC
     assert row.created_at.hour == 7
@@ -247,19 +249,19 @@ def test_due_times_compare_in_utc(engine: Engine) -> None:
         enrollment = _enrollment(session, _subscriber(session))
         enrollment.next_due_at = datetime(2025, 6, 1, 9, 0, tzinfo=timezone(timedelta(hours=2)))
         session.commit()
-        due = select(Enrollment).where(
-            col(Enrollment.next_due_at) <= datetime(2025, 6, 1, 7, 0, tzinfo=UTC)
+        due = select(EnrollmentRow).where(
+            col(EnrollmentRow.next_due_at) <= datetime(2025, 6, 1, 7, 0, tzinfo=UTC)
         )
         assert len(session.exec(due).all()) == 1
-        not_yet = select(Enrollment).where(
-            col(Enrollment.next_due_at) <= datetime(2025, 6, 1, 6, 59, tzinfo=UTC)
+        not_yet = select(EnrollmentRow).where(
+            col(EnrollmentRow.next_due_at) <= datetime(2025, 6, 1, 6, 59, tzinfo=UTC)
         )
         assert session.exec(not_yet).all() == []
 
 
 def test_naive_timestamps_are_refused(session: Session) -> None:
     session.add(
-        Subscriber(email="anna@example.com", created_at=datetime(2025, 1, 1), updated_at=NOW)
+        SubscriberRow(email="anna@example.com", created_at=datetime(2025, 1, 1), updated_at=NOW)
     )
     with pytest.raises(StatementError, match="naive"):
         session.flush()

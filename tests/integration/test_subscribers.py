@@ -40,7 +40,7 @@ from nurture.core.loader import LoadedSequence, parse_sequence
 from nurture.errors import ConfigurationError
 from nurture.store.db import make_engine, session_factory
 from nurture.store.migrate import upgrade
-from nurture.store.tables import Enrollment, Send, Subscriber, Suppression
+from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow, SuppressionRow
 from tests.factories import sequence_dict
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
@@ -68,15 +68,15 @@ def sequences() -> dict[str, LoadedSequence]:
 
 def _add(
     session: Session, sequences: dict[str, LoadedSequence], email: str, **kwargs: Any
-) -> tuple[Subscriber, list[Enrollment]]:
+) -> tuple[SubscriberRow, list[EnrollmentRow]]:
     kwargs.setdefault("consent_source", "test")
     kwargs.setdefault("now", NOW)
     return add_subscriber(session, email=email, sequences=sequences, **kwargs)
 
 
 def _enrollments(session: Session) -> list[tuple[str, str, str]]:
-    rows = session.exec(select(Enrollment).order_by(col(Enrollment.id))).all()
-    emails = {s.id: s.email for s in session.exec(select(Subscriber))}
+    rows = session.exec(select(EnrollmentRow).order_by(col(EnrollmentRow.id))).all()
+    emails = {s.id: s.email for s in session.exec(select(SubscriberRow))}
     return [(emails[e.subscriber_id], e.sequence_id, e.status) for e in rows]
 
 
@@ -125,7 +125,7 @@ def test_add_creates_a_subscriber_with_its_consent(
     session.commit()
     session.expunge_all()
 
-    stored = session.exec(select(Subscriber)).one()
+    stored = session.exec(select(SubscriberRow)).one()
     assert stored.id == row.id
     assert stored.email == "anna@example.com"
     assert stored.name == "Anna Svensson"
@@ -164,7 +164,7 @@ def test_re_adding_an_address_updates_the_same_row(
     session.commit()
 
     assert again.id == first.id
-    assert len(session.exec(select(Subscriber)).all()) == 1
+    assert len(session.exec(select(SubscriberRow)).all()) == 1
     assert again.name == "Anna"  # not given the second time: kept
     assert again.tags == ["a", "b"]
     assert again.attributes == {"x": "1", "y": "2"}
@@ -211,7 +211,7 @@ def test_invalid_input_is_refused_with_a_clear_error(
     email = kwargs.pop("email")
     with pytest.raises(InvalidSubscriberError, match=message):
         _add(session, sequences, email, **kwargs)
-    assert session.exec(select(Subscriber)).all() == []
+    assert session.exec(select(SubscriberRow)).all() == []
 
 
 # --------------------------------------------------------------------------- triggers
@@ -255,11 +255,11 @@ def test_finished_sequences_are_not_repeated(
 def test_suppressed_and_unsubscribed_addresses_are_not_enrolled(
     session: Session, sequences: dict[str, LoadedSequence]
 ) -> None:
-    session.add(Suppression(email="bounced@example.com", reason="hard bounce", created_at=NOW))
+    session.add(SuppressionRow(email="bounced@example.com", reason="hard bounce", created_at=NOW))
     left, _ = _add(session, sequences, "left@example.com", tags=["x"])
     left.status = "unsubscribed"
     # An unsubscribed address that never enrolled in welcome (it was added before).
-    for enrollment in session.exec(select(Enrollment)):
+    for enrollment in session.exec(select(EnrollmentRow)):
         session.delete(enrollment)
     session.commit()
 
@@ -328,7 +328,7 @@ def test_enroll_refuses_subscribers_who_may_not_be_mailed(
     with pytest.raises(EnrollmentError, match="unsubscribed"):
         enroll(session, row, sequences["manual"], LATER)
     row.status = "active"
-    session.add(Suppression(email="anna@example.com", reason="complaint", created_at=NOW))
+    session.add(SuppressionRow(email="anna@example.com", reason="complaint", created_at=NOW))
     with pytest.raises(EnrollmentError, match="suppression"):
         enroll(session, row, sequences["manual"], LATER)
 
@@ -436,7 +436,7 @@ def test_re_importing_a_file_changes_nothing(
     assert len(report.errors) == 2
     assert _enrollments(session) == before
     session.expunge_all()
-    assert {row.updated_at for row in session.exec(select(Subscriber))} == {NOW}
+    assert {row.updated_at for row in session.exec(select(SubscriberRow))} == {NOW}
 
 
 def test_import_reads_semicolon_separated_files(
@@ -473,7 +473,7 @@ def test_a_bad_file_imports_nothing(
     path.write_bytes(content)
     with pytest.raises(ImportFileError, match=re.escape(message)):
         import_csv(session, path, sequences=sequences, now=NOW)
-    assert session.exec(select(Subscriber)).all() == []
+    assert session.exec(select(SubscriberRow)).all() == []
 
 
 def test_a_row_with_too_many_cells_is_an_error(
@@ -576,10 +576,10 @@ def test_cli_add_show_list(fake_app: FakeApp) -> None:
 def test_cli_show_lists_the_send_log(fake_app: FakeApp, engine: Engine) -> None:
     assert _run(fake_app, "subscribers", "add", "anna@example.com").exit_code == 0
     with session_factory(engine)() as session:
-        enrollment = session.exec(select(Enrollment)).one()
+        enrollment = session.exec(select(EnrollmentRow)).one()
         assert enrollment.id is not None
         session.add(
-            Send(
+            SendRow(
                 key="k1",
                 enrollment_id=enrollment.id,
                 subscriber_id=enrollment.subscriber_id,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nurture.core.loader import load_sequences, parse_sequence
-from nurture.core.model import Wait
+from nurture.core.model import Delay
 from nurture.core.schema import sequence_schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_good_file_loads_with_version_hash() -> None:
     loaded, diagnostics = parse_sequence(GOOD, "seq.yaml")
     assert diagnostics == []
     assert loaded is not None
-    assert loaded.sequence.steps[1].wait == Wait(amount=2, unit="days")
+    assert loaded.sequence.steps[1].wait == Delay(amount=2, unit="days")
     assert len(loaded.version) == 12
     # Comments and formatting do not change the version; content does.
     again, _ = parse_sequence("# comment\n" + GOOD, "seq.yaml")
@@ -56,19 +56,19 @@ def test_good_file_loads_with_version_hash() -> None:
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("0", Wait(amount=0)),
-        ("30 minutes", Wait(amount=30, unit="minutes")),
-        ("4 hours", Wait(amount=4, unit="hours")),
-        ("2 days", Wait(amount=2, unit="days")),
-        ("1 week", Wait(amount=1, unit="weeks")),
-        ("30m", Wait(amount=30, unit="minutes")),
-        ("4h", Wait(amount=4, unit="hours")),
-        ("2d", Wait(amount=2, unit="days")),
-        ("1w", Wait(amount=1, unit="weeks")),
+        ("0", Delay(amount=0)),
+        ("30 minutes", Delay(amount=30, unit="minutes")),
+        ("4 hours", Delay(amount=4, unit="hours")),
+        ("2 days", Delay(amount=2, unit="days")),
+        ("1 week", Delay(amount=1, unit="weeks")),
+        ("30m", Delay(amount=30, unit="minutes")),
+        ("4h", Delay(amount=4, unit="hours")),
+        ("2d", Delay(amount=2, unit="days")),
+        ("1w", Delay(amount=1, unit="weeks")),
     ],
 )
-def test_wait_forms(text: str, value: Wait) -> None:
-    assert Wait.parse(text) == value
+def test_wait_forms(text: str, value: Delay) -> None:
+    assert Delay.parse(text) == value
 
 
 def test_bad_wait_named_at_its_key() -> None:

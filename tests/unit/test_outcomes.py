@@ -13,7 +13,7 @@ from nurture.errors import (
     PermanentSendError,
     TransientSendError,
 )
-from nurture.sending.outcomes import NotAttempted, Outcome, Verdict, backoff, classify
+from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict, backoff, classify
 from nurture.transports.base import SendResult
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -26,7 +26,7 @@ class Policy:
     retry_max: timedelta = timedelta(minutes=10)
 
 
-def verdict(outcome: Outcome, attempts: int = 1, jitter: float = 1.0) -> Verdict:
+def verdict(outcome: SendOutcome, attempts: int = 1, jitter: float = 1.0) -> Verdict:
     return classify(outcome, attempts=attempts, now=NOW, policy=Policy(), jitter=lambda: jitter)
 
 
@@ -57,7 +57,7 @@ def test_backoff_is_capped() -> None:
 
 
 @pytest.mark.parametrize("outcome", [AuthenticationError("401"), NotAttempted()])
-def test_not_sent_does_not_count_as_an_attempt(outcome: Outcome) -> None:
+def test_not_sent_does_not_count_as_an_attempt(outcome: SendOutcome) -> None:
     result = verdict(outcome, attempts=2)
     assert (result.status, result.attempts) == ("retry", 1)
 

@@ -19,7 +19,7 @@ from nurture.sending.guard import (
     OutageBreaker,
     PassGuard,
 )
-from nurture.sending.outcomes import NotAttempted, Outcome, classify
+from nurture.sending.outcomes import NotAttempted, SendOutcome, classify
 from nurture.transports.base import SendResult
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -38,7 +38,7 @@ def guard(budget: int = 3) -> PassGuard:
     return PassGuard(budget)
 
 
-def answer(g: PassGuard, outcome: Outcome, *, sequence_id: str, attempts: int) -> None:
+def answer(g: PassGuard, outcome: SendOutcome, *, sequence_id: str, attempts: int) -> None:
     """The provider's answer for one email, with the verdict the dispatcher gives it."""
     verdict = classify(outcome, attempts=attempts, now=NOW, policy=Policy(), jitter=lambda: 0.0)
     g.record(outcome, verdict, sequence_id=sequence_id)
