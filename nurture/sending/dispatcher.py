@@ -20,11 +20,10 @@ One pass (:meth:`Dispatcher.dispatch`) runs batches until nothing is due at
    never resent blindly; permanent ones ``failed``. 401/403 stops dispatching.
 
 With a thread pool the batches overlap: while one batch's requests are in
-flight, the next is claimed, decided and rendered (steps 1–2, which write
-nothing), so a slow provider keeps the pool full instead of idling while the
-CPU renders. The next batch is reserved only after the one in flight is
-confirmed; if confirming fails, its claims are released and nothing of it was
-recorded.
+flight, the next is claimed, decided, rendered, reserved and queued behind it
+(at most two batches at a time), so a slow provider keeps the pool full
+instead of idling while the CPU renders. If reserving a batch fails, its
+claims are released and nothing of it was recorded.
 
 A crash between 3 and 5 leaves ``reserved`` rows; the reconcile job turns
 them into ``unknown`` once their lease expires. They are never sent again.
