@@ -21,10 +21,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nurture.core.conditions import ConditionError, Engagement, compile_condition
 from nurture.core.model import Sequence, Step
+from nurture.core.places import check_timezone
 from nurture.core.subscriber import Subscriber
 from nurture.core.timing import Calendar, DueTime, due_at, next_allowed, require_aware
+from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
 
-EventKind = Literal["open", "click", "purchase", "unsubscribe"]
+__all__ = ["EventKind"]  # re-exported: callers build Events with it
+
+# The ledger statuses a decided step can have (a subset of SendStatus: a
+# reserved or retry row is not decided yet). Plain strings so callers may pass
+# the literal; a unit test holds them to SendStatus.
 StepOutcome = Literal["sent", "skipped", "failed", "unknown"]
 
 
@@ -128,7 +134,7 @@ class Exit:
     """Leave the sequence: ``status`` is converted (goal reached) or exited."""
 
     reason: str
-    status: Literal["converted", "exited"]
+    status: Literal[EnrollmentStatus.CONVERTED, EnrollmentStatus.EXITED]
     at: datetime
 
 
@@ -165,7 +171,9 @@ def subscriber_zone(subscriber: Subscriber, sequence: Sequence) -> ZoneInfo:
     """The subscriber's zone, falling back to the sequence's when unset or unknown."""
     if subscriber.timezone:
         try:
-            return ZoneInfo(subscriber.timezone)
+            # check_timezone: "localtime" in a row written before the one zone
+            # check existed must fall back too, not follow the server's clock.
+            return ZoneInfo(check_timezone(subscriber.timezone))
         except (ZoneInfoNotFoundError, ValueError):
             pass
     return ZoneInfo(sequence.timezone)
@@ -189,25 +197,25 @@ def engagement_from(events: Iterable[Event]) -> Engagement:
     clicked: set[str] = set()
     converted = False
     for event in events:
-        if event.kind == "click" and event.step:
+        if event.kind == EventKind.CLICKED and event.step:
             clicked.add(event.step)
             opened.add(event.step)  # a click implies the email was opened
-        elif event.kind == "open" and event.step:
+        elif event.kind == EventKind.OPENED and event.step:
             opened.add(event.step)
-        elif event.kind == "purchase":
+        elif event.kind == EventKind.PURCHASED:
             converted = True
     return Engagement(frozenset(opened), frozenset(clicked), converted)
 
 
 def _exit_for(sequence: Sequence, events: list[Event]) -> Exit | None:
     for event in sorted(events, key=lambda e: e.at):
-        if event.kind == "unsubscribe":
-            return Exit("unsubscribed", "exited", event.at)
-        if event.kind == "purchase" and sequence.goal is not None:
+        if event.kind == EventKind.UNSUBSCRIBED:
+            return Exit("unsubscribed", EnrollmentStatus.EXITED, event.at)
+        if event.kind == EventKind.PURCHASED and sequence.goal is not None:
             wanted = sequence.goal.product
             if wanted is None or event.product == wanted:
                 what = event.product or "a product"
-                return Exit(f"goal reached: purchased {what}", "converted", event.at)
+                return Exit(f"goal reached: purchased {what}", EnrollmentStatus.CONVERTED, event.at)
     return None
 
 

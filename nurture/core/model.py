@@ -13,7 +13,6 @@ from datetime import date, time, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -25,6 +24,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from nurture.core.places import check_locale, check_timezone
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -324,21 +325,15 @@ class Sequence(_Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
-        return value
+        # The same check as for subscribers and `simulate --tz` (bug: this one
+        # used to accept "localtime" and "Factory").
+        return check_timezone(value)
 
     @field_validator("locale")
     @classmethod
     def _locale(cls, value: str) -> str:
-        from babel import Locale, UnknownLocaleError
-
-        try:
-            Locale.parse(value.replace("-", "_"))
-        except (UnknownLocaleError, ValueError) as exc:
-            raise ValueError(f"unknown locale {value!r}") from exc
+        # Checked, but kept as written: step texts are keyed by this exact tag.
+        check_locale(value)
         return value
 
     @model_validator(mode="after")
