@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -31,6 +31,7 @@ from nurture.cli.engine import register_engine_commands
 from nurture.cli.subscribers import enroll_command, subscribers_app, unenroll_command
 from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence
+from nurture.core.places import check_timezone
 from nurture.core.samples import read_subscribers
 from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import simulate
@@ -288,9 +289,9 @@ def simulate_command(
     )
     if tz is not None:
         try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise _fail(f"--tz {tz!r} is not a known IANA time zone") from exc
+            check_timezone(tz)  # the check subscribers and sequence files get
+        except ValueError as exc:
+            raise _fail(f"--tz: {exc}") from exc
         subscriber = replace(subscriber, timezone=tz)
     zone = ZoneInfo(subscriber.timezone or seq.timezone)
     begin = _parse_time(start, zone, "--start") if start else ctx.obj.now()
