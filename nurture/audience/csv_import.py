@@ -1,8 +1,9 @@
 """Importing subscribers from a CSV file: :func:`import_csv`.
 
-A shell module like :mod:`nurture.audience.subscribers`, whose validation, upsert and
-enrollment every row goes through: an imported row is added exactly as
-:func:`~nurture.audience.subscribers.add_subscriber` adds one. Rows are upserted in
+A shell module like :mod:`nurture.audience.subscribers`: every row is checked by
+:meth:`~nurture.audience.input.SubscriberInput.parse` and goes through
+:func:`~nurture.audience.subscribers.upsert_subscribers`, so an imported row is
+added exactly as :func:`~nurture.audience.subscribers.add_subscriber` adds one. Rows are upserted in
 chunks, one transaction each, so :func:`import_csv` commits (unlike the
 service's functions, which only flush).
 
@@ -23,13 +24,9 @@ from typing import TypeVar
 
 from sqlmodel import Session
 
-from nurture.audience.subscribers import (
-    InvalidSubscriberError,
-    _consent,
-    _Input,
-    _upsert,
-    _validated,
-)
+from nurture.audience.consent import Consent
+from nurture.audience.input import InvalidSubscriberError, SubscriberInput
+from nurture.audience.subscribers import upsert_subscribers
 from nurture.core.loader import LoadedSequence
 from nurture.errors import NurtureError
 
@@ -120,7 +117,7 @@ def _columns(path: Path, header: list[str]) -> list[str]:
     return names
 
 
-def _row_input(columns: list[str], cells: list[str]) -> _Input:
+def _row_input(columns: list[str], cells: list[str]) -> SubscriberInput:
     if len(cells) > len(columns):
         raise InvalidSubscriberError(
             f"{len(cells)} cells but the header has {len(columns)} columns"
@@ -134,11 +131,11 @@ def _row_input(columns: list[str], cells: list[str]) -> _Input:
         for key, value in values.items()
         if key.startswith(_ATTR_PREFIX) and value
     }
-    return _validated(
+    return SubscriberInput.parse(
         email=values.get("email", ""),
         name=values.get("name", ""),
         first_name=values.get("first_name"),
-        tz=values.get("tz") or values.get("timezone"),
+        timezone=values.get("tz") or values.get("timezone"),
         locale=values.get("locale"),
         tags=tag_text.split(TAG_SEPARATORS[0]),
         attributes=attributes,
@@ -171,7 +168,7 @@ def import_csv(
     leaves the chunks before it committed; as a re-import changes nothing,
     running it again finishes the job.
     """
-    consent = _consent(consent_source, consent_text, None)
+    consent = Consent.parse(consent_source, consent_text)
     text = _decode(path)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]))
     records: list[tuple[int, list[str]]] = []
@@ -192,14 +189,14 @@ def import_csv(
     report = ImportReport()
     done = 0
     for chunk in _chunks(records, chunk_size):
-        valid: list[_Input] = []
+        valid: list[SubscriberInput] = []
         for line, cells in chunk:
             try:
                 valid.append(_row_input(columns, cells))
             except InvalidSubscriberError as exc:
                 report.errors.append((line, str(exc)))
         if valid:
-            result = _upsert(
+            result = upsert_subscribers(
                 session, valid, consent=consent, status="active", now=now, sequences=sequences
             )
             report.imported += result.created

@@ -1,0 +1,169 @@
+"""Putting subscribers into sequences and taking them out.
+
+**Enrollment on subscribe**: a subscriber is enrolled in every sequence whose
+trigger is ``subscribed`` and whose tags they all carry, unless they were
+*ever* enrolled in it. Someone who completed, exited or converted is not put
+through the same sequence again because they were re-imported or re-tagged;
+an admin can still do that on purpose with :func:`enroll`. Subscribers who are
+not ``active`` (unconfirmed, unsubscribed, bounced ...) or whose address is on
+the suppression list are never enrolled.
+
+Every function flushes but does not commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from nurture.audience.suppression import is_suppressed, suppressed
+from nurture.core.loader import LoadedSequence
+from nurture.errors import NurtureError
+from nurture.store import audience as store
+from nurture.store.tables import EnrollmentRow, SubscriberRow
+
+__all__ = [
+    "EnrollmentError",
+    "enroll",
+    "enroll_matching",
+    "enroll_where_triggered",
+    "ensure_mailable",
+    "triggered_on_subscribe",
+    "unenroll",
+]
+
+
+class EnrollmentError(NurtureError):
+    """An enrollment cannot be made or ended (already active, not enrolled, no consent)."""
+
+
+def triggered_on_subscribe(loaded: LoadedSequence, tags: Iterable[str]) -> bool:
+    """Whether subscribing with ``tags`` starts ``loaded`` (its trigger's tags all present)."""
+    trigger = loaded.sequence.trigger
+    return (
+        trigger is not None and trigger.event == "subscribed" and set(trigger.tags).issubset(tags)
+    )
+
+
+def _remember_versions(
+    session: Session, sequences: Iterable[LoadedSequence], now: datetime
+) -> None:
+    """Record the definition of each version enrolled into (for ``nurture plan``)."""
+    store.remember_versions(
+        session,
+        {(s.sequence.id, s.version): s.sequence.model_dump(mode="json") for s in sequences},
+        now,
+    )
+
+
+def _enrollment_values(
+    subscriber: SubscriberRow, loaded: LoadedSequence, now: datetime
+) -> dict[str, Any]:
+    assert subscriber.id is not None, "flush the subscriber before enrolling it"
+    # next_due_at = now means "look at me now": the dispatcher's first pass
+    # computes the real due time of the first step with the timing rules.
+    return {
+        "subscriber_id": subscriber.id,
+        "sequence_id": loaded.sequence.id,
+        "sequence_version": loaded.version,
+        "position": None,
+        "status": "active",
+        "enrolled_at": now,
+        "next_due_at": now,
+        "updated_at": now,
+    }
+
+
+def enroll_where_triggered(
+    session: Session,
+    subscribers: Sequence[SubscriberRow],
+    sequences: Mapping[str, LoadedSequence],
+    now: datetime,
+) -> list[EnrollmentRow]:
+    """Enroll each of ``subscribers`` where its tags trigger a sequence (see the module doc).
+
+    A few statements for the whole batch, whatever its size.
+    """
+    # Sorted by id: enrollments are created (and get their ids) in a stable order.
+    auto = [sequences[key] for key in sorted(sequences) if sequences[key].sequence.trigger]
+    eligible = [row for row in subscribers if row.status == "active"]
+    if not eligible or not auto:
+        return []
+    blocked = suppressed(session, (row.email for row in eligible))
+    eligible = [row for row in eligible if row.email not in blocked]
+    ever = store.enrolled_pairs(session, (row.id for row in eligible))
+    values = [
+        _enrollment_values(row, loaded, now)
+        for row in eligible
+        for loaded in auto
+        if (row.id, loaded.sequence.id) not in ever and triggered_on_subscribe(loaded, row.tags)
+    ]
+    if not values:
+        return []
+    _remember_versions(session, auto, now)
+    return store.insert_enrollments(session, values)
+
+
+def enroll_matching(
+    session: Session,
+    subscriber: SubscriberRow,
+    sequences: Mapping[str, LoadedSequence],
+    now: datetime,
+) -> list[EnrollmentRow]:
+    """Enroll ``subscriber`` in every sequence its tags trigger (see the module doc).
+
+    :func:`~nurture.audience.subscribers.add_subscriber` does this itself; call
+    it after confirming a double opt-in (status ``unconfirmed`` -> ``active``)
+    or after adding tags.
+    """
+    return enroll_where_triggered(session, [subscriber], sequences, now)
+
+
+def ensure_mailable(session: Session, subscriber: SubscriberRow) -> None:
+    """Raise :class:`EnrollmentError` unless ``subscriber`` is active and not suppressed."""
+    if subscriber.status != "active":
+        raise EnrollmentError(
+            f"{subscriber.email} is {subscriber.status}: only active subscribers are enrolled"
+        )
+    if is_suppressed(session, subscriber.email):
+        raise EnrollmentError(f"{subscriber.email} is on the suppression list")
+
+
+def enroll(
+    session: Session, subscriber: SubscriberRow, loaded_sequence: LoadedSequence, now: datetime
+) -> EnrollmentRow:
+    """Enroll ``subscriber`` in ``loaded_sequence`` now, whatever its trigger says.
+
+    An admin's explicit choice: a subscriber who completed or left the sequence
+    before may be enrolled again. Refused when already active in it, and for
+    subscribers who may not be mailed (not active, or suppressed).
+    """
+    sequence_id = loaded_sequence.sequence.id
+    if store.active_enrollment(session, subscriber.id, sequence_id) is not None:
+        raise EnrollmentError(f"{subscriber.email} is already enrolled in {sequence_id!r}")
+    ensure_mailable(session, subscriber)
+    values = _enrollment_values(subscriber, loaded_sequence, now)
+    _remember_versions(session, [loaded_sequence], now)
+    return store.add_enrollment(session, values)
+
+
+def unenroll(
+    session: Session,
+    subscriber: SubscriberRow,
+    sequence_id: str,
+    now: datetime,
+    reason: str = "unenrolled by admin",
+) -> EnrollmentRow:
+    """End the active enrollment: status ``exited`` with ``reason``, nothing more due."""
+    enrollment = store.active_enrollment(session, subscriber.id, sequence_id)
+    if enrollment is None:
+        raise EnrollmentError(f"{subscriber.email} is not enrolled in {sequence_id!r}")
+    enrollment.status = "exited"
+    enrollment.status_reason = reason[:500]
+    enrollment.next_due_at = None
+    enrollment.updated_at = now
+    session.flush()
+    return enrollment
