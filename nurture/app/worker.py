@@ -28,14 +28,12 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
-from sqlalchemy import insert, update
 
 from nurture.app.runtime import Runtime
 from nurture.sending.dispatcher import DispatchHalted, DispatchReport
-from nurture.store.tables import WorkerTickRow
+from nurture.store.heartbeat import record_tick
 
 log = logging.getLogger("nurture.app.worker")
-TICKS = WorkerTickRow.__table__  # type: ignore[attr-defined]
 
 
 class Worker:
@@ -85,20 +83,7 @@ class Worker:
     def _heartbeat(self, now: datetime, error: str | None) -> None:
         try:
             with self.runtime.engine.begin() as conn:
-                changed = conn.execute(
-                    update(TICKS)
-                    .where(TICKS.c.worker_id == self.worker_id)
-                    .values(last_tick_at=now, last_error=error)
-                )
-                if not changed.rowcount:
-                    conn.execute(
-                        insert(TICKS).values(
-                            worker_id=self.worker_id,
-                            started_at=now,
-                            last_tick_at=now,
-                            last_error=error,
-                        )
-                    )
+                record_tick(conn, self.worker_id, now, error)
         except Exception:
             log.exception("could not record the worker's heartbeat")
 

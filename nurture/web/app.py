@@ -8,13 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, text
 
 from nurture.app.runtime import Runtime
 from nurture.app.worker import Worker
-from nurture.store.tables import WorkerTickRow
-
-TICKS = WorkerTickRow.__table__  # type: ignore[attr-defined]
+from nurture.store.heartbeat import check_database, worker_ticks
 
 
 def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
@@ -40,8 +37,8 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
         body: dict[str, Any] = {"status": "ok", "now": now.isoformat()}
         try:
             with runtime.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-                ticks = list(conn.execute(select(TICKS).order_by(TICKS.c.last_tick_at.desc())))
+                check_database(conn)
+                ticks = worker_ticks(conn)
             body["database"] = {"status": "ok", "dialect": runtime.engine.dialect.name}
         except Exception as exc:  # the check's whole point is to report this
             body["status"] = "error"
