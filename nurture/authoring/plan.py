@@ -5,7 +5,8 @@ not sent, a step added after a subscriber's position is, a step inserted before
 it is not. This module shows that impact *before* the worker picks up an edit:
 per sequence, how many subscribers sit at each step, what changed since the
 version they enrolled on, and for each subscriber on an older version which
-step comes next and whether it is new or changed.
+step comes next and whether it is new or changed. It returns that as data; the
+CLI (:mod:`nurture.cli.plan`) prints it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from nurture.core.decisions import (
@@ -34,6 +32,7 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.model import Sequence
 from nurture.core.subscriber import Subscriber
 from nurture.store import queries
+from nurture.store.planning import read_active_enrollments
 
 ChangeKind = Literal["added", "removed", "changed"]
 
@@ -111,21 +110,10 @@ def _describe(action: object, zone: Any) -> str:
 def plan_changes(
     engine: Engine, sequences: dict[str, LoadedSequence], now: datetime
 ) -> list[SequencePlan]:
-    enrollment, subscriber = queries.ENROLLMENT, queries.SUBSCRIBER
-    with engine.connect() as conn:
-        rows = list(
-            conn.execute(
-                select(enrollment, subscriber.c.email, subscriber.c.timezone,
-                       subscriber.c.name, subscriber.c.locale, subscriber.c.tags,
-                       subscriber.c.attributes, subscriber.c.first_name)
-                .join(subscriber, subscriber.c.id == enrollment.c.subscriber_id)
-                .where(enrollment.c.status == "active")
-                .order_by(enrollment.c.sequence_id, subscriber.c.email)
-            )
-        )  # fmt: skip
-        ledgers = queries.load_ledger(conn, [row.id for row in rows]) if rows else {}
-        events = queries.load_decision_events(conn, {row.subscriber_id for row in rows}, now)
-        versions = {sid: queries.load_versions(conn, sid) for sid in {r.sequence_id for r in rows}}
+    """One plan per sequence on disk or with active enrollments, decided at ``now``."""
+    snapshot = read_active_enrollments(engine, now)
+    rows, ledgers, events = snapshot.enrollments, snapshot.ledgers, snapshot.events
+    versions = snapshot.versions
     plans: dict[str, SequencePlan] = {
         sid: SequencePlan(sid, loaded.version, True) for sid, loaded in sorted(sequences.items())
     }
@@ -181,54 +169,3 @@ def plan_changes(
             )
         )
     return list(plans.values())
-
-
-def render_plan(plans: list[SequencePlan], console: Console) -> None:
-    if not plans:
-        console.print("No sequences on disk and no active enrollments.")
-        return
-    for plan in plans:
-        where = (
-            f"file version {plan.current_version}" if plan.on_disk else "[red]no file on disk[/]"
-        )
-        console.print(
-            f"\n[bold]{plan.sequence_id}[/] ({where}): {plan.active} active enrollment(s)"
-        )
-        if not plan.on_disk:
-            console.print("  These enrollments wait: nothing is sent until the file is back.")
-        if plan.active:
-            table = Table(show_header=True, box=None, padding=(0, 2))
-            table.add_column("at step (last decided)")
-            table.add_column("subscribers", justify="right")
-            for position, count in sorted(plan.by_position.items()):
-                table.add_row(position, str(count))
-            console.print(table)
-        for version, count in sorted(plan.by_version.items()):
-            current = " (current)" if version == plan.current_version else ""
-            console.print(f"  on version {version}{current}: {count}")
-        for version, changes in plan.changes.items():
-            console.print(f"  changes since {version}:")
-            if not changes:
-                console.print("    none in the steps (other fields changed)")
-            for change in changes:
-                detail = f" ({change.detail})" if change.detail else ""
-                console.print(f"    {change.kind} step {change.step_id!r}{detail}")
-        if plan.impacts:
-            table = Table(title="subscribers on an older version", title_justify="left")
-            for column in (
-                "subscriber",
-                "at step",
-                "next step",
-                "next is",
-                "then",
-                "will not receive",
-            ):
-                table.add_column(column, overflow="fold")
-            for impact in plan.impacts:
-                table.add_row(
-                    impact.email, impact.position or "-", impact.next_step or "-",
-                    impact.next_kind, impact.action, ", ".join(impact.not_received) or "-",
-                )  # fmt: skip
-            console.print(table)
-        elif plan.on_disk and plan.active:
-            console.print("  every active enrollment is on the current version: no surprises")

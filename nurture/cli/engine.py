@@ -1,6 +1,7 @@
 """The engine's commands: ``db upgrade``, ``dispatch``, ``worker``, ``run``,
 ``plan``, ``resume`` and ``log``. Settings and the clock come from the main
-CLI's context object (see :mod:`nurture.cli.main`)."""
+CLI's context object (see :mod:`nurture.cli.main`); every command runs inside
+:func:`~nurture.cli.console.errors`, so a bad setting is exit 2, not a traceback."""
 
 from __future__ import annotations
 
@@ -11,25 +12,19 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from nurture.app.clock import FixedClock, parse_instant
 from nurture.app.runtime import Runtime, build_runtime, freeze_startup_objects, open_engine
-from nurture.errors import ConfigurationError, NurtureError
+from nurture.cli.console import EXIT_CONFIGURATION, EXIT_HALTED, err, errors, fail, out
+from nurture.errors import NurtureError
 
-out = Console()
-err = Console(stderr=True)
 log = logging.getLogger("nurture")
 
 db_app = typer.Typer(
     name="db", help="The database schema (Alembic migrations).", no_args_is_help=True
 )
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 @contextmanager
@@ -39,20 +34,19 @@ def _runtime(ctx: typer.Context, now: str | None = None) -> Iterator[Runtime]:
         try:
             clock = FixedClock(parse_instant(now))
         except ValueError as exc:
-            raise _fail(f"--now: {exc}", 2) from exc
-    try:
+            raise fail(f"--now: {exc}", EXIT_CONFIGURATION) from exc
+    with errors():
         runtime = build_runtime(ctx.obj.settings(), clock)
-    except ConfigurationError as exc:
-        raise _fail(str(exc), 2) from exc
-    except NurtureError as exc:
-        raise _fail(str(exc)) from exc
     freeze_startup_objects()
     try:
         problems = runtime.registry.last_problems
         if problems:
             err.print(
-                f"[yellow]warning:[/] {len(problems)} problem(s) in sequence files; "
-                "the invalid ones are not running (see `nurture validate`)"
+                Text.assemble(
+                    ("warning: ", "yellow"),
+                    f"{len(problems)} problem(s) in sequence files; "
+                    "the invalid ones are not running (see `nurture validate`)",
+                )
             )
         yield runtime
     finally:
@@ -62,15 +56,15 @@ def _runtime(ctx: typer.Context, now: str | None = None) -> Iterator[Runtime]:
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply the migrations (run and worker also do this on start)."""
-    try:
-        settings = ctx.obj.settings()
-        engine = open_engine(settings)
-    except ConfigurationError as exc:
-        raise _fail(str(exc), 2) from exc
     from nurture.store.migrate import current_revision
 
-    out.print(f"database at revision {current_revision(engine)}", highlight=False)
-    engine.dispose()
+    with errors():
+        engine = open_engine(ctx.obj.settings())
+        try:
+            revision = current_revision(engine)
+        finally:
+            engine.dispose()
+    out.print(f"database at revision {revision}", highlight=False)
 
 
 def dispatch_command(
@@ -80,16 +74,18 @@ def dispatch_command(
 ) -> None:
     """Send everything due now, in as many batches as it takes, then exit."""
     if not once:
-        raise _fail(
-            "use `nurture dispatch --once` for one pass, or `nurture worker` to keep going", 2
+        raise fail(
+            "use `nurture dispatch --once` for one pass, or `nurture worker` to keep going",
+            EXIT_CONFIGURATION,
         )
     with _runtime(ctx, now) as runtime:
         moment = runtime.clock()
-        runtime.dispatcher.reconcile(moment)
-        try:
-            report = runtime.dispatcher.dispatch(moment)
-        except NurtureError as exc:
-            raise _fail(str(exc), 3) from exc
+        with errors():
+            runtime.dispatcher.reconcile(moment)
+            try:
+                report = runtime.dispatcher.dispatch(moment)
+            except NurtureError as exc:
+                raise fail(str(exc), EXIT_HALTED) from exc
     out.print(f"dispatch at {moment.isoformat()}: {report.summary()}", highlight=False)
 
 
@@ -112,10 +108,11 @@ def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> No
         app = create_app(runtime, Worker(runtime) if with_worker else None)
         role = "worker + web" if with_worker else "web only (run `nurture worker` separately)"
         out.print(
-            f"nurture {role} on http://{host}:{port} (health: /healthz); transport "
-            f"{runtime.settings.transport}; sequences: "
-            f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}",
-            highlight=False,
+            Text(
+                f"nurture {role} on http://{host}:{port} (health: /healthz); transport "
+                f"{runtime.settings.transport}; sequences: "
+                f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}"
+            )
         )
         server_class(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
 
@@ -168,16 +165,24 @@ def resume_command(
     """Resume a sequence paused by its error budget."""
     from nurture.store import queries
 
-    engine = open_engine(ctx.obj.settings())
-    with engine.begin() as conn:
-        paused = queries.paused_sequences(conn)
-        if sequence not in paused:
-            raise _fail(f"{sequence} is not paused")
-        queries.save_sequence_state(
-            conn, sequence, consecutive_failures=0, paused=False, reason=None, now=ctx.obj.now()
-        )
-    engine.dispose()
-    out.print(f"{sequence} resumed", highlight=False)
+    with errors():
+        engine = open_engine(ctx.obj.settings())
+        try:
+            with engine.begin() as conn:
+                paused = queries.paused_sequences(conn)
+                if sequence not in paused:
+                    raise fail(f"{sequence} is not paused")
+                queries.save_sequence_state(
+                    conn,
+                    sequence,
+                    consecutive_failures=0,
+                    paused=False,
+                    reason=None,
+                    now=ctx.obj.now(),
+                )
+        finally:
+            engine.dispose()
+    out.print(Text(f"{sequence} resumed"))
 
 
 def log_command(
@@ -192,9 +197,12 @@ def log_command(
     """The send log: every decision, with why."""
     from nurture.store.reports import send_log
 
-    engine = open_engine(ctx.obj.settings())
-    rows = send_log(engine, email=email, sequence=sequence, status=status, limit=limit)
-    engine.dispose()
+    with errors():
+        engine = open_engine(ctx.obj.settings())
+        try:
+            rows = send_log(engine, email=email, sequence=sequence, status=status, limit=limit)
+        finally:
+            engine.dispose()
     table = Table(title="send log (newest first)")
     for column in (
         "decided (UTC)",
@@ -208,29 +216,31 @@ def log_command(
         table.add_column(column, overflow="fold")
     for row in rows:
         detail: Any = row["reason"] or row["provider_message_id"] or ""
+        # Emails, ids and provider messages come from outside: Text, not markup.
         table.add_row(
             f"{row['decided_at']:%Y-%m-%d %H:%M}",
-            row["email"],
-            row["sequence_id"],
-            row["step_id"],
+            Text(row["email"]),
+            Text(row["sequence_id"]),
+            Text(row["step_id"]),
             row["status"],
             str(row["attempts"]),
-            str(detail),
+            Text(str(detail)),
         )
     out.print(table)
 
 
 def plan_command(ctx: typer.Context) -> None:
     """What editing the sequence files would do to subscribers mid-way."""
-    from nurture.authoring.plan import plan_changes, render_plan
+    from nurture.authoring.plan import plan_changes
+    from nurture.cli.plan import print_plan
 
-    settings = ctx.obj.settings()
-    engine = open_engine(settings)
-    try:
-        plans = plan_changes(engine, ctx.obj.sequences(), ctx.obj.now())
-    finally:
-        engine.dispose()
-    render_plan(plans, out)
+    with errors():
+        engine = open_engine(ctx.obj.settings())
+        try:
+            plans = plan_changes(engine, ctx.obj.sequences(), ctx.obj.now())
+        finally:
+            engine.dispose()
+    print_plan(plans, out)
 
 
 def register_engine_commands(app: typer.Typer) -> None:

@@ -13,8 +13,8 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
@@ -27,6 +27,7 @@ from nurture.authoring.workbench import (
     preview_sequence,
     validate_paths,
 )
+from nurture.cli.console import err, errors, fail, out
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.subscribers import enroll_command, subscribers_app, unenroll_command
 from nurture.core.decisions import Event
@@ -35,9 +36,10 @@ from nurture.core.places import check_timezone
 from nurture.core.samples import read_subscribers
 from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import simulate
+from nurture.core.vocabulary import EventKind
 from nurture.core.subscriber import Subscriber
 from nurture.demo.examples import example_root
-from nurture.errors import ConfigurationError, NurtureError, SequenceError
+from nurture.errors import SequenceError
 from nurture.store.db import session_factory
 
 app = typer.Typer(
@@ -47,8 +49,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
 
 
 @dataclass
@@ -114,16 +114,9 @@ def _main(
     ctx.obj = Context(folder.resolve(), _now_option(now))
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _settings(ctx: typer.Context) -> Settings:
-    try:
+    with errors():
         settings: Settings = ctx.obj.settings()
-    except ConfigurationError as exc:
-        raise _fail(str(exc), 2) from exc
     return settings
 
 
@@ -132,7 +125,7 @@ def _parse_time(text: str, zone: ZoneInfo, what: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise _fail(f"{what}: {text!r} is not an ISO-8601 time such as 2026-11-27T15:30") from exc
+        raise fail(f"{what}: {text!r} is not an ISO-8601 time such as 2026-11-27T15:30") from exc
     return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
 
 
@@ -142,18 +135,19 @@ def parse_event(text: str, zone: ZoneInfo) -> Event:
     words, sep, when = text.partition(" at ")
     parts = words.split()
     if not sep or not parts:
-        raise _fail(
+        raise fail(
             f'--event {text!r}: write for example "clicked three-models at 2026-12-01T10:00"'
         )
     at = _parse_time(when, zone, "--event")
     verb, rest = parts[0].lower(), parts[1:]
     if verb in ("clicked", "opened") and len(rest) == 1:
-        return Event("click" if verb == "clicked" else "open", at, step=rest[0])
+        kind = EventKind.CLICKED if verb == "clicked" else EventKind.OPENED
+        return Event(kind, at, step=rest[0])
     if verb == "purchased" and len(rest) <= 1:
-        return Event("purchase", at, product=rest[0] if rest else None)
+        return Event(EventKind.PURCHASED, at, product=rest[0] if rest else None)
     if verb == "unsubscribed" and not rest:
-        return Event("unsubscribe", at)
-    raise _fail(
+        return Event(EventKind.UNSUBSCRIBED, at)
+    raise fail(
         f"--event {text!r}: the event is one of 'clicked STEP', 'opened STEP', "
         "'purchased [PRODUCT]', 'unsubscribed', followed by 'at ISO-TIME'"
     )
@@ -168,7 +162,7 @@ def init(
     """Create a working folder with nurture.toml and the example sequence."""
     target = (ctx.obj.folder / directory).resolve()
     if (target / CONFIG_FILE).exists() and not force:
-        raise _fail(f"{target / CONFIG_FILE} already exists (use --force to overwrite)")
+        raise fail(f"{target / CONFIG_FILE} already exists (use --force to overwrite)")
     target.mkdir(parents=True, exist_ok=True)
     source = example_root()
     for name in ("sequences", "templates", "schemas"):
@@ -184,8 +178,8 @@ def init(
         'postal_address = "Exempel AB, Storgatan 1, 111 22 Stockholm, Sweden"\n',
         encoding="utf-8",
     )
-    out.print(f"Created [bold]{target}[/]", highlight=False)
-    out.print(f"  cd {directory} && nurture validate", highlight=False)
+    out.print(Text.assemble("Created ", (str(target), "bold")))
+    out.print(Text(f"  cd {directory} && nurture validate"))
 
 
 @app.command()
@@ -200,15 +194,16 @@ def validate(
     targets = [ctx.obj.folder / p for p in paths] if paths else [settings.sequences_dir]
     for target in targets:
         if not target.exists():
-            raise _fail(f"{target}: no such file or folder")
-    result = validate_paths(settings, targets)
+            raise fail(f"{target}: no such file or folder")
+    with errors():
+        result = validate_paths(settings, targets)
     for diagnostic in result.diagnostics:
-        out.print(str(diagnostic), highlight=False, soft_wrap=True)
+        out.print(Text(str(diagnostic)), soft_wrap=True)
     if result.diagnostics:
         err.print(f"[red]{len(result.diagnostics)} problem(s)[/] in {result.files} file(s)")
         raise typer.Exit(1)
     names = ", ".join(sorted(result.sequences)) or "none"
-    out.print(f"[green]ok[/]: {result.files} file(s), sequences: {names}", highlight=False)
+    out.print(Text.assemble(("ok", "green"), f": {result.files} file(s), sequences: {names}"))
 
 
 def _one_subscriber(data: Path | None, ctx: typer.Context) -> Subscriber | None:
@@ -217,9 +212,9 @@ def _one_subscriber(data: Path | None, ctx: typer.Context) -> Subscriber | None:
     try:
         subscribers = read_subscribers(ctx.obj.folder / data)
     except SequenceError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if not subscribers:
-        raise _fail(f"{data}: no subscriber in the file")
+        raise fail(f"{data}: no subscriber in the file")
     return subscribers[0]
 
 
@@ -236,7 +231,7 @@ def preview(
 ) -> None:
     """Write each email as .html, .txt and .eml, exactly as it will be sent."""
     settings = _settings(ctx)
-    try:
+    with errors():
         loaded = find_sequence(settings, ctx.obj.folder, sequence)
         subscriber = _one_subscriber(data, ctx)
         written = preview_sequence(
@@ -248,14 +243,12 @@ def preview(
             subscriber=subscriber,
             now=ctx.obj.now(),
         )
-    except NurtureError as exc:
-        raise _fail(str(exc)) from exc
     for path in written:
         try:
             shown = path.relative_to(ctx.obj.folder)
         except ValueError:
             shown = path
-        out.print(str(shown), highlight=False)
+        out.print(Text(str(shown)))
 
 
 @app.command("simulate")
@@ -277,10 +270,8 @@ def simulate_command(
 ) -> None:
     """Show when one subscriber would get each email, and why."""
     settings = _settings(ctx)
-    try:
+    with errors():
         loaded = find_sequence(settings, ctx.obj.folder, sequence)
-    except NurtureError as exc:
-        raise _fail(str(exc)) from exc
     seq = loaded.sequence
     subscriber = _one_subscriber(data, ctx) or Subscriber(
         email="subscriber@example.com",
@@ -291,31 +282,32 @@ def simulate_command(
         try:
             check_timezone(tz)  # the check subscribers and sequence files get
         except ValueError as exc:
-            raise _fail(f"--tz: {exc}") from exc
+            raise fail(f"--tz: {exc}") from exc
         subscriber = replace(subscriber, timezone=tz)
     zone = ZoneInfo(subscriber.timezone or seq.timezone)
     begin = _parse_time(start, zone, "--start") if start else ctx.obj.now()
     events = [parse_event(text, zone) for text in event or []]
-    try:
+    with errors():
         timeline = simulate(seq, subscriber, begin, events)
-    except NurtureError as exc:
-        raise _fail(str(exc)) from exc
     if as_json:
         print(json.dumps([entry.as_json() for entry in timeline], indent=2, ensure_ascii=False))
         return
     enrolled = begin.astimezone(zone)
+    # Ids, addresses and reasons come from files and subscribers: Text, not markup.
     table = Table(
-        title=f"{seq.id}: {subscriber.email} ({zone.key}), enrolled {enrolled:%a %Y-%m-%d %H:%M}"
+        title=Text(
+            f"{seq.id}: {subscriber.email} ({zone.key}), enrolled {enrolled:%a %Y-%m-%d %H:%M}"
+        )
     )
     for column in ("step", "local time", "UTC", "action", "why"):
         table.add_column(column)
     for entry in timeline:
         table.add_row(
-            entry.step or "-",
+            Text(entry.step or "-"),
             f"{entry.at:%a %Y-%m-%d %H:%M %Z}",
             f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M}",
             entry.action,
-            entry.reason,
+            Text(entry.reason),
         )
     out.print(table)
 
