@@ -42,6 +42,19 @@ def _with_search_path(url: str, schema: str) -> str:
     return parsed.update_query_dict({"options": combined}).render_as_string(hide_password=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_developer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees the settings it sets itself, never the developer's shell.
+
+    A ``NURTURE_TRANSPORT=smtp`` or ``NURTURE_BATCH_SIZE`` exported for local
+    work would otherwise change what ``Settings()`` returns here. Only the
+    test database's URL is kept: it is how the PostgreSQL cases are asked for.
+    """
+    for name in list(os.environ):
+        if name.startswith("NURTURE_") and name != PG_ENV:
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def pg_schema_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a brand-new, empty schema."""
