@@ -5,9 +5,12 @@ The commands get everything from the Typer context object, which must satisfy
 migrated store and the valid sequences. That keeps this module free of
 configuration reading, and lets tests pass a context with a fixed clock.
 
-Exit codes: 0 done; 1 a refused input or a failed command (bad address,
-unknown sequence, bad CSV rows: the good rows are still imported); 2 a
-configuration error.
+Exit codes (:mod:`nurture.cli.console`): 0 done; 1 a refused input or a
+failed command (bad address, unknown sequence, bad CSV rows: the good rows are
+still imported); 2 a configuration error.
+
+Names, addresses, tags and reasons come from outside: they are printed as
+:class:`~rich.text.Text`, never as console markup.
 """
 
 from __future__ import annotations
@@ -21,12 +24,10 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column, Table
 from rich.text import Text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
@@ -41,12 +42,9 @@ from nurture.audience.subscribers import (
     subscriber_sends,
     unenroll,
 )
+from nurture.cli.console import EXIT_FAILED, err, errors, fail, out
 from nurture.core.loader import LoadedSequence
-from nurture.errors import ConfigurationError, NurtureError
 from nurture.store.tables import SUBSCRIBER_STATUSES, SubscriberRow
-
-out = Console()
-err = Console(stderr=True)
 
 subscribers_app = typer.Typer(
     name="subscribers",
@@ -89,24 +87,6 @@ def _app(ctx: typer.Context) -> AppContext:
     return obj
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(Text.assemble(("error: ", "bold red"), (message, "red")), soft_wrap=True)
-    return typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Our errors become a red message and an exit code, never a traceback."""
-    try:
-        yield
-    except ConfigurationError as exc:
-        raise _fail(str(exc), 2) from exc
-    except NurtureError as exc:
-        raise _fail(str(exc)) from exc
-    except SQLAlchemyError as exc:
-        raise _fail(f"database error: {exc}") from exc
-
-
 @contextmanager
 def _store(app: AppContext) -> Iterator[Session]:
     engine, sessions = app.open_store()
@@ -120,7 +100,7 @@ def _store(app: AppContext) -> Iterator[Session]:
 def _subscriber(session: Session, email: str) -> SubscriberRow:
     row = get_subscriber(session, email)
     if row is None:
-        raise _fail(f"no subscriber {email.strip()!r}")
+        raise fail(f"no subscriber {email.strip()!r}")
     return row
 
 
@@ -128,8 +108,19 @@ def _sequence(app: AppContext, sequence_id: str) -> LoadedSequence:
     sequences = app.sequences()
     if sequence_id not in sequences:
         known = ", ".join(sorted(sequences)) or "none"
-        raise _fail(f"unknown sequence {sequence_id!r} (valid sequences: {known})")
+        raise fail(f"unknown sequence {sequence_id!r} (valid sequences: {known})")
     return sequences[sequence_id]
+
+
+def _say(text: str) -> None:
+    """Print a line that contains outside text (an address, an id) literally."""
+    out.print(Text(text), soft_wrap=True)
+
+
+def _cells(*values: str) -> tuple[Text, ...]:
+    # Table cells are parsed as markup when given as str: a name such as
+    # "[/bold]" would raise a MarkupError or restyle the table.
+    return tuple(Text(value) for value in values)
 
 
 def _local(moment: datetime | None, zone: str) -> str:
@@ -143,7 +134,7 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise _fail(f"--attr {pair!r}: write it as key=value")
+            raise fail(f"--attr {pair!r}: write it as key=value")
         attributes[key.strip()] = value.strip()
     return attributes
 
@@ -170,7 +161,7 @@ def add_command(
     """Add a subscriber (or update one), and enroll them where their tags match."""
     app = _app(ctx)
     attributes = _attributes(attr or [])
-    with _errors(), _store(app) as session:
+    with errors(), _store(app) as session:
         now = app.now()
         before = get_subscriber(session, email)
         stamp = before.updated_at if before is not None else None
@@ -190,18 +181,15 @@ def add_command(
         )
         session.commit()
     if before is None:
-        out.print(f"Added {row.email}", highlight=False)
+        _say(f"Added {row.email}")
     elif row.updated_at != stamp:
-        out.print(f"Updated {row.email}", highlight=False)
+        _say(f"Updated {row.email}")
     else:
-        out.print(f"{row.email} is already up to date", highlight=False)
+        _say(f"{row.email} is already up to date")
     for enrollment in enrollments:
-        out.print(
-            f"  enrolled in {enrollment.sequence_id} (version {enrollment.sequence_version})",
-            highlight=False,
-        )
+        _say(f"  enrolled in {enrollment.sequence_id} (version {enrollment.sequence_version})")
     if row.status != "active":
-        out.print(f"  status: {row.status} (not enrolled)", highlight=False)
+        _say(f"  status: {row.status} (not enrolled)")
 
 
 @subscribers_app.command("import")
@@ -222,7 +210,7 @@ def import_command(
     """
     app = _app(ctx)
     with (
-        _errors(),
+        errors(),
         _store(app) as session,
         Progress(
             TextColumn("importing"),
@@ -247,15 +235,14 @@ def import_command(
             consent_text=consent,
             progress=progress,
         )
-    out.print(
+    _say(
         f"{report.imported} imported, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{len(report.errors)} with errors; {report.enrolled} new enrollments",
-        highlight=False,
+        f"{len(report.errors)} with errors; {report.enrolled} new enrollments"
     )
     for line, message in report.errors:
         err.print(Text(f"{file}:{line}: {message}", style="red"), soft_wrap=True)
     if report.errors:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @subscribers_app.command("list")
@@ -270,8 +257,8 @@ def list_command(
     """List subscribers in the order they were added."""
     app = _app(ctx)
     if status is not None and status not in SUBSCRIBER_STATUSES:
-        raise _fail(f"unknown status {status!r} (one of {', '.join(SUBSCRIBER_STATUSES)})")
-    with _errors(), _store(app) as session:
+        raise fail(f"unknown status {status!r} (one of {', '.join(SUBSCRIBER_STATUSES)})")
+    with errors(), _store(app) as session:
         rows = list_subscribers(session, limit=limit, offset=offset, status=status)
     # Readable at 80 columns (a pipe, a narrow terminal): short fixed-width
     # values never wrap, the rest folds. Time zone and locale are in `show`.
@@ -285,11 +272,13 @@ def list_command(
     )
     for row in rows:
         table.add_row(
-            row.email, row.name, row.status, ", ".join(row.tags), f"{row.created_at:%Y-%m-%d}"
+            *_cells(
+                row.email, row.name, row.status, ", ".join(row.tags), f"{row.created_at:%Y-%m-%d}"
+            )
         )
     out.print(table)
     if not rows:
-        out.print("no subscribers" + (f" with status {status}" if status else ""))
+        _say("no subscribers" + (f" with status {status}" if status else ""))
 
 
 @subscribers_app.command("show")
@@ -299,7 +288,7 @@ def show_command(
 ) -> None:
     """Show a subscriber: details, consent, enrollments and the send log."""
     app = _app(ctx)
-    with _errors(), _store(app) as session:
+    with errors(), _store(app) as session:
         row = _subscriber(session, email)
         enrollments = subscriber_enrollments(session, row)
         sends = subscriber_sends(session, row)
@@ -313,20 +302,22 @@ def show_command(
     details = Table.grid(padding=(0, 2))
     details.add_column(style="bold")
     details.add_column()
-    details.add_row("email", row.email)
-    details.add_row("name", row.name or "-")
-    details.add_row("first name", row.first_name or "-")
-    details.add_row("status", row.status + (f" ({row.status_reason})" if row.status_reason else ""))
-    details.add_row("time zone", row.timezone or "- (the sequence's)")
-    details.add_row("locale", row.locale or "- (the sequence's)")
-    details.add_row("tags", ", ".join(row.tags) or "-")
+    details.add_row("email", Text(row.email))
+    details.add_row("name", Text(row.name or "-"))
+    details.add_row("first name", Text(row.first_name or "-"))
+    details.add_row(
+        "status", Text(row.status + (f" ({row.status_reason})" if row.status_reason else ""))
+    )
+    details.add_row("time zone", Text(row.timezone or "- (the sequence's)"))
+    details.add_row("locale", Text(row.locale or "- (the sequence's)"))
+    details.add_row("tags", Text(", ".join(row.tags) or "-"))
     for key, value in sorted(row.attributes.items()):
-        details.add_row(f"attr.{key}", str(value))
-    details.add_row("consent", _local(row.consent_at, row.timezone or "UTC"))
-    details.add_row("  source", row.consent_source or "-")
-    details.add_row("  wording", row.consent_text or "-")
-    details.add_row("  IP", row.consent_ip or "-")
-    details.add_row("added", _local(row.created_at, row.timezone or "UTC"))
+        details.add_row(Text(f"attr.{key}"), Text(str(value)))
+    details.add_row("consent", Text(_local(row.consent_at, row.timezone or "UTC")))
+    details.add_row("  source", Text(row.consent_source or "-"))
+    details.add_row("  wording", Text(row.consent_text or "-"))
+    details.add_row("  IP", Text(row.consent_ip or "-"))
+    details.add_row("added", Text(_local(row.created_at, row.timezone or "UTC")))
     out.print(details)
 
     # As in `list`: times never wrap, identifiers and text fold.
@@ -342,10 +333,12 @@ def show_command(
     for enrollment in enrollments:
         reason = f": {enrollment.status_reason}" if enrollment.status_reason else ""
         enrolled.add_row(
-            f"{enrollment.sequence_id} ({enrollment.sequence_version})",
-            enrollment.status + reason,
-            enrollment.position or "-",
-            _local(enrollment.next_due_at, zone_for(enrollment.sequence_id)),
+            *_cells(
+                f"{enrollment.sequence_id} ({enrollment.sequence_version})",
+                enrollment.status + reason,
+                enrollment.position or "-",
+                _local(enrollment.next_due_at, zone_for(enrollment.sequence_id)),
+            )
         )
     out.print(enrolled if enrollments else "not enrolled in any sequence")
 
@@ -361,10 +354,12 @@ def show_command(
     for send in sends:
         status = send.status + (f" ({send.attempts} tries)" if send.attempts > 1 else "")
         log.add_row(
-            _local(send.sent_at or send.due_at, zone_for(send.sequence_id)),
-            f"{send.sequence_id} / {send.step_id}",
-            status,
-            send.reason or send.subject or "",
+            *_cells(
+                _local(send.sent_at or send.due_at, zone_for(send.sequence_id)),
+                f"{send.sequence_id} / {send.step_id}",
+                status,
+                send.reason or send.subject or "",
+            )
         )
     out.print(log if sends else "nothing sent yet")
 
@@ -376,15 +371,14 @@ def enroll_command(
 ) -> None:
     """Enroll a subscriber in a sequence now (also one they finished before)."""
     app = _app(ctx)
-    with _errors(), _store(app) as session:
+    with errors(), _store(app) as session:
         loaded = _sequence(app, sequence)
         row = _subscriber(session, email)
         enrollment = enroll(session, row, loaded, app.now())
         session.commit()
-    out.print(
+    _say(
         f"Enrolled {row.email} in {enrollment.sequence_id} "
-        f"(version {enrollment.sequence_version}); the first step is due now",
-        highlight=False,
+        f"(version {enrollment.sequence_version}); the first step is due now"
     )
 
 
@@ -396,8 +390,8 @@ def unenroll_command(
 ) -> None:
     """End a subscriber's active enrollment in a sequence: nothing more is sent from it."""
     app = _app(ctx)
-    with _errors(), _store(app) as session:
+    with errors(), _store(app) as session:
         row = _subscriber(session, email)
         unenroll(session, row, sequence, app.now(), reason=reason)
         session.commit()
-    out.print(f"Unenrolled {row.email} from {sequence}", highlight=False)
+    _say(f"Unenrolled {row.email} from {sequence}")

@@ -652,3 +652,32 @@ def test_cli_errors_exit_1_and_configuration_errors_exit_2(fake_app: FakeApp) ->
     result = _run(fake_app, "subscribers", "add", "anna@example.com")
     assert result.exit_code == 2
     assert "setting 'sequences_dir'" in result.stderr
+
+
+def test_cli_prints_names_and_tags_literally(fake_app: FakeApp) -> None:
+    # Rich markup in outside text must be shown as written, not interpreted
+    # (an unmatched closing tag used to crash `list` and `show`).
+    result = _run(
+        fake_app,
+        "subscribers", "add", "anna@example.com",
+        "--name", "Anna [/bold] [red]Svensson", "--tag", "[b]vip", "--attr", "note=[/]",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = _run(fake_app, "subscribers", "list")
+    assert result.exit_code == 0, result.output
+    assert "[red]Svensson" in result.stdout and "[b]vip" in result.stdout
+    result = _run(fake_app, "subscribers", "show", "anna@example.com")
+    assert result.exit_code == 0, result.output
+    assert "Anna [/bold] [red]Svensson" in result.stdout
+    assert "[/]" in result.stdout
+
+
+def test_cli_refuses_a_zone_that_is_no_place_as_sequence_files_do(fake_app: FakeApp) -> None:
+    for zone in ("localtime", "Factory"):
+        refused = _run(fake_app, "subscribers", "add", "anna@example.com", "--tz", zone)
+        assert refused.exit_code == 1
+        loaded, problems = parse_sequence(json.dumps(sequence_dict(timezone=zone)), "seq.yaml")
+        assert loaded is None
+        assert [p.message for p in problems] == [
+            "timezone: " + refused.stderr.strip().removeprefix("error: ")
+        ]
