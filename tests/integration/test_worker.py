@@ -41,8 +41,9 @@ def test_reload_keeps_last_good_version(
     engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = workdir(tmp_path)
+    transport = MemoryTransport()
     runtime = build_runtime(
-        settings, FixedClock(NOW), transport=MemoryTransport(), engine=engine, migrate=False
+        settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
     )
     good = runtime.registry.sequences()["sales-process"]
     path = tmp_path / "sequences" / "sales-process.yaml"
@@ -59,17 +60,32 @@ def test_reload_keeps_last_good_version(
     assert f"sales-process.yaml:{index + 1}:" in caplog.text
     assert "still running its last good version" in caplog.text
     assert runtime.registry.sequences()["sales-process"] is good
-    # A broken template keeps the old library (and the old sequence) too.
-    path.write_text(text.replace("subject:", "subject:", 1), encoding="utf-8")
-    template = tmp_path / "templates" / "en" / "welcome.md"
-    template.write_text(template.read_text(encoding="utf-8") + "\n{{ nope }}\n", encoding="utf-8")
-    assert runtime.registry.reload()
-    assert runtime.registry.sequences()["sales-process"].version == good.version
-    # A valid edit takes effect.
-    template.write_text(
-        template.read_text(encoding="utf-8").replace("{{ nope }}", ""), encoding="utf-8"
-    )
+    # A valid edit of the sequence next to a broken template: the template is
+    # refused, and with it the edit; the last good library keeps rendering.
+    library = runtime.registry.library()
     path.write_text(text.replace("wait: 2 days", "wait: 3 days", 1), encoding="utf-8")
+    template = tmp_path / "templates" / "en" / "welcome.md"
+    good_template = template.read_text(encoding="utf-8")
+    template.write_text(good_template + "\nBROKEN {{ nope }}\n", encoding="utf-8")
+    assert runtime.registry.reload()
+    assert runtime.registry.sequences()["sales-process"] is good
+    assert runtime.registry.library() is library
+    with session_factory(engine)() as session:
+        add_subscriber(
+            session, email="karin@example.com", tags=("b2b",), locale="en", consent_source="test",
+            now=NOW, sequences=runtime.registry.sequences(),
+        )  # fmt: skip
+        session.commit()
+    report = runtime.dispatcher.dispatch(NOW)
+    assert (report.sent, report.failed) == (1, 0)
+    [welcome] = transport.sent
+    assert welcome.step_id == "welcome"
+    bodies = welcome.bodies()
+    assert bodies is not None and bodies[0] is not None
+    assert "Thanks for signing up" in bodies[0]
+    assert "BROKEN" not in bodies[0]
+    # A valid edit takes effect.
+    template.write_text(good_template, encoding="utf-8")
     assert runtime.registry.reload() == []
     assert runtime.registry.sequences()["sales-process"].version != good.version
     runtime.close()
