@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nurture.app.settings import Settings
 from nurture.core.loader import LoadedSequence, load_sequence_file, load_sequences, sequence_files
-from nurture.core.rendering import TemplateLibrary, validate_rendering
+from nurture.core.rendering import TemplateLibrary, check
 from nurture.core.samples import samples_for
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, NurtureError, SequenceError
@@ -38,7 +38,7 @@ def validate_loaded(
             settings.base_url, settings.secret_key, sample.email, loaded.sequence.id
         )
         problems.extend(
-            validate_rendering(
+            check(
                 library,
                 loaded.sequence,
                 [sample],

@@ -12,9 +12,7 @@ from urllib.parse import quote
 
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
-from nurture.core.rendering import TemplateLibrary
-from nurture.core.rendering.envelope import ComposedEmail
-from nurture.core.rendering.links import Links
+from nurture.core.rendering import ComposedEmail, Links, TemplateLibrary
 from nurture.core.subscriber import Subscriber
 from nurture.core.tokens import sign
 

@@ -57,7 +57,7 @@ from nurture.core.decisions import (
 )
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
-from nurture.core.rendering.envelope import ComposedEmail
+from nurture.core.rendering import ComposedEmail
 from nurture.core.subscriber import Subscriber
 from nurture.errors import (
     NurtureError,

@@ -17,17 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
+from nurture.core import rendering
 from nurture.core.model import Sequence
-from nurture.core.rendering import (
-    RenderedEmail,
-    TemplateLibrary,
-    html_to_text,
-    locale_search_path,
-    render_step,
-    template_context,
-    validate_rendering,
-)
-from nurture.core.rendering.links import Links, hrefs, offer_url
+from nurture.core.rendering import Links, RenderedEmail, TemplateLibrary
+
+# Unit tests of single pieces, imported from the module that owns them.
+from nurture.core.rendering.links import hrefs, offer_url
+from nurture.core.rendering.loader import locale_search_path
+from nurture.core.rendering.placeholders import html_to_text
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, RenderError
 
@@ -117,13 +114,13 @@ def render(
 ) -> RenderedEmail:
     seq = seq or sequence()
     subscriber = subscriber or Subscriber(email="ada@example.com", name="Ada Lovelace")
-    return render_step(TemplateLibrary(root), seq, seq.steps[step], subscriber, LINKS, ADDRESS)
+    return rendering.render(TemplateLibrary(root), seq, seq.steps[step], subscriber, LINKS, ADDRESS)
 
 
 def validate(root: Path, seq: Sequence | None = None, **kwargs: Any) -> list[Diagnostic]:
     seq = seq or sequence()
     samples = [Subscriber(email="ada@example.com", name="Ada Lovelace", locale="en")]
-    return validate_rendering(
+    return rendering.check(
         TemplateLibrary(root), seq, samples, LINKS, ADDRESS, "sequences/demo.yaml", **kwargs
     )
 
@@ -366,22 +363,14 @@ def test_cached_structures_render_like_a_plain_render(
     # The fast path splices values into a cached, CSS-inlined structure; the
     # plain path renders, converts and inlines everything for this subscriber.
     library = TemplateLibrary(shared_templates)
+    plain = TemplateLibrary(shared_templates, reuse_structures=False)
     seq = sequence()
     subscriber = Subscriber(email="x@example.com", name=f"{first} {last}", given_first_name=first)
     for step in seq.steps:
-        email, plan = library._render_email(seq, step, subscriber, LINKS, ADDRESS)
-        context = {
-            **library._globals,
-            **template_context(seq, step, subscriber, LINKS, ADDRESS, locale=plan.locale),
-        }
-        context["step"] = {
-            **context["step"],
-            "subject": email.subject,
-            "preheader": email.preheader,
-        }
-        plain_html, plain_text = library._render_plain(plan, context)
-        assert unescape(email.html) == unescape(plain_html)
-        assert email.text.split() == plain_text().split()
+        email = library.render(seq, step, subscriber, LINKS, ADDRESS)
+        reference = plain.render(seq, step, subscriber, LINKS, ADDRESS)
+        assert unescape(email.html) == unescape(reference.html)
+        assert email.text.split() == reference.text.split()
 
 
 def test_filters_on_captured_output_fall_back_to_plain_rendering(templates: Path) -> None:
@@ -554,7 +543,7 @@ def test_localhost_links_from_links_are_allowed(templates: Path) -> None:
     seq = sequence()
     samples = [Subscriber(email="a@example.com")]
     library = TemplateLibrary(templates)
-    assert validate_rendering(library, seq, samples, local, ADDRESS, "s.yaml") == []
+    assert rendering.check(library, seq, samples, local, ADDRESS, "s.yaml") == []
 
 
 def test_missing_template_is_reported_in_the_sequence_file(templates: Path) -> None:

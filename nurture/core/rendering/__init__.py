@@ -1,41 +1,45 @@
-"""Rendering emails: the names the rest of nurture imports, from one place.
+"""Rendering emails: templates in, complete emails and diagnostics out.
 
-The work is done by one module per concept:
+The rest of nurture imports only what ``__all__`` lists, from here:
 
-- :mod:`nurture.core.rendering.loader`: the locale search path, the loader and
-  the Jinja environment.
-- :mod:`nurture.core.rendering.placeholders`: values rendered as tokens, so CSS inlining,
-  Markdown and the text part run once per structure; :func:`html_to_text`.
-- :mod:`nurture.core.rendering.context`: the template variables and
-  :data:`FOOTER_STRINGS`.
-- :mod:`nurture.core.rendering.templates`: :class:`TemplateLibrary` and
-  :func:`render_step`.
-- :mod:`nurture.core.rendering.message`: :class:`RenderedEmail` and its MIME form.
-- :mod:`nurture.core.rendering.validation`: :func:`validate_rendering`.
+- :class:`TemplateLibrary`: the templates under a folder, compiled and cached;
+  build a new one to pick up edited files.
+- :func:`render`: one step for one subscriber -> :class:`RenderedEmail`
+  (subject, HTML, text, the pipeline's headers); a :class:`~nurture.errors.RenderError`
+  names the template and line.
+- :func:`check`: every step in every locale for sample subscribers -> a list of
+  :class:`~nurture.errors.Diagnostic` (``nurture validate``).
+- :class:`RenderPlan`: the prepared shape of one template for one locale pair
+  (:meth:`TemplateLibrary.plan`).
+- :class:`Links`: the subscriber's signed URLs, built by the caller.
+- :class:`ComposedEmail`: a rendered email with its envelope, for transports.
+
+One module per concept does the work: ``loader`` (locale search path, Jinja
+environment), ``placeholders`` (values as tokens, so costly conversions run once
+per structure), ``context`` (template variables, footer texts), ``links``
+(URLs, List-* headers, footer and link rules), ``templates``
+(:class:`TemplateLibrary`), ``message`` (:class:`RenderedEmail` and its MIME
+form), ``envelope`` (:class:`ComposedEmail`) and ``validation`` (:func:`check`).
+Their other public names are for each other and for the unit tests of those
+pieces.
 """
 
 from __future__ import annotations
 
-from nurture.core.rendering.context import FOOTER_STRINGS, template_context
-from nurture.core.rendering.context import footer_strings as footer_strings
+from nurture.core.rendering.envelope import ComposedEmail
 from nurture.core.rendering.links import Links
-from nurture.core.rendering.loader import LAYOUT as LAYOUT
-from nurture.core.rendering.loader import locale_search_path
 from nurture.core.rendering.message import RenderedEmail
-from nurture.core.rendering.placeholders import html_to_text
-from nurture.core.rendering.templates import KeyPath as KeyPath
-from nurture.core.rendering.templates import TemplateLibrary, render_step
-from nurture.core.rendering.validation import Positions as Positions
-from nurture.core.rendering.validation import validate_rendering
+from nurture.core.rendering.templates import KeyPath, RenderPlan, TemplateLibrary, render
+from nurture.core.rendering.validation import Positions, check
 
 __all__ = [
-    "FOOTER_STRINGS",
+    "ComposedEmail",
+    "KeyPath",
     "Links",
+    "Positions",
+    "RenderPlan",
     "RenderedEmail",
     "TemplateLibrary",
-    "html_to_text",
-    "locale_search_path",
-    "render_step",
-    "template_context",
-    "validate_rendering",
+    "check",
+    "render",
 ]

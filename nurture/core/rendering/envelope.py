@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from functools import cached_property
 from typing import TypeVar
 
-from nurture.core.rendering import RenderedEmail
+from nurture.core.rendering.message import RenderedEmail
 
 _T = TypeVar("_T")
 

@@ -5,7 +5,7 @@ locale variants. For a subscriber with locale L in a sequence with locale S a
 name is looked up in ``L/``, ``<language of L>/``, ``S/``, ``<language of S>/``
 and finally the root. ``{% extends %}`` and ``{% include %}`` resolve along the
 same search path (it travels in the internal template name, see
-``_Environment.join_path``), so ``sv/layout.html`` overrides the layout for
+``LocaleEnvironment.join_path``), so ``sv/layout.html`` overrides the layout for
 Swedish emails.
 
 The loader is the only code that reads template files.
@@ -28,10 +28,10 @@ LAYOUT = "layout.html"
 # locale may become a folder name, so "../../etc" never reaches the file system.
 _LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 _SEP = "|"  # internal template name: "<folder>,<folder>,...,|<template name>"
-_MARKDOWN_PAGE = "\x00markdown.html"  # NUL is never in a real file name
-_MARKDOWN_VAR = "__nurture_markdown__"
+MARKDOWN_PAGE = "\x00markdown.html"  # NUL is never in a real file name
+MARKDOWN_VAR = "__nurture_markdown__"
 _MARKDOWN_PAGE_SOURCE = (
-    f'{{% extends "{LAYOUT}" %}}{{% block content %}}{{{{ {_MARKDOWN_VAR} }}}}{{% endblock %}}'
+    f'{{% extends "{LAYOUT}" %}}{{% block content %}}{{{{ {MARKDOWN_VAR} }}}}{{% endblock %}}'
 )
 
 
@@ -41,14 +41,21 @@ def locale_search_path(locale: str | None, default_locale: str) -> tuple[str, ..
     folders: list[str] = []
     for candidate in (locale, default_locale):
         tag = (candidate or "").replace("_", "-")
-        if _LOCALE_RE.match(tag):
+        if is_locale_tag(tag):
             for folder in (tag, tag.split("-")[0]):
                 if folder not in folders:
                     folders.append(folder)
     return (*folders, "")
 
 
-def _internal_name(folders: tuple[str, ...], template: str) -> str:
+def is_locale_tag(text: str) -> bool:
+    """Whether ``text`` looks like a locale tag (``sv``, ``en-GB``): only such a
+    tag names a locale folder."""
+    return _LOCALE_RE.match(text) is not None
+
+
+def internal_name(folders: tuple[str, ...], template: str) -> str:
+    """The name Jinja knows a template by: the search path travels in it."""
     return ",".join(folders) + _SEP + template
 
 
@@ -59,7 +66,7 @@ def _split_name(name: str) -> tuple[tuple[str, ...], str]:
     return tuple(folders.split(",")), template
 
 
-class _LocaleLoader(BaseLoader):
+class LocaleLoader(BaseLoader):
     """Finds ``<folder>/<template>`` along the search path carried in the name."""
 
     def __init__(self, root: Path) -> None:
@@ -79,7 +86,7 @@ class _LocaleLoader(BaseLoader):
         self, environment: Environment, template: str
     ) -> tuple[str, str | None, Callable[[], bool] | None]:
         folders, name = _split_name(template)
-        if name == _MARKDOWN_PAGE:
+        if name == MARKDOWN_PAGE:
             return _MARKDOWN_PAGE_SOURCE, "<markdown page>", None
         path = self.resolve(folders, name)
         if path is None:
@@ -94,8 +101,8 @@ class _LocaleLoader(BaseLoader):
         )
 
 
-class _Environment(ImmutableSandboxedEnvironment):
+class LocaleEnvironment(ImmutableSandboxedEnvironment):
     def join_path(self, template: str, parent: str) -> str:
         # {% extends "layout.html" %} inherits the search path of the template
         # that names it, so the layout is looked up per locale like the body.
-        return _internal_name(_split_name(parent)[0], template)
+        return internal_name(_split_name(parent)[0], template)

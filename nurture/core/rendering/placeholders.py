@@ -3,7 +3,7 @@
 Inlining CSS (css-inline), converting Markdown (markdown-it) and deriving text
 (inscriptis) cost about 40, 500 and 650 µs per email, far over the budget of
 ~100 µs. Their input depends on the subscriber only through expression values,
-so Jinja renders every ``{{ value }}`` as a token (``_finalize``) and records
+so Jinja renders every ``{{ value }}`` as a token (``finalize``) and records
 the value. That "structure" is converted once and cached; per email, the
 escaped values are spliced into the cached result. A new structure is first
 checked against a plain render (a filter applied to captured output,
@@ -15,6 +15,7 @@ makes that check.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from collections.abc import Sequence as Seq
 from contextlib import suppress
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup
 
-_SLOTS_VAR = "__nurture_slots__"
-_INERT_VAR = "__nurture_markdown_text__"
+SLOTS_VAR = "__nurture_slots__"
+INERT_VAR = "__nurture_markdown_text__"
 # Lowercase letters and digits only: a token passes unchanged through Markdown
 # (link targets too), HTML parsing (which lowercases names), CSS inlining and
 # text extraction.
@@ -42,10 +43,11 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 # escaped twice). CommonMark reads a numeric character reference as the literal
 # character, never as syntax: "&#91;" shows "[" but cannot open a link.
 _MARKDOWN_INERT = {ord(c): f"&#{ord(c)};" for c in "&<>\"'\\`*_[]()!#+-.=|~"} | {10: " ", 13: " "}
+_K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
 
 
-class _Slots:
+class Slots:
     """The values of one render; equal values share one token."""
 
     __slots__ = ("index", "values")
@@ -63,29 +65,30 @@ class _Slots:
 
 
 @pass_context
-def _finalize(context: Context, value: Any) -> Any:
+def finalize(context: Context, value: Any) -> Any:
+    """Jinja's ``finalize`` hook: a value becomes a token while slots are collected."""
     # pass_context also stops Jinja from calling this at compile time for
     # constants, so no token is ever baked into a compiled template.
     if hasattr(value, "__html__"):
         return value  # markup (macro output, blocks, |safe): part of the structure
-    slots = context.parent.get(_SLOTS_VAR)
+    slots = context.parent.get(SLOTS_VAR)
     if slots is not None:
         text = value if type(value) is str else str(value)  # UndefinedError raised here
         return slots.token(text) if text else text
-    if context.parent.get(_INERT_VAR):  # a Markdown body rendered without tokens
+    if context.parent.get(INERT_VAR):  # a Markdown body rendered without tokens
         return Markup(str(value).translate(_MARKDOWN_INERT))
     return value
 
 
 @dataclass(frozen=True)
-class _Pieces:
+class Pieces:
     """A structure split at its tokens, for fast splicing of values."""
 
     literals: tuple[str, ...]
     slots: tuple[int, ...]
 
     @classmethod
-    def of(cls, structure: str) -> _Pieces:
+    def of(cls, structure: str) -> Pieces:
         parts = _SLOT_RE.split(structure)
         return cls(tuple(parts[0::2]), tuple(int(p) for p in parts[1::2]))
 
@@ -99,24 +102,25 @@ class _Pieces:
         return "".join(out)
 
 
-class _Page:
+class CachedPage:
     """A cached, CSS-inlined structure; ``html`` is None when it must be rendered plainly."""
 
     __slots__ = ("_text", "html", "inlined")
 
     def __init__(self, inlined: str | None) -> None:
         self.inlined = inlined
-        self.html = None if inlined is None else _Pieces.of(inlined)
-        self._text: _Pieces | None = None
+        self.html = None if inlined is None else Pieces.of(inlined)
+        self._text: Pieces | None = None
 
-    def text(self) -> _Pieces:
+    def text(self) -> Pieces:
         if self._text is None:  # derived on first use: a .txt sibling makes it unneeded
             assert self.inlined is not None
-            self._text = _Pieces.of(html_to_text(self.inlined))
+            self._text = Pieces.of(html_to_text(self.inlined))
         return self._text
 
 
-def _remember(cache: dict[str, _V], key: str, value: _V) -> _V:
+def remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Store ``value`` under ``key`` in a bounded cache; return ``value``."""
     if len(cache) >= _CACHE_SIZE:  # evict the oldest: structures are few and stable
         with suppress(KeyError, RuntimeError, StopIteration):  # another thread got there
             del cache[next(iter(cache))]
@@ -124,7 +128,8 @@ def _remember(cache: dict[str, _V], key: str, value: _V) -> _V:
     return value
 
 
-def _tokens(text: str) -> set[str]:
+def tokens_in(text: str) -> set[str]:
+    """The placeholder numbers in ``text`` (a conversion must keep every one)."""
     return set(_SLOT_RE.findall(text))
 
 

@@ -51,27 +51,26 @@ from nurture.core.model import Localized, Sequence, Step, localized
 from nurture.core.rendering.context import template_context
 from nurture.core.rendering.links import Links, footer_problem, list_headers, with_text_footer
 from nurture.core.rendering.loader import (
-    _LOCALE_RE,
-    _MARKDOWN_PAGE,
-    _MARKDOWN_VAR,
-    _SEP,
     LAYOUT,
-    _Environment,
-    _internal_name,
-    _LocaleLoader,
+    MARKDOWN_PAGE,
+    MARKDOWN_VAR,
+    LocaleEnvironment,
+    LocaleLoader,
+    internal_name,
+    is_locale_tag,
     locale_search_path,
 )
 from nurture.core.rendering.message import RenderedEmail
 from nurture.core.rendering.placeholders import (
-    _INERT_VAR,
-    _SLOTS_VAR,
-    _finalize,
-    _Page,
-    _Pieces,
-    _remember,
-    _Slots,
-    _tokens,
+    INERT_VAR,
+    SLOTS_VAR,
+    CachedPage,
+    Pieces,
+    Slots,
+    finalize,
     html_to_text,
+    remember,
+    tokens_in,
 )
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, RenderError
@@ -81,19 +80,25 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Where one body template's files are, for one pair of locales."""
+class RenderPlan:
+    """The prepared shape of one body template for one pair of locales.
+
+    :meth:`TemplateLibrary.plan` works it out once (which folder the body is
+    found in, whether it is Markdown, whether a ``.txt`` sibling exists, which
+    locale the email is in) and caches it; every email of that step and locale
+    pair is rendered from it.
+    """
 
     folders: tuple[str, ...]
     locale: str
     source: str  # the body template's file, as a path under templates_dir
-    body: str  # internal names (see _internal_name) from here on
+    body: str  # internal names (see internal_name) from here on
     page: str  # the layout page a Markdown body is put into
     text: str | None  # the .txt sibling, when there is one
     markdown: bool
 
 
-class _RenderFailure(RenderError):
+class RenderFailure(RenderError):
     """A RenderError that knows where: a template line, or a key of the sequence file."""
 
     def __init__(self, diagnostic: Diagnostic, key: KeyPath | None = None) -> None:
@@ -132,16 +137,19 @@ class TemplateLibrary:
     Safe to share between threads (a race only repeats work).
     """
 
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(self, templates_dir: Path, *, reuse_structures: bool = True) -> None:
+        """``reuse_structures=False`` converts every email from scratch (slow): the
+        reference the placeholder cache is checked against in tests."""
         self.templates_dir = Path(templates_dir)
-        self._loader = _LocaleLoader(self.templates_dir)
-        self._env = _Environment(
+        self._reuse_structures = reuse_structures
+        self._loader = LocaleLoader(self.templates_dir)
+        self._env = LocaleEnvironment(
             loader=self._loader,
             undefined=StrictUndefined,
             # .md too: values are escaped before markdown-it sees them. Subjects
             # (from_string) are plain-text headers: not escaped.
             autoescape=select_autoescape(["html", "htm", "md"], default_for_string=False),
-            finalize=_finalize,
+            finalize=finalize,
             auto_reload=False,
         )
         self._markdown = MarkdownIt("commonmark", {"html": True})
@@ -150,9 +158,9 @@ class TemplateLibrary:
         self._globals = dict(self._env.globals)  # range, dict, namespace...: see _run
         self._templates: dict[str, Template] = {}
         self._lines: dict[str, Template] = {}
-        self._plans: dict[str, _Plan] = {}
+        self._plans: dict[tuple[str, str | None, str], RenderPlan] = {}
         self._markdown_pages: dict[str, str | None] = {}
-        self._pages: dict[str, _Page] = {}
+        self._pages: dict[str, CachedPage] = {}
 
     def render(
         self,
@@ -163,12 +171,12 @@ class TemplateLibrary:
         postal_address: str,
     ) -> RenderedEmail:
         """Render ``step`` for ``subscriber``; a RenderError names template:line."""
-        return self._render_email(sequence, step, subscriber, links, postal_address)[0]
+        return self.render_with_plan(sequence, step, subscriber, links, postal_address)[0]
 
     def find(self, template: str, locale: str | None, default_locale: str) -> Path | None:
         """The file ``template`` resolves to for a subscriber's locale, or None."""
         try:
-            return Path(self._plan(template, locale, default_locale).source)
+            return Path(self.plan(template, locale, default_locale).source)
         except RenderError:
             return None
 
@@ -178,11 +186,11 @@ class TemplateLibrary:
         found = set()
         for name in self._loader.list_templates():
             folder, _, rest = name.partition("/")
-            if rest in names and _LOCALE_RE.match(folder):
+            if rest in names and is_locale_tag(folder):
                 found.add(folder)
         return [sequence.locale, *sorted(found - {sequence.locale})]
 
-    def _render_email(
+    def render_with_plan(
         self,
         sequence: Sequence,
         step: Step,
@@ -191,11 +199,16 @@ class TemplateLibrary:
         postal_address: str,
         *,
         check_footer: bool = True,
-    ) -> tuple[RenderedEmail, _Plan]:
+    ) -> tuple[RenderedEmail, RenderPlan]:
+        """:meth:`render`, also returning the plan the email was rendered from.
+
+        ``check_footer=False`` lets validation report a missing footer as one
+        problem among others rather than stop at it.
+        """
         try:
-            plan = self._plan(step.template, subscriber.locale, sequence.locale)
-        except _RenderFailure as failure:
-            raise _RenderFailure(
+            plan = self.plan(step.template, subscriber.locale, sequence.locale)
+        except RenderFailure as failure:
+            raise RenderFailure(
                 failure.diagnostic, ("steps", _index(sequence, step), "template")
             ) from None
         context = {
@@ -218,14 +231,14 @@ class TemplateLibrary:
                 key = ("steps", _index(sequence, step), field, *text_key)
                 message = f"{field} of step {step.id!r}: {_describe(exc)}"
                 where = Diagnostic(f"<sequence {sequence.id}>", 1, 1, message)
-                raise _RenderFailure(where, key) from exc
+                raise RenderFailure(where, key) from exc
         context["step"] = {**context["step"], **lines}
         html, derive_text = self._render_html(plan, context)
         text = self._render(plan, plan.text, context) if plan.text else derive_text()
         text = with_text_footer(text, links, postal_address, context["t"]["unsubscribe"])
         problem = footer_problem(html, links, postal_address) if check_footer else None
         if problem:
-            raise _RenderFailure(Diagnostic(plan.source, 1, 1, problem))
+            raise RenderFailure(Diagnostic(plan.source, 1, 1, problem))
         headers = list_headers(
             links,
             sequence_id=sequence.id,
@@ -236,22 +249,26 @@ class TemplateLibrary:
         email = RenderedEmail(lines["subject"], lines["preheader"], html, text, headers)
         return email, plan
 
-    def _render_html(self, plan: _Plan, context: dict[str, Any]) -> tuple[str, Callable[[], str]]:
+    def _render_html(
+        self, plan: RenderPlan, context: dict[str, Any]
+    ) -> tuple[str, Callable[[], str]]:
         """The final HTML, and a way to derive the text part from it."""
-        slots = _Slots()
-        scope = {**context, _SLOTS_VAR: slots}
+        if not self._reuse_structures:
+            return self._render_plain(plan, context)
+        slots = Slots()
+        scope = {**context, SLOTS_VAR: slots}
         markdown_html: str | None = None
         if plan.markdown:
             source = self._render(plan, plan.body, scope)
             markdown_html = self._markdown_page(plan, source, slots, context)
             if markdown_html is None:
                 return self._render_plain(plan, context)
-            scope[_MARKDOWN_VAR] = Markup(markdown_html)
+            scope[MARKDOWN_VAR] = Markup(markdown_html)
         structure = self._render(plan, plan.page if plan.markdown else plan.body, scope)
         page = self._pages.get(structure)
         if page is None:
             page = self._new_page(plan, structure, slots, context, markdown_html)
-            _remember(self._pages, structure, page)
+            remember(self._pages, structure, page)
         if page.html is None:
             return self._render_plain(plan, context)
         values = slots.values
@@ -262,7 +279,7 @@ class TemplateLibrary:
         )
 
     def _markdown_page(
-        self, plan: _Plan, source: str, slots: _Slots, context: dict[str, Any]
+        self, plan: RenderPlan, source: str, slots: Slots, context: dict[str, Any]
     ) -> str | None:
         """The Markdown structure as HTML (cached); None when it cannot be reused."""
         if source in self._markdown_pages:
@@ -270,56 +287,59 @@ class TemplateLibrary:
         html: str | None = self._markdown.render(source)
         plain = self._render(plan, plan.body, context)
         escaped = [escape(value) for value in slots.values]
-        if plain != _Pieces.of(source).fill(escaped) or not _tokens(source) <= _tokens(html or ""):
+        if plain != Pieces.of(source).fill(escaped) or not tokens_in(source) <= tokens_in(
+            html or ""
+        ):
             html = None
-        return _remember(self._markdown_pages, source, html)
+        return remember(self._markdown_pages, source, html)
 
     def _new_page(
         self,
-        plan: _Plan,
+        plan: RenderPlan,
         structure: str,
-        slots: _Slots,
+        slots: Slots,
         context: dict[str, Any],
         markdown_html: str | None,
-    ) -> _Page:
+    ) -> CachedPage:
         # Once per structure: splicing the values in must give exactly what a
         # plain render gives, and inlining must keep every token.
         escaped = [escape(value) for value in slots.values]
         scope = dict(context)
         if markdown_html is not None:
-            scope[_MARKDOWN_VAR] = Markup(_Pieces.of(markdown_html).fill(escaped))
+            scope[MARKDOWN_VAR] = Markup(Pieces.of(markdown_html).fill(escaped))
         plain = self._render(plan, plan.page if plan.markdown else plan.body, scope)
-        if plain != _Pieces.of(structure).fill(escaped):
-            return _Page(None)
+        if plain != Pieces.of(structure).fill(escaped):
+            return CachedPage(None)
         inlined = self._inline(plan, structure)
-        return _Page(inlined if _tokens(structure) <= _tokens(inlined) else None)
+        return CachedPage(inlined if tokens_in(structure) <= tokens_in(inlined) else None)
 
-    def _render_plain(self, plan: _Plan, context: dict[str, Any]) -> tuple[str, Callable[[], str]]:
+    def _render_plain(
+        self, plan: RenderPlan, context: dict[str, Any]
+    ) -> tuple[str, Callable[[], str]]:
         """Everything per email, for a structure the cache cannot serve."""
         if plan.markdown:
-            source = self._render(plan, plan.body, {**context, _INERT_VAR: True})
-            scope = {**context, _MARKDOWN_VAR: Markup(self._markdown.render(source))}
+            source = self._render(plan, plan.body, {**context, INERT_VAR: True})
+            scope = {**context, MARKDOWN_VAR: Markup(self._markdown.render(source))}
             html = self._inline(plan, self._render(plan, plan.page, scope))
         else:
             html = self._inline(plan, self._render(plan, plan.body, context))
         return html, lambda: html_to_text(html)
 
-    def _inline(self, plan: _Plan, html: str) -> str:
+    def _inline(self, plan: RenderPlan, html: str) -> str:
         try:
             return self._inliner.inline(html)
         except ValueError as exc:  # css_inline.InlineError
-            raise _RenderFailure(
-                Diagnostic(plan.source, 1, 1, f"cannot inline CSS: {exc}")
-            ) from exc
+            raise RenderFailure(Diagnostic(plan.source, 1, 1, f"cannot inline CSS: {exc}")) from exc
 
-    def _plan(self, template: str, locale: str | None, default_locale: str) -> _Plan:
-        key = f"{template}{_SEP}{locale}{_SEP}{default_locale}"
+    def plan(self, template: str, locale: str | None, default_locale: str) -> RenderPlan:
+        """The plan of ``template`` for a subscriber's locale; RenderFailure when missing."""
+        key = (template, locale, default_locale)
         plan = self._plans.get(key)
         if plan is None:
-            plan = _remember(self._plans, key, self._new_plan(template, locale, default_locale))
+            plan = remember(self._plans, key, self._new_plan(template, locale, default_locale))
         return plan
 
-    def _new_plan(self, template: str, locale: str | None, default_locale: str) -> _Plan:
+    def _new_plan(self, template: str, locale: str | None, default_locale: str) -> RenderPlan:
         folders = locale_search_path(locale, default_locale)
         try:
             candidates = self._loader.candidates(folders, template)
@@ -329,30 +349,30 @@ class TemplateLibrary:
         if found is None:
             looked = ", ".join(str(path) for path in candidates)
             message = f"template {template!r} not found (looked in {looked})"
-            raise _RenderFailure(Diagnostic(template, 1, 1, message))
+            raise RenderFailure(Diagnostic(template, 1, 1, message))
         own = locale_search_path(locale, "")[:-1]  # the subscriber's folders
         text_name = template.rsplit(".", 1)[0] + ".txt"
         # The text part must be in the body's language: a .txt counts in the
         # body's folder or a more specific one, never in a fallback folder.
         has_text = self._loader.resolve(folders[: found + 1], text_name) is not None
-        return _Plan(
+        return RenderPlan(
             folders=folders,
             locale=own[0] if folders[found] in own else default_locale,
             source=str(candidates[found]),
-            body=_internal_name(folders, template),
-            page=_internal_name(folders, _MARKDOWN_PAGE),
-            text=_internal_name(folders, text_name) if has_text else None,
+            body=internal_name(folders, template),
+            page=internal_name(folders, MARKDOWN_PAGE),
+            text=internal_name(folders, text_name) if has_text else None,
             markdown=template.endswith(".md"),
         )
 
-    def _render(self, plan: _Plan, name: str, scope: dict[str, Any]) -> str:
+    def _render(self, plan: RenderPlan, name: str, scope: dict[str, Any]) -> str:
         try:
             template = self._templates.get(name)
             if template is None:
-                template = _remember(self._templates, name, self._env.get_template(name))
+                template = remember(self._templates, name, self._env.get_template(name))
             return self._run(template, scope)
         except Exception as exc:  # the boundary: whatever a template raised
-            raise _RenderFailure(self._diagnose(exc, plan.source)) from exc
+            raise RenderFailure(self._diagnose(exc, plan.source)) from exc
 
     def _run(self, template: Template, scope: dict[str, Any]) -> str:
         # Template.render copies the variables and merges in the globals (a
@@ -370,7 +390,7 @@ class TemplateLibrary:
             return " ".join(source.split())
         template = self._lines.get(source)
         if template is None:
-            template = _remember(self._lines, source, self._env.from_string(source))
+            template = remember(self._lines, source, self._env.from_string(source))
         return " ".join(self._run(template, context).split())
 
     def _diagnose(self, exc: BaseException, fallback: str) -> Diagnostic:
@@ -386,9 +406,9 @@ class TemplateLibrary:
             frame = frame.tb_next
         return Diagnostic(file, line, 1, _describe(exc))
 
-    def _locate(self, plan: _Plan, needles: tuple[str, ...]) -> tuple[str, int]:
+    def locate(self, plan: RenderPlan, needles: tuple[str, ...]) -> tuple[str, int]:
         """The file and line where one of ``needles`` is written (body, then layout)."""
-        for name in (plan.body, _internal_name(plan.folders, LAYOUT)):
+        for name in (plan.body, internal_name(plan.folders, LAYOUT)):
             try:
                 source, filename, _ = self._loader.get_source(self._env, name)
             except TemplateNotFound:
@@ -399,7 +419,7 @@ class TemplateLibrary:
         return plan.source, 1
 
 
-def render_step(
+def render(
     library: TemplateLibrary,
     sequence: Sequence,
     step: Step,

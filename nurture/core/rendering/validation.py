@@ -14,14 +14,14 @@ from markupsafe import escape
 from nurture.core.model import Sequence
 from nurture.core.rendering.links import Links, footer_problem, hrefs, link_problem, offer_url
 from nurture.core.rendering.message import RenderedEmail
-from nurture.core.rendering.templates import KeyPath, TemplateLibrary, _Plan, _RenderFailure
+from nurture.core.rendering.templates import KeyPath, RenderFailure, RenderPlan, TemplateLibrary
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic
 
 Positions = Mapping[KeyPath, tuple[int, int]] | Callable[[KeyPath], tuple[int, int]]
 
 
-def validate_rendering(
+def check(
     library: TemplateLibrary,
     sequence: Sequence,
     subscribers: list[Subscriber],
@@ -53,8 +53,8 @@ def validate_rendering(
     locales = library.locales_for(sequence)
     for index, step in enumerate(sequence.steps):
         try:
-            library._plan(step.template, None, sequence.locale)
-        except _RenderFailure as failure:
+            library.plan(step.template, None, sequence.locale)
+        except RenderFailure as failure:
             key = ("steps", index, "template")
             found[Diagnostic(sequence_file, *at(key), failure.diagnostic.message)] = None
             continue
@@ -64,7 +64,7 @@ def validate_rendering(
         for locale in locales:
             for sample in samples:
                 try:
-                    email, plan = library._render_email(
+                    email, plan = library.render_with_plan(
                         sequence,
                         step,
                         replace(sample, locale=locale),
@@ -72,7 +72,7 @@ def validate_rendering(
                         postal_address,
                         check_footer=False,
                     )
-                except _RenderFailure as failure:
+                except RenderFailure as failure:
                     problem = failure.diagnostic
                     if failure.key is not None:
                         problem = Diagnostic(sequence_file, *at(failure.key), problem.message)
@@ -87,7 +87,7 @@ def validate_rendering(
 
 def _email_problems(
     library: TemplateLibrary,
-    plan: _Plan,
+    plan: RenderPlan,
     email: RenderedEmail,
     links: Links,
     postal_address: str,
@@ -101,7 +101,7 @@ def _email_problems(
     for href in targets:
         problem = link_problem(href, links)
         if problem:
-            file, line = library._locate(plan, (href, str(escape(href))))
+            file, line = library.locate(plan, (href, str(escape(href))))
             problems.append(Diagnostic(file, line, 1, problem))
     if offer_link is not None and offer_link not in targets:
         message = (
