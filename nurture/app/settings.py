@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # Links and compliance
     base_url: str = "http://localhost:8000"
     secret_key: str = "change-me"
+    old_secret_keys: list[str] = Field(
+        default=[],
+        description=(
+            "former secret keys: links signed with them still open; new links are "
+            "signed with secret_key (rotation)"
+        ),
+    )
     postal_address: str = "Example AB, Storgatan 1, 111 22 Stockholm, Sweden"
     # Dispatching
     dispatch_interval: float = Field(default=30.0, gt=0, description="seconds between ticks")
@@ -89,6 +96,19 @@ class Settings(BaseSettings):
         # Precedence: explicit arguments, then the environment, then nurture.toml
         # (the file named by model_config["toml_file"]; see load_settings).
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @field_validator("old_secret_keys")
+    @classmethod
+    def _old_secret_keys(cls, value: list[str]) -> list[str]:
+        # A placeholder that still verifies would let anyone forge a link.
+        if any(key.strip().lower() in PLACEHOLDER_SECRETS for key in value):
+            raise ValueError("a placeholder such as 'change-me' must not be listed")
+        return value
+
+    @property
+    def secret_keys(self) -> list[str]:
+        """The keys that verify signed links, the signing one (secret_key) first."""
+        return [self.secret_key, *self.old_secret_keys]
 
     @property
     def has_placeholder_secret(self) -> bool:

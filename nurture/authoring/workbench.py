@@ -35,7 +35,11 @@ def validate_loaded(
     problems: list[Diagnostic] = []
     for sample in samples:
         links = build_links(
-            settings.base_url, settings.secret_key, sample.email, loaded.sequence.id
+            settings.base_url,
+            settings.secret_key,
+            sample.email,
+            loaded.sequence.id,
+            now=datetime.now(UTC),  # only the links' shape is checked, not their age
         )
         problems.extend(
             check(

@@ -1,46 +1,95 @@
-"""Signed tokens for links in emails (unsubscribe, preferences).
+"""Signed tokens for links in emails (unsubscribe, preferences, confirmations).
 
 A link must let a subscriber act without logging in, yet nobody may forge one
-for another address. The token is ``payload.signature`` where the signature is
-HMAC-SHA256 over the payload with the site's secret key, compared in constant
-time. Pure: the secret is an argument.
+for another address. Tokens are itsdangerous' URL-safe timed serializer: a JSON
+payload, the time it was signed, and an HMAC-SHA256 over both.
+
+- A *purpose* is the itsdangerous salt, so a token made for one kind of link
+  never opens another (a preferences token is no confirmation token).
+- *Keys*: the first one signs; every one verifies. Rotating the secret means
+  putting the new key first and keeping the old one listed until the links
+  signed with it have aged out of inboxes.
+- The time is an argument (pure core: no clock here), used when signing and,
+  with ``max_age``, when verifying.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+MANAGE = "nurture.manage"
+"""Unsubscribe and preferences links: one token serves both pages (each only
+lets the holder manage that one subscription), so an email is signed once."""
+
+CONFIRM = "nurture.confirm"
+"""Confirmation links (double opt-in): verify these with a ``max_age``."""
+
+# What dumps() produces: URL-safe base64 pieces joined by dots. Checked first
+# because the base64 decoder skips characters outside its alphabet, so a
+# genuine token with "é" or "!" added would otherwise still verify.
+_TOKEN = re.compile(r"[A-Za-z0-9_\-.]+")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+class _SignerAt(TimestampSigner):
+    """A TimestampSigner whose "now" is given, not read from the system clock."""
+
+    def __init__(self, *args: Any, now: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._now = now
+
+    def get_timestamp(self) -> int:
+        return self._now
 
 
-def sign(secret: str, purpose: str, payload: dict[str, Any]) -> str:
-    """A URL-safe token carrying ``payload``, valid only for ``purpose``."""
-    body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
-    mac = hmac.new(secret.encode("utf-8"), f"{purpose}.{body}".encode(), hashlib.sha256)
-    return f"{body}.{_b64(mac.digest()[:18])}"
+def _serializer(keys: Sequence[str] | str, purpose: str, now: datetime) -> URLSafeTimedSerializer:
+    ordered = [keys] if isinstance(keys, str) else list(keys)
+    if not ordered:
+        raise ValueError("at least one secret key is needed to sign or verify a token")
+    # itsdangerous signs with the *last* key and tries the newest first; ours
+    # are listed newest first (secret_key, then old_secret_keys), hence reversed.
+    return URLSafeTimedSerializer(
+        list(reversed(ordered)),
+        salt=purpose,
+        signer=_SignerAt,
+        signer_kwargs={"now": int(now.timestamp()), "digest_method": hashlib.sha256},
+    )
 
 
-def verify(secret: str, purpose: str, token: str) -> dict[str, Any] | None:
-    """The payload of a genuine token for ``purpose``, else None."""
-    body, _, signature = token.partition(".")
-    if not body or not signature:
+def sign(keys: Sequence[str] | str, purpose: str, payload: dict[str, Any], *, now: datetime) -> str:
+    """A URL-safe token carrying ``payload``, valid only for ``purpose``.
+
+    Signed with the first of ``keys`` at ``now`` (an aware datetime).
+    """
+    token = _serializer(keys, purpose, now).dumps(payload)
+    return token if isinstance(token, str) else token.decode("ascii")
+
+
+def verify(
+    keys: Sequence[str] | str,
+    purpose: str,
+    token: str,
+    *,
+    now: datetime,
+    max_age: timedelta | None = None,
+) -> dict[str, Any] | None:
+    """The payload of a genuine token for ``purpose`` signed with any of ``keys``.
+
+    None for anything else: a forged, altered or malformed token, another
+    purpose, an unknown key, or (with ``max_age``) a token signed longer ago than
+    ``max_age`` before ``now`` or after ``now``. Never raises for a bad token: it
+    comes from a URL anyone can type.
+    """
+    seconds = None if max_age is None else int(max_age.total_seconds())
+    if not _TOKEN.fullmatch(token):
         return None
-    mac = hmac.new(secret.encode("utf-8"), f"{purpose}.{body}".encode(), hashlib.sha256)
-    expected = _b64(mac.digest()[:18]).encode("ascii")
-    if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
-        return None  # (bytes: a str with non-ASCII would raise instead)
     try:
-        payload = json.loads(_unb64(body))
-    except (ValueError, UnicodeDecodeError):
+        payload = _serializer(keys, purpose, now).loads(token, max_age=seconds)
+    except BadData:  # every itsdangerous failure: signature, timestamp, payload
         return None
     return payload if isinstance(payload, dict) else None

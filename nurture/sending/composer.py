@@ -6,7 +6,7 @@ the pure core's :class:`TemplateLibrary`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from urllib.parse import quote
 
@@ -14,24 +14,42 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
 from nurture.core.rendering import ComposedEmail, Links, TemplateLibrary
 from nurture.core.subscriber import Subscriber
-from nurture.core.tokens import sign
-
-MANAGE = "manage"
-"""The purpose signed into unsubscribe and preferences tokens."""
+from nurture.core.tokens import MANAGE, sign, verify
 
 
-def build_links(base_url: str, secret_key: str, email: str, sequence_id: str) -> Links:
+def build_links(
+    base_url: str, secret_key: str, email: str, sequence_id: str, *, now: datetime
+) -> Links:
     """The subscriber's own signed links for one sequence.
 
     One token serves both pages: each only lets the holder manage this one
-    subscription, and signing once per email is measurably cheaper.
+    subscription, and signing once per email is measurably cheaper. Only the
+    current key signs, so the old keys are not needed here (see
+    :func:`read_link_token`).
     """
-    token = quote(sign(secret_key, MANAGE, {"e": email, "s": sequence_id}))
+    token = quote(sign(secret_key, MANAGE, {"e": email, "s": sequence_id}, now=now))
     base = base_url.rstrip("/")
     return Links(
         unsubscribe_url=f"{base}/unsubscribe/{token}",
         preferences_url=f"{base}/preferences/{token}",
     )
+
+
+def read_link_token(
+    secret_keys: Sequence[str], token: str, *, now: datetime
+) -> tuple[str, str] | None:
+    """The (email, sequence id) a token of :func:`build_links` was made for, or None.
+
+    ``secret_keys`` is ``Settings.secret_keys``: the current key and the old
+    ones, so links already in inboxes keep working after the key is rotated.
+    """
+    payload = verify(secret_keys, MANAGE, token, now=now)
+    if payload is None:
+        return None
+    email, sequence_id = payload.get("e"), payload.get("s")
+    if not isinstance(email, str) or not isinstance(sequence_id, str):
+        return None
+    return email, sequence_id
 
 
 class Composer:
@@ -54,7 +72,7 @@ class Composer:
         self, loaded: LoadedSequence, step: Step, subscriber: Subscriber, key: str, now: datetime
     ) -> ComposedEmail:
         sequence = loaded.sequence
-        links = build_links(self.base_url, self.secret_key, subscriber.email, sequence.id)
+        links = build_links(self.base_url, self.secret_key, subscriber.email, sequence.id, now=now)
         rendered = self.library().render(sequence, step, subscriber, links, self.postal_address)
         domain = sequence.sender.email.rpartition("@")[2]
         return ComposedEmail(
