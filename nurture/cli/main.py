@@ -36,8 +36,8 @@ from nurture.core.places import check_timezone
 from nurture.core.samples import read_subscribers
 from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import simulate
-from nurture.core.vocabulary import EventKind
 from nurture.core.subscriber import Subscriber
+from nurture.core.vocabulary import EventKind
 from nurture.demo.examples import example_root
 from nurture.errors import SequenceError
 from nurture.store.db import session_factory

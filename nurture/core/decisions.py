@@ -26,12 +26,11 @@ from nurture.core.subscriber import Subscriber
 from nurture.core.timing import Calendar, DueTime, due_at, next_allowed, require_aware
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
 
-__all__ = ["EventKind"]  # re-exported: callers build Events with it
-
-# The ledger statuses a decided step can have (a subset of SendStatus: a
-# reserved or retry row is not decided yet). Plain strings so callers may pass
-# the literal; a unit test holds them to SendStatus.
-StepOutcome = Literal["sent", "skipped", "failed", "unknown"]
+# The ledger statuses of a step in the history: every one but `retry` (a step
+# still to be sent). A `reserved` step is in flight: decided, never sent again.
+StepOutcome = Literal[
+    SendStatus.RESERVED, SendStatus.SENT, SendStatus.SKIPPED, SendStatus.FAILED, SendStatus.UNKNOWN
+]
 
 
 @dataclass(frozen=True)

@@ -247,8 +247,27 @@ class SkipDates(_Strict):
 class Goal(_Strict):
     """Reaching the goal ends the sequence (status converted)."""
 
-    event: Literal["purchase"] = "purchase"
+    event: Annotated[
+        Literal["purchased"],
+        # Editors must accept the old spelling too, or they would flag files
+        # that nurture itself loads.
+        WithJsonSchema(
+            {
+                "type": "string",
+                "enum": ["purchased", "purchase"],
+                "description": "The event that reaches the goal ('purchase' is an old "
+                "spelling of 'purchased').",
+            }
+        ),
+    ] = "purchased"
     product: str | None = Field(default=None, description="Without it, any purchase counts.")
+
+    @field_validator("event", mode="before")
+    @classmethod
+    def _old_spelling(cls, value: object) -> object:
+        # Before event kinds had one vocabulary (nurture.core.vocabulary.EventKind)
+        # the goal was spelled `purchase`; existing files keep loading.
+        return "purchased" if value == "purchase" else value
 
 
 class Offer(_Strict):

@@ -27,6 +27,7 @@ from nurture.core.decisions import (
 from nurture.core.model import Sequence
 from nurture.core.subscriber import Subscriber
 from nurture.core.timing import require_aware
+from nurture.core.vocabulary import SendStatus
 from nurture.errors import TimingError
 
 
@@ -72,12 +73,14 @@ def simulate(
         elif isinstance(action, Send):
             reason = "; ".join(action.notes)
             timeline.append(TimelineEntry(action.step.id, "send", now.astimezone(zone), reason))
-            state = state.with_record(StepRecord(action.step.id, "sent", action.due_at, now))
+            state = state.with_record(
+                StepRecord(action.step.id, SendStatus.SENT, action.due_at, now)
+            )
         elif isinstance(action, Skip):
             timeline.append(
                 TimelineEntry(action.step.id, "skip", now.astimezone(zone), action.reason)
             )
-            state = state.with_record(StepRecord(action.step.id, "skipped", action.due_at))
+            state = state.with_record(StepRecord(action.step.id, SendStatus.SKIPPED, action.due_at))
         elif isinstance(action, Exit):
             timeline.append(TimelineEntry(None, "exit", action.at.astimezone(zone), action.reason))
             return timeline

@@ -20,16 +20,17 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import func, select
 
 from nurture.app.clock import AcceleratedClock
 from nurture.app.runtime import build_runtime, freeze_startup_objects
 from nurture.app.settings import load_settings
 from nurture.audience.events import record_event
 from nurture.audience.subscribers import add_subscriber, get_subscriber
+from nurture.core.vocabulary import EventKind
 from nurture.demo.examples import example_root
 from nurture.store.db import session_factory
-from nurture.store.queries import ENROLLMENT, next_due_time
+from nurture.store.queries import next_due_time
+from nurture.store.reports import active_enrollment_count
 
 MARKER = ".nurture-demo"
 # Friday afternoon in Stockholm: the weekend, the window and DST-free winter
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                     subscriber_id = row.id
                 with runtime.engine.begin() as conn:
                     record_event(
-                        conn, kind="purchase", subscriber_id=subscriber_id,
+                        conn, kind=EventKind.PURCHASED, subscriber_id=subscriber_id,
                         occurred_at=PURCHASE[1], received_at=now, product=PURCHASE[2],
                     )  # fmt: skip
                 purchased = True
@@ -150,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
             live.update(view(now))
             with runtime.engine.connect() as conn:
-                active = conn.execute(
-                    select(func.count())
-                    .select_from(ENROLLMENT)
-                    .where(ENROLLMENT.c.status == "active")
-                ).scalar_one()
+                active = active_enrollment_count(conn)
             if active == 0 or now >= end:
                 break
             time.sleep(0.05)

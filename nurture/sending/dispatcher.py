@@ -59,6 +59,7 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
 from nurture.core.rendering import ComposedEmail
 from nurture.core.subscriber import Subscriber
+from nurture.core.vocabulary import EnrollmentStatus, SendStatus, SubscriberStatus
 from nurture.errors import (
     NurtureError,
     RenderError,
@@ -403,11 +404,11 @@ class Dispatcher:
         """
         seq_id = loaded.sequence.id
         state = EnrollmentState(enrollment.enrolled_at, queries.history_of(ledger))
-        retries = {row.step_id: row for row in ledger if row.status == "retry"}
+        retries = {row.step_id: row for row in ledger if row.status == SendStatus.RETRY}
         view = Subscriber.of(subscriber)
         update: dict[str, Any] = {
             "_id": enrollment.id,
-            "status": "active",
+            "status": EnrollmentStatus.ACTIVE,
             "status_reason": None,
             "next_due_at": None,
             "position": enrollment.position,
@@ -418,7 +419,7 @@ class Dispatcher:
         }
         blocked = self._blocked_reason(subscriber, suppressed)
         if blocked is not None:
-            update.update(status="exited", status_reason=blocked)
+            update.update(status=EnrollmentStatus.EXITED, status_reason=blocked)
             report.exited += 1
             report.log.append((subscriber.email, seq_id, "-", f"exit: {blocked}"))
             writes.enrollment_updates.append(update)
@@ -444,13 +445,14 @@ class Dispatcher:
                     if retry is not None:
                         writes.ledger_updates.append(
                             self._retry_to(
-                                retry, status="reserved", reason=None, now=now, lease=True
+                                retry, status=SendStatus.RESERVED, reason=None, now=now, lease=True
                             )
                         )
                     else:
                         writes.inserts.append(
                             self._ledger_row(
-                                enrollment, loaded, action.step.id, "reserved", action.due_at, now,
+                                enrollment, loaded, action.step.id, SendStatus.RESERVED,
+                                action.due_at, now,
                                 key=item.key, subject=item.composed.subject, lease=True,
                             )
                         )  # fmt: skip
@@ -458,25 +460,26 @@ class Dispatcher:
                 # Rendering failed: a permanent failure of this step; go on.
                 if retry is not None:
                     writes.ledger_updates.append(
-                        self._retry_to(retry, status="failed", reason=item, now=now)
+                        self._retry_to(retry, status=SendStatus.FAILED, reason=item, now=now)
                     )
                 else:
                     writes.inserts.append(
                         self._ledger_row(
-                            enrollment, loaded, action.step.id, "failed", action.due_at, now,
+                            enrollment, loaded, action.step.id, SendStatus.FAILED,
+                            action.due_at, now,
                             reason=item,
                         )
                     )  # fmt: skip
-                outcome, what = "failed", f"failed: {item}"
+                outcome, what = SendStatus.FAILED, f"failed: {item}"
                 report.failed += 1
             elif isinstance(action, Skip):
                 writes.inserts.append(
                     self._ledger_row(
-                        enrollment, loaded, action.step.id, "skipped", action.due_at, now,
+                        enrollment, loaded, action.step.id, SendStatus.SKIPPED, action.due_at, now,
                         reason=action.reason,
                     )
                 )  # fmt: skip
-                outcome, what = "skipped", f"skip: {action.reason}"
+                outcome, what = SendStatus.SKIPPED, f"skip: {action.reason}"
                 report.skipped += 1
             elif isinstance(action, Exit):
                 update.update(status=action.status, status_reason=action.reason)
@@ -484,7 +487,7 @@ class Dispatcher:
                 report.log.append((subscriber.email, seq_id, "-", f"exit: {action.reason}"))
                 break
             else:  # Complete
-                update.update(status="completed", status_reason="every step decided")
+                update.update(status=EnrollmentStatus.COMPLETED, status_reason="every step decided")
                 report.completed += 1
                 break
             state = state.with_record(StepRecord(action.step.id, outcome, action.due_at))
@@ -493,7 +496,7 @@ class Dispatcher:
         writes.enrollment_updates.append(update)
 
     def _blocked_reason(self, subscriber: Row[Any], suppressed: dict[str, str]) -> str | None:
-        if subscriber.status != "active":
+        if subscriber.status != SubscriberStatus.ACTIVE:
             return f"subscriber is {subscriber.status}"
         if subscriber.email in suppressed:
             return f"address suppressed: {suppressed[subscriber.email]}"
@@ -527,8 +530,8 @@ class Dispatcher:
             "sent_at": None,
             "lease_until": now + self.policy.lease if lease else None,
             "next_attempt_at": None,
-            "attempts": 1 if status == "reserved" else 0,
-            "transport": self.transport.name if status == "reserved" else None,
+            "attempts": 1 if status == SendStatus.RESERVED else 0,
+            "transport": self.transport.name if status == SendStatus.RESERVED else None,
             "provider_message_id": None,
             "subject": subject,
         }
@@ -549,7 +552,7 @@ class Dispatcher:
             "decided_at": now,
             "lease_until": now + self.policy.lease if lease else None,
             "next_attempt_at": None,
-            "attempts": row.attempts + (1 if status == "reserved" else 0),
+            "attempts": row.attempts + (1 if status == SendStatus.RESERVED else 0),
         }
 
     def _plan(
@@ -607,7 +610,7 @@ class Dispatcher:
                 continue
             status = statuses.get(item.subscriber.id, "missing")
             why = None
-            if status != "active":
+            if status != SubscriberStatus.ACTIVE:
                 why = f"subscriber is {status}"
             elif item.subscriber.email in suppressed:
                 why = f"address suppressed: {suppressed[item.subscriber.email]}"
@@ -616,7 +619,12 @@ class Dispatcher:
                 continue
             reason = f"not sent: {why} (checked just before sending)"
             cancelled.append(
-                {"_key": item.key, "status": "skipped", "reason": reason, "lease_until": None}
+                {
+                    "_key": item.key,
+                    "status": SendStatus.SKIPPED,
+                    "reason": reason,
+                    "lease_until": None,
+                }
             )
             exits.append(self._enrollment_exit(item, why, now))
             report.skipped += 1
@@ -631,7 +639,7 @@ class Dispatcher:
     def _enrollment_exit(self, item: _Planned, why: str, now: datetime) -> dict[str, Any]:
         return {
             "_id": item.enrollment.id,
-            "status": "exited",
+            "status": EnrollmentStatus.EXITED,
             "status_reason": why,
             "next_due_at": None,
             "position": item.step.id,
@@ -755,14 +763,18 @@ class Dispatcher:
                 queries.update_enrollments(conn, group)
             if invalid:
                 queries.mark_subscribers(
-                    conn, invalid, "invalid", "the provider rejected the address", now
+                    conn,
+                    invalid,
+                    SubscriberStatus.INVALID,
+                    "the provider rejected the address",
+                    now,
                 )
             self._save_budget(conn, state, now)
 
     def _enrollment_wait(self, item: _Planned, until: datetime, now: datetime) -> dict[str, Any]:
         return {
             "_id": item.enrollment.id,
-            "status": "active",
+            "status": EnrollmentStatus.ACTIVE,
             "status_reason": None,
             "next_due_at": until,
             "position": item.enrollment.position,
@@ -776,12 +788,16 @@ class Dispatcher:
         right away (it is pure and cheap) instead of claiming the row again."""
         update = self._enrollment_wait(item, now, now)
         update["position"] = item.step.id
-        state = item.state.with_record(StepRecord(item.step.id, "sent", item.due_at, now))
+        state = item.state.with_record(StepRecord(item.step.id, SendStatus.SENT, item.due_at, now))
         action = decide_next_step(item.loaded.sequence, state, item.view, item.events, now)
         if isinstance(action, Wait):
             update["next_due_at"] = action.until
         elif isinstance(action, Complete):
-            update.update(status="completed", status_reason="every step decided", next_due_at=None)
+            update.update(
+                status=EnrollmentStatus.COMPLETED,
+                status_reason="every step decided",
+                next_due_at=None,
+            )
             report.completed += 1
         # Send, Skip or Exit due now: leave next_due_at = now for the next batch.
         return update

@@ -126,11 +126,36 @@ def _sqlite_in_transaction(connection: Connection) -> bool:
 _ALEMBIC_IN_PROCESS = threading.Lock()
 
 
+@contextmanager
+def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite's procedure for schema changes: foreign keys off around them.
+
+    Batch mode alters a table by copying it and dropping the original; with
+    enforcement on, that DROP deletes the rows referring to it (ON DELETE
+    CASCADE). The pragma is ignored inside a transaction, so it is set on the
+    driver connection before the migration's transaction begins, and restored
+    after it ended (the connection goes back to the pool).
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    enforced = raw.execute("PRAGMA foreign_keys").fetchone()[0]
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA foreign_keys={'ON' if enforced else 'OFF'}")
+
+
 def _run(engine_or_url: Engine | str, action: str, revision: str) -> None:
     with (
         _ALEMBIC_IN_PROCESS,
         _engine(engine_or_url) as engine,
-        engine.begin() as connection,
+        engine.connect() as connection,
+        _sqlite_foreign_keys_off(connection),
+        connection.begin(),
     ):
         # Several processes may start at once against one database (workers,
         # the web app): the first migrates, the others wait here, then find
@@ -155,6 +180,11 @@ def _run(engine_or_url: Engine | str, action: str, revision: str) -> None:
             command.upgrade(config, revision)
         else:
             command.downgrade(config, revision)
+        if connection.dialect.name == "sqlite":
+            # What enforcement would have refused, refused before the commit.
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
 
 
 def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from nurture.core import decisions as core
+from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
 from nurture.store.tables import (
     EnrollmentRow,
     EventRow,
@@ -36,7 +37,12 @@ SEQUENCE_STATE: Table = SequenceStateRow.__table__  # type: ignore[attr-defined]
 SEQUENCE_VERSION: Table = SequenceVersionRow.__table__  # type: ignore[attr-defined]
 
 # Events the decision function reads (engagement, goal, leaving).
-DECISION_EVENT_KINDS = ("open", "click", "purchase", "unsubscribe")
+DECISION_EVENT_KINDS = (
+    EventKind.OPENED,
+    EventKind.CLICKED,
+    EventKind.PURCHASED,
+    EventKind.UNSUBSCRIBED,
+)
 
 
 def claim_due_enrollments(
@@ -66,7 +72,7 @@ def claim_due_enrollments(
     if not sequence_ids:
         return []
     claimable = and_(
-        ENROLLMENT.c.status == "active",
+        ENROLLMENT.c.status == EnrollmentStatus.ACTIVE,
         ENROLLMENT.c.next_due_at <= now,
         ENROLLMENT.c.sequence_id.in_(list(sequence_ids)),
         or_(ENROLLMENT.c.claimed_until.is_(None), ENROLLMENT.c.claimed_until < now),
@@ -135,17 +141,21 @@ def history_of(ledger: Iterable[Row[Any]]) -> tuple[core.StepRecord, ...]:
 
     A ``retry`` row is a step still to be sent: not part of the history.
     """
-    return tuple(
-        core.StepRecord(row.step_id, row.status, row.due_at, row.sent_at)
-        for row in ledger
-        if row.status != "retry"
-    )
+    records: list[core.StepRecord] = []
+    for row in ledger:
+        status = SendStatus(row.status)
+        if status is SendStatus.RETRY:
+            continue
+        records.append(core.StepRecord(row.step_id, status, row.due_at, row.sent_at))
+    return tuple(records)
 
 
 def events_of(rows: Iterable[Row[Any]]) -> list[core.Event]:
     """The core's view of event rows (from :func:`load_decision_events`)."""
     return [
-        core.Event(kind=row.kind, at=row.occurred_at, step=row.step_id, product=row.product)
+        core.Event(
+            kind=EventKind(row.kind), at=row.occurred_at, step=row.step_id, product=row.product
+        )
         for row in rows
     ]
 
@@ -218,7 +228,7 @@ def update_enrollments(conn: Connection, rows: list[dict[str, Any]]) -> None:
     columns = [name for name in rows[0] if name != "_id"]
     statement = (
         update(ENROLLMENT)
-        .where(ENROLLMENT.c.id == bindparam("_id"), ENROLLMENT.c.status == "active")
+        .where(ENROLLMENT.c.id == bindparam("_id"), ENROLLMENT.c.status == EnrollmentStatus.ACTIVE)
         .values({name: bindparam(name) for name in columns})
     )
     conn.execute(statement, rows)
@@ -242,9 +252,9 @@ def expire_stale_reservations(conn: Connection, now: datetime) -> int:
     never sent again automatically."""
     result = conn.execute(
         update(SEND)
-        .where(SEND.c.status == "reserved", SEND.c.lease_until < now)
+        .where(SEND.c.status == SendStatus.RESERVED, SEND.c.lease_until < now)
         .values(
-            status="unknown",
+            status=SendStatus.UNKNOWN,
             reason="the worker stopped during the send (lease expired): "
             "the provider may or may not have it; not resent",
         )
@@ -300,7 +310,9 @@ def save_sequence_state(
 
 def next_due_time(conn: Connection) -> datetime | None:
     value = conn.execute(
-        select(func.min(ENROLLMENT.c.next_due_at)).where(ENROLLMENT.c.status == "active")
+        select(func.min(ENROLLMENT.c.next_due_at)).where(
+            ENROLLMENT.c.status == EnrollmentStatus.ACTIVE
+        )
     ).scalar_one()
     return value if isinstance(value, datetime) or value is None else None
 

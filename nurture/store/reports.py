@@ -1,13 +1,14 @@
-"""Read-only queries for admins: the send log."""
+"""Read-only queries for admins and the demo: the send log, what is still running."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
 
-from nurture.store.queries import SEND, SUBSCRIBER
+from nurture.core.vocabulary import EnrollmentStatus
+from nurture.store.queries import ENROLLMENT, SEND, SUBSCRIBER
 
 
 def send_log(
@@ -33,3 +34,13 @@ def send_log(
         query = query.where(SEND.c.status == status)
     with engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def active_enrollment_count(conn: Connection) -> int:
+    """How many enrollments still have steps to decide."""
+    count = conn.execute(
+        select(func.count())
+        .select_from(ENROLLMENT)
+        .where(ENROLLMENT.c.status == EnrollmentStatus.ACTIVE)
+    ).scalar_one()
+    return int(count)

@@ -16,11 +16,22 @@ Invariants (DESIGN.md, "State"):
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
+from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus, SubscriberStatus
 from nurture.store.types import UTCDateTime
 
 # Every constraint gets a predictable name, as migration 0001 spells them out:
@@ -34,15 +45,21 @@ SQLModel.metadata.naming_convention = {
     "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
-# SubscriberRow statuses. Only `active` subscribers are sent to.
-SUBSCRIBER_STATUSES = ("active", "unconfirmed", "unsubscribed", "invalid", "bounced", "complained")
-# EnrollmentRow statuses.
-ENROLLMENT_STATUSES = ("active", "completed", "exited", "converted")
-# Ledger statuses: `reserved` is committed before the provider is called and
-# confirmed as `sent` after; `retry` is a transient failure waiting for its
-# next attempt; `unknown` means the provider may or may not have it (never
-# resent automatically).
-SEND_STATUSES = ("reserved", "sent", "skipped", "failed", "unknown", "retry")
+
+# The old name, still read by the CLI's `--status` check.
+SUBSCRIBER_STATUSES: tuple[SubscriberStatus, ...] = tuple(SubscriberStatus)
+
+
+def one_of(column: str, words: type[StrEnum]) -> CheckConstraint:
+    """``CHECK (column IN (...))`` over a vocabulary (``nurture.core.vocabulary``),
+    named ``column`` (the naming convention makes it ``ck_<table>_<column>``).
+
+    Migration 0002 spells the same lists out: adding a word to an enum needs a
+    revision that replaces the constraint (a test inserts every word).
+    """
+    # The words are our own lowercase identifiers, so quoting them inline is safe.
+    allowed = ", ".join(f"'{word.value}'" for word in words)
+    return CheckConstraint(f"{column} IN ({allowed})", name=column)
 
 
 def _ts(*, nullable: bool = False, index: bool = False) -> Any:
@@ -51,6 +68,7 @@ def _ts(*, nullable: bool = False, index: bool = False) -> Any:
 
 class SubscriberRow(SQLModel, table=True):
     __tablename__ = "subscriber"
+    __table_args__ = (one_of("status", SubscriberStatus),)
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, description="normalised address")
@@ -60,7 +78,7 @@ class SubscriberRow(SQLModel, table=True):
     timezone: str | None = Field(default=None, max_length=64)
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="active", max_length=20)
+    status: str = Field(default=SubscriberStatus.ACTIVE, max_length=20)
     status_reason: str | None = Field(default=None, max_length=500)
     consent_at: datetime | None = _ts(nullable=True)
     consent_source: str | None = Field(default=None, max_length=100)
@@ -84,6 +102,7 @@ class EnrollmentRow(SQLModel, table=True):
             sqlite_where=text("status = 'active'"),
             postgresql_where=text("status = 'active'"),
         ),
+        one_of("status", EnrollmentStatus),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -95,7 +114,7 @@ class EnrollmentRow(SQLModel, table=True):
     sequence_id: str = Field(max_length=100, index=True)
     sequence_version: str = Field(max_length=32)
     position: str | None = Field(default=None, max_length=100, description="last decided step")
-    status: str = Field(default="active", max_length=20)
+    status: str = Field(default=EnrollmentStatus.ACTIVE, max_length=20)
     status_reason: str | None = Field(default=None, max_length=500)
     enrolled_at: datetime = _ts()
     next_due_at: datetime | None = _ts(nullable=True)
@@ -109,7 +128,10 @@ class SendRow(SQLModel, table=True):
     """The ledger: one row per step decision for one enrollment."""
 
     __tablename__ = "send"
-    __table_args__ = (UniqueConstraint("enrollment_id", "step_id", name="uq_send_enrollment_step"),)
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id", name="uq_send_enrollment_step"),
+        one_of("status", SendStatus),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=32, unique=True, description="our send id, given to the provider")
@@ -138,10 +160,14 @@ class SendRow(SQLModel, table=True):
 
 
 class EventRow(SQLModel, table=True):
-    """Delivered / open / click / bounce / spamreport / unsubscribe / purchase ..."""
+    """What happened: an :class:`EventKind` (delivered, opened, clicked, bounced,
+    complained, unsubscribed, purchased ...), and the provider's payload as sent."""
 
     __tablename__ = "event"
-    __table_args__ = (Index("ix_event_subscriber_kind", "subscriber_id", "kind"),)
+    __table_args__ = (
+        Index("ix_event_subscriber_kind", "subscriber_id", "kind"),
+        one_of("kind", EventKind),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     provider_event_id: str = Field(max_length=200, unique=True)

@@ -7,11 +7,12 @@ import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import delete, inspect, text
+from sqlalchemy import CheckConstraint, delete, insert, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import Session, SQLModel, col, select
 
+from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus, SubscriberStatus
 from nurture.store.db import make_engine, session_factory
 from nurture.store.migrate import (
     check_models_match_migrations,
@@ -96,9 +97,64 @@ def test_downgrade_to_base_and_up_again(engine: Engine) -> None:
     assert check_models_match_migrations(engine) == []
 
 
+def _schema(engine: Engine) -> dict[str, tuple[object, ...]]:
+    """What a migration could change: columns, indexes, constraints per table."""
+    found = inspect(engine)
+    return {
+        table: (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in found.get_columns(table)],
+            sorted(str(ix["name"]) for ix in found.get_indexes(table)),
+            sorted(str(uq["name"]) for uq in found.get_unique_constraints(table)),
+            sorted(str(ck["name"]) for ck in found.get_check_constraints(table)),
+            sorted(str(fk["name"]) for fk in found.get_foreign_keys(table)),
+        )
+        for table in found.get_table_names()
+    }
+
+
 def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
+    # Not only "it did not raise": the schema and the rows are as they were.
+    with session_factory(engine)() as session:
+        _send(session, _enrollment(session, _subscriber(session)), key="k1")
+        session.commit()
+    before = _schema(engine)
+
     upgrade(engine)
+
     assert current_revision(engine) == head_revision()
+    assert _schema(engine) == before
+    with session_factory(engine)() as session:
+        assert [row.key for row in session.exec(select(SendRow)).all()] == ["k1"]
+        assert len(session.exec(select(EnrollmentRow)).all()) == 1
+
+
+def _metadata_checks() -> set[tuple[str, str]]:
+    return {
+        (table.name, str(constraint.name))
+        for table in SQLModel.metadata.tables.values()
+        for constraint in table.constraints
+        if isinstance(constraint, CheckConstraint)
+    }
+
+
+def _database_checks(engine: Engine) -> set[tuple[str, str]]:
+    found = inspect(engine)
+    return {
+        (table, str(check["name"]))
+        for table in found.get_table_names()
+        for check in found.get_check_constraints(table)
+    }
+
+
+def test_check_constraints_are_those_of_the_models(engine: Engine) -> None:
+    # Autogenerate does not compare CHECK constraints: compare their names here.
+    assert _metadata_checks() == {
+        ("subscriber", "ck_subscriber_status"),
+        ("enrollment", "ck_enrollment_status"),
+        ("send", "ck_send_status"),
+        ("event", "ck_event_kind"),
+    }
+    assert _database_checks(engine) == _metadata_checks()
 
 
 def test_processes_starting_together_migrate_once(db_url: str) -> None:
@@ -206,7 +262,7 @@ def test_deleting_a_subscriber_cascades_and_events_keep_their_history(
     session.add(
         EventRow(
             provider_event_id="e1",
-            kind="open",
+            kind=EventKind.OPENED,
             subscriber_id=bo.id,
             send_id=send.id,
             occurred_at=NOW,
@@ -265,3 +321,184 @@ def test_naive_timestamps_are_refused(session: Session) -> None:
     )
     with pytest.raises(StatementError, match="naive"):
         session.flush()
+
+
+# --------------------------------------------------------------------------- 0002: one vocabulary
+
+OLD_KINDS = ("delivered", "open", "click", "bounce", "spamreport", "unsubscribe", "purchase")
+
+
+def _old_rows(engine: Engine) -> None:
+    """At revision 0001: a subscriber with an enrollment, a send, and one event
+    of each kind 0001's code wrote (``unknown`` aside), all pointing at the send."""
+    stamp = "2025-03-04 09:30:00"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscriber (id, email, name, tags, attributes, status,"
+                " created_at, updated_at) VALUES (1, 'anna@example.com', '', '[]', '{}',"
+                " 'unconfirmed', :t, :t)"
+            ),
+            {"t": stamp},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO enrollment (id, subscriber_id, sequence_id, sequence_version,"
+                " status, enrolled_at, updated_at) VALUES (1, 1, 'welcome', 'v1', 'converted',"
+                " :t, :t)"
+            ),
+            {"t": stamp},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO send (id, key, enrollment_id, subscriber_id, sequence_id,"
+                " sequence_version, step_id, status, due_at, decided_at, attempts)"
+                " VALUES (1, 'k1', 1, 1, 'welcome', 'v1', 'hello', 'retry', :t, :t, 1)"
+            ),
+            {"t": stamp},
+        )
+        for kind in (*OLD_KINDS, "no-such-kind"):
+            conn.execute(
+                text(
+                    "INSERT INTO event (provider_event_id, kind, subscriber_id, send_id,"
+                    " occurred_at, received_at, payload)"
+                    " VALUES (:id, :kind, 1, 1, :t, :t, :payload)"
+                ),
+                {"id": f"e-{kind}", "kind": kind, "t": stamp, "payload": f'{{"event": "{kind}"}}'},
+            )
+
+
+def _kinds(engine: Engine) -> dict[str, tuple[str, int | None]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT provider_event_id, kind, send_id FROM event"))
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_0002_renames_old_event_kinds_and_keeps_every_row(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0001")
+        _old_rows(engine)
+
+        upgrade(engine, "0002")
+
+        assert _kinds(engine) == {
+            "e-delivered": ("delivered", 1),
+            "e-open": ("opened", 1),
+            "e-click": ("clicked", 1),
+            "e-bounce": ("bounced", 1),
+            "e-spamreport": ("complained", 1),
+            "e-unsubscribe": ("unsubscribed", 1),
+            "e-purchase": ("purchased", 1),
+            "e-no-such-kind": ("unknown", 1),  # a hand-made row must not stop the upgrade
+        }
+        with engine.connect() as conn:
+            # SQLite copies each table to add its CHECK: no row may be lost
+            # on the way (dropping a parent would cascade to its children).
+            assert conn.execute(text("SELECT status FROM subscriber")).scalars().all() == [
+                "unconfirmed"
+            ]
+            assert conn.execute(text("SELECT status FROM enrollment")).scalars().all() == [
+                "converted"
+            ]
+            assert conn.execute(text("SELECT status FROM send")).scalars().all() == ["retry"]
+            payload = conn.execute(
+                text("SELECT payload FROM event WHERE provider_event_id = 'e-spamreport'")
+            ).scalar_one()
+        assert "spamreport" in str(payload)  # the raw payload is kept as it came
+        assert _database_checks(engine) == _metadata_checks()
+        assert check_models_match_migrations(engine) == []
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_0002_downgrades_and_upgrades_again(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0001")
+        _old_rows(engine)
+        upgrade(engine)
+
+        downgrade(engine, "0001")
+
+        assert current_revision(engine) == "0001"
+        assert _database_checks(engine) == set()
+        kinds = _kinds(engine)
+        assert {kind for kind, _ in kinds.values()} == {*OLD_KINDS, "unknown"}
+        assert all(send_id == 1 for _, send_id in kinds.values())
+
+        upgrade(engine)
+
+        assert current_revision(engine) == head_revision()
+        assert _kinds(engine)["e-spamreport"] == ("complained", 1)
+        assert _database_checks(engine) == _metadata_checks()
+        assert check_models_match_migrations(engine) == []
+    finally:
+        engine.dispose()
+
+
+BOGUS = [
+    ("subscriber", "status", "UPDATE subscriber SET status = 'actve'"),
+    ("enrollment", "status", "UPDATE enrollment SET status = 'done'"),
+    ("send", "status", "UPDATE send SET status = 'delivered'"),
+    ("event", "kind", "UPDATE event SET kind = 'open'"),  # 0001's word, no longer valid
+]
+
+
+@pytest.mark.parametrize(("table", "column", "statement"), BOGUS, ids=[b[0] for b in BOGUS])
+def test_a_word_outside_the_vocabulary_is_refused(
+    session: Session, table: str, column: str, statement: str
+) -> None:
+    anna = _subscriber(session)
+    send = _send(session, _enrollment(session, anna), key="k1")
+    session.add(
+        EventRow(
+            provider_event_id="e1",
+            kind=EventKind.CLICKED,
+            subscriber_id=anna.id,
+            send_id=send.id,
+            occurred_at=NOW,
+            received_at=NOW,
+        )
+    )
+    session.commit()
+    with pytest.raises(IntegrityError, match=f"ck_{table}_{column}"):
+        session.execute(text(statement))
+
+
+def test_every_word_of_the_vocabulary_is_accepted(engine: Engine) -> None:
+    # The migration spells the word lists out: this fails when an enum grows a
+    # word and no revision widens its CHECK.
+    with session_factory(engine)() as session:
+        anna = _subscriber(session)
+        enrollment = _enrollment(session, anna, status="completed")
+        send = _send(session, enrollment, key="k0")
+        session.commit()
+    with engine.begin() as conn:
+        for status in SubscriberStatus:
+            conn.execute(text("UPDATE subscriber SET status = :s"), {"s": status})
+        for status in EnrollmentStatus:
+            conn.execute(text("UPDATE enrollment SET status = :s"), {"s": status})
+        for status in SendStatus:
+            conn.execute(text("UPDATE send SET status = :s"), {"s": status})
+        conn.execute(
+            insert(EventRow.__table__),  # type: ignore[attr-defined]
+            [
+                {
+                    "provider_event_id": f"e-{kind}",
+                    "kind": kind,
+                    "subscriber_id": anna.id,
+                    "send_id": send.id,
+                    "occurred_at": NOW,
+                    "received_at": NOW,
+                    "payload": {},
+                }
+                for kind in EventKind
+            ],
+        )
+    with engine.connect() as conn:
+        stored = set(conn.execute(text("SELECT kind FROM event")).scalars())
+    assert stored == {kind.value for kind in EventKind}

@@ -21,9 +21,11 @@ from nurture.core.decisions import (
     decide_next_step,
     next_step,
 )
+from nurture.core.loader import content_version
 from nurture.core.model import Sequence
 from nurture.core.simulation import simulate
 from nurture.core.subscriber import Subscriber
+from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
 from tests.factories import OFFER, make_sequence
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -41,7 +43,7 @@ def three_steps(**overrides: Any) -> Sequence:
             "start": "08:00",
             "end": "18:00",
         },
-        "goal": {"event": "purchase", "product": "sales-audit"},
+        "goal": {"event": "purchased", "product": "sales-audit"},
     }
     fields.update(overrides)
     return make_sequence(
@@ -71,7 +73,7 @@ def test_first_step_is_sent_at_enrollment_inside_window() -> None:
 def test_waits_until_due() -> None:
     seq = three_steps()
     state = EnrollmentState(
-        t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),)
+        t(2026, 11, 24, 10, 0), (StepRecord("welcome", SendStatus.SENT, t(2026, 11, 24, 10, 0)),)
     )
     action = decide_next_step(seq, state, KARIN, [], t(2026, 11, 24, 11, 0))
     assert isinstance(action, Wait)
@@ -82,9 +84,9 @@ def test_waits_until_due() -> None:
 def test_false_when_skips_with_reason() -> None:
     seq = three_steps()
     state = EnrollmentState(
-        t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),)
+        t(2026, 11, 24, 10, 0), (StepRecord("welcome", SendStatus.SENT, t(2026, 11, 24, 10, 0)),)
     )
-    click = Event("click", t(2026, 11, 24, 12, 0), step="welcome")
+    click = Event(EventKind.CLICKED, t(2026, 11, 24, 12, 0), step="welcome")
     action = decide_next_step(seq, state, KARIN, [click], t(2026, 11, 26, 10, 0))
     assert isinstance(action, Skip)
     assert action.reason == "condition \"not clicked('welcome')\" is false"
@@ -93,9 +95,9 @@ def test_false_when_skips_with_reason() -> None:
 def test_events_in_the_future_are_ignored() -> None:
     seq = three_steps()
     state = EnrollmentState(
-        t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),)
+        t(2026, 11, 24, 10, 0), (StepRecord("welcome", SendStatus.SENT, t(2026, 11, 24, 10, 0)),)
     )
-    click = Event("click", t(2026, 11, 27, 12, 0), step="welcome")
+    click = Event(EventKind.CLICKED, t(2026, 11, 27, 12, 0), step="welcome")
     action = decide_next_step(seq, state, KARIN, [click], t(2026, 11, 26, 10, 0))
     assert isinstance(action, Send)
 
@@ -103,9 +105,11 @@ def test_events_in_the_future_are_ignored() -> None:
 def test_goal_reached_exits_as_converted() -> None:
     seq = three_steps()
     state = EnrollmentState(t(2026, 11, 24, 10, 0))
-    purchase = Event("purchase", t(2026, 11, 24, 9, 0), product="sales-audit")
+    purchase = Event(EventKind.PURCHASED, t(2026, 11, 24, 9, 0), product="sales-audit")
     action = decide_next_step(seq, state, KARIN, [purchase], t(2026, 11, 24, 10, 0))
-    assert action == Exit("goal reached: purchased sales-audit", "converted", purchase.at)
+    assert action == Exit(
+        "goal reached: purchased sales-audit", EnrollmentStatus.CONVERTED, purchase.at
+    )
 
 
 def test_other_product_does_not_reach_a_product_goal_but_counts_as_converted() -> None:
@@ -117,32 +121,47 @@ def test_other_product_does_not_reach_a_product_goal_but_counts_as_converted() -
         ],
     )
     state = EnrollmentState(t(2026, 11, 24, 10, 0))
-    purchase = Event("purchase", t(2026, 11, 24, 9, 0), product="t-shirt")
+    purchase = Event(EventKind.PURCHASED, t(2026, 11, 24, 9, 0), product="t-shirt")
     action = decide_next_step(seq, state, KARIN, [purchase], t(2026, 11, 24, 10, 0))
     assert isinstance(action, Send)  # `converted` is true; the goal is not reached
 
 
 def test_goal_without_product_takes_any_purchase() -> None:
-    seq = three_steps(goal={"event": "purchase"})
-    purchase = Event("purchase", t(2026, 11, 24, 9, 0), product="anything")
+    seq = three_steps(goal={"event": "purchased"})
+    purchase = Event(EventKind.PURCHASED, t(2026, 11, 24, 9, 0), product="anything")
     action = decide_next_step(
         seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [purchase], t(2026, 11, 24, 10, 0)
     )
-    assert isinstance(action, Exit) and action.status == "converted"
+    assert isinstance(action, Exit) and action.status == EnrollmentStatus.CONVERTED
+
+
+@pytest.mark.parametrize("spelling", ["purchase", "purchased"])
+def test_goal_event_keeps_its_old_spelling(spelling: str) -> None:
+    # Files written before event kinds had one vocabulary say `purchase`:
+    # they load as `purchased`, with the same content version.
+    seq = three_steps(goal={"event": spelling})
+    assert seq.goal is not None and seq.goal.event == EventKind.PURCHASED
+    canonical = three_steps(goal={"event": "purchased"})
+    assert content_version(seq) == content_version(canonical)
+
+
+def test_goal_event_is_still_checked() -> None:
+    with pytest.raises(ValueError, match="purchased"):
+        three_steps(goal={"event": "clicked"})
 
 
 def test_unsubscribe_exits() -> None:
     seq = three_steps()
-    leave = Event("unsubscribe", t(2026, 11, 24, 9, 0))
+    leave = Event(EventKind.UNSUBSCRIBED, t(2026, 11, 24, 9, 0))
     action = decide_next_step(
         seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [leave], t(2026, 11, 24, 10, 0)
     )
-    assert action == Exit("unsubscribed", "exited", leave.at)
+    assert action == Exit("unsubscribed", EnrollmentStatus.EXITED, leave.at)
 
 
 def test_complete_after_last_step() -> None:
     seq = three_steps()
-    history = tuple(StepRecord(s.id, "sent", t(2026, 11, 24, 10, 0)) for s in seq.steps)
+    history = tuple(StepRecord(s.id, SendStatus.SENT, t(2026, 11, 24, 10, 0)) for s in seq.steps)
     action = decide_next_step(
         seq, EnrollmentState(t(2026, 11, 24, 10, 0), history), KARIN, [], t(2026, 12, 1, 10, 0)
     )
@@ -153,7 +172,7 @@ def test_late_work_waits_for_the_window() -> None:
     # Due Thursday 10:00, worker back on Thursday 20:00: Friday 08:00, not now.
     seq = three_steps()
     state = EnrollmentState(
-        t(2026, 11, 24, 10, 0), (StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0)),)
+        t(2026, 11, 24, 10, 0), (StepRecord("welcome", SendStatus.SENT, t(2026, 11, 24, 10, 0)),)
     )
     action = decide_next_step(seq, state, KARIN, [], t(2026, 11, 26, 20, 0))
     assert isinstance(action, Wait)
@@ -169,8 +188,8 @@ def test_after_a_late_email_the_next_wait_counts_from_when_it_went_out() -> None
     # once, so an outage never sends one person the overdue steps in a burst.
     seq = three_steps()
     history = (
-        StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0), t(2026, 11, 24, 10, 0)),
-        StepRecord("case", "sent", t(2026, 11, 26, 10, 0), t(2026, 12, 1, 8, 0)),
+        StepRecord("welcome", SendStatus.SENT, t(2026, 11, 24, 10, 0), t(2026, 11, 24, 10, 0)),
+        StepRecord("case", SendStatus.SENT, t(2026, 11, 26, 10, 0), t(2026, 12, 1, 8, 0)),
     )
     state = EnrollmentState(t(2026, 11, 24, 10, 0), history)
     action = decide_next_step(seq, state, KARIN, [], t(2026, 12, 1, 8, 0))
@@ -188,7 +207,7 @@ def test_an_email_sent_within_a_quarter_hour_keeps_the_schedule(minutes: int) ->
     # step stays where simulate put it, with no note.
     seq = three_steps()
     sent = t(2026, 11, 24, 10, minutes)
-    on_time = StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0), sent)
+    on_time = StepRecord("welcome", SendStatus.SENT, t(2026, 11, 24, 10, 0), sent)
     action = decide_next_step(
         seq, EnrollmentState(t(2026, 11, 24, 10, 0), (on_time,)), KARIN, [], t(2026, 11, 24, 11)
     )
@@ -199,7 +218,7 @@ def test_an_email_sent_within_a_quarter_hour_keeps_the_schedule(minutes: int) ->
 
 def test_sixteen_minutes_late_moves_the_next_step() -> None:
     seq = three_steps()
-    late = StepRecord("welcome", "sent", t(2026, 11, 24, 10, 0), t(2026, 11, 24, 10, 16))
+    late = StepRecord("welcome", SendStatus.SENT, t(2026, 11, 24, 10, 0), t(2026, 11, 24, 10, 16))
     action = decide_next_step(
         seq, EnrollmentState(t(2026, 11, 24, 10, 0), (late,)), KARIN, [], t(2026, 11, 24, 11)
     )
@@ -237,11 +256,15 @@ def test_steps_matched_by_id_after_an_edit() -> None:
         ]
     )
     moment = t(2026, 11, 24, 10, 0)
-    state = EnrollmentState(moment, (StepRecord("welcome", "sent", moment),))
+    state = EnrollmentState(moment, (StepRecord("welcome", SendStatus.SENT, moment),))
     step = next_step(seq, state)
     assert step is not None and step.id == "new-after"  # not the one inserted before
     removed = EnrollmentState(
-        moment, (StepRecord("welcome", "sent", moment), StepRecord("gone", "sent", moment))
+        moment,
+        (
+            StepRecord("welcome", SendStatus.SENT, moment),
+            StepRecord("gone", SendStatus.SENT, moment),
+        ),
     )
     step = next_step(seq, removed)
     assert step is not None and step.id == "new-after"
@@ -271,8 +294,8 @@ class TestSimulate:
     def test_click_skips_and_purchase_exits_at_purchase_time(self) -> None:
         seq = three_steps()
         events = [
-            Event("click", t(2026, 11, 27, 17, 0), step="welcome"),
-            Event("purchase", t(2026, 11, 30, 12, 0), product="sales-audit"),
+            Event(EventKind.CLICKED, t(2026, 11, 27, 17, 0), step="welcome"),
+            Event(EventKind.PURCHASED, t(2026, 11, 30, 12, 0), product="sales-audit"),
         ]
         timeline = simulate(seq, KARIN, t(2026, 11, 27, 16, 30), events)
         assert [(e.step, e.action) for e in timeline] == [
