@@ -9,7 +9,7 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from nurture.errors import ConfigurationError
+from nurture.transports import known_transports
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "placeholder"})
 CONFIG_FILE = "nurture.toml"
@@ -36,7 +37,8 @@ class Settings(BaseSettings):
     # Storage
     database_url: str = "sqlite:///nurture.db"
     # Delivery
-    transport: Literal["outbox", "sendgrid", "smtp", "memory"] = "outbox"
+    transport: str = "outbox"
+    """A name registered under the ``nurture.transports`` entry points (plugins too)."""
     outbox_dir: Path = Path("outbox")
     sendgrid_api_key: str | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
@@ -76,6 +78,17 @@ class Settings(BaseSettings):
         default=20, ge=1, description="failed sends in a row that pause a sequence"
     )
     lease_seconds: float = Field(default=300.0, gt=0, description="claim lease before reconcile")
+
+    @field_validator("transport")
+    @classmethod
+    def _transport(cls, value: str) -> str:
+        # Checked against the registry, not a fixed list, so that a plugin's
+        # transport is accepted here and then found by create_transport.
+        known = known_transports()
+        if value not in known:
+            choices = ", ".join(known) or "none (is nurture installed?)"
+            raise ValueError(f"unknown transport {value!r}; known transports: {choices}")
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -23,8 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
-from nurture.errors import SendError, TransientSendError
-from nurture.transports.base import OutgoingEmail, SendResult, message_id_of
+from nurture.errors import SendError
+from nurture.transports.base import BaseTransport, OutgoingEmail, SendResult, message_id_of
 
 if TYPE_CHECKING:
     from nurture.app.settings import Settings
@@ -47,7 +47,7 @@ Hook = Callable[[OutgoingEmail], None]
 """Called with each email before it is accepted; raise to make that send fail."""
 
 
-class MemoryTransport:
+class MemoryTransport(BaseTransport[OutgoingEmail, int]):
     """Keeps every accepted email in :attr:`sent` (thread-safe); fails on request.
 
     Failures are queued and used one per send, in order:
@@ -63,6 +63,7 @@ class MemoryTransport:
     """
 
     name = "memory"
+    display_name = "memory"
 
     def __init__(self, *, hook: Hook | None = None, record: bool = True) -> None:
         self.hook = hook
@@ -72,7 +73,6 @@ class MemoryTransport:
         self.accepted = 0
         self.sent: list[OutgoingEmail] = []
         """Accepted emails, in the order they were accepted. Appended under a lock."""
-        self.closed = False
         self._lock = threading.Lock()
         self._plan: deque[tuple[bool, SendError | Exception]] = deque()
         self._ids = itertools.count(1)
@@ -91,24 +91,36 @@ class MemoryTransport:
         with self._lock:
             self._plan.extend((True, error) for error in errors)
 
-    def send(self, email: OutgoingEmail) -> SendResult:
+    def build_request(self, email: OutgoingEmail) -> OutgoingEmail:
+        return email
+
+    def call(self, request: OutgoingEmail) -> int:
+        """Accept ``request`` (its number among the accepted) or fail as planned."""
         with self._lock:
-            if self.closed:
-                raise TransientSendError("not sent: the memory transport has been closed")
             accept, error = self._plan.popleft() if self._plan else (True, None)
         if error is not None and not accept:
             raise error
         if self.hook is not None:
-            self.hook(email)
+            self.hook(request)
         with self._lock:
             if self.record:
-                self.sent.append(email)
+                self.sent.append(request)
             self.accepted += 1
             number = next(self._ids)
         if error is not None:
             raise error
-        message_id = message_id_of(email.message) or f"<memory-{number}@nurture.invalid>"
-        return SendResult(provider=self.name, message_id=message_id, raw={"number": number})
+        return number
+
+    def translate_error(self, exc: Exception, request: OutgoingEmail) -> SendError | None:
+        # There is no lower layer: whatever the plan or the hook raise is what the
+        # test asked for (a non-SendError imitates a transport with a bug).
+        return None
+
+    def parse_result(
+        self, email: OutgoingEmail, request: OutgoingEmail, response: int
+    ) -> SendResult:
+        message_id = message_id_of(email.message) or f"<memory-{response}@nurture.invalid>"
+        return SendResult(provider=self.name, message_id=message_id, raw={"number": response})
 
     def sent_to(self, address: str) -> list[OutgoingEmail]:
         """The accepted emails for one recipient (case-insensitive)."""
@@ -120,7 +132,3 @@ class MemoryTransport:
         with self._lock:
             self.sent.clear()
             self._plan.clear()
-
-    def close(self) -> None:
-        with self._lock:
-            self.closed = True

@@ -7,7 +7,10 @@ plugin package can add one without touching nurture::
     [project.entry-points."nurture.transports"]
     mailgun = "nurture_mailgun:MailgunTransport"   # a class with from_settings()
 
-See :mod:`nurture.transports.base` for the contract every transport keeps.
+See :mod:`nurture.transports.base` for the contract every transport keeps, and
+:class:`BaseTransport` for the send flow the built-in ones share (a plugin may
+subclass it and fill in building the request, calling the API and reading the
+answer). The ``transport`` setting accepts any registered name.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 
 from nurture.errors import ConfigurationError
 from nurture.transports.base import (
+    BaseTransport,
     OutgoingEmail,
     SendResult,
     Transport,
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BaseTransport",
     "OutgoingEmail",
     "SendResult",
     "Transport",

@@ -17,6 +17,13 @@ Nothing else may escape ``send``: each transport translates its library's
 errors in one place, with ``raise ... from exc``. Transports are thread-safe: the
 dispatcher calls ``send`` on one instance from many threads at once.
 
+The built-in transports share one send flow, :class:`BaseTransport` (the shape
+of django-anymail's backends): ``send`` checks the transport is open, has the
+subclass *build* its request, *call* the provider with it, and *parse* the
+answer, and passes any exception of the call to the subclass's
+``translate_error``, the one place where its library's errors become send errors.
+A plugin may use it or implement :class:`Transport` directly.
+
 Each transport class also has ``from_settings(settings)``; they are found by
 name through the ``nurture.transports`` entry point group (see
 :func:`nurture.transports.create_transport`).
@@ -26,14 +33,16 @@ from __future__ import annotations
 
 import email.message
 import email.policy
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
 from email.utils import getaddresses, parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from nurture.core.rendering.envelope import ComposedEmail
+from nurture.errors import SendError, TransientSendError
 
 if TYPE_CHECKING:  # the core never imports the settings at run time
     from nurture.app.settings import Settings
@@ -163,6 +172,80 @@ class TransportFactory(Protocol):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self: ...
+
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+
+class BaseTransport(ABC, Generic[RequestT, ResponseT]):
+    """The send flow of the built-in transports; subclasses fill in the provider's steps.
+
+    ``send`` runs, for each email:
+
+    1. refuse at once (:class:`TransientSendError`) once :meth:`close` has run;
+    2. :meth:`build_request`: everything that needs no I/O; a message the
+       provider cannot take raises :class:`PermanentSendError` here;
+    3. :meth:`call`: the I/O. A :class:`SendError` it raises passes as it is;
+       any other exception goes to :meth:`translate_error`, and the send error
+       it returns is raised ``from`` the original;
+    4. :meth:`parse_result`: the answer as a :class:`SendResult` (or a send
+       error, when the answer is a refusal).
+
+    Subclasses are thread-safe: ``send`` runs in many threads at once, so
+    state shared between sends lives in the subclass behind its own locks.
+    """
+
+    name: str
+    """The registered name, also :attr:`SendResult.provider`."""
+    display_name: str
+    """How messages name the transport (``"SendGrid"``, ``"SMTP"``)."""
+    closed: bool = False
+
+    def send(self, email: OutgoingEmail) -> SendResult:
+        if self.closed:
+            raise TransientSendError(f"not sent: the {self.display_name} transport has been closed")
+        request = self.build_request(email)
+        try:
+            response = self.call(request)
+        except SendError:
+            raise
+        except Exception as exc:
+            error = self.translate_error(exc, request)
+            if error is None:
+                raise  # not the provider's failure: a bug, shown as it is
+            raise error from exc
+        return self.parse_result(email, request, response)
+
+    @abstractmethod
+    def build_request(self, email: OutgoingEmail) -> RequestT:
+        """What ``call`` sends for ``email``; no I/O here."""
+
+    @abstractmethod
+    def call(self, request: RequestT) -> ResponseT:
+        """Hand the request to the provider (the network, the disk) and return its answer."""
+
+    @abstractmethod
+    def translate_error(self, exc: Exception, request: RequestT) -> SendError | None:
+        """The send error for an exception of :meth:`call`, or ``None`` to let it propagate.
+
+        ``None`` is for exceptions that are not failures of the provider (a bug
+        in our code): disguising them as send errors would hide them.
+        """
+
+    @abstractmethod
+    def parse_result(
+        self, email: OutgoingEmail, request: RequestT, response: ResponseT
+    ) -> SendResult:
+        """The :class:`SendResult` of an answer; raise a send error for a refusal."""
+
+    def close(self) -> None:
+        """Refuse further sends and release connections. Safe to call again."""
+        self.closed = True
+        self.release()
+
+    def release(self) -> None:
+        """Release what the transport holds (connections); :meth:`close` calls it."""
 
 
 def _address(display_name: str, addr_spec: str) -> Address:

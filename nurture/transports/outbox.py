@@ -20,12 +20,13 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-from nurture.errors import TransientSendError
-from nurture.transports.base import OutgoingEmail, SendResult, message_id_of
+from nurture.errors import SendError, TransientSendError
+from nurture.transports.base import BaseTransport, OutgoingEmail, SendResult, message_id_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,17 +41,25 @@ def _safe(part: str) -> str:
     return _UNSAFE.sub("_", part).strip(".") or "_"
 
 
-class OutboxTransport:
+@dataclass(frozen=True)
+class _File:
+    """What one send writes, and where."""
+
+    path: Path
+    data: bytes
+
+
+class OutboxTransport(BaseTransport[_File, None]):
     """Writes each email as an ``.eml`` file into ``directory`` (created if missing)."""
 
     name = "outbox"
+    display_name = "outbox"
 
     def __init__(
         self, directory: Path | str, *, clock: Callable[[], datetime] | None = None
     ) -> None:
         self.directory = Path(directory)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -72,22 +81,25 @@ class OutboxTransport:
             return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
         return self._clock()
 
-    def send(self, email: OutgoingEmail) -> SendResult:
-        if self._closed:
-            raise TransientSendError("not sent: the outbox transport has been closed")
-        data = email.raw_bytes()
-        path = self.directory / self.file_name(email)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._write_atomically(path, data)
-        except OSError as exc:
+    def build_request(self, email: OutgoingEmail) -> _File:
+        return _File(self.directory / self.file_name(email), email.raw_bytes())
+
+    def call(self, request: _File) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write_atomically(request.path, request.data)
+
+    def translate_error(self, exc: Exception, request: _File) -> SendError | None:
+        if isinstance(exc, OSError):
             # A full disk or a permission problem; nothing was written under the
             # final name, so retrying later is safe.
-            raise TransientSendError(f"cannot write {path}: {exc}") from exc
+            return TransientSendError(f"cannot write {request.path}: {exc}")
+        return None
+
+    def parse_result(self, email: OutgoingEmail, request: _File, response: None) -> SendResult:
         return SendResult(
             provider=self.name,
             message_id=message_id_of(email.message),
-            raw={"path": str(path), "bytes": len(data)},
+            raw={"path": str(request.path), "bytes": len(request.data)},
         )
 
     def _write_atomically(self, path: Path, data: bytes) -> None:
@@ -104,6 +116,3 @@ class OutboxTransport:
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
-
-    def close(self) -> None:
-        self._closed = True

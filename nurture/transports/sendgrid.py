@@ -13,8 +13,11 @@ Three steps, as in django-anymail's backends:
    connection per email) or, by default, the same JSON bytes and headers over a
    pool of keep-alive connections (``http.client``, what the official client
    uses underneath), which is what reaching 1,000 emails/s takes. Both paths
-   classify answers and errors in the same two places, :func:`_error_for_status`
-   and :meth:`SendGridTransport._translate`.
+   classify answers and errors in the same two places, :func:`error_for_status`
+   and :meth:`SendGridTransport.translate_error`.
+
+The flow around the steps (closed check, error translation) is
+:class:`~nurture.transports.base.BaseTransport`'s.
 
 The API key never appears in an exception message or a log record.
 """
@@ -32,7 +35,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from email import policy
 from email.message import EmailMessage, Message
 from email.utils import parsedate_to_datetime
@@ -62,7 +64,7 @@ from nurture.errors import (
     SendError,
     TransientSendError,
 )
-from nurture.transports.base import OutgoingEmail, SendResult, redact
+from nurture.transports.base import BaseTransport, OutgoingEmail, SendResult, redact
 from nurture.transports.http_pool import KeepAlivePool, Reply, lower_keys
 
 if TYPE_CHECKING:
@@ -344,7 +346,7 @@ def _custom_arg_problems(custom_args: Mapping[str, Any]) -> list[str]:
 # -- reading the answer --------------------------------------------------------
 
 
-def _error_for_status(reply: Reply, now: float) -> SendError:
+def error_for_status(reply: Reply, now: float) -> SendError:
     """The one mapping from a non-2xx answer to a send error (both clients use it)."""
     status, detail = reply.status, _error_detail(reply.body)
     if status in (401, 403):
@@ -360,7 +362,7 @@ def _error_for_status(reply: Reply, now: float) -> SendError:
         return TransientSendError(
             f"SendGrid answered HTTP {status} ({detail}); not sent, retry later",
             status=status,
-            retry_after=_retry_after(reply.headers, now),
+            retry_after=retry_after_seconds(reply.headers, now),
         )
     return PermanentSendError(
         f"SendGrid rejected the email (HTTP {status}): {detail}",
@@ -393,7 +395,7 @@ def _recipient_rejected(body: bytes) -> bool:
     return any(_RECIPIENT_FIELD.fullmatch(str(e.get("field") or "")) for e in _error_list(body))
 
 
-def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds to wait, from ``Retry-After`` (RFC 9110 §10.2.3) or ``X-RateLimit-Reset``.
 
     SendGrid sends ``X-RateLimit-Reset`` as an epoch timestamp (rate-limits doc);
@@ -451,7 +453,7 @@ def _quiet_library_logs() -> None:
 # -- keep-alive connections -----------------------------------------------------
 
 
-class SendGridTransport:
+class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
     """Sends through SendGrid's v3 Mail Send API. Thread-safe.
 
     ``pooled=True`` (default) posts the official client's request (same JSON
@@ -463,6 +465,7 @@ class SendGridTransport:
     """
 
     name = "sendgrid"
+    display_name = "SendGrid"
 
     def __init__(
         self,
@@ -499,7 +502,6 @@ class SendGridTransport:
         self.pooled = pooled
         self.required_headers = tuple(required_headers)
         self._wall_clock = wall_clock
-        self._closed = False
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=self.host)
         # python_http_client adds Content-Type to this shared dict on the first
         # post; another thread copying the dict at that moment would fail. Add it now.
@@ -521,9 +523,7 @@ class SendGridTransport:
     def __repr__(self) -> str:
         return f"SendGridTransport(host={self.host!r}, pooled={self.pooled})"
 
-    def send(self, email: OutgoingEmail) -> SendResult:
-        if self._closed:
-            raise TransientSendError("not sent: the SendGrid transport has been closed")
+    def build_request(self, email: OutgoingEmail) -> dict[str, Any]:
         body = build_mail_body(email)
         problems = validate_mail_body(body, required_headers=self.required_headers)
         if problems:
@@ -531,19 +531,24 @@ class SendGridTransport:
                 "the SendGrid request would be rejected: " + "; ".join(problems),
                 invalid_address=not _is_address(email.to_email),
             )
-        with self._translate():
-            if self._pool is not None:
-                # Exactly the bytes python_http_client sends for this body.
-                data = json.dumps(body).encode("utf-8")
-                reply = self._pool.post(self._path, data, self._headers)
-            else:
-                reply = self._post(body)
-        if not 200 <= reply.status < 300:
-            raise _error_for_status(reply, self._wall_clock())
+        return body
+
+    def call(self, request: dict[str, Any]) -> Reply:
+        if self._pool is not None:
+            # Exactly the bytes python_http_client sends for this body.
+            data = json.dumps(request).encode("utf-8")
+            return self._pool.post(self._path, data, self._headers)
+        return self._post(request)
+
+    def parse_result(
+        self, email: OutgoingEmail, request: dict[str, Any], response: Reply
+    ) -> SendResult:
+        if not 200 <= response.status < 300:
+            raise error_for_status(response, self._wall_clock())
         return SendResult(
             provider=self.name,
-            message_id=reply.headers.get("x-message-id"),
-            raw={"status": reply.status, "headers": dict(reply.headers)},
+            message_id=response.headers.get("x-message-id"),
+            raw={"status": response.status, "headers": dict(response.headers)},
         )
 
     def _post(self, body: dict[str, Any]) -> Reply:
@@ -556,39 +561,36 @@ class SendGridTransport:
             return Reply(exc.status_code, lower_keys(exc.headers.items()), exc.body or b"")
         return Reply(response.status_code, lower_keys(response.headers.items()), response.body)
 
-    @contextmanager
-    def _translate(self) -> Iterator[None]:
+    def translate_error(self, exc: Exception, request: dict[str, Any]) -> SendError | None:
         """The one place where network errors become send errors (both paths)."""
-        try:
-            yield
-        except urllib.error.URLError as exc:
+        if isinstance(exc, urllib.error.URLError):
             # urllib (and our pool, in its image) wraps what fails while connecting
             # and sending: refused, DNS, TLS, connect timeout. Nothing was accepted.
             if isinstance(exc.reason, ssl.SSLCertVerificationError):
                 # Not SendGrid, or a TLS-intercepting proxy: retrying will not
                 # help. Stop dispatching, as for a refused key.
-                raise AuthenticationError(
+                return AuthenticationError(
                     f"not sent: the TLS certificate of {self.host} cannot be verified "
                     f"({exc.reason.verify_message}); check sendgrid_api_host "
                     "(NURTURE_SENDGRID_API_HOST) and the system's trusted certificates"
-                ) from exc
+                )
             message = f"not sent: cannot reach SendGrid at {self.host}: {exc.reason!r}"
-            raise TransientSendError(redact(message, self._api_key)) from exc
-        except TimeoutError as exc:
-            raise AmbiguousSendError(
+            return TransientSendError(redact(message, self._api_key))
+        if isinstance(exc, TimeoutError):
+            return AmbiguousSendError(
                 f"no answer from SendGrid within {self.timeout} s after the request was "
                 "sent; it may have accepted the email"
-            ) from exc
-        except (http.client.HTTPException, OSError) as exc:
+            )
+        if isinstance(exc, http.client.HTTPException | OSError):
             # The connection dropped or was reset, or the answer was garbled,
             # after the whole request had gone out.
             message = (
                 f"the connection to SendGrid failed after the request was sent ({exc!r}); "
                 "it may have accepted the email"
             )
-            raise AmbiguousSendError(redact(message, self._api_key)) from exc
+            return AmbiguousSendError(redact(message, self._api_key))
+        return None
 
-    def close(self) -> None:
-        self._closed = True
+    def release(self) -> None:
         if self._pool is not None:
             self._pool.close()

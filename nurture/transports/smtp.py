@@ -27,7 +27,7 @@ import smtplib
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
 from typing import TYPE_CHECKING, Self
@@ -40,7 +40,13 @@ from nurture.errors import (
     SendError,
     TransientSendError,
 )
-from nurture.transports.base import OutgoingEmail, SendResult, message_id_of, redact
+from nurture.transports.base import (
+    BaseTransport,
+    OutgoingEmail,
+    SendResult,
+    message_id_of,
+    redact,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,6 +64,15 @@ class _Progress:
     connected: bool = False
     reused: bool = False
     handed_over: bool = False  # the whole message and the final "." were sent
+
+
+@dataclass
+class _Envelope:
+    """One email's SMTP transaction: who sends it, and how far the last attempt got."""
+
+    sender: str
+    email: OutgoingEmail
+    progress: _Progress = field(default_factory=_Progress)
 
 
 class _ConnectionPool:
@@ -138,10 +153,11 @@ def _payload(message_bytes: bytes) -> bytes:
     return data + b".\r\n"
 
 
-class SMTPTransport:
+class SMTPTransport(BaseTransport[_Envelope, str]):
     """Sends through an SMTP server. Thread-safe; see the module docstring."""
 
     name = "smtp"
+    display_name = "SMTP"
 
     def __init__(
         self,
@@ -220,34 +236,43 @@ class SMTPTransport:
             raise
         return connection
 
-    def send(self, email: OutgoingEmail) -> SendResult:
-        if self._pool.closed:
-            raise TransientSendError("not sent: the SMTP transport has been closed")
-        sender = self.envelope_from or _sender_address(email)
+    def build_request(self, email: OutgoingEmail) -> _Envelope:
+        return _Envelope(self.envelope_from or _sender_address(email), email)
+
+    def call(self, request: _Envelope) -> str:
+        """One transaction on a pooled connection; the server's final reply."""
         for attempt in (1, 2):
-            progress = _Progress()
+            progress = request.progress = _Progress()
             connection = None
             try:
                 connection, progress.reused = self._pool.checkout()
                 progress.connected = True
-                reply = self._transaction(connection, sender, email, progress)
+                reply = self._transaction(connection, request.sender, request.email, progress)
             except (smtplib.SMTPException, OSError) as exc:
                 if connection is not None:
                     self._release_after_error(connection, exc)
                 if attempt == 1 and _server_closed_reused(exc, progress):
                     continue  # the pool's connection had gone stale: one fresh try
-                raise self._translate(exc, progress, email.to_email) from exc
+                raise  # translate_error reads request.progress
             except BaseException:
                 if connection is not None:
                     self._pool.discard(connection)
                 raise
             self._pool.checkin(connection)
-            return SendResult(
-                provider=self.name,
-                message_id=message_id_of(email.message),
-                raw={"reply": reply, "host": self.host, "port": self.port},
-            )
+            return reply
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def parse_result(self, email: OutgoingEmail, request: _Envelope, response: str) -> SendResult:
+        return SendResult(
+            provider=self.name,
+            message_id=message_id_of(email.message),
+            raw={"reply": response, "host": self.host, "port": self.port},
+        )
+
+    def translate_error(self, exc: Exception, request: _Envelope) -> SendError | None:
+        if isinstance(exc, smtplib.SMTPException | OSError):
+            return self._translate(exc, request.progress, request.email.to_email)
+        return None
 
     def _transaction(
         self, connection: smtplib.SMTP, sender: str, email: OutgoingEmail, progress: _Progress
@@ -363,7 +388,7 @@ class SMTPTransport:
             return TransientSendError(f"not sent: SMTP connection to {where} failed: {detail}")
         return PermanentSendError(f"SMTP error from {where}: {detail}")
 
-    def close(self) -> None:
+    def release(self) -> None:
         self._pool.close()
 
 

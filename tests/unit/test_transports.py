@@ -1,32 +1,28 @@
 """Transports: outbox files, the memory transport, the registry, SMTP, SendGrid request bodies.
 
-SMTP runs against a small SMTP server written below (127.0.0.1, a thread per
-connection) that speaks EHLO/AUTH/MAIL/RCPT/DATA/RSET/QUIT and can be told to
-refuse, hang or drop at each step.
+SMTP runs against a small SMTP server (``tests/transport_kit.py``: 127.0.0.1, a
+thread per connection) that speaks EHLO/AUTH/MAIL/RCPT/DATA/RSET/QUIT and can be
+told to refuse, hang or drop at each step. What every transport must do alike is
+in ``tests/contract/test_transport_contract.py``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import socket
-import socketserver
+import sys
+import textwrap
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nurture.app.settings import Settings
-from nurture.core.rendering import RenderedEmail
+from nurture.app.settings import Settings, load_settings
 from nurture.core.rendering.envelope import ComposedEmail
 from nurture.errors import (
     AmbiguousSendError,
@@ -43,93 +39,39 @@ from nurture.transports.http_pool import Reply, https_proxy
 from nurture.transports.outbox import OutboxTransport
 from nurture.transports.sendgrid import (
     SendGridTransport,
-    _error_for_status,
-    _retry_after,
     build_mail_body,
+    error_for_status,
+    retry_after_seconds,
     validate_mail_body,
 )
 from nurture.transports.smtp import SMTPTransport
+from tests.transport_kit import (
+    FakeSMTPServer,
+    closed_port,
+    make_composed,
+    make_email,
+    parse,
+    send_from_threads,
+    text_of,
+)
 
 DATA = Path(__file__).parent.parent / "data"
-SENT_AT = datetime(2026, 11, 27, 16, 30, tzinfo=timezone(timedelta(hours=1)))  # 15:30 UTC
 
 
-def make_email(
-    *,
-    send_id: str = "send-1",
-    to: str = "bo@example.org",
-    date: datetime | None = SENT_AT,
-    text: str = "Hej Bo!\n\nVälkommen.\n",
-    step_id: str = "welcome",
-) -> OutgoingEmail:
-    """A message shaped like the dispatcher's, built by hand."""
-    message = EmailMessage()
-    message["From"] = "Anna på Exempel AB <anna@example.com>"
-    message["To"] = f"Bo Ek <{to}>"
-    message["Reply-To"] = "Anna <svar@example.com>"
-    message["Subject"] = "Välkommen – första steget"
-    if date is not None:
-        message["Date"] = format_datetime(date)
-    message["Message-ID"] = f"<{send_id}@nurture.example.com>"
-    message["List-Unsubscribe"] = f"<https://example.com/u/{send_id}>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message["List-Id"] = "Välkomstserien <welcome.list.example.com>"
-    message["X-Nurture-Send-Id"] = send_id
-    message.set_content(text)
-    message.add_alternative(f"<p>{text}</p>", subtype="html")
-    return OutgoingEmail(message, send_id, "welcome-series", step_id, to)
+def test_send_from_threads_raises_what_a_thread_raised() -> None:
+    """The helper must not swallow a failed send: the thread tests rely on it."""
 
+    def refuse_s3(email: OutgoingEmail) -> None:
+        if email.send_id == "s3":
+            raise PermanentSendError("refused")
 
-def make_composed(*, send_id: str = "send-1", to: str = "bo@example.org") -> OutgoingEmail:
-    """The same email as the dispatcher hands it over: a ComposedEmail, not an EmailMessage."""
-    rendered = RenderedEmail(
-        subject="Välkommen – första steget",
-        preheader="",
-        text="Hej Bo!\n\nVälkommen.\n",
-        html="<p>Hej Bo!</p><p>Välkommen.</p>",
-        headers={
-            "List-Unsubscribe": f"<https://example.com/u/{send_id}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Välkomstserien <welcome.list.example.com>",
-            "X-Nurture-Send-Id": send_id,
-        },
-    )
-    composed = ComposedEmail(
-        rendered=rendered,
-        sender_name="Anna på Exempel AB",
-        sender_email="anna@example.com",
-        reply_to="svar@example.com",
-        to_email=to,
-        to_name="Bo Ek",
-        message_id=f"<{send_id}.welcome@example.com>",
-        date=SENT_AT,
-    )
-    return OutgoingEmail(composed, send_id, "welcome-series", "welcome", to)
-
-
-def send_from_threads(transport: Transport, emails: list[OutgoingEmail], threads: int) -> None:
-    """Send ``emails`` from ``threads`` threads at once, each taking every n-th."""
-    workers = [
-        threading.Thread(target=lambda chunk=chunk: [transport.send(e) for e in chunk])
-        for chunk in (emails[i::threads] for i in range(threads))
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-
-
-def parse(data: bytes) -> EmailMessage:
-    message = BytesParser(policy=policy.default).parsebytes(data)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def text_of(message: EmailMessage) -> str:
-    """The text part, with the CRLF line ends of the SMTP wire read as newlines."""
-    body = message.get_body(("plain",))
-    assert body is not None
-    return str(body.get_content()).replace("\r\n", "\n")
+    memory = MemoryTransport(hook=refuse_s3)
+    emails = [make_email(send_id=f"s{i}") for i in range(8)]
+    with pytest.raises(ExceptionGroup) as raised:
+        send_from_threads(memory, emails, 4)
+    assert [type(e) for e in raised.value.exceptions] == [PermanentSendError]
+    # The failing thread (s3, s7) stopped at its failure; the others finished.
+    assert sorted(e.send_id for e in memory.sent) == ["s0", "s1", "s2", "s4", "s5", "s6"]
 
 
 # -- outbox --------------------------------------------------------------------
@@ -364,6 +306,76 @@ def test_unknown_transport_names_the_setting_and_the_choices() -> None:
     assert "memory, outbox, sendgrid, smtp" in message
 
 
+PLUGIN_MODULE = "nurture_pigeon_plugin"
+
+
+@pytest.fixture
+def pigeon_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An installed plugin registering transport ``pigeon``, as pip would leave it:
+    a module and a ``.dist-info`` folder whose entry_points.txt importlib.metadata reads."""
+    site = tmp_path / "site-packages"
+    dist_info = site / "nurture_pigeon-0.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: nurture-pigeon\nVersion: 0.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        f"[nurture.transports]\npigeon = {PLUGIN_MODULE}:PigeonTransport\n"
+    )
+    (site / f"{PLUGIN_MODULE}.py").write_text(
+        textwrap.dedent(
+            """
+            from nurture.transports.base import SendResult
+
+            class PigeonTransport:
+                name = "pigeon"
+
+                def __init__(self, loft):
+                    self.loft = loft
+
+                @classmethod
+                def from_settings(cls, settings):
+                    return cls(settings.outbox_dir)
+
+                def send(self, email):
+                    return SendResult(provider=self.name, message_id=email.send_id)
+
+                def close(self):
+                    pass
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(site))  # also invalidates the import caches
+    yield
+    sys.modules.pop(PLUGIN_MODULE, None)
+
+
+@pytest.mark.usefixtures("pigeon_plugin")
+def test_a_plugin_transport_is_accepted_by_the_settings_and_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NURTURE_TRANSPORT", "pigeon")
+    settings = load_settings(tmp_path)
+    assert settings.transport == "pigeon"
+    assert "pigeon" in known_transports()
+
+    transport = create_transport(settings)
+
+    assert type(transport).__name__ == "PigeonTransport"
+    assert isinstance(transport, Transport)
+    assert transport.send(make_email()).message_id == "send-1"
+    assert transport.loft == tmp_path / "outbox"  # type: ignore[attr-defined]
+
+
+def test_an_unknown_transport_is_refused_with_the_known_names(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(tmp_path, transport="pigeon")
+    message = str(error.value)
+    assert "NURTURE_TRANSPORT" in message
+    assert "'pigeon'" in message
+    assert "known transports: memory, outbox, sendgrid, smtp" in message
+
+
 def test_sendgrid_without_a_key_names_the_environment_variable() -> None:
     with pytest.raises(ConfigurationError, match="NURTURE_SENDGRID_API_KEY"):
         create_transport(Settings(transport="sendgrid"))
@@ -469,7 +481,7 @@ def test_sendgrid_error_bodies_map_to_send_errors(
     sample: str, status: int, expected: type[SendError], invalid_address: bool | None
 ) -> None:
     reply = Reply(status, {}, (DATA / "sendgrid" / sample).read_bytes())
-    error = _error_for_status(reply, now=0.0)
+    error = error_for_status(reply, now=0.0)
     assert type(error) is expected
     assert error.status == status
     if invalid_address is not None:
@@ -493,7 +505,7 @@ def test_sendgrid_error_bodies_map_to_send_errors(
 def test_retry_after_reads_the_rate_limit_headers(
     headers: dict[str, str], seconds: float | None
 ) -> None:
-    assert _retry_after(headers, now=1_000_000_000.0) == seconds
+    assert retry_after_seconds(headers, now=1_000_000_000.0) == seconds
 
 
 def test_sendgrid_pool_tunnels_through_thehttps_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -511,129 +523,10 @@ def test_sendgrid_pool_tunnels_through_thehttps_proxy(monkeypatch: pytest.Monkey
 # -- SMTP -----------------------------------------------------------------------------
 
 
-class FakeSMTPServer(socketserver.ThreadingTCPServer):
-    """Just enough SMTP (RFC 5321) for the transport; told what to do through attributes."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), SMTPSession)
-        self.extensions = ["8BITMIME", "SMTPUTF8", "SIZE 10240000"]
-        self.credentials: tuple[str, str] | None = None
-        self.greeting = "220 fake.example ESMTP"
-        self.refuse_rcpt: dict[str, str] = {}  # address -> reply
-        self.on_mail: deque[str] = deque()  # "drop" or a reply
-        self.after_data: deque[str] = deque()  # "hang", "drop" or a reply
-        self.close_after_message = False
-        self.messages: list[tuple[str, list[str], list[str], bytes]] = []
-        self.connections = 0
-        self.open_now = 0
-        self.most_open = 0
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-
-class SMTPSession(socketserver.StreamRequestHandler):
-    server: FakeSMTPServer
-
-    def reply(self, line: str) -> None:
-        self.wfile.write(line.encode() + b"\r\n")
-
-    def handle(self) -> None:
-        server = self.server
-        with server.lock:
-            server.connections += 1
-            server.open_now += 1
-            server.most_open = max(server.most_open, server.open_now)
-        try:
-            self.session(server)
-        finally:
-            with server.lock:
-                server.open_now -= 1
-
-    def session(self, server: FakeSMTPServer) -> None:
-        self.reply(server.greeting)
-        if not server.greeting.startswith("220"):
-            return
-        sender, recipients, options = "", list[str](), list[str]()
-        while line := self.rfile.readline():
-            command = line.decode("utf-8").rstrip("\r\n")
-            verb, _, argument = command.partition(" ")
-            verb = verb.upper()
-            if verb == "EHLO":
-                lines = ["fake.example", *server.extensions]
-                if server.credentials:
-                    lines.append("AUTH PLAIN")
-                for text in lines[:-1]:
-                    self.reply(f"250-{text}")
-                self.reply(f"250 {lines[-1]}")
-            elif verb == "AUTH":
-                _, _, encoded = argument.partition(" ")
-                _, user, password = base64.b64decode(encoded).decode().split("\0")
-                if (user, password) == server.credentials:
-                    self.reply("235 2.7.0 Authentication successful")
-                else:
-                    self.reply("535 5.7.8 Authentication credentials invalid")
-            elif verb == "MAIL":
-                action = server.on_mail.popleft() if server.on_mail else "250 2.1.0 Ok"
-                if action == "drop":
-                    return
-                address, _, rest = argument.partition(">")
-                sender, recipients, options = address.split("<", 1)[1], [], rest.split()
-                self.reply(action)
-            elif verb == "RCPT":
-                address = argument.split("<", 1)[1].rstrip(">")
-                reply = server.refuse_rcpt.get(address, "250 2.1.5 Ok")
-                if reply.startswith("250"):
-                    recipients.append(address)
-                self.reply(reply)
-            elif verb == "DATA":
-                self.reply("354 End data with <CR><LF>.<CR><LF>")
-                data = b""
-                while (chunk := self.rfile.readline()) != b".\r\n":
-                    if not chunk:
-                        return
-                    data += chunk[1:] if chunk.startswith(b"..") else chunk
-                action = server.after_data.popleft() if server.after_data else "250"
-                if action == "hang":
-                    server.stopping.wait(5)
-                    return
-                if action == "drop":
-                    return
-                if action != "250":
-                    self.reply(action)
-                    continue
-                with server.lock:
-                    server.messages.append((sender, recipients, options, data))
-                    number = len(server.messages)
-                self.reply(f"250 2.0.0 Ok: queued as Q{number}")
-                if server.close_after_message:
-                    return
-            elif verb in ("RSET", "NOOP"):
-                self.reply("250 2.0.0 Ok")
-            elif verb == "QUIT":
-                self.reply("221 2.0.0 Bye")
-                return
-            else:
-                self.reply("502 5.5.2 Command not recognized")
-
-
 @pytest.fixture
 def smtp_server() -> Iterator[FakeSMTPServer]:
-    server = FakeSMTPServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with FakeSMTPServer() as server:
+        yield server
 
 
 def smtp_transport(server: FakeSMTPServer, **options: Any) -> SMTPTransport:
@@ -691,7 +584,7 @@ def test_smtp_replaces_a_connection_the_server_closed(smtp_server: FakeSMTPServe
     smtp_server.close_after_message = True
     transport = smtp_transport(smtp_server)
     transport.send(make_email(send_id="a"))
-    time.sleep(0.05)  # the server has hung up on the pooled connection
+    assert smtp_server.wait_for_hangups(1)  # the pooled connection is dead now
     transport.send(make_email(send_id="b"))
     assert len(smtp_server.messages) == 2
     assert smtp_server.connections == 2
@@ -733,12 +626,6 @@ def test_smtp_sends_from_many_threads_within_the_pool_size(
     send_from_threads(transport, emails, 12)
     assert len(smtp_server.messages) == 60
     assert smtp_server.most_open <= 3
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 SMTP_FAILURES: list[tuple[str, dict[str, Any], type[SendError], bool]] = [

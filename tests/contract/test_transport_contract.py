@@ -1,0 +1,249 @@
+"""The contract of :mod:`nurture.transports.base`, one suite run against every transport.
+
+Outbox writes to ``tmp_path``, SMTP talks to the fake server of
+``tests/transport_kit.py``, SendGrid (both its pooled path and the official
+client's) to :class:`~nurture.testing.FakeSendGrid`, and the memory transport
+stands in for them in the dispatcher's tests, so it must keep the same promises.
+
+Each failure is caused where it really happens (a file in the way of the
+outbox folder, a server that hangs up or goes quiet), never by patching the
+transport; whatever the lower layer raises must come out of ``send`` as a
+nurture :class:`SendError`, translated with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import getaddresses
+from pathlib import Path
+
+import pytest
+
+from nurture.errors import AmbiguousSendError, SendError, TransientSendError
+from nurture.testing import FakeSendGrid, MemoryTransport
+from nurture.transports import known_transports
+from nurture.transports.base import OutgoingEmail, SendResult, Transport
+from nurture.transports.outbox import OutboxTransport
+from nurture.transports.sendgrid import SendGridTransport
+from nurture.transports.smtp import SMTPTransport
+from tests.transport_kit import (
+    FakeSMTPServer,
+    make_composed,
+    make_email,
+    parse,
+    send_from_threads,
+)
+
+API_KEY = "SG.contract-test.key"
+TIMEOUT = 0.5
+SUBJECT = "Välkommen – första steget"
+
+Arrived = list[tuple[str, str]]
+"""(recipient, subject) of each email the far side received, in order."""
+
+
+@dataclass
+class Case:
+    transport: Transport
+    arrived: Callable[[], Arrived]
+    failures: dict[str, Callable[[], None]] = field(default_factory=dict)
+    """Ways to break the layer under the transport, by kind (see FAILURES)."""
+
+
+FAILURES: dict[str, type[SendError]] = {
+    # nothing was handed over: the connection (or the disk) failed first
+    "refused": TransientSendError,
+    # the whole request went out, then the connection dropped without an answer
+    "lost": AmbiguousSendError,
+    # the whole request went out, then no answer came within the timeout
+    "timeout": AmbiguousSendError,
+}
+SUPPORTED: dict[str, list[str]] = {
+    # A local write completes or fails; it has no answer to lose.
+    "outbox": ["refused"],
+    "smtp": ["refused", "lost", "timeout"],
+    "sendgrid-pooled": ["refused", "lost", "timeout"],
+    "sendgrid-official": ["refused", "lost", "timeout"],
+    # The memory transport imitates the first two through its failure plan.
+    "memory": ["refused", "lost"],
+}
+NAMES = list(SUPPORTED)
+
+
+def outbox_case(tmp_path: Path) -> Iterator[Case]:
+    folder = tmp_path / "outbox"  # created on the first send
+
+    def arrived() -> Arrived:
+        messages = [parse(path.read_bytes()) for path in sorted(folder.glob("*.eml"))]
+        return [(getaddresses([str(m["To"])])[0][1], str(m["Subject"])) for m in messages]
+
+    def refused() -> None:
+        folder.write_text("a file where the folder should be")
+
+    transport = OutboxTransport(folder)
+    yield Case(transport, arrived, {"refused": refused})
+    transport.close()
+
+
+def smtp_case() -> Iterator[Case]:
+    with FakeSMTPServer() as server:
+
+        def arrived() -> Arrived:
+            with server.lock:
+                return [
+                    (rcpts[0], str(parse(data)["Subject"])) for _, rcpts, _, data in server.messages
+                ]
+
+        failures = {
+            "refused": lambda: server.on_mail.append("drop"),
+            "lost": lambda: server.after_data.append("drop"),
+            "timeout": lambda: server.after_data.append("hang"),
+        }
+        transport = SMTPTransport("127.0.0.1", server.port, timeout=TIMEOUT)
+        yield Case(transport, arrived, failures)
+        transport.close()
+
+
+def sendgrid_case(*, pooled: bool) -> Iterator[Case]:
+    with FakeSendGrid(api_key=API_KEY) as fake:
+
+        def arrived() -> Arrived:
+            return [
+                (body["personalizations"][0]["to"][0]["email"], body["subject"])
+                for body in fake.delivered
+            ]
+
+        failures = {
+            "refused": fake.stop,  # nothing listens on the port any more
+            "lost": lambda: fake.enqueue("drop"),
+            "timeout": lambda: fake.enqueue("hang", seconds=5.0),
+        }
+        transport = SendGridTransport(API_KEY, host=fake.url, timeout=TIMEOUT, pooled=pooled)
+        yield Case(transport, arrived, failures)
+        transport.close()
+
+
+def memory_case() -> Iterator[Case]:
+    memory = MemoryTransport()
+
+    def arrived() -> Arrived:
+        return [(email.to_email, email.header("Subject") or "") for email in memory.sent]
+
+    failures = {
+        "refused": lambda: memory.fail_next(TransientSendError("connection refused")),
+        "lost": lambda: memory.accept_then_raise(AmbiguousSendError("connection dropped")),
+    }
+    yield Case(memory, arrived, failures)
+    memory.close()
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
+    name = request.param
+    builders: dict[str, Callable[[], Iterator[Case]]] = {
+        "outbox": lambda: outbox_case(tmp_path),
+        "smtp": smtp_case,
+        "sendgrid-pooled": lambda: sendgrid_case(pooled=True),
+        "sendgrid-official": lambda: sendgrid_case(pooled=False),
+        "memory": memory_case,
+    }
+    yield from builders[name]()
+
+
+every_transport = pytest.mark.parametrize("case", NAMES, indirect=True)
+
+
+@every_transport
+def test_is_a_registered_transport(case: Case) -> None:
+    assert isinstance(case.transport, Transport)
+    assert case.transport.name in known_transports()
+
+
+@every_transport
+def test_send_returns_a_result_and_the_email_arrives(case: Case) -> None:
+    result = case.transport.send(make_email(to="bo@example.org"))
+
+    assert isinstance(result, SendResult)
+    assert result.provider == case.transport.name
+    assert result.message_id
+    assert case.arrived() == [("bo@example.org", SUBJECT)]
+
+
+@every_transport
+def test_a_composed_email_arrives(case: Case) -> None:
+    """What the dispatcher passes: a ComposedEmail rather than an EmailMessage."""
+    result = case.transport.send(make_composed(to="cecilia@example.org"))
+    assert result.message_id
+    assert case.arrived() == [("cecilia@example.org", SUBJECT)]
+
+
+@every_transport
+def test_close_is_idempotent_and_later_sends_are_transient(case: Case) -> None:
+    case.transport.send(make_email(send_id="before"))
+    case.transport.close()
+    case.transport.close()
+
+    with pytest.raises(TransientSendError, match="closed"):
+        case.transport.send(make_email(send_id="after"))
+    assert len(case.arrived()) == 1
+
+
+@every_transport
+def test_sends_from_many_threads_at_once(case: Case) -> None:
+    emails = [make_email(send_id=f"s{i}", to=f"bo{i}@example.org") for i in range(48)]
+
+    results = send_from_threads(case.transport, emails, 12)
+
+    assert len(results) == 48
+    assert len({r.message_id for r in results}) == 48
+    assert sorted(to for to, _ in case.arrived()) == sorted(e.to_email for e in emails)
+
+
+@pytest.mark.parametrize(
+    ("case", "kind"),
+    [(name, kind) for name, kinds in SUPPORTED.items() for kind in kinds],
+    indirect=["case"],
+)
+def test_a_failure_below_the_transport_is_a_send_error(case: Case, kind: str) -> None:
+    """No lower-level exception (OSError, smtplib, http.client, urllib, ssl) escapes."""
+    case.failures[kind]()
+
+    # pytest.raises(SendError) lets any other exception through: the test fails.
+    with pytest.raises(SendError) as raised:
+        case.transport.send(make_email(send_id="broken"))
+
+    assert type(raised.value) is FAILURES[kind], raised.value
+    if not isinstance(case.transport, MemoryTransport):  # the memory plan has no lower layer
+        cause = raised.value.__cause__
+        assert cause is not None and not isinstance(cause, SendError), repr(cause)
+    if kind == "refused":
+        assert case.arrived() == []
+
+
+@pytest.mark.parametrize(
+    ("case", "kind"),
+    [(name, kind) for name, kinds in SUPPORTED.items() for kind in kinds if kind != "refused"],
+    indirect=["case"],
+)
+def test_the_transport_recovers_after_a_lost_answer(case: Case, kind: str) -> None:
+    case.failures[kind]()
+    with pytest.raises(AmbiguousSendError):
+        case.transport.send(make_email(send_id="lost"))
+
+    result = case.transport.send(make_email(send_id="next", to="next@example.org"))
+
+    assert result.message_id
+    assert ("next@example.org", SUBJECT) in case.arrived()
+
+
+def test_every_transport_is_in_the_contract() -> None:
+    """A new built-in transport joins the cases above."""
+    covered = {name.split("-")[0] for name in NAMES}
+    assert covered == set(known_transports())
+
+
+def test_send_takes_an_outgoing_email() -> None:
+    """The cases' emails are what the dispatcher hands over (guards the kit)."""
+    assert isinstance(make_email(), OutgoingEmail)
+    assert isinstance(make_composed(), OutgoingEmail)
