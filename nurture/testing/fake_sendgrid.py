@@ -50,7 +50,7 @@ import json
 import logging
 import math
 import os
-import select
+import selectors
 import signal
 import socket
 import ssl
@@ -532,7 +532,10 @@ class FakeSendGridProcess:
         self._process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         # The CLI prints its URL once it listens; give it a while to import.
-        ready, _, _ = select.select([self._process.stdout], [], [], 30)
+        # (selectors, not select.select: that fails for a descriptor above 1023.)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._process.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout=30)
         line = self._process.stdout.readline().strip() if ready else ""
         if not line.startswith("http://"):
             self.stop()
