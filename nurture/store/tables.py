@@ -11,6 +11,8 @@ Invariants (DESIGN.md, "State"):
 * ``event.provider_event_id`` is unique: a replayed webhook is a no-op.
 * ``ix_enrollment_due`` on (status, next_due_at) makes "what is due now" a
   range scan.
+* every status column and ``event.kind`` holds a word of its vocabulary
+  (``nurture.core.vocabulary``): named CHECK constraints, ``ck_<table>_<column>``.
 """
 
 from __future__ import annotations
