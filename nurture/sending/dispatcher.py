@@ -190,6 +190,7 @@ class Dispatcher:
         rate_limiter: RateLimiter | None = None,
         jitter: Callable[[], float] = random.random,
         before_confirm: Callable[[], None] | None = None,
+        after_send: Callable[[OutgoingEmail], None] | None = None,
     ) -> None:
         self.engine = engine
         self.sequences = sequences
@@ -201,6 +202,9 @@ class Dispatcher:
         self.jitter = jitter
         # A test seam: runs after the provider calls, before the confirm commit.
         self.before_confirm = before_confirm
+        # A test seam: runs in the send thread once the provider's answer to
+        # this email is counted, so tests can order threads without sleeping.
+        self.after_send = after_send
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._remembered: set[tuple[str, str]] = set()
@@ -685,6 +689,8 @@ class Dispatcher:
             item.outcome = exc
         item.verdict = self._classify(item, item.outcome, now)
         state.record(item.outcome, item.verdict, sequence_id=seq_id)
+        if self.after_send is not None:
+            self.after_send(outgoing)
 
     def _classify(self, item: _Planned, outcome: SendOutcome, now: datetime) -> Verdict:
         return classify(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Connection, Engine
 
 from nurture.app.clock import FixedClock
 from nurture.app.runtime import Runtime, build_runtime
@@ -30,14 +30,15 @@ from nurture.errors import (
     PermanentSendError,
     TransientSendError,
 )
-from nurture.sending.dispatcher import OUTAGE_AFTER, DispatchHalted
+from nurture.sending.dispatcher import DispatchHalted
+from nurture.sending.guard import OUTAGE_AFTER
 from nurture.sending.ratelimit import RateLimiter
 from nurture.store import queries
 from nurture.store.db import session_factory
 from nurture.store.tables import EnrollmentRow, SendRow
 from nurture.testing import MemoryTransport
 from nurture.testing.fake_sendgrid import FakeSendGrid
-from nurture.transports.base import Transport
+from nurture.transports.base import OutgoingEmail, Transport
 from nurture.transports.sendgrid import SendGridTransport
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -326,20 +327,33 @@ def test_with_a_send_pool_the_next_batch_is_queued_while_one_is_in_flight(
     assert setup.ledger() == [("welcome", "sent")] * 4
 
 
+def _answered(address: str) -> tuple[threading.Event, Callable[[OutgoingEmail], None]]:
+    """An event set once the provider's answer to ``address`` has been counted by
+    the pass, and the ``after_send`` hook that sets it."""
+    answered = threading.Event()
+
+    def after_send(email: OutgoingEmail) -> None:
+        if email.to_email == address:
+            answered.set()
+
+    return answered, after_send
+
+
 def test_a_refused_key_stops_the_batch_queued_behind(engine: Engine, tmp_path: Path) -> None:
-    refused = threading.Event()
+    refused, after_send = _answered("s0@example.com")
 
     def choreography(email: Any) -> None:
         if email.to_email == "s0@example.com":
             # Refuse once the second batch is queued behind this one.
             assert _wait_for(lambda: _reserved(engine) == 4)
-            refused.set()
             raise AuthenticationError("401: the API key is wrong", status=401)
         if email.to_email == "s1@example.com":
-            refused.wait(10)
-            time.sleep(0.5)  # let the refusing thread stop the pass
+            # With the provider until the refusal has stopped the pass: then
+            # this thread, free again, must find the queued batch held.
+            assert refused.wait(10)
 
     setup = _pipelined(engine, tmp_path, MemoryTransport(hook=choreography))
+    setup.runtime.dispatcher.after_send = after_send
     for number in range(4):
         setup.add(f"s{number}@example.com", now=FRIDAY)
     with pytest.raises(DispatchHalted, match="API key"):
@@ -359,16 +373,15 @@ def test_a_spent_error_budget_stops_the_queued_batch_at_once(
     # Budget 1: the first failure spends it. The batch queued behind is not
     # attempted, although it was reserved before the pause was recorded; and
     # the email already in flight succeeding afterwards does not undo the pause.
-    failed = threading.Event()
+    failed, after_send = _answered("s0@example.com")
 
     def choreography(email: Any) -> None:
         if email.to_email == "s0@example.com":
             assert _wait_for(lambda: _reserved(engine) == 4)
-            failed.set()
             raise PermanentSendError("400 bad request", status=400)
         if email.to_email == "s1@example.com":
-            failed.wait(10)
-            time.sleep(0.5)  # let the other thread reach the queued batch first
+            # Succeeds only after the failure has spent the budget.
+            assert failed.wait(10)
 
     setup = make_setup(
         engine,
@@ -379,6 +392,7 @@ def test_a_spent_error_budget_stops_the_queued_batch_at_once(
         error_budget=1,
     )
     runtime = setup.runtime
+    runtime.dispatcher.after_send = after_send
     for number in range(4):
         setup.add(f"s{number}@example.com", now=FRIDAY)
     runtime.dispatcher.dispatch(FRIDAY)
@@ -403,7 +417,7 @@ def test_stopping_hands_back_the_queued_emails_at_once(engine: Engine, tmp_path:
             setup.runtime.dispatcher.stop()
             stopping.set()
         elif email.to_email == "s1@example.com":
-            stopping.wait(10)
+            assert stopping.wait(10)
 
     setup = _pipelined(engine, tmp_path, MemoryTransport(hook=choreography))
     for number in range(4):
@@ -422,32 +436,76 @@ def test_stopping_hands_back_the_queued_emails_at_once(engine: Engine, tmp_path:
     assert _reserved(engine) == 0
 
 
+def _claim(conn: Connection, worker: str) -> list[int]:
+    return queries.claim_due_enrollments(
+        conn,
+        now=FRIDAY,
+        lease_until=FRIDAY + timedelta(minutes=5),
+        worker_id=worker,
+        sequence_ids=["sales-process"],
+        limit=40,
+    )
+
+
+def _waiting_on_a_lock(engine: Engine, pid: int) -> bool:
+    """Is PostgreSQL backend ``pid`` waiting for a lock?"""
+    with engine.connect() as conn:
+        waiting = conn.execute(
+            text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        ).scalar()
+    return waiting == "Lock"
+
+
+def _second_while_first_is_open(
+    engine: Engine, first: Callable[[Connection], object], second: Callable[[Connection], None]
+) -> list[Exception]:
+    """Two dispatchers at once, in a fixed order: ``first`` runs in a
+    transaction left open while ``second`` runs in another thread; the first
+    commits once the second is done or, on PostgreSQL, waiting for the first's
+    locks. SQLite runs one writer at a time, whatever the order. Returns what
+    the second raised."""
+    errors: list[Exception] = []
+    pid: list[int] = []
+
+    def run_second() -> None:
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    pid.append(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+                second(conn)
+        except Exception as exc:  # reported to the test
+            errors.append(exc)
+
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        first(conn)
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        if engine.dialect.name == "postgresql":
+            assert _wait_for(
+                lambda: not thread.is_alive() or bool(pid and _waiting_on_a_lock(engine, pid[0]))
+            )
+        transaction.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    return errors
+
+
 def test_two_dispatchers_never_claim_the_same_enrollment(setup: Setup) -> None:
+    # The rows the first claim holds (not committed yet) must be skipped by the
+    # second, not claimed again once the first commits.
     for number in range(60):
         setup.add(f"s{number}@example.com", now=FRIDAY)
-    claimed: list[list[int]] = []
-    barrier = threading.Barrier(2)
-
-    def claim(worker: str) -> None:
-        barrier.wait()
-        with setup.runtime.engine.begin() as conn:
-            claimed.append(
-                queries.claim_due_enrollments(
-                    conn,
-                    now=FRIDAY,
-                    lease_until=FRIDAY + timedelta(minutes=5),
-                    worker_id=worker,
-                    sequence_ids=["sales-process"],
-                    limit=40,
-                )
-            )
-
-    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    everything = claimed[0] + claimed[1]
+    first: list[int] = []
+    second: list[int] = []
+    errors = _second_while_first_is_open(
+        setup.runtime.engine,
+        lambda conn: first.extend(_claim(conn, "w1")),
+        lambda conn: second.extend(_claim(conn, "w2")),
+    )
+    assert errors == []
+    assert len(first) == 40
+    everything = first + second
     assert len(everything) == len(set(everything)) == 60
 
 
@@ -463,6 +521,40 @@ def test_rate_limiter_spaces_calls() -> None:
         limiter.acquire()
         moments.append(now[0])
     assert moments == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def test_rate_limiter_lets_one_caller_at_a_time_take_a_slot() -> None:
+    # Taking a slot is read-the-clock, read the next free slot, move it on:
+    # two callers doing that at once take the same slot, and two emails go out
+    # together. The first caller here waits inside acquire (half a second at
+    # most) for a second one to get in too; with the limiter's lock it cannot.
+    first_inside, second_inside = threading.Event(), threading.Event()
+    reads: list[int] = []
+    reads_lock = threading.Lock()
+    overlapped: list[bool] = []
+
+    def clock() -> float:
+        with reads_lock:
+            reads.append(len(reads))
+            number = len(reads)
+        if number == 2:  # the first acquire (read 1 is the constructor's)
+            first_inside.set()
+            overlapped.append(second_inside.wait(0.5))
+        elif number == 3:
+            second_inside.set()
+        return 0.0
+
+    slept: list[float] = []
+    limiter = RateLimiter(10.0, clock=clock, sleep=slept.append)
+    first = threading.Thread(target=limiter.acquire)
+    second = threading.Thread(target=limiter.acquire)
+    first.start()
+    assert first_inside.wait(10)
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert overlapped == [False]
+    assert slept == pytest.approx([0.1])  # one goes at once, the other one slot later
 
 
 # SendGrid through the fake server ------------------------------------------
@@ -645,14 +737,12 @@ def test_a_bug_before_the_provider_call_leaves_no_reserved_row(
 def test_two_dispatchers_recording_the_same_new_version_do_not_collide(engine: Engine) -> None:
     # Two workers that load a new version at the same moment both try to
     # record it; the second insert must do nothing instead of failing the pass.
-    row = {
-        "sequence_id": "s",
-        "version": "v1",
-        "definition": {"steps": []},
-        "first_seen_at": FRIDAY,
-    }
-    with engine.begin() as conn:
-        conn.execute(queries._insert_ignoring_duplicates(conn, queries.SEQUENCE_VERSION), [row])
-    with engine.begin() as conn:
-        conn.execute(queries._insert_ignoring_duplicates(conn, queries.SEQUENCE_VERSION), [row])
+    versions: dict[tuple[str, str], dict[str, Any]] = {("s", "v1"): {"steps": []}}
+    errors = _second_while_first_is_open(
+        engine,
+        lambda conn: queries.remember_versions(conn, versions, FRIDAY),
+        lambda conn: queries.remember_versions(conn, versions, FRIDAY),
+    )
+    assert errors == []
+    with engine.connect() as conn:
         assert queries.load_versions(conn, "s") == {"v1": {"steps": []}}
