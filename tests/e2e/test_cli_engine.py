@@ -137,3 +137,10 @@ def test_worker_sends_and_stops_cleanly_on_sigterm(work: Path, db_url: str) -> N
     assert process.returncode == 0, output
     assert "finishing the emails in flight" in output
     assert "stopped" in output
+
+
+def test_outside_text_is_printed_as_it_is(work: Path, db_url: str) -> None:
+    # A name is never read as Rich markup: "[bold]" stays on screen.
+    result = run("resume", "[bold]launch[/bold]", cwd=work, db_url=db_url)
+    assert result.returncode == 1
+    assert "[bold]launch[/bold] is not paused" in result.stderr
