@@ -19,8 +19,7 @@ from email.utils import format_datetime
 from types import TracebackType
 from typing import Any, Self
 
-from nurture.core.rendering import RenderedEmail
-from nurture.core.rendering.envelope import ComposedEmail
+from nurture.core.rendering import ComposedEmail, RenderedEmail
 from nurture.transports.base import OutgoingEmail, SendResult, Transport
 
 SENT_AT = datetime(2026, 11, 27, 16, 30, tzinfo=timezone(timedelta(hours=1)))  # 15:30 UTC

@@ -28,6 +28,7 @@ from nurture.audience.consent import Consent
 from nurture.audience.input import InvalidSubscriberError, SubscriberInput
 from nurture.audience.subscribers import upsert_subscribers
 from nurture.core.loader import LoadedSequence
+from nurture.core.vocabulary import SubscriberStatus
 from nurture.errors import NurtureError
 
 __all__ = ["IMPORT_CHUNK", "TAG_SEPARATORS", "ImportFileError", "ImportReport", "import_csv"]
@@ -197,7 +198,12 @@ def import_csv(
                 report.errors.append((line, str(exc)))
         if valid:
             result = upsert_subscribers(
-                session, valid, consent=consent, status="active", now=now, sequences=sequences
+                session,
+                valid,
+                consent=consent,
+                status=SubscriberStatus.ACTIVE,
+                now=now,
+                sequences=sequences,
             )
             report.imported += result.created
             report.updated += result.updated

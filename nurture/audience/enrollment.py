@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from nurture.audience.suppression import is_suppressed, suppressed
 from nurture.core.loader import LoadedSequence
+from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
 from nurture.errors import NurtureError
 from nurture.store import audience as store
 from nurture.store.tables import EnrollmentRow, SubscriberRow
@@ -70,7 +71,7 @@ def _enrollment_values(
         "sequence_id": loaded.sequence.id,
         "sequence_version": loaded.version,
         "position": None,
-        "status": "active",
+        "status": EnrollmentStatus.ACTIVE,
         "enrolled_at": now,
         "next_due_at": now,
         "updated_at": now,
@@ -89,7 +90,7 @@ def enroll_where_triggered(
     """
     # Sorted by id: enrollments are created (and get their ids) in a stable order.
     auto = [sequences[key] for key in sorted(sequences) if sequences[key].sequence.trigger]
-    eligible = [row for row in subscribers if row.status == "active"]
+    eligible = [row for row in subscribers if row.status == SubscriberStatus.ACTIVE]
     if not eligible or not auto:
         return []
     blocked = suppressed(session, (row.email for row in eligible))
@@ -124,7 +125,7 @@ def enroll_matching(
 
 def ensure_mailable(session: Session, subscriber: SubscriberRow) -> None:
     """Raise :class:`EnrollmentError` unless ``subscriber`` is active and not suppressed."""
-    if subscriber.status != "active":
+    if subscriber.status != SubscriberStatus.ACTIVE:
         raise EnrollmentError(
             f"{subscriber.email} is {subscriber.status}: only active subscribers are enrolled"
         )
@@ -161,7 +162,7 @@ def unenroll(
     enrollment = store.active_enrollment(session, subscriber.id, sequence_id)
     if enrollment is None:
         raise EnrollmentError(f"{subscriber.email} is not enrolled in {sequence_id!r}")
-    enrollment.status = "exited"
+    enrollment.status = EnrollmentStatus.EXITED
     enrollment.status_reason = reason[:500]
     enrollment.next_due_at = None
     enrollment.updated_at = now

@@ -48,6 +48,7 @@ from nurture.audience.enrollment import (
 from nurture.audience.input import InvalidSubscriberError, SubscriberInput, normalise_email
 from nurture.core.loader import LoadedSequence
 from nurture.core.subscriber import Subscriber
+from nurture.core.vocabulary import SubscriberStatus
 from nurture.store import audience as store
 from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow
 
@@ -70,7 +71,7 @@ __all__ = [
     "upsert_subscribers",
 ]
 
-Status = Literal["active", "unconfirmed"]
+Status = Literal[SubscriberStatus.ACTIVE, SubscriberStatus.UNCONFIRMED]
 
 
 # --------------------------------------------------------------------------- upsert
@@ -114,8 +115,8 @@ def _merge(
         changes["attributes"] = attributes
     # Adding an unconfirmed address as active confirms it (an admin vouches for
     # the consent); nothing else changes a status here: an unsubscribe stands.
-    if row.status == "unconfirmed" and status == "active":
-        changes["status"] = "active"
+    if row.status == SubscriberStatus.UNCONFIRMED and status == SubscriberStatus.ACTIVE:
+        changes["status"] = SubscriberStatus.ACTIVE
     if row.consent_at is None:
         changes.update(consent.columns(now))
     if not changes:
@@ -142,7 +143,7 @@ def upsert_subscribers(
     inputs: Sequence[SubscriberInput],
     *,
     consent: Consent,
-    status: Status = "active",
+    status: Status = SubscriberStatus.ACTIVE,
     now: datetime,
     sequences: Mapping[str, LoadedSequence],
 ) -> Upserted:
@@ -196,7 +197,7 @@ def add_subscriber(
     consent_source: str,
     consent_text: str | None = None,
     consent_ip: str | None = None,
-    status: Status = "active",
+    status: Status = SubscriberStatus.ACTIVE,
     now: datetime,
     sequences: Mapping[str, LoadedSequence],
 ) -> tuple[SubscriberRow, list[EnrollmentRow]]:

@@ -44,6 +44,7 @@ from nurture.audience.subscribers import (
 )
 from nurture.cli.console import EXIT_FAILED, err, errors, fail, out
 from nurture.core.loader import LoadedSequence
+from nurture.core.vocabulary import SubscriberStatus
 from nurture.store.tables import SUBSCRIBER_STATUSES, SubscriberRow
 
 subscribers_app = typer.Typer(
@@ -188,7 +189,7 @@ def add_command(
         _say(f"{row.email} is already up to date")
     for enrollment in enrollments:
         _say(f"  enrolled in {enrollment.sequence_id} (version {enrollment.sequence_version})")
-    if row.status != "active":
+    if row.status != SubscriberStatus.ACTIVE:
         _say(f"  status: {row.status} (not enrolled)")
 
 

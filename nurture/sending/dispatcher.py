@@ -742,11 +742,11 @@ class Dispatcher:
                 log.error(
                     "unexpected error from transport %s", self.transport.name, exc_info=item.outcome
                 )
-            if verdict.status == "sent":
+            if verdict.status == SendStatus.SENT:
                 report.sent += 1
-            elif verdict.status == "retry":
+            elif verdict.status == SendStatus.RETRY:
                 report.retried += 1
-            elif verdict.status == "failed":
+            elif verdict.status == SendStatus.FAILED:
                 report.failed += 1
             else:
                 report.unknown += 1
@@ -754,7 +754,7 @@ class Dispatcher:
                 verdict.status if verdict.reason is None else f"{verdict.status}: {verdict.reason}"
             )
             report.log.append((item.subscriber.email, seq_id, item.step.id, what))
-            if verdict.status == "retry":
+            if verdict.status == SendStatus.RETRY:
                 assert verdict.next_attempt_at is not None
                 enrollment_updates.append(self._enrollment_wait(item, verdict.next_attempt_at, now))
             elif verdict.invalid_address:

@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from nurture.core.vocabulary import SendStatus
 from nurture.errors import AuthenticationError, PermanentSendError
 from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict
 from nurture.transports.base import SendResult
@@ -119,7 +120,7 @@ class PassGuard:
                 self.last_error[sequence_id] = verdict.reason or ""
                 if count >= self.error_budget:
                     self.spent.setdefault(sequence_id, count)
-            elif verdict.status == "sent":
+            elif verdict.status == SendStatus.SENT:
                 self.failures[sequence_id] = 0
 
     def unsaved_budget(self) -> list[tuple[str, int, int | None]]:

@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Protocol
 
+from nurture.core.vocabulary import SendStatus
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,
@@ -55,7 +56,7 @@ SendOutcome = SendResult | BaseException | NotAttempted
 
 @dataclass(frozen=True)
 class Verdict:
-    status: Literal["sent", "retry", "failed", "unknown"]
+    status: SendStatus  # sent, retry, failed or unknown
     reason: str | None
     attempts: int
     next_attempt_at: datetime | None = None
@@ -93,26 +94,28 @@ def classify(
 ) -> Verdict:
     """The ledger verdict for one send; ``attempts`` counts this one."""
     if isinstance(outcome, SendResult):
-        return Verdict("sent", None, attempts)
+        return Verdict(SendStatus.SENT, None, attempts)
     if isinstance(outcome, NotAttempted | AuthenticationError):
         # Not sent: the attempt does not count.
         reason = outcome.reason if isinstance(outcome, NotAttempted) else str(outcome)
         earlier = attempts - 1
         when = now + backoff(earlier, 0.0, policy, jitter)
-        return Verdict("retry", reason, earlier, next_attempt_at=when)
+        return Verdict(SendStatus.RETRY, reason, earlier, next_attempt_at=when)
     if isinstance(outcome, TransientSendError):
         if attempts < policy.max_attempts:
             when = now + backoff(attempts, outcome.retry_after, policy, jitter)
-            return Verdict("retry", str(outcome), attempts, next_attempt_at=when)
+            return Verdict(SendStatus.RETRY, str(outcome), attempts, next_attempt_at=when)
         reason = f"gave up after {attempts} attempts: {outcome}"
-        return Verdict("failed", reason, attempts, counts_as_failure=True)
+        return Verdict(SendStatus.FAILED, reason, attempts, counts_as_failure=True)
     if isinstance(outcome, PermanentSendError):
         return Verdict(
-            "failed",
+            SendStatus.FAILED,
             str(outcome),
             attempts,
             invalid_address=outcome.invalid_address,
             counts_as_failure=True,
         )
     unexpected = not isinstance(outcome, AmbiguousSendError)
-    return Verdict("unknown", f"outcome unknown: {outcome}", attempts, unexpected=unexpected)
+    return Verdict(
+        SendStatus.UNKNOWN, f"outcome unknown: {outcome}", attempts, unexpected=unexpected
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
+from nurture.core.vocabulary import EnrollmentStatus
 from nurture.store import queries
 from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow, SuppressionRow
 
@@ -126,7 +127,7 @@ def active_enrollment(
     query = select(EnrollmentRow).where(
         EnrollmentRow.subscriber_id == subscriber_id,
         EnrollmentRow.sequence_id == sequence_id,
-        EnrollmentRow.status == "active",
+        EnrollmentRow.status == EnrollmentStatus.ACTIVE,
     )
     return session.exec(query).first()
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine, Row
 
+from nurture.core.vocabulary import EnrollmentStatus
 from nurture.store import queries
 
 
@@ -38,7 +39,7 @@ def read_active_enrollments(engine: Engine, now: datetime) -> PlanningSnapshot:
                        subscriber.c.name, subscriber.c.locale, subscriber.c.tags,
                        subscriber.c.attributes, subscriber.c.first_name)
                 .join(subscriber, subscriber.c.id == enrollment.c.subscriber_id)
-                .where(enrollment.c.status == "active")
+                .where(enrollment.c.status == EnrollmentStatus.ACTIVE)
                 .order_by(enrollment.c.sequence_id, subscriber.c.email)
             )
         )  # fmt: skip

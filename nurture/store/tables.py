@@ -1,7 +1,7 @@
 """The tables. Alembic owns the schema (``migrations/``); a test fails when these
 models and the migrations disagree.
 
-Invariants (DESIGN.md, "State"):
+Invariants (docs/architecture.md explains the ledger):
 
 * ``subscriber.email`` is normalised and unique: one row per address.
 * at most one *active* enrollment per (subscriber, sequence): a partial unique

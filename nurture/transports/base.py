@@ -41,7 +41,7 @@ from email.headerregistry import Address
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
-from nurture.core.rendering.envelope import ComposedEmail
+from nurture.core.rendering import ComposedEmail
 from nurture.errors import SendError, TransientSendError
 
 if TYPE_CHECKING:  # the core never imports the settings at run time

@@ -25,8 +25,7 @@ from pathlib import Path
 import pytest
 
 from nurture.app.settings import Settings
-from nurture.core.rendering import RenderedEmail
-from nurture.core.rendering.envelope import ComposedEmail
+from nurture.core.rendering import ComposedEmail, RenderedEmail
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from nurture.app.settings import Settings, load_settings
-from nurture.core.rendering.envelope import ComposedEmail
+from nurture.core.rendering import ComposedEmail
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,
