@@ -28,6 +28,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -81,7 +82,7 @@ class SubscriberRow(SQLModel, table=True):
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default=SubscriberStatus.ACTIVE, max_length=20)
-    status_reason: str | None = Field(default=None, max_length=500)
+    status_reason: str | None = Field(default=None, sa_type=Text())
     consent_at: datetime | None = _ts(nullable=True)
     consent_source: str | None = Field(default=None, max_length=100)
     consent_ip: str | None = Field(default=None, max_length=64)
@@ -117,7 +118,7 @@ class EnrollmentRow(SQLModel, table=True):
     sequence_version: str = Field(max_length=32)
     position: str | None = Field(default=None, max_length=100, description="last decided step")
     status: str = Field(default=EnrollmentStatus.ACTIVE, max_length=20)
-    status_reason: str | None = Field(default=None, max_length=500)
+    status_reason: str | None = Field(default=None, sa_type=Text())
     enrolled_at: datetime = _ts()
     next_due_at: datetime | None = _ts(nullable=True)
     # The claim: a dispatcher owns the row until `claimed_until` (its lease).
@@ -149,7 +150,7 @@ class SendRow(SQLModel, table=True):
     sequence_version: str = Field(max_length=32)
     step_id: str = Field(max_length=100)
     status: str = Field(max_length=20, index=True)
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(default=None, sa_type=Text())
     due_at: datetime = _ts()
     decided_at: datetime = _ts(index=True)
     sent_at: datetime | None = _ts(nullable=True)
@@ -158,7 +159,11 @@ class SendRow(SQLModel, table=True):
     attempts: int = Field(default=0)
     transport: str | None = Field(default=None, max_length=20)
     provider_message_id: str | None = Field(default=None, max_length=200, index=True)
-    subject: str | None = Field(default=None, max_length=1000)
+    subject: str | None = Field(default=None, sa_type=Text())
+    # How an admin settled a send whose outcome was unknown, who, and when.
+    resolution: str | None = Field(default=None, sa_type=Text())
+    resolved_by: str | None = Field(default=None, max_length=200)
+    resolved_at: datetime | None = _ts(nullable=True)
 
 
 class EventRow(SQLModel, table=True):
@@ -211,7 +216,7 @@ class SequenceStateRow(SQLModel, table=True):
 
     sequence_id: str = Field(primary_key=True, max_length=100)
     paused: bool = Field(default=False)
-    paused_reason: str | None = Field(default=None, max_length=2000)
+    paused_reason: str | None = Field(default=None, sa_type=Text())
     consecutive_failures: int = Field(default=0)
     updated_at: datetime = _ts()
 
@@ -224,7 +229,7 @@ class WorkerTickRow(SQLModel, table=True):
     worker_id: str = Field(primary_key=True, max_length=64)
     started_at: datetime = _ts()
     last_tick_at: datetime = _ts()
-    last_error: str | None = Field(default=None, max_length=2000)
+    last_error: str | None = Field(default=None, sa_type=Text())
 
 
 class SequenceVersionRow(SQLModel, table=True):

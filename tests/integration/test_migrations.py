@@ -407,10 +407,11 @@ def test_0002_renames_old_event_kinds_and_keeps_every_row(db_url: str) -> None:
             ).scalar_one()
         assert "spamreport" in str(payload)  # the raw payload is kept as it came
         assert _database_checks(engine) == _metadata_checks()
-        assert check_models_match_migrations(engine) == []
         if engine.dialect.name == "sqlite":
             with engine.connect() as conn:
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        upgrade(engine)
+        assert check_models_match_migrations(engine) == []
     finally:
         engine.dispose()
 
@@ -502,3 +503,52 @@ def test_every_word_of_the_vocabulary_is_accepted(engine: Engine) -> None:
     with engine.connect() as conn:
         stored = set(conn.execute(text("SELECT kind FROM event")).scalars())
     assert stored == {kind.value for kind in EventKind}
+
+
+# --------------------------------------------------------------------------- 0003: ledger text
+
+
+def test_0003_ledger_text_holds_any_length_and_keeps_rows(db_url: str) -> None:
+    """A subject rendered from a 130,000-character attribute, and a provider's
+    long error, fit the ledger (VARCHAR(1000) refused them on PostgreSQL)."""
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0001")
+        _old_rows(engine)
+        upgrade(engine)
+        long_subject = "Hej " + "x" * 130_000
+        long_reason = "provider said: " + "y" * 50_000
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE send SET subject = :s, reason = :r WHERE id = 1"),
+                {"s": long_subject, "r": long_reason},
+            )
+            conn.execute(
+                text("UPDATE enrollment SET status_reason = :r WHERE id = 1"), {"r": long_reason}
+            )
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT subject, reason, resolution FROM send")).one()
+        assert row == (long_subject, long_reason, None)
+    finally:
+        engine.dispose()
+
+
+def test_0003_downgrade_cuts_long_text_to_the_old_width(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0001")
+        _old_rows(engine)
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE send SET subject = :s"), {"s": "z" * 5000})
+        downgrade(engine, "0002")
+        with engine.connect() as conn:
+            subject = conn.execute(text("SELECT subject FROM send")).scalar_one()
+            columns = {c["name"] for c in inspect(conn).get_columns("send")}
+        assert subject == "z" * 1000
+        assert "resolution" not in columns
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        assert check_models_match_migrations(engine) == []
+    finally:
+        engine.dispose()

@@ -1,0 +1,72 @@
+"""Ledger text holds whatever a render or a provider produces; `unknown` sends
+can be resolved by an admin, with who, when and why.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-30
+
+A subject built from a subscriber's attribute, or a provider's error message,
+has no natural length limit. As VARCHAR(1000)/(2000) on PostgreSQL one such
+value failed the whole batch it was in (SQLite ignores the length). These
+columns become TEXT.
+
+``send.resolution``/``resolved_by``/``resolved_at`` record how an admin
+settled a send whose outcome was unknown (``nurture sends resolve``): marked
+as sent, sent again, or given up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import nurture.store.types
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# (table, column, old length): made TEXT by upgrade, back to VARCHAR by downgrade.
+WIDENED = (
+    ("subscriber", "status_reason", 500),
+    ("enrollment", "status_reason", 500),
+    ("send", "reason", 2000),
+    ("send", "subject", 1000),
+    ("sequence_state", "paused_reason", 2000),
+    ("worker_tick", "last_error", 2000),
+)
+
+
+def upgrade() -> None:
+    for table, column, length in WIDENED:
+        with op.batch_alter_table(table) as batch:
+            batch.alter_column(
+                column, type_=sa.Text(), existing_type=sa.String(length), existing_nullable=True
+            )
+    with op.batch_alter_table("send") as batch:
+        batch.add_column(sa.Column("resolution", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("resolved_by", sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column("resolved_at", nurture.store.types.UTCDateTime(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("send") as batch:
+        batch.drop_column("resolved_at")
+        batch.drop_column("resolved_by")
+        batch.drop_column("resolution")
+    for table, column, length in WIDENED:
+        # Longer values would not fit the old column: cut them, as 0002's
+        # code could only have written that much.
+        t = sa.table(table, sa.column(column, sa.Text()))
+        op.execute(
+            t.update()
+            .where(sa.func.length(t.c[column]) > length)
+            .values({column: sa.func.substr(t.c[column], 1, length)})
+        )
+        with op.batch_alter_table(table) as batch:
+            batch.alter_column(
+                column, type_=sa.String(length), existing_type=sa.Text(), existing_nullable=True
+            )
