@@ -9,6 +9,12 @@ service's functions, which only flush).
 
 Errors: :class:`ImportFileError` (a file that cannot be imported at all);
 a bad row is reported in :class:`ImportReport` and skipped.
+
+One bad row never costs the others: input checks catch nearly everything, and
+should the database still refuse a chunk, its rows are retried one by one and
+only the refused row is reported. A row's error names its line and field and
+never quotes another row (a database error's text lists a whole chunk's
+values, so it is not passed on).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from nurture.audience.consent import Consent
@@ -143,6 +150,12 @@ def _row_input(columns: list[str], cells: list[str]) -> SubscriberInput:
     )
 
 
+def _refused(exc: DBAPIError) -> str:
+    """A database refusal of one row, without the values (the statement's parameters)."""
+    driver_error = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+    return f"the database refused this row ({driver_error})"
+
+
 def import_csv(
     session: Session,
     path: Path,
@@ -189,27 +202,41 @@ def import_csv(
 
     report = ImportReport()
     done = 0
+
+    def upsert(rows: Sequence[SubscriberInput]) -> None:
+        result = upsert_subscribers(
+            session,
+            rows,
+            consent=consent,
+            status=SubscriberStatus.ACTIVE,
+            now=now,
+            sequences=sequences,
+        )
+        session.commit()
+        report.imported += result.created
+        report.updated += result.updated
+        report.unchanged += result.unchanged
+        report.enrolled += len(result.enrollments)
+
     for chunk in _chunks(records, chunk_size):
-        valid: list[SubscriberInput] = []
+        valid: list[tuple[int, SubscriberInput]] = []
         for line, cells in chunk:
             try:
-                valid.append(_row_input(columns, cells))
+                valid.append((line, _row_input(columns, cells)))
             except InvalidSubscriberError as exc:
                 report.errors.append((line, str(exc)))
         if valid:
-            result = upsert_subscribers(
-                session,
-                valid,
-                consent=consent,
-                status=SubscriberStatus.ACTIVE,
-                now=now,
-                sequences=sequences,
-            )
-            report.imported += result.created
-            report.updated += result.updated
-            report.unchanged += result.unchanged
-            report.enrolled += len(result.enrollments)
-            session.commit()
+            try:
+                upsert([data for _, data in valid])
+            except DBAPIError:
+                # Something the input checks let through: find the row, keep the rest.
+                session.rollback()
+                for line, data in valid:
+                    try:
+                        upsert([data])
+                    except DBAPIError as exc:
+                        session.rollback()
+                        report.errors.append((line, _refused(exc)))
         done += len(chunk)
         if progress is not None:
             progress(done, len(records))

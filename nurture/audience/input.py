@@ -14,11 +14,25 @@ whole address, local part included. RFC 5321 allows a server to treat
 does, and treating them as two subscribers would mail one person twice and
 split their consent and unsubscribe state across two rows. Tags, on the other
 hand, are case-sensitive, as in sequence triggers.
+
+**Limits.** Every field is bounded, so one row cannot overflow a column, fill
+the database or break a send: see :data:`LIMITS`. No field may hold a NUL or
+another control character (PostgreSQL refuses NUL in text, and an escape
+sequence would reach the admin's terminal); names, tags and attribute keys
+must be one line (a CR/LF in a name would be a header injection attempt, and
+SendGrid refuses the whole request). Attribute values may span lines (a
+postal address) but hold no other control character.
+
+**Internationalised addresses** (``jörg@example.com``, ``anna@exämple.se``)
+are accepted. A Unicode domain goes out IDNA-encoded everywhere; a Unicode
+local part needs SMTPUTF8, which not every transport has (see the README):
+such an email fails alone, with a reason, at send time.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -30,9 +44,11 @@ from nurture.core.places import check_locale, check_timezone
 from nurture.errors import NurtureError
 
 __all__ = [
+    "LIMITS",
     "InvalidSubscriberError",
     "SubscriberInput",
     "check_length",
+    "check_text",
     "given",
     "normalise_email",
 ]
@@ -40,6 +56,56 @@ __all__ = [
 
 class InvalidSubscriberError(NurtureError):
     """An address, time zone, locale, tag or attribute was refused; says which and why."""
+
+
+LIMITS: Mapping[str, int] = MappingProxyType(
+    {
+        # RFC 5321 4.5.3.1.3 limits a path to 256 octets, which leaves 254 for the
+        # address; email_validator enforces the same.
+        "email": 254,
+        "name": 200,
+        "first_name": 100,
+        "tags": 100,
+        "tag": 100,
+        "attributes": 50,
+        "attribute_key": 100,
+        # Characters of a value as JSON: a string of 2,000 characters, or a list
+        # or object as long once written out.
+        "attribute_value": 2000,
+    }
+)
+"""The most any one field may hold (characters, or items for ``tags`` and ``attributes``)."""
+
+# Line breaks a multi-line value may contain; every other control character is refused.
+_LINE_BREAKS = frozenset("\t\n\r")
+# Unicode line and paragraph separators: not control characters, but line
+# breaks to str.splitlines() and to some mail clients.
+_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def _control(value: str, *, one_line: bool) -> str | None:
+    """The first character ``value`` may not hold, or None."""
+    for char in value:
+        if unicodedata.category(char) == "Cc" and (one_line or char not in _LINE_BREAKS):
+            return char
+        if one_line and char in _SEPARATORS:
+            return char
+    return None
+
+
+def check_text(what: str, value: str, limit: int, *, one_line: bool = True) -> str:
+    """``value`` if it fits ``limit`` and holds no control character, else a refusal.
+
+    ``one_line=False`` lets tabs and line breaks through (free text); a NUL or
+    an escape is refused either way. The message names ``what`` and the
+    character's code point, never the rest of the value.
+    """
+    check_length(what, value, limit)
+    bad = _control(value, one_line=one_line)
+    if bad is not None:
+        kind = "a line break" if bad in "\r\n" or bad in _SEPARATORS else "a control character"
+        raise InvalidSubscriberError(f"{what} contains {kind} (U+{ord(bad):04X})")
+    return value
 
 
 def normalise_email(text: str) -> str:
@@ -51,6 +117,9 @@ def normalise_email(text: str) -> str:
     candidate = text.strip()
     if not candidate:
         raise InvalidSubscriberError("email address is empty")
+    if len(candidate) > LIMITS["email"]:
+        # Checked first: the refusal below quotes the address.
+        raise InvalidSubscriberError(f"email address is longer than {LIMITS['email']} characters")
     try:
         normalized = validate_email(candidate, check_deliverability=False).normalized
     except EmailNotValidError as exc:
@@ -64,6 +133,9 @@ def check_length(what: str, value: str, limit: int) -> str:
     # DataError naming no field: check here, with a message a person can act on.
     if len(value) > limit:
         raise InvalidSubscriberError(f"{what} is longer than {limit} characters")
+    if "\x00" in value:
+        # PostgreSQL cannot store NUL in text; the whole transaction would fail.
+        raise InvalidSubscriberError(f"{what} contains a NUL character (U+0000)")
     return value
 
 
@@ -77,25 +149,49 @@ def given(value: str | None) -> str | None:
 
 def _tags(values: Iterable[str]) -> tuple[str, ...]:
     seen: dict[str, None] = {}  # a dict keeps the first-seen order
-    for value in values:
+    for index, value in enumerate(values, 1):
         tag = value.strip()
         if tag:
-            seen.setdefault(check_length(f"tag {tag!r}", tag, 100), None)
+            # Named by position: a tag with an escape in it is not for printing.
+            seen.setdefault(check_text(f"tag {index}", tag, LIMITS["tag"]), None)
+            if len(seen) > LIMITS["tags"]:
+                raise InvalidSubscriberError(f"tags: more than {LIMITS['tags']}")
     return tuple(seen)
 
 
+def _strings(value: Any) -> Iterable[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
 def _attributes(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    if len(values) > LIMITS["attributes"]:
+        raise InvalidSubscriberError(f"attributes: more than {LIMITS['attributes']}")
     result: dict[str, Any] = {}
     for key, value in values.items():
         name = key.strip() if isinstance(key, str) else ""
         if not name:
-            raise InvalidSubscriberError(f"attribute name {key!r} must be a non-empty string")
+            # repr() escapes whatever the key holds.
+            raise InvalidSubscriberError(f"attribute name {key[:50]!r} must be a non-empty string")
+        check_text("attribute name", name, LIMITS["attribute_key"])
+        what = f"attribute {name!r}"
         try:
-            json.dumps(value)
+            written = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise InvalidSubscriberError(
-                f"attribute {name!r}: value {value!r} cannot be stored as JSON"
-            ) from exc
+            raise InvalidSubscriberError(f"{what}: value cannot be stored as JSON") from exc
+        limit = LIMITS["attribute_value"]
+        if len(value if isinstance(value, str) else written) > limit:
+            raise InvalidSubscriberError(f"{what} is longer than {limit} characters")
+        for text in _strings(value):
+            check_text(what, text, limit, one_line=False)
         result[name] = value
     return MappingProxyType(result)
 
@@ -146,9 +242,9 @@ class SubscriberInput:
         """
         first = given(first_name)
         return cls(
-            email=check_length("email address", normalise_email(email), 320),
-            name=check_length("name", name.strip(), 200),
-            first_name=check_length("first name", first, 100) if first else None,
+            email=check_length("email address", normalise_email(email), LIMITS["email"]),
+            name=check_text("name", name.strip(), LIMITS["name"]),
+            first_name=check_text("first name", first, LIMITS["first_name"]) if first else None,
             timezone=_place(check_timezone, given(timezone)),
             locale=_place(check_locale, given(locale)),
             tags=_tags(tags),

@@ -59,12 +59,54 @@ def test_the_input_cannot_be_changed_after_parsing() -> None:
         ({"tags": ["t" * 101]}, "is longer than 100 characters"),
         ({"attributes": {"": 1}}, "attribute name '' must be a non-empty string"),
         ({"attributes": {"when": object()}}, "attribute 'when': value"),
+        # Limits and control characters (each message names the field only).
+        ({"email": "a" * 250 + "@example.com"}, "email address is longer than 254 characters"),
+        ({"name": "Anna\x00"}, r"name contains a NUL character \(U\+0000\)"),
+        ({"name": "Anna\r\nBcc: x@example.com"}, r"name contains a line break \(U\+000D\)"),
+        ({"name": "Anna\u2028Svensson"}, r"name contains a line break \(U\+2028\)"),
+        ({"name": "\x1b[31mAnna"}, r"name contains a control character \(U\+001B\)"),
+        ({"name": "Anna\x9b"}, r"name contains a control character \(U\+009B\)"),
+        ({"first_name": "A\tnna"}, r"first name contains a control character \(U\+0009\)"),
+        ({"tags": ["ok", "v\x07ip"]}, r"tag 2 contains a control character \(U\+0007\)"),
+        ({"tags": [f"t{i}" for i in range(101)]}, "tags: more than 100"),
+        ({"attributes": {f"k{i}": 1 for i in range(51)}}, "attributes: more than 50"),
+        ({"attributes": {"k" * 101: 1}}, "attribute name is longer than 100 characters"),
+        ({"attributes": {"a\nb": 1}}, r"attribute name contains a line break \(U\+000A\)"),
+        ({"attributes": {"note": "x" * 2001}}, "attribute 'note' is longer than 2000"),
+        ({"attributes": {"list": ["x" * 1000] * 3}}, "attribute 'list' is longer than 2000"),
+        ({"attributes": {"note": "a\x00b"}}, r"attribute 'note' contains a NUL character"),
+        ({"attributes": {"note": {"deep": ["\x1b]0;t\x07"]}}}, r"'note' contains a control"),
     ],
 )
 def test_each_refusal_names_its_field(fields: dict[str, Any], message: str) -> None:
     fields.setdefault("email", "a@example.com")
     with pytest.raises(InvalidSubscriberError, match=message):
         SubscriberInput.parse(**fields)
+
+
+def test_limits_are_inclusive_and_free_text_may_span_lines() -> None:
+    data = SubscriberInput.parse(
+        email="a" * 242 + "@example.com",
+        name="n" * 200,
+        tags=[f"t{i}" for i in range(100)],
+        attributes={"address": "Storgatan 1\r\n111 22 Stockholm\tSE", "note": "x" * 2000},
+    )
+    assert len(data.email) == 254
+    assert len(data.tags) == 100
+    assert data.attributes["address"] == "Storgatan 1\r\n111 22 Stockholm\tSE"
+
+
+def test_refusals_do_not_echo_the_value() -> None:
+    # A CSV import prints these per line: the value may be someone's data, or
+    # an escape sequence aimed at the terminal.
+    with pytest.raises(InvalidSubscriberError) as caught:
+        SubscriberInput.parse(email="a@example.com", attributes={"secret": "Street 1\x00 private"})
+    assert "Street" not in str(caught.value) and "private" not in str(caught.value)
+
+
+def test_internationalised_addresses_are_accepted() -> None:
+    assert SubscriberInput.parse(email="Jörg@Example.com").email == "jörg@example.com"
+    assert SubscriberInput.parse(email="anna@EXÄMPLE.se").email == "anna@exämple.se"
 
 
 def test_consent_is_checked() -> None:
