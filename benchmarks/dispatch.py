@@ -193,9 +193,10 @@ def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[st
         settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
     )
     freeze_startup_objects()  # as the CLI does after start-up
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     report = runtime.dispatcher.dispatch(NOW)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started  # every thread of this process
     delivered = None
     if fake is not None:
         delivered = fake.stats().get("delivered")
@@ -207,6 +208,7 @@ def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[st
         "emails": report.sent,
         "seconds": round(elapsed, 2),
         "emails_per_second": round(report.sent / elapsed),
+        "cpu_us_per_email": round(cpu / max(report.sent, 1) * 1e6),
         "peak_rss_mb": round(peak_mb),
         "provider_received": delivered,
         "failed_or_retried": report.failed + report.retried + report.unknown,
@@ -231,7 +233,10 @@ def main() -> None:
         f"{args.count} due enrollments on SQLite, batch {args.batch}, "
         f"concurrency {args.concurrency}"
     )
-    print(f"{'scenario':<20}{'emails':>8}{'seconds':>9}{'emails/s':>10}{'peak MB':>9}")
+    print(
+        f"{'scenario':<20}{'emails':>8}{'seconds':>9}{'emails/s':>10}{'CPU µs/email':>14}"
+        f"{'peak MB':>9}"
+    )
     for name in scenarios:
         out = subprocess.run(
             [sys.executable, __file__, "--child", "--scenario", name, "--count", str(args.count),
@@ -244,7 +249,8 @@ def main() -> None:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"{name:<20}{result['emails']:>8}{result['seconds']:>9}"
-            f"{result['emails_per_second']:>10}{result['peak_rss_mb']:>9}"
+            f"{result['emails_per_second']:>10}{result.get('cpu_us_per_email', '-'):>14}"
+            f"{result['peak_rss_mb']:>9}"
         )
 
 
