@@ -39,6 +39,12 @@ one daemon thread per connection. For throughput benchmarks run it in another
 process (no shared GIL with the client) with :meth:`FakeSendGrid.start_subprocess`
 or ``python -m nurture.testing.fake_sendgrid --port 8025 --latency 0.1``;
 ``GET /_fake/stats`` and ``POST /_fake/enqueue`` control it over HTTP.
+
+Whatever ``record`` says, the server counts the mail sends per
+``nurture_send_id`` custom arg (:meth:`FakeSendGrid.send_ids`, over HTTP
+``GET /_fake/send_ids``): how many requests carried each id and how many were
+accepted. A crash test asks it which emails reached the provider, and how many
+times, across restarts of the process that sends.
 """
 
 from __future__ import annotations
@@ -165,6 +171,13 @@ def _body_problem(body: Any) -> tuple[str, str | None, str | None] | None:
     return None
 
 
+def _send_id_of(body: Any) -> str | None:
+    """The ``nurture_send_id`` custom arg of a mail send body, if it has one."""
+    custom_args = body.get("custom_args") if isinstance(body, dict) else None
+    value = custom_args.get("nurture_send_id") if isinstance(custom_args, dict) else None
+    return value if isinstance(value, str) else None
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # hung or idle keep-alive handlers must not delay stop()
@@ -184,6 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = -1
     server: _Server
     _reset = False  # answer with a TCP reset when the handler finishes
+    _answering: tuple[int, str | None] | None = None  # (status, message id) being written
 
     def setup(self) -> None:
         if isinstance(self.request, ssl.SSLSocket):
@@ -217,6 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         if self.path == "/_fake/stats":
             self._reply(200, json.dumps(fake.stats()).encode())
+        elif self.path == "/_fake/send_ids":
+            self._reply(200, json.dumps(fake.send_ids()).encode())
         else:
             self._reply(404, _errors("not found"))
 
@@ -237,7 +253,17 @@ class _Handler(BaseHTTPRequestHandler):
             body: Any = json.loads(raw)
         except ValueError:
             body = None
-        status, message_id, kind = self._answer(fake, body)
+        self._answering = None
+        try:
+            status, message_id, kind = self._answer(fake, body)
+        except OSError:
+            # The client went away while the answer was written (a sender killed
+            # mid-request): the mail send was received all the same, and a real
+            # provider would deliver it, so it is counted before giving up.
+            if self._answering is not None:
+                status, message_id = self._answering
+                fake._record(self.path, self.headers.items(), raw, body, status, message_id, "gone")
+            raise
         fake._record(self.path, self.headers.items(), raw, body, status, message_id, kind)
 
     def _answer(self, fake: FakeSendGrid, body: Any) -> tuple[int | None, str | None, str]:
@@ -303,6 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
         return 202, message_id, kind
 
     def _reply(self, status: int, payload: bytes, headers: Mapping[str, str] = {}) -> None:
+        self._answering = (status, headers.get("X-Message-Id"))
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -344,6 +371,8 @@ class FakeSendGrid:
         self._received = 0
         self._delivered = 0
         self._connection_count = 0
+        # nurture_send_id -> [requests received, requests accepted (202)]
+        self._per_send_id: dict[str, list[int]] = {}
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -464,10 +493,21 @@ class FakeSendGrid:
                 "connections": self._connection_count,
             }
 
+    def send_ids(self) -> dict[str, dict[str, int]]:
+        """Per ``nurture_send_id`` custom arg: ``{"received": n, "accepted": m}``,
+        the mail sends that carried it and those answered 202 (kept even when
+        ``record=False``). A mail send without the custom arg is not counted here."""
+        with self._lock:
+            return {
+                send_id: {"received": received, "accepted": accepted}
+                for send_id, (received, accepted) in self._per_send_id.items()
+            }
+
     def clear(self) -> None:
         """Forget recorded requests, counts and queued behaviours."""
         with self._lock:
             self._requests.clear()
+            self._per_send_id.clear()
             self._queue.clear()
             self._received = self._delivered = self._connection_count = 0
 
@@ -484,6 +524,11 @@ class FakeSendGrid:
         with self._lock:
             self._received += 1
             self._delivered += status == 202
+            send_id = _send_id_of(body)
+            if send_id is not None:
+                counts = self._per_send_id.setdefault(send_id, [0, 0])
+                counts[0] += 1
+                counts[1] += status == 202
             if self.record:
                 self._requests.append(
                     RecordedRequest(
@@ -545,6 +590,12 @@ class FakeSendGridProcess:
     def stats(self) -> dict[str, int]:
         with urllib.request.urlopen(f"{self.url}/_fake/stats", timeout=5) as response:
             result: dict[str, int] = json.load(response)
+            return result
+
+    def send_ids(self) -> dict[str, dict[str, int]]:
+        """See :meth:`FakeSendGrid.send_ids`."""
+        with urllib.request.urlopen(f"{self.url}/_fake/send_ids", timeout=30) as response:
+            result: dict[str, dict[str, int]] = json.load(response)
             return result
 
     def enqueue(self, kind: str, **options: Any) -> None:
