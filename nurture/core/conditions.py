@@ -5,6 +5,11 @@ A marketer's condition is code we run, so it runs in Jinja's
 mutation of the objects we pass in) with ``StrictUndefined`` (a misspelt name is
 an error, not a silent false). The names available are ``subscriber``,
 ``opened(step_id)``, ``clicked(step_id)`` and ``converted``.
+
+Each evaluation runs under :data:`~nurture.core.sandbox.CONDITION_LIMITS`
+(:mod:`nurture.core.sandbox`): ``'x' * 10**10`` or ``10 ** 10 ** 10`` is refused
+before anything is allocated and reported as a ConditionError, like any other
+failing condition.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+from nurture.core.sandbox import CONDITION_LIMITS, BudgetedSandbox, BudgetExceeded, spending
+
+_ENV = BudgetedSandbox(undefined=StrictUndefined)
 ENGAGEMENT_FUNCTIONS = ("opened", "clicked")
 
 
@@ -45,13 +51,16 @@ class Condition:
     def evaluate(self, subscriber: dict[str, Any], engagement: Engagement) -> bool:
         """Evaluate to a bool; any failure raises ConditionError with the reason."""
         try:
-            result = self._compiled(
-                subscriber=subscriber,
-                opened=lambda step_id: step_id in engagement.opened,
-                clicked=lambda step_id: step_id in engagement.clicked,
-                converted=engagement.converted,
-            )
-            return bool(result)
+            with spending(CONDITION_LIMITS):
+                result = self._compiled(
+                    subscriber=subscriber,
+                    opened=lambda step_id: step_id in engagement.opened,
+                    clicked=lambda step_id: step_id in engagement.clicked,
+                    converted=engagement.converted,
+                )
+                return bool(result)
+        except BudgetExceeded as exc:
+            raise ConditionError(f"condition stopped: {exc}") from exc
         except Exception as exc:  # anything the expression raises is the author's error
             raise ConditionError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -5,6 +5,12 @@ reports duplicate keys with their position, and follows YAML 1.2, where ``on``,
 ``yes`` and ``1:30`` stay strings instead of turning into booleans and
 sexagesimal integers. Every problem becomes a :class:`Diagnostic` naming
 ``file:line:column`` (1-based) at the offending key.
+
+Files are read through :func:`nurture.core.files.read_text`: at most
+:data:`MAX_SEQUENCE_BYTES`, regular files only, never under ``/proc``, ``/sys``
+or ``/dev``. A file found by listing a folder must stay inside it (a link to
+another file in the folder is fine; a link out of it is refused); a file named
+explicitly (``nurture validate path/to/file.yaml``) is read where it is.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from nurture.core.conditions import ConditionError, check_references, compile_condition
+from nurture.core.files import MEGABYTE, FileRefused, read_text
 from nurture.core.model import Path as KeyPath
 from nurture.core.model import Sequence
 from nurture.errors import Diagnostic
 
 SAMPLE_SUFFIX = ".sample.yaml"
+MAX_SEQUENCE_BYTES = MEGABYTE
 
 
 def _yaml() -> YAML:
@@ -155,36 +163,46 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_sequence_file(path: Path) -> tuple[LoadedSequence | None, list[Diagnostic]]:
+def load_sequence_file(
+    path: Path, *, inside: Path | None = None
+) -> tuple[LoadedSequence | None, list[Diagnostic]]:
+    """Load one file; with ``inside``, its real path must be in that folder."""
     display = _display(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, limit=MAX_SEQUENCE_BYTES, inside=inside)
+    except FileRefused as exc:
+        return None, [Diagnostic(display, 1, 1, exc.reason)]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(display, 1, 1, f"cannot read file: {exc}")]
     return parse_sequence(text, display, path)
 
 
-def sequence_files(paths: Iterable[Path]) -> list[Path]:
-    """Expand folders to their ``*.yaml``/``*.yml`` sequence files (samples excluded)."""
-    found: list[Path] = []
+def _listed(paths: Iterable[Path]) -> list[tuple[Path, Path | None]]:
+    """Each sequence file with the folder it was found in (None: named explicitly)."""
+    found: list[tuple[Path, Path | None]] = []
     for path in paths:
         if path.is_dir():
             for child in sorted(path.iterdir()):
                 if child.suffix in (".yaml", ".yml") and not child.name.endswith(
                     (SAMPLE_SUFFIX, ".sample.yml")
                 ):
-                    found.append(child)
+                    found.append((child, path))
         else:
-            found.append(path)
+            found.append((path, None))
     return found
+
+
+def sequence_files(paths: Iterable[Path]) -> list[Path]:
+    """Expand folders to their ``*.yaml``/``*.yml`` sequence files (samples excluded)."""
+    return [path for path, _ in _listed(paths)]
 
 
 def load_sequences(paths: Iterable[Path]) -> tuple[dict[str, LoadedSequence], list[Diagnostic]]:
     """Load every sequence under ``paths``; ids must be unique across files."""
     loaded: dict[str, LoadedSequence] = {}
     diagnostics: list[Diagnostic] = []
-    for path in sequence_files(paths):
-        result, problems = load_sequence_file(path)
+    for path, folder in _listed(paths):
+        result, problems = load_sequence_file(path, inside=folder)
         diagnostics.extend(problems)
         if result is None:
             continue

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from nurture.core.files import MEGABYTE, FileRefused, read_text
 from nurture.core.loader import SAMPLE_SUFFIX
 from nurture.core.model import Sequence
 from nurture.core.subscriber import Subscriber
@@ -46,11 +47,20 @@ def builtin_samples(sequence: Sequence) -> list[Subscriber]:
     ]
 
 
-def read_subscribers(path: Path) -> list[Subscriber]:
-    """Read one subscriber (a mapping) or several (a list) from a YAML file."""
+MAX_SAMPLE_BYTES = MEGABYTE
+
+
+def read_subscribers(path: Path, *, inside: Path | None = None) -> list[Subscriber]:
+    """Read one subscriber (a mapping) or several (a list) from a YAML file.
+
+    At most :data:`MAX_SAMPLE_BYTES`; with ``inside``, only a file in that
+    folder (see :func:`nurture.core.files.read_text`).
+    """
     try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except (OSError, YAMLError) as exc:
+        data = YAML(typ="safe").load(read_text(path, limit=MAX_SAMPLE_BYTES, inside=inside))
+    except FileRefused as exc:
+        raise SequenceError([Diagnostic(str(path), 1, 1, exc.reason)]) from exc
+    except (OSError, UnicodeDecodeError, YAMLError) as exc:
         raise SequenceError(
             [Diagnostic(str(path), 1, 1, f"cannot read sample data: {exc}")]
         ) from exc
@@ -72,5 +82,5 @@ def samples_for(sequence: Sequence, sequence_path: Path) -> list[Subscriber]:
     """``<id>.sample.yaml`` beside the sequence file, else the built-in sample."""
     sample = sequence_path.with_name(sequence.id + SAMPLE_SUFFIX)
     if sample.is_file():
-        return read_subscribers(sample)
+        return read_subscribers(sample, inside=sequence_path.parent)
     return builtin_samples(sequence)

@@ -8,7 +8,11 @@ same search path (it travels in the internal template name, see
 ``LocaleEnvironment.join_path``), so ``sv/layout.html`` overrides the layout for
 Swedish emails.
 
-The loader is the only code that reads template files.
+The loader is the only code that reads template files, and it reads only
+regular files whose real path (symbolic links resolved) is inside the real
+templates folder, up to :data:`MAX_TEMPLATE_BYTES`: a link to
+``/proc/self/environ`` would otherwise mail the process environment, keys
+included. A link from one template to another inside the folder is fine.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ from pathlib import Path
 
 from jinja2 import BaseLoader, Environment, TemplateNotFound
 from jinja2.loaders import split_template_path
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from nurture.core.files import FileRefused, read_text
+from nurture.core.sandbox import BudgetedSandbox
 
 LAYOUT = "layout.html"
+MAX_TEMPLATE_BYTES = 512 * 1024
+TemplateRefused = FileRefused  # what a refused template raises (names the file)
 
 # A subscriber's locale comes from a signup form: only a tag that looks like a
 # locale may become a folder name, so "../../etc" never reaches the file system.
@@ -93,7 +101,8 @@ class LocaleLoader(BaseLoader):
             looked = ", ".join(str(p) for p in self.candidates(folders, name))
             raise TemplateNotFound(name, f"template {name!r} not found (looked in {looked})")
         self.files.add(str(path))
-        return path.read_text(encoding="utf-8"), str(path), None
+        text = read_text(path, limit=MAX_TEMPLATE_BYTES, inside=self.root)
+        return text, str(path), None
 
     def list_templates(self) -> list[str]:
         return sorted(
@@ -101,7 +110,7 @@ class LocaleLoader(BaseLoader):
         )
 
 
-class LocaleEnvironment(ImmutableSandboxedEnvironment):
+class LocaleEnvironment(BudgetedSandbox):
     def join_path(self, template: str, parent: str) -> str:
         # {% extends "layout.html" %} inherits the search path of the template
         # that names it, so the layout is looked up per locale like the body.

@@ -21,8 +21,11 @@ Values are rendered as placeholders so the costly conversions run once per
 structure, not per email (:mod:`nurture.core.rendering.placeholders`).
 
 Templates run in an ImmutableSandboxedEnvironment (no calls to mutating
-methods, so contexts can be shared) with ``StrictUndefined``. No clock, no
-network; files are read only by the loader. Construct a new
+methods, so contexts can be shared) with ``StrictUndefined``, under a budget
+per email (:mod:`nurture.core.sandbox`: time, loop iterations, output and
+value sizes); a template past it fails that email with a RenderError naming
+the template and line. No network; files are read only by the loader, and
+only inside the templates folder. Construct a new
 :class:`TemplateLibrary` to pick up edited templates.
 """
 
@@ -56,6 +59,7 @@ from nurture.core.rendering.loader import (
     MARKDOWN_VAR,
     LocaleEnvironment,
     LocaleLoader,
+    TemplateRefused,
     internal_name,
     is_locale_tag,
     locale_search_path,
@@ -72,6 +76,7 @@ from nurture.core.rendering.placeholders import (
     remember,
     tokens_in,
 )
+from nurture.core.sandbox import RENDER_LIMITS, BudgetExceeded, Limits, current_budget, spending
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, RenderError
 
@@ -108,6 +113,10 @@ class RenderFailure(RenderError):
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BudgetExceeded):
+        return f"rendering stopped: {exc}"
+    if isinstance(exc, TemplateRefused):
+        return exc.reason
     if isinstance(exc, TemplateSyntaxError):
         return f"syntax error: {exc.message}"
     if isinstance(exc, UndefinedError):
@@ -137,11 +146,19 @@ class TemplateLibrary:
     Safe to share between threads (a race only repeats work).
     """
 
-    def __init__(self, templates_dir: Path, *, reuse_structures: bool = True) -> None:
+    def __init__(
+        self,
+        templates_dir: Path,
+        *,
+        reuse_structures: bool = True,
+        limits: Limits = RENDER_LIMITS,
+    ) -> None:
         """``reuse_structures=False`` converts every email from scratch (slow): the
-        reference the placeholder cache is checked against in tests."""
+        reference the placeholder cache is checked against in tests. ``limits``
+        bound the rendering of one email (see :mod:`nurture.core.sandbox`)."""
         self.templates_dir = Path(templates_dir)
         self._reuse_structures = reuse_structures
+        self.limits = limits
         self._loader = LocaleLoader(self.templates_dir)
         self._env = LocaleEnvironment(
             loader=self._loader,
@@ -205,6 +222,20 @@ class TemplateLibrary:
         ``check_footer=False`` lets validation report a missing footer as one
         problem among others rather than stop at it.
         """
+        with spending(self.limits):  # one budget for every part of the email
+            return self._render_email(
+                sequence, step, subscriber, links, postal_address, check_footer
+            )
+
+    def _render_email(
+        self,
+        sequence: Sequence,
+        step: Step,
+        subscriber: Subscriber,
+        links: Links,
+        postal_address: str,
+        check_footer: bool,
+    ) -> tuple[RenderedEmail, RenderPlan]:
         try:
             plan = self.plan(step.template, subscriber.locale, sequence.locale)
         except RenderFailure as failure:
@@ -380,7 +411,14 @@ class TemplateLibrary:
         # The scope already holds the globals, so the context shares it; Jinja
         # never writes to a context's parent.
         try:
-            return "".join(template.root_render_func(template.new_context(scope, shared=True)))
+            with spending(self.limits):
+                budget = current_budget()
+                assert budget is not None
+                chunks = []
+                for chunk in template.root_render_func(template.new_context(scope, shared=True)):
+                    budget.produce(len(chunk))
+                    chunks.append(chunk)
+                return "".join(chunks)
         except Exception:
             self._env.handle_exception()  # re-raises with template file:line frames
 
@@ -396,6 +434,8 @@ class TemplateLibrary:
     def _diagnose(self, exc: BaseException, fallback: str) -> Diagnostic:
         if isinstance(exc, TemplateSyntaxError):
             return Diagnostic(exc.filename or fallback, exc.lineno or 1, 1, _describe(exc))
+        if isinstance(exc, TemplateRefused):
+            return Diagnostic(str(exc.path), 1, 1, exc.reason)
         # Jinja rewrites tracebacks so template frames carry the template's file
         # name and line; the innermost one is where the error is.
         file, line = fallback, 1
@@ -411,7 +451,7 @@ class TemplateLibrary:
         for name in (plan.body, internal_name(plan.folders, LAYOUT)):
             try:
                 source, filename, _ = self._loader.get_source(self._env, name)
-            except TemplateNotFound:
+            except (TemplateNotFound, TemplateRefused):
                 continue
             for number, line in enumerate(source.splitlines(), start=1):
                 if any(needle in line for needle in needles):
