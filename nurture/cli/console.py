@@ -6,13 +6,16 @@ refused address, a broken sequence), 2 the configuration is wrong (a bad
 ``nurture.toml`` or ``NURTURE_*`` variable), 3 dispatching was halted by the
 provider. A command never ends in a traceback for any of these.
 
-Text that comes from outside (names, addresses, provider errors) is printed as
-:class:`rich.text.Text`, never as markup, so ``[/bold]`` in a name is shown as
-it is and cannot break the console.
+Text that comes from outside (names, addresses, subjects, provider errors) is
+printed through :func:`safe`: as :class:`rich.text.Text`, never as markup, so
+``[/bold]`` in a name is shown as it is and cannot break the console; and with
+control characters made visible (``\\x1b``), so an escape sequence in a name
+cannot recolour, retitle or clear the admin's terminal.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +26,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from nurture.errors import ConfigurationError, NurtureError
 
+__all__ = [
+    "EXIT_CONFIGURATION",
+    "EXIT_FAILED",
+    "EXIT_HALTED",
+    "clean",
+    "err",
+    "errors",
+    "fail",
+    "out",
+    "safe",
+]
+
 out = Console()
 err = Console(stderr=True)
 
@@ -31,9 +46,36 @@ EXIT_CONFIGURATION = 2
 EXIT_HALTED = 3
 
 
+# C0 and C1 controls and DEL (ESC starts ANSI sequences, 0x9b is a one-byte
+# CSI), and the bidirectional overrides and isolates that make a terminal show
+# text in another order than it is written.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROLS_BUT_NEWLINE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: str, *, lines: bool = False) -> str:
+    """``text`` with every control character written as a visible escape (``\\x1b``).
+
+    ``lines=True`` keeps line breaks (``\\n``): for messages of several lines.
+    """
+    return (_CONTROLS_BUT_NEWLINE if lines else _CONTROLS).sub(_escape, text)
+
+
+def safe(text: object, style: str = "", *, lines: bool = False) -> Text:
+    """Outside text, ready to print: never markup, no control character (see :func:`clean`)."""
+    return Text(clean(str(text), lines=lines), style=style)
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit to raise."""
-    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    err.print(Text.assemble(("error: ", "bold red"), safe(message, lines=True)), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -47,4 +89,14 @@ def errors() -> Iterator[None]:
     except NurtureError as exc:
         raise fail(str(exc)) from exc
     except SQLAlchemyError as exc:
-        raise fail(f"database error: {exc}") from exc
+        # str(exc) lists the statement's parameters: other people's data, for an
+        # import. The driver's own message is enough to act on.
+        raise fail(f"database error: {_database_message(exc)}") from exc
+
+
+def _database_message(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    if original is None:
+        return type(exc).__name__
+    first_line = (str(original).strip().splitlines() or [""])[0]
+    return f"{type(original).__name__}: {first_line}" if first_line else type(original).__name__

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from nurture.app.clock import FixedClock, parse_instant
 from nurture.app.runtime import Runtime, build_runtime, freeze_startup_objects, open_engine
-from nurture.cli.console import EXIT_CONFIGURATION, EXIT_HALTED, err, errors, fail, out
+from nurture.cli.console import EXIT_CONFIGURATION, EXIT_HALTED, err, errors, fail, out, safe
 from nurture.errors import NurtureError
 
 log = logging.getLogger("nurture")
@@ -108,7 +108,7 @@ def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> No
         app = create_app(runtime, Worker(runtime) if with_worker else None)
         role = "worker + web" if with_worker else "web only (run `nurture worker` separately)"
         out.print(
-            Text(
+            safe(
                 f"nurture {role} on http://{host}:{port} (health: /healthz); transport "
                 f"{runtime.settings.transport}; sequences: "
                 f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}"
@@ -182,7 +182,7 @@ def resume_command(
                 )
         finally:
             engine.dispose()
-    out.print(Text(f"{sequence} resumed"))
+    out.print(safe(f"{sequence} resumed"))
 
 
 def log_command(
@@ -216,15 +216,15 @@ def log_command(
         table.add_column(column, overflow="fold")
     for row in rows:
         detail: Any = row["reason"] or row["provider_message_id"] or ""
-        # Emails, ids and provider messages come from outside: Text, not markup.
+        # Emails, ids and provider messages come from outside: safe(), not markup.
         table.add_row(
             f"{row['decided_at']:%Y-%m-%d %H:%M}",
-            Text(row["email"]),
-            Text(row["sequence_id"]),
-            Text(row["step_id"]),
+            safe(row["email"]),
+            safe(row["sequence_id"]),
+            safe(row["step_id"]),
             row["status"],
             str(row["attempts"]),
-            Text(str(detail)),
+            safe(detail),
         )
     out.print(table)
 

@@ -27,7 +27,7 @@ from nurture.authoring.workbench import (
     preview_sequence,
     validate_paths,
 )
-from nurture.cli.console import err, errors, fail, out
+from nurture.cli.console import err, errors, fail, out, safe
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.subscribers import enroll_command, subscribers_app, unenroll_command
 from nurture.core.decisions import Event
@@ -198,12 +198,12 @@ def validate(
     with errors():
         result = validate_paths(settings, targets)
     for diagnostic in result.diagnostics:
-        out.print(Text(str(diagnostic)), soft_wrap=True)
+        out.print(safe(diagnostic), soft_wrap=True)
     if result.diagnostics:
         err.print(f"[red]{len(result.diagnostics)} problem(s)[/] in {result.files} file(s)")
         raise typer.Exit(1)
     names = ", ".join(sorted(result.sequences)) or "none"
-    out.print(Text.assemble(("ok", "green"), f": {result.files} file(s), sequences: {names}"))
+    out.print(Text.assemble(("ok", "green"), safe(f": {result.files} file(s), sequences: {names}")))
 
 
 def _one_subscriber(data: Path | None, ctx: typer.Context) -> Subscriber | None:
@@ -248,7 +248,7 @@ def preview(
             shown = path.relative_to(ctx.obj.folder)
         except ValueError:
             shown = path
-        out.print(Text(str(shown)))
+        out.print(safe(shown))
 
 
 @app.command("simulate")
@@ -293,9 +293,9 @@ def simulate_command(
         print(json.dumps([entry.as_json() for entry in timeline], indent=2, ensure_ascii=False))
         return
     enrolled = begin.astimezone(zone)
-    # Ids, addresses and reasons come from files and subscribers: Text, not markup.
+    # Ids, addresses and reasons come from files and subscribers: safe(), not markup.
     table = Table(
-        title=Text(
+        title=safe(
             f"{seq.id}: {subscriber.email} ({zone.key}), enrolled {enrolled:%a %Y-%m-%d %H:%M}"
         )
     )
@@ -303,11 +303,11 @@ def simulate_command(
         table.add_column(column)
     for entry in timeline:
         table.add_row(
-            Text(entry.step or "-"),
+            safe(entry.step or "-"),
             f"{entry.at:%a %Y-%m-%d %H:%M %Z}",
             f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M}",
             entry.action,
-            Text(entry.reason),
+            safe(entry.reason),
         )
     out.print(table)
 

@@ -1,7 +1,8 @@
 """How ``nurture plan`` prints a plan (see :mod:`nurture.authoring.plan`).
 
 Sequence ids, step ids and emails come from files and subscribers, so they are
-printed as :class:`rich.text.Text`, never as markup.
+printed through :func:`~nurture.cli.console.safe`: never as markup, control
+characters escaped.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nurture.authoring.plan import SequencePlan
+from nurture.cli.console import clean, safe
 
 
 def print_plan(plans: list[SequencePlan], console: Console) -> None:
@@ -29,7 +31,11 @@ def _print_one(plan: SequencePlan, console: Console) -> None:
     )
     console.print(
         Text.assemble(
-            "\n", (plan.sequence_id, "bold"), " (", where, f"): {plan.active} active enrollment(s)"
+            "\n",
+            (clean(plan.sequence_id), "bold"),
+            " (",
+            where,
+            f"): {plan.active} active enrollment(s)",
         )
     )
     if not plan.on_disk:
@@ -39,7 +45,7 @@ def _print_one(plan: SequencePlan, console: Console) -> None:
         table.add_column("at step (last decided)")
         table.add_column("subscribers", justify="right")
         for position, count in sorted(plan.by_position.items()):
-            table.add_row(Text(position), str(count))
+            table.add_row(safe(position), str(count))
         console.print(table)
     for version, count in sorted(plan.by_version.items()):
         current = " (current)" if version == plan.current_version else ""
@@ -50,7 +56,7 @@ def _print_one(plan: SequencePlan, console: Console) -> None:
             console.print("    none in the steps (other fields changed)")
         for change in changes:
             detail = f" ({change.detail})" if change.detail else ""
-            console.print(Text(f"    {change.kind} step {change.step_id!r}{detail}"))
+            console.print(safe(f"    {change.kind} step {change.step_id!r}{detail}"))
     if plan.impacts:
         table = Table(title="subscribers on an older version", title_justify="left")
         for column in ("subscriber", "at step", "next step", "next is", "then", "will not receive"):
@@ -58,7 +64,7 @@ def _print_one(plan: SequencePlan, console: Console) -> None:
         for impact in plan.impacts:
             table.add_row(
                 *(
-                    Text(cell)
+                    safe(cell)
                     for cell in (
                         impact.email,
                         impact.position or "-",

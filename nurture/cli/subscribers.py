@@ -9,8 +9,9 @@ Exit codes (:mod:`nurture.cli.console`): 0 done; 1 a refused input or a
 failed command (bad address, unknown sequence, bad CSV rows: the good rows are
 still imported); 2 a configuration error.
 
-Names, addresses, tags and reasons come from outside: they are printed as
-:class:`~rich.text.Text`, never as console markup.
+Names, addresses, tags and reasons come from outside: they are printed through
+:func:`~nurture.cli.console.safe` (plain text, control characters escaped),
+never as console markup.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from nurture.audience.subscribers import (
     subscriber_sends,
     unenroll,
 )
-from nurture.cli.console import EXIT_FAILED, err, errors, fail, out
+from nurture.cli.console import EXIT_FAILED, err, errors, fail, out, safe
 from nurture.core.loader import LoadedSequence
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.store.tables import SUBSCRIBER_STATUSES, SubscriberRow
@@ -115,13 +116,13 @@ def _sequence(app: AppContext, sequence_id: str) -> LoadedSequence:
 
 def _say(text: str) -> None:
     """Print a line that contains outside text (an address, an id) literally."""
-    out.print(Text(text), soft_wrap=True)
+    out.print(safe(text), soft_wrap=True)
 
 
 def _cells(*values: str) -> tuple[Text, ...]:
     # Table cells are parsed as markup when given as str: a name such as
     # "[/bold]" would raise a MarkupError or restyle the table.
-    return tuple(Text(value) for value in values)
+    return tuple(safe(value) for value in values)
 
 
 def _local(moment: datetime | None, zone: str) -> str:
@@ -241,7 +242,7 @@ def import_command(
         f"{len(report.errors)} with errors; {report.enrolled} new enrollments"
     )
     for line, message in report.errors:
-        err.print(Text(f"{file}:{line}: {message}", style="red"), soft_wrap=True)
+        err.print(safe(f"{file}:{line}: {message}", style="red"), soft_wrap=True)
     if report.errors:
         raise typer.Exit(EXIT_FAILED)
 
@@ -303,22 +304,22 @@ def show_command(
     details = Table.grid(padding=(0, 2))
     details.add_column(style="bold")
     details.add_column()
-    details.add_row("email", Text(row.email))
-    details.add_row("name", Text(row.name or "-"))
-    details.add_row("first name", Text(row.first_name or "-"))
+    details.add_row("email", safe(row.email))
+    details.add_row("name", safe(row.name or "-"))
+    details.add_row("first name", safe(row.first_name or "-"))
     details.add_row(
-        "status", Text(row.status + (f" ({row.status_reason})" if row.status_reason else ""))
+        "status", safe(row.status + (f" ({row.status_reason})" if row.status_reason else ""))
     )
-    details.add_row("time zone", Text(row.timezone or "- (the sequence's)"))
-    details.add_row("locale", Text(row.locale or "- (the sequence's)"))
-    details.add_row("tags", Text(", ".join(row.tags) or "-"))
+    details.add_row("time zone", safe(row.timezone or "- (the sequence's)"))
+    details.add_row("locale", safe(row.locale or "- (the sequence's)"))
+    details.add_row("tags", safe(", ".join(row.tags) or "-"))
     for key, value in sorted(row.attributes.items()):
-        details.add_row(Text(f"attr.{key}"), Text(str(value)))
-    details.add_row("consent", Text(_local(row.consent_at, row.timezone or "UTC")))
-    details.add_row("  source", Text(row.consent_source or "-"))
-    details.add_row("  wording", Text(row.consent_text or "-"))
-    details.add_row("  IP", Text(row.consent_ip or "-"))
-    details.add_row("added", Text(_local(row.created_at, row.timezone or "UTC")))
+        details.add_row(safe(f"attr.{key}"), safe(str(value)))
+    details.add_row("consent", safe(_local(row.consent_at, row.timezone or "UTC")))
+    details.add_row("  source", safe(row.consent_source or "-"))
+    details.add_row("  wording", safe(row.consent_text or "-"))
+    details.add_row("  IP", safe(row.consent_ip or "-"))
+    details.add_row("added", safe(_local(row.created_at, row.timezone or "UTC")))
     out.print(details)
 
     # As in `list`: times never wrap, identifiers and text fold.
