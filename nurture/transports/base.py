@@ -41,8 +41,8 @@ from email.headerregistry import Address
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
-from nurture.core.rendering import ComposedEmail
-from nurture.errors import SendError, TransientSendError
+from nurture.core.rendering import AddressEncodingError, ComposedEmail, needs_smtputf8
+from nurture.errors import PermanentSendError, SendError, TransientSendError
 
 if TYPE_CHECKING:  # the core never imports the settings at run time
     from nurture.app.settings import Settings
@@ -77,11 +77,30 @@ class OutgoingEmail:
             return self.message.message
         return self.message
 
-    def raw_bytes(self) -> bytes:
-        """The RFC 5322 message; non-ASCII headers as RFC 2047 encoded words."""
+    def raw_bytes(self, *, utf8: bool = False) -> bytes:
+        """The RFC 5322 message; non-ASCII headers as RFC 2047 encoded words.
+
+        ``utf8``: addresses with a non-ASCII local part written as UTF-8 (RFC
+        6532), for a destination that takes them (SMTPUTF8, a file). Without
+        it such an address raises
+        :class:`~nurture.core.rendering.AddressEncodingError` (a ``ValueError``).
+        """
         if isinstance(self.message, ComposedEmail):
-            return self.message.raw
-        return self.message.as_bytes(policy=email.policy.default)
+            return self.message.raw_utf8 if utf8 else self.message.raw
+        return self.message.as_bytes(policy=email.policy.SMTPUTF8 if utf8 else email.policy.default)
+
+    def needs_smtputf8(self) -> bool:
+        """Whether the message can only be written as UTF-8 (RFC 6532): an address
+        with a non-ASCII local part. For an ``EmailMessage``, any non-ASCII address:
+        the email package writes a Unicode domain as it is, not in IDNA A-labels."""
+        if isinstance(self.message, ComposedEmail):
+            return needs_smtputf8(self.to_email) or self.message.needs_smtputf8
+        addresses = [self.to_email] + [
+            address.addr_spec
+            for name in ("From", "To", "Reply-To")
+            for address in self.addresses(name)
+        ]
+        return not all(address.isascii() for address in addresses)
 
     def header(self, name: str) -> str | None:
         """One header's value as text (the first one), or None."""
@@ -203,19 +222,64 @@ class BaseTransport(ABC, Generic[RequestT, ResponseT]):
     closed: bool = False
 
     def send(self, email: OutgoingEmail) -> SendResult:
+        try:
+            return self._send(email)
+        except SendError as exc:
+            # Whatever produced the message (our text, the provider's answer
+            # echoing a request), the configured secrets never leave here.
+            self._scrub_error(exc)
+            raise
+
+    def _send(self, email: OutgoingEmail) -> SendResult:
         if self.closed:
             raise TransientSendError(f"not sent: the {self.display_name} transport has been closed")
-        request = self.build_request(email)
+        try:
+            request = self.build_request(email)
+        except AddressEncodingError as exc:
+            raise self.address_error(exc) from exc
         try:
             response = self.call(request)
         except SendError:
             raise
+        except AddressEncodingError as exc:
+            # One subscriber's address, not the provider: fail this email alone.
+            raise self.address_error(exc) from exc
         except Exception as exc:
             error = self.translate_error(exc, request)
             if error is None:
                 raise  # not the provider's failure: a bug, shown as it is
             raise error from exc
         return self.parse_result(email, request, response)
+
+    def address_error(self, exc: AddressEncodingError) -> PermanentSendError:
+        """The error for an address this transport cannot write (see the README)."""
+        return PermanentSendError(f"not sent: the {self.display_name} transport cannot send: {exc}")
+
+    def secrets(self) -> tuple[str, ...]:
+        """The configured secrets (API keys, passwords): redacted by value from every
+        send error's message, whatever their format. Subclasses holding one override this."""
+        return ()
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the configured secrets (see :func:`redact`)."""
+        return redact(text, *self.secrets())
+
+    def _scrub_error(self, exc: SendError) -> None:
+        secrets = [secret for secret in self.secrets() if secret]
+        if not secrets:
+            return
+        message = str(exc)
+        scrubbed = self.scrub(message)
+        if scrubbed != message:
+            exc.args = (scrubbed, *exc.args[1:])
+        # The chained cause (a library's exception) is printed with tracebacks.
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None:
+            if any(secret in str(cause) or secret in repr(cause) for secret in secrets):
+                exc.__cause__ = None
+                exc.__suppress_context__ = True
+                break
+            cause = cause.__cause__ or cause.__context__
 
     @abstractmethod
     def build_request(self, email: OutgoingEmail) -> RequestT:
@@ -269,8 +333,10 @@ def message_id_of(message: email.message.EmailMessage | ComposedEmail) -> str | 
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with every non-empty secret replaced, for messages and logs."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
+    """``text`` with every non-empty secret replaced, for messages and logs.
+
+    Longest first, so a secret containing another is not left half shown.
+    """
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
     return text

@@ -7,7 +7,10 @@ dispatcher may run on an accelerated clock (``nurture simulate``), and the file
 should sort by the time the email claims to have been sent. Each file holds
 the message as :meth:`OutgoingEmail.raw_bytes` gives it (RFC 5322, non-ASCII
 headers as RFC 2047 encoded words): mail clients open it, and
-``email.parser.BytesParser(policy=email.policy.default)`` reads it back.
+``email.parser.BytesParser(policy=email.policy.default)`` reads it back. An
+address with a non-ASCII local part (``jörg@example.com``) is written as UTF-8
+(RFC 6532), as an SMTPUTF8 server would receive it; a Unicode domain is
+written in IDNA A-labels.
 
 Writes are atomic: the bytes go to a hidden temporary file in the same folder,
 are flushed to disk, and the file is renamed into place (``os.replace``), so a
@@ -82,7 +85,9 @@ class OutboxTransport(BaseTransport[_File, None]):
         return self._clock()
 
     def build_request(self, email: OutgoingEmail) -> _File:
-        return _File(self.directory / self.file_name(email), email.raw_bytes())
+        # A file has no SMTPUTF8 to negotiate: write what a server offering it gets.
+        data = email.raw_bytes(utf8=email.needs_smtputf8())
+        return _File(self.directory / self.file_name(email), data)
 
     def call(self, request: _File) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,15 @@ Three steps, as in django-anymail's backends:
 The flow around the steps (closed check, error translation) is
 :class:`~nurture.transports.base.BaseTransport`'s.
 
-The API key never appears in an exception message or a log record.
+The API key never appears in an exception message or a log record: it is
+redacted by value (whatever its format) from every send error, and by pattern
+(``SG.…``, ``Bearer …``) from the library's log records.
+
+**Internationalised addresses.** SendGrid takes a Unicode domain once it is
+IDNA-encoded (``anna@xn--exmple-cua.se``), which is what is sent. It has no
+SMTPUTF8 support, so an address with a non-ASCII local part
+(``jörg@example.com``) cannot be sent through it: that email fails alone with
+a :class:`PermanentSendError` that says so, before any request is made.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from sendgrid.helpers.mail import (
 )
 from sendgrid.helpers.mail.exceptions import SendGridException
 
+from nurture.core.rendering import AddressEncodingError, ascii_address
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,
@@ -131,13 +140,15 @@ def build_mail_body(email: OutgoingEmail) -> dict[str, Any]:
             raise PermanentSendError("the message has no From address")
         sender = senders[0]
         mail = Mail(
-            from_email=_named(From, sender.addr_spec, sender.display_name),
-            to_emails=_named(To, email.to_email, _recipient_name(email, email.to_email)),
+            from_email=_named(From, _sendable(sender.addr_spec), sender.display_name),
+            to_emails=_named(To, _sendable(email.to_email), _recipient_name(email, email.to_email)),
             subject=Subject(email.header("Subject") or ""),
         )
         replies = email.addresses("Reply-To")
         if replies:
-            mail.reply_to = _named(ReplyTo, replies[0].addr_spec, replies[0].display_name)
+            mail.reply_to = _named(
+                ReplyTo, _sendable(replies[0].addr_spec), replies[0].display_name
+            )
         bodies = email.bodies()
         text, html = bodies if bodies is not None else _bodies(email.as_message())
         # The API wants text/plain before text/html; the library keeps that order.
@@ -159,6 +170,18 @@ def build_mail_body(email: OutgoingEmail) -> dict[str, Any]:
         # message would fail again, so this is permanent.
         raise PermanentSendError(f"cannot build the SendGrid request: {exc!r}") from exc
     return body
+
+
+def _sendable(address: str) -> str:
+    """``address`` as SendGrid takes it: the domain IDNA-encoded, the local part ASCII."""
+    if address.isascii():
+        return address  # as it is: validate_mail_body judges the rest
+    try:
+        return ascii_address(address)
+    except AddressEncodingError as exc:
+        raise PermanentSendError(
+            f"not sent: SendGrid does not support this address: {exc}"
+        ) from exc
 
 
 def _named(kind: type[_E], address: str, name: str | None) -> _E:
@@ -346,9 +369,13 @@ def _custom_arg_problems(custom_args: Mapping[str, Any]) -> list[str]:
 # -- reading the answer --------------------------------------------------------
 
 
-def error_for_status(reply: Reply, now: float) -> SendError:
-    """The one mapping from a non-2xx answer to a send error (both clients use it)."""
-    status, detail = reply.status, _error_detail(reply.body)
+def error_for_status(reply: Reply, now: float, secrets: Iterable[str] = ()) -> SendError:
+    """The one mapping from a non-2xx answer to a send error (both clients use it).
+
+    ``secrets`` are redacted from the provider's text before it is cut short,
+    so not even a prefix of one survives.
+    """
+    status, detail = reply.status, _error_detail(reply.body, tuple(secrets))
     if status in (401, 403):
         refused = "the API key" if status == 401 else "the request"
         return AuthenticationError(
@@ -379,16 +406,16 @@ def _error_list(body: bytes) -> list[dict[str, Any]]:
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
 
 
-def _error_detail(body: bytes) -> str:
+def _error_detail(body: bytes, secrets: tuple[str, ...] = ()) -> str:
     errors = _error_list(body)
     if errors:
         detail = "; ".join(
             f"{e.get('message')} ({e['field']})" if e.get("field") else str(e.get("message"))
             for e in errors
         )
-    else:
-        detail = body[:200].decode("utf-8", "replace") or "no details"
-    return _redact_keys(detail)
+        return _redact_keys(redact(detail, *secrets))
+    detail = redact(body.decode("utf-8", "replace"), *secrets)
+    return _redact_keys(detail[:200]) or "no details"
 
 
 def _recipient_rejected(body: bytes) -> bool:
@@ -523,6 +550,12 @@ class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
     def __repr__(self) -> str:
         return f"SendGridTransport(host={self.host!r}, pooled={self.pooled})"
 
+    def secrets(self) -> tuple[str, ...]:
+        return (self._api_key,)
+
+    def scrub(self, text: str) -> str:
+        return _redact_keys(super().scrub(text))
+
     def build_request(self, email: OutgoingEmail) -> dict[str, Any]:
         body = build_mail_body(email)
         problems = validate_mail_body(body, required_headers=self.required_headers)
@@ -544,7 +577,7 @@ class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
         self, email: OutgoingEmail, request: dict[str, Any], response: Reply
     ) -> SendResult:
         if not 200 <= response.status < 300:
-            raise error_for_status(response, self._wall_clock())
+            raise error_for_status(response, self._wall_clock(), self.secrets())
         return SendResult(
             provider=self.name,
             message_id=response.headers.get("x-message-id"),

@@ -32,6 +32,7 @@ from email import policy
 from email.headerregistry import Address
 from typing import TYPE_CHECKING, Self
 
+from nurture.core.rendering import AddressEncodingError, ascii_address, needs_smtputf8
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,
@@ -216,6 +217,9 @@ class SMTPTransport(BaseTransport[_Envelope, str]):
     def __repr__(self) -> str:
         return f"SMTPTransport({self.host!r}, {self.port})"
 
+    def secrets(self) -> tuple[str, ...]:
+        return (self._password,) if self._password else ()
+
     def _connect(self) -> smtplib.SMTP:
         connection: smtplib.SMTP
         if self.ssl:
@@ -248,6 +252,11 @@ class SMTPTransport(BaseTransport[_Envelope, str]):
                 connection, progress.reused = self._pool.checkout()
                 progress.connected = True
                 reply = self._transaction(connection, request.sender, request.email, progress)
+            except (SendError, AddressEncodingError):
+                # Refused before MAIL (this email's addresses): the session is clean.
+                if connection is not None:
+                    self._pool.checkin(connection)
+                raise
             except (smtplib.SMTPException, OSError) as exc:
                 if connection is not None:
                     self._release_after_error(connection, exc)
@@ -277,15 +286,21 @@ class SMTPTransport(BaseTransport[_Envelope, str]):
     def _transaction(
         self, connection: smtplib.SMTP, sender: str, email: OutgoingEmail, progress: _Progress
     ) -> str:
-        recipient = email.to_email
+        # Everything that can refuse this one email comes before MAIL, so the
+        # connection stays clean for the next (see call()).
+        # A Unicode domain goes out in IDNA A-labels: no extension needed for it.
+        recipient = ascii_address(email.to_email, utf8=True)
+        sender = ascii_address(sender, utf8=True)
         options: list[str] = []
         output_policy = policy.SMTP
-        if not (sender + recipient).isascii():
-            # Non-ASCII addresses need the server's SMTPUTF8 extension (RFC 6531).
+        utf8 = email.needs_smtputf8() or needs_smtputf8(sender)
+        if utf8:
+            # A non-ASCII local part needs the server's SMTPUTF8 extension (RFC 6531).
             if not connection.has_extn("smtputf8"):
+                needing = recipient if needs_smtputf8(recipient) else sender
                 raise PermanentSendError(
-                    f"{self.host}:{self.port} does not support SMTPUTF8, needed for "
-                    f"{recipient} / {sender}"
+                    f"not sent: {self.host}:{self.port} does not offer SMTPUTF8, which the "
+                    f"address {needing!r} needs (its local part is not ASCII)"
                 )
             options.append("SMTPUTF8")
             output_policy = policy.SMTPUTF8
@@ -295,8 +310,9 @@ class SMTPTransport(BaseTransport[_Envelope, str]):
             # Without 8BITMIME, 8-bit text parts must be re-encoded (base64 / QP).
             output_policy = output_policy.clone(cte_type="7bit")
         if email.composed is not None:
-            # Already 7-bit: quoted-printable bodies, RFC 2047 encoded headers.
-            data = _payload(email.raw_bytes())
+            # Already 7-bit: quoted-printable bodies, RFC 2047 encoded headers
+            # (with SMTPUTF8, addresses with a non-ASCII local part as UTF-8).
+            data = _payload(email.raw_bytes(utf8=utf8))
         else:
             data = _payload(email.as_message().as_bytes(policy=output_policy))
 

@@ -13,6 +13,8 @@ nurture :class:`SendError`, translated with ``raise ... from``.
 
 from __future__ import annotations
 
+import email
+import email.policy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import getaddresses
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.errors import AmbiguousSendError, SendError, TransientSendError
+from nurture.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 from nurture.testing import FakeSendGrid, MemoryTransport
 from nurture.transports import known_transports
 from nurture.transports.base import OutgoingEmail, SendResult, Transport
@@ -247,3 +249,86 @@ def test_send_takes_an_outgoing_email() -> None:
     """The cases' emails are what the dispatcher hands over (guards the kit)."""
     assert isinstance(make_email(), OutgoingEmail)
     assert isinstance(make_composed(), OutgoingEmail)
+
+
+# -- internationalised addresses ------------------------------------------------
+
+UNICODE_LOCAL = "jörg@example.com"
+UNICODE_DOMAIN = "anna@exämple.se"
+# What each transport delivers the address as; None: refused as a PermanentSendError
+# (the README's table). A Unicode domain always goes out IDNA-encoded; only
+# SMTPUTF8 (SMTP when offered, the outbox's UTF-8 file) carries a Unicode local part.
+INTERNATIONAL: dict[str, dict[str, str | None]] = {
+    "outbox": {UNICODE_LOCAL: UNICODE_LOCAL, UNICODE_DOMAIN: "anna@xn--exmple-cua.se"},
+    "smtp": {UNICODE_LOCAL: UNICODE_LOCAL, UNICODE_DOMAIN: "anna@xn--exmple-cua.se"},
+    "sendgrid-pooled": {UNICODE_LOCAL: None, UNICODE_DOMAIN: "anna@xn--exmple-cua.se"},
+    "sendgrid-official": {UNICODE_LOCAL: None, UNICODE_DOMAIN: "anna@xn--exmple-cua.se"},
+    "memory": {UNICODE_LOCAL: UNICODE_LOCAL, UNICODE_DOMAIN: UNICODE_DOMAIN},
+}
+
+
+@pytest.mark.parametrize("composed", [True, False], ids=["composed", "message"])
+@pytest.mark.parametrize("address", [UNICODE_LOCAL, UNICODE_DOMAIN])
+@every_transport
+def test_an_international_address_goes_out_or_fails_as_a_permanent_error(
+    case: Case, address: str, composed: bool, request: pytest.FixtureRequest
+) -> None:
+    """Never a raw exception (the outbox used to raise ValueError); never the batch."""
+    name = request.node.callspec.params["case"]
+    expected = INTERNATIONAL[name][address]
+    if name == "outbox" and not composed and address == UNICODE_DOMAIN:
+        # The email package writes a Unicode domain as UTF-8 (RFC 6532), not in
+        # A-labels; the dispatcher's ComposedEmail gives A-labels.
+        expected = UNICODE_DOMAIN
+    build = make_composed if composed else make_email
+
+    if expected is None:
+        with pytest.raises(PermanentSendError) as refused:
+            case.transport.send(build(send_id="intl", to=address))
+        assert address in str(refused.value) and "non-ASCII" in str(refused.value)
+        assert case.arrived() == []
+    else:
+        case.transport.send(build(send_id="intl", to=address))
+        assert case.arrived() == [(expected, SUBJECT)]
+
+    # The transport is fine for the next subscriber.
+    case.transport.send(build(send_id="next", to="next@example.org"))
+    assert ("next@example.org", SUBJECT) in case.arrived()
+
+
+def test_smtp_without_smtputf8_refuses_only_that_email() -> None:
+    with FakeSMTPServer() as server:
+        server.extensions = ["8BITMIME"]
+        transport = SMTPTransport("127.0.0.1", server.port, timeout=TIMEOUT)
+        try:
+            with pytest.raises(PermanentSendError, match="does not offer SMTPUTF8") as refused:
+                transport.send(make_composed(send_id="jorg", to=UNICODE_LOCAL))
+            assert UNICODE_LOCAL in str(refused.value)
+            # A Unicode domain needs no extension: its A-labels are ASCII.
+            transport.send(make_composed(send_id="anna", to=UNICODE_DOMAIN))
+            transport.send(make_composed(send_id="bo", to="bo@example.org"))
+        finally:
+            transport.close()
+        with server.lock:
+            delivered = [(rcpts, options) for _, rcpts, options, _ in server.messages]
+        assert delivered == [
+            (["anna@xn--exmple-cua.se"], ["BODY=8BITMIME"]),
+            (["bo@example.org"], ["BODY=8BITMIME"]),
+        ]
+        assert server.connections == 1  # the refusal kept the session
+
+
+def test_smtp_uses_smtputf8_only_for_a_unicode_local_part() -> None:
+    with FakeSMTPServer() as server:
+        transport = SMTPTransport("127.0.0.1", server.port, timeout=TIMEOUT)
+        try:
+            transport.send(make_composed(send_id="jorg", to=UNICODE_LOCAL))
+            transport.send(make_composed(send_id="anna", to=UNICODE_DOMAIN))
+        finally:
+            transport.close()
+        with server.lock:
+            (_, _, first, data), (_, _, second, _) = server.messages
+    assert "SMTPUTF8" in first and "SMTPUTF8" not in second
+    # RFC 6532: the header is UTF-8 (BytesParser would read it as ASCII).
+    message = email.message_from_string(data.decode("utf-8"), policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == UNICODE_LOCAL

@@ -28,11 +28,18 @@ from __future__ import annotations
 
 from nurture.core.rendering.envelope import ComposedEmail
 from nurture.core.rendering.links import Links
-from nurture.core.rendering.message import RenderedEmail
+from nurture.core.rendering.message import (
+    AddressEncodingError,
+    RenderedEmail,
+    ascii_address,
+    header_text,
+    needs_smtputf8,
+)
 from nurture.core.rendering.templates import KeyPath, RenderPlan, TemplateLibrary, render
 from nurture.core.rendering.validation import Positions, check
 
 __all__ = [
+    "AddressEncodingError",
     "ComposedEmail",
     "KeyPath",
     "Links",
@@ -40,6 +47,9 @@ __all__ = [
     "RenderPlan",
     "RenderedEmail",
     "TemplateLibrary",
+    "ascii_address",
     "check",
+    "header_text",
+    "needs_smtputf8",
     "render",
 ]

@@ -6,10 +6,15 @@ would cap dispatch near 300 emails/s. So the dispatcher hands transports this
 value instead: HTTP providers read the structured fields, the outbox and SMTP
 write :attr:`raw` (RFC 5322 bytes, built in about 0.1 ms), and
 :attr:`message` builds the ``EmailMessage`` only for code that asks for it.
+
+The display names and the subject are made header-safe here, once
+(:func:`~nurture.core.rendering.message.header_text`): an HTTP provider reads
+these fields, not the encoded headers, and must not get a CR/LF from a name.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +22,7 @@ from email.message import EmailMessage
 from functools import cached_property
 from typing import TypeVar
 
-from nurture.core.rendering.message import RenderedEmail
+from nurture.core.rendering.message import RenderedEmail, header_text, needs_smtputf8
 
 _T = TypeVar("_T")
 
@@ -33,9 +38,21 @@ class ComposedEmail:
     message_id: str
     date: datetime
 
-    @property
+    def __post_init__(self) -> None:
+        # Frozen: set through object.__setattr__, once, before anyone reads them.
+        object.__setattr__(self, "sender_name", header_text(self.sender_name))
+        object.__setattr__(self, "to_name", header_text(self.to_name))
+
+    @cached_property
     def subject(self) -> str:
-        return self.rendered.subject
+        """The rendered subject as it goes into the header (no control characters)."""
+        return header_text(self.rendered.subject)
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """Whether an address has a non-ASCII local part (see :attr:`raw_utf8`)."""
+        addresses = (self.to_email, self.sender_email, self.reply_to or "")
+        return any(needs_smtputf8(address) for address in addresses if address)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -44,8 +61,17 @@ class ComposedEmail:
 
     @cached_property
     def raw(self) -> bytes:
-        """The complete RFC 5322 message, CRLF line ends."""
+        """The complete RFC 5322 message, CRLF line ends, 7-bit.
+
+        Raises :class:`~nurture.core.rendering.message.AddressEncodingError`
+        when :attr:`needs_smtputf8`.
+        """
         return self._build(self.rendered.to_bytes)
+
+    @cached_property
+    def raw_utf8(self) -> bytes:
+        """As :attr:`raw`, but addresses with a non-ASCII local part written as UTF-8."""
+        return self._build(functools.partial(self.rendered.to_bytes, utf8=True))
 
     @cached_property
     def message(self) -> EmailMessage:
