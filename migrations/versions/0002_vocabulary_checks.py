@@ -62,8 +62,10 @@ CHECKS = (
 
 
 def _one_of(column: str, words: Sequence[str]) -> str:
-    # The same text as nurture.store.tables.one_of renders.
-    return f"{column} IN ({', '.join(repr(word) for word in words)})"
+    # The same text as nurture.store.tables.one_of renders: ``a = 'x' OR a = 'y'``
+    # rather than ``a IN ('x', 'y')``, which SQLite evaluates by building a
+    # temporary index on every row written (it doubled the cost of a ledger write).
+    return " OR ".join(f"{column} = {word!r}" for word in words)
 
 
 def _rename_kinds(renames: dict[str, str]) -> None:
