@@ -29,6 +29,10 @@ drop       read the request, then close the connection without answering
 reset      read the request, then reset the connection (TCP RST)
 =========  ==================================================================
 
+``message="..."`` replaces the error message of a 400, 401, 403, 413, 429,
+500 or 503 answer: a provider echoing part of the request (the key, an
+address) in its error, as some proxies and providers do.
+
 Only 202s count as delivered (:attr:`FakeSendGrid.delivered`). The server also
 checks what the real API would reject outright (missing personalizations,
 from, subject or content; a recipient without ``@``; non-string custom_args;
@@ -111,6 +115,7 @@ class _Behaviour:
     reset_in: float
     seconds: float
     invalid_email: bool
+    message: str | None = None
 
 
 def _errors(message: str, field: str | None = None, help_anchor: str | None = None) -> bytes:
@@ -119,6 +124,11 @@ def _errors(message: str, field: str | None = None, help_anchor: str | None = No
     if help_anchor is not None:
         error["help"] = f"{_ERRORS_HELP}#{help_anchor}"
     return json.dumps({"errors": [error]}).encode()
+
+
+def _message(behaviour: _Behaviour | None, default: str) -> str:
+    """The scripted error message of ``behaviour``, else ``default``."""
+    return behaviour.message if behaviour is not None and behaviour.message else default
 
 
 def _new_message_id() -> str:
@@ -297,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
                 # An integer epoch second, rounded up so waiting that long suffices.
                 "X-RateLimit-Reset": str(math.ceil(time.time() + reset_in)),
             }
-            self._reply(429, _errors("too many requests"), headers)
+            self._reply(429, _errors(_message(behaviour, "too many requests")), headers)
             return 429, None, kind
         if kind in ("401", "403", "413", "500", "503"):
             messages = {
@@ -307,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "500": "internal server error",
                 "503": "service unavailable",
             }
-            self._reply(int(kind), _errors(messages[kind]))
+            self._reply(int(kind), _errors(_message(behaviour, messages[kind])))
             return int(kind), None, kind
         if kind == "400":
             if behaviour and behaviour.invalid_email:
@@ -317,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "message.personalizations.to",
                 )
             else:
-                payload = _errors("Bad Request")
+                payload = _errors(_message(behaviour, "Bad Request"))
             self._reply(400, payload)
             return 400, None, kind
         problem = _body_problem(body)
@@ -448,16 +458,18 @@ class FakeSendGrid:
         reset_in: float = 1.0,
         seconds: float = 5.0,
         invalid_email: bool = False,
+        message: str | None = None,
     ) -> None:
         """Answer the next ``times`` mail sends with ``kind`` (see the module docstring).
 
         ``reset_in``: for 429, seconds until ``X-RateLimit-Reset``. ``seconds``: how
         long ``hang`` holds the request (keep it above the client's timeout).
+        ``message``: the error message of an error answer instead of the usual one.
         """
         if kind not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {kind!r}; known: {', '.join(sorted(BEHAVIOURS))}")
         with self._lock:
-            self._queue.append(_Behaviour(kind, times, reset_in, seconds, invalid_email))
+            self._queue.append(_Behaviour(kind, times, reset_in, seconds, invalid_email, message))
 
     def _next_behaviour(self) -> _Behaviour | None:
         with self._lock:
