@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
 from typing import Any
@@ -36,6 +38,24 @@ from nurture.store.heartbeat import record_tick
 log = logging.getLogger("nurture.app.worker")
 
 
+@dataclass(frozen=True)
+class WorkerHealth:
+    """A worker's passes, as counts, ages and kinds: what ``/healthz`` may show."""
+
+    halted: bool
+    """Dispatching stopped on an authentication error (fix the key, restart)."""
+    failed_passes: int
+    """Passes in a row that raised, or whose heartbeat could not be written."""
+    error_kind: str | None
+    """The last failed pass's exception class (``DataError``), never its text."""
+    seconds_since_pass: float | None
+    """Since the last pass ended; None before the first."""
+    seconds_without_pass: float
+    """Since the last pass ended, or since the worker was created."""
+    pass_running_for: float | None
+    """How long the pass in flight has run; None between passes."""
+
+
 class Worker:
     """Owns the scheduler; every job calls into the runtime's dispatcher/registry."""
 
@@ -46,6 +66,12 @@ class Worker:
         self.last_report: DispatchReport | None = None
         self._started = False
         self._lock = threading.Lock()
+        # For /healthz (monotonic seconds; counts and kinds, never error text).
+        self._created_at = time.monotonic()
+        self._pass_started_at: float | None = None
+        self._last_pass_at: float | None = None
+        self._failed_passes = 0
+        self._error_kind: str | None = None
 
     # -- jobs -------------------------------------------------------------
 
@@ -55,19 +81,27 @@ class Worker:
             return None
         now = self.runtime.clock()
         error: str | None = None
+        error_kind: str | None = None
         report: DispatchReport | None = None
+        self._pass_started_at = time.monotonic()
         try:
             report = self.runtime.dispatcher.dispatch(now)
         except DispatchHalted as exc:
             # 401/403: every further call would fail the same way. Stop loudly.
             self.halted = str(exc)
-            error = self.halted
+            error_kind = type(exc).__name__
+            error = f"{error_kind}: {exc}"
             log.critical("%s", exc)
             self._pause_dispatch()
         except Exception as exc:  # keep the worker alive; the next tick retries
-            error = f"{type(exc).__name__}: {exc}"
+            error_kind = type(exc).__name__
+            error = f"{error_kind}: {exc}"
             log.exception("dispatch pass failed")
-        self._heartbeat(now, error)
+        if not self._heartbeat(now, error) and error_kind is None:
+            error_kind = "heartbeat"  # the pass went through, the database did not
+        self._failed_passes = self._failed_passes + 1 if error_kind else 0
+        self._error_kind = error_kind
+        self._last_pass_at, self._pass_started_at = time.monotonic(), None
         if report is not None:
             self.last_report = report
             if report.batches:
@@ -80,12 +114,27 @@ class Worker:
     def reconcile(self) -> None:
         self.runtime.dispatcher.reconcile(self.runtime.clock())
 
-    def _heartbeat(self, now: datetime, error: str | None) -> None:
+    def _heartbeat(self, now: datetime, error: str | None) -> bool:
         try:
             with self.runtime.engine.begin() as conn:
                 record_tick(conn, self.worker_id, now, error)
         except Exception:
             log.exception("could not record the worker's heartbeat")
+            return False
+        return True
+
+    def health(self) -> WorkerHealth:
+        """How this worker's passes are going, for ``/healthz`` (no personal data)."""
+        now = time.monotonic()
+        started, last = self._pass_started_at, self._last_pass_at
+        return WorkerHealth(
+            halted=self.halted is not None,
+            failed_passes=self._failed_passes,
+            error_kind=self._error_kind,
+            seconds_since_pass=None if last is None else now - last,
+            seconds_without_pass=now - (last if last is not None else self._created_at),
+            pass_running_for=None if started is None else now - started,
+        )
 
     # -- scheduling -------------------------------------------------------
 

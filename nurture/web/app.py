@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,8 +11,36 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from nurture.app.runtime import Runtime
-from nurture.app.worker import Worker
+from nurture.app.worker import Worker, WorkerHealth
 from nurture.store.heartbeat import check_database, worker_ticks
+
+_ERROR_KIND = re.compile(r"([A-Za-z_][\w.]*): ")
+
+
+def error_kind(last_error: str | None) -> str | None:
+    """The exception class a heartbeat's ``last_error`` starts with (never its text)."""
+    if last_error is None:
+        return None
+    match = _ERROR_KIND.match(last_error)
+    return match.group(1) if match else "error"
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def _worker_problems(health: WorkerHealth, stale_after: float) -> list[str]:
+    problems = []
+    if health.halted:
+        problems.append("dispatching halted (see the worker log)")
+    if health.failed_passes:
+        problems.append(f"the last {health.failed_passes} pass(es) failed ({health.error_kind})")
+    if health.pass_running_for is not None:
+        if health.pass_running_for > stale_after:
+            problems.append(f"a pass has run for {health.pass_running_for:.0f} s")
+    elif health.seconds_without_pass > stale_after:
+        problems.append(f"no pass has finished in {health.seconds_without_pass:.0f} s")
+    return problems
 
 
 def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
@@ -32,9 +61,20 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        """The database's state and each worker's last tick (on the worker's clock)."""
+        """200 ``ok``, or 503 with ``degraded`` (and why) or ``error`` (no database).
+
+        Degraded: the in-process worker (``nurture run``) is halted, its last
+        pass failed, or it has not finished a pass for too long; or a worker
+        that ticked recently had its last pass fail; or workers are known but
+        none ticked recently. The body has counts, ages and error kinds only:
+        an error's text can quote a subscriber, so it stays in the log.
+        """
         now = runtime.clock()
+        settings = runtime.settings
+        # A pass may legitimately run up to a lease; ticks come every interval.
+        stale_after = max(3 * settings.dispatch_interval, 60.0) + settings.lease_seconds
         body: dict[str, Any] = {"status": "ok", "now": now.isoformat()}
+        problems: list[str] = []
         try:
             with runtime.engine.connect() as conn:
                 check_database(conn)
@@ -42,22 +82,41 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
             body["database"] = {"status": "ok", "dialect": runtime.engine.dialect.name}
         except Exception as exc:  # the check's whole point is to report this
             body["status"] = "error"
-            body["database"] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            body["database"] = {"status": "error", "error_kind": type(exc).__name__}
             return JSONResponse(body, status_code=503)
-        body["workers"] = [
-            {
+        workers = []
+        for row in ticks:
+            age = (now - row.last_tick_at).total_seconds()
+            entry = {
                 "id": row.worker_id,
                 "last_tick_at": row.last_tick_at.isoformat(),
-                "seconds_since_tick": round((now - row.last_tick_at).total_seconds(), 3),
-                "last_error": row.last_error,
+                "seconds_since_tick": round(age, 3),
+                "last_pass": "ok" if row.last_error is None else "failed",
+                "error_kind": error_kind(row.last_error),
+                "recent": age <= stale_after,
             }
-            for row in ticks
-        ]
+            workers.append(entry)
+            if entry["recent"] and row.last_error is not None:
+                problems.append(f"worker {row.worker_id}: last pass failed")
+        body["workers"] = workers
+        if worker is None and ticks and not any(entry["recent"] for entry in workers):
+            problems.append(f"no worker has ticked in the last {stale_after:.0f} s")
         if worker is not None:
-            body["worker"] = {"id": worker.worker_id, "halted": worker.halted}
-            if worker.halted:
-                body["status"] = "degraded"
+            health = worker.health()
+            body["worker"] = {
+                "id": worker.worker_id,
+                "halted": health.halted,
+                "failed_passes": health.failed_passes,
+                "error_kind": health.error_kind,
+                "seconds_since_pass": _rounded(health.seconds_since_pass),
+                "pass_running_for": _rounded(health.pass_running_for),
+            }
+            problems += _worker_problems(health, stale_after)
         body["sequences"] = sorted(runtime.registry.sequences())
+        if problems:
+            body["status"] = "degraded"
+            body["problems"] = problems
+            return JSONResponse(body, status_code=503)
         return JSONResponse(body, status_code=200)
 
     return app
