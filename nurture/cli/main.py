@@ -29,6 +29,7 @@ from nurture.authoring.workbench import (
 )
 from nurture.cli.console import err, errors, fail, out, safe
 from nurture.cli.engine import register_engine_commands
+from nurture.cli.sends import sends_app
 from nurture.cli.subscribers import enroll_command, subscribers_app, unenroll_command
 from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence
@@ -319,6 +320,7 @@ def schema() -> None:
 
 
 app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(sends_app, name="sends")
 app.command("enroll")(enroll_command)
 app.command("unenroll")(unenroll_command)
 register_engine_commands(app)

@@ -1,0 +1,143 @@
+"""Settling ``unknown`` sends: ``nurture sends resolve``.
+
+An ``unknown`` send may or may not have reached the provider, so the
+dispatcher never sends it again on its own (a duplicate is worse than a
+question). An admin who has looked (the provider's activity feed, the
+recipient) settles it, and the ledger keeps who did, why and when:
+
+* ``as-sent``: the provider has it; the row becomes ``sent``;
+* ``resend``: it never arrived; the row becomes ``retry``, due at once, and
+  its enrollment is made due again (active again if it had completed past the
+  step), so the next pass sends that step once more, under the same send id;
+* ``give-up``: leave it; the row becomes ``failed``.
+
+Only ``unknown`` rows can be settled; a resend also needs the step to be the
+last one decided for its enrollment (the sequence's order is kept) and the
+enrollment to be active or completed (not one the subscriber left). Every
+check is made before anything is written, in one transaction: either every
+send named is settled, or none is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy.engine import Connection, Engine
+
+from nurture.core.vocabulary import EnrollmentStatus, SendStatus
+from nurture.errors import NurtureError
+from nurture.store import resolve as store
+from nurture.store.resolve import UnknownSend
+
+__all__ = ["Resolution", "ResolveError", "resolve_sends"]
+
+
+class Resolution(StrEnum):
+    """How an admin settles an ``unknown`` send."""
+
+    AS_SENT = "as-sent"
+    RESEND = "resend"
+    GIVE_UP = "give-up"
+
+
+_STATUS = {
+    Resolution.AS_SENT: SendStatus.SENT,
+    Resolution.RESEND: SendStatus.RETRY,
+    Resolution.GIVE_UP: SendStatus.FAILED,
+}
+
+
+class ResolveError(NurtureError):
+    """The sends named cannot be settled as asked; nothing was changed."""
+
+
+def _targets(conn: Connection, refs: Sequence[str]) -> tuple[list[UnknownSend], list[str]]:
+    """The sends named by ``refs`` (a ledger id, or the send id the provider
+    got), and the refs that name none."""
+    ids = {int(ref) for ref in refs if ref.isdigit()}
+    keys = {ref for ref in refs if not ref.isdigit()}
+    found = store.find_sends(conn, ids=ids, keys=keys)
+    known = {str(send.id) for send in found} | {send.key for send in found}
+    return found, [ref for ref in refs if ref not in known]
+
+
+def _resend_problem(conn: Connection, send: UnknownSend) -> str | None:
+    if store.later_decisions(conn, send):
+        return (
+            f"send {send.id} ({send.step_id}): a later step of this enrollment was already "
+            "decided, so it cannot be sent again in order; use --as-sent or --give-up"
+        )
+    if send.enrollment_status not in (EnrollmentStatus.ACTIVE, EnrollmentStatus.COMPLETED):
+        why = f" ({send.enrollment_reason})" if send.enrollment_reason else ""
+        return f"send {send.id} ({send.step_id}): the enrollment is {send.enrollment_status}{why}"
+    if send.enrollment_status == EnrollmentStatus.COMPLETED and store.active_enrollment_elsewhere(
+        conn, send
+    ):
+        return (
+            f"send {send.id} ({send.step_id}): the subscriber is enrolled in "
+            f"{send.sequence_id} again; resend from that enrollment instead"
+        )
+    return None
+
+
+def resolve_sends(
+    engine: Engine,
+    refs: Sequence[str],
+    *,
+    all_unknown: bool,
+    resolution: Resolution,
+    why: str,
+    by: str,
+    now: datetime,
+) -> list[UnknownSend]:
+    """Settle the ``unknown`` sends named by ``refs`` (ledger ids or send ids),
+    or every ``unknown`` one with ``all_unknown``; return them as they were.
+
+    Raises :class:`ResolveError` (and changes nothing) when a send is missing
+    or not ``unknown``, when a resend cannot be done, or when ``why`` is empty.
+    """
+    why = why.strip()
+    if not why:
+        raise ResolveError("say why (--why): it is kept with the send")
+    if all_unknown == bool(refs):
+        raise ResolveError("name the sends to resolve, or give --all-unknown (not both)")
+    with engine.begin() as conn:
+        missing: list[str] = []
+        if all_unknown:
+            targets = store.unknown_sends(conn)
+        else:
+            targets, missing = _targets(conn, refs)
+        problems = [f"no send {ref}" for ref in missing]
+        problems += [
+            f"send {send.id} ({send.step_id}) is {send.status}: only unknown sends can be resolved"
+            for send in targets
+            if send.status != SendStatus.UNKNOWN
+        ]
+        if resolution is Resolution.RESEND:
+            problems += [
+                problem
+                for send in targets
+                if send.status == SendStatus.UNKNOWN
+                and (problem := _resend_problem(conn, send)) is not None
+            ]
+        if problems:
+            raise ResolveError("nothing was changed:\n" + "\n".join(problems))
+        for send in targets:
+            settled = store.settle_send(
+                conn,
+                send.id,
+                status=_STATUS[resolution],
+                resolution=f"{resolution.value}: {why}",
+                by=by,
+                now=now,
+                next_attempt_at=now if resolution is Resolution.RESEND else None,
+            )
+            if not settled:
+                raise ResolveError(f"send {send.id} was settled by someone else meanwhile")
+            if resolution is Resolution.RESEND and not store.make_enrollment_due(
+                conn, send.enrollment_id, now
+            ):
+                raise ResolveError(f"send {send.id}: its enrollment changed meanwhile")
+    return targets
