@@ -32,8 +32,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,25 +93,37 @@ class Budget:
 
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("nurture_budget", default=None)
+CURRENT_BUDGET = _CURRENT  # for a finalize that counts its own output (see count_output)
 
 
 def current_budget() -> Budget | None:
     return _CURRENT.get()
 
 
-@contextmanager
-def spending(limits: Limits) -> Iterator[Budget]:
-    """Run the block under a fresh budget; an enclosing one stays in force if already set."""
-    active = _CURRENT.get()
-    if active is not None:
-        yield active
-        return
-    budget = Budget(limits)
-    token = _CURRENT.set(budget)
-    try:
-        yield budget
-    finally:
-        _CURRENT.reset(token)
+class spending:
+    """Run the block under a fresh budget; an enclosing one stays in force if already set.
+
+    A class rather than ``@contextmanager``: it is entered for every email.
+    """
+
+    __slots__ = ("_limits", "_token")
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._token: Token[Budget | None] | None = None
+
+    def __enter__(self) -> Budget:
+        active = _CURRENT.get()
+        if active is not None:
+            return active
+        budget = Budget(self._limits)
+        self._token = _CURRENT.set(budget)
+        return budget
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+            self._token = None
 
 
 def _limits() -> Limits:
@@ -127,8 +138,11 @@ def check_size(size: int, what: str) -> None:
         raise BudgetExceeded(f"{what} would make a value of {size} items (limit {limit})")
 
 
+SIZED = _SIZED = (str, list, tuple, dict)  # values whose len() is their printed size, roughly
+
+
 def _sized(value: Any) -> int:
-    return len(value) if isinstance(value, str | list | tuple | dict) else 0
+    return len(value) if isinstance(value, _SIZED) else 0
 
 
 def _check_bits(bits: int) -> None:
@@ -335,7 +349,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         _install(self)
         self._constant_sizes: dict[str | None, int] = {}
         inner = self.finalize
-        if inner is not None:
+        if inner is not None and not getattr(inner, "counts_output", False):
             self.finalize = _counting_finalize(inner)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
@@ -371,13 +385,19 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
 
 def _counting_finalize(inner: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a ``pass_context`` finalize so every ``{{ value }}`` counts as output."""
+    """Wrap a ``pass_context`` finalize so every ``{{ value }}`` counts as output.
+
+    A finalize marked ``counts_output = True`` does it itself (one call less
+    per value) and is not wrapped.
+    """
 
     @pass_context
     def counted(context: Context, value: Any) -> Any:
         budget = _CURRENT.get()
-        if budget is not None:
-            budget.produce(_sized(value) or 1)
+        if budget is not None:  # Budget.produce inlined: this runs for every {{ value }}
+            budget.produced += len(value) if isinstance(value, _SIZED) else 1
+            if budget.produced > budget.limits.output:
+                budget.produce(0)
         return inner(context, value)
 
     return counted

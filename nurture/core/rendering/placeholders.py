@@ -28,6 +28,8 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup
 
+from nurture.core.sandbox import CURRENT_BUDGET, SIZED
+
 SLOTS_VAR = "__nurture_slots__"
 INERT_VAR = "__nurture_markdown_text__"
 # Lowercase letters and digits only: a token passes unchanged through Markdown
@@ -69,6 +71,11 @@ def finalize(context: Context, value: Any) -> Any:
     """Jinja's ``finalize`` hook: a value becomes a token while slots are collected."""
     # pass_context also stops Jinja from calling this at compile time for
     # constants, so no token is ever baked into a compiled template.
+    budget = CURRENT_BUDGET.get()
+    if budget is not None:  # every {{ value }} counts towards the render's output budget
+        budget.produced += len(value) if isinstance(value, SIZED) else 1
+        if budget.produced > budget.limits.output:
+            budget.produce(0)  # raises BudgetExceeded
     if hasattr(value, "__html__"):
         return value  # markup (macro output, blocks, |safe): part of the structure
     slots = context.parent.get(SLOTS_VAR)
@@ -78,6 +85,9 @@ def finalize(context: Context, value: Any) -> Any:
     if context.parent.get(INERT_VAR):  # a Markdown body rendered without tokens
         return Markup(str(value).translate(_MARKDOWN_INERT))
     return value
+
+
+finalize.counts_output = True  # type: ignore[attr-defined]  # see BudgetedSandbox
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ from nurture.core.rendering.placeholders import (
     remember,
     tokens_in,
 )
-from nurture.core.sandbox import RENDER_LIMITS, BudgetExceeded, Limits, current_budget, spending
+from nurture.core.sandbox import RENDER_LIMITS, BudgetExceeded, Limits, spending
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, RenderError
 
@@ -411,14 +411,9 @@ class TemplateLibrary:
         # The scope already holds the globals, so the context shares it; Jinja
         # never writes to a context's parent.
         try:
-            with spending(self.limits):
-                budget = current_budget()
-                assert budget is not None
-                chunks = []
-                for chunk in template.root_render_func(template.new_context(scope, shared=True)):
-                    budget.produce(len(chunk))
-                    chunks.append(chunk)
-                return "".join(chunks)
+            # Runs inside render_with_plan's budget, which already counts
+            # every value and every loop's text as it is produced.
+            return "".join(template.root_render_func(template.new_context(scope, shared=True)))
         except Exception:
             self._env.handle_exception()  # re-raises with template file:line frames
 
