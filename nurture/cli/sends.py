@@ -80,7 +80,7 @@ def resolve_command(
     ids: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[ID]...", help="Send ids from `sends list` (or the provider's send id)."
+            metavar="ID", help="Send ids from `sends list` (or the provider's send id)."
         ),
     ] = None,
     all_unknown: Annotated[
