@@ -13,6 +13,12 @@ columns become TEXT.
 ``send.resolution``/``resolved_by``/``resolved_at`` record how an admin
 settled a send whose outcome was unknown (``nurture sends resolve``): marked
 as sent, sent again, or given up.
+
+The ledger gets the status ``queued``: planned and rendered, not yet handed to
+the provider (an email becomes ``reserved`` only in the moment before its
+provider call). The CHECK on ``send.status`` is rebuilt with the word (batch
+mode on SQLite, as in 0002); the downgrade turns ``queued`` rows into
+``retry`` rows due at once, which is what 0002's code would make of them.
 """
 
 from __future__ import annotations
@@ -40,7 +46,24 @@ WIDENED = (
 )
 
 
+# The send statuses after this revision, in the order of SendStatus (the
+# constraint's text must equal the model's), and before it.
+SEND_STATUSES = ("queued", "reserved", "sent", "skipped", "failed", "unknown", "retry")
+OLD_SEND_STATUSES = ("reserved", "sent", "skipped", "failed", "unknown", "retry")
+
+
+def _one_of(column: str, words: Sequence[str]) -> str:
+    return f"{column} IN ({', '.join(repr(word) for word in words)})"
+
+
+def _send_statuses(words: Sequence[str]) -> None:
+    with op.batch_alter_table("send") as batch:
+        batch.drop_constraint(op.f("ck_send_status"), type_="check")
+        batch.create_check_constraint(op.f("ck_send_status"), _one_of("status", words))
+
+
 def upgrade() -> None:
+    _send_statuses(SEND_STATUSES)
     for table, column, length in WIDENED:
         with op.batch_alter_table(table) as batch:
             batch.alter_column(
@@ -53,6 +76,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    send = sa.table(
+        "send",
+        sa.column("status", sa.String()),
+        sa.column("next_attempt_at", nurture.store.types.UTCDateTime()),
+        sa.column("decided_at", nurture.store.types.UTCDateTime()),
+    )
+    op.execute(
+        send.update()
+        .where(send.c.status == "queued")
+        .values(status="retry", next_attempt_at=send.c.decided_at)
+    )
+    _send_statuses(OLD_SEND_STATUSES)
     with op.batch_alter_table("send") as batch:
         batch.drop_column("resolved_at")
         batch.drop_column("resolved_by")

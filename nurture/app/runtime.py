@@ -108,5 +108,8 @@ def build_runtime(
         compose=composer,
         transport=transport,
         policy=policy_from(settings),
+        # Leases are kept on the process's clock: real time in production, the
+        # fixed or accelerated clock of a test or the demo.
+        wall_clock=clock,
     )
     return Runtime(settings, engine, registry, transport, dispatcher, clock)

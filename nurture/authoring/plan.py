@@ -19,7 +19,6 @@ from typing import Any, Literal
 from sqlalchemy.engine import Engine
 
 from nurture.core.decisions import (
-    EnrollmentState,
     Exit,
     Send,
     Skip,
@@ -31,7 +30,7 @@ from nurture.core.decisions import (
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Sequence
 from nurture.core.subscriber import Subscriber
-from nurture.store import queries
+from nurture.store import batches, queries
 from nurture.store.planning import read_active_enrollments
 
 ChangeKind = Literal["added", "removed", "changed"]
@@ -132,8 +131,9 @@ def plan_changes(
             plan.changes[row.sequence_version] = diff_steps(old, loaded.sequence)
         changed = {c.step_id for c in plan.changes[row.sequence_version] if c.kind == "changed"}
         old_ids = {step["id"] for step in old["steps"]} if old else None
-        history = queries.history_of(ledgers.get(row.id, []))
-        state = EnrollmentState(row.enrolled_at, history)
+        # The same reading of the ledger the dispatcher's planner does.
+        state = batches.state_of(row.enrolled_at, ledgers.get(row.id, []))
+        history = state.history
         upcoming = next_step(loaded.sequence, state)
         kind = "-"
         if upcoming is not None:

@@ -26,8 +26,9 @@ from nurture.core.subscriber import Subscriber
 from nurture.core.timing import Calendar, DueTime, due_at, next_allowed, require_aware
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
 
-# The ledger statuses of a step in the history: every one but `retry` (a step
-# still to be sent). A `reserved` step is in flight: decided, never sent again.
+# The ledger statuses of a step in the history: every one but `retry` and
+# `queued` (a step still to be sent). A `reserved` step is in flight: decided,
+# never sent again.
 StepOutcome = Literal[
     SendStatus.RESERVED, SendStatus.SENT, SendStatus.SKIPPED, SendStatus.FAILED, SendStatus.UNKNOWN
 ]
@@ -50,8 +51,13 @@ wait counts from when it went out (see :attr:`EnrollmentState.anchor`)."""
 
 @dataclass(frozen=True)
 class StepRecord:
-    """A step already decided for this enrollment: when it was due and, for an
-    email that went out, when it did."""
+    """A step already decided for this enrollment: when it was due and when it
+    was settled (``sent_at``: the email went out, or the step was skipped,
+    failed or became unknown; None while it is in flight).
+
+    The ledger stores the same time in ``send.sent_at`` for every outcome that
+    moves the enrollment on, and :func:`state_from_ledger` reads it back, so the
+    dispatcher, ``simulate`` and ``plan`` anchor the next wait on one value."""
 
     step_id: str
     outcome: StepOutcome
@@ -59,7 +65,7 @@ class StepRecord:
     sent_at: datetime | None = None
 
     @property
-    def went_out_late(self) -> bool:
+    def went_out_late(self) -> bool:  # settled late, whatever the outcome
         """More than :data:`LATE_AFTER` after its due time: a normal tick's delay
         (or a long rate-limited batch) keeps the exact schedule `simulate` shows."""
         return self.sent_at is not None and self.sent_at - self.due_at > LATE_AFTER
@@ -88,6 +94,40 @@ class EnrollmentState:
 
     def with_record(self, record: StepRecord) -> EnrollmentState:
         return EnrollmentState(self.enrolled_at, (*self.history, record))
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger row as the core reads it (built by the store from ``send``)."""
+
+    key: str
+    step_id: str
+    status: SendStatus
+    due_at: datetime
+    settled_at: datetime | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+
+    @property
+    def pending(self) -> bool:
+        """A step still to be sent (``retry``, or ``queued`` by a worker that
+        lost it): not part of the history."""
+        return self.status in (SendStatus.RETRY, SendStatus.QUEUED)
+
+
+def state_from_ledger(enrolled_at: datetime, entries: Iterable[LedgerEntry]) -> EnrollmentState:
+    """The enrollment's state from its ledger rows, in decision order."""
+    history = tuple(
+        StepRecord(e.step_id, e.status, e.due_at, e.settled_at)  # type: ignore[arg-type]
+        for e in entries
+        if not e.pending
+    )
+    return EnrollmentState(enrolled_at, history)
+
+
+def settled(step_id: str, outcome: StepOutcome, due_at: datetime, at: datetime) -> StepRecord:
+    """The record of a step settled at ``at`` (sent, skipped, failed or unknown)."""
+    return StepRecord(step_id, outcome, due_at, at)
 
 
 @dataclass(frozen=True)
@@ -253,6 +293,35 @@ def decide_next_step(
         if not passed:
             return Skip(step, due.at, f"condition {step.when!r} is false")
     return Send(step, due.at, due, shifted)
+
+
+def after_step(
+    sequence: Sequence,
+    state: EnrollmentState,
+    record: StepRecord,
+    subscriber: Subscriber,
+    events: Iterable[Event],
+    now: datetime,
+) -> tuple[EnrollmentState, Action]:
+    """The one way an enrollment moves on once a step is settled: the record
+    joins the history and the next action is decided at ``now``.
+
+    The dispatcher (after a send is confirmed, or a skip/failure is planned),
+    ``simulate`` and ``plan`` all go through here, so a step settled late
+    anchors the next wait the same way everywhere.
+    """
+    moved = state.with_record(record)
+    return moved, decide_next_step(sequence, moved, subscriber, events, now)
+
+
+def completion_reason(state: EnrollmentState) -> str:
+    """Why an enrollment completed; it names the steps whose outcome is unknown,
+    so nobody reads "completed" as "every email arrived"."""
+    unknown = [r.step_id for r in state.history if r.outcome == SendStatus.UNKNOWN]
+    if not unknown:
+        return "every step decided"
+    steps = ", ".join(repr(step) for step in unknown)
+    return f"every step decided; the outcome of {steps} is unknown (see `nurture sends resolve`)"
 
 
 def _shifted(state: EnrollmentState, zone: ZoneInfo) -> tuple[str, ...]:

@@ -1,8 +1,9 @@
 """The simulator: the real decision function driven by a virtual clock.
 
 It is not a second implementation of the timing rules: it loops
-:func:`decide_next_step` exactly as the dispatcher does, with in-memory state,
-jumping the clock to the next due time or the next event, whichever comes first.
+:func:`decide_next_step` and moves on with :func:`after_step` exactly as the
+dispatcher does, with in-memory state, jumping the clock to the next due time
+or the next event, whichever comes first.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from nurture.core.decisions import (
     Exit,
     Send,
     Skip,
-    StepRecord,
     Wait,
+    after_step,
     decide_next_step,
+    settled,
     subscriber_zone,
 )
 from nurture.core.model import Sequence
@@ -65,22 +67,23 @@ def simulate(
     timeline: list[TimelineEntry] = []
     # Each pass either records a step or moves the clock forward; the bound only
     # guards against a bug turning into an endless loop.
+    action = decide_next_step(sequence, state, subscriber, pending, now)
     for _ in range(10 * len(sequence.steps) + 10 * len(pending) + 10):
-        action = decide_next_step(sequence, state, subscriber, pending, now)
         if isinstance(action, Wait):
             upcoming = [e.at for e in pending if now < e.at <= action.until]
             now = min(upcoming) if upcoming else action.until
+            action = decide_next_step(sequence, state, subscriber, pending, now)
         elif isinstance(action, Send):
             reason = "; ".join(action.notes)
             timeline.append(TimelineEntry(action.step.id, "send", now.astimezone(zone), reason))
-            state = state.with_record(
-                StepRecord(action.step.id, SendStatus.SENT, action.due_at, now)
-            )
+            record = settled(action.step.id, SendStatus.SENT, action.due_at, now)
+            state, action = after_step(sequence, state, record, subscriber, pending, now)
         elif isinstance(action, Skip):
             timeline.append(
                 TimelineEntry(action.step.id, "skip", now.astimezone(zone), action.reason)
             )
-            state = state.with_record(StepRecord(action.step.id, SendStatus.SKIPPED, action.due_at))
+            record = settled(action.step.id, SendStatus.SKIPPED, action.due_at, now)
+            state, action = after_step(sequence, state, record, subscriber, pending, now)
         elif isinstance(action, Exit):
             timeline.append(TimelineEntry(None, "exit", action.at.astimezone(zone), action.reason))
             return timeline

@@ -42,12 +42,14 @@ class EnrollmentStatus(StrEnum):
 class SendStatus(StrEnum):
     """A ledger row's state.
 
-    ``reserved`` is committed before the provider is called and confirmed as
-    ``sent`` after; ``retry`` is a transient failure waiting for its next
-    attempt; ``unknown`` means the provider may or may not have it (never
-    resent automatically).
+    ``queued`` is planned and rendered but not yet handed to the provider: safe
+    to send later (a crash returns it to due). ``reserved`` is committed in the
+    moment before the provider is called and confirmed as ``sent`` after;
+    ``retry`` is a transient failure waiting for its next attempt; ``unknown``
+    means the provider may or may not have it (never resent automatically).
     """
 
+    QUEUED = "queued"
     RESERVED = "reserved"
     SENT = "sent"
     SKIPPED = "skipped"

@@ -1,182 +1,70 @@
-"""The dispatcher: claim due enrollments, ask the core, record, send, confirm.
+"""The dispatcher: claim -> plan -> send -> confirm, until nothing is due at ``now``.
 
-One pass (:meth:`Dispatcher.dispatch`) runs batches until nothing is due at
-``now``. Per batch:
+1. **Claim** due enrollments with a lease (``claim_due_enrollments``: SKIP
+   LOCKED on PostgreSQL, a conditional UPDATE on SQLite).
+2. **Plan** with the pure planner (:mod:`nurture.core.planner`), which asks
+   the core's ``decide_next_step``/``after_step`` (what ``simulate`` uses) and
+   renders each email; a render failure fails that email only.
+3. **Write** the plan in one transaction, only for enrollments this worker
+   still holds: skips, exits, waits, and one ``queued`` ledger row per email;
+   suppression, subscriber status and paused sequences are re-checked in it.
+   A DB error is retried on halves of the batch down to one enrollment, so one
+   poison row cannot stop the others.
+4. **Send** (:class:`~nurture.sending.sender.Sender`): each email is
+   ``reserved`` in the moment before its provider call, then confirmed
+   (``sent``, ``retry``, ``failed`` or ``unknown``) and its enrollment moves on.
 
-1. **Claim** due enrollments (``claim_due_enrollments``: SKIP LOCKED on
-   PostgreSQL, a conditional UPDATE on SQLite), with a lease.
-2. **Decide** with the pure core (``decide_next_step``), the same function
-   ``nurture simulate`` uses, and render the emails. Nothing is written yet.
-3. **Reserve**: in one transaction, the batch's decisions are recorded (skips,
-   exits, waits) with a ledger row per email, status ``reserved``, and
-   suppressions, subscriber status and paused sequences are **re-checked**;
-   it commits *before* the provider is called. The unique (enrollment, step)
-   constraint makes a second send of the same step impossible.
-4. **Send** through the transport (a thread pool for HTTP providers), under
-   the send-rate limit.
-5. **Confirm**: ``sent`` with the provider's message id; transient failures
-   become ``retry`` with exponential backoff and jitter (a 429's reset time is
-   honoured); ambiguous ones (timeout after the request went out) ``unknown``,
-   never resent blindly; permanent ones ``failed``. 401/403 stops dispatching.
-
-With a thread pool the batches overlap: while one batch's requests are in
-flight, the next is claimed, decided, rendered, reserved and queued behind it
-(at most two batches at a time), so a slow provider keeps the pool full
-instead of idling while the CPU renders. If reserving a batch fails, its
-claims are released and nothing of it was recorded.
-
-A crash between 3 and 5 leaves ``reserved`` rows; the reconcile job turns
-them into ``unknown`` once their lease expires. They are never sent again.
+A crash leaves at most ``concurrency`` reserved-and-unanswered rows (plus
+answers not yet confirmed): the reconcile job makes them ``unknown`` once their
+lease expires, and makes the ``queued`` rows of dead workers due again.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from nurture.core.decisions import (
-    Complete,
-    EnrollmentState,
-    Event,
-    Exit,
-    Send,
-    Skip,
-    StepOutcome,
-    StepRecord,
-    Wait,
-    decide_next_step,
-)
 from nurture.core.loader import LoadedSequence
-from nurture.core.model import Step
-from nurture.core.rendering import ComposedEmail
-from nurture.core.subscriber import Subscriber
-from nurture.core.vocabulary import EnrollmentStatus, SendStatus, SubscriberStatus
-from nurture.errors import (
-    NurtureError,
-    RenderError,
+from nurture.core.planner import (
+    BatchPlan,
+    Compose,
+    EnrollmentChange,
+    LedgerChange,
+    LedgerInsert,
+    PlannedEmail,
+    after_send,
+    blocked_reason,
+    exit_after,
+    plan_batch,
 )
-from nurture.sending.guard import OUTAGE_AFTER, PAUSED, OutageBreaker, PassGuard
-from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict, classify
+from nurture.core.vocabulary import SendStatus
 from nurture.sending.ratelimit import RateLimiter
-from nurture.store import queries
-from nurture.transports.base import OutgoingEmail, SendResult, Transport
+from nurture.sending.sender import DispatchHalted, DispatchPolicy, DispatchReport, Sender
+from nurture.store import batches, queries
+from nurture.transports.base import OutgoingEmail, Transport
+
+__all__ = ["Compose", "DispatchHalted", "DispatchPolicy", "DispatchReport", "Dispatcher"]
 
 log = logging.getLogger("nurture.sending.dispatcher")
 
-Compose = Callable[[LoadedSequence, Step, Subscriber, str, datetime], ComposedEmail]
-"""Builds the email: (sequence, step, subscriber, send key, now) -> ComposedEmail."""
-
-# A decision loop per enrollment ends at a send, a wait or an exit; skips go on.
-_MAX_DECISIONS_PER_PASS = 100
+RETRY_FAILED_BATCH = timedelta(minutes=1)
+"""A batch that could not be written at all is not due again before this:
+the next pass takes other enrollments first instead of the same ones forever."""
 
 
-@dataclass(frozen=True)
-class DispatchPolicy:
-    """The knobs of dispatching (from Settings, read at the edge)."""
-
-    batch_size: int = 500
-    rate_limit: float = 50.0  # emails per second, across the batch
-    concurrency: int = 1  # parallel transport calls (HTTP providers want many)
-    lease: timedelta = timedelta(minutes=5)
-    max_attempts: int = 20  # with the backoff below: retried for 1.5 to 3 days
-    retry_base: timedelta = timedelta(minutes=1)
-    retry_max: timedelta = timedelta(hours=6)
-    error_budget: int = 20  # failures in a row that pause a sequence
-
-
-@dataclass
-class DispatchReport:
-    """What one pass did, for logs, the CLI and the demo's live view."""
-
-    sent: int = 0
-    skipped: int = 0
-    failed: int = 0
-    unknown: int = 0
-    retried: int = 0
-    exited: int = 0
-    completed: int = 0
-    batches: int = 0
-    log: list[tuple[str, str, str, str]] = field(default_factory=list)
-    """(email, sequence, step or '-', what happened) per decision, in order."""
-
-    def summary(self) -> str:
-        """One line for logs and the CLI."""
-        return (
-            f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, "
-            f"unknown {self.unknown}, retry later {self.retried}, exited {self.exited}, "
-            f"completed {self.completed}"
-        )
-
-    def merge(self, other: DispatchReport) -> None:
-        for name in (
-            "sent",
-            "skipped",
-            "failed",
-            "unknown",
-            "retried",
-            "exited",
-            "completed",
-            "batches",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.log.extend(other.log)
-
-
-class DispatchHalted(NurtureError):
-    """Dispatching must stop (the provider refused our credentials)."""
-
-
-@dataclass
-class _Writes:
-    """What one batch's decisions write, in one transaction."""
-
-    inserts: list[dict[str, Any]] = field(default_factory=list)
-    ledger_updates: list[dict[str, Any]] = field(default_factory=list)
-    enrollment_updates: list[dict[str, Any]] = field(default_factory=list)
-    planned: list[_Planned] = field(default_factory=list)
-
-
-@dataclass
-class _Planned:
-    """An email decided in this batch, waiting to be sent."""
-
-    enrollment: Row[Any]
-    subscriber: Row[Any]
-    view: Subscriber
-    loaded: LoadedSequence
-    step: Step
-    due_at: datetime
-    key: str
-    composed: ComposedEmail
-    existing_key: str | None  # a `retry` row being attempted again
-    attempts: int
-    state: EnrollmentState
-    events: list[Event]
-    outcome: SendOutcome | None = None
-    verdict: Verdict | None = None  # set by the send thread, from ``outcome``
-
-
-@dataclass
-class _Batch:
-    """One claimed batch on its way through prepare -> launch -> land."""
-
-    claimed: list[int]
-    writes: _Writes
-    report: DispatchReport
-    futures: list[Future[None]] = field(default_factory=list)
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Dispatcher:
-    """Drives the pure core over the store. Owns no clock: ``now`` is an argument."""
+    """Drives the pure planner over the store. ``now`` (the pass's time) is an
+    argument; leases use ``wall_clock``, the worker's real time."""
 
     def __init__(
         self,
@@ -191,109 +79,126 @@ class Dispatcher:
         jitter: Callable[[], float] = random.random,
         before_confirm: Callable[[], None] | None = None,
         after_send: Callable[[OutgoingEmail], None] | None = None,
+        wall_clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.engine = engine
         self.sequences = sequences
         self.compose = compose
         self.transport = transport
-        self.policy = policy or DispatchPolicy()
         self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:12]}"
-        self.rate_limiter = rate_limiter or RateLimiter(self.policy.rate_limit)
-        self.jitter = jitter
-        # A test seam: runs after the provider calls, before the confirm commit.
-        self.before_confirm = before_confirm
-        # A test seam: runs in the send thread once the provider's answer to
-        # this email is counted, so tests can order threads without sleeping.
-        self.after_send = after_send
-        self._stop = threading.Event()
-        self._pool: ThreadPoolExecutor | None = None
+        policy = policy or DispatchPolicy()
+        self.sender = Sender(
+            engine,
+            transport,
+            policy=policy,
+            worker_id=self.worker_id,
+            rate_limiter=rate_limiter or RateLimiter(policy.rate_limit),
+            jitter=jitter,
+            wall_clock=wall_clock,
+        )
+        self.sender.before_confirm = before_confirm
+        self.sender.after_send = after_send
         self._remembered: set[tuple[str, str]] = set()
-        self._breaker = OutageBreaker()
 
-    # -- public -----------------------------------------------------------
+    # The sender's knobs, settable on the dispatcher (tests and the demo do).
+    @property
+    def policy(self) -> DispatchPolicy:
+        return self.sender.policy
+
+    @policy.setter
+    def policy(self, value: DispatchPolicy) -> None:
+        self.sender.policy = value
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        return self.sender.rate_limiter
+
+    @rate_limiter.setter
+    def rate_limiter(self, value: RateLimiter) -> None:
+        self.sender.rate_limiter = value
+
+    @property
+    def jitter(self) -> Callable[[], float]:
+        return self.sender.jitter
+
+    @jitter.setter
+    def jitter(self, value: Callable[[], float]) -> None:
+        self.sender.jitter = value
+
+    @property
+    def before_confirm(self) -> Callable[[], None] | None:
+        return self.sender.before_confirm
+
+    @before_confirm.setter
+    def before_confirm(self, value: Callable[[], None] | None) -> None:
+        self.sender.before_confirm = value
+
+    @property
+    def after_send(self) -> Callable[[OutgoingEmail], None] | None:
+        return self.sender.after_send
+
+    @after_send.setter
+    def after_send(self, value: Callable[[OutgoingEmail], None] | None) -> None:
+        self.sender.after_send = value
+
+    @property
+    def wall_clock(self) -> Callable[[], datetime]:
+        return self.sender.wall_clock
+
+    @wall_clock.setter
+    def wall_clock(self, value: Callable[[], datetime]) -> None:
+        self.sender.wall_clock = value
 
     def stop(self) -> None:
         """Ask a running pass to stop: the emails with the provider are
         confirmed, those not yet handed over are recorded as not attempted."""
-        self._stop.set()
+        self.sender.stopping.set()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self.sender.close()
 
     def dispatch(self, now: datetime) -> DispatchReport:
-        """Send everything due at ``now``, in as many batches as it takes.
-
-        With a send pool, the next batch is claimed, rendered, reserved and
-        queued behind the one in flight before that one is confirmed, so the
-        provider always has requests waiting (at most two batches at a time).
-        """
-        report = DispatchReport()
-        if self._breaker.holds(now):
-            assert self._breaker.resume_at is not None
-            log.info("the provider looked down: no new sends before %s", self._breaker.resume_at)
-            return report
-        state = PassGuard(self.policy.error_budget)
-        with self.engine.connect() as conn:
-            state.start_from(queries.failure_counters(conn, self.sequences()))
-        queue: list[_Batch] = []  # launched, not yet confirmed, oldest first
+        """Send everything due at ``now``, follow-up steps included."""
+        sender = self.sender
+        if not sender.begin(now, self.sequences()):
+            return DispatchReport()
+        claimed: list[int] = []
         try:
-            while True:
-                batch = None
-                if state.open and not self._stop.is_set():
-                    batch = self._prepare(now)
-                if batch is not None:
-                    self._launch(batch, now, state)
-                    queue.append(batch)
-                keep = 1 if batch is not None and self._pipelined else 0
-                while len(queue) > keep:
-                    landing = queue.pop(0)
-                    self._land(landing, now, state)
-                    report.merge(landing.report)
-                if batch is None:
-                    break
-        finally:
-            # Only after an error: confirm what was handed to the provider.
-            for landing in queue:
-                try:
-                    self._land(landing, now, state)
-                except Exception:
-                    log.exception("could not confirm a batch of %d", len(landing.claimed))
-        self._note_outage(state, now)
-        if state.refusal is not None:
-            raise DispatchHalted(
-                f"dispatching stopped: {state.refusal} Fix the API key "
-                "(NURTURE_SENDGRID_API_KEY) and restart; nothing was lost, "
-                "the emails are queued."
-            ) from state.refusal
-        return report
-
-    def _note_outage(self, state: PassGuard, now: datetime) -> None:
-        pause = self._breaker.after(state, now)
-        if pause is not None:
-            log.warning(
-                "the provider failed %d times in a row: the emails not yet attempted stay "
-                "queued; no new sends for %ds",
-                OUTAGE_AFTER,
-                pause.total_seconds(),
-            )
+            drained = False
+            while sender.open:
+                ids, plan = self._claim_and_plan(now)
+                if not ids:
+                    if drained:
+                        break
+                    sender.drain()  # follow-ups of what was just sent may be due now
+                    drained = True
+                    continue
+                drained = False
+                claimed = ids
+                emails = self._write(plan, ids, now)
+                sender.send(emails)
+                sender.wait_below(self.policy.batch_size)
+            sender.drain()
+        except BaseException:
+            left = sender.abandon()
+            self._give_back(set(claimed) | set(left), now + RETRY_FAILED_BATCH)
+            raise
+        return sender.end(now)
 
     def reconcile(self, now: datetime) -> int:
-        """Turn reserved rows whose lease expired into ``unknown``."""
+        """Rows of enrollments whose claim expired: ``reserved`` ones become
+        ``unknown``, ``queued`` ones due again. Returns how many became unknown."""
         with self.engine.begin() as conn:
-            count = queries.expire_stale_reservations(conn, now)
-        if count:
-            log.warning("reconcile: %d send(s) interrupted mid-flight marked unknown", count)
-        return count
+            unknown, again = batches.reconcile(conn, now)
+        if unknown:
+            log.warning("reconcile: %d send(s) interrupted mid-flight marked unknown", unknown)
+        if again:
+            log.warning("reconcile: %d queued send(s) of a stopped worker are due again", again)
+        return unknown
 
-    @property
-    def _pipelined(self) -> bool:
-        return self.policy.concurrency > 1
+    # -- claim and plan ------------------------------------------------------
 
-    # -- phase 1: claim, decide, render (writes nothing but the claim) ----
-
-    def _prepare(self, now: datetime) -> _Batch | None:
+    def _claim_and_plan(self, now: datetime) -> tuple[list[int], BatchPlan]:
         sequences = self.sequences()
         new_versions = {
             (sid, loaded.version): loaded.sequence.model_dump(mode="json")
@@ -305,534 +210,157 @@ class Dispatcher:
                 queries.remember_versions(conn, new_versions, now)
                 self._remembered.update(new_versions)
             paused = queries.paused_sequences(conn)
-            active_ids = [sid for sid in sequences if sid not in paused]
-            claimed = queries.claim_due_enrollments(
+            spent = self.sender.guard.spent
+            ids = queries.claim_due_enrollments(
                 conn,
                 now=now,
-                lease_until=now + self.policy.lease,
+                lease_until=self.sender.lease_until(),
+                lease_now=self.wall_clock(),
                 worker_id=self.worker_id,
-                sequence_ids=active_ids,
+                sequence_ids=[s for s in sequences if s not in paused and s not in spent],
                 limit=self.policy.batch_size,
             )
-        if not claimed:
-            return None
-        batch = _Batch(claimed=claimed, writes=_Writes(), report=DispatchReport(batches=1))
-        with self.engine.connect() as conn:
-            enrollments = queries.load_enrollments(conn, claimed)
-            subscribers = queries.load_subscribers(conn, (e.subscriber_id for e in enrollments))
-            ledgers = queries.load_ledger(conn, claimed)
-            events = queries.load_decision_events(conn, subscribers, now)
-            suppressed = queries.suppressed_among(conn, (s.email for s in subscribers.values()))
-        for enrollment in enrollments:
-            subscriber = subscribers[enrollment.subscriber_id]
-            self._decide_one(
-                enrollment,
-                subscriber,
-                sequences[enrollment.sequence_id],
-                ledgers.get(enrollment.id, []),
-                queries.events_of(events.get(subscriber.id, [])),
-                suppressed,
-                now,
-                batch.writes,
-                batch.report,
+        if not ids:
+            return ids, BatchPlan()
+        self.sender.report.batches += 1
+        try:
+            with self.engine.connect() as conn:
+                batch = batches.load_batch(conn, ids, now)
+            plan = plan_batch(
+                batch, sequences, now, compose=self.compose, new_key=lambda: uuid.uuid4().hex
             )
-        return batch
-
-    def _release(self, batch: _Batch) -> None:
-        """Give a batch's claims back, best effort: if this fails too, the
-        leases expire and the enrollments are decided again."""
-        try:
-            with self.engine.begin() as conn:
-                queries.release_claims(conn, self.worker_id, batch.claimed)
-        except Exception:
-            log.exception("could not release %d claimed enrollment(s)", len(batch.claimed))
-
-    # -- phase 2: reserve and re-check, in one transaction; start sending --
-
-    def _launch(self, batch: _Batch, now: datetime, state: PassGuard) -> None:
-        writes = batch.writes
-        try:
-            with self.engine.begin() as conn:
-                queries.insert_ledger_rows(conn, writes.inserts)
-                for group in _same_columns(writes.ledger_updates):
-                    queries.update_ledger_rows(conn, group)
-                for group in _same_columns(writes.enrollment_updates):
-                    queries.update_enrollments(conn, group)
-                if writes.planned:
-                    writes.planned = self._recheck(conn, writes.planned, now, batch.report)
         except BaseException:
-            self._release(batch)  # nothing of it was recorded: give the claims back
+            self._give_back(set(ids), now + RETRY_FAILED_BATCH)
             raise
-        if self._pipelined and writes.planned:
-            pool = self._send_pool()
-            batch.futures = [
-                pool.submit(self._send_safely, item, state, now)
-                for item in writes.planned
-                if item.outcome is None
-            ]
+        return ids, plan
 
-    # -- phase 3: wait for the sends, confirm -----------------------------
+    # -- write, with poison rows isolated ------------------------------------
 
-    def _land(self, batch: _Batch, now: datetime, state: PassGuard) -> None:
-        planned = batch.writes.planned
-        if not planned:
-            return
-        if batch.futures:
-            wait(batch.futures)
-        else:
-            for item in planned:
-                if item.outcome is None:
-                    self._send_safely(item, state, now)
-        if self.before_confirm is not None:
-            self.before_confirm()
-        self._confirm(planned, now, batch.report, state)
+    def _write(self, plan: BatchPlan, ids: list[int], now: datetime) -> list[PlannedEmail]:
+        """Write the plan; on a database error, write halves of it, down to one
+        enrollment, whose email then fails with the reason (or, if even that
+        cannot be written, whose claim is given back for later)."""
+        report = self.sender.report
+        report.skipped += plan.skipped
+        report.failed += plan.failed
+        report.exited += plan.exited
+        report.completed += plan.completed
+        report.log.extend(plan.notes)
+        return self._write_part(plan, sorted(plan.enrollment_ids), now)
 
-    # -- phase 1 in detail: one enrollment's decisions ---------------------
-
-    def _decide_one(
-        self,
-        enrollment: Row[Any],
-        subscriber: Row[Any],
-        loaded: LoadedSequence,
-        ledger: list[Row[Any]],
-        seen_events: list[Event],
-        suppressed: dict[str, str],
-        now: datetime,
-        writes: _Writes,
-        report: DispatchReport,
-    ) -> None:
-        """Decide for one enrollment until it must wait, send, or leave.
-
-        Skips (and render failures) are recorded and the loop goes on: the next
-        step may be due at once. A send stays claimed until it is confirmed.
-        """
-        seq_id = loaded.sequence.id
-        state = EnrollmentState(enrollment.enrolled_at, queries.history_of(ledger))
-        retries = {row.step_id: row for row in ledger if row.status == SendStatus.RETRY}
-        view = Subscriber.of(subscriber)
-        update: dict[str, Any] = {
-            "_id": enrollment.id,
-            "status": EnrollmentStatus.ACTIVE,
-            "status_reason": None,
-            "next_due_at": None,
-            "position": enrollment.position,
-            "sequence_version": loaded.version,
-            "claimed_by": None,
-            "claimed_until": None,
-            "updated_at": now,
-        }
-        blocked = self._blocked_reason(subscriber, suppressed)
-        if blocked is not None:
-            update.update(status=EnrollmentStatus.EXITED, status_reason=blocked)
-            report.exited += 1
-            report.log.append((subscriber.email, seq_id, "-", f"exit: {blocked}"))
-            writes.enrollment_updates.append(update)
-            return
-        outcome: StepOutcome
-        for _ in range(_MAX_DECISIONS_PER_PASS):
-            action = decide_next_step(loaded.sequence, state, view, seen_events, now)
-            if isinstance(action, Wait | Send):
-                retry = retries.get(action.step.id)
-                # A step waiting for its retry is not due before the retry time.
-                not_before = retry.next_attempt_at if retry is not None else None
-                if isinstance(action, Wait):
-                    update["next_due_at"] = max(action.until, not_before or action.until)
-                    break
-                if not_before is not None and not_before > now:
-                    update["next_due_at"] = not_before
-                    break
-                item = self._plan(
-                    enrollment, subscriber, view, loaded, action, retry, now, state, seen_events
+    def _write_part(self, plan: BatchPlan, ids: list[int], now: datetime) -> list[PlannedEmail]:
+        part = plan.only(set(ids)) if len(ids) < len(plan.enrollment_ids) else plan
+        try:
+            with self.engine.begin() as conn:
+                mine, _lost = batches.write_plan(
+                    conn, part, self.worker_id, self.sender.lease_until(), now
                 )
-                if isinstance(item, _Planned):
-                    writes.planned.append(item)
-                    if retry is not None:
-                        writes.ledger_updates.append(
-                            self._retry_to(
-                                retry, status=SendStatus.RESERVED, reason=None, now=now, lease=True
-                            )
-                        )
-                    else:
-                        writes.inserts.append(
-                            self._ledger_row(
-                                enrollment, loaded, action.step.id, SendStatus.RESERVED,
-                                action.due_at, now,
-                                key=item.key, subject=item.composed.subject, lease=True,
-                            )
-                        )  # fmt: skip
-                    return  # stays claimed until the send is confirmed
-                # Rendering failed: a permanent failure of this step; go on.
-                if retry is not None:
-                    writes.ledger_updates.append(
-                        self._retry_to(retry, status=SendStatus.FAILED, reason=item, now=now)
-                    )
-                else:
-                    writes.inserts.append(
-                        self._ledger_row(
-                            enrollment, loaded, action.step.id, SendStatus.FAILED,
-                            action.due_at, now,
-                            reason=item,
-                        )
-                    )  # fmt: skip
-                outcome, what = SendStatus.FAILED, f"failed: {item}"
-                report.failed += 1
-            elif isinstance(action, Skip):
-                writes.inserts.append(
-                    self._ledger_row(
-                        enrollment, loaded, action.step.id, SendStatus.SKIPPED, action.due_at, now,
-                        reason=action.reason,
+                return self._recheck(conn, mine.emails, now)
+        except SQLAlchemyError as exc:
+            if len(ids) > 1:
+                half = len(ids) // 2
+                return self._write_part(plan, ids[:half], now) + self._write_part(
+                    plan, ids[half:], now
+                )
+            self._write_poison(part, exc, now)
+            return []
+
+    def _write_poison(self, plan: BatchPlan, exc: SQLAlchemyError, now: datetime) -> None:
+        """One enrollment's plan could not be written: its email fails, naming
+        the value that could not be stored, and the enrollment moves on."""
+        log.error(
+            "could not record the plan of enrollment %s: %s",
+            plan.enrollment_ids,
+            type(getattr(exc, "orig", exc)).__name__,
+        )
+        failed = BatchPlan(enrollments=list(plan.enrollments))
+        new_rows = {row.key for row in plan.inserts}
+        for email in plan.emails:
+            reason = f"could not record this email: {_poison_reason(email)}"
+            if email.key in new_rows:
+                failed.inserts.append(
+                    LedgerInsert(
+                        email.key, email.enrollment_id, email.recipient.id, email.sequence_id,
+                        email.loaded.version, email.step.id, SendStatus.FAILED, email.due_at,
+                        reason, now,
                     )
                 )  # fmt: skip
-                outcome, what = SendStatus.SKIPPED, f"skip: {action.reason}"
-                report.skipped += 1
-            elif isinstance(action, Exit):
-                update.update(status=action.status, status_reason=action.reason)
-                report.exited += 1
-                report.log.append((subscriber.email, seq_id, "-", f"exit: {action.reason}"))
-                break
-            else:  # Complete
-                update.update(status=EnrollmentStatus.COMPLETED, status_reason="every step decided")
-                report.completed += 1
-                break
-            state = state.with_record(StepRecord(action.step.id, outcome, action.due_at))
-            update["position"] = action.step.id
-            report.log.append((subscriber.email, seq_id, action.step.id, what))
-        writes.enrollment_updates.append(update)
-
-    def _blocked_reason(self, subscriber: Row[Any], suppressed: dict[str, str]) -> str | None:
-        if subscriber.status != SubscriberStatus.ACTIVE:
-            return f"subscriber is {subscriber.status}"
-        if subscriber.email in suppressed:
-            return f"address suppressed: {suppressed[subscriber.email]}"
-        return None
-
-    def _ledger_row(
-        self,
-        enrollment: Row[Any],
-        loaded: LoadedSequence,
-        step_id: str,
-        status: str,
-        due_at: datetime,
-        now: datetime,
-        *,
-        reason: str | None = None,
-        key: str | None = None,
-        subject: str | None = None,
-        lease: bool = False,
-    ) -> dict[str, Any]:
-        return {
-            "key": key or uuid.uuid4().hex,
-            "enrollment_id": enrollment.id,
-            "subscriber_id": enrollment.subscriber_id,
-            "sequence_id": enrollment.sequence_id,
-            "sequence_version": loaded.version,
-            "step_id": step_id,
-            "status": status,
-            "reason": reason,
-            "due_at": due_at,
-            "decided_at": now,
-            "sent_at": None,
-            "lease_until": now + self.policy.lease if lease else None,
-            "next_attempt_at": None,
-            "attempts": 1 if status == SendStatus.RESERVED else 0,
-            "transport": self.transport.name if status == SendStatus.RESERVED else None,
-            "provider_message_id": None,
-            "subject": subject,
-        }
-
-    def _retry_to(
-        self,
-        row: Row[Any],
-        *,
-        status: str,
-        reason: str | None,
-        now: datetime,
-        lease: bool = False,
-    ) -> dict[str, Any]:
-        return {
-            "_key": row.key,
-            "status": status,
-            "reason": reason,
-            "decided_at": now,
-            "lease_until": now + self.policy.lease if lease else None,
-            "next_attempt_at": None,
-            "attempts": row.attempts + (1 if status == SendStatus.RESERVED else 0),
-        }
-
-    def _plan(
-        self,
-        enrollment: Row[Any],
-        subscriber: Row[Any],
-        view: Subscriber,
-        loaded: LoadedSequence,
-        action: Send,
-        retry: Row[Any] | None,
-        now: datetime,
-        state: EnrollmentState,
-        events: list[Event],
-    ) -> _Planned | str:
-        key = retry.key if retry is not None else uuid.uuid4().hex
+            else:  # a retry row
+                failed.changes.append(
+                    LedgerChange(email.key, email.enrollment_id, SendStatus.FAILED, reason, now)
+                )
+            failed.enrollments.append(after_send(email, SendStatus.FAILED, now)[0])
+            self.sender.report.failed += 1
         try:
-            message = self.compose(loaded, action.step, view, key, now)
-        except (RenderError, NurtureError) as exc:
-            return f"could not render: {exc}"
-        return _Planned(
-            enrollment=enrollment,
-            subscriber=subscriber,
-            view=view,
-            loaded=loaded,
-            step=action.step,
-            due_at=action.due_at,
-            key=key,
-            composed=message,
-            existing_key=retry.key if retry is not None else None,
-            attempts=(retry.attempts if retry is not None else 0) + 1,
-            state=state,
-            events=events,
-        )
-
-    # -- phase 2 in detail: re-check and send ------------------------------
+            with self.engine.begin() as conn:
+                batches.write_plan(conn, failed, self.worker_id, self.sender.lease_until(), now)
+        except SQLAlchemyError:
+            log.exception("could not record the failure either; trying again later")
+            self._give_back(plan.enrollment_ids, now + RETRY_FAILED_BATCH)
 
     def _recheck(
-        self, conn: Any, planned: list[_Planned], now: datetime, report: DispatchReport
-    ) -> list[_Planned]:
-        """Suppression, unsubscription and paused sequences, read again just
-        before the provider call: someone may have clicked "unsubscribe" (or
-        another worker may have paused a sequence) since this batch was
-        claimed. Returns the emails still to confirm: a blocked one is recorded
-        as skipped here; one of a paused sequence is not attempted."""
-        statuses = queries.subscriber_statuses(conn, (p.subscriber.id for p in planned))
-        suppressed = queries.suppressed_among(conn, (p.subscriber.email for p in planned))
+        self, conn: Connection, emails: list[PlannedEmail], now: datetime
+    ) -> list[PlannedEmail]:
+        """Suppression, unsubscription and paused sequences, read again in the
+        transaction that queues the emails: someone may have clicked
+        "unsubscribe" (or another worker paused a sequence) since the claim."""
+        if not emails:
+            return emails
+        statuses = queries.subscriber_statuses(conn, (e.recipient.id for e in emails))
+        suppressed = queries.suppressed_among(conn, (e.recipient.email for e in emails))
         paused = queries.paused_sequences(conn)
-        keep: list[_Planned] = []
-        cancelled: list[dict[str, Any]] = []
-        exits: list[dict[str, Any]] = []
-        for item in planned:
-            if item.loaded.sequence.id in paused:
-                item.outcome = PAUSED
-                keep.append(item)
+        keep: list[PlannedEmail] = []
+        skipped: list[batches.Settle] = []
+        exits: list[EnrollmentChange] = []
+        for email in emails:
+            if email.sequence_id in paused:
+                self.sender.guard.paused.add(email.sequence_id)
+                keep.append(email)  # held by the sender: not attempted
                 continue
-            status = statuses.get(item.subscriber.id, "missing")
-            why = None
-            if status != SubscriberStatus.ACTIVE:
-                why = f"subscriber is {status}"
-            elif item.subscriber.email in suppressed:
-                why = f"address suppressed: {suppressed[item.subscriber.email]}"
+            status = statuses.get(email.recipient.id, "missing")
+            why = blocked_reason(status, email.recipient.email, suppressed)
             if why is None:
-                keep.append(item)
+                keep.append(email)
                 continue
             reason = f"not sent: {why} (checked just before sending)"
-            cancelled.append(
-                {
-                    "_key": item.key,
-                    "status": SendStatus.SKIPPED,
-                    "reason": reason,
-                    "lease_until": None,
-                }
+            skipped.append(
+                batches.Settle(
+                    email.key,
+                    SendStatus.QUEUED,
+                    SendStatus.SKIPPED,
+                    reason,
+                    email.attempts,
+                    None,
+                    now,
+                    None,
+                    None,
+                )
             )
-            exits.append(self._enrollment_exit(item, why, now))
+            exits.append(exit_after(email, why))
+            report = self.sender.report
             report.skipped += 1
             report.exited += 1
             report.log.append(
-                (item.subscriber.email, item.loaded.sequence.id, item.step.id, f"skip: {reason}")
+                (email.recipient.email, email.sequence_id, email.step.id, f"skip: {reason}")
             )
-        queries.update_ledger_rows(conn, cancelled)
-        queries.update_enrollments(conn, exits)
+        batches.settle(conn, skipped)
+        batches.update_enrollments(conn, self.worker_id, exits, now)
         return keep
 
-    def _enrollment_exit(self, item: _Planned, why: str, now: datetime) -> dict[str, Any]:
-        return {
-            "_id": item.enrollment.id,
-            "status": EnrollmentStatus.EXITED,
-            "status_reason": why,
-            "next_due_at": None,
-            "position": item.step.id,
-            "claimed_by": None,
-            "claimed_until": None,
-            "updated_at": now,
-        }
-
-    def _send_safely(self, item: _Planned, state: PassGuard, now: datetime) -> None:
-        """A bug on our side of the send must not leave the row ``reserved``
-        (it would become ``unknown`` and never go out): an email that never
-        reached the transport is recorded as not attempted."""
-        try:
-            self._send_one(item, state, now)
-        except Exception:
-            log.exception("internal error before sending %s", item.key)
-            if item.outcome is None:
-                item.outcome = NotAttempted("not attempted: internal error (see the worker log)")
-
-    def _send_one(self, item: _Planned, state: PassGuard, now: datetime) -> None:
-        # SIGTERM: emails already with the provider finish; the queued ones are
-        # handed back at once (retried within seconds) instead of keeping the
-        # process alive for a rate-limited batch or two. Asked again after
-        # waiting for the rate limiter, which may have slept.
-        seq_id = item.loaded.sequence.id
-        held = state.hold(seq_id, stopping=self._stop.is_set())
-        if held is None:
-            self.rate_limiter.acquire()
-            held = state.hold(seq_id, stopping=self._stop.is_set())
-        if held is not None:
-            item.outcome = held
+    def _give_back(self, ids: set[int], not_before: datetime) -> None:
+        """Release claims after a failure, best effort (else the leases expire)."""
+        if not ids:
             return
-        outgoing = OutgoingEmail(
-            message=item.composed,
-            send_id=item.key,
-            sequence_id=seq_id,
-            step_id=item.step.id,
-            to_email=item.subscriber.email,
-        )
         try:
-            item.outcome = self.transport.send(outgoing)
-        except Exception as exc:  # classified below; a bug here must not lose the row
-            item.outcome = exc
-        item.verdict = self._classify(item, item.outcome, now)
-        state.record(item.outcome, item.verdict, sequence_id=seq_id)
-        if self.after_send is not None:
-            self.after_send(outgoing)
-
-    def _classify(self, item: _Planned, outcome: SendOutcome, now: datetime) -> Verdict:
-        return classify(
-            outcome, attempts=item.attempts, now=now, policy=self.policy, jitter=self.jitter
-        )
-
-    def _send_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self.policy.concurrency, thread_name_prefix="nurture-send"
-            )
-        return self._pool
-
-    # -- phase 3 in detail: confirm ---------------------------------------
-
-    def _confirm(
-        self,
-        planned: list[_Planned],
-        now: datetime,
-        report: DispatchReport,
-        state: PassGuard,
-    ) -> None:
-        ledger_updates: list[dict[str, Any]] = []
-        enrollment_updates: list[dict[str, Any]] = []
-        invalid: list[int] = []
-        for item in planned:
-            assert item.outcome is not None
-            verdict = item.verdict or self._classify(item, item.outcome, now)
-            seq_id = item.loaded.sequence.id
-            row: dict[str, Any] = {
-                "_key": item.key,
-                "status": verdict.status,
-                "reason": verdict.reason,
-                "lease_until": None,
-                "next_attempt_at": verdict.next_attempt_at,
-                "attempts": verdict.attempts,
-                "sent_at": None,
-                "provider_message_id": None,
-                "transport": self.transport.name,
-            }
-            if isinstance(item.outcome, SendResult):
-                row.update(
-                    sent_at=now,
-                    provider_message_id=item.outcome.message_id,
-                    transport=item.outcome.provider,
-                )
-            ledger_updates.append(row)
-            if verdict.unexpected and isinstance(item.outcome, BaseException):
-                log.error(
-                    "unexpected error from transport %s", self.transport.name, exc_info=item.outcome
-                )
-            if verdict.status == SendStatus.SENT:
-                report.sent += 1
-            elif verdict.status == SendStatus.RETRY:
-                report.retried += 1
-            elif verdict.status == SendStatus.FAILED:
-                report.failed += 1
-            else:
-                report.unknown += 1
-            what = (
-                verdict.status if verdict.reason is None else f"{verdict.status}: {verdict.reason}"
-            )
-            report.log.append((item.subscriber.email, seq_id, item.step.id, what))
-            if verdict.status == SendStatus.RETRY:
-                assert verdict.next_attempt_at is not None
-                enrollment_updates.append(self._enrollment_wait(item, verdict.next_attempt_at, now))
-            elif verdict.invalid_address:
-                invalid.append(item.subscriber.id)
-                enrollment_updates.append(self._enrollment_exit(item, "invalid address", now))
-            else:
-                enrollment_updates.append(self._after_step(item, now, report))
-
-        with self.engine.begin() as conn:
-            queries.update_ledger_rows(conn, ledger_updates)
-            for group in _same_columns(enrollment_updates):
-                queries.update_enrollments(conn, group)
-            if invalid:
-                queries.mark_subscribers(
-                    conn,
-                    invalid,
-                    SubscriberStatus.INVALID,
-                    "the provider rejected the address",
-                    now,
-                )
-            self._save_budget(conn, state, now)
-
-    def _enrollment_wait(self, item: _Planned, until: datetime, now: datetime) -> dict[str, Any]:
-        return {
-            "_id": item.enrollment.id,
-            "status": EnrollmentStatus.ACTIVE,
-            "status_reason": None,
-            "next_due_at": until,
-            "position": item.enrollment.position,
-            "claimed_by": None,
-            "claimed_until": None,
-            "updated_at": now,
-        }
-
-    def _after_step(self, item: _Planned, now: datetime, report: DispatchReport) -> dict[str, Any]:
-        """Where the enrollment goes once this step is decided: the core is asked
-        right away (it is pure and cheap) instead of claiming the row again."""
-        update = self._enrollment_wait(item, now, now)
-        update["position"] = item.step.id
-        state = item.state.with_record(StepRecord(item.step.id, SendStatus.SENT, item.due_at, now))
-        action = decide_next_step(item.loaded.sequence, state, item.view, item.events, now)
-        if isinstance(action, Wait):
-            update["next_due_at"] = action.until
-        elif isinstance(action, Complete):
-            update.update(
-                status=EnrollmentStatus.COMPLETED,
-                status_reason="every step decided",
-                next_due_at=None,
-            )
-            report.completed += 1
-        # Send, Skip or Exit due now: leave next_due_at = now for the next batch.
-        return update
-
-    def _save_budget(self, conn: Any, state: PassGuard, now: datetime) -> None:
-        """Store the failures in a row the pass counted; pause a sequence whose
-        budget ran out (even if a later send succeeded)."""
-        for seq_id, count, spent_at in state.unsaved_budget():
-            reason = None
-            if spent_at is not None:
-                reason = (
-                    f"paused after {spent_at} failed send{'' if spent_at == 1 else 's'} "
-                    f"in a row; last error: {state.last_error.get(seq_id)}. "
-                    f"Fix the cause, then `nurture resume {seq_id}`."
-                )
-                log.error("sequence %s %s", seq_id, reason)
-            queries.save_sequence_state(
-                conn,
-                seq_id,
-                consecutive_failures=count,
-                paused=True if spent_at is not None else None,
-                reason=reason,
-                now=now,
-            )
+            with self.engine.begin() as conn:
+                batches.release_claims(conn, self.worker_id, ids, due_at=not_before)
+        except Exception:
+            log.exception("could not release %d claimed enrollment(s)", len(ids))
 
 
-def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Group update dicts by their column set (an executemany needs one shape)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(row)), []).append(row)
-    return list(groups.values())
+def _poison_reason(email: PlannedEmail) -> str:
+    """Which value could not be stored, without quoting it (personal data)."""
+    subject = email.composed.subject
+    if "\x00" in subject:
+        return "the subject contains a NUL character"
+    return "the database refused a value of this email (see the worker log)"

@@ -1,7 +1,7 @@
 """What stops an email between its reservation and the provider call.
 
-A dispatch pass hands reserved emails to a pool of send threads, at most two
-batches at a time. Some answers must reach every email still queued at once,
+A dispatch pass hands queued emails to the sender, which reserves each one in
+the moment before its provider call. Some answers must reach every email still queued at once,
 not a batch later:
 
 * a **401/403**: the API key is wrong; nothing more is attempted;
@@ -60,6 +60,8 @@ class PassGuard:
     spent: dict[str, int] = field(default_factory=dict)
     """Sequences whose budget ran out in this pass, with the count it ran out at."""
     last_error: dict[str, str] = field(default_factory=dict)
+    paused: set[str] = field(default_factory=set)
+    """Sequences found paused (by an admin or another worker) during the pass."""
     refusal: AuthenticationError | None = None
     trouble: int = 0
     """Transient or ambiguous failures in a row, whatever the sequence."""
@@ -91,7 +93,7 @@ class PassGuard:
         """Why this email must not be handed to the provider now, if it must not."""
         if self.halted:
             return HALTED
-        if sequence_id in self.spent:
+        if sequence_id in self.spent or sequence_id in self.paused:
             return PAUSED
         if self.outage:
             return PROVIDER_DOWN

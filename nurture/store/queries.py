@@ -9,10 +9,10 @@ identity maps and per-object refreshes.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -53,12 +53,15 @@ def claim_due_enrollments(
     worker_id: str,
     sequence_ids: Collection[str],
     limit: int,
+    lease_now: datetime | None = None,
 ) -> list[int]:
     """Claim up to ``limit`` due enrollments for ``worker_id``; return their ids.
 
     Due means ``status = 'active' AND next_due_at <= now``, a range scan on
-    ``ix_enrollment_due (status, next_due_at)``, oldest first so late work is
-    not starved. A row is claimable when nobody holds it or its lease expired.
+    ``ix_enrollment_due (status, next_due_at)``, oldest first (then by id) so
+    late work is not starved. A row is claimable when nobody holds it or its
+    lease expired; leases are times on the workers' wall clock (``lease_now``,
+    by default ``now``), which may differ from the pass's ``now``.
 
     Two dispatchers must never take the same row:
 
@@ -75,9 +78,17 @@ def claim_due_enrollments(
         ENROLLMENT.c.status == EnrollmentStatus.ACTIVE,
         ENROLLMENT.c.next_due_at <= now,
         ENROLLMENT.c.sequence_id.in_(list(sequence_ids)),
-        or_(ENROLLMENT.c.claimed_until.is_(None), ENROLLMENT.c.claimed_until < now),
+        or_(
+            ENROLLMENT.c.claimed_until.is_(None),
+            ENROLLMENT.c.claimed_until < (lease_now or now),
+        ),
     )
-    due = select(ENROLLMENT.c.id).where(claimable).order_by(ENROLLMENT.c.next_due_at).limit(limit)
+    due = (
+        select(ENROLLMENT.c.id)
+        .where(claimable)
+        .order_by(ENROLLMENT.c.next_due_at, ENROLLMENT.c.id)
+        .limit(limit)
+    )
     condition: ColumnElement[bool]
     if conn.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
@@ -92,6 +103,8 @@ def claim_due_enrollments(
     )
     return [row[0] for row in conn.execute(statement)]
 
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Only the columns a decision needs: every timestamp read is parsed and
 # converted, which on the hot path is a measurable cost per row.
@@ -139,15 +152,14 @@ def load_ledger(conn: Connection, enrollment_ids: Sequence[int]) -> dict[int, li
 def history_of(ledger: Iterable[Row[Any]]) -> tuple[core.StepRecord, ...]:
     """The core's view of one enrollment's ledger rows (from :func:`load_ledger`).
 
-    A ``retry`` row is a step still to be sent: not part of the history.
+    A ``retry`` or ``queued`` row is a step still to be sent: not part of the
+    history (:func:`nurture.core.decisions.state_from_ledger` decides that).
     """
-    records: list[core.StepRecord] = []
-    for row in ledger:
-        status = SendStatus(row.status)
-        if status is SendStatus.RETRY:
-            continue
-        records.append(core.StepRecord(row.step_id, status, row.due_at, row.sent_at))
-    return tuple(records)
+    entries = [
+        core.LedgerEntry(row.key, row.step_id, SendStatus(row.status), row.due_at, row.sent_at)
+        for row in ledger
+    ]
+    return core.state_from_ledger(_EPOCH, entries).history
 
 
 def events_of(rows: Iterable[Row[Any]]) -> list[core.Event]:
@@ -197,43 +209,6 @@ def subscriber_statuses(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     return {row.id: row.status for row in rows}
 
 
-def insert_ledger_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """One executemany for the batch: a commit per row caps out near 4,000 rows/s."""
-    if rows:
-        conn.execute(insert(SEND), rows)
-
-
-def update_ledger_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Batch update by ``key``: each dict has ``_key`` plus the columns to set
-    (every dict in one call must set the same columns)."""
-    if not rows:
-        return
-    columns = [name for name in rows[0] if name != "_key"]
-    statement = (
-        update(SEND)
-        .where(SEND.c.key == bindparam("_key"))
-        .values({name: bindparam(name) for name in columns})
-    )
-    conn.execute(statement, rows)
-
-
-def update_enrollments(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Batch update by ``_id``; also releases the claim. Same columns per call.
-
-    Only rows still ``active`` are written: an admin who unenrolled someone
-    while their row was claimed wins over the dispatcher's write-back.
-    """
-    if not rows:
-        return
-    columns = [name for name in rows[0] if name != "_id"]
-    statement = (
-        update(ENROLLMENT)
-        .where(ENROLLMENT.c.id == bindparam("_id"), ENROLLMENT.c.status == EnrollmentStatus.ACTIVE)
-        .values({name: bindparam(name) for name in columns})
-    )
-    conn.execute(statement, rows)
-
-
 def mark_subscribers(
     conn: Connection, ids: Iterable[int], status: str, reason: str, now: datetime
 ) -> None:
@@ -244,22 +219,6 @@ def mark_subscribers(
             .where(SUBSCRIBER.c.id.in_(wanted))
             .values(status=status, status_reason=reason, updated_at=now)
         )
-
-
-def expire_stale_reservations(conn: Connection, now: datetime) -> int:
-    """Reserved rows whose lease expired: the worker died mid-send. They become
-    ``unknown`` (shown to admins, resolved later by provider events) and are
-    never sent again automatically."""
-    result = conn.execute(
-        update(SEND)
-        .where(SEND.c.status == SendStatus.RESERVED, SEND.c.lease_until < now)
-        .values(
-            status=SendStatus.UNKNOWN,
-            reason="the worker stopped during the send (lease expired): "
-            "the provider may or may not have it; not resent",
-        )
-    )
-    return int(result.rowcount or 0)
 
 
 def paused_sequences(conn: Connection) -> dict[str, str]:
@@ -317,15 +276,6 @@ def next_due_time(conn: Connection) -> datetime | None:
     return value if isinstance(value, datetime) or value is None else None
 
 
-def release_claims(conn: Connection, worker_id: str, ids: Sequence[int]) -> None:
-    """Give claimed enrollments back (still due, nothing recorded for them)."""
-    conn.execute(
-        update(ENROLLMENT)
-        .where(ENROLLMENT.c.id.in_(ids), ENROLLMENT.c.claimed_by == worker_id)
-        .values(claimed_by=None, claimed_until=None)
-    )
-
-
 def remember_versions(
     conn: Connection, versions: dict[tuple[str, str], dict[str, Any]], now: datetime
 ) -> None:
@@ -348,7 +298,7 @@ def remember_versions(
     if rows:
         # Several dispatchers may see a new version at once: the first insert
         # wins and the others do nothing (ON CONFLICT DO NOTHING / OR IGNORE).
-        conn.execute(_insert_ignoring_duplicates(conn, SEQUENCE_VERSION), rows)
+        conn.execute(insert_ignoring_duplicates(conn, SEQUENCE_VERSION), rows)
 
 
 def load_versions(conn: Connection, sequence_id: str) -> dict[str, dict[str, Any]]:
@@ -360,7 +310,8 @@ def load_versions(conn: Connection, sequence_id: str) -> dict[str, dict[str, Any
     return {row.version: row.definition for row in rows}
 
 
-def _insert_ignoring_duplicates(conn: Connection, table: Table) -> Any:
+def insert_ignoring_duplicates(conn: Connection, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

@@ -1,0 +1,536 @@
+"""The sender: queued emails in, confirmed ledger rows out.
+
+It owns the send pool, the rate limiter, the per-pass :class:`PassGuard`, the
+:class:`OutageBreaker` and the **reservation window**: an email's ledger row
+turns ``queued`` -> ``reserved`` in the moment before its provider call, so at
+any instant at most ``concurrency`` rows are reserved and not yet answered.
+A crash therefore leaves at most that many rows whose fate is unknown (plus
+answers not yet confirmed); every other planned email is still ``queued`` and
+the reconcile job makes it due again.
+
+* **concurrency 1**: everything runs in the caller's thread; one small
+  transaction per email reserves it (the cheapest statement we have: built
+  once, executed on one connection held for the batch), and answers are
+  confirmed in one transaction per batch (or every :data:`CONFIRM_EVERY`).
+* **a pool**: a coordinator thread reserves in chunks of at most the free
+  send slots, hands them to the pool and confirms answers as they come (each
+  of its transactions carries the answers collected so far). The dispatcher
+  plans the next batch meanwhile; :meth:`Sender.wait_below` keeps it about
+  one batch ahead.
+
+Leases are renewed from the worker's wall clock at most every third of the
+lease, inside these transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Connection, Engine
+
+from nurture.core.planner import EnrollmentChange, PlannedEmail, after_send, exit_after, retry_later
+from nurture.core.vocabulary import SendStatus, SubscriberStatus
+from nurture.errors import NurtureError
+from nurture.sending.guard import OUTAGE_AFTER, OutageBreaker, PassGuard
+from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict, classify
+from nurture.sending.ratelimit import RateLimiter
+from nurture.store import batches, queries
+from nurture.transports.base import OutgoingEmail, SendResult, Transport
+
+log = logging.getLogger("nurture.sending.sender")
+
+CONFIRM_EVERY = 200
+"""Answers confirmed in one transaction at most (and at the end of a batch)."""
+
+INTERNAL_ERROR = NotAttempted("not attempted: internal error (see the worker log)")
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """The knobs of dispatching (from Settings, read at the edge)."""
+
+    batch_size: int = 500
+    rate_limit: float = 50.0  # emails per second, across the batch
+    concurrency: int = 1  # parallel transport calls (HTTP providers want many)
+    lease: timedelta = timedelta(minutes=5)
+    max_attempts: int = 20  # with the backoff below: retried for 1.5 to 3 days
+    retry_base: timedelta = timedelta(minutes=1)
+    retry_max: timedelta = timedelta(hours=6)
+    error_budget: int = 20  # failures in a row that pause a sequence
+
+
+@dataclass
+class DispatchReport:
+    """What one pass did, for logs, the CLI and the demo's live view."""
+
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    unknown: int = 0
+    retried: int = 0
+    exited: int = 0
+    completed: int = 0
+    batches: int = 0
+    log: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(email, sequence, step or '-', what happened) per decision, in order."""
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        return (
+            f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, "
+            f"unknown {self.unknown}, retry later {self.retried}, exited {self.exited}, "
+            f"completed {self.completed}"
+        )
+
+    def merge(self, other: DispatchReport) -> None:
+        for name in (
+            "sent", "skipped", "failed", "unknown", "retried", "exited", "completed", "batches",
+        ):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.log.extend(other.log)
+
+
+class DispatchHalted(NurtureError):
+    """Dispatching must stop (the provider refused our credentials)."""
+
+
+@dataclass
+class _Answer:
+    email: PlannedEmail
+    outcome: SendOutcome
+    verdict: Verdict
+    reserved: bool
+
+
+class Sender:
+    """Sends queued emails for one dispatcher; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        transport: Transport,
+        *,
+        policy: DispatchPolicy,
+        worker_id: str,
+        rate_limiter: RateLimiter,
+        jitter: Callable[[], float],
+        wall_clock: Callable[[], datetime],
+    ) -> None:
+        self.engine = engine
+        self.transport = transport
+        self.policy = policy
+        self.worker_id = worker_id
+        self.rate_limiter = rate_limiter
+        self.jitter = jitter
+        self.wall_clock = wall_clock
+        # Test seams: after the provider's answer is counted (send thread);
+        # before a confirm commits.
+        self.after_send: Callable[[OutgoingEmail], None] | None = None
+        self.before_confirm: Callable[[], None] | None = None
+        self.stopping = threading.Event()
+        self.breaker = OutageBreaker()
+        self.guard = PassGuard(policy.error_budget)
+        self.report = DispatchReport()
+        self._pool: ThreadPoolExecutor | None = None
+        self._now: datetime | None = None
+        self._renewed: datetime | None = None
+        self._cond = threading.Condition()
+        self._pending: deque[PlannedEmail] = deque()
+        self._answers: list[_Answer] = []
+        self._in_flight = 0
+        self._writing = False  # the coordinator holds answers or a chunk not yet written
+        self._coordinator: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._closing = False
+
+    # -- one pass ----------------------------------------------------------
+
+    @property
+    def pooled(self) -> bool:
+        return self.policy.concurrency > 1
+
+    def begin(self, now: datetime, sequence_ids: Iterable[str]) -> bool:
+        """Start a pass at ``now``; False while the outage breaker holds."""
+        if self.breaker.holds(now):
+            log.info("the provider looked down: no new sends before %s", self.breaker.resume_at)
+            return False
+        self._now, self._renewed, self._failure = now, None, None
+        self.guard = PassGuard(self.policy.error_budget)
+        self.report = DispatchReport()
+        with self.engine.connect() as conn:
+            self.guard.start_from(queries.failure_counters(conn, sequence_ids))
+        return True
+
+    @property
+    def open(self) -> bool:
+        """May the pass claim more?"""
+        return self.guard.open and not self.stopping.is_set() and self._failure is None
+
+    def lease_until(self) -> datetime:
+        return self.wall_clock() + self.policy.lease
+
+    def send(self, emails: list[PlannedEmail]) -> None:
+        """Send a written batch's queued emails (serially, or via the pool)."""
+        if not emails:
+            return
+        if self.pooled:
+            with self._cond:
+                self._raise_failure()
+                self._pending.extend(emails)
+                self._cond.notify_all()
+            self._start_coordinator()
+        else:
+            self._send_serially(emails)
+
+    def wait_below(self, backlog: int) -> None:
+        """Block until fewer than ``backlog`` emails wait for a send slot."""
+        with self._cond:
+            # Also while the coordinator is reserving: the claim of the next
+            # batch waits for the chunk in hand to reach the send threads.
+            while (len(self._pending) >= backlog or self._writing) and self._failure is None:
+                self._cond.wait(0.5)
+            self._raise_failure()
+
+    def drain(self) -> None:
+        """Block until every email handed over is sent and confirmed."""
+        if self.pooled:
+            with self._cond:
+                while self._busy and self._failure is None:
+                    self._cond.wait(0.5)
+            self._stop_coordinator()
+            self._raise_failure()
+        else:
+            self._confirm(self._take_answers())
+
+    def end(self, now: datetime) -> DispatchReport:
+        """Finish the pass: the breaker learns from it; a refused key halts."""
+        pause = self.breaker.after(self.guard, now)
+        if pause is not None:
+            log.warning(
+                "the provider failed %d times in a row: the emails not yet attempted stay "
+                "queued; no new sends for %ds",
+                OUTAGE_AFTER,
+                pause.total_seconds(),
+            )
+        if self.guard.refusal is not None:
+            raise DispatchHalted(
+                f"dispatching stopped: {self.guard.refusal} Fix the API key "
+                "(NURTURE_SENDGRID_API_KEY) and restart; nothing was lost, "
+                "the emails are queued."
+            ) from self.guard.refusal
+        return self.report
+
+    def abandon(self) -> list[int]:
+        """After an error: stop handing out emails and wait for those with the
+        provider (their answers are confirmed if the database lets us).
+        Returns the enrollments whose emails were never reserved."""
+        with self._cond:
+            left = [email.enrollment_id for email in self._pending]
+            self._pending.clear()
+            self._cond.notify_all()
+            while (self._in_flight or self._writing) and self._failure is None:
+                self._cond.wait(0.5)
+        self._stop_coordinator()
+        try:
+            self._confirm(self._take_answers())
+        except Exception:
+            log.exception("could not confirm the answers of an interrupted pass")
+        return left
+
+    def _stop_coordinator(self) -> None:
+        """The coordinator lives for one pass (it holds a connection)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._coordinator is not None:
+            self._coordinator.join()
+            self._coordinator = None
+        self._closing = False
+
+    def close(self) -> None:
+        self._stop_coordinator()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # -- reserving ---------------------------------------------------------
+
+    def _held(self, email: PlannedEmail) -> NotAttempted | None:
+        return self.guard.hold(email.sequence_id, stopping=self.stopping.is_set())
+
+    def _reserve(self, conn: Connection, emails: list[PlannedEmail]) -> list[PlannedEmail]:
+        """In one transaction: renew leases if due, reserve ``emails``.
+        Returns those reserved; the others were lost to another worker."""
+        with conn.begin():
+            lease = self._maybe_renew(conn)
+            keys = batches.reserve(
+                conn, [e.key for e in emails], self.worker_id, lease, self.transport.name
+            )
+        if len(keys) == len(emails):
+            return emails
+        lost = [e for e in emails if e.key not in keys]
+        log.warning(
+            "%d email(s) not sent: another worker took their enrollment (lease expired)",
+            len(lost),
+        )
+        return [e for e in emails if e.key in keys]
+
+    def _maybe_renew(self, conn: Connection) -> datetime:
+        wall = self.wall_clock()
+        lease = wall + self.policy.lease
+        if self._renewed is None or wall - self._renewed >= self.policy.lease / 3:
+            batches.renew_leases(conn, self.worker_id, lease)
+            self._renewed = wall
+        return lease
+
+    # -- one send ----------------------------------------------------------
+
+    def _deliver(self, email: PlannedEmail) -> _Answer:
+        """The provider call for a reserved email, classified once."""
+        assert self._now is not None
+        outgoing = OutgoingEmail(
+            message=email.composed,
+            send_id=email.key,
+            sequence_id=email.sequence_id,
+            step_id=email.step.id,
+            to_email=email.recipient.email,
+        )
+        outcome: SendOutcome
+        try:
+            # Asked again after the rate limiter, which may have slept.
+            self.rate_limiter.acquire()
+            held = self._held(email)
+            if held is not None:
+                return self._answer(email, held, reserved=True)
+            try:
+                outcome = self.transport.send(outgoing)
+            except Exception as exc:  # classified below; a bug here must not lose the row
+                outcome = exc
+        except Exception:
+            # A bug on our side before the provider call: the email never left.
+            log.exception("internal error before sending %s", email.key)
+            return self._answer(email, INTERNAL_ERROR, reserved=True)
+        answer = self._answer(email, outcome, reserved=True)
+        self.guard.record(outcome, answer.verdict, sequence_id=email.sequence_id)
+        if self.after_send is not None:
+            self.after_send(outgoing)
+        return answer
+
+    def _answer(self, email: PlannedEmail, outcome: SendOutcome, *, reserved: bool) -> _Answer:
+        assert self._now is not None
+        verdict = classify(
+            outcome,
+            attempts=email.attempts + 1,
+            now=self._now,
+            policy=self.policy,
+            jitter=self.jitter,
+        )
+        return _Answer(email, outcome, verdict, reserved)
+
+    # -- concurrency 1 -----------------------------------------------------
+
+    def _send_serially(self, emails: list[PlannedEmail]) -> None:
+        with self.engine.connect() as conn:
+            for email in emails:
+                held = self._held(email)
+                if held is not None:
+                    self._answers.append(self._answer(email, held, reserved=False))
+                    continue
+                if not self._reserve(conn, [email]):
+                    continue
+                self._answers.append(self._deliver(email))
+                if len(self._answers) >= CONFIRM_EVERY:
+                    self._confirm(self._take_answers(), conn)
+            self._confirm(self._take_answers(), conn)
+
+    # -- a pool ------------------------------------------------------------
+
+    def _start_coordinator(self) -> None:
+        if self._coordinator is None or not self._coordinator.is_alive():
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.policy.concurrency, thread_name_prefix="nurture-send"
+                )
+            self._coordinator = threading.Thread(
+                target=self._coordinate, name="nurture-sender", daemon=True
+            )
+            self._coordinator.start()
+
+    def _coordinate(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                while True:
+                    with self._cond:
+                        while not (
+                            self._closing
+                            or self._answers
+                            or (self._pending and self._in_flight < self.policy.concurrency)
+                        ):
+                            self._cond.wait(0.5)
+                        if self._closing and not (self._pending or self._answers):
+                            return
+                        answers = self._take_answers()
+                        self._writing = True
+                        chunk: list[PlannedEmail] = []
+                        free = self.policy.concurrency - self._in_flight
+                        while self._pending and len(chunk) < free:
+                            chunk.append(self._pending.popleft())
+                        self._in_flight += len(chunk)
+                    try:
+                        self._confirm(answers, conn)
+                        self._launch(conn, chunk)
+                    finally:
+                        with self._cond:
+                            self._writing = False
+                            self._cond.notify_all()
+        except BaseException as exc:
+            log.exception("the sender stopped")
+            with self._cond:
+                self._failure = exc
+                self._in_flight = 0
+                self._writing = False
+                self._cond.notify_all()
+
+    def _launch(self, conn: Connection, chunk: list[PlannedEmail]) -> None:
+        if not chunk:
+            return
+        answers: list[_Answer] = []
+        wanted: list[PlannedEmail] = []
+        for email in chunk:
+            held = self._held(email)
+            if held is not None:
+                answers.append(self._answer(email, held, reserved=False))
+            else:
+                wanted.append(email)
+        reserved = self._reserve(conn, wanted) if wanted else []
+        assert self._pool is not None
+        with self._cond:
+            self._answers.extend(answers)
+            self._in_flight -= len(chunk) - len(reserved)
+        for email in reserved:
+            self._pool.submit(self._send_in_pool, email)
+
+    def _send_in_pool(self, email: PlannedEmail) -> None:
+        answer = self._deliver(email)
+        with self._cond:
+            self._answers.append(answer)
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self._pending or self._in_flight or self._answers or self._writing)
+
+    def _take_answers(self) -> list[_Answer]:
+        answers, self._answers = self._answers, []
+        return answers
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError("the sender stopped") from self._failure
+
+    # -- confirming --------------------------------------------------------
+
+    def _confirm(self, answers: list[_Answer], conn: Connection | None = None) -> None:
+        if not answers:
+            return
+        if self.before_confirm is not None:
+            self.before_confirm()
+        if conn is None:
+            with self.engine.connect() as own:
+                self._write_answers(own, answers)
+        else:
+            self._write_answers(conn, answers)
+
+    def _write_answers(self, conn: Connection, answers: list[_Answer]) -> None:
+        assert self._now is not None
+        now, report = self._now, DispatchReport()
+        rows: list[batches.Settle] = []
+        changes: list[EnrollmentChange] = []
+        invalid: list[int] = []
+        for answer in answers:
+            email, outcome, verdict = answer.email, answer.outcome, answer.verdict
+            sent = isinstance(outcome, SendResult)
+            settles = verdict.status != SendStatus.RETRY
+            rows.append(
+                batches.Settle(
+                    key=email.key,
+                    expected=SendStatus.RESERVED if answer.reserved else SendStatus.QUEUED,
+                    status=verdict.status,
+                    reason=verdict.reason,
+                    attempts=verdict.attempts,
+                    next_attempt_at=verdict.next_attempt_at,
+                    sent_at=now if settles else None,
+                    provider_message_id=outcome.message_id if sent else None,  # type: ignore[union-attr]
+                    transport=outcome.provider if sent else self.transport.name,  # type: ignore[union-attr]
+                )
+            )
+            if verdict.unexpected and isinstance(outcome, BaseException):
+                log.error(
+                    "unexpected error from transport %s", self.transport.name, exc_info=outcome
+                )
+            if verdict.status == SendStatus.SENT:
+                report.sent += 1
+            elif verdict.status == SendStatus.RETRY:
+                report.retried += 1
+            elif verdict.status == SendStatus.FAILED:
+                report.failed += 1
+            else:
+                report.unknown += 1
+            what = (
+                verdict.status if verdict.reason is None else f"{verdict.status}: {verdict.reason}"
+            )
+            report.log.append((email.recipient.email, email.sequence_id, email.step.id, what))
+            if verdict.status == SendStatus.RETRY:
+                assert verdict.next_attempt_at is not None
+                changes.append(retry_later(email, verdict.next_attempt_at))
+            elif verdict.invalid_address:
+                invalid.append(email.recipient.id)
+                changes.append(exit_after(email, "invalid address"))
+            else:
+                change, completed = after_send(email, verdict.status, now)  # type: ignore[arg-type]
+                report.completed += completed
+                changes.append(change)
+        with conn.begin():
+            self._maybe_renew(conn)
+            batches.settle(conn, rows)
+            batches.update_enrollments(conn, self.worker_id, changes, now)
+            if invalid:
+                queries.mark_subscribers(
+                    conn,
+                    invalid,
+                    SubscriberStatus.INVALID,
+                    "the provider rejected the address",
+                    now,
+                )
+            self._save_budget(conn, now)
+        with self._cond:
+            self.report.merge(report)
+
+    def _save_budget(self, conn: Connection, now: datetime) -> None:
+        """Store the failures in a row the pass counted; pause a sequence whose
+        budget ran out (even if a later send succeeded)."""
+        guard = self.guard
+        for seq_id, count, spent_at in guard.unsaved_budget():
+            reason = None
+            if spent_at is not None:
+                reason = (
+                    f"paused after {spent_at} failed send{'' if spent_at == 1 else 's'} "
+                    f"in a row; last error: {guard.last_error.get(seq_id)}. "
+                    f"Fix the cause, then `nurture resume {seq_id}`."
+                )
+                log.error("sequence %s %s", seq_id, reason)
+            queries.save_sequence_state(
+                conn,
+                seq_id,
+                consecutive_failures=count,
+                paused=True if spent_at is not None else None,
+                reason=reason,
+                now=now,
+            )
