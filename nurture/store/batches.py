@@ -248,9 +248,14 @@ _RESERVE = (
     .where(
         SEND.c.key.in_(bindparam("keys", expanding=True)),
         SEND.c.status == SendStatus.QUEUED,
-        SEND.c.enrollment_id.in_(
-            select(ENROLLMENT.c.id).where(ENROLLMENT.c.claimed_by == bindparam("me"))
-        ),
+        # Correlated on the primary key: one index lookup per row, not a
+        # scan of every enrollment (claimed_by has no index).
+        select(ENROLLMENT.c.id)
+        .where(
+            ENROLLMENT.c.id == SEND.c.enrollment_id,
+            ENROLLMENT.c.claimed_by == bindparam("me"),
+        )
+        .exists(),
     )
     .values(
         status=SendStatus.RESERVED,
@@ -262,6 +267,31 @@ _RESERVE = (
 )
 
 
+# The same for one email (concurrency 1): no list to expand, no RETURNING;
+# this runs once per email, so its cost is the hot path's.
+_RESERVE_ONE = (
+    update(SEND)
+    .where(
+        SEND.c.key == bindparam("one_key"),
+        SEND.c.status == SendStatus.QUEUED,
+        # Correlated on the primary key: one index lookup per row, not a
+        # scan of every enrollment (claimed_by has no index).
+        select(ENROLLMENT.c.id)
+        .where(
+            ENROLLMENT.c.id == SEND.c.enrollment_id,
+            ENROLLMENT.c.claimed_by == bindparam("me"),
+        )
+        .exists(),
+    )
+    .values(
+        status=SendStatus.RESERVED,
+        attempts=SEND.c.attempts + 1,
+        lease_until=bindparam("lease"),
+        transport=bindparam("transport"),
+    )
+)
+
+
 def reserve(
     conn: Connection, keys: Sequence[str], worker_id: str, lease_until: datetime, transport: str
 ) -> set[str]:
@@ -270,6 +300,9 @@ def reserve(
     worker no longer holds, or that is no longer ``queued``, is not."""
     if not keys:
         return set()
+    if len(keys) == 1:
+        one = {"one_key": keys[0], "me": worker_id, "lease": lease_until, "transport": transport}
+        return set(keys) if conn.execute(_RESERVE_ONE, one).rowcount else set()
     params = {"keys": list(keys), "me": worker_id, "lease": lease_until, "transport": transport}
     return {row[0] for row in conn.execute(_RESERVE, params)}
 
