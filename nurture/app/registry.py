@@ -16,7 +16,14 @@ from pathlib import Path
 
 from nurture.app.settings import Settings
 from nurture.authoring.workbench import validate_loaded
-from nurture.core.loader import LoadedSequence, load_sequence_file, sequence_files
+from nurture.core.loader import (
+    BrokenFile,
+    LoadedSequence,
+    Sequences,
+    broken_file,
+    load_sequence_file,
+    sequence_files,
+)
 from nurture.core.rendering import TemplateLibrary
 from nurture.errors import Diagnostic
 
@@ -27,7 +34,7 @@ log = logging.getLogger("nurture.app.registry")
 class Snapshot:
     """Sequences and the templates they were validated with, swapped as one."""
 
-    sequences: dict[str, LoadedSequence]
+    sequences: Sequences  # ``broken``: files with no good version in memory
     library: TemplateLibrary
 
 
@@ -51,14 +58,14 @@ class SequenceRegistry:
         self._lock = threading.Lock()
         self._by_path: dict[Path, LoadedSequence] = {}
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
-        self._snapshot = Snapshot({}, TemplateLibrary(settings.templates_dir))
+        self._snapshot = Snapshot(Sequences(), TemplateLibrary(settings.templates_dir))
         self.last_problems: list[Diagnostic] = []
 
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    def sequences(self) -> dict[str, LoadedSequence]:
+    def sequences(self) -> Sequences:
         return self._snapshot.sequences
 
     def library(self) -> TemplateLibrary:
@@ -72,12 +79,16 @@ class SequenceRegistry:
             if not force and fingerprint == self._fingerprint:
                 return []
             self._fingerprint = fingerprint
+            if not force:
+                log.info("sequence or template files changed: validating them")
             library = TemplateLibrary(self.settings.templates_dir)
             problems: list[Diagnostic] = []
             by_path: dict[Path, LoadedSequence] = {}
+            broken: list[BrokenFile] = []
             kept_previous = False
-            for path in sequence_files([self.settings.sequences_dir]):
-                loaded, found = load_sequence_file(path)
+            folder = self.settings.sequences_dir
+            for path in sequence_files([folder]):
+                loaded, found = load_sequence_file(path, inside=folder)
                 if loaded is not None:
                     found = validate_loaded(self.settings, library, loaded)
                 if loaded is not None and not found:
@@ -85,7 +96,13 @@ class SequenceRegistry:
                     continue
                 problems.extend(found)
                 previous = self._by_path.get(path)
-                if previous is not None:
+                if previous is None:
+                    broken.append(
+                        BrokenFile(path, loaded.display, loaded.sequence.id)
+                        if loaded is not None
+                        else broken_file(path, inside=folder)
+                    )
+                else:
                     by_path[path] = previous
                     kept_previous = True
                     log.error(
@@ -95,7 +112,8 @@ class SequenceRegistry:
                     )
             for problem in problems:
                 log.error("%s", problem)
-            sequences: dict[str, LoadedSequence] = {}
+            sequences = Sequences()
+            sequences.broken = tuple(broken)
             for loaded in by_path.values():
                 if loaded.sequence.id in sequences:
                     log.error(

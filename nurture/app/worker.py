@@ -8,6 +8,9 @@ Three jobs on one ``BlockingScheduler`` (or a background one inside
   missed while it ran collapse into one (APScheduler's misfire policy).
 * ``reload`` every 2 seconds: re-reads changed sequence files and templates;
   an invalid edit logs ``file:line:column`` and the last good version runs on.
+  The validation runs in a daemon thread of its own (one at a time), so
+  shutting down never waits for it: render budgets bound it, but a reload of
+  many slow templates may still take a while, and SIGTERM must not.
 * ``reconcile`` every minute: reservations whose lease expired (a worker died
   mid-send) become ``unknown``; they are never resent automatically.
 
@@ -66,6 +69,8 @@ class Worker:
         self.last_report: DispatchReport | None = None
         self._started = False
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._reloading: threading.Thread | None = None
         # For /healthz (monotonic seconds; counts and kinds, never error text).
         self._created_at = time.monotonic()
         self._pass_started_at: float | None = None
@@ -109,7 +114,22 @@ class Worker:
         return report
 
     def reload(self) -> None:
-        self.runtime.registry.reload()
+        """Start a reload in the background unless one is still running."""
+        with self._reload_lock:
+            if self._reloading is not None and self._reloading.is_alive():
+                return
+            # A daemon thread: the process exits on SIGTERM whatever the
+            # reload is doing (it only reads files and swaps a snapshot).
+            self._reloading = threading.Thread(
+                target=self._reload_now, name="nurture-reload", daemon=True
+            )
+            self._reloading.start()
+
+    def _reload_now(self) -> None:
+        try:
+            self.runtime.registry.reload()
+        except Exception:  # keep the worker alive; the next change retries
+            log.exception("reloading sequences and templates failed")
 
     def reconcile(self) -> None:
         self.runtime.dispatcher.reconcile(self.runtime.clock())

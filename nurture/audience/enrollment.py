@@ -8,23 +8,37 @@ an admin can still do that on purpose with :func:`enroll`. Subscribers who are
 not ``active`` (unconfirmed, unsubscribed, bounced ...) or whose address is on
 the suppression list are never enrolled.
 
+**A broken sequence file does not stop enrollment**: when the sequences
+given carry ``broken`` files (:class:`~nurture.core.loader.Sequences`), a
+subscriber is enrolled on the last good version of each, the one most
+recently recorded in ``sequence_version`` (every dispatch pass and every
+enrollment records the versions it meets), and a warning names the broken
+file. With no stored version there is nothing to fall back on: the warning
+says so and the subscriber is not enrolled in that sequence.
+
 Every function flushes but does not commit: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlmodel import Session
 
 from nurture.audience.suppression import is_suppressed, suppressed
-from nurture.core.loader import LoadedSequence
+from nurture.core.loader import LoadedSequence, Positions, Sequences, sequence_from_definition
+from nurture.core.model import Sequence as SequenceModel
 from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
 from nurture.errors import NurtureError
 from nurture.store import audience as store
 from nurture.store.tables import EnrollmentRow, SubscriberRow
+from nurture.store.versions import latest_version
+
+log = logging.getLogger("nurture.audience.enrollment")
 
 __all__ = [
     "EnrollmentError",
@@ -34,6 +48,7 @@ __all__ = [
     "ensure_mailable",
     "triggered_on_subscribe",
     "unenroll",
+    "with_last_good",
 ]
 
 
@@ -58,6 +73,44 @@ def _remember_versions(
         {(s.sequence.id, s.version): s.sequence.model_dump(mode="json") for s in sequences},
         now,
     )
+
+
+def with_last_good(
+    session: Session, sequences: Mapping[str, LoadedSequence]
+) -> Mapping[str, LoadedSequence]:
+    """``sequences`` plus, for each broken file, its last good stored version (see
+    the module doc); a warning names each broken file."""
+    broken = sequences.broken if isinstance(sequences, Sequences) else ()
+    missing = [item for item in broken if item.sequence_id not in sequences]
+    if not missing:
+        return sequences
+    result = dict(sequences)
+    for item in missing:
+        stored = latest_version(session, item.sequence_id)
+        sequence: SequenceModel | None = None
+        if stored is not None:
+            try:
+                sequence = sequence_from_definition(stored[1])
+            except ValidationError:  # stored by an older release with another format
+                sequence = None
+        if stored is None or sequence is None or sequence.id != item.sequence_id:
+            log.warning(
+                "%s is broken and no earlier version of %r is stored: "
+                "nobody is enrolled in it until it is fixed",
+                item.display,
+                item.sequence_id,
+            )
+            continue
+        log.warning(
+            "%s is broken: enrolling on the last good version %s of %r",
+            item.display,
+            stored[0],
+            item.sequence_id,
+        )
+        result[item.sequence_id] = LoadedSequence(
+            sequence, item.path, item.display, Positions(None), stored[0]
+        )
+    return result
 
 
 def _enrollment_values(
@@ -88,6 +141,7 @@ def enroll_where_triggered(
 
     A few statements for the whole batch, whatever its size.
     """
+    sequences = with_last_good(session, sequences)
     # Sorted by id: enrollments are created (and get their ids) in a stable order.
     auto = [sequences[key] for key in sorted(sequences) if sequences[key].sequence.trigger]
     eligible = [row for row in subscribers if row.status == SubscriberStatus.ACTIVE]

@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nurture.app.settings import Settings
-from nurture.core.loader import LoadedSequence, load_sequence_file, load_sequences, sequence_files
+from nurture.core.conditions import ConditionError, Engagement, compile_condition
+from nurture.core.loader import (
+    BrokenFile,
+    LoadedSequence,
+    Sequences,
+    load_sequence_file,
+    load_sequences,
+    sequence_files,
+)
 from nurture.core.rendering import TemplateLibrary, check
 from nurture.core.samples import samples_for
 from nurture.core.subscriber import Subscriber
@@ -20,19 +28,48 @@ SAMPLE_KEY = "preview"
 @dataclass
 class ValidationResult:
     files: int = 0
-    sequences: dict[str, LoadedSequence] = field(default_factory=dict)
+    # The valid sequences; ``sequences.broken`` lists the files that are not.
+    sequences: Sequences = field(default_factory=Sequences)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def condition_problems(loaded: LoadedSequence, samples: list[Subscriber]) -> list[Diagnostic]:
+    """Evaluate every ``when`` for every sample subscriber, with no engagement and
+    with everything earlier opened, clicked and converted; a condition that
+    fails (a missing attribute, a budget exceeded) is a diagnostic at its line."""
+    sequence = loaded.sequence
+    problems: dict[Diagnostic, None] = {}
+    earlier: list[str] = []
+    for index, step in enumerate(sequence.steps):
+        if step.when is not None:
+            try:
+                condition = compile_condition(step.when)
+            except ConditionError:
+                continue  # already reported by the loader
+            engaged = Engagement(frozenset(earlier), frozenset(earlier), converted=True)
+            for sample in samples:
+                context = sample.template_context(sequence.locale, sequence.timezone)
+                for engagement in (Engagement(), engaged):
+                    try:
+                        condition.evaluate(context, engagement)
+                    except ConditionError as exc:
+                        message = f"when of step {step.id!r} fails for {sample.email}: {exc}"
+                        problems[loaded.diagnostic(("steps", index, "when"), message)] = None
+                        break
+        earlier.append(step.id)
+    return list(problems)
 
 
 def validate_loaded(
     settings: Settings, library: TemplateLibrary, loaded: LoadedSequence
 ) -> list[Diagnostic]:
-    """Render every step in every locale against the sample subscribers."""
+    """Evaluate every condition and render every step in every locale against
+    the sample subscribers."""
     try:
         samples = samples_for(loaded.sequence, loaded.path)
     except SequenceError as exc:
         return exc.diagnostics
-    problems: list[Diagnostic] = []
+    problems: list[Diagnostic] = condition_problems(loaded, samples)
     for sample in samples:
         links = build_links(
             settings.base_url,
@@ -73,11 +110,15 @@ def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:
     loaded, diagnostics = load_sequences(paths)
     result.diagnostics.extend(diagnostics)
     library = TemplateLibrary(settings.templates_dir)
+    broken = list(loaded.broken)
     for seq_id, item in loaded.items():
         problems = validate_loaded(settings, library, item)
         result.diagnostics.extend(problems)
         if not problems:
             result.sequences[seq_id] = item
+        else:
+            broken.append(BrokenFile(item.path, item.display, seq_id))
+    result.sequences.broken = tuple(broken)
     return result
 
 

@@ -16,8 +16,10 @@ explicitly (``nurture validate path/to/file.yaml``) is read where it is.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,59 @@ class LoadedSequence:
     def diagnostic(self, path: KeyPath, message: str) -> Diagnostic:
         line, column = self.positions.of(path)
         return Diagnostic(self.display, line, column, message)
+
+
+@dataclass(frozen=True)
+class BrokenFile:
+    """A sequence file that did not load, and the sequence id it most likely holds."""
+
+    path: Path
+    display: str
+    sequence_id: str
+
+
+class Sequences(dict[str, LoadedSequence]):
+    """The valid sequences by id, and the files that failed to load (``broken``).
+
+    Enrollment uses ``broken`` to fall back on the last good version stored in
+    the database (see :func:`nurture.audience.enrollment.with_last_good`).
+    """
+
+    broken: tuple[BrokenFile, ...] = ()
+
+
+_ID_LINE = re.compile(r"""^id:\s*["']?([A-Za-z0-9][A-Za-z0-9_.-]*)["']?\s*(?:#.*)?$""", re.M)
+
+
+def guess_sequence_id(path: Path, text: str | None) -> str:
+    """The id a broken file most likely holds: its top-level ``id:`` line, else its name."""
+    if text is not None:
+        match = _ID_LINE.search(text)
+        if match:
+            return match.group(1)
+    return path.stem
+
+
+_STORED_TIME = re.compile(r"^\d\d:\d\d:\d\d$")
+
+
+def sequence_from_definition(definition: Any) -> Sequence:
+    """A sequence back from its stored form (``model_dump(mode="json")``).
+
+    The JSON form writes times as ``HH:MM:SS``, which the file format (``HH:MM``)
+    refuses; they are handed back as times. Raises pydantic's ValidationError.
+    """
+
+    def revive(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: revive(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [revive(item) for item in value]
+        if isinstance(value, str) and _STORED_TIME.match(value):
+            return time.fromisoformat(value)
+        return value
+
+    return Sequence.model_validate(revive(definition))
 
 
 def content_version(sequence: Sequence) -> str:
@@ -197,14 +252,28 @@ def sequence_files(paths: Iterable[Path]) -> list[Path]:
     return [path for path, _ in _listed(paths)]
 
 
-def load_sequences(paths: Iterable[Path]) -> tuple[dict[str, LoadedSequence], list[Diagnostic]]:
-    """Load every sequence under ``paths``; ids must be unique across files."""
-    loaded: dict[str, LoadedSequence] = {}
+def broken_file(path: Path, *, inside: Path | None = None) -> BrokenFile:
+    """Describe a file that failed to load (reads it again, within the same limits)."""
+    try:
+        text: str | None = read_text(path, limit=MAX_SEQUENCE_BYTES, inside=inside)
+    except (FileRefused, OSError, UnicodeDecodeError):
+        text = None
+    return BrokenFile(path, _display(path), guess_sequence_id(path, text))
+
+
+def load_sequences(paths: Iterable[Path]) -> tuple[Sequences, list[Diagnostic]]:
+    """Load every sequence under ``paths``; ids must be unique across files.
+
+    The files that fail are listed in the result's ``broken``.
+    """
+    loaded = Sequences()
+    broken: list[BrokenFile] = []
     diagnostics: list[Diagnostic] = []
     for path, folder in _listed(paths):
         result, problems = load_sequence_file(path, inside=folder)
         diagnostics.extend(problems)
         if result is None:
+            broken.append(broken_file(path, inside=folder))
             continue
         seq_id = result.sequence.id
         if seq_id in loaded:
@@ -215,4 +284,5 @@ def load_sequences(paths: Iterable[Path]) -> tuple[dict[str, LoadedSequence], li
             )
             continue
         loaded[seq_id] = result
+    loaded.broken = tuple(broken)
     return loaded, diagnostics

@@ -53,10 +53,14 @@ class BudgetExceeded(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """The bounds of one render (one email: body, layout, text part, subject)."""
+    """The bounds of one render: one email, all its parts (body, layout, text
+    part, subject). The first email of a new structure renders the body two or
+    three times (see :mod:`nurture.core.rendering.placeholders`), and
+    ``validate`` always does: a template that validates stays within budget
+    when sent."""
 
-    seconds: float = 2.0
-    steps: int = 100_000
+    seconds: float = 3.0
+    steps: int = 250_000
     output: int = 1_000_000  # characters produced, estimated
     value: int = 500_000  # characters (or items) of one value made by an operator
     int_bits: int = 100_000  # an integer made by an operator (10**30000 is plenty)
