@@ -24,7 +24,10 @@ NURTURE = [sys.executable, "-m", "nurture"]
 # Commands that do their work without reading nurture.toml.
 NO_SETTINGS: set[tuple[str, ...]] = {("init",), ("schema",)}
 # Options a command needs before it gets as far as the settings.
-EXTRA_OPTIONS: dict[tuple[str, ...], list[str]] = {("dispatch",): ["--once"]}
+EXTRA_OPTIONS: dict[tuple[str, ...], list[str]] = {
+    ("dispatch",): ["--once"],
+    ("sends", "resolve"): ["--as-sent", "--why", "checked with the provider"],
+}
 # A value for each required argument, by its name.
 ARGUMENT_VALUES = {
     "email": "karin@example.com",
