@@ -26,7 +26,7 @@ NO_SETTINGS: set[tuple[str, ...]] = {("init",), ("schema",)}
 # Options a command needs before it gets as far as the settings.
 EXTRA_OPTIONS: dict[tuple[str, ...], list[str]] = {
     ("dispatch",): ["--once"],
-    ("sends", "resolve"): ["--as-sent", "--why", "checked with the provider"],
+    ("sends", "resolve"): ["--all-unknown", "--as-sent", "--why", "checked with the provider"],
 }
 # A value for each required argument, by its name.
 ARGUMENT_VALUES = {
