@@ -22,6 +22,7 @@ from nurture.store.migrate import (
     upgrade,
 )
 from nurture.store.tables import EnrollmentRow, EventRow, SendRow, SubscriberRow
+from nurture.store.types import UTCDateTime
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
 
@@ -550,5 +551,57 @@ def test_0003_downgrade_cuts_long_text_to_the_old_width(db_url: str) -> None:
         upgrade(engine)
         assert current_revision(engine) == head_revision()
         assert check_models_match_migrations(engine) == []
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- 0003: queued
+
+
+def _send_rows(engine: Engine) -> dict[str, tuple[str, datetime | None]]:
+    query = text("SELECT key, status, next_attempt_at FROM send").columns(
+        next_attempt_at=UTCDateTime()
+    )
+    with engine.connect() as conn:
+        return {row.key: (row.status, row.next_attempt_at) for row in conn.execute(query)}
+
+
+def test_0003_queued_rows_downgrade_to_retry_due_at_once(db_url: str) -> None:
+    """``queued`` exists from 0003 on; 0002's code knows no such row, so the
+    downgrade makes it what 0002 would send again: ``retry``, due when it was
+    decided, no attempt spent. The other rows keep their status."""
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine)
+        with session_factory(engine)() as session:
+            enrollment = _enrollment(session, _subscriber(session))
+            queued = _send(session, enrollment, key="q1", step_id="hello")
+            _send(session, enrollment, key="s1", step_id="offer")
+            queued.status = SendStatus.QUEUED
+            queued.decided_at = NOW - timedelta(minutes=3)
+            session.commit()  # the head's CHECK accepts it
+        assert _send_rows(engine) == {"q1": ("queued", None), "s1": ("sent", None)}
+
+        downgrade(engine, "0002")
+
+        assert current_revision(engine) == "0002"
+        assert _send_rows(engine) == {
+            "q1": ("retry", NOW - timedelta(minutes=3)),
+            "s1": ("sent", None),
+        }
+        with engine.connect() as conn:
+            attempts = conn.execute(text("SELECT attempts FROM send WHERE key = 'q1'")).scalar()
+        assert attempts == 0
+        with pytest.raises(IntegrityError, match="ck_send_status"), engine.begin() as conn:
+            conn.execute(text("UPDATE send SET status = 'queued' WHERE key = 'q1'"))
+
+        upgrade(engine)
+
+        assert current_revision(engine) == head_revision()
+        assert check_models_match_migrations(engine) == []
+        assert _database_checks(engine) == _metadata_checks()
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE send SET status = 'queued' WHERE key = 'q1'"))
+        assert _send_rows(engine)["q1"][0] == "queued"
     finally:
         engine.dispose()
