@@ -265,13 +265,12 @@ class Sender:
         return self.guard.hold(email.sequence_id, stopping=self.stopping.is_set())
 
     def _reserve(self, conn: Connection, emails: list[PlannedEmail]) -> list[PlannedEmail]:
-        """In one transaction: renew leases if due, reserve ``emails``.
+        """In the caller's transaction: renew leases if due, reserve ``emails``.
         Returns those reserved; the others were lost to another worker."""
-        with conn.begin():
-            lease = self._maybe_renew(conn)
-            keys = batches.reserve(
-                conn, [e.key for e in emails], self.worker_id, lease, self.transport.name
-            )
+        lease = self._maybe_renew(conn)
+        keys = batches.reserve(
+            conn, [e.key for e in emails], self.worker_id, lease, self.transport.name
+        )
         if len(keys) == len(emails):
             return emails
         lost = [e for e in emails if e.key not in keys]
@@ -394,8 +393,7 @@ class Sender:
                             chunk.append(self._pending.popleft())
                         self._in_flight += len(chunk)
                     try:
-                        self._confirm(answers, conn)
-                        self._launch(conn, chunk)
+                        self._launch_and_confirm(conn, chunk, answers)
                     finally:
                         with self._cond:
                             self._writing = False
@@ -408,21 +406,33 @@ class Sender:
                 self._writing = False
                 self._cond.notify_all()
 
-    def _launch(self, conn: Connection, chunk: list[PlannedEmail]) -> None:
-        if not chunk:
-            return
-        answers: list[_Answer] = []
+    def _launch_and_confirm(
+        self, conn: Connection, chunk: list[PlannedEmail], answers: list[_Answer]
+    ) -> None:
+        """Reserve the chunk for the free send slots and write the answers that
+        came back, in one transaction (one commit per round, not two), then
+        hand the chunk to the send threads."""
+        held: list[_Answer] = []
         wanted: list[PlannedEmail] = []
         for email in chunk:
-            held = self._held(email)
-            if held is not None:
-                answers.append(self._answer(email, held, reserved=False))
+            hold = self._held(email)
+            if hold is not None:
+                held.append(self._answer(email, hold, reserved=False))
             else:
                 wanted.append(email)
-        reserved = self._reserve(conn, wanted) if wanted else []
+        if answers and self.before_confirm is not None:
+            self.before_confirm()
+        report = None
+        with conn.begin():
+            reserved = self._reserve(conn, wanted) if wanted else []
+            if answers:
+                report = self._write_answers_in(conn, answers)
+        if report is not None:
+            with self._cond:
+                self.report.merge(report)
         assert self._pool is not None
         with self._cond:
-            self._answers.extend(answers)
+            self._answers.extend(held)
             self._in_flight -= len(chunk) - len(reserved)
         for email in reserved:
             self._pool.submit(self._send_in_pool, email)
@@ -460,6 +470,13 @@ class Sender:
             self._write_answers(conn, answers)
 
     def _write_answers(self, conn: Connection, answers: list[_Answer]) -> None:
+        with conn.begin():
+            report = self._write_answers_in(conn, answers)
+        with self._cond:
+            self.report.merge(report)
+
+    def _write_answers_in(self, conn: Connection, answers: list[_Answer]) -> DispatchReport:
+        """Settle ``answers`` in the caller's transaction; what they add to the report."""
         assert self._now is not None
         now, report = self._now, DispatchReport()
         rows: list[batches.Settle] = []
@@ -508,21 +525,19 @@ class Sender:
                 change, completed = after_send(email, verdict.status, now)  # type: ignore[arg-type]
                 report.completed += completed
                 changes.append(change)
-        with conn.begin():
-            self._maybe_renew(conn)
-            batches.settle(conn, rows)
-            batches.update_enrollments(conn, self.worker_id, changes, now)
-            if invalid:
-                queries.mark_subscribers(
-                    conn,
-                    invalid,
-                    SubscriberStatus.INVALID,
-                    "the provider rejected the address",
-                    now,
-                )
-            self._save_budget(conn, now)
-        with self._cond:
-            self.report.merge(report)
+        self._maybe_renew(conn)
+        batches.settle(conn, rows)
+        batches.update_enrollments(conn, self.worker_id, changes, now)
+        if invalid:
+            queries.mark_subscribers(
+                conn,
+                invalid,
+                SubscriberStatus.INVALID,
+                "the provider rejected the address",
+                now,
+            )
+        self._save_budget(conn, now)
+        return report
 
     def _save_budget(self, conn: Connection, now: datetime) -> None:
         """Store the failures in a row the pass counted; pause a sequence whose
