@@ -377,10 +377,15 @@ def crash(
         assert gate.wait_held(concurrency)
         confirmed = CRASH_AFTER if concurrency > 1 else 0
         assert until(lambda: statuses(engine)["sent"] == confirmed)
+
         # Released at teardown, before the dispatchers close: its held calls
         # then go through (to a row reconcile settled; the late answer is
         # dropped) and the pass ends.
-        closing.insert(0, lambda: (gate.release.set(), run.finished()))
+        def let_go() -> None:
+            gate.release.set()
+            run.finished()
+
+        closing.insert(0, let_go)
     reached = {e.send_id for e in dead.transport.sent}
     assert len(reached) == CRASH_AFTER
     clock.advance(LEASE + timedelta(seconds=1))
