@@ -310,33 +310,8 @@ def release_claims(
     )
 
 
-# One statement, built once: the reservation runs once per email.
-_RESERVE = (
-    update(SEND)
-    .where(
-        SEND.c.key.in_(bindparam("keys", expanding=True)),
-        SEND.c.status == SendStatus.QUEUED,
-        # Correlated on the primary key: one index lookup per row, not a
-        # scan of every enrollment (claimed_by has no index).
-        select(ENROLLMENT.c.id)
-        .where(
-            ENROLLMENT.c.id == SEND.c.enrollment_id,
-            ENROLLMENT.c.claimed_by == bindparam("me"),
-        )
-        .exists(),
-    )
-    .values(
-        status=SendStatus.RESERVED,
-        attempts=SEND.c.attempts + 1,
-        lease_until=bindparam("lease"),
-        transport=bindparam("transport"),
-    )
-    .returning(SEND.c.key)
-)
-
-
-# The same for one email (concurrency 1): no list to expand, no RETURNING;
-# this runs once per email, so its cost is the hot path's.
+# Reserving one email: the statement each reservation runs (see OneAtATime and
+# reserve), once per email, so its cost is the hot path's.
 _RESERVE_ONE = (
     update(SEND)
     .where(
@@ -400,11 +375,14 @@ def reserve(
     worker no longer holds, or that is no longer ``queued``, is not."""
     if not keys:
         return set()
-    if len(keys) == 1:
-        one = {"one_key": keys[0], "me": worker_id, "lease": lease_until, "transport": transport}
-        return set(keys) if conn.execute(_RESERVE_ONE, one).rowcount else set()
-    params = {"keys": list(keys), "me": worker_id, "lease": lease_until, "transport": transport}
-    return {row[0] for row in conn.execute(_RESERVE, params)}
+    # One statement per key through the driver, in the caller's transaction:
+    # rounds reserve a few emails at a time (the slots just freed), where a
+    # statement with an IN list and RETURNING cost more to build than to run.
+    statement = _prepared(
+        conn, "reserve_one", lambda: (_RESERVE_ONE, ["one_key", "me", "lease", "transport"])
+    )
+    fixed = {"me": worker_id, "lease": lease_until, "transport": transport}
+    return {key for key in keys if statement.run(conn, [{**fixed, "one_key": key}]) == 1}
 
 
 @dataclass(frozen=True)
