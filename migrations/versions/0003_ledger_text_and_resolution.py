@@ -1,5 +1,6 @@
 """Ledger text holds whatever a render or a provider produces; `unknown` sends
-can be resolved by an admin, with who, when and why.
+can be resolved by an admin, with who, when and why; the ledger gets a `queued`
+status; the index on every send status becomes one on the emails in flight.
 
 Revision ID: 0003
 Revises: 0002
@@ -73,9 +74,21 @@ def upgrade() -> None:
         batch.add_column(sa.Column("resolution", sa.Text(), nullable=True))
         batch.add_column(sa.Column("resolved_by", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("resolved_at", nurture.store.types.UTCDateTime(), nullable=True))
+    # The index on every status is replaced by one on the emails in flight
+    # (see nurture.store.tables: the status changes on the hot path).
+    op.drop_index("ix_send_status", table_name="send")
+    op.create_index(
+        "ix_send_reserved",
+        "send",
+        ["lease_until"],
+        sqlite_where=sa.text("status = 'reserved'"),
+        postgresql_where=sa.text("status = 'reserved'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_send_reserved", table_name="send")
+    op.create_index("ix_send_status", "send", ["status"])
     send = sa.table(
         "send",
         sa.column("status", sa.String()),

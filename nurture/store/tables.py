@@ -137,6 +137,17 @@ class SendRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id", name="uq_send_enrollment_step"),
         one_of("status", SendStatus),
+        # Emails in flight, for reconcile: "reserved and its lease expired".
+        # Partial, not an index on every status: each email's status changes
+        # three times on the dispatcher's hot path (queued, reserved, sent),
+        # and an index on status rewrote its pages at each of them, in the
+        # commit made right before the provider call.
+        Index(
+            "ix_send_reserved",
+            "lease_until",
+            sqlite_where=text("status = 'reserved'"),
+            postgresql_where=text("status = 'reserved'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -152,7 +163,7 @@ class SendRow(SQLModel, table=True):
     sequence_id: str = Field(max_length=100, index=True)
     sequence_version: str = Field(max_length=32)
     step_id: str = Field(max_length=100)
-    status: str = Field(max_length=20, index=True)
+    status: str = Field(max_length=20)
     reason: str | None = Field(default=None, sa_type=Text())
     due_at: datetime = _ts()
     decided_at: datetime = _ts(index=True)
