@@ -11,7 +11,8 @@ the reconcile job makes it due again.
 * **concurrency 1**: everything runs in the caller's thread; one small
   transaction per email reserves it (the cheapest statement we have: built
   once, executed on one connection held for the batch), and answers are
-  confirmed in one transaction per batch (or every :data:`CONFIRM_EVERY`).
+  confirmed in one transaction per batch, or every :data:`CONFIRM_EVERY`
+  answers or :data:`CONFIRM_AFTER` seconds, whichever comes first.
 * **a pool**: a coordinator thread reserves in chunks of at most the free
   send slots, hands them to the pool and confirms answers as they come (each
   of its transactions carries the answers collected so far). The dispatcher
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +49,12 @@ log = logging.getLogger("nurture.sending.sender")
 
 CONFIRM_EVERY = 200
 """Answers confirmed in one transaction at most (and at the end of a batch)."""
+
+CONFIRM_AFTER = 0.5
+"""Seconds: answers are written at least this often as well. An answer not yet
+written is an email that did reach the provider but that a crash would leave
+``unknown``; with a slow provider (SMTP, one email at a time) this keeps them to
+a few, not CONFIRM_EVERY."""
 
 INTERNAL_ERROR = NotAttempted("not attempted: internal error (see the worker log)")
 
@@ -340,6 +348,7 @@ class Sender:
     def _send_serially(self, emails: list[PlannedEmail]) -> None:
         with self.engine.connect() as conn:
             reserve = batches.OneAtATime(conn, self.worker_id, self.transport.name)
+            confirmed = time.monotonic()
             for email in emails:
                 held = self._held(email)
                 if held is not None:
@@ -355,8 +364,11 @@ class Sender:
                     )
                     continue
                 self._answers.append(self._deliver(email))
-                if len(self._answers) >= CONFIRM_EVERY:
+                if len(self._answers) >= CONFIRM_EVERY or (
+                    time.monotonic() - confirmed >= CONFIRM_AFTER
+                ):
                     self._confirm(self._take_answers(), conn)
+                    confirmed = time.monotonic()
             self._confirm(self._take_answers(), conn)
 
     # -- a pool ------------------------------------------------------------
@@ -438,7 +450,19 @@ class Sender:
             self._pool.submit(self._send_in_pool, email)
 
     def _send_in_pool(self, email: PlannedEmail) -> None:
-        answer = self._deliver(email)
+        try:
+            answer = self._deliver(email)
+        except BaseException as exc:
+            # Not an Exception (those are answers, see _deliver): this thread is
+            # being torn down mid-send. The email stays reserved (it may have
+            # reached the provider: reconcile makes it unknown) and the pass
+            # stops, instead of waiting forever for an answer that never comes.
+            with self._cond:
+                self._in_flight -= 1
+                if self._failure is None:
+                    self._failure = exc
+                self._cond.notify_all()
+            raise
         with self._cond:
             self._answers.append(answer)
             self._in_flight -= 1
