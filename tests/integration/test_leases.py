@@ -464,12 +464,6 @@ def test_a_crash_leaves_at_most_send_concurrency_unknown_rows(
     assert left.unknown <= concurrency
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an exception that is not an Exception raised in a send-pool thread is kept "
-    "by its Future and never seen: Sender._send_in_pool never decrements _in_flight, "
-    "so drain() waits forever and the pass never ends (nor can close() stop it)",
-)
 def test_a_send_thread_that_dies_does_not_hang_the_pass(engine: Engine, tmp_path: Path) -> None:
     # The serial case of this is `serial-die` above: Killed unwinds dispatch.
     # If this fails, the pass's threads are left behind (daemons, idle): nothing
