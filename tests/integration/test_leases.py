@@ -313,6 +313,14 @@ def test_a_pass_longer_than_its_lease_keeps_its_rows_by_renewing(
     joined = FRIDAY + timedelta(seconds=30)
     add(other, 3, now=joined, prefix="late")
     report = other.runtime.dispatcher.dispatch(joined + timedelta(seconds=30))
+    # Every enrollment of the slow worker whose email is not confirmed yet is
+    # still its own: the other worker did not claim (and move on) any of them.
+    with engine.connect() as conn:
+        holders = Counter(row.claimed_by for row in conn.execute(select(ENROLLMENT.c.claimed_by)))
+    assert holders == {
+        slow.runtime.dispatcher.worker_id: SUBSCRIBERS + 4 - confirmed,
+        None: confirmed + 3,
+    }
     gate.release.set()
     assert run.finished(), "the slow worker's pass never ended"
     assert run.error is None, f"the slow worker's pass raised {run.error!r}"
