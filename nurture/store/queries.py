@@ -9,7 +9,7 @@ identity maps and per-object refreshes.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, func, insert, or_, select, update
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from nurture.core import decisions as core
-from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
+from nurture.core.vocabulary import EnrollmentStatus, EventKind
 from nurture.store.tables import (
     EnrollmentRow,
     EventRow,
@@ -104,8 +104,6 @@ def claim_due_enrollments(
     return [row[0] for row in conn.execute(statement)]
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 # Only the columns a decision needs: every timestamp read is parsed and
 # converted, which on the hot path is a measurable cost per row.
 _ENROLLMENT_COLUMNS = ("id", "subscriber_id", "sequence_id", "position", "enrolled_at")
@@ -147,19 +145,6 @@ def load_ledger(conn: Connection, enrollment_ids: Sequence[int]) -> dict[int, li
     for row in rows:
         ledger.setdefault(row.enrollment_id, []).append(row)
     return ledger
-
-
-def history_of(ledger: Iterable[Row[Any]]) -> tuple[core.StepRecord, ...]:
-    """The core's view of one enrollment's ledger rows (from :func:`load_ledger`).
-
-    A ``retry`` or ``queued`` row is a step still to be sent: not part of the
-    history (:func:`nurture.core.decisions.state_from_ledger` decides that).
-    """
-    entries = [
-        core.LedgerEntry(row.key, row.step_id, SendStatus(row.status), row.due_at, row.sent_at)
-        for row in ledger
-    ]
-    return core.state_from_ledger(_EPOCH, entries).history
 
 
 def events_of(rows: Iterable[Row[Any]]) -> list[core.Event]:
