@@ -100,55 +100,6 @@ class Dispatcher:
         self.sender.after_send = after_send
         self._remembered: set[tuple[str, str]] = set()
 
-    # The sender's knobs, settable on the dispatcher (tests and the demo do).
-    @property
-    def policy(self) -> DispatchPolicy:
-        return self.sender.policy
-
-    @policy.setter
-    def policy(self, value: DispatchPolicy) -> None:
-        self.sender.policy = value
-
-    @property
-    def rate_limiter(self) -> RateLimiter:
-        return self.sender.rate_limiter
-
-    @rate_limiter.setter
-    def rate_limiter(self, value: RateLimiter) -> None:
-        self.sender.rate_limiter = value
-
-    @property
-    def jitter(self) -> Callable[[], float]:
-        return self.sender.jitter
-
-    @jitter.setter
-    def jitter(self, value: Callable[[], float]) -> None:
-        self.sender.jitter = value
-
-    @property
-    def before_confirm(self) -> Callable[[], None] | None:
-        return self.sender.before_confirm
-
-    @before_confirm.setter
-    def before_confirm(self, value: Callable[[], None] | None) -> None:
-        self.sender.before_confirm = value
-
-    @property
-    def after_send(self) -> Callable[[OutgoingEmail], None] | None:
-        return self.sender.after_send
-
-    @after_send.setter
-    def after_send(self, value: Callable[[OutgoingEmail], None] | None) -> None:
-        self.sender.after_send = value
-
-    @property
-    def wall_clock(self) -> Callable[[], datetime]:
-        return self.sender.wall_clock
-
-    @wall_clock.setter
-    def wall_clock(self, value: Callable[[], datetime]) -> None:
-        self.sender.wall_clock = value
-
     def stop(self) -> None:
         """Ask a running pass to stop: the emails with the provider are
         confirmed, those not yet handed over are recorded as not attempted."""
@@ -177,7 +128,7 @@ class Dispatcher:
                 claimed = ids
                 emails = self._write(plan, ids, now)
                 sender.send(emails)
-                sender.wait_below(self.policy.batch_size)
+                sender.wait_below(sender.policy.batch_size)
             sender.drain()
         except BaseException:
             left = sender.abandon()
@@ -215,10 +166,10 @@ class Dispatcher:
                 conn,
                 now=now,
                 lease_until=self.sender.lease_until(),
-                lease_now=self.wall_clock(),
+                lease_now=self.sender.wall_clock(),
                 worker_id=self.worker_id,
                 sequence_ids=[s for s in sequences if s not in paused and s not in spent],
-                limit=self.policy.batch_size,
+                limit=self.sender.policy.batch_size,
             )
         if not ids:
             return ids, BatchPlan()

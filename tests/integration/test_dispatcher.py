@@ -186,10 +186,10 @@ def test_crash_after_provider_accepted_leaves_unknown_and_no_second_email(setup:
     def crash() -> None:
         raise RuntimeError("killed before the confirm commit")
 
-    dispatcher.before_confirm = crash
+    dispatcher.sender.before_confirm = crash
     with pytest.raises(RuntimeError):
         dispatcher.dispatch(FRIDAY)
-    dispatcher.before_confirm = None
+    dispatcher.sender.before_confirm = None
     assert len(setup.transport.sent) == 1
     assert setup.ledger() == [("welcome", "reserved")]
     # Within the lease nothing happens; after it, reconcile marks it unknown.
@@ -275,8 +275,8 @@ def test_error_budget_pauses_the_sequence(engine: Engine, tmp_path: Path) -> Non
     for number in range(5):
         setup.add(f"s{number}@example.com", now=FRIDAY)
     transport.fail_next(*[PermanentSendError("400 bad request", status=400) for _ in range(5)])
-    runtime.dispatcher.policy = runtime.dispatcher.policy.__class__(
-        **{**runtime.dispatcher.policy.__dict__, "batch_size": 3}
+    runtime.dispatcher.sender.policy = runtime.dispatcher.sender.policy.__class__(
+        **{**runtime.dispatcher.sender.policy.__dict__, "batch_size": 3}
     )
     runtime.dispatcher.dispatch(FRIDAY)
     with engine.connect() as conn:
@@ -360,7 +360,7 @@ def test_a_refused_key_stops_the_batch_queued_behind(engine: Engine, tmp_path: P
             assert refused.wait(10)
 
     setup = _pipelined(engine, tmp_path, MemoryTransport(hook=choreography))
-    setup.runtime.dispatcher.after_send = after_send
+    setup.runtime.dispatcher.sender.after_send = after_send
     for number in range(4):
         setup.add(f"s{number}@example.com", now=FRIDAY)
     with pytest.raises(DispatchHalted, match="API key"):
@@ -399,7 +399,7 @@ def test_a_spent_error_budget_stops_the_queued_batch_at_once(
         error_budget=1,
     )
     runtime = setup.runtime
-    runtime.dispatcher.after_send = after_send
+    runtime.dispatcher.sender.after_send = after_send
     for number in range(4):
         setup.add(f"s{number}@example.com", now=FRIDAY)
     runtime.dispatcher.dispatch(FRIDAY)
@@ -656,7 +656,7 @@ def test_render_failure_fails_the_step_and_the_series_goes_on(setup: Setup) -> N
 def test_transient_failure_retries_with_backoff_then_sends(setup: Setup) -> None:
     setup.add("karin@example.com", now=FRIDAY)
     setup.transport.fail_next(TransientSendError("503 Service Unavailable", status=503))
-    setup.runtime.dispatcher.jitter = lambda: 1.0
+    setup.runtime.dispatcher.sender.jitter = lambda: 1.0
     first = setup.runtime.dispatcher.dispatch(FRIDAY)
     assert first.retried == 1
     with setup.runtime.engine.connect() as conn:
@@ -727,7 +727,7 @@ def test_a_bug_before_the_provider_call_leaves_no_reserved_row(
 ) -> None:
     setup = make_setup(engine, tmp_path, send_concurrency=concurrency)
     transport, runtime = setup.transport, setup.runtime
-    runtime.dispatcher.rate_limiter = _BrokenOnce()
+    runtime.dispatcher.sender.rate_limiter = _BrokenOnce()
     for number in range(3):
         setup.add(f"s{number}@example.com", now=FRIDAY)
     report = runtime.dispatcher.dispatch(FRIDAY)

@@ -139,7 +139,7 @@ def worker(
 ) -> Setup:
     """A dispatcher of its own (its own worker id) on the shared database and clock."""
     made = make_setup(engine, tmp_path, transport, lease_seconds=LEASE.total_seconds(), **settings)
-    made.runtime.dispatcher.wall_clock = clock
+    made.runtime.dispatcher.sender.wall_clock = clock
     return made
 
 
