@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
+from nurture.app.settings import Settings
 from nurture.core.model import Sequence
 
 OFFER = {
@@ -38,3 +41,18 @@ def sequence_dict(**overrides: Any) -> dict[str, Any]:
 
 def make_sequence(**overrides: Any) -> Sequence:
     return Sequence.model_validate(sequence_dict(**overrides))
+
+
+EXAMPLES = Path(__file__).resolve().parents[1]
+
+
+def example_workdir(tmp_path: Path) -> Settings:
+    """Settings over a copy of the example sequences and templates in ``tmp_path``."""
+    for name in ("sequences", "templates"):
+        shutil.copytree(EXAMPLES / name, tmp_path / name)
+    return Settings(
+        sequences_dir=tmp_path / "sequences",
+        templates_dir=tmp_path / "templates",
+        secret_key="test-secret-not-a-placeholder",
+        rate_limit=10_000.0,
+    )

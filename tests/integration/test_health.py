@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,13 @@ from sqlalchemy.engine import Engine
 
 from nurture.app.clock import FixedClock
 from nurture.app.runtime import build_runtime
-from nurture.app.settings import Settings
 from nurture.app.worker import Worker
 from nurture.audience.subscribers import add_subscriber
 from nurture.sending.dispatcher import DispatchReport
 from nurture.store.db import session_factory
 from nurture.testing import MemoryTransport
 from nurture.web.app import create_app
+from tests.factories import example_workdir
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
@@ -44,17 +43,6 @@ class BreakableDispatcher:
         return getattr(self.real, name)
 
 
-def _settings(tmp_path: Path) -> Settings:
-    for name in ("sequences", "templates"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    return Settings(
-        sequences_dir=tmp_path / "sequences",
-        templates_dir=tmp_path / "templates",
-        secret_key="test-secret-not-a-placeholder",
-        rate_limit=10_000.0,
-    )
-
-
 def _no_personal_data(text: str) -> None:
     assert "karin@example.com" not in text
     assert "value too long" not in text
@@ -62,7 +50,7 @@ def _no_personal_data(text: str) -> None:
 
 def test_a_worker_whose_passes_fail_is_reported_degraded(engine: Engine, tmp_path: Path) -> None:
     runtime = build_runtime(
-        _settings(tmp_path), FixedClock(NOW), transport=MemoryTransport(), engine=engine,
+        example_workdir(tmp_path), FixedClock(NOW), transport=MemoryTransport(), engine=engine,
         migrate=False,
     )  # fmt: skip
     with session_factory(engine)() as session:
@@ -107,7 +95,7 @@ def test_a_worker_whose_passes_fail_is_reported_degraded(engine: Engine, tmp_pat
 
 def test_no_recent_tick_is_degraded(engine: Engine, tmp_path: Path) -> None:
     runtime = build_runtime(
-        _settings(tmp_path), FixedClock(NOW), transport=MemoryTransport(), engine=engine,
+        example_workdir(tmp_path), FixedClock(NOW), transport=MemoryTransport(), engine=engine,
         migrate=False,
     )  # fmt: skip
     assert TestClient(create_app(runtime)).get("/healthz").status_code == 200  # no worker yet

@@ -4,7 +4,6 @@ heartbeat; 401 halts dispatching loudly; /healthz reports both."""
 from __future__ import annotations
 
 import logging
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,33 +13,22 @@ from sqlalchemy.engine import Engine
 
 from nurture.app.clock import FixedClock
 from nurture.app.runtime import build_runtime
-from nurture.app.settings import Settings
 from nurture.app.worker import Worker
 from nurture.audience.subscribers import add_subscriber
 from nurture.errors import AuthenticationError
 from nurture.store.db import session_factory
 from nurture.testing import MemoryTransport
 from nurture.web.app import create_app
+from tests.factories import example_workdir
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
 
 
-def workdir(tmp_path: Path) -> Settings:
-    for name in ("sequences", "templates"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    return Settings(
-        sequences_dir=tmp_path / "sequences",
-        templates_dir=tmp_path / "templates",
-        secret_key="test-secret-not-a-placeholder",
-        rate_limit=10_000.0,
-    )
-
-
 def test_reload_keeps_last_good_version(
     engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = workdir(tmp_path)
+    settings = example_workdir(tmp_path)
     transport = MemoryTransport()
     runtime = build_runtime(
         settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
@@ -92,7 +80,7 @@ def test_reload_keeps_last_good_version(
 
 
 def test_tick_heartbeat_and_healthz(engine: Engine, tmp_path: Path) -> None:
-    settings = workdir(tmp_path)
+    settings = example_workdir(tmp_path)
     transport = MemoryTransport()
     runtime = build_runtime(
         settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
