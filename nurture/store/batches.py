@@ -30,6 +30,7 @@ from nurture.core.planner import (
 )
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
+from nurture.store.prepared import prepared
 from nurture.store.queries import (
     ENROLLMENT,
     SEND,
@@ -175,68 +176,6 @@ def _change_values(change: LedgerChange, now: datetime) -> dict[str, Any]:
     return values
 
 
-class Prepared:
-    """A statement compiled once for a dialect and run by the driver.
-
-    For the dispatcher's per-email writes (the reservation, the confirm's
-    settle and enrollment updates): SQLAlchemy's execution layer re-processes
-    every parameter set through its general machinery, which on the hot path
-    cost as much as the write itself. Binds are processed with the column
-    types' own bind processors, so values are stored exactly as through
-    ``Connection.execute``. Not for expanding (``IN``) parameters.
-    """
-
-    def __init__(self, statement: Any, dialect: Any, names: Sequence[str]) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql: str = compiled.string
-        self._defaults: dict[str, Any] = compiled.construct_params(dict.fromkeys(names))
-        self._processors: dict[str, Any] = {}
-        for name, bind in compiled.binds.items():
-            process = bind.type.bind_processor(dialect)
-            if process is not None:
-                self._processors[name] = process
-        for name, value in self._defaults.items():  # literals compiled into binds
-            if name not in names and value is not None and name in self._processors:
-                self._defaults[name] = self._processors[name](value)
-        self._user = [n for n in names if n in self._processors]
-        self._order = list(compiled.positiontup or ()) if compiled.positional else None
-
-    def params(self, values: dict[str, Any]) -> Any:
-        row = dict(self._defaults)
-        row.update(values)
-        for name in self._user:
-            value = row[name]
-            if value is not None:
-                row[name] = self._processors[name](value)
-        return tuple(row[n] for n in self._order) if self._order is not None else row
-
-    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-        """Execute for every parameter set, in the connection's transaction;
-        return the rows changed (summed)."""
-        cursor = conn.connection.cursor()
-        try:
-            if len(rows) == 1:
-                cursor.execute(self.sql, self.params(rows[0]))
-            else:
-                cursor.executemany(self.sql, [self.params(r) for r in rows])
-            return int(cursor.rowcount)
-        finally:
-            cursor.close()
-
-
-_PREPARED: dict[tuple[str, int], Prepared] = {}
-
-
-def _prepared(conn: Connection, key: str, build: Any) -> Prepared:
-    """One Prepared per statement and dialect, made on first use."""
-    cache_key = (key, id(conn.dialect))
-    found = _PREPARED.get(cache_key)
-    if found is None:
-        statement, names = build()
-        found = _PREPARED[cache_key] = Prepared(statement, conn.dialect, names)
-    return found
-
-
 def _update_enrollment_statement() -> tuple[Any, list[str]]:
     statement = (
         update(ENROLLMENT)
@@ -270,7 +209,7 @@ def update_enrollments(
     who unenrolled someone meanwhile wins)."""
     if not changes:
         return
-    _prepared(conn, "update_enrollments", _update_enrollment_statement).run(
+    prepared(conn, "update_enrollments", _update_enrollment_statement).run(
         conn,
         [
             {
@@ -347,7 +286,7 @@ class OneAtATime:
 
     def __init__(self, conn: Connection, worker_id: str, transport: str) -> None:
         self._conn = conn
-        self._statement = _prepared(
+        self._statement = prepared(
             conn, "reserve_one", lambda: (_RESERVE_ONE, ["one_key", "me", "lease", "transport"])
         )
         self._fixed = {"me": worker_id, "transport": transport}
@@ -378,7 +317,7 @@ def reserve(
     # One statement per key through the driver, in the caller's transaction:
     # rounds reserve a few emails at a time (the slots just freed), where a
     # statement with an IN list and RETURNING cost more to build than to run.
-    statement = _prepared(
+    statement = prepared(
         conn, "reserve_one", lambda: (_RESERVE_ONE, ["one_key", "me", "lease", "transport"])
     )
     fixed = {"me": worker_id, "lease": lease_until, "transport": transport}
@@ -422,7 +361,7 @@ _SETTLE_NAMES = [
 def settle(conn: Connection, rows: Sequence[Settle]) -> None:
     if not rows:
         return
-    _prepared(conn, "settle", lambda: (_SETTLE, _SETTLE_NAMES)).run(
+    prepared(conn, "settle", lambda: (_SETTLE, _SETTLE_NAMES)).run(
         conn,
         [
             {

@@ -1,0 +1,79 @@
+"""Statements compiled once for a dialect and run by the driver.
+
+The dispatcher writes once or more per email (the reservation right before the
+provider call, the confirm's settle and enrollment update). SQLAlchemy's
+execution layer re-processes every parameter set through its general
+machinery, which on that path cost as much as the write itself; a
+:class:`Prepared` statement is compiled once and its binds go through the
+column types' own bind processors, so the stored values are the same as
+through ``Connection.execute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+
+class Prepared:
+    """A statement compiled once for a dialect and run by the driver.
+
+    For the dispatcher's per-email writes (the reservation, the confirm's
+    settle and enrollment updates): SQLAlchemy's execution layer re-processes
+    every parameter set through its general machinery, which on the hot path
+    cost as much as the write itself. Binds are processed with the column
+    types' own bind processors, so values are stored exactly as through
+    ``Connection.execute``. Not for expanding (``IN``) parameters.
+    """
+
+    def __init__(self, statement: Any, dialect: Any, names: Sequence[str]) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        self._defaults: dict[str, Any] = compiled.construct_params(dict.fromkeys(names))
+        self._processors: dict[str, Any] = {}
+        for name, bind in compiled.binds.items():
+            process = bind.type.bind_processor(dialect)
+            if process is not None:
+                self._processors[name] = process
+        for name, value in self._defaults.items():  # literals compiled into binds
+            if name not in names and value is not None and name in self._processors:
+                self._defaults[name] = self._processors[name](value)
+        self._user = [n for n in names if n in self._processors]
+        self._order = list(compiled.positiontup or ()) if compiled.positional else None
+
+    def params(self, values: dict[str, Any]) -> Any:
+        row = dict(self._defaults)
+        row.update(values)
+        for name in self._user:
+            value = row[name]
+            if value is not None:
+                row[name] = self._processors[name](value)
+        return tuple(row[n] for n in self._order) if self._order is not None else row
+
+    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+        """Execute for every parameter set, in the connection's transaction;
+        return the rows changed (summed)."""
+        cursor = conn.connection.cursor()
+        try:
+            if len(rows) == 1:
+                cursor.execute(self.sql, self.params(rows[0]))
+            else:
+                cursor.executemany(self.sql, [self.params(r) for r in rows])
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+
+_CACHE: dict[tuple[str, int], Prepared] = {}
+
+
+def prepared(conn: Connection, key: str, build: Any) -> Prepared:
+    """One Prepared per statement and dialect, made on first use."""
+    cache_key = (key, id(conn.dialect))
+    found = _CACHE.get(cache_key)
+    if found is None:
+        statement, names = build()
+        found = _CACHE[cache_key] = Prepared(statement, conn.dialect, names)
+    return found
