@@ -54,7 +54,10 @@ OLD_SEND_STATUSES = ("reserved", "sent", "skipped", "failed", "unknown", "retry"
 
 
 def _one_of(column: str, words: Sequence[str]) -> str:
-    return f"{column} IN ({', '.join(repr(word) for word in words)})"
+    # An OR chain, as in 0002 and nurture.store.tables.one_of: SQLite evaluates
+    # ``IN (...)`` over constants by building a temporary index for every row
+    # written. (This revision first wrote IN; 0004 rebuilds such a constraint.)
+    return " OR ".join(f"{column} = {word!r}" for word in words)
 
 
 def _send_statuses(words: Sequence[str]) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from sqlalchemy import CheckConstraint, delete, insert, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
@@ -603,5 +606,61 @@ def test_0003_queued_rows_downgrade_to_retry_due_at_once(db_url: str) -> None:
         with engine.begin() as conn:
             conn.execute(text("UPDATE send SET status = 'queued' WHERE key = 'q1'"))
         assert _send_rows(engine)["q1"][0] == "queued"
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- 0004: OR chain
+
+
+def _check_sql(engine: Engine) -> list[str]:
+    """The text of every CHECK in the SQLite schema."""
+    with engine.connect() as conn:
+        tables = conn.execute(text("SELECT sql FROM sqlite_master WHERE type = 'table'")).all()
+    return [line for (sql,) in tables if sql for line in sql.splitlines() if "CHECK" in line]
+
+
+def test_no_sqlite_check_is_an_in_list(tmp_path: Path) -> None:
+    """SQLite evaluates ``CHECK (x IN (...))`` by building a temporary index for
+    every row written; each vocabulary is an OR chain instead (the ledger is
+    written three times per email)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        upgrade(engine)
+        checks = _check_sql(engine)
+        assert any("ck_send_status" in line for line in checks)
+        assert [line for line in checks if " IN (" in line] == []
+    finally:
+        engine.dispose()
+
+
+def test_0004_rebuilds_a_send_status_check_written_as_in(tmp_path: Path) -> None:
+    """A database that ran the first version of 0003 (``status IN (...)``) gets
+    the OR chain, and keeps its rows."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        upgrade(engine, "0003")
+        words = ", ".join(repr(word.value) for word in SendStatus)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            operations = Operations(
+                MigrationContext.configure(conn, opts={"render_as_batch": True})
+            )
+            with operations.batch_alter_table("send") as batch:
+                batch.drop_constraint("ck_send_status", type_="check")
+                batch.create_check_constraint("ck_send_status", text(f"status IN ({words})"))
+        assert any(" IN (" in line for line in _check_sql(engine))
+        with session_factory(engine)() as session:
+            _send(session, _enrollment(session, _subscriber(session)), key="k1")
+            session.commit()
+
+        upgrade(engine)
+
+        assert current_revision(engine) == head_revision()
+        assert [line for line in _check_sql(engine) if " IN (" in line] == []
+        assert _database_checks(engine) == _metadata_checks()
+        assert set(_send_rows(engine)) == {"k1"}
+        with pytest.raises(IntegrityError, match="ck_send_status"), engine.begin() as conn:
+            conn.execute(text("UPDATE send SET status = 'bogus' WHERE key = 'k1'"))
     finally:
         engine.dispose()
