@@ -4,15 +4,17 @@ It owns the send pool, the rate limiter, the per-pass :class:`PassGuard`, the
 :class:`OutageBreaker` and the **reservation window**: an email's ledger row
 turns ``queued`` -> ``reserved`` in the moment before its provider call, so at
 any instant at most ``concurrency`` rows are reserved and not yet answered.
-A crash therefore leaves at most that many rows whose fate is unknown (plus
-answers not yet confirmed); every other planned email is still ``queued`` and
-the reconcile job makes it due again.
+A crash therefore leaves at most that many rows whose fate is unknown; every
+other planned email is still ``queued`` and the reconcile job makes it due
+again.
 
-* **concurrency 1**: everything runs in the caller's thread; one small
-  transaction per email reserves it (the cheapest statement we have: built
-  once, executed on one connection held for the batch), and answers are
-  confirmed in one transaction per batch, or every :data:`CONFIRM_EVERY`
-  answers or :data:`CONFIRM_AFTER` seconds, whichever comes first.
+* **concurrency 1**: everything runs in the caller's thread. One small
+  transaction per email (:class:`~nurture.store.batches.SerialLedger`)
+  reserves it and settles the previous email's answer, so no answer waits
+  unwritten while the next email goes out. Enrollments move on in one
+  transaction per batch, or every :data:`CONFIRM_EVERY` answers or
+  :data:`CONFIRM_AFTER` seconds, whichever comes first (the planner reads the
+  ledger, so a crash before that loses nothing).
 * **a pool**: a coordinator thread reserves in chunks of at most the free
   send slots, hands them to the pool and confirms answers as they come (each
   of its transactions carries the answers collected so far). The dispatcher
@@ -51,10 +53,9 @@ CONFIRM_EVERY = 200
 """Answers confirmed in one transaction at most (and at the end of a batch)."""
 
 CONFIRM_AFTER = 0.5
-"""Seconds: answers are written at least this often as well. An answer not yet
-written is an email that did reach the provider but that a crash would leave
-``unknown``; with a slow provider (SMTP, one email at a time) this keeps them to
-a few, not CONFIRM_EVERY."""
+"""Seconds: answers are confirmed at least this often as well. With a pool, an
+answer not yet written is an email that did reach the provider but that a
+crash would leave ``unknown``; this keeps them to a few."""
 
 INTERNAL_ERROR = NotAttempted("not attempted: internal error (see the worker log)")
 
@@ -114,6 +115,7 @@ class _Answer:
     outcome: SendOutcome
     verdict: Verdict
     reserved: bool
+    written: bool = False  # its ledger row is settled already (serial sending)
 
 
 class Sender:
@@ -346,9 +348,14 @@ class Sender:
     # -- concurrency 1 -----------------------------------------------------
 
     def _send_serially(self, emails: list[PlannedEmail]) -> None:
-        with self.engine.connect() as conn:
-            reserve = batches.OneAtATime(conn, self.worker_id, self.transport.name)
+        with (
+            batches.SerialLedger(self.engine, self.worker_id, self.transport.name) as ledger,
+            self.engine.connect() as conn,
+        ):
             confirmed = time.monotonic()
+            # The last answer, written with the next reservation (one commit)
+            # unless a confirm comes first.
+            unwritten: _Answer | None = None
             for email in emails:
                 held = self._held(email)
                 if held is not None:
@@ -357,18 +364,23 @@ class Sender:
                 if self._renewal_due():
                     with conn.begin():
                         self._maybe_renew(conn)
-                if not reserve(email.key, self.lease_until()):
+                settle = None if unwritten is None else self._settle_row(unwritten)
+                reserved = ledger.step(settle, email.key, self.lease_until())
+                if unwritten is not None:
+                    unwritten.written, unwritten = True, None
+                if not reserved:
                     log.warning(
                         "email %s not sent: another worker took its enrollment (lease expired)",
                         email.key,
                     )
                     continue
-                self._answers.append(self._deliver(email))
+                unwritten = self._deliver(email)
+                self._answers.append(unwritten)
                 if len(self._answers) >= CONFIRM_EVERY or (
                     time.monotonic() - confirmed >= CONFIRM_AFTER
                 ):
                     self._confirm(self._take_answers(), conn)
-                    confirmed = time.monotonic()
+                    unwritten, confirmed = None, time.monotonic()
             self._confirm(self._take_answers(), conn)
 
     # -- a pool ------------------------------------------------------------
@@ -506,23 +518,13 @@ class Sender:
         rows: list[batches.Settle] = []
         changes: list[EnrollmentChange] = []
         invalid: list[int] = []
+        message_ids: list[tuple[str, str, SendStatus]] = []
         for answer in answers:
             email, outcome, verdict = answer.email, answer.outcome, answer.verdict
-            sent = isinstance(outcome, SendResult)
-            settles = verdict.status != SendStatus.RETRY
-            rows.append(
-                batches.Settle(
-                    key=email.key,
-                    expected=SendStatus.RESERVED if answer.reserved else SendStatus.QUEUED,
-                    status=verdict.status,
-                    reason=verdict.reason,
-                    attempts=verdict.attempts,
-                    next_attempt_at=verdict.next_attempt_at,
-                    sent_at=now if settles else None,
-                    provider_message_id=outcome.message_id if sent else None,  # type: ignore[union-attr]
-                    transport=outcome.provider if sent else self.transport.name,  # type: ignore[union-attr]
-                )
-            )
+            if not answer.written:
+                rows.append(self._settle_row(answer))
+            elif isinstance(outcome, SendResult) and outcome.message_id:
+                message_ids.append((email.key, outcome.message_id, verdict.status))
             if verdict.unexpected and isinstance(outcome, BaseException):
                 log.error(
                     "unexpected error from transport %s", self.transport.name, exc_info=outcome
@@ -551,6 +553,7 @@ class Sender:
                 changes.append(change)
         self._maybe_renew(conn)
         batches.settle(conn, rows)
+        batches.record_message_ids(conn, message_ids)
         batches.update_enrollments(conn, self.worker_id, changes, now)
         if invalid:
             queries.mark_subscribers(
@@ -562,6 +565,23 @@ class Sender:
             )
         self._save_budget(conn, now)
         return report
+
+    def _settle_row(self, answer: _Answer) -> batches.Settle:
+        """The ledger write of one answer."""
+        assert self._now is not None
+        outcome, verdict = answer.outcome, answer.verdict
+        sent = isinstance(outcome, SendResult)
+        return batches.Settle(
+            key=answer.email.key,
+            expected=SendStatus.RESERVED if answer.reserved else SendStatus.QUEUED,
+            status=verdict.status,
+            reason=verdict.reason,
+            attempts=verdict.attempts,
+            next_attempt_at=verdict.next_attempt_at,
+            sent_at=self._now if verdict.status != SendStatus.RETRY else None,
+            provider_message_id=outcome.message_id if sent else None,  # type: ignore[union-attr]
+            transport=outcome.provider if sent else self.transport.name,  # type: ignore[union-attr]
+        )
 
     def _save_budget(self, conn: Connection, now: datetime) -> None:
         """Store the failures in a row the pass counted; pause a sequence whose

@@ -52,6 +52,11 @@ class Prepared:
                 row[name] = self._processors[name](value)
         return tuple(row[n] for n in self._order) if self._order is not None else row
 
+    def execute(self, cursor: Any, values: dict[str, Any]) -> int:
+        """Execute once on a driver cursor the caller holds; the rows changed."""
+        cursor.execute(self.sql, self.params(values))
+        return int(cursor.rowcount)
+
     def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
         """Execute for every parameter set, in the connection's transaction;
         return the rows changed (summed)."""
@@ -71,9 +76,14 @@ _CACHE: dict[tuple[str, int], Prepared] = {}
 
 def prepared(conn: Connection, key: str, build: Any) -> Prepared:
     """One Prepared per statement and dialect, made on first use."""
-    cache_key = (key, id(conn.dialect))
+    return prepared_for(conn.dialect, key, build)
+
+
+def prepared_for(dialect: Any, key: str, build: Any) -> Prepared:
+    """:func:`prepared` for a dialect (when the caller holds a driver connection)."""
+    cache_key = (key, id(dialect))
     found = _CACHE.get(cache_key)
     if found is None:
         statement, names = build()
-        found = _CACHE[cache_key] = Prepared(statement, conn.dialect, names)
+        found = _CACHE[cache_key] = Prepared(statement, dialect, names)
     return found

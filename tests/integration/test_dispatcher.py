@@ -38,7 +38,7 @@ from nurture.store.db import session_factory
 from nurture.store.tables import EnrollmentRow, SendRow
 from nurture.testing import MemoryTransport
 from nurture.testing.fake_sendgrid import FakeSendGrid
-from nurture.transports.base import OutgoingEmail, Transport
+from nurture.transports.base import OutgoingEmail, Transport, message_id_of
 from nurture.transports.sendgrid import SendGridTransport
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,6 +167,22 @@ def test_after_an_outage_the_overdue_steps_are_spaced_not_sent_at_once(setup: Se
     # The ledger keeps the schedule it was due on: late, then re-anchored.
     assert rows[1].due_at == datetime(2026, 11, 30, 9, 30, tzinfo=STOCKHOLM)
     assert rows[2].due_at == back + timedelta(days=2)
+
+
+def test_every_answer_keeps_the_providers_message_id(setup: Setup, engine: Engine) -> None:
+    # Without a pool each answer is written with the next reservation, and its
+    # message id with the batch's confirm: both must arrive, for every email.
+    for number in range(5):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    assert setup.runtime.dispatcher.dispatch(FRIDAY).sent == 5
+    given = {(e.send_id, message_id_of(e.message)) for e in setup.transport.sent}
+    with engine.connect() as conn:
+        stored = {
+            (row.key, row.provider_message_id)
+            for row in conn.execute(select(SEND).where(SEND.c.status == "sent"))
+        }
+    assert len(given) == 5 and None not in {pid for _key, pid in given}
+    assert stored == given
 
 
 def test_dispatching_twice_at_the_same_now_sends_nothing_new(setup: Setup) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from nurture.core.loader import LoadedSequence
 from nurture.core.planner import plan_batch
@@ -253,17 +253,17 @@ def test_a_worker_whose_lease_ran_out_mid_pass_loses_quietly(
     # A claims all twelve, sends four, and then the provider holds its sends.
     run = Running(late.runtime.dispatcher, FRIDAY)
     assert gate.wait_held(concurrency)
-    # With a pool the four answers are confirmed while the rest is held; after
-    # that the late worker writes nothing until released (it cannot renew).
-    confirmed = FREE if concurrency > 1 else 0
-    assert until(lambda: statuses(engine)["sent"] == confirmed)
+    # The four answers are written while the rest is held (without a pool,
+    # each with the next reservation); after that the late worker writes
+    # nothing until released (it cannot renew).
+    assert until(lambda: statuses(engine)["sent"] == FREE)
     clock.advance(LEASE * 6)  # the late worker's lease ran out long ago
 
     if reconcile_first:
         other.runtime.dispatcher.reconcile(clock())
     # The other worker's pass starts a minute after the first one's.
     report = other.runtime.dispatcher.dispatch(clock())
-    in_flight = FREE + 1 if concurrency == 1 else concurrency  # reserved, not confirmed
+    in_flight = concurrency  # reserved, not answered
     assert report.sent == SUBSCRIBERS - FREE - concurrency  # what A had not handed over
     gate.release.set()
     assert run.finished(), "the late worker's pass never ended"
@@ -306,8 +306,10 @@ def test_a_pass_longer_than_its_lease_keeps_its_rows_by_renewing(
 
     run = Running(slow.runtime.dispatcher, FRIDAY)
     assert gate.wait_held(concurrency)
+    assert until(lambda: statuses(engine)["sent"] == 8)
+    # With a pool the enrollments of those answers move on at once; without
+    # one, with the batch's confirm (the answers themselves are written).
     confirmed = 8 if concurrency > 1 else 0
-    assert until(lambda: statuses(engine)["sent"] == confirmed)
     assert clock() - FRIDAY == timedelta(seconds=16) > LEASE
 
     joined = FRIDAY + timedelta(seconds=30)
@@ -383,8 +385,7 @@ def crash(
         hold_second_claim(dead, gate.release)
         run = Running(dead.runtime.dispatcher, FRIDAY)
         assert gate.wait_held(concurrency)
-        confirmed = CRASH_AFTER if concurrency > 1 else 0
-        assert until(lambda: statuses(engine)["sent"] == confirmed)
+        assert until(lambda: statuses(engine)["sent"] == CRASH_AFTER)
 
         # Released at teardown, before the dispatchers close: its held calls
         # then go through (to a row reconcile settled; the late answer is
@@ -449,18 +450,7 @@ def test_after_a_crash_what_never_reached_the_provider_is_due_again_and_sent_onc
     ("concurrency", "how"),
     [
         pytest.param(1, "die", id="serial-die"),
-        pytest.param(
-            1,
-            "hang",
-            id="serial-hang",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="without a pool, answers are confirmed once per batch (or every "
-                "CONFIRM_EVERY=200): a worker that dies mid-batch leaves every answer it "
-                "had not confirmed `reserved`, and reconcile makes them all unknown "
-                "(here 7 for concurrency 1, 6 of which did reach the provider)",
-            ),
-        ),
+        pytest.param(1, "hang", id="serial-hang"),
         pytest.param(4, "hang", id="pool-hang"),
     ],
 )
@@ -537,15 +527,13 @@ def test_a_worker_whose_rows_were_taken_cannot_reserve_them(
     with engine.begin() as conn:
         assert batches.reserve(conn, [first, second], "A", later + LEASE, "memory") == set()
         assert batches.reserve(conn, [first], "A", later + LEASE, "memory") == set()
-    with engine.connect() as conn:
-        assert reserve_one(conn, "A", second, later + LEASE) is False
+    assert reserve_one(engine, "A", second, later + LEASE) is False
     assert statuses(engine) == {"queued": 2}
 
     # B, the owner now, can.
     with engine.begin() as conn:
         assert batches.reserve(conn, [first], "B", later + LEASE, "memory") == {first}
-    with engine.connect() as conn:
-        assert reserve_one(conn, "B", second, later + LEASE) is True
+    assert reserve_one(engine, "B", second, later + LEASE) is True
     assert statuses(engine) == {"reserved": 2}
     with engine.connect() as conn:
         count = conn.execute(
@@ -554,6 +542,7 @@ def test_a_worker_whose_rows_were_taken_cannot_reserve_them(
     assert count == 2
 
 
-def reserve_one(conn: Connection, worker_id: str, key: str, lease_until: datetime) -> bool:
+def reserve_one(engine: Engine, worker_id: str, key: str, lease_until: datetime) -> bool:
     """The reservation a sender without a pool makes, for one email."""
-    return batches.OneAtATime(conn, worker_id, "memory")(key, lease_until)
+    with batches.SerialLedger(engine, worker_id, "memory") as ledger:
+        return ledger.step(None, key, lease_until)

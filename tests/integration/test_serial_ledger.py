@@ -1,0 +1,144 @@
+"""The serial sender's ledger: one commit per email, and patient with a busy SQLite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from nurture.core.vocabulary import SendStatus
+from nurture.store import batches
+from nurture.store.db import BUSY_TIMEOUT_MS, make_engine, session_factory
+from nurture.store.migrate import upgrade
+from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow
+
+NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
+LEASE = NOW + timedelta(minutes=5)
+SEND = SendRow.__table__  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        for number in range(2):
+            subscriber = SubscriberRow(
+                email=f"s{number}@example.com", created_at=NOW, updated_at=NOW
+            )
+            session.add(subscriber)
+            session.flush()
+            assert subscriber.id is not None
+            enrollment = EnrollmentRow(
+                subscriber_id=subscriber.id,
+                sequence_id="welcome",
+                sequence_version="v1",
+                status="active",
+                enrolled_at=NOW,
+                next_due_at=NOW,
+                updated_at=NOW,
+                claimed_by="me",
+                claimed_until=LEASE,
+            )
+            session.add(enrollment)
+            session.flush()
+            assert enrollment.id is not None
+            session.add(
+                SendRow(
+                    key=f"k{number}",
+                    enrollment_id=enrollment.id,
+                    subscriber_id=subscriber.id,
+                    sequence_id="welcome",
+                    sequence_version="v1",
+                    step_id="hello",
+                    status=SendStatus.QUEUED,
+                    due_at=NOW,
+                    decided_at=NOW,
+                )
+            )
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def statuses(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {row.key: row.status for row in conn.execute(select(SEND.c.key, SEND.c.status))}
+
+
+def answer(key: str) -> batches.Settle:
+    return batches.Settle(
+        key=key,
+        expected=SendStatus.RESERVED,
+        status=SendStatus.SENT,
+        reason=None,
+        attempts=1,
+        next_attempt_at=None,
+        sent_at=NOW,
+        provider_message_id="<m@example.com>",
+        transport="memory",
+    )
+
+
+def test_one_commit_settles_the_last_answer_and_reserves_the_next(engine: Engine) -> None:
+    with batches.SerialLedger(engine, "me", "memory") as ledger:
+        assert ledger.step(None, "k0", LEASE) is True
+        assert statuses(engine) == {"k0": "reserved", "k1": "queued"}
+        assert ledger.step(answer("k0"), "k1", LEASE) is True
+        assert statuses(engine) == {"k0": "sent", "k1": "reserved"}
+        # Another worker's key, or one already reserved: not reserved again.
+        assert ledger.step(None, "k1", LEASE) is False
+    with batches.SerialLedger(engine, "someone-else", "memory") as ledger:
+        assert ledger.step(answer("k1"), None, LEASE) is False
+    assert statuses(engine) == {"k0": "sent", "k1": "sent"}
+
+
+def test_a_busy_database_is_waited_for_not_an_error(engine: Engine) -> None:
+    """Another process holds SQLite's write lock: the step waits for it (with
+    short sleeps of its own, not SQLite's millisecond ones) and then commits."""
+    other = make_engine(str(engine.url))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with other.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.isolation_level = None
+            driver.execute("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(10)
+            driver.execute("COMMIT")
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        threading.Timer(0.2, release.set).start()
+        with batches.SerialLedger(engine, "me", "memory") as ledger:
+            assert ledger.step(None, "k0", LEASE) is True
+        assert release.is_set(), "the step committed while another writer held the lock"
+    finally:
+        release.set()
+        holder.join()
+        other.dispose()
+    assert statuses(engine)["k0"] == "reserved"
+
+
+def test_the_connection_goes_back_to_the_pool_as_it_came(engine: Engine) -> None:
+    # One pooled connection, so the test sees the very connection the ledger used.
+    single = make_engine(str(engine.url), pool_size=1, max_overflow=0)
+    try:
+        with batches.SerialLedger(single, "me", "memory") as ledger:
+            assert ledger.step(None, "k0", LEASE) is True
+        with single.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            assert driver.execute("PRAGMA busy_timeout").fetchone() == (BUSY_TIMEOUT_MS,)
+            assert driver.isolation_level == ""  # SQLAlchemy's default: transactions
+    finally:
+        single.dispose()
