@@ -14,9 +14,9 @@
    ``reserved`` in the moment before its provider call, then confirmed
    (``sent``, ``retry``, ``failed`` or ``unknown``) and its enrollment moves on.
 
-A crash leaves at most ``concurrency`` reserved-and-unanswered rows (plus
-answers not yet confirmed): the reconcile job makes them ``unknown`` once their
-lease expires, and makes the ``queued`` rows of dead workers due again.
+A crash leaves at most ``concurrency`` reserved-and-unanswered rows: the
+reconcile job makes them ``unknown`` once their lease expires, and makes the
+``queued`` rows of dead workers due again.
 """
 
 from __future__ import annotations

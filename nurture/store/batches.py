@@ -251,7 +251,7 @@ def release_claims(
     )
 
 
-# Reserving one email: the statement each reservation runs (see OneAtATime and
+# Reserving one email: the statement each reservation runs (see SerialLedger and
 # reserve), once per email, so its cost is the hot path's.
 _RESERVE_ONE = (
     update(SEND)
