@@ -111,6 +111,24 @@ def hold_claims(
     return {row[0] for row in result}
 
 
+_INSERT_COLUMNS = (
+    "key", "enrollment_id", "subscriber_id", "sequence_id", "sequence_version", "step_id",
+    "status", "reason", "due_at", "decided_at", "sent_at", "lease_until", "next_attempt_at",
+    "attempts", "transport", "provider_message_id", "subject",
+)  # fmt: skip
+
+
+def _insert_statement(conn: Connection) -> Any:
+    return insert_ignoring_duplicates(conn, SEND).values(
+        {name: bindparam(name, type_=SEND.c[name].type) for name in _INSERT_COLUMNS}
+    )
+
+
+def keys_present(conn: Connection, keys: Sequence[str]) -> set[str]:
+    """Which of these ledger keys have a row."""
+    return set(conn.execute(select(SEND.c.key).where(SEND.c.key.in_(keys))).scalars())
+
+
 def _insert_row(row: LedgerInsert, now: datetime) -> dict[str, Any]:
     return {
         "key": row.key,
@@ -144,11 +162,15 @@ def write_plan(
     lost: set[int] = set()
     if mine.inserts:
         # ON CONFLICT DO NOTHING: a step another worker recorded is skipped,
-        # not a crash; RETURNING says which rows are ours.
-        statement = insert_ignoring_duplicates(conn, SEND).returning(SEND.c.key)
+        # not a crash. Run by the driver (one executemany); only when rows
+        # were skipped do we ask which of our keys landed.
+        statement = prepared(
+            conn, "insert_send", lambda: (_insert_statement(conn), list(_INSERT_COLUMNS))
+        )
         rows = [_insert_row(row, now) for row in mine.inserts]
-        written = {r[0] for r in conn.execute(statement, rows)}
-        lost.update(w.enrollment_id for w in mine.inserts if w.key not in written)
+        if statement.run(conn, rows) < len(rows):
+            written = keys_present(conn, [row.key for row in mine.inserts])
+            lost.update(w.enrollment_id for w in mine.inserts if w.key not in written)
     for change in mine.changes:  # retries: few, one statement each
         result = conn.execute(
             update(SEND)
