@@ -44,7 +44,9 @@ from nurture.store.tables import EnrollmentRow, SendRow
 from nurture.testing.fake_sendgrid import FakeSendGrid, FakeSendGridProcess
 from tests.factories import sequence_dict
 
-pytestmark = pytest.mark.slow
+# Twelve kills, each followed by a wait past the lease: about 110 s on a quiet
+# machine, so the suite's 120 s default is no margin on a busy one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 NURTURE = [sys.executable, "-m", "nurture"]
