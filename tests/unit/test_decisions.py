@@ -322,7 +322,7 @@ class TestConditions:
             condition.evaluate({}, Engagement())
 
     def test_strict_undefined(self) -> None:
-        with pytest.raises(ConditionError, match="no attribute"):
+        with pytest.raises(ConditionError, match="subscriber has no field 'nope'"):
             compile_condition("subscriber.nope").evaluate({}, Engagement())
 
     def test_functions(self) -> None:
