@@ -88,8 +88,8 @@ def test_a_when_that_fails_at_send_time_pauses_and_shows_in_the_log(
     add_when(work, "three-models", "subscriber.attributes.plan == 'free'")
     sample = work / "sequences" / "sales-process.sample.yaml"
     text = sample.read_text(encoding="utf-8")
-    sample.write_text(text.replace("  attributes:\n", "  attributes:\n    plan: free\n")
-                      .replace("attributes: {}", "attributes: {plan: pro}"), encoding="utf-8")  # fmt: skip
+    text = text.replace("  attributes:\n", "  attributes:\n    plan: free\n")
+    sample.write_text(text.replace("attributes: {}", "attributes: {plan: pro}"), encoding="utf-8")
     assert run("validate", cwd=work).returncode == 0
     friday, monday = "2026-11-27T14:30:00Z", "2026-11-30T09:00:00Z"
     added = run_with_db(
@@ -194,8 +194,10 @@ def test_empty_templates_and_html_outside_the_layout_are_refused(work: Path) -> 
 def test_schema_errors_in_plain_words(work: Path) -> None:
     path = work / SEQUENCE
     edit(path, "id: sales-process ", "id: Sales Process ")
-    edit(path, "  - id: choosing\n    wait: 2 days\n    subject:", "  - id: choosing\n    wait: 2 days\n    subjct:")  # fmt: skip
-    edit(path, "  - id: three-models\n    wait: 2 days", "  - id: three-models\n    wait: 2 fortnights")  # fmt: skip
+    choosing = "  - id: choosing\n    wait: 2 days\n"
+    edit(path, f"{choosing}    subject:", f"{choosing}    subjct:")
+    three = "  - id: three-models\n"
+    edit(path, f"{three}    wait: 2 days", f"{three}    wait: 2 fortnights")
     result = run("validate", cwd=work)
     assert result.returncode == 1
     out = result.stdout

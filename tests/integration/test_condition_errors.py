@@ -10,7 +10,6 @@ PostgreSQL, through the real dispatcher.
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
