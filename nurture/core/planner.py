@@ -432,7 +432,7 @@ def after_send(
             email.enrollment_id, EnrollmentStatus.COMPLETED, reason, None, email.step.id
         )
         return change, True
-    else:  # Send, Skip or Exit due now: the next claim in this pass decides it
+    else:  # Send, Skip, Hold or Exit due now: the next claim in this pass decides it
         due = now
     change = EnrollmentChange(
         email.enrollment_id, EnrollmentStatus.ACTIVE, None, due, email.step.id
