@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from nurture.core.decisions import (
     Exit,
+    Hold,
     Send,
     Skip,
     Wait,
@@ -101,6 +102,8 @@ def _describe(action: object, zone: Any) -> str:
         return "send at the next tick"
     if isinstance(action, Skip):
         return f"skip: {action.reason}"
+    if isinstance(action, Hold):
+        return f"held, the sequence pauses: {action.reason}"
     if isinstance(action, Exit):
         return f"exit: {action.reason}"
     return "complete"

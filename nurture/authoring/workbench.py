@@ -16,7 +16,8 @@ from nurture.core.loader import (
     load_sequences,
     sequence_files,
 )
-from nurture.core.rendering import TemplateLibrary, check
+from nurture.core.places import timezone_warning
+from nurture.core.rendering import SPARSE_SUBSCRIBER, TemplateLibrary, check, sparse_warnings
 from nurture.core.samples import samples_for
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, NurtureError, SequenceError
@@ -31,6 +32,8 @@ class ValidationResult:
     # The valid sequences; ``sequences.broken`` lists the files that are not.
     sequences: Sequences = field(default_factory=Sequences)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Likely mistakes that do not stop a sequence from running.
+    warnings: list[Diagnostic] = field(default_factory=list)
 
 
 def condition_problems(loaded: LoadedSequence, samples: list[Subscriber]) -> list[Diagnostic]:
@@ -54,7 +57,14 @@ def condition_problems(loaded: LoadedSequence, samples: list[Subscriber]) -> lis
                         condition.evaluate(context, engagement)
                     except ConditionError as exc:
                         message = f"when of step {step.id!r} fails for {sample.email}: {exc}"
-                        problems[loaded.diagnostic(("steps", index, "when"), message)] = None
+                        where = ("steps", index, "when")
+                        line, column = (
+                            loaded.positions.value_of(where)
+                            if exc.offset is None
+                            else loaded.positions.within(where, step.when, exc.offset)
+                        )
+                        problem = Diagnostic(loaded.display, line, column, message)
+                        problems[problem] = None
                         break
         earlier.append(step.id)
     return list(problems)
@@ -92,6 +102,35 @@ def validate_loaded(
     return list(dict.fromkeys(_relative(problem) for problem in problems))
 
 
+def timezone_warnings(loaded: LoadedSequence) -> list[Diagnostic]:
+    """A time zone that is valid but probably not meant (``EST``: a fixed offset)."""
+    warning = timezone_warning(loaded.sequence.timezone)
+    return [] if warning is None else [loaded.value_diagnostic(("timezone",), warning)]
+
+
+def sparse_sample_warnings(
+    settings: Settings, library: TemplateLibrary, loaded: LoadedSequence
+) -> list[Diagnostic]:
+    """Values that render empty (``Hi ,``) for a subscriber who gave only an
+    email address, in subjects, preheaders and first lines."""
+    links = build_links(
+        settings.base_url,
+        settings.secret_key,
+        SPARSE_SUBSCRIBER.email,
+        loaded.sequence.id,
+        now=datetime.now(UTC),  # only the links' shape matters here
+    )
+    found = sparse_warnings(
+        library,
+        loaded.sequence,
+        links,
+        settings.postal_address,
+        loaded.display,
+        positions=loaded.positions.of,
+    )
+    return list(dict.fromkeys(_relative(problem) for problem in found))
+
+
 def _relative(problem: Diagnostic) -> Diagnostic:
     """Show template paths relative to the working folder, like sequence paths."""
     path = Path(problem.file)
@@ -114,6 +153,9 @@ def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:
     for seq_id, item in loaded.items():
         problems = validate_loaded(settings, library, item)
         result.diagnostics.extend(problems)
+        result.warnings.extend(timezone_warnings(item))
+        if not problems:  # a template that fails for everyone is already reported
+            result.warnings.extend(sparse_sample_warnings(settings, library, item))
         if not problems:
             result.sequences[seq_id] = item
         else:

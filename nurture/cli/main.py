@@ -200,6 +200,14 @@ def validate(
         result = validate_paths(settings, targets)
     for diagnostic in result.diagnostics:
         out.print(safe(diagnostic), soft_wrap=True)
+    for warning in result.warnings:
+        where = f"{warning.file}:{warning.line}:{warning.column}: "
+        out.print(
+            Text.assemble(safe(where), ("warning: ", "yellow"), safe(warning.message)),
+            soft_wrap=True,
+        )
+    if result.warnings:
+        err.print(Text(f"{len(result.warnings)} warning(s)", style="yellow"))
     if result.diagnostics:
         err.print(f"[red]{len(result.diagnostics)} problem(s)[/] in {result.files} file(s)")
         raise typer.Exit(1)

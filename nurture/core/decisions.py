@@ -169,6 +169,22 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """``step``'s ``when`` raised instead of answering: neither send nor skip.
+
+    A condition that fails is a mistake in the sequence, not "false": skipping
+    would quietly drop the step for everyone it fails for. The step stays due
+    (it does not join the history) and the dispatcher pauses the sequence, as
+    when its error budget runs out, until someone fixes it and runs
+    ``nurture resume``.
+    """
+
+    step: Step
+    due_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class Exit:
     """Leave the sequence: ``status`` is converted (goal reached) or exited."""
 
@@ -182,7 +198,7 @@ class Complete:
     """Every step has been decided."""
 
 
-Action = Wait | Send | Skip | Exit | Complete
+Action = Wait | Send | Skip | Hold | Exit | Complete
 
 
 _CALENDARS: dict[tuple[int, int], tuple[object, object, Calendar]] = {}
@@ -289,7 +305,7 @@ def decide_next_step(
         try:
             passed = compile_condition(step.when).evaluate(context, engagement_from(seen))
         except ConditionError as exc:
-            return Skip(step, due.at, f"condition {step.when!r} failed: {exc}")
+            return Hold(step, due.at, f"condition {step.when!r} failed: {exc}")
         if not passed:
             return Skip(step, due.at, f"condition {step.when!r} is false")
     return Send(step, due.at, due, shifted)

@@ -20,12 +20,32 @@ _SYSTEM_FOLDERS = tuple(Path(p) for p in ("/proc", "/sys", "/dev"))
 
 
 class FileRefused(Exception):
-    """A file that is not read: outside its folder, not a regular file, too large."""
+    """A file that is not read: outside its folder, not a regular file, too
+    large, not UTF-8. ``line`` and ``column`` say where, when it is a place in it."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, *, line: int = 1, column: int = 1) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.line = line
+        self.column = column
+
+
+NOT_UTF8 = (
+    "not UTF-8 text: save the file with the UTF-8 encoding (in most editors: "
+    "Save As, Encoding: UTF-8)"
+)
+
+
+def decode_utf8(path: Path, data: bytes) -> str:
+    """``data`` as UTF-8; bytes that are not raise :class:`FileRefused` at the first bad one."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        raise FileRefused(path, NOT_UTF8, line=line, column=column) from exc
 
 
 def read_text(path: Path, *, limit: int, inside: Path | None = None) -> str:
@@ -34,7 +54,7 @@ def read_text(path: Path, *, limit: int, inside: Path | None = None) -> str:
     With ``inside``, the file's real path (links resolved) must be under the
     real path of ``inside``; a link from one file to another in the folder is
     fine. A missing file raises ``FileNotFoundError`` as usual; bytes that are
-    not UTF-8 raise ``UnicodeDecodeError``.
+    not UTF-8 are refused too, with the place of the first one and how to fix it.
     """
     real = path.resolve()
     if inside is not None and not real.is_relative_to(inside.resolve()):
@@ -59,4 +79,4 @@ def read_text(path: Path, *, limit: int, inside: Path | None = None) -> str:
         data = handle.read(limit + 1)
     if len(data) > limit:  # grew since fstat
         raise FileRefused(path, f"file too large (more than {limit} bytes)")
-    return data.decode("utf-8")
+    return decode_utf8(path, data)

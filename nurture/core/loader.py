@@ -28,8 +28,14 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from nurture.core.conditions import ConditionError, check_references, compile_condition
+from nurture.core.conditions import (
+    ConditionError,
+    check_references,
+    compile_condition,
+    name_problems,
+)
 from nurture.core.files import MEGABYTE, FileRefused, read_text
+from nurture.core.messages import key_path, schema_diagnostics, yaml_hint
 from nurture.core.model import Path as KeyPath
 from nurture.core.model import Sequence
 from nurture.errors import Diagnostic
@@ -46,26 +52,63 @@ def _yaml() -> YAML:
 
 @dataclass(frozen=True)
 class Positions:
-    """Maps a key path such as ``("steps", 2, "wait")`` to its 1-based (line, column)."""
+    """Maps a key path such as ``("steps", 2, "wait")`` to its 1-based (line, column).
+
+    ``text`` is the file's text: with it, :meth:`within` finds a word inside a
+    value (a name in a ``when`` condition), whatever the value's quoting.
+    """
 
     root: Any
+    text: str = ""
 
-    def of(self, path: Iterable[str | int]) -> tuple[int, int]:
+    def _walk(self, path: Iterable[str | int]) -> tuple[Any, tuple[int, int], tuple[int, int]]:
+        """The node at ``path``, its key's position and its value's (0-based)."""
         node = self.root
-        line, column = 1, 1
+        key_at = value_at = (0, 0)
         if isinstance(node, CommentedMap | CommentedSeq):
-            line, column = node.lc.line + 1, node.lc.col + 1
+            key_at = value_at = (node.lc.line, node.lc.col)
         for key in path:
             if isinstance(node, CommentedMap) and key in node:
-                k_line, k_col = node.lc.key(key)
-                line, column = k_line + 1, k_col + 1
+                key_at, value_at = node.lc.key(key), node.lc.value(key)
                 node = node[key]
             elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
-                i_line, i_col = node.lc.item(key)
-                line, column = i_line + 1, i_col + 1
+                key_at = value_at = node.lc.item(key)
                 node = node[key]
             # Other loc parts (pydantic union tags like 'str') are not in the file.
+        return node, key_at, value_at
+
+    def of(self, path: Iterable[str | int]) -> tuple[int, int]:
+        _, (line, column), _ = self._walk(path)
+        return line + 1, column + 1
+
+    def value_of(self, path: Iterable[str | int]) -> tuple[int, int]:
+        """Where the value at ``path`` starts (its quote, for a quoted string)."""
+        _, _, (line, column) = self._walk(path)
+        return line + 1, column + 1
+
+    def within(self, path: Iterable[str | int], value: str, offset: int) -> tuple[int, int]:
+        """The position of the word at ``offset`` in the string ``value`` found at
+        ``path``: the same occurrence of that word in the file, from where the
+        value starts. Quotes, escapes and folded lines move a word, never split
+        it. Falls back on the value's start."""
+        path = tuple(path)
+        line, column = self.value_of(path)
+        word = _WORD.match(value, offset)
+        if word is None or not self.text:
+            return line, column
+        pattern = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(word.group()) + r"(?![A-Za-z0-9_])")
+        before = len(pattern.findall(value[:offset]))
+        lines = self.text.splitlines(keepends=True)
+        start = sum(len(text) for text in lines[: line - 1]) + column - 1
+        for count, match in enumerate(pattern.finditer(self.text, start)):
+            if count == before:
+                found_line = self.text.count("\n", 0, match.start()) + 1
+                line_start = self.text.rfind("\n", 0, match.start()) + 1
+                return found_line, match.start() - line_start + 1
         return line, column
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -80,6 +123,11 @@ class LoadedSequence:
 
     def diagnostic(self, path: KeyPath, message: str) -> Diagnostic:
         line, column = self.positions.of(path)
+        return Diagnostic(self.display, line, column, message)
+
+    def value_diagnostic(self, path: KeyPath, message: str) -> Diagnostic:
+        """A problem with the value at ``path`` (not its key), at the value."""
+        line, column = self.positions.value_of(path)
         return Diagnostic(self.display, line, column, message)
 
 
@@ -142,31 +190,6 @@ def content_version(sequence: Sequence) -> str:
     return digest[:12]
 
 
-def _message(error: Any) -> str:
-    kind = error.get("type", "")
-    loc = error.get("loc", ())
-    if kind == "missing":
-        return f"missing required key {loc[-1]!r}"
-    if kind == "extra_forbidden":
-        return f"unknown key {loc[-1]!r}"
-    message = str(error.get("msg", "invalid value"))
-    return message.removeprefix("Value error, ")
-
-
-def _schema_diagnostics(
-    display: str, positions: Positions, exc: ValidationError
-) -> list[Diagnostic]:
-    found: dict[tuple[int, int, str], Diagnostic] = {}
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        line, column = positions.of(loc)
-        key = ".".join(str(p) for p in loc if isinstance(p, int | str))
-        message = _message(error)
-        text = f"{key}: {message}" if key else message
-        found.setdefault((line, column, text), Diagnostic(display, line, column, text))
-    return list(found.values())
-
-
 def parse_sequence(
     text: str, display: str, path: Path | None = None
 ) -> tuple[LoadedSequence | None, list[Diagnostic]]:
@@ -179,36 +202,54 @@ def parse_sequence(
         problem = exc.problem or "invalid YAML"
         if exc.context and "duplicate" not in problem:
             problem = f"{exc.context}: {problem}"
-        return None, [Diagnostic(display, line, column, problem.strip().split("\n")[0])]
+        problem = problem.strip().split("\n")[0]
+        if "duplicate" not in problem:
+            problem = yaml_hint(problem)
+        return None, [Diagnostic(display, line, column, problem)]
     except YAMLError as exc:
         return None, [Diagnostic(display, 1, 1, f"invalid YAML: {exc}")]
-    positions = Positions(data)
+    positions = Positions(data, text)
     if not isinstance(data, CommentedMap):
         return None, [Diagnostic(display, 1, 1, "a sequence file must be a mapping of keys")]
     problems: list[tuple[KeyPath, str]] = []
     try:
         sequence = Sequence.model_validate(data, context={"problems": problems})
     except ValidationError as exc:
-        return None, _schema_diagnostics(display, positions, exc)
+        return None, schema_diagnostics(display, data, positions.of, exc)
     diagnostics = [Diagnostic(display, *positions.of(p), m) for p, m in problems]
-    earlier: list[str] = []
-    for index, step in enumerate(sequence.steps):
-        if step.when is not None:
-            where = positions.of(("steps", index, "when"))
-            try:
-                condition = compile_condition(step.when)
-            except ConditionError as exc:
-                diagnostics.append(Diagnostic(display, *where, str(exc)))
-            else:
-                for message in check_references(condition, earlier):
-                    diagnostics.append(Diagnostic(display, *where, message))
-        earlier.append(step.id)
+    diagnostics.extend(_condition_diagnostics(sequence, display, data, positions))
     if diagnostics:
         return None, diagnostics
     loaded = LoadedSequence(
         sequence, path or Path(display), display, positions, content_version(sequence)
     )
     return loaded, []
+
+
+def _condition_diagnostics(
+    sequence: Sequence, display: str, data: Any, positions: Positions
+) -> list[Diagnostic]:
+    """Every ``when`` compiles, uses only known names and refers to earlier
+    steps; each problem is at its place inside the condition's text."""
+    diagnostics: list[Diagnostic] = []
+    earlier: list[str] = []
+    for index, step in enumerate(sequence.steps):
+        if step.when is not None:
+            path = ("steps", index, "when")
+            where = positions.value_of(path)
+            key = key_path(path, data)
+            try:
+                condition = compile_condition(step.when)
+            except ConditionError as exc:
+                diagnostics.append(Diagnostic(display, *where, f"{key}: {exc}"))
+            else:
+                for problem in name_problems(step.when):
+                    at = positions.within(path, step.when, problem.offset)
+                    diagnostics.append(Diagnostic(display, *at, f"{key}: {problem.message}"))
+                for message in check_references(condition, earlier):
+                    diagnostics.append(Diagnostic(display, *where, f"{key}: {message}"))
+        earlier.append(step.id)
+    return diagnostics
 
 
 def _display(path: Path) -> str:
@@ -226,7 +267,7 @@ def load_sequence_file(
     try:
         text = read_text(path, limit=MAX_SEQUENCE_BYTES, inside=inside)
     except FileRefused as exc:
-        return None, [Diagnostic(display, 1, 1, exc.reason)]
+        return None, [Diagnostic(display, exc.line, exc.column, exc.reason)]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(display, 1, 1, f"cannot read file: {exc}")]
     return parse_sequence(text, display, path)

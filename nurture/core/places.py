@@ -9,10 +9,11 @@ into a field error and the audience service into its own refusal.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
-__all__ = ["check_locale", "check_timezone", "known_timezones"]
+__all__ = ["check_locale", "check_timezone", "known_timezones", "timezone_warning"]
 
 # Files of the system's zoneinfo folder that ``ZoneInfo()`` opens but that name
 # no place: "localtime" is whatever the machine is set to (it differs from
@@ -60,3 +61,36 @@ def check_locale(tag: str) -> str:
     except (UnknownLocaleError, ValueError, TypeError) as exc:
         raise ValueError(f"unknown locale {tag!r} (e.g. sv, en-GB)") from exc
     return str(parsed).replace("_", "-")
+
+
+# IANA names that look like US time zones but are fixed offsets: "EST" is
+# UTC-5 all year, while New York is UTC-4 from March to November. The
+# POSIX-style names (EST5EDT, PST8PDT...) do follow US daylight saving, so they
+# are left alone.
+_FIXED_LOOKALIKES = {
+    "EST": "America/New_York",
+    "MST": "America/Denver (or America/Phoenix, which keeps UTC-7 all year)",
+    "HST": "Pacific/Honolulu",
+}
+
+
+def timezone_warning(name: str) -> str | None:
+    """Why a valid zone name is probably not what its writer meant, or None.
+
+    ``EST``, ``MST`` and ``HST`` are fixed offsets without daylight saving
+    (checked against the installed tzdata, so a future tzdata that turns them
+    into links to a city silences the warning)."""
+    suggestion = _FIXED_LOOKALIKES.get(name)
+    if suggestion is None or name not in known_timezones():
+        return None
+    zone = ZoneInfo(name)
+    winter = datetime(2026, 1, 15, 12, tzinfo=zone).utcoffset()
+    summer = datetime(2026, 7, 15, 12, tzinfo=zone).utcoffset()
+    if winter != summer or winter is None:
+        return None
+    hours = int(winter.total_seconds() // 3600)
+    return (
+        f"timezone {name!r} is a fixed UTC{hours:+d} offset that never changes for "
+        f"daylight saving time, so in summer emails go out an hour off local time "
+        f"wherever clocks change: use a place name such as {suggestion}"
+    )

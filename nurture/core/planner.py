@@ -12,6 +12,12 @@ Rendering is injected (``compose``) because an email's key is in its
 Message-ID; a render that raises fails that one email (``failed``, with the
 reason) and the enrollment moves on: one subscriber's bad data never fails the
 batch.
+
+A ``when`` that raises (:class:`~nurture.core.decisions.Hold`) is different: it
+is a mistake in the sequence, so the step is not skipped. Its row is left
+``retry`` with the reason (the log shows it), the enrollment stays at that
+step, and the plan asks for the sequence to be paused
+(:class:`SequencePause`) until someone fixes it and runs ``nurture resume``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from nurture.core.decisions import (
     EnrollmentState,
     Event,
     Exit,
+    Hold,
     LedgerEntry,
     Send,
     Skip,
@@ -143,6 +150,16 @@ class PlannedEmail:
         return self.loaded.sequence.id
 
 
+@dataclass(frozen=True)
+class SequencePause:
+    """A sequence to pause because one of its conditions failed for this enrollment."""
+
+    enrollment_id: int
+    sequence_id: str
+    step_id: str
+    reason: str
+
+
 Note = tuple[str, str, str, str]
 """(email, sequence, step or '-', what happened), for the pass's report."""
 
@@ -158,6 +175,8 @@ class BatchPlan:
     exited: int = 0
     completed: int = 0
     notes: list[Note] = field(default_factory=list)
+    pauses: list[SequencePause] = field(default_factory=list)
+    held: int = 0
 
     def only(self, enrollment_ids: set[int]) -> BatchPlan:
         """The part of the plan about these enrollments (the rest was lost)."""
@@ -167,6 +186,7 @@ class BatchPlan:
             [w for w in self.enrollments if w.id in enrollment_ids],
             [w for w in self.emails if w.enrollment_id in enrollment_ids],
             self.skipped, self.failed, self.exited, self.completed, self.notes,
+            [w for w in self.pauses if w.enrollment_id in enrollment_ids], self.held,
         )  # fmt: skip
 
     @property
@@ -278,6 +298,10 @@ def _plan_one(
             plan.skipped += 1
             plan.notes.append((email, seq_id, action.step.id, f"skip: {action.reason}"))
             outcome = SendStatus.SKIPPED
+        elif isinstance(action, Hold):
+            _hold(plan, enrollment, recipient, loaded, action, pending.get(action.step.id),
+                  new_key, position, now)  # fmt: skip
+            return
         elif isinstance(action, Exit):
             leave(action.status, action.reason)
             plan.exited += 1
@@ -294,6 +318,44 @@ def _plan_one(
     plan.enrollments.append(
         EnrollmentChange(enrollment.id, EnrollmentStatus.ACTIVE, None, now, position)
     )
+
+
+def _hold(
+    plan: BatchPlan,
+    enrollment: ClaimedEnrollment,
+    recipient: Recipient,
+    loaded: LoadedSequence,
+    action: Hold,
+    waiting: LedgerEntry | None,
+    new_key: Callable[[], str],
+    position: str | None,
+    now: datetime,
+) -> None:
+    """The step's condition failed: its row waits as ``retry`` (no attempt
+    spent), the enrollment stays due at this step, the sequence is paused."""
+    seq_id = loaded.sequence.id
+    reason = (
+        f"held: {action.reason}. The sequence is paused: fix the condition, "
+        f"then `nurture resume {seq_id}`"
+    )
+    key = waiting.key if waiting is not None else new_key()
+    if waiting is not None:
+        plan.changes.append(LedgerChange(key, enrollment.id, SendStatus.RETRY, reason))
+    else:
+        plan.inserts.append(
+            LedgerInsert(
+                key, enrollment.id, recipient.id, seq_id, loaded.version,
+                action.step.id, SendStatus.RETRY, action.due_at, reason,
+            )
+        )  # fmt: skip
+    plan.enrollments.append(
+        EnrollmentChange(
+            enrollment.id, EnrollmentStatus.ACTIVE, None, now, position, loaded.version
+        )
+    )
+    plan.pauses.append(SequencePause(enrollment.id, seq_id, action.step.id, reason))
+    plan.held += 1
+    plan.notes.append((recipient.email, seq_id, action.step.id, f"held: {action.reason}"))
 
 
 def _settle_now(
@@ -370,7 +432,7 @@ def after_send(
             email.enrollment_id, EnrollmentStatus.COMPLETED, reason, None, email.step.id
         )
         return change, True
-    else:  # Send, Skip or Exit due now: the next claim in this pass decides it
+    else:  # Send, Skip, Hold or Exit due now: the next claim in this pass decides it
         due = now
     change = EnrollmentChange(
         email.enrollment_id, EnrollmentStatus.ACTIVE, None, due, email.step.id

@@ -59,7 +59,7 @@ def read_subscribers(path: Path, *, inside: Path | None = None) -> list[Subscrib
     try:
         data = YAML(typ="safe").load(read_text(path, limit=MAX_SAMPLE_BYTES, inside=inside))
     except FileRefused as exc:
-        raise SequenceError([Diagnostic(str(path), 1, 1, exc.reason)]) from exc
+        raise SequenceError([Diagnostic(str(path), exc.line, exc.column, exc.reason)]) from exc
     except (OSError, UnicodeDecodeError, YAMLError) as exc:
         raise SequenceError(
             [Diagnostic(str(path), 1, 1, f"cannot read sample data: {exc}")]

@@ -3,7 +3,8 @@
 It is not a second implementation of the timing rules: it loops
 :func:`decide_next_step` and moves on with :func:`after_step` exactly as the
 dispatcher does, with in-memory state, jumping the clock to the next due time
-or the next event, whichever comes first.
+or the next event, whichever comes first. A ``when`` that fails ends the
+timeline with a ``paused`` entry, as the dispatcher pauses the sequence there.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nurture.core.decisions import (
     EnrollmentState,
     Event,
     Exit,
+    Hold,
     Send,
     Skip,
     Wait,
@@ -38,7 +40,7 @@ class TimelineEntry:
     """One line of a simulated timeline; ``at`` is in the subscriber's zone."""
 
     step: str | None
-    action: Literal["send", "skip", "exit", "complete"]
+    action: Literal["send", "skip", "paused", "exit", "complete"]
     at: datetime
     reason: str
 
@@ -84,6 +86,14 @@ def simulate(
             )
             record = settled(action.step.id, SendStatus.SKIPPED, action.due_at, now)
             state, action = after_step(sequence, state, record, subscriber, pending, now)
+        elif isinstance(action, Hold):
+            # What the dispatcher does: nothing more is sent from the sequence.
+            reason = (
+                f"{action.reason}: the step is not sent and the sequence is paused "
+                f"until the condition is fixed (`nurture resume {sequence.id}`)"
+            )
+            timeline.append(TimelineEntry(action.step.id, "paused", now.astimezone(zone), reason))
+            return timeline
         elif isinstance(action, Exit):
             timeline.append(TimelineEntry(None, "exit", action.at.astimezone(zone), action.reason))
             return timeline

@@ -6,6 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+FIELDS = ("email", "name", "first_name", "locale", "timezone", "tags", "attributes")
+"""The fields of the ``subscriber`` object templates and ``when`` conditions see
+(:meth:`Subscriber.template_context`)."""
+
 
 class SubscriberFields(Protocol):
     """Anything with a subscriber's columns: an ORM row, a Core row, a sample."""

@@ -8,6 +8,7 @@
 3. **Write** the plan in one transaction, only for enrollments this worker
    still holds: skips, exits, waits, and one ``queued`` ledger row per email;
    suppression, subscriber status and paused sequences are re-checked in it.
+   A ``when`` that raised pauses its sequence in the same transaction.
    A DB error is retried on halves of the batch down to one enrollment, so one
    poison row cannot stop the others.
 4. **Send** (:class:`~nurture.sending.sender.Sender`): each email is
@@ -38,6 +39,7 @@ from nurture.core.planner import (
     LedgerChange,
     LedgerInsert,
     PlannedEmail,
+    SequencePause,
     after_send,
     blocked_reason,
     exit_after,
@@ -196,6 +198,7 @@ class Dispatcher:
         report.failed += plan.failed
         report.exited += plan.exited
         report.completed += plan.completed
+        report.retried += plan.held
         report.log.extend(plan.notes)
         return self._write_part(plan, sorted(plan.enrollment_ids), now)
 
@@ -206,6 +209,7 @@ class Dispatcher:
                 mine, _lost = batches.write_plan(
                     conn, part, self.worker_id, self.sender.lease_until(), now
                 )
+                self._pause(conn, mine.pauses, now)
                 return self._recheck(conn, mine.emails, now)
         except SQLAlchemyError as exc:
             if len(ids) > 1:
@@ -248,6 +252,20 @@ class Dispatcher:
         except SQLAlchemyError:
             log.exception("could not record the failure either; trying again later")
             self._give_back(plan.enrollment_ids, now + RETRY_FAILED_BATCH)
+
+    def _pause(self, conn: Connection, pauses: list[SequencePause], now: datetime) -> None:
+        """A ``when`` failed: pause its sequence, in the transaction that holds
+        the step, as a spent error budget would; emails of that sequence still
+        queued in this pass are then held back (not attempted)."""
+        for pause in pauses:
+            if queries.pause_sequence(conn, pause.sequence_id, pause.reason, now):
+                log.error(
+                    "sequence %s paused at step %s: %s",
+                    pause.sequence_id,
+                    pause.step_id,
+                    pause.reason,
+                )
+            self.sender.guard.paused.add(pause.sequence_id)
 
     def _recheck(
         self, conn: Connection, emails: list[PlannedEmail], now: datetime

@@ -252,6 +252,29 @@ def save_sequence_state(
         )
 
 
+def pause_sequence(conn: Connection, sequence_id: str, reason: str, now: datetime) -> bool:
+    """Pause a sequence that is not paused yet (its error budget is left as
+    it is); True when this call paused it. Insert-or-ignore first, so two
+    workers pausing the same new sequence never collide on the primary key."""
+    inserted = conn.execute(
+        insert_ignoring_duplicates(conn, SEQUENCE_STATE).values(
+            sequence_id=sequence_id,
+            paused=True,
+            paused_reason=reason,
+            consecutive_failures=0,
+            updated_at=now,
+        )
+    )
+    if inserted.rowcount:
+        return True
+    changed = conn.execute(
+        update(SEQUENCE_STATE)
+        .where(SEQUENCE_STATE.c.sequence_id == sequence_id, SEQUENCE_STATE.c.paused.is_(False))
+        .values(paused=True, paused_reason=reason, updated_at=now)
+    )
+    return bool(changed.rowcount)
+
+
 def next_due_time(conn: Connection) -> datetime | None:
     value = conn.execute(
         select(func.min(ENROLLMENT.c.next_due_at)).where(

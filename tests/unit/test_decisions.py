@@ -14,6 +14,7 @@ from nurture.core.decisions import (
     EnrollmentState,
     Event,
     Exit,
+    Hold,
     Send,
     Skip,
     StepRecord,
@@ -226,7 +227,7 @@ def test_sixteen_minutes_late_moves_the_next_step() -> None:
     assert action.until == t(2026, 11, 26, 10, 16)
 
 
-def test_failing_condition_skips_with_the_error() -> None:
+def test_failing_condition_holds_the_step_with_the_error() -> None:
     seq = make_sequence(
         steps=[
             {
@@ -242,8 +243,10 @@ def test_failing_condition_skips_with_the_error() -> None:
     action = decide_next_step(
         seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [], t(2026, 11, 24, 10, 0)
     )
-    assert isinstance(action, Skip)
-    assert "failed" in action.reason and "plan" in action.reason
+    # Not "false": the step is held (the dispatcher pauses the sequence).
+    assert isinstance(action, Hold)
+    assert action.step.id == "a"
+    assert "failed" in action.reason and "subscriber.attributes has no 'plan'" in action.reason
 
 
 def test_steps_matched_by_id_after_an_edit() -> None:
@@ -322,7 +325,7 @@ class TestConditions:
             condition.evaluate({}, Engagement())
 
     def test_strict_undefined(self) -> None:
-        with pytest.raises(ConditionError, match="no attribute"):
+        with pytest.raises(ConditionError, match="subscriber has no field 'nope'"):
             compile_condition("subscriber.nope").evaluate({}, Engagement())
 
     def test_functions(self) -> None:

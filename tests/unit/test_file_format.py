@@ -73,24 +73,29 @@ def test_wait_forms(text: str, value: Delay) -> None:
 
 def test_bad_wait_named_at_its_key() -> None:
     assert problems(GOOD.replace("wait: 2 days", "wait: 2 fortnights")) == [
-        "seq.yaml:13:5: steps.1.wait: invalid wait '2 fortnights': use 0, '30 minutes', "
+        "seq.yaml:13:5: steps[offer].wait: invalid wait '2 fortnights': use 0, '30 minutes', "
         "'4 hours', '2 days', '1 week' or the compact '30m', '4h', '2d', '1w'"
     ]
 
 
 def test_bare_number_wait_is_ambiguous() -> None:
     [message] = problems(GOOD.replace("wait: 2 days", "wait: 2"))
-    assert message.startswith("seq.yaml:13:5: steps.1.wait: a bare number is ambiguous")
+    assert message.startswith("seq.yaml:13:5: steps[offer].wait: a bare number is ambiguous")
 
 
 def test_unknown_key_named_at_its_line() -> None:
     text = GOOD.replace("    subject: Hi\n", "    subject: Hi\n    colour: red\n")
-    assert problems(text) == ["seq.yaml:11:5: steps.0.colour: unknown key 'colour'"]
+    assert problems(text) == [
+        "seq.yaml:11:5: steps[welcome].colour: unknown key 'colour' (known keys here: id, "
+        "wait, at, when, subject, preheader, template, send_window, skip_dates, offer)"
+    ]
 
 
 def test_missing_key_points_at_the_step() -> None:
     text = GOOD.replace("    subject: Hi\n", "")
-    assert problems(text) == ["seq.yaml:8:5: steps.0.subject: missing required key 'subject'"]
+    assert problems(text) == [
+        "seq.yaml:8:5: steps[welcome].subject: missing required key 'subject'"
+    ]
 
 
 def test_duplicate_key_reported_with_position() -> None:
@@ -151,7 +156,7 @@ def test_duplicate_step_ids() -> None:
 def test_invalid_condition_named_at_when() -> None:
     text = GOOD.replace("    subject: Offer\n", '    when: "not ("\n    subject: Offer\n')
     [message] = problems(text)
-    assert message.startswith("seq.yaml:15:5: invalid condition 'not ('")
+    assert message.startswith("seq.yaml:15:11: steps[offer].when: invalid condition 'not ('")
 
 
 def test_condition_must_name_an_earlier_step() -> None:
@@ -159,7 +164,8 @@ def test_condition_must_name_an_earlier_step() -> None:
         "    subject: Offer\n", "    when: \"clicked('later')\"\n    subject: Offer\n"
     )
     assert problems(text) == [
-        "seq.yaml:15:5: condition refers to 'later', which is not an earlier step of this sequence"
+        "seq.yaml:15:11: steps[offer].when: condition refers to 'later', which is not an "
+        "earlier step of this sequence"
     ]
 
 

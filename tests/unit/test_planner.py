@@ -457,3 +457,40 @@ def test_every_new_row_takes_its_key_from_new_key_in_order() -> None:
         ("k3", "<k3@nurture.test>"),
     ]
     assert [call[2] for call in compose.calls] == ["k1", "k3"]
+
+
+# --------------------------------------------------------------------------- when fails
+
+
+def test_a_when_that_fails_holds_the_step_and_asks_for_a_pause() -> None:
+    failing = SEQUENCE_YAML.replace("not clicked('welcome')", "subscriber.attributes.plan == 'pro'")
+    loaded, problems = parse_sequence(failing, "onboarding.yaml")
+    assert loaded is not None and problems == []
+    now = T0 + DAY
+    batch = BatchInput(
+        enrollments=[enrollment(1, KARIN, "welcome")],
+        recipients={KARIN.id: KARIN},
+        ledgers={1: [sent("s1", "welcome", T0)]},
+        events={},
+        suppressed={},
+    )
+    result = plan_batch(batch, {"onboarding": loaded}, now, compose=FakeCompose(), new_key=keys())
+
+    # Not skipped: the row waits as `retry` (no attempt spent) with the reason,
+    # and the enrollment stays at its position, due again once resumed.
+    [row] = result.inserts
+    assert (row.key, row.step_id, row.status, row.settled_at) == (
+        "k1", "tips", SendStatus.RETRY, None,
+    )  # fmt: skip
+    assert row.reason is not None and row.reason.startswith(
+        "held: condition \"subscriber.attributes.plan == 'pro'\" failed: "
+        "subscriber.attributes has no 'plan' for this subscriber"
+    )
+    assert row.reason.endswith("`nurture resume onboarding`")
+    assert result.enrollments == [
+        EnrollmentChange(1, EnrollmentStatus.ACTIVE, None, now, "welcome", loaded.version)
+    ]
+    assert result.emails == [] and result.skipped == 0 and result.held == 1
+    [pause] = result.pauses
+    assert (pause.enrollment_id, pause.sequence_id, pause.step_id) == (1, "onboarding", "tips")
+    assert result.only({1}).pauses == [pause] and result.only({2}).pauses == []

@@ -172,20 +172,25 @@ def test_subject_is_plain_text_on_one_line(templates: Path) -> None:
 
 def test_undefined_variable_names_template_and_line(templates: Path) -> None:
     write(templates, {"en/welcome.md": "Hello\n\n{{ subscriber.fist_name }}\n"})
-    with pytest.raises(RenderError, match=r"en/welcome\.md:3:1: undefined variable"):
+    message = "subscriber has no field 'fist_name' — did you mean 'first_name'?"
+    with pytest.raises(RenderError, match=r"en/welcome\.md:3:15: subscriber has no field"):
         render(templates)
     [problem] = validate(templates)
     assert problem.file == str(templates / "en" / "welcome.md")
-    assert (problem.line, problem.column) == (3, 1)
-    assert "fist_name" in problem.message
+    assert (problem.line, problem.column, problem.message) == (3, 15, message)
 
 
 def test_undefined_in_the_layout_names_the_layout(templates: Path) -> None:
     layout = LAYOUT.read_text(encoding="utf-8")
     write(templates, {"layout.html": layout.replace("{{ t.reason }}", "{{ t.nothing }}")})
-    line = next(n for n, text in enumerate(layout.splitlines(), 1) if "{{ t.reason }}" in text)
+    line, column = next(
+        (n, text.index("{{ t.reason }}") + len("{{ t.") + 1)
+        for n, text in enumerate(layout.splitlines(), 1)
+        if "{{ t.reason }}" in text
+    )
     problems = validate(templates)
-    assert Diagnostic(str(templates / "layout.html"), line, 1, problems[0].message) in problems
+    message = "t has no field 'nothing'"
+    assert Diagnostic(str(templates / "layout.html"), line, column, message) in problems
 
 
 def test_syntax_error_names_template_and_line(templates: Path) -> None:
@@ -514,11 +519,13 @@ def test_valid_templates_have_no_problems(bilingual: Path) -> None:
     assert validate(bilingual) == []
 
 
-def test_missing_footer_fails_validation_and_rendering(templates: Path) -> None:
+def test_html_outside_the_layout_fails_validation_and_rendering(templates: Path) -> None:
     write(templates, {"en/offer.html": '<p><a href="{{ offer.url }}">Buy</a></p>\n'})
     [problem] = validate(templates)
     assert problem.file == str(templates / "en" / "offer.html")
-    assert "no unsubscribe link" in problem.message and "no postal address" in problem.message
+    # Named for what to do, not for its consequence (no footer).
+    assert 'must start with {% extends "layout.html" %}' in problem.message
+    assert "no unsubscribe link" not in problem.message
     with pytest.raises(RenderError, match="no unsubscribe link"):
         render(templates, step=1)
 

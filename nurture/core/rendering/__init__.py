@@ -9,6 +9,8 @@ The rest of nurture imports only what ``__all__`` lists, from here:
   names the template and line.
 - :func:`check`: every step in every locale for sample subscribers -> a list of
   :class:`~nurture.errors.Diagnostic` (``nurture validate``).
+- :func:`sparse_warnings`: where a subscriber with only an email address
+  (:data:`SPARSE_SUBSCRIBER`) would read an empty value (``Hi ,``).
 - :class:`RenderPlan`: the prepared shape of one template for one locale pair
   (:meth:`TemplateLibrary.plan`).
 - :class:`Links`: the subscriber's signed URLs, built by the caller.
@@ -36,9 +38,15 @@ from nurture.core.rendering.message import (
     needs_smtputf8,
 )
 from nurture.core.rendering.templates import KeyPath, RenderPlan, TemplateLibrary, render
-from nurture.core.rendering.validation import Positions, check
+from nurture.core.rendering.validation import (
+    SPARSE_SUBSCRIBER,
+    Positions,
+    check,
+    sparse_warnings,
+)
 
 __all__ = [
+    "SPARSE_SUBSCRIBER",
     "AddressEncodingError",
     "ComposedEmail",
     "KeyPath",
@@ -52,4 +60,5 @@ __all__ = [
     "header_text",
     "needs_smtputf8",
     "render",
+    "sparse_warnings",
 ]

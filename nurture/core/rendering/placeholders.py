@@ -32,6 +32,11 @@ from nurture.core.sandbox import CURRENT_BUDGET, SIZED
 
 SLOTS_VAR = "__nurture_slots__"
 INERT_VAR = "__nurture_markdown_text__"
+EMPTY_VAR = "__nurture_mark_empty__"
+EMPTY_MARK = "\ue000"
+"""With ``EMPTY_VAR`` set, a ``{{ value }}`` that renders empty shows as this
+private-use character instead, so validation can see where a subscriber
+without a name would read ``Hi ,`` (never set when sending)."""
 # Lowercase letters and digits only: a token passes unchanged through Markdown
 # (link targets too), HTML parsing (which lowercases names), CSS inlining and
 # text extraction.
@@ -84,6 +89,8 @@ def finalize(context: Context, value: Any) -> Any:
         return slots.token(text) if text else text
     if context.parent.get(INERT_VAR):  # a Markdown body rendered without tokens
         return Markup(str(value).translate(_MARKDOWN_INERT))
+    if context.parent.get(EMPTY_VAR) and str(value) == "":
+        return EMPTY_MARK
     return value
 
 

@@ -31,8 +31,9 @@ only inside the templates folder. Construct a new
 
 from __future__ import annotations
 
+import html as html_lib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,14 @@ from jinja2 import (
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
+    nodes,
     select_autoescape,
 )
 from jinja2.exceptions import SecurityError
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
+from nurture.core.files import read_text
 from nurture.core.model import Localized, Sequence, Step, localized
 from nurture.core.rendering.context import template_context
 from nurture.core.rendering.links import Links, footer_problem, list_headers, with_text_footer
@@ -57,6 +60,7 @@ from nurture.core.rendering.loader import (
     LAYOUT,
     MARKDOWN_PAGE,
     MARKDOWN_VAR,
+    MAX_TEMPLATE_BYTES,
     LocaleEnvironment,
     LocaleLoader,
     TemplateRefused,
@@ -66,6 +70,8 @@ from nurture.core.rendering.loader import (
 )
 from nurture.core.rendering.message import RenderedEmail
 from nurture.core.rendering.placeholders import (
+    EMPTY_MARK,
+    EMPTY_VAR,
     INERT_VAR,
     SLOTS_VAR,
     CachedPage,
@@ -78,6 +84,7 @@ from nurture.core.rendering.placeholders import (
 )
 from nurture.core.sandbox import RENDER_LIMITS, BudgetExceeded, Limits, spending
 from nurture.core.subscriber import Subscriber
+from nurture.core.undefined import explain_undefined
 from nurture.errors import Diagnostic, RenderError
 
 KeyPath = tuple[str | int, ...]
@@ -103,6 +110,17 @@ class RenderPlan:
     markdown: bool
 
 
+@dataclass(frozen=True)
+class FirstLines:
+    """What a reader sees first: the subject, the preheader and the body's first
+    line of text, with :data:`EMPTY_MARK` where a value rendered empty."""
+
+    subject: str
+    preheader: str
+    first_line: str
+    plan: RenderPlan
+
+
 class RenderFailure(RenderError):
     """A RenderError that knows where: a template line, or a key of the sequence file."""
 
@@ -112,7 +130,16 @@ class RenderFailure(RenderError):
         self.key = key
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(
+    exc: BaseException, source: str | None = None, scope: Mapping[str, Any] | None = None
+) -> str:
+    """What went wrong, for the author; with the ``source`` that raised and the
+    ``scope`` it ran with, an undefined name is explained (see
+    :func:`~nurture.core.undefined.explain_undefined`)."""
+    if isinstance(exc, UndefinedError) and source is not None and scope is not None:
+        explained = explain_undefined(exc.message or "", source, scope)
+        if explained is not None:
+            return explained.message
     if isinstance(exc, BudgetExceeded):
         return f"rendering stopped: {exc}"
     if isinstance(exc, TemplateRefused):
@@ -132,7 +159,7 @@ def _index(sequence: Sequence, step: Step) -> int:
     return next((i for i, s in enumerate(sequence.steps) if s is step or s.id == step.id), 0)
 
 
-def _text_key(value: Localized, locale: str, default_locale: str) -> KeyPath:
+def text_key(value: Localized, locale: str, default_locale: str) -> KeyPath:
     """The key path below a step's field of the text ``localized`` picks."""
     if isinstance(value, str):
         return ()
@@ -258,9 +285,10 @@ class TemplateLibrary:
                     localized(value, plan.locale, sequence.locale), context
                 )
             except Exception as exc:  # in the sequence file: name the key, not a template
-                text_key = _text_key(value, plan.locale, sequence.locale)
-                key = ("steps", _index(sequence, step), field, *text_key)
-                message = f"{field} of step {step.id!r}: {_describe(exc)}"
+                chosen = text_key(value, plan.locale, sequence.locale)
+                key = ("steps", _index(sequence, step), field, *chosen)
+                source = localized(value, plan.locale, sequence.locale)
+                message = f"{field} of step {step.id!r}: {_describe(exc, source, context)}"
                 where = Diagnostic(f"<sequence {sequence.id}>", 1, 1, message)
                 raise RenderFailure(where, key) from exc
         context["step"] = {**context["step"], **lines}
@@ -362,6 +390,74 @@ class TemplateLibrary:
         except ValueError as exc:  # css_inline.InlineError
             raise RenderFailure(Diagnostic(plan.source, 1, 1, f"cannot inline CSS: {exc}")) from exc
 
+    def first_lines(
+        self,
+        sequence: Sequence,
+        step: Step,
+        subscriber: Subscriber,
+        links: Links,
+        postal_address: str,
+    ) -> FirstLines:
+        """The subject, preheader and first line of the body for ``subscriber``,
+        marking the values that render empty (for ``validate``; slow). Raises
+        :class:`RenderFailure` as :meth:`render_with_plan` does."""
+        with spending(self.limits):
+            try:
+                plan = self.plan(step.template, subscriber.locale, sequence.locale)
+            except RenderFailure as failure:
+                raise RenderFailure(
+                    failure.diagnostic, ("steps", _index(sequence, step), "template")
+                ) from None
+            context = {
+                **self._globals,
+                **template_context(
+                    sequence, step, subscriber, links, postal_address, locale=plan.locale
+                ),
+                EMPTY_VAR: True,
+            }
+            lines = {"subject": "", "preheader": ""}
+            for field in lines:
+                value: Localized | None = getattr(step, field)
+                if value is None:
+                    continue
+                source = localized(value, plan.locale, sequence.locale)
+                try:
+                    lines[field] = self._render_line(source, context)
+                except Exception as exc:  # reported by check() with its key
+                    key = ("steps", _index(sequence, step), field,
+                           *text_key(value, plan.locale, sequence.locale))  # fmt: skip
+                    message = f"{field} of step {step.id!r}: {_describe(exc, source, context)}"
+                    where = Diagnostic(f"<sequence {sequence.id}>", 1, 1, message)
+                    raise RenderFailure(where, key) from exc
+            shown = {name: text.replace(EMPTY_MARK, "") for name, text in lines.items()}
+            context["step"] = {**context["step"], **shown}
+            body = self._render_content(plan, context)
+        return FirstLines(lines["subject"], lines["preheader"], _first_line(body), plan)
+
+    def _render_content(self, plan: RenderPlan, context: dict[str, Any]) -> str:
+        """The body's own text: a Markdown body as rendered by Jinja, or the
+        ``content`` block of an HTML body with its tags removed."""
+        if plan.markdown:
+            return self._render(plan, plan.body, context)
+        try:
+            template = self._env.get_template(plan.body)
+            block = template.blocks.get("content")
+            if block is None:
+                return ""
+            html = "".join(block(template.new_context(context, shared=True)))
+        except Exception as exc:  # the boundary: whatever a template raised
+            raise RenderFailure(self._diagnose(exc, plan.source, context)) from exc
+        return html_lib.unescape(_TAG.sub(" ", html))
+
+    def body_structure(self, plan: RenderPlan) -> tuple[str, nodes.Template] | None:
+        """The body template's source and parsed tree, or None when it cannot be
+        read or parsed (rendering reports why)."""
+        try:
+            source, filename, _ = self._loader.get_source(self._env, plan.body)
+            return source, self._env.parse(source, filename=filename)
+        except Exception:  # reported with its place when it is rendered
+            return None
+
     def plan(self, template: str, locale: str | None, default_locale: str) -> RenderPlan:
         """The plan of ``template`` for a subscriber's locale; RenderFailure when missing."""
         key = (template, locale, default_locale)
@@ -403,7 +499,7 @@ class TemplateLibrary:
                 template = remember(self._templates, name, self._env.get_template(name))
             return self._run(template, scope)
         except Exception as exc:  # the boundary: whatever a template raised
-            raise RenderFailure(self._diagnose(exc, plan.source)) from exc
+            raise RenderFailure(self._diagnose(exc, plan.source, scope)) from exc
 
     def _run(self, template: Template, scope: dict[str, Any]) -> str:
         # Template.render copies the variables and merges in the globals (a
@@ -426,11 +522,13 @@ class TemplateLibrary:
             template = remember(self._lines, source, self._env.from_string(source))
         return " ".join(self._run(template, context).split())
 
-    def _diagnose(self, exc: BaseException, fallback: str) -> Diagnostic:
+    def _diagnose(
+        self, exc: BaseException, fallback: str, scope: Mapping[str, Any] | None = None
+    ) -> Diagnostic:
         if isinstance(exc, TemplateSyntaxError):
             return Diagnostic(exc.filename or fallback, exc.lineno or 1, 1, _describe(exc))
         if isinstance(exc, TemplateRefused):
-            return Diagnostic(str(exc.path), 1, 1, exc.reason)
+            return Diagnostic(str(exc.path), exc.line, exc.column, exc.reason)
         # Jinja rewrites tracebacks so template frames carry the template's file
         # name and line; the innermost one is where the error is.
         file, line = fallback, 1
@@ -439,7 +537,27 @@ class TemplateLibrary:
             if frame.tb_frame.f_code.co_filename in self._loader.files:
                 file, line = frame.tb_frame.f_code.co_filename, frame.tb_lineno
             frame = frame.tb_next
+        if isinstance(exc, UndefinedError) and scope is not None:
+            explained = self._explain(exc, file, line, scope)
+            if explained is not None:
+                return explained
         return Diagnostic(file, line, 1, _describe(exc))
+
+    def _explain(
+        self, exc: UndefinedError, file: str, line: int, scope: Mapping[str, Any]
+    ) -> Diagnostic | None:
+        """An undefined name explained from the template line that used it."""
+        try:
+            text = read_text(Path(file), limit=MAX_TEMPLATE_BYTES, inside=self.templates_dir)
+        except (OSError, TemplateRefused):
+            return None
+        lines = text.splitlines()
+        source = lines[line - 1] if 0 < line <= len(lines) else ""
+        explained = explain_undefined(exc.message or "", source, scope)
+        if explained is None:
+            return None
+        column = explained.offset + 1 if explained.offset is not None else 1
+        return Diagnostic(file, line, column, explained.message)
 
     def locate(self, plan: RenderPlan, needles: tuple[str, ...]) -> tuple[str, int]:
         """The file and line where one of ``needles`` is written (body, then layout)."""
@@ -452,6 +570,17 @@ class TemplateLibrary:
                 if any(needle in line for needle in needles):
                     return filename or plan.source, number
         return plan.source, 1
+
+
+_TAG = re.compile(r"<!--.*?-->|<[^>]*>", re.S)
+
+
+def _first_line(text: str) -> str:
+    """The first line with something on it (an empty value counts), spaces folded."""
+    for line in text.splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return ""
 
 
 def render(

@@ -1,0 +1,204 @@
+"""What a marketer reads when a sequence file is wrong: plain words, no regexes.
+
+The YAML parser and pydantic describe a problem for programmers (``String
+should match pattern '^[a-z0-9][a-z0-9_-]*$'``, ``steps.1.wait``, ``found
+character '\\t' that cannot start any token``). This module turns those into
+messages someone who edits YAML by hand can act on:
+
+- a key path names the step by its id: ``steps[welcome].wait``, not ``steps.1``;
+- a slug that does not fit says which characters are allowed;
+- an unknown key suggests the nearest known one, and when a required key is
+  missing beside it, that one (``unknown key 'subjct' — did you mean
+  'subject'?``), instead of two unrelated messages;
+- a YAML syntax error gets a hint about its usual cause (a tab, indentation,
+  an unquoted ``:``, an unclosed quote).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from nurture.core.model import SLUG
+from nurture.core.model import Sequence as SequenceModel
+from nurture.errors import Diagnostic
+
+__all__ = ["key_path", "schema_diagnostics", "yaml_hint"]
+
+_SLUG = re.compile(SLUG)
+SLUG_RULE = (
+    "use lowercase letters, digits, - and _ (starting with a letter or a digit), "
+    "for example 'sales-process'"
+)
+
+
+def key_path(loc: Iterable[str | int], data: Any) -> str:
+    """``loc`` as the marketer wrote it: ``steps[welcome].subject``.
+
+    A list item is named by its ``id`` when it has a valid one, else by its
+    position counted from 1 (``steps[#2]``). Parts that are not in the file
+    (pydantic's union tags such as ``str``) are left out.
+    """
+    text = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and part < len(node):
+            node = node[part]
+            item_id = node.get("id") if isinstance(node, Mapping) else None
+            named = isinstance(item_id, str) and _SLUG.match(item_id)
+            text += f"[{item_id}]" if named else f"[#{part + 1}]"
+        elif isinstance(part, str) and isinstance(node, Mapping):
+            text += f".{part}" if text else part
+            node = node.get(part)
+        else:
+            break
+    return text
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (``list[Step]``, ``SendWindow | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (list, Union, types.UnionType) or get_args(annotation):
+        for arg in get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _known_keys(parent: Iterable[str | int]) -> list[str]:
+    """The keys the file format allows at ``parent`` (a path of keys and list indexes)."""
+    model: type[BaseModel] | None = SequenceModel
+    for part in parent:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _closest(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
+    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    loc = error.get("loc", ())
+    value = error.get("input")
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}"
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}"
+    if kind == "string_pattern_mismatch":
+        if (error.get("ctx") or {}).get("pattern") != SLUG:
+            return f"{value!r} does not have the expected form"
+        what = "an id" if loc and loc[-1] == "id" else "a valid name"
+        return f"{value!r} is not {what}: {SLUG_RULE}"
+    if kind == "literal_error":
+        expected = (error.get("ctx") or {}).get("expected", "")
+        return f"{value!r} is not allowed here: use {expected}"
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+def _unknown_key_messages(errors: Sequence[Mapping[str, Any]]) -> tuple[dict[int, str], set[int]]:
+    """For each unknown key, a "did you mean" (a missing key beside it first);
+    returns the messages by error index and the missing-key errors they explain."""
+    missing: dict[tuple[Any, ...], list[int]] = {}
+    for index, error in enumerate(errors):
+        if error.get("type") == "missing":
+            missing.setdefault(tuple(error["loc"][:-1]), []).append(index)
+    messages: dict[int, str] = {}
+    explained: set[int] = set()
+    for index, error in enumerate(errors):
+        if error.get("type") != "extra_forbidden":
+            continue
+        parent, key = tuple(error["loc"][:-1]), str(error["loc"][-1])
+        beside = {
+            str(errors[i]["loc"][-1]): i for i in missing.get(parent, []) if i not in explained
+        }
+        guess = _closest(key, beside, cutoff=0.4)
+        unknowns = [
+            e
+            for e in errors
+            if e.get("type") == "extra_forbidden" and tuple(e["loc"][:-1]) == parent
+        ]
+        if guess is None and len(beside) == 1 and len(unknowns) == 1:
+            guess = next(iter(beside))  # one key too many, one missing: most likely a rename
+        if guess is not None:
+            explained.add(beside[guess])
+            messages[index] = f"unknown key {key!r} — did you mean {guess!r}? (it is missing)"
+            continue
+        near = _closest(key, _known_keys(parent))
+        if near is not None:
+            messages[index] = f"unknown key {key!r} — did you mean {near!r}?"
+        else:
+            known = ", ".join(_known_keys(parent))
+            messages[index] = f"unknown key {key!r} (known keys here: {known})"
+    return messages, explained
+
+
+def schema_diagnostics(
+    display: str,
+    data: Any,
+    position: Callable[[tuple[str | int, ...]], tuple[int, int]],
+    exc: ValidationError,
+) -> list[Diagnostic]:
+    """pydantic's errors as ``file:line:column: key: message`` diagnostics."""
+    errors = list(exc.errors())
+    unknown, explained = _unknown_key_messages(errors)
+    found: dict[tuple[int, int, str], Diagnostic] = {}
+    for index, error in enumerate(errors):
+        if index in explained:
+            continue
+        loc = tuple(error["loc"])
+        line, column = position(loc)
+        key = key_path(loc, data)
+        message = unknown.get(index) or _message(error)
+        text = f"{key}: {message}" if key else message
+        found.setdefault((line, column, text), Diagnostic(display, line, column, text))
+    return list(found.values())
+
+
+# (words in the parser's message, what to do about it), first match wins.
+_YAML_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("'\\t'", "\t"), "a tab character: indent with spaces, YAML does not allow tabs"),
+    (
+        ("mapping values are not allowed",),
+        "a ':' YAML did not expect: check this line's indentation, or put a value "
+        "that contains ': ' in quotes",
+    ),
+    (
+        ("could not find expected ':'",),
+        "a line that is not 'key: value': check the indentation of this line and "
+        "the one above, and that the key ends with ':'",
+    ),
+    (
+        ("expected <block end>", "did not find expected key", "did not find expected '-'"),
+        "the indentation does not line up: the keys of one mapping, and the '-' "
+        "of the items of one list, must start in the same column",
+    ),
+    (
+        ("while scanning a quoted scalar", "found unexpected end of stream"),
+        "a quote that is not closed: end the text with the same quote it starts with",
+    ),
+    (
+        ("that cannot start any token",),
+        "a value that starts with a character YAML reserves (@, `, %): put it in quotes",
+    ),
+)
+
+
+def yaml_hint(problem: str) -> str:
+    """``problem`` (the YAML parser's words) with a hint about its usual cause."""
+    for needles, hint in _YAML_HINTS:
+        if any(needle in problem for needle in needles):
+            return f"{hint} (YAML: {problem})"
+    return f"invalid YAML: {problem}"
