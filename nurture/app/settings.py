@@ -8,8 +8,11 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 
 from __future__ import annotations
 
+from contextlib import suppress
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -126,6 +129,27 @@ class Settings(BaseSettings):
     @property
     def has_placeholder_secret(self) -> bool:
         return self.secret_key.strip().lower() in PLACEHOLDER_SECRETS
+
+
+def base_url_problem(base_url: str) -> str | None:
+    """Why subscribers could not use links to ``base_url``, or None when it is public https.
+
+    Unsubscribe links and RFC 8058's one-click ``List-Unsubscribe`` (which a
+    mail provider POSTs to, and which Gmail and Yahoo only honour over https)
+    need an address the whole internet reaches. ``http://localhost:8000`` is
+    fine for the outbox, never for a real provider.
+    """
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "points at localhost"
+    with suppress(ValueError):
+        address = ip_address(host)
+        if address.is_loopback or address.is_unspecified:
+            return "points at this machine"
+    if parts.scheme != "https":
+        return "is not https://"
+    return None
 
 
 def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
