@@ -121,6 +121,7 @@ def build_runtime(
         base_url=settings.base_url,
         secret_key=settings.secret_key,
         postal_address=settings.postal_address,
+        unsubscribe_mailbox=settings.unsubscribe_mailbox,
     )
     dispatcher = Dispatcher(
         engine,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -63,6 +64,13 @@ class Settings(BaseSettings):
         ),
     )
     postal_address: str = "Example AB, Storgatan 1, 111 22 Stockholm, Sweden"
+    unsubscribe_mailbox: str | None = Field(
+        default=None,
+        description=(
+            "an address that takes unsubscribe requests by email: added to "
+            "List-Unsubscribe as a mailto: fallback after the https link"
+        ),
+    )
     # Dispatching
     dispatch_interval: float = Field(default=30.0, gt=0, description="seconds between ticks")
     batch_size: int = Field(default=500, ge=1)
@@ -99,6 +107,20 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("unsubscribe_mailbox")
+    @classmethod
+    def _mailbox(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            checked = validate_email(value.strip(), check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValueError(f"not an email address: {exc}") from exc
+        if checked.ascii_email is None:
+            # It goes into a header as a mailto: URI, which must be ASCII.
+            raise ValueError("use an address with an ASCII local part (before the @)")
+        return checked.ascii_email
 
     @classmethod
     def settings_customise_sources(

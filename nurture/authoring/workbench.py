@@ -167,6 +167,7 @@ def preview_sequence(
         base_url=settings.base_url,
         secret_key=settings.secret_key,
         postal_address=settings.postal_address,
+        unsubscribe_mailbox=settings.unsubscribe_mailbox,
     )
     target = out_dir / sequence.id
     target.mkdir(parents=True, exist_ok=True)
