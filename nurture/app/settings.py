@@ -8,6 +8,7 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 
 from __future__ import annotations
 
+import os
 from contextlib import suppress
 from ipaddress import ip_address
 from pathlib import Path
@@ -172,6 +173,30 @@ def base_url_problem(base_url: str) -> str | None:
     if parts.scheme != "https":
         return "is not https://"
     return None
+
+
+def check_project(folder: Path, settings: Settings) -> None:
+    """Refuse to create a database in a folder that is not a nurture project.
+
+    A command run from the wrong folder would otherwise create an empty
+    ``nurture.db`` there, which looks like lost data. Fine: the folder has
+    ``nurture.toml``, the database URL is given in the environment
+    (``NURTURE_DATABASE_URL``), or the database is not a new SQLite file.
+    """
+    if (folder / CONFIG_FILE).is_file():
+        return
+    if any(key.upper() == "NURTURE_DATABASE_URL" for key in os.environ):
+        return
+    url = settings.database_url
+    if not url.startswith("sqlite:///"):
+        return  # a server database: connecting creates nothing
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    if path in ("", ":memory:") or Path(path).exists():
+        return
+    raise ConfigurationError(
+        f"no {CONFIG_FILE} here ({folder}) — run `nurture init`, or pass --dir with the "
+        f"folder that has one (or set NURTURE_DATABASE_URL); nothing was created"
+    )
 
 
 def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:

@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from nurture.app.clock import Clock, FixedClock, parse_instant, system_clock
 from nurture.app.runtime import open_engine
-from nurture.app.settings import CONFIG_FILE, Settings, load_settings
+from nurture.app.settings import CONFIG_FILE, Settings, check_project, load_settings
 from nurture.authoring.workbench import (
     find_sequence,
     preview_sequence,
@@ -62,6 +62,13 @@ class Context:
     def settings(self) -> Settings:
         return load_settings(self.folder)
 
+    def store_settings(self) -> Settings:
+        """The settings of a command that opens the database: refused where there
+        is no project (see :func:`~nurture.app.settings.check_project`)."""
+        settings = self.settings()
+        check_project(self.folder, settings)
+        return settings
+
     def clock(self) -> Clock:
         return FixedClock(self.fixed_now) if self.fixed_now is not None else system_clock
 
@@ -69,7 +76,7 @@ class Context:
         return self.clock()()
 
     def open_store(self) -> tuple[Engine, sessionmaker[Session]]:
-        engine = open_engine(self.settings())
+        engine = open_engine(self.store_settings())
         return engine, session_factory(engine)
 
     def sequences(self) -> dict[str, LoadedSequence]:
