@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(default=300.0, gt=0, description="claim lease before reconcile")
 
+    _config_file: Path | None = PrivateAttr(default=None)
+
     @field_validator("transport")
     @classmethod
     def _transport(cls, value: str) -> str:
@@ -143,6 +145,11 @@ class Settings(BaseSettings):
         if any(key.strip().lower() in PLACEHOLDER_SECRETS for key in value):
             raise ValueError("a placeholder such as 'change-me' must not be listed")
         return value
+
+    @property
+    def config_file(self) -> Path | None:
+        """The ``nurture.toml`` these settings were read from (None: none was)."""
+        return self._config_file
 
     @property
     def secret_keys(self) -> list[str]:
@@ -226,6 +233,7 @@ def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigurationError("\n".join(lines)) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigurationError(f"cannot read {toml}: {exc}") from exc
+    settings._config_file = toml if toml.is_file() else None
     for name in ("sequences_dir", "templates_dir", "outbox_dir"):
         path = getattr(settings, name)
         if not path.is_absolute():

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nurture.app.settings import Settings
+from nurture.authoring.checks import example_values
 from nurture.core.conditions import ConditionError, Engagement, compile_condition
 from nurture.core.loader import (
     BrokenFile,
@@ -31,6 +32,8 @@ class ValidationResult:
     # The valid sequences; ``sequences.broken`` lists the files that are not.
     sequences: Sequences = field(default_factory=Sequences)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Not problems: validate still passes (see nurture.authoring.checks).
+    warnings: list[Diagnostic] = field(default_factory=list)
 
 
 def condition_problems(loaded: LoadedSequence, samples: list[Subscriber]) -> list[Diagnostic]:
@@ -119,6 +122,7 @@ def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:
         else:
             broken.append(BrokenFile(item.path, item.display, seq_id))
     result.sequences.broken = tuple(broken)
+    result.warnings.extend(example_values(settings, result.sequences.values()))
     return result
 
 

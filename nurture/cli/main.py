@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import shutil
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
@@ -22,6 +23,17 @@ from sqlmodel import Session
 from nurture.app.clock import Clock, FixedClock, parse_instant, system_clock
 from nurture.app.runtime import open_engine
 from nurture.app.settings import CONFIG_FILE, Settings, check_project, load_settings
+from nurture.authoring.project import (
+    EXAMPLE_SEQUENCE,
+    LOCAL_BASE_URL,
+    PLACEHOLDER_POSTAL_ADDRESS,
+    PLACEHOLDER_SENDER,
+    ProjectChoices,
+    check_base_url,
+    check_postal_address,
+    parse_sender,
+    write_project,
+)
 from nurture.authoring.workbench import (
     find_sequence,
     preview_sequence,
@@ -33,6 +45,7 @@ from nurture.cli.sends import sends_app
 from nurture.cli.subscribers import enroll_command, subscribers_app, unenroll_command
 from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence
+from nurture.core.model import Sender
 from nurture.core.places import check_timezone
 from nurture.core.samples import read_subscribers
 from nurture.core.schema import sequence_schema_text
@@ -42,6 +55,8 @@ from nurture.core.vocabulary import EventKind
 from nurture.demo.examples import example_root
 from nurture.errors import SequenceError
 from nurture.store.db import session_factory
+
+_T = TypeVar("_T")
 
 app = typer.Typer(
     name="nurture",
@@ -161,33 +176,115 @@ def parse_event(text: str, zone: ZoneInfo) -> Event:
     )
 
 
+def _from_flag(value: str | None) -> Sender | None:
+    if value is None:
+        return None
+    try:
+        return parse_sender(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _checked(check: Callable[[str], str]) -> Callable[[str | None], str | None]:
+    def callback(value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+
+    return callback
+
+
+def _ask(question: str, placeholder: str, check: Callable[[str], _T]) -> _T:
+    """Prompt until ``check`` accepts the answer (Enter keeps the placeholder)."""
+    while True:
+        answer: str = typer.prompt(question, default=placeholder)
+        try:
+            return check(answer)
+        except ValueError as exc:
+            err.print(Text.assemble(("  ", ""), safe(str(exc))))
+
+
+def _project_choices(
+    sender: Sender | None, postal_address: str | None, base_url: str | None
+) -> ProjectChoices:
+    """The flags given; the rest asked for on a terminal, else placeholders."""
+    interactive = sys.stdin.isatty() and None in (sender, postal_address, base_url)
+    if interactive:
+        out.print("Three things every email needs (Enter keeps a placeholder for now):")
+    if sender is None:
+        sender = parse_sender(PLACEHOLDER_SENDER)
+        if interactive:
+            sender = _ask("Sender, as subscribers see it", PLACEHOLDER_SENDER, parse_sender)
+    if postal_address is None:
+        postal_address = PLACEHOLDER_POSTAL_ADDRESS
+        if interactive:
+            postal_address = _ask(
+                "Postal address for the footer", postal_address, check_postal_address
+            )
+    if base_url is None:
+        base_url = LOCAL_BASE_URL
+        if interactive:
+            base_url = _ask("Public https:// address of `nurture run`", base_url, check_base_url)
+    return ProjectChoices(sender, postal_address, base_url)
+
+
 @app.command()
 def init(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    sender: Annotated[
+        Sender | None,
+        typer.Option(
+            "--from",
+            parser=_from_flag,
+            metavar="'NAME <EMAIL>'",
+            help="Who the emails come from, e.g. 'Maja Berg <maja@bergdesign.se>'.",
+        ),
+    ] = None,
+    postal_address: Annotated[
+        str | None,
+        typer.Option(
+            callback=_checked(check_postal_address),
+            metavar="'STREET, CITY, COUNTRY'",
+            help="Your postal address, shown in every footer.",
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            callback=_checked(check_base_url),
+            metavar="URL",
+            help="Public https:// address of `nurture run`, for links (e.g. https://mail.shop.se).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Write into a folder that has nurture.toml.")] = False,
 ) -> None:
-    """Create a working folder with nurture.toml and the example sequence."""
+    """Create a working folder: nurture.toml and the example sequence, disabled.
+
+    Without --from, --postal-address and --base-url it asks for them on a
+    terminal; elsewhere it writes placeholders, which `validate` points out.
+    """
     target = (ctx.obj.folder / directory).resolve()
     if (target / CONFIG_FILE).exists() and not force:
         raise fail(f"{target / CONFIG_FILE} already exists (use --force to overwrite)")
-    target.mkdir(parents=True, exist_ok=True)
-    source = example_root()
-    for name in ("sequences", "templates", "schemas"):
-        shutil.copytree(source / name, target / name, dirs_exist_ok=True)
-    (target / CONFIG_FILE).write_text(
-        "# nurture configuration. Any key can be overridden in the environment as\n"
-        "# NURTURE_<KEY> (for example NURTURE_TRANSPORT=sendgrid). See the README.\n"
-        'database_url = "sqlite:///nurture.db"\n'
-        'transport = "outbox"          # outbox | sendgrid | smtp\n'
-        'outbox_dir = "outbox"\n'
-        'base_url = "http://localhost:8000"   # public address of `nurture run`, for links\n'
-        f'secret_key = "{secrets.token_urlsafe(32)}"   # signs unsubscribe links; keep it secret\n'
-        'postal_address = "Exempel AB, Storgatan 1, 111 22 Stockholm, Sweden"\n',
-        encoding="utf-8",
-    )
+    choices = _project_choices(sender, postal_address, base_url)
+    write_project(target, example_root(), choices, secrets.token_urlsafe(32))
     out.print(Text.assemble("Created ", (str(target), "bold")))
+    out.print(Text(f"  {EXAMPLE_SEQUENCE} is the example, disabled: it sends nothing"))
     out.print(Text(f"  cd {directory} && nurture validate"))
+    left = choices.placeholders()
+    if left:
+        err.print(
+            Text.assemble(
+                ("warning: ", "yellow"),
+                f"placeholders for {', '.join(left)}: replace them before sending, "
+                "or run init again with --from, --postal-address and --base-url",
+            ),
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -207,6 +304,11 @@ def validate(
         result = validate_paths(settings, targets)
     for diagnostic in result.diagnostics:
         out.print(safe(diagnostic), soft_wrap=True)
+    for warning in result.warnings:
+        where = f"{warning.file}:{warning.line}:{warning.column}: "
+        out.print(
+            safe(where), Text("warning: ", "yellow"), safe(warning.message), sep="", soft_wrap=True
+        )
     if result.diagnostics:
         err.print(f"[red]{len(result.diagnostics)} problem(s)[/] in {result.files} file(s)")
         raise typer.Exit(1)
