@@ -57,6 +57,8 @@ def bench_settings(url: str, batch: int, concurrency: int) -> Settings:
         templates_dir=ROOT / "templates",
         database_url=url,
         secret_key="benchmark-secret-not-a-placeholder",
+        # The sendgrid runs send through a real transport, which needs https.
+        base_url="https://mail.example.se",
         rate_limit=1_000_000.0,
         batch_size=batch,
         send_concurrency=concurrency,

@@ -13,13 +13,13 @@ from sqlalchemy.engine import Engine
 
 from nurture.app.clock import Clock
 from nurture.app.registry import SequenceRegistry
-from nurture.app.settings import Settings
+from nurture.app.settings import Settings, base_url_problem
 from nurture.errors import ConfigurationError
 from nurture.sending.composer import Composer
 from nurture.sending.dispatcher import Dispatcher, DispatchPolicy
 from nurture.store.db import make_engine
 from nurture.store.migrate import upgrade
-from nurture.transports import create_transport
+from nurture.transports import create_transport, delivers, transport_class
 from nurture.transports.base import Transport
 
 log = logging.getLogger("nurture")
@@ -38,13 +38,31 @@ def policy_from(settings: Settings) -> DispatchPolicy:
     )
 
 
-def check_sending_settings(settings: Settings) -> None:
-    """Refuse to send for real with a placeholder secret (forgeable unsubscribe links)."""
-    if settings.transport not in ("outbox", "memory") and settings.has_placeholder_secret:
+def check_sending_settings(settings: Settings, transport: object) -> None:
+    """Refuse to send for real with settings that would hurt subscribers.
+
+    ``transport`` (a class or an instance) delivers to real inboxes unless its
+    ``delivers`` attribute says otherwise (the outbox, the memory transport).
+    A delivering transport needs a real secret (a placeholder makes unsubscribe
+    links forgeable) and a public https ``base_url``: the unsubscribe links and
+    the RFC 8058 one-click header point there.
+    """
+    if not delivers(transport):
+        return
+    if settings.has_placeholder_secret:
         raise ConfigurationError(
             "setting 'secret_key' (in nurture.toml as secret_key, or NURTURE_SECRET_KEY) is a "
             f"placeholder; it signs unsubscribe links, so set a long random value before "
             f"sending through {settings.transport}"
+        )
+    problem = base_url_problem(settings.base_url)
+    if problem is not None:
+        raise ConfigurationError(
+            f"setting 'base_url' (in nurture.toml as base_url, or NURTURE_BASE_URL) is "
+            f"{settings.base_url!r}, which {problem}: unsubscribe links and the one-click "
+            f"List-Unsubscribe header (RFC 8058) need the public https:// address of "
+            f"`nurture run` before sending through {settings.transport} "
+            "(the outbox transport works with any base_url)"
         )
 
 
@@ -91,7 +109,9 @@ def build_runtime(
     engine: Engine | None = None,
     migrate: bool = True,
 ) -> Runtime:
-    check_sending_settings(settings)
+    check_sending_settings(
+        settings, transport if transport is not None else transport_class(settings.transport)
+    )
     engine = engine or open_engine(settings, migrate=migrate)
     registry = SequenceRegistry(settings)
     registry.reload(force=True)
@@ -101,6 +121,7 @@ def build_runtime(
         base_url=settings.base_url,
         secret_key=settings.secret_key,
         postal_address=settings.postal_address,
+        unsubscribe_mailbox=settings.unsubscribe_mailbox,
     )
     dispatcher = Dispatcher(
         engine,

@@ -8,10 +8,15 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 
 from __future__ import annotations
 
+import os
+from contextlib import suppress
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from email_validator import EmailNotValidError, validate_email
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -60,6 +65,13 @@ class Settings(BaseSettings):
         ),
     )
     postal_address: str = "Example AB, Storgatan 1, 111 22 Stockholm, Sweden"
+    unsubscribe_mailbox: str | None = Field(
+        default=None,
+        description=(
+            "an address that takes unsubscribe requests by email: added to "
+            "List-Unsubscribe as a mailto: fallback after the https link"
+        ),
+    )
     # Dispatching
     dispatch_interval: float = Field(default=30.0, gt=0, description="seconds between ticks")
     batch_size: int = Field(default=500, ge=1)
@@ -79,6 +91,8 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(default=300.0, gt=0, description="claim lease before reconcile")
 
+    _config_file: Path | None = PrivateAttr(default=None)
+
     @field_validator("transport")
     @classmethod
     def _transport(cls, value: str) -> str:
@@ -96,6 +110,20 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("unsubscribe_mailbox")
+    @classmethod
+    def _mailbox(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            checked = validate_email(value.strip(), check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValueError(f"not an email address: {exc}") from exc
+        if checked.ascii_email is None:
+            # It goes into a header as a mailto: URI, which must be ASCII.
+            raise ValueError("use an address with an ASCII local part (before the @)")
+        return checked.ascii_email
 
     @classmethod
     def settings_customise_sources(
@@ -119,6 +147,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def config_file(self) -> Path | None:
+        """The ``nurture.toml`` these settings were read from (None: none was)."""
+        return self._config_file
+
+    @property
     def secret_keys(self) -> list[str]:
         """The keys that verify signed links, the signing one (secret_key) first."""
         return [self.secret_key, *self.old_secret_keys]
@@ -126,6 +159,51 @@ class Settings(BaseSettings):
     @property
     def has_placeholder_secret(self) -> bool:
         return self.secret_key.strip().lower() in PLACEHOLDER_SECRETS
+
+
+def base_url_problem(base_url: str) -> str | None:
+    """Why subscribers could not use links to ``base_url``, or None when it is public https.
+
+    Unsubscribe links and RFC 8058's one-click ``List-Unsubscribe`` (which a
+    mail provider POSTs to, and which Gmail and Yahoo only honour over https)
+    need an address the whole internet reaches. ``http://localhost:8000`` is
+    fine for the outbox, never for a real provider.
+    """
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "points at localhost"
+    with suppress(ValueError):
+        address = ip_address(host)
+        if address.is_loopback or address.is_unspecified:
+            return "points at this machine"
+    if parts.scheme != "https":
+        return "is not https://"
+    return None
+
+
+def check_project(folder: Path, settings: Settings) -> None:
+    """Refuse to create a database in a folder that is not a nurture project.
+
+    A command run from the wrong folder would otherwise create an empty
+    ``nurture.db`` there, which looks like lost data. Fine: the folder has
+    ``nurture.toml``, the database URL is given in the environment
+    (``NURTURE_DATABASE_URL``), or the database is not a new SQLite file.
+    """
+    if (folder / CONFIG_FILE).is_file():
+        return
+    if any(key.upper() == "NURTURE_DATABASE_URL" for key in os.environ):
+        return
+    url = settings.database_url
+    if not url.startswith("sqlite:///"):
+        return  # a server database: connecting creates nothing
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    if path in ("", ":memory:") or Path(path).exists():
+        return
+    raise ConfigurationError(
+        f"no {CONFIG_FILE} here ({folder}) — run `nurture init`, or pass --dir with the "
+        f"folder that has one (or set NURTURE_DATABASE_URL); nothing was created"
+    )
 
 
 def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
@@ -155,6 +233,7 @@ def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigurationError("\n".join(lines)) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigurationError(f"cannot read {toml}: {exc}") from exc
+    settings._config_file = toml if toml.is_file() else None
     for name in ("sequences_dir", "templates_dir", "outbox_dir"):
         path = getattr(settings, name)
         if not path.is_absolute():

@@ -8,6 +8,9 @@ an admin can still do that on purpose with :func:`enroll`. Subscribers who are
 not ``active`` (unconfirmed, unsubscribed, bounced ...) or whose address is on
 the suppression list are never enrolled.
 
+**A disabled sequence** (``enabled: false``, as ``nurture init`` writes its
+example) enrolls nobody: its trigger is ignored and :func:`enroll` refuses it.
+
 **A broken sequence file does not stop enrollment**: when the sequences
 given carry ``broken`` files (:class:`~nurture.core.loader.Sequences`), a
 subscriber is enrolled on the last good version of each, the one most
@@ -143,7 +146,11 @@ def enroll_where_triggered(
     """
     sequences = with_last_good(session, sequences)
     # Sorted by id: enrollments are created (and get their ids) in a stable order.
-    auto = [sequences[key] for key in sorted(sequences) if sequences[key].sequence.trigger]
+    auto = [
+        sequences[key]
+        for key in sorted(sequences)
+        if sequences[key].sequence.trigger and sequences[key].sequence.enabled
+    ]
     eligible = [row for row in subscribers if row.status == SubscriberStatus.ACTIVE]
     if not eligible or not auto:
         return []
@@ -197,6 +204,11 @@ def enroll(
     subscribers who may not be mailed (not active, or suppressed).
     """
     sequence_id = loaded_sequence.sequence.id
+    if not loaded_sequence.sequence.enabled:
+        raise EnrollmentError(
+            f"{sequence_id!r} is disabled ({loaded_sequence.display} says enabled: false): "
+            "nobody is enrolled in it; set enabled: true to send it"
+        )
     if store.active_enrollment(session, subscriber.id, sequence_id) is not None:
         raise EnrollmentError(f"{subscriber.email} is already enrolled in {sequence_id!r}")
     ensure_mailable(session, subscriber)

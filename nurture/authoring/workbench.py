@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nurture.app.settings import Settings
+from nurture.authoring.checks import example_values
 from nurture.core.conditions import ConditionError, Engagement, compile_condition
 from nurture.core.loader import (
     BrokenFile,
@@ -161,6 +162,7 @@ def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:
         else:
             broken.append(BrokenFile(item.path, item.display, seq_id))
     result.sequences.broken = tuple(broken)
+    result.warnings.extend(example_values(settings, result.sequences.values()))
     return result
 
 
@@ -209,6 +211,7 @@ def preview_sequence(
         base_url=settings.base_url,
         secret_key=settings.secret_key,
         postal_address=settings.postal_address,
+        unsubscribe_mailbox=settings.unsubscribe_mailbox,
     )
     target = out_dir / sequence.id
     target.mkdir(parents=True, exist_ok=True)

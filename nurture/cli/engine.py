@@ -36,7 +36,7 @@ def _runtime(ctx: typer.Context, now: str | None = None) -> Iterator[Runtime]:
         except ValueError as exc:
             raise fail(f"--now: {exc}", EXIT_CONFIGURATION) from exc
     with errors():
-        runtime = build_runtime(ctx.obj.settings(), clock)
+        runtime = build_runtime(ctx.obj.store_settings(), clock)
     freeze_startup_objects()
     try:
         problems = runtime.registry.last_problems
@@ -59,7 +59,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from nurture.store.migrate import current_revision
 
     with errors():
-        engine = open_engine(ctx.obj.settings())
+        engine = open_engine(ctx.obj.store_settings())
         try:
             revision = current_revision(engine)
         finally:
@@ -166,7 +166,7 @@ def resume_command(
     from nurture.store import queries
 
     with errors():
-        engine = open_engine(ctx.obj.settings())
+        engine = open_engine(ctx.obj.store_settings())
         try:
             with engine.begin() as conn:
                 paused = queries.paused_sequences(conn)
@@ -198,7 +198,7 @@ def log_command(
     from nurture.store.reports import send_log
 
     with errors():
-        engine = open_engine(ctx.obj.settings())
+        engine = open_engine(ctx.obj.store_settings())
         try:
             rows = send_log(engine, email=email, sequence=sequence, status=status, limit=limit)
         finally:
@@ -235,7 +235,7 @@ def plan_command(ctx: typer.Context) -> None:
     from nurture.cli.plan import print_plan
 
     with errors():
-        engine = open_engine(ctx.obj.settings())
+        engine = open_engine(ctx.obj.store_settings())
         try:
             plans = plan_changes(engine, ctx.obj.sequences(), ctx.obj.now())
         finally:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import shutil
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from sqlmodel import Session
 
 from nurture.app.clock import Clock, FixedClock, parse_instant, system_clock
 from nurture.app.runtime import open_engine
-from nurture.app.settings import CONFIG_FILE, Settings, load_settings
+from nurture.app.settings import Settings, check_project, load_settings
 from nurture.authoring.workbench import (
     find_sequence,
     preview_sequence,
@@ -29,6 +27,7 @@ from nurture.authoring.workbench import (
 )
 from nurture.cli.console import err, errors, fail, out, safe
 from nurture.cli.engine import register_engine_commands
+from nurture.cli.project import init_command
 from nurture.cli.sends import sends_app
 from nurture.cli.subscribers import enroll_command, subscribers_app, unenroll_command
 from nurture.core.decisions import Event
@@ -39,7 +38,6 @@ from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import simulate
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EventKind
-from nurture.demo.examples import example_root
 from nurture.errors import SequenceError
 from nurture.store.db import session_factory
 
@@ -62,6 +60,13 @@ class Context:
     def settings(self) -> Settings:
         return load_settings(self.folder)
 
+    def store_settings(self) -> Settings:
+        """The settings of a command that opens the database: refused where there
+        is no project (see :func:`~nurture.app.settings.check_project`)."""
+        settings = self.settings()
+        check_project(self.folder, settings)
+        return settings
+
     def clock(self) -> Clock:
         return FixedClock(self.fixed_now) if self.fixed_now is not None else system_clock
 
@@ -69,7 +74,7 @@ class Context:
         return self.clock()()
 
     def open_store(self) -> tuple[Engine, sessionmaker[Session]]:
-        engine = open_engine(self.settings())
+        engine = open_engine(self.store_settings())
         return engine, session_factory(engine)
 
     def sequences(self) -> dict[str, LoadedSequence]:
@@ -152,35 +157,6 @@ def parse_event(text: str, zone: ZoneInfo) -> Event:
         f"--event {text!r}: the event is one of 'clicked STEP', 'opened STEP', "
         "'purchased [PRODUCT]', 'unsubscribed', followed by 'at ISO-TIME'"
     )
-
-
-@app.command()
-def init(
-    ctx: typer.Context,
-    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
-    force: Annotated[bool, typer.Option(help="Write into a folder that has nurture.toml.")] = False,
-) -> None:
-    """Create a working folder with nurture.toml and the example sequence."""
-    target = (ctx.obj.folder / directory).resolve()
-    if (target / CONFIG_FILE).exists() and not force:
-        raise fail(f"{target / CONFIG_FILE} already exists (use --force to overwrite)")
-    target.mkdir(parents=True, exist_ok=True)
-    source = example_root()
-    for name in ("sequences", "templates", "schemas"):
-        shutil.copytree(source / name, target / name, dirs_exist_ok=True)
-    (target / CONFIG_FILE).write_text(
-        "# nurture configuration. Any key can be overridden in the environment as\n"
-        "# NURTURE_<KEY> (for example NURTURE_TRANSPORT=sendgrid). See the README.\n"
-        'database_url = "sqlite:///nurture.db"\n'
-        'transport = "outbox"          # outbox | sendgrid | smtp\n'
-        'outbox_dir = "outbox"\n'
-        'base_url = "http://localhost:8000"   # public address of `nurture run`, for links\n'
-        f'secret_key = "{secrets.token_urlsafe(32)}"   # signs unsubscribe links; keep it secret\n'
-        'postal_address = "Exempel AB, Storgatan 1, 111 22 Stockholm, Sweden"\n',
-        encoding="utf-8",
-    )
-    out.print(Text.assemble("Created ", (str(target), "bold")))
-    out.print(Text(f"  cd {directory} && nurture validate"))
 
 
 @app.command()
@@ -327,6 +303,7 @@ def schema() -> None:
     print(sequence_schema_text(), end="")
 
 
+app.command("init")(init_command)
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sends_app, name="sends")
 app.command("enroll")(enroll_command)

@@ -51,7 +51,7 @@ def list_command(
             EXIT_CONFIGURATION,
         )
     with errors():
-        engine = open_engine(ctx.obj.settings())
+        engine = open_engine(ctx.obj.store_settings())
         try:
             with engine.connect() as conn:
                 rows = list_sends(conn, status=status, limit=limit)
@@ -115,7 +115,7 @@ def resolve_command(
     if all_unknown == bool(ids):
         raise fail("name the send ids, or give --all-unknown (not both)", EXIT_CONFIGURATION)
     with errors():
-        engine = open_engine(ctx.obj.settings())
+        engine = open_engine(ctx.obj.store_settings())
         try:
             settled = resolve_sends(
                 engine,

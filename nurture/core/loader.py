@@ -185,8 +185,14 @@ def sequence_from_definition(definition: Any) -> Sequence:
 
 
 def content_version(sequence: Sequence) -> str:
-    """A short hash of the sequence's meaning (comments and formatting excluded)."""
-    digest = hashlib.sha256(sequence.model_dump_json().encode("utf-8")).hexdigest()
+    """A short hash of the sequence's meaning (comments and formatting excluded).
+
+    ``enabled: true`` is left out of the hash: it is the default, and versions
+    recorded before the key existed must stay the same. A disabled sequence
+    hashes differently, so a stored version says whether it may be sent.
+    """
+    exclude = {"enabled"} if sequence.enabled else None
+    digest = hashlib.sha256(sequence.model_dump_json(exclude=exclude).encode("utf-8")).hexdigest()
     return digest[:12]
 
 

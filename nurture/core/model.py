@@ -330,6 +330,11 @@ class Sequence(_Strict):
 
     version: Literal[1] = Field(description="Format version of this file.")
     id: str = Field(pattern=SLUG, description="Stable slug; the identity of the sequence.")
+    enabled: bool = Field(
+        default=True,
+        description="false: nobody is enrolled and nothing is sent (validate, preview and "
+        "simulate still work); `nurture init` writes its example this way.",
+    )
     name: str = Field(min_length=1)
     description: str | None = None
     sender: Sender

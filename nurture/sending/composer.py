@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from urllib.parse import quote
 
 from nurture.core.loader import LoadedSequence
@@ -18,21 +19,36 @@ from nurture.core.tokens import MANAGE, sign, verify
 
 
 def build_links(
-    base_url: str, secret_key: str, email: str, sequence_id: str, *, now: datetime
+    base_url: str,
+    secret_key: str,
+    email: str,
+    sequence_id: str,
+    *,
+    now: datetime,
+    unsubscribe_mailbox: str | None = None,
 ) -> Links:
     """The subscriber's own signed links for one sequence.
 
     One token serves both pages: each only lets the holder manage this one
     subscription, and signing once per email is measurably cheaper. Only the
     current key signs, so the old keys are not needed here (see
-    :func:`read_link_token`).
+    :func:`read_link_token`). With ``unsubscribe_mailbox``, the links carry a
+    ``mailto:`` for ``List-Unsubscribe`` too: the request arrives from the
+    subscriber's own address, so it needs no token.
     """
     token = quote(sign(secret_key, MANAGE, {"e": email, "s": sequence_id}, now=now))
     base = base_url.rstrip("/")
     return Links(
         unsubscribe_url=f"{base}/unsubscribe/{token}",
         preferences_url=f"{base}/preferences/{token}",
+        unsubscribe_mailto=mailto_unsubscribe(unsubscribe_mailbox) if unsubscribe_mailbox else None,
     )
+
+
+@lru_cache(maxsize=16)
+def mailto_unsubscribe(mailbox: str) -> str:
+    """The ``mailto:`` URI of an unsubscribe request (RFC 6068), subject preset."""
+    return f"mailto:{quote(mailbox, safe='@')}?subject=unsubscribe"
 
 
 def read_link_token(
@@ -62,17 +78,26 @@ class Composer:
         base_url: str,
         secret_key: str,
         postal_address: str,
+        unsubscribe_mailbox: str | None = None,
     ) -> None:
         self.library = library
         self.base_url = base_url
         self.secret_key = secret_key
         self.postal_address = postal_address
+        self.unsubscribe_mailbox = unsubscribe_mailbox
 
     def __call__(
         self, loaded: LoadedSequence, step: Step, subscriber: Subscriber, key: str, now: datetime
     ) -> ComposedEmail:
         sequence = loaded.sequence
-        links = build_links(self.base_url, self.secret_key, subscriber.email, sequence.id, now=now)
+        links = build_links(
+            self.base_url,
+            self.secret_key,
+            subscriber.email,
+            sequence.id,
+            now=now,
+            unsubscribe_mailbox=self.unsubscribe_mailbox,
+        )
         rendered = self.library().render(sequence, step, subscriber, links, self.postal_address)
         domain = sequence.sender.email.rpartition("@")[2]
         return ComposedEmail(

@@ -170,7 +170,13 @@ class Dispatcher:
                 lease_until=self.sender.lease_until(),
                 lease_now=self.sender.wall_clock(),
                 worker_id=self.worker_id,
-                sequence_ids=[s for s in sequences if s not in paused and s not in spent],
+                # A disabled sequence (enabled: false) is held like a paused
+                # one: its enrollments wait, nothing of it is sent.
+                sequence_ids=[
+                    sid
+                    for sid, loaded in sequences.items()
+                    if loaded.sequence.enabled and sid not in paused and sid not in spent
+                ],
                 limit=self.sender.policy.batch_size,
             )
         if not ids:

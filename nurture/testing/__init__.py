@@ -64,6 +64,7 @@ class MemoryTransport(BaseTransport[OutgoingEmail, int]):
 
     name = "memory"
     display_name = "memory"
+    delivers = False  # nothing leaves the machine
 
     def __init__(self, *, hook: Hook | None = None, record: bool = True) -> None:
         self.hook = hook

@@ -37,7 +37,9 @@ __all__ = [
     "SendResult",
     "Transport",
     "create_transport",
+    "delivers",
     "known_transports",
+    "transport_class",
 ]
 
 ENTRY_POINT_GROUP = "nurture.transports"
@@ -52,13 +54,18 @@ def known_transports() -> list[str]:
     return sorted(_entry_points())
 
 
-def create_transport(settings: Settings) -> Transport:
-    """The transport named by ``settings.transport``, built by its ``from_settings``.
+def delivers(transport: object) -> bool:
+    """Whether a transport (class or instance) sends to real inboxes.
 
-    An unknown name (or a broken plugin) raises :class:`ConfigurationError` naming
-    the setting, its environment variable and the names that would work.
+    Read from its ``delivers`` attribute (:attr:`BaseTransport.delivers`); a
+    plugin that does not say is taken to deliver, so the checks that protect
+    subscribers (a real secret key, an https base URL) apply to it.
     """
-    name = settings.transport
+    return bool(getattr(transport, "delivers", True))
+
+
+def transport_class(name: str) -> type[TransportFactory]:
+    """The class registered under ``name``, not yet built (see :func:`create_transport`)."""
     registered = _entry_points()
     entry_point = registered.get(name)
     if entry_point is None:
@@ -68,13 +75,23 @@ def create_transport(settings: Settings) -> Transport:
             f"unknown transport {name!r}; known transports: {known}"
         )
     try:
-        factory = cast(type[TransportFactory], entry_point.load())
+        return cast(type[TransportFactory], entry_point.load())
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(
             f"transport {name!r} is registered as {entry_point.value!r} but cannot be loaded: {exc}"
         ) from exc
+
+
+def create_transport(settings: Settings) -> Transport:
+    """The transport named by ``settings.transport``, built by its ``from_settings``.
+
+    An unknown name (or a broken plugin) raises :class:`ConfigurationError` naming
+    the setting, its environment variable and the names that would work.
+    """
+    name = settings.transport
+    factory = transport_class(name)
     if not callable(getattr(factory, "from_settings", None)):
         raise ConfigurationError(
-            f"transport {name!r} ({entry_point.value}) has no from_settings(settings)"
+            f"transport {name!r} ({_entry_points()[name].value}) has no from_settings(settings)"
         )
     return cast(Transport, factory.from_settings(settings))

@@ -39,7 +39,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
 from email.utils import getaddresses, parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Protocol,
+    Self,
+    TypeVar,
+    runtime_checkable,
+)
 
 from nurture.core.rendering import AddressEncodingError, ComposedEmail, needs_smtputf8
 from nurture.errors import PermanentSendError, SendError, TransientSendError
@@ -219,6 +228,10 @@ class BaseTransport(ABC, Generic[RequestT, ResponseT]):
     """The registered name, also :attr:`SendResult.provider`."""
     display_name: str
     """How messages name the transport (``"SendGrid"``, ``"SMTP"``)."""
+    delivers: ClassVar[bool] = True
+    """Whether its emails reach real inboxes. The outbox and the memory
+    transport say False: only a delivering transport needs a real secret key
+    and a public https base URL (see :func:`nurture.transports.delivers`)."""
     closed: bool = False
 
     def send(self, email: OutgoingEmail) -> SendResult:

@@ -57,6 +57,7 @@ class OutboxTransport(BaseTransport[_File, None]):
 
     name = "outbox"
     display_name = "outbox"
+    delivers = False  # nothing leaves the machine
 
     def __init__(
         self, directory: Path | str, *, clock: Callable[[], datetime] | None = None

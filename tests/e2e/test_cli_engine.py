@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.folders import enable_example
+
 NURTURE = [sys.executable, "-m", "nurture"]
 NOW = "2026-11-27T14:30:00Z"  # Friday 15:30 in Stockholm
 
@@ -36,6 +38,7 @@ def run(*args: str, cwd: Path, db_url: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def work(tmp_path: Path, db_url: str) -> Path:
     assert run("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
+    enable_example(tmp_path / "work")
     return tmp_path / "work"
 
 

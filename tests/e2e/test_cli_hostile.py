@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 from nurture.store.db import make_engine
 from nurture.store.tables import SendRow, SubscriberRow
 from nurture.testing import FakeSendGrid
+from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
 from tests.e2e.test_cli_engine import NOW, NURTURE, env, run
 
 HOSTILE_NAME = "Anna\r\nBcc: everyone@example.com\x1b[31m\x1b]0;owned\x07"
@@ -28,6 +29,7 @@ API_KEY = "sk_live_7Hq2-Zx9Lp4vW8nT"
 def work(tmp_path: Path, db_url: str) -> Iterator[Path]:
     assert run("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
     folder = tmp_path / "work"
+    enable_example(folder)
     added = run(
         "--now", NOW, "subscribers", "add", "anna@example.com", "--name", "Anna",
         "--tag", "b2b", cwd=folder, db_url=db_url,
@@ -105,6 +107,7 @@ def test_controls_in_a_stored_name_do_not_fail_a_sendgrid_send(work: Path, db_ur
             "NURTURE_TRANSPORT": "sendgrid",
             "NURTURE_SENDGRID_API_KEY": API_KEY,
             "NURTURE_SENDGRID_API_HOST": fake.url,
+            "NURTURE_BASE_URL": PUBLIC_BASE_URL,
         }
         sent = _run_with(values, work, db_url, "--now", NOW, "dispatch", "--once")
         assert sent.returncode == 0, sent.stderr
@@ -133,6 +136,7 @@ def test_a_provider_error_echoing_the_key_is_redacted_by_value(work: Path, db_ur
             "NURTURE_TRANSPORT": "sendgrid",
             "NURTURE_SENDGRID_API_KEY": API_KEY,
             "NURTURE_SENDGRID_API_HOST": fake.url,
+            "NURTURE_BASE_URL": PUBLIC_BASE_URL,
         }
         sent = _run_with(values, work, db_url, "--now", NOW, "dispatch", "--once")
         assert fake.stats()["received"] == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nurture.testing.fake_sendgrid import FakeSendGrid
+from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
 
 NURTURE = [sys.executable, "-m", "nurture"]
 NOW = "2026-11-27T14:30:00Z"  # Friday 15:30 in Stockholm
@@ -31,9 +32,12 @@ def fake() -> Iterator[FakeSendGrid]:
 def work(tmp_path: Path, db_url: str, fake: FakeSendGrid) -> Path:
     assert run("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
     folder = tmp_path / "work"
+    enable_example(folder)
     toml = folder / "nurture.toml"
     sendgrid = f'transport = "sendgrid"\nsendgrid_api_host = "{fake.url}"\nsendgrid_timeout = 0.5'
-    toml.write_text(toml.read_text("utf-8").replace('transport = "outbox"', sendgrid), "utf-8")
+    text = toml.read_text("utf-8").replace('transport = "outbox"', sendgrid)
+    text = text.replace('base_url = "http://localhost:8000"', f'base_url = "{PUBLIC_BASE_URL}"')
+    toml.write_text(text, "utf-8")
     return folder
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.folders import enable_example
 from tests.e2e.test_cli_authoring import run
 from tests.e2e.test_cli_engine import run as run_with_db
 
@@ -20,8 +21,15 @@ SEQUENCE = Path("sequences") / "sales-process.yaml"
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("checks")
-    result = run("init", "work", cwd=base)
+    # A project past its first steps: real sender values (validate warns about
+    # the example's), and the example enabled (some tests send it).
+    result = run(
+        "init", "work", "--from", "Acme <hello@acme-saas.com>",
+        "--postal-address", "Acme Inc, 1 Main Street, Springfield, USA",
+        "--base-url", "https://mail.acme-saas.com", cwd=base,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    enable_example(base / "work")
     return base / "work"
 
 

@@ -110,6 +110,7 @@ def make_folder(tmp_path: Path, db_url: str, fake_url: str) -> Folder:
     (work / "sequences" / "crash.yaml").write_text(json.dumps(definition), encoding="utf-8")
     (work / "nurture.toml").write_text(
         'transport = "sendgrid"\n'
+        'base_url = "https://mail.example.se"\n'
         f'sendgrid_api_host = "{fake_url}"\n'
         "sendgrid_timeout = 5.0\n"
         'secret_key = "crash-test-secret-not-a-placeholder"\n'

@@ -594,7 +594,12 @@ def sendgrid_setup(
 ) -> Setup:
     transport = SendGridTransport("SG.test-key", host=fake.url, timeout=timeout)
     return make_setup(
-        engine, tmp_path, transport, transport="sendgrid", sendgrid_api_key="SG.test-key"
+        engine,
+        tmp_path,
+        transport,
+        transport="sendgrid",
+        sendgrid_api_key="SG.test-key",
+        base_url="https://mail.example.se",  # a real transport refuses localhost
     )
 
 

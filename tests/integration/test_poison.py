@@ -246,6 +246,7 @@ def test_poison_rows_through_sendgrid(engine: Engine, tmp_path: Path) -> None:
             tmp_path,
             None,
             transport="sendgrid",
+            base_url="https://mail.example.se",  # a real transport refuses localhost
             sendgrid_api_key=API_KEY,
             sendgrid_api_host=fake.url,
             sendgrid_timeout=5.0,

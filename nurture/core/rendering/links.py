@@ -29,6 +29,8 @@ class Links:
 
     unsubscribe_url: str
     preferences_url: str
+    unsubscribe_mailto: str | None = None
+    """``mailto:`` URI for unsubscribing by email, when a mailbox takes requests."""
 
 
 @lru_cache(maxsize=4096)
@@ -64,7 +66,9 @@ def list_headers(
       List-Unsubscribe=One-Click``: RFC 8058 one-click unsubscribe, which Gmail and
       Yahoo require of bulk senders; the mail client POSTs to the URL, so the
       unsubscribe endpoint must accept POST without a confirmation page. (RFC 2369
-      defines the header itself.)
+      defines the header itself.) When a mailbox takes requests, its ``mailto:``
+      URI follows the https one, for clients that only unsubscribe by email
+      (RFC 2369 section 2: a list of URIs, in order of preference).
     - ``List-Id``: RFC 2919, so mail clients can filter and users can recognise the
       series. The id lives under the *sender's* domain, which the business
       controls (RFC 2919 section 3) and which, unlike the base URL, is the same in
@@ -72,8 +76,11 @@ def list_headers(
     - ``X-Nurture-Sequence`` / ``X-Nurture-Step``: lets provider events and
       bounces be traced back to a step without parsing the body.
     """
+    unsubscribe = f"<{links.unsubscribe_url}>"
+    if links.unsubscribe_mailto:
+        unsubscribe += f", <{links.unsubscribe_mailto}>"
     return {
-        "List-Unsubscribe": f"<{links.unsubscribe_url}>",
+        "List-Unsubscribe": unsubscribe,
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "List-Id": list_id(sequence_id, sequence_name, sender_email),
         "X-Nurture-Sequence": sequence_id,

@@ -1,0 +1,128 @@
+"""Values that came with nurture and are still in place: ``validate`` warns about them.
+
+``nurture init`` writes placeholders where the user gave nothing, and the
+example sequence is disabled. All of it validates, so a new user can try every
+command at once; none of it may reach a subscriber unnoticed. Each warning
+names where to make the change: the sequence file's line, or the setting as
+configuration errors name it (``nurture.toml`` and its ``NURTURE_*`` variable).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from nurture.app.settings import CONFIG_FILE, Settings, base_url_problem
+from nurture.authoring.project import SAMPLE_POSTAL_ADDRESSES
+from nurture.core.loader import LoadedSequence
+from nurture.errors import Diagnostic
+
+# Domains reserved for documentation and tests (RFC 2606, RFC 6761): mail to
+# them goes nowhere, so a sender there is an example someone forgot.
+EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
+EXAMPLE_TOP_LEVEL = ("example", "test", "invalid", "localhost")
+
+
+def is_example_address(address: str) -> bool:
+    """Whether ``address`` is at a domain reserved for examples."""
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return domain.rpartition(".")[2] in EXAMPLE_TOP_LEVEL or any(
+        domain == reserved or domain.endswith("." + reserved) for reserved in EXAMPLE_DOMAINS
+    )
+
+
+def example_values(settings: Settings, sequences: Iterable[LoadedSequence]) -> list[Diagnostic]:
+    """Warnings for example values still in place: in the sequence files
+    (disabled, an example sender) and in the settings (the sample postal
+    address, a base URL no subscriber can open)."""
+    found: list[Diagnostic] = []
+    for loaded in sequences:
+        found.extend(_in_sequence(loaded))
+    found.extend(_in_settings(settings))
+    return found
+
+
+def _in_sequence(loaded: LoadedSequence) -> list[Diagnostic]:
+    sequence = loaded.sequence
+    found = []
+    if not sequence.enabled:
+        found.append(
+            loaded.diagnostic(
+                ("enabled",),
+                f"{sequence.id} is disabled: nobody is enrolled and nothing is sent "
+                "until enabled: true",
+            )
+        )
+    addresses = {"email": sequence.sender.email, "reply_to": sequence.sender.reply_to}
+    for key, address in addresses.items():
+        if address is None or not is_example_address(address):
+            continue
+        if key == "reply_to" and address == sequence.sender.email:
+            continue  # one warning for the same address
+        found.append(
+            loaded.diagnostic(
+                ("sender", key),
+                f"sender {key} {address} is an example address: use your own "
+                "(an inbox someone reads)",
+            )
+        )
+    return found
+
+
+def _in_settings(settings: Settings) -> list[Diagnostic]:
+    found = []
+    if settings.postal_address in SAMPLE_POSTAL_ADDRESSES:
+        found.append(
+            _setting(
+                settings,
+                "postal_address",
+                f"is the sample {settings.postal_address!r}: every footer shows it; "
+                "put your real postal address (the law requires it)",
+            )
+        )
+    problem = base_url_problem(settings.base_url)
+    if problem is not None:
+        found.append(
+            _setting(
+                settings,
+                "base_url",
+                f"{settings.base_url!r} {problem}: links in sent emails would not open. "
+                "Fine for the outbox; set your public https:// address before sending for real",
+            )
+        )
+    return found
+
+
+def _setting(settings: Settings, key: str, message: str) -> Diagnostic:
+    """A warning about setting ``key``, at its line in ``nurture.toml`` when it is there."""
+    variable = f"NURTURE_{key.upper()}"
+    config = settings.config_file
+    shown = _shown(config) if config is not None else CONFIG_FILE
+    if any(name.upper() == variable for name in os.environ):
+        return Diagnostic(shown, 1, 1, f"{key} (from {variable}) {message}")
+    position = _key_position(config, key) if config is not None else None
+    if position is None:
+        return Diagnostic(shown, 1, 1, f"{key} (not set in {CONFIG_FILE}) {message}")
+    return Diagnostic(shown, *position, f"{key} {message}")
+
+
+def _key_position(config: Path, key: str) -> tuple[int, int] | None:
+    try:
+        lines = config.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    pattern = re.compile(rf"^(\s*){re.escape(key)}\s*=")
+    for number, line in enumerate(lines, start=1):
+        match = pattern.match(line)
+        if match:
+            return number, len(match.group(1)) + 1
+    return None
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,145 @@
+"""``nurture init``: a new working folder, the example disabled, the sender,
+postal address and base URL from flags, a prompt, or placeholders.
+
+The folder itself is written by :mod:`nurture.authoring.project`; this module
+only gathers the choices and says what was done.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.text import Text
+
+from nurture.app.settings import CONFIG_FILE
+from nurture.authoring.project import (
+    EXAMPLE_SEQUENCE,
+    LOCAL_BASE_URL,
+    PLACEHOLDER_POSTAL_ADDRESS,
+    PLACEHOLDER_SENDER,
+    ProjectChoices,
+    check_base_url,
+    check_postal_address,
+    parse_sender,
+    write_project,
+)
+from nurture.cli.console import err, fail, out, safe
+from nurture.core.model import Sender
+from nurture.demo.examples import example_root
+
+_T = TypeVar("_T")
+
+
+def _from_flag(value: str | None) -> Sender | None:
+    if value is None:
+        return None
+    try:
+        return parse_sender(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _checked(check: Callable[[str], str]) -> Callable[[str | None], str | None]:
+    def callback(value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+
+    return callback
+
+
+def _ask(question: str, placeholder: str, check: Callable[[str], _T]) -> _T:
+    """Prompt until ``check`` accepts the answer (Enter keeps the placeholder)."""
+    while True:
+        answer: str = typer.prompt(question, default=placeholder)
+        try:
+            return check(answer)
+        except ValueError as exc:
+            err.print(Text.assemble(("  ", ""), safe(str(exc))))
+
+
+def _project_choices(
+    sender: Sender | None, postal_address: str | None, base_url: str | None
+) -> ProjectChoices:
+    """The flags given; the rest asked for on a terminal, else placeholders."""
+    interactive = sys.stdin.isatty() and None in (sender, postal_address, base_url)
+    if interactive:
+        out.print("Three things every email needs (Enter keeps a placeholder for now):")
+    if sender is None:
+        sender = parse_sender(PLACEHOLDER_SENDER)
+        if interactive:
+            sender = _ask("Sender, as subscribers see it", PLACEHOLDER_SENDER, parse_sender)
+    if postal_address is None:
+        postal_address = PLACEHOLDER_POSTAL_ADDRESS
+        if interactive:
+            postal_address = _ask(
+                "Postal address for the footer", postal_address, check_postal_address
+            )
+    if base_url is None:
+        base_url = LOCAL_BASE_URL
+        if interactive:
+            base_url = _ask("Public https:// address of `nurture run`", base_url, check_base_url)
+    return ProjectChoices(sender, postal_address, base_url)
+
+
+def init_command(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    sender: Annotated[
+        Sender | None,
+        typer.Option(
+            "--from",
+            parser=_from_flag,
+            metavar="'NAME <EMAIL>'",
+            help="Who the emails come from, e.g. 'Maja Berg <maja@bergdesign.se>'.",
+        ),
+    ] = None,
+    postal_address: Annotated[
+        str | None,
+        typer.Option(
+            callback=_checked(check_postal_address),
+            metavar="'STREET, CITY, COUNTRY'",
+            help="Your postal address, shown in every footer.",
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            callback=_checked(check_base_url),
+            metavar="URL",
+            help="Public https:// address of `nurture run`, for links (e.g. https://mail.shop.se).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Write into a folder that has nurture.toml.")] = False,
+) -> None:
+    """Create a working folder: nurture.toml and the example sequence, disabled.
+
+    Without --from, --postal-address and --base-url it asks for them on a
+    terminal; elsewhere it writes placeholders, which `validate` points out.
+    """
+    target = (ctx.obj.folder / directory).resolve()
+    if (target / CONFIG_FILE).exists() and not force:
+        raise fail(f"{target / CONFIG_FILE} already exists (use --force to overwrite)")
+    choices = _project_choices(sender, postal_address, base_url)
+    write_project(target, example_root(), choices, secrets.token_urlsafe(32))
+    out.print(Text.assemble("Created ", (str(target), "bold")))
+    out.print(Text(f"  {EXAMPLE_SEQUENCE} is the example, disabled: it sends nothing"))
+    out.print(Text(f"  cd {directory} && nurture validate"))
+    left = choices.placeholders()
+    if left:
+        err.print(
+            Text.assemble(
+                ("warning: ", "yellow"),
+                f"placeholders for {', '.join(left)}: replace them before sending "
+                "(`nurture validate` points at each)",
+            ),
+            soft_wrap=True,
+        )
