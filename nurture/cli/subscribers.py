@@ -47,7 +47,7 @@ from nurture.audience.subscribers import (
 )
 from nurture.audience.suppression import is_suppressed
 from nurture.cli.console import EXIT_FAILED, err, errors, examples, fail, out, safe
-from nurture.core.loader import LoadedSequence
+from nurture.core.loader import LoadedSequence, Sequences
 from nurture.core.simulation import simulate
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.store.tables import SUBSCRIBER_STATUSES, EnrollmentRow, SubscriberRow
@@ -218,12 +218,23 @@ def _enrolled_lines(
         for sequence_id in sorted(sequences)
         if sequence_id not in new and triggered_on_subscribe(sequences[sequence_id], row.tags)
     ]
+    # A broken file's sequence is not in `sequences`: enrollment fell back on
+    # its last good version, or warned (on stderr) that it could not.
+    broken = [
+        item
+        for item in (sequences.broken if isinstance(sequences, Sequences) else ())
+        if item.sequence_id not in sequences and item.sequence_id not in new
+    ]
     if matched and is_suppressed(session, row.email):
         lines.append("not enrolled: the address is on the suppression list")
     elif matched:
         lines.extend(f"already enrolled in {sid}: not enrolled again" for sid in matched)
-    elif not new:
+    elif not new and (not broken or any(s.sequence.trigger for s in sequences.values())):
         lines.append(f"not enrolled: no trigger matched ({_triggers(sequences)})")
+    lines.extend(
+        f"not enrolled in {item.sequence_id}: {item.display} is broken (see the warning)"
+        for item in broken
+    )
     return lines
 
 
