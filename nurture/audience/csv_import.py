@@ -7,6 +7,24 @@ added exactly as :func:`~nurture.audience.subscribers.add_subscriber` adds one. 
 chunks, one transaction each, so :func:`import_csv` commits (unlike the
 service's functions, which only flush).
 
+**Columns.** The header names the columns, in any order. The usual names for
+the subscriber's fields are understood, whatever their case, spaces, dashes
+and underscores: ``email`` (also ``E-post``, ``Email Address``,
+``email_address``), ``name`` (``Namn``, ``Full Name``), ``first_name``
+(``First Name``, ``Förnamn``), ``last_name`` (``Last Name``, ``Efternamn``:
+with ``first_name`` it makes the name when there is no ``name`` column), ``tz``
+or ``timezone``, ``locale`` (``language``) and ``tags`` (``TAGS``, ``Taggar``),
+so Mailchimp's and Kit's exports import as they are. ``attr.<key>`` is the
+attribute ``key``. **Any other column is kept as an attribute** named after
+its header (``Company Size`` -> ``company_size``), and the report says so
+(:attr:`ImportReport.notes`); a column without a name is ignored, with a note.
+Only a file nothing can be read from is refused: no email column, two
+columns for one field, not UTF-8.
+
+**Duplicates.** An address on several lines (in any case or spacing) is one
+subscriber: the later rows are merged into it like a re-add, and each is
+reported in :attr:`ImportReport.duplicates` with the line it repeats.
+
 Errors: :class:`ImportFileError` (a file that cannot be imported at all);
 a bad row is reported in :class:`ImportReport` and skipped.
 
@@ -21,6 +39,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +52,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from nurture.audience.consent import Consent
-from nurture.audience.input import InvalidSubscriberError, SubscriberInput
+from nurture.audience.enrollment import triggered_on_subscribe
+from nurture.audience.input import (
+    LIMITS,
+    TAG_SEPARATORS,
+    InvalidSubscriberError,
+    SubscriberInput,
+)
 from nurture.audience.subscribers import upsert_subscribers
 from nurture.core.loader import LoadedSequence
 from nurture.core.vocabulary import SubscriberStatus
@@ -51,23 +77,26 @@ class ImportFileError(NurtureError):
     """A whole CSV file cannot be imported (unreadable, not UTF-8, bad header)."""
 
 
-_KNOWN_COLUMNS = {"email", "name", "first_name", "tz", "timezone", "locale", "tags"}
-_ATTR_PREFIX = "attr."
-TAG_SEPARATORS = (";", "|")
-"""Tags in one cell are separated by ``;`` or ``|``; never ``,``, which
-separates columns (Excel in many European locales writes ``;`` between columns:
-the column delimiter is detected from the header, and such cells are quoted)."""
-
-
 @dataclass
 class ImportReport:
-    """What :func:`import_csv` did. ``errors``: (1-based file line, message)."""
+    """What :func:`import_csv` did.
+
+    ``errors``: (1-based file line, message) of the rows skipped.
+    ``duplicates``: (line, the earlier line with the same address) of the rows
+    merged into an earlier one. ``notes``: how the header was read (columns
+    kept as attributes, columns ignored). ``enrollments``: new enrollments by
+    sequence id. ``no_trigger``: subscribers whose tags start no sequence.
+    """
 
     imported: int = 0
     updated: int = 0
     unchanged: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
     enrolled: int = 0
+    duplicates: list[tuple[int, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    enrollments: Counter[str] = field(default_factory=Counter)
+    no_trigger: int = 0
 
     @property
     def total(self) -> int:
@@ -100,52 +129,108 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def _columns(path: Path, header: list[str]) -> list[str]:
-    names = [cell.strip().lower() for cell in header]
+_ATTR_PREFIX = "attr."
+
+# Header names as people and other tools write them, by field. A header is
+# matched case-insensitively, ignoring spaces, dashes, dots and underscores
+# (:func:`_squash`): "E-post", "Email Address" (Mailchimp), "email_address",
+# "First Name", "first_name" (Kit) ...
+_FIELD_NAMES: Mapping[str, tuple[str, ...]] = {
+    "email": ("email", "emailaddress", "mail", "epost", "epostadress", "emailadress"),
+    "name": ("name", "fullname", "namn"),
+    "first_name": ("firstname", "fname", "givenname", "förnamn"),
+    "last_name": ("lastname", "lname", "surname", "familyname", "efternamn"),
+    "timezone": ("tz", "timezone", "tidszon"),
+    "locale": ("locale", "language", "lang", "språk"),
+    "tags": ("tags", "tag", "taggar", "labels"),
+}
+_FIELDS = {alias: field for field, aliases in _FIELD_NAMES.items() for alias in aliases}
+
+
+def _squash(header: str) -> str:
+    return re.sub(r"[\W_]+", "", header.casefold())
+
+
+def _attribute_name(header: str) -> str:
+    """An unknown column's attribute: ``Company Size`` -> ``company_size``."""
+    return re.sub(r"[\W_]+", "_", header.strip().casefold()).strip("_")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What each column of the file holds: a field, an attribute, or nothing."""
+
+    fields: Mapping[int, str]  # column index -> field name (see _FIELD_NAMES)
+    attributes: Mapping[int, str]  # column index -> attribute name
+    count: int
+    notes: tuple[str, ...]  # how unknown and nameless columns were read
+
+
+def _columns(path: Path, header: list[str]) -> _Columns:
+    fields: dict[int, str] = {}
+    attributes: dict[int, str] = {}
+    kept: list[str] = []
+    ignored: list[str] = []
     problems: list[str] = []
-    for name in names:
-        if name.startswith(_ATTR_PREFIX):
-            if not name.removeprefix(_ATTR_PREFIX):
+    for index, cell in enumerate(header):
+        written = cell.strip()
+        if written.lower().startswith(_ATTR_PREFIX):
+            name = written[len(_ATTR_PREFIX) :].strip().lower()
+            if name:
+                attributes[index] = name
+            else:
                 problems.append("column 'attr.' needs a name after the dot")
-        elif name not in _KNOWN_COLUMNS:
+        elif (field_name := _FIELDS.get(_squash(written))) is not None:
+            fields[index] = field_name
+        elif (name := _attribute_name(written)) and len(name) <= LIMITS["attribute_key"]:
+            attributes[index] = name
+            kept.append(f"{written!r} as {name!r}")
+        else:
+            ignored.append(str(index + 1))
+    for field_name in _FIELD_NAMES:
+        holders = [header[i].strip() for i, f in fields.items() if f == field_name]
+        if len(holders) > 1:
             problems.append(
-                f"unknown column {name!r} (keep it as an attribute with attr.{name})"
-                if name
-                else "a column has no name"
+                f"duplicate column(s): {field_name} ({', '.join(repr(h) for h in holders)}): "
+                "keep one"
             )
-    duplicates = sorted({n for n in names if names.count(n) > 1 and n})
+    names = list(attributes.values())
+    duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        problems.append(f"duplicate column(s): {', '.join(duplicates)}")
-    if "tz" in names and "timezone" in names:
-        problems.append("use either 'tz' or 'timezone', not both")
-    if "email" not in names:
+        problems.append(f"duplicate column(s) for attribute(s): {', '.join(duplicates)}")
+    if "email" not in fields.values():
         problems.append("no 'email' column")
     if problems:
         raise ImportFileError(f"{path}:1: " + "; ".join(problems))
-    return names
+    notes: list[str] = []
+    if kept:
+        notes.append(f"kept as attributes: {', '.join(kept)}")
+    if ignored:
+        notes.append(f"ignored: column(s) {', '.join(ignored)} (no usable name)")
+    return _Columns(fields, attributes, len(header), tuple(notes))
 
 
-def _row_input(columns: list[str], cells: list[str]) -> SubscriberInput:
-    if len(cells) > len(columns):
+def _row_input(columns: _Columns, cells: list[str]) -> SubscriberInput:
+    if len(cells) > columns.count:
         raise InvalidSubscriberError(
-            f"{len(cells)} cells but the header has {len(columns)} columns"
+            f"{len(cells)} cells but the header has {columns.count} columns"
         )
-    values = dict(zip(columns, (c.strip() for c in cells), strict=False))
-    tag_text = values.get("tags", "")
-    for separator in TAG_SEPARATORS[1:]:
-        tag_text = tag_text.replace(separator, TAG_SEPARATORS[0])
-    attributes = {
-        key.removeprefix(_ATTR_PREFIX): value
-        for key, value in values.items()
-        if key.startswith(_ATTR_PREFIX) and value
-    }
+    values = {name: "" for name in _FIELD_NAMES}
+    attributes: dict[str, str] = {}
+    for index, cell in enumerate(cells):
+        text = cell.strip()
+        if index in columns.fields:
+            values[columns.fields[index]] = text
+        elif index in columns.attributes and text:
+            attributes[columns.attributes[index]] = text
+    name = values["name"] or " ".join(p for p in (values["first_name"], values["last_name"]) if p)
     return SubscriberInput.parse(
-        email=values.get("email", ""),
-        name=values.get("name", ""),
-        first_name=values.get("first_name"),
-        timezone=values.get("tz") or values.get("timezone"),
-        locale=values.get("locale"),
-        tags=tag_text.split(TAG_SEPARATORS[0]),
+        email=values["email"],
+        name=name,
+        first_name=values["first_name"],
+        timezone=values["timezone"],
+        locale=values["locale"],
+        tags=[values["tags"]],
         attributes=attributes,
     )
 
@@ -169,18 +254,17 @@ def import_csv(
 ) -> ImportReport:
     """Import subscribers from a UTF-8 CSV file (a BOM is fine), upserting by address.
 
-    Columns (header required, any order, case-insensitive): ``email`` (required),
-    ``name``, ``first_name``, ``tz`` (or ``timezone``), ``locale``, ``tags``
-    (see :data:`TAG_SEPARATORS`) and ``attr.<key>`` for attributes. Empty cells
-    mean "not given". A bad row is reported with its file line (the header is
-    line 1) and skipped; the good rows are imported and enrolled like
-    :func:`add_subscriber`. Commits every ``chunk_size`` rows and calls
-    ``progress(rows_done, rows_total)`` after each chunk.
+    Columns: see the module doc (``email`` is required; tags are separated by
+    :data:`TAG_SEPARATORS`). Empty cells mean "not given". A bad row is
+    reported with its file line (the header is line 1) and skipped; the good
+    rows are imported and enrolled like :func:`add_subscriber`. Commits every
+    ``chunk_size`` rows and calls ``progress(rows_done, rows_total)`` after
+    each chunk.
 
     Raises :class:`ImportFileError` (before importing anything) for a file that
-    cannot be read, is not UTF-8 or has a bad header. A database error mid-way
-    leaves the chunks before it committed; as a re-import changes nothing,
-    running it again finishes the job.
+    cannot be read, is not UTF-8 or has a header nothing can be read from. A
+    database error mid-way leaves the chunks before it committed; as a
+    re-import changes nothing, running it again finishes the job.
     """
     consent = Consent.parse(consent_source, consent_text)
     text = _decode(path)
@@ -200,7 +284,9 @@ def import_csv(
     except csv.Error as exc:
         raise ImportFileError(f"{path}:{reader.line_num}: {exc}") from exc
 
-    report = ImportReport()
+    report = ImportReport(notes=list(columns.notes))
+    first_line: dict[str, int] = {}  # address -> the line it first appeared on
+    matched: dict[str, bool] = {}  # address -> whether its tags start a sequence
     done = 0
 
     def upsert(rows: Sequence[SubscriberInput]) -> None:
@@ -217,14 +303,24 @@ def import_csv(
         report.updated += result.updated
         report.unchanged += result.unchanged
         report.enrolled += len(result.enrollments)
+        report.enrollments.update(e.sequence_id for e in result.enrollments)
+        for row in result.rows:
+            matched[row.email] = any(
+                triggered_on_subscribe(loaded, row.tags) for loaded in sequences.values()
+            )
 
     for chunk in _chunks(records, chunk_size):
         valid: list[tuple[int, SubscriberInput]] = []
         for line, cells in chunk:
             try:
-                valid.append((line, _row_input(columns, cells)))
+                data = _row_input(columns, cells)
             except InvalidSubscriberError as exc:
                 report.errors.append((line, str(exc)))
+                continue
+            earlier = first_line.setdefault(data.email, line)
+            if earlier != line:
+                report.duplicates.append((line, earlier))
+            valid.append((line, data))
         if valid:
             try:
                 upsert([data for _, data in valid])
@@ -242,4 +338,5 @@ def import_csv(
             progress(done, len(records))
     if progress is not None and not records:
         progress(0, 0)
+    report.no_trigger = sum(1 for hit in matched.values() if not hit)
     return report

@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from nurture.audience.input import normalise_tag
 from nurture.audience.suppression import is_suppressed, suppressed
 from nurture.core.loader import LoadedSequence, Positions, Sequences, sequence_from_definition
 from nurture.core.model import Sequence as SequenceModel
@@ -60,11 +61,16 @@ class EnrollmentError(NurtureError):
 
 
 def triggered_on_subscribe(loaded: LoadedSequence, tags: Iterable[str]) -> bool:
-    """Whether subscribing with ``tags`` starts ``loaded`` (its trigger's tags all present)."""
+    """Whether subscribing with ``tags`` starts ``loaded`` (its trigger's tags all present).
+
+    Both sides are compared as :func:`~nurture.audience.input.normalise_tag`
+    makes them: a trigger written ``[B2B]`` matches the stored tag ``b2b``.
+    """
     trigger = loaded.sequence.trigger
-    return (
-        trigger is not None and trigger.event == "subscribed" and set(trigger.tags).issubset(tags)
-    )
+    if trigger is None or trigger.event != "subscribed":
+        return False
+    wanted = {normalise_tag(tag) for tag in trigger.tags}
+    return wanted.issubset(normalise_tag(tag) for tag in tags)
 
 
 def _remember_versions(

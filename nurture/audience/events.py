@@ -1,7 +1,12 @@
 """Recording what subscribers do (purchases, clicks, unsubscribes) as events.
 
 Events are idempotent by ``provider_event_id``: recording the same one twice is
-a no-op (webhook replays, double clicks)."""
+a no-op (webhook replays, double clicks).
+
+An event that can end an enrollment (:data:`ENDING_EVENTS`: a purchase that
+may reach a sequence's goal, an unsubscribe) makes the subscriber's active
+enrollments due at once, so the next dispatch pass records the exit then, not
+at the next step's due time."""
 
 from __future__ import annotations
 
@@ -12,7 +17,10 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from nurture.core.vocabulary import EventKind
-from nurture.store.events import insert_event
+from nurture.store.events import bring_enrollments_forward, insert_event
+
+ENDING_EVENTS = frozenset({EventKind.PURCHASED, EventKind.UNSUBSCRIBED})
+"""The kinds the decision function may end an enrollment on."""
 
 
 def record_event(
@@ -39,7 +47,7 @@ def record_event(
     except ValueError as exc:
         words = ", ".join(EventKind)
         raise ValueError(f"unknown event kind {kind!r} (one of {words})") from exc
-    return insert_event(
+    inserted = insert_event(
         conn,
         {
             "provider_event_id": provider_event_id or f"nurture:{uuid.uuid4().hex}",
@@ -54,3 +62,6 @@ def record_event(
             "payload": payload or {},
         },
     )
+    if inserted and checked in ENDING_EVENTS and subscriber_id is not None:
+        bring_enrollments_forward(conn, subscriber_id, occurred_at)
+    return inserted

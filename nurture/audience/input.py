@@ -12,8 +12,13 @@ Pure: no database, no clock. Time zones and locales are checked by
 whole address, local part included. RFC 5321 allows a server to treat
 ``Anna@`` and ``anna@`` as different mailboxes, but no mainstream provider
 does, and treating them as two subscribers would mail one person twice and
-split their consent and unsubscribe state across two rows. Tags, on the other
-hand, are case-sensitive, as in sequence triggers.
+split their consent and unsubscribe state across two rows.
+
+**Tags are normalised too** (:func:`normalise_tag`): surrounding spaces and
+quotes dropped, case folded (``B2B`` and ``b2b`` are one tag), and a value
+holding :data:`TAG_SEPARATORS` split (``--tag "b2b,lead"`` is two tags, as a
+Mailchimp ``TAGS`` or Kit ``tags`` cell is). Sequence triggers are compared
+the same way (:func:`nurture.audience.enrollment.triggered_on_subscribe`).
 
 **Limits.** Every field is bounded, so one row cannot overflow a column, fill
 the database or break a send: see :data:`LIMITS`. No field may hold a NUL or
@@ -32,6 +37,7 @@ such an email fails alone, with a reason, at send time.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,12 +51,15 @@ from nurture.errors import NurtureError
 
 __all__ = [
     "LIMITS",
+    "TAG_SEPARATORS",
     "InvalidSubscriberError",
     "SubscriberInput",
     "check_length",
     "check_text",
     "given",
     "normalise_email",
+    "normalise_tag",
+    "split_tags",
 ]
 
 
@@ -147,15 +156,36 @@ def given(value: str | None) -> str | None:
     return stripped or None
 
 
+TAG_SEPARATORS = (",", ";", "|")
+"""What separates tags in one value: ``,`` (Kit, Mailchimp and most people),
+``;`` and ``|`` (spreadsheets in locales where ``,`` separates columns)."""
+
+_TAG_SPLIT = re.compile("|".join(re.escape(s) for s in TAG_SEPARATORS))
+# Mailchimp's TAGS cell quotes each tag: "Customer","VIP".
+_TAG_QUOTES = "\"'"
+
+
+def normalise_tag(value: str) -> str:
+    """A tag as stored and compared: stripped of spaces and quotes, case-folded
+    (``" VIP "`` -> ``"vip"``); ``""`` for a blank one."""
+    return value.strip().strip(_TAG_QUOTES).strip().casefold()
+
+
+def split_tags(values: Iterable[str]) -> list[str]:
+    """Every tag in ``values``, each value split at :data:`TAG_SEPARATORS` and
+    normalised; blanks dropped, repeats kept (:class:`SubscriberInput` drops them)."""
+    return [
+        tag for value in values for part in _TAG_SPLIT.split(value) if (tag := normalise_tag(part))
+    ]
+
+
 def _tags(values: Iterable[str]) -> tuple[str, ...]:
     seen: dict[str, None] = {}  # a dict keeps the first-seen order
-    for index, value in enumerate(values, 1):
-        tag = value.strip()
-        if tag:
-            # Named by position: a tag with an escape in it is not for printing.
-            seen.setdefault(check_text(f"tag {index}", tag, LIMITS["tag"]), None)
-            if len(seen) > LIMITS["tags"]:
-                raise InvalidSubscriberError(f"tags: more than {LIMITS['tags']}")
+    for index, tag in enumerate(split_tags(values), 1):
+        # Named by position: a tag with an escape in it is not for printing.
+        seen.setdefault(check_text(f"tag {index}", tag, LIMITS["tag"]), None)
+        if len(seen) > LIMITS["tags"]:
+            raise InvalidSubscriberError(f"tags: more than {LIMITS['tags']}")
     return tuple(seen)
 
 
@@ -236,9 +266,9 @@ class SubscriberInput:
         """Check and normalise raw values (surrounding spaces are ignored).
 
         The address is normalised (:func:`normalise_email`), the locale written
-        as a BCP 47 tag (``sv_se`` -> ``sv-SE``), blank tags dropped and
-        repeated ones kept once. Raises :class:`InvalidSubscriberError` naming
-        the first refused field.
+        as a BCP 47 tag (``sv_se`` -> ``sv-SE``), tags split and normalised
+        (:func:`split_tags`), blank ones dropped and repeated ones kept once.
+        Raises :class:`InvalidSubscriberError` naming the first refused field.
         """
         first = given(first_name)
         return cls(

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,6 +34,7 @@ __all__ = [
     "clean",
     "err",
     "errors",
+    "examples",
     "fail",
     "out",
     "safe",
@@ -71,6 +73,15 @@ def clean(text: str, *, lines: bool = False) -> str:
 def safe(text: object, style: str = "", *, lines: bool = False) -> Text:
     """Outside text, ready to print: never markup, no control character (see :func:`clean`)."""
     return Text(clean(str(text), lines=lines), style=style)
+
+
+def examples(*commands: str) -> str:
+    """A command's ``--help`` epilog: "Examples:" and one command per line.
+
+    Typer renders the epilog as console markup, so the commands are escaped
+    (``[OPTIONS]`` or ``[b2b]`` is shown as written).
+    """
+    return "Examples:\n\n" + "\n".join(f"$ {escape(command)}" for command in commands)
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:

@@ -1,7 +1,15 @@
 """The engine's commands: ``db upgrade``, ``dispatch``, ``worker``, ``run``,
 ``plan``, ``resume`` and ``log``. Settings and the clock come from the main
-CLI's context object (see :mod:`nurture.cli.main`); every command runs inside
-:func:`~nurture.cli.console.errors`, so a bad setting is exit 2, not a traceback."""
+CLI's context object (see :mod:`nurture.cli.main`; the time is the global
+``--now``, never an option of one command); every command runs inside
+:func:`~nurture.cli.console.errors`, so a bad setting is exit 2, not a traceback.
+
+``nurture dispatch`` exits 0 when every email due was sent (or skipped or
+ended by the sequence's rules), 1 when any failed, became unknown or will be
+retried (the summary gives the first reason of each kind), 2 for a
+configuration or usage error, 3 when the provider halted dispatching (a
+refused API key).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +17,32 @@ import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich import box
+from rich.console import Group
+from rich.live import Live
+from rich.table import Column, Table
 from rich.text import Text
 
-from nurture.app.clock import FixedClock, parse_instant
 from nurture.app.runtime import Runtime, build_runtime, freeze_startup_objects, open_engine
-from nurture.cli.console import EXIT_CONFIGURATION, EXIT_HALTED, err, errors, fail, out, safe
+from nurture.cli.console import (
+    EXIT_CONFIGURATION,
+    EXIT_FAILED,
+    EXIT_HALTED,
+    err,
+    errors,
+    examples,
+    fail,
+    out,
+    safe,
+)
+from nurture.cli.passes import PassProgress, shows_progress, trouble
+from nurture.core.vocabulary import SendStatus
 from nurture.errors import NurtureError
+from nurture.sending.sender import DispatchReport
 
 log = logging.getLogger("nurture")
 
@@ -28,13 +52,8 @@ db_app = typer.Typer(
 
 
 @contextmanager
-def _runtime(ctx: typer.Context, now: str | None = None) -> Iterator[Runtime]:
+def _runtime(ctx: typer.Context) -> Iterator[Runtime]:
     clock = ctx.obj.clock()
-    if now is not None:
-        try:
-            clock = FixedClock(parse_instant(now))
-        except ValueError as exc:
-            raise fail(f"--now: {exc}", EXIT_CONFIGURATION) from exc
     with errors():
         runtime = build_runtime(ctx.obj.store_settings(), clock)
     freeze_startup_objects()
@@ -53,7 +72,7 @@ def _runtime(ctx: typer.Context, now: str | None = None) -> Iterator[Runtime]:
         runtime.close()
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", epilog=examples("nurture db upgrade"))
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply the migrations (run and worker also do this on start)."""
     from nurture.store.migrate import current_revision
@@ -67,26 +86,64 @@ def db_upgrade(ctx: typer.Context) -> None:
     out.print(f"database at revision {revision}", highlight=False)
 
 
+DISPATCH_EXAMPLES = examples(
+    "nurture dispatch",
+    "nurture --now 2026-11-30T08:30:00Z dispatch",
+    "*/5 * * * * cd /srv/shop && nurture dispatch   # crontab: a pass every 5 minutes",
+)
+
+
 def dispatch_command(
     ctx: typer.Context,
-    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (for cron).")] = False,
-    now: Annotated[str | None, typer.Option(help="Dispatch as if it were this time.")] = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="One pass, then exit: what `dispatch` always does (kept for "
+            "scripts that pass it).",
+        ),
+    ] = False,
 ) -> None:
-    """Send everything due now, in as many batches as it takes, then exit."""
-    if not once:
-        raise fail(
-            "use `nurture dispatch --once` for one pass, or `nurture worker` to keep going",
-            EXIT_CONFIGURATION,
-        )
-    with _runtime(ctx, now) as runtime:
+    """Send everything due now, in as many batches as it takes, then exit.
+
+    Exit code 0: every email due was sent (or skipped by the rules); 1: some
+    failed, are unknown or will be retried (the summary says why); 2: a
+    configuration error; 3: the provider refused the API key. For "as if it
+    were" another time, use the global --now: nurture --now TIME dispatch.
+    """
+    del once  # one pass is all `dispatch` does; `nurture worker` keeps going
+    with _runtime(ctx) as runtime:
         moment = runtime.clock()
         with errors():
             runtime.dispatcher.reconcile(moment)
             try:
-                report = runtime.dispatcher.dispatch(moment)
+                report = _dispatch_pass(runtime, moment)
             except NurtureError as exc:
                 raise fail(str(exc), EXIT_HALTED) from exc
-    out.print(f"dispatch at {moment.isoformat()}: {report.summary()}", highlight=False)
+    out.print(
+        f"dispatch at {moment.isoformat()}: {report.summary()}", highlight=False, soft_wrap=True
+    )
+    problems = trouble(report)
+    for kind, count, first in problems:
+        why = f"first: {first}" if first else "see `nurture log`"
+        out.print(safe(f"  {kind} {count}, {why}"), soft_wrap=True)
+    if problems:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _dispatch_pass(runtime: Runtime, moment: datetime) -> DispatchReport:
+    """One pass at ``moment``, with a progress bar on stderr once it runs long
+    (terminals only, see :mod:`nurture.cli.passes`)."""
+    dispatcher = runtime.dispatcher
+    if not shows_progress(err):
+        return dispatcher.dispatch(moment)
+    from nurture.store.reports import due_enrollment_count
+
+    with runtime.engine.connect() as conn:
+        due = due_enrollment_count(conn, moment)
+    progress = PassProgress(lambda: dispatcher.sender.report, due)
+    with Live(Group(progress), console=err, transient=True, refresh_per_second=4):
+        return dispatcher.dispatch(moment)
 
 
 def worker_command(ctx: typer.Context) -> None:
@@ -119,8 +176,10 @@ def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> No
 
 def run_command(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
 ) -> None:
     """Migrate, then run the worker and the web app together in one process."""
     _serve(ctx, host, port, with_worker=True)
@@ -128,8 +187,10 @@ def run_command(
 
 def web_command(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
 ) -> None:
     """Migrate, then run only the web app (for deployments with separate workers)."""
     _serve(ctx, host, port, with_worker=False)
@@ -160,7 +221,7 @@ def _graceful_server_class() -> type:
 
 def resume_command(
     ctx: typer.Context,
-    sequence: Annotated[str, typer.Argument(help="The paused sequence's id.")],
+    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="The paused sequence's id.")],
 ) -> None:
     """Resume a sequence paused by its error budget."""
     from nurture.store import queries
@@ -185,46 +246,68 @@ def resume_command(
     out.print(safe(f"{sequence} resumed"))
 
 
+SEND_STATUSES = ", ".join(status.value for status in SendStatus)
+
+LOG_EXAMPLES = examples(
+    "nurture log",
+    "nurture log --email karin@example.com",
+    "nurture log --sequence sales-process --status failed --limit 20",
+)
+
+
 def log_command(
     ctx: typer.Context,
-    email: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
-    sequence: Annotated[str | None, typer.Option(help="Only this sequence.")] = None,
-    status: Annotated[
-        str | None, typer.Option(help="sent, skipped, failed, unknown, retry, reserved.")
+    email: Annotated[
+        str | None, typer.Option(metavar="EMAIL", help="Only this subscriber.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Rows to show (newest first).")] = 50,
+    sequence: Annotated[
+        str | None, typer.Option(metavar="SEQUENCE", help="Only this sequence.")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(metavar="STATUS", help=f"Only this status: {SEND_STATUSES}.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Rows to show (newest first).")
+    ] = 50,
 ) -> None:
-    """The send log: every decision, with why."""
+    """The send log: every decision, with why. Fits an 80-column terminal."""
     from nurture.store.reports import send_log
 
+    if status is not None and status not in {s.value for s in SendStatus}:
+        raise fail(f"--status {status!r}: use one of {SEND_STATUSES}", EXIT_CONFIGURATION)
     with errors():
         engine = open_engine(ctx.obj.store_settings())
         try:
             rows = send_log(engine, email=email, sequence=sequence, status=status, limit=limit)
         finally:
             engine.dispose()
-    table = Table(title="send log (newest first)")
-    for column in (
-        "decided (UTC)",
-        "email",
-        "sequence",
-        "step",
-        "status",
-        "attempts",
-        "why / message id",
-    ):
-        table.add_column(column, overflow="fold")
+    if not rows:
+        out.print(
+            "the send log is empty" + (" for these filters" if email or sequence or status else ""),
+            highlight=False,
+        )
+        return
+    # Narrow on purpose (an 80-column terminal, a pipe): the time and status
+    # never wrap, the address and sequence/step share a cell on two lines and
+    # only the reason (or the provider's message id) folds.
+    longest = max(len(row["email"]) for row in rows)
+    table = Table(
+        Column("decided (UTC)", no_wrap=True),
+        Column("status", no_wrap=True),
+        Column("subscriber / step", overflow="fold", min_width=min(longest, 30)),
+        Column("why / message id", overflow="fold", ratio=1),
+        title="send log (newest first)",
+        box=box.SIMPLE_HEAD,
+    )
     for row in rows:
         detail: Any = row["reason"] or row["provider_message_id"] or ""
+        tries = f" ({row['attempts']} tries)" if row["attempts"] > 1 else ""
+        who = Text.assemble(
+            safe(row["email"]), "\n", safe(f"{row['sequence_id']}/{row['step_id']}", style="dim")
+        )
         # Emails, ids and provider messages come from outside: safe(), not markup.
         table.add_row(
-            f"{row['decided_at']:%Y-%m-%d %H:%M}",
-            safe(row["email"]),
-            safe(row["sequence_id"]),
-            safe(row["step_id"]),
-            row["status"],
-            str(row["attempts"]),
-            safe(detail),
+            f"{row['decided_at']:%Y-%m-%d %H:%M}", row["status"] + tries, who, safe(detail)
         )
     out.print(table)
 
@@ -245,10 +328,10 @@ def plan_command(ctx: typer.Context) -> None:
 
 def register_engine_commands(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
-    app.command("dispatch")(dispatch_command)
-    app.command("worker")(worker_command)
-    app.command("run")(run_command)
-    app.command("web")(web_command)
-    app.command("plan")(plan_command)
-    app.command("resume")(resume_command)
-    app.command("log")(log_command)
+    app.command("dispatch", epilog=DISPATCH_EXAMPLES)(dispatch_command)
+    app.command("worker", epilog=examples("nurture worker", "nurture -v worker"))(worker_command)
+    app.command("run", epilog=examples("nurture run --host 0.0.0.0 --port 8000"))(run_command)
+    app.command("web", epilog=examples("nurture web --port 8000"))(web_command)
+    app.command("plan", epilog=examples("nurture plan"))(plan_command)
+    app.command("resume", epilog=examples("nurture resume sales-process"))(resume_command)
+    app.command("log", epilog=LOG_EXAMPLES)(log_command)

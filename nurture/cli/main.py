@@ -25,11 +25,17 @@ from nurture.authoring.workbench import (
     preview_sequence,
     validate_paths,
 )
-from nurture.cli.console import err, errors, fail, out, safe
+from nurture.cli.console import err, errors, examples, fail, out, safe
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.project import init_command
 from nurture.cli.sends import sends_app
-from nurture.cli.subscribers import enroll_command, subscribers_app, unenroll_command
+from nurture.cli.subscribers import (
+    ENROLL_EXAMPLES,
+    UNENROLL_EXAMPLES,
+    enroll_command,
+    subscribers_app,
+    unenroll_command,
+)
 from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence
 from nurture.core.places import check_timezone
@@ -97,13 +103,18 @@ def _main(
     folder: Annotated[
         Path,
         typer.Option(
-            "--dir", "-C", help="Working folder (holds nurture.toml).", envvar="NURTURE_DIR"
+            "--dir",
+            "-C",
+            metavar="FOLDER",
+            help="Working folder (holds nurture.toml).",
+            envvar="NURTURE_DIR",
         ),
     ] = Path("."),
     now: Annotated[
         str | None,
         typer.Option(
             "--now",
+            metavar="ISO-TIME",
             help="Fix the current time for this process (ISO-8601 with offset), "
             "e.g. 2026-11-27T09:00:00+01:00.",
             envvar="NURTURE_NOW",
@@ -159,11 +170,12 @@ def parse_event(text: str, zone: ZoneInfo) -> Event:
     )
 
 
-@app.command()
+@app.command(epilog=examples("nurture validate", "nurture validate sequences/sales-process.yaml"))
 def validate(
     ctx: typer.Context,
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Sequence files or folders (default: sequences/).")
+        list[Path] | None,
+        typer.Argument(metavar="PATH", help="Sequence files or folders (default: sequences/)."),
     ] = None,
 ) -> None:
     """Check sequence files and render every step in every locale."""
@@ -203,16 +215,25 @@ def _one_subscriber(data: Path | None, ctx: typer.Context) -> Subscriber | None:
     return subscribers[0]
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "nurture preview sales-process --step welcome --locale en",
+        "nurture preview sales-process --data karin.yaml --out /tmp/preview",
+    )
+)
 def preview(
     ctx: typer.Context,
-    sequence: Annotated[str, typer.Argument(help="Sequence id or file.")],
-    step: Annotated[str | None, typer.Option(help="Only this step id.")] = None,
-    locale: Annotated[str | None, typer.Option(help="Render in this locale.")] = None,
-    data: Annotated[Path | None, typer.Option(help="YAML file with subscriber data.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the files.")] = Path(
-        "preview"
-    ),
+    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence id or file.")],
+    step: Annotated[str | None, typer.Option(metavar="STEP", help="Only this step id.")] = None,
+    locale: Annotated[
+        str | None, typer.Option(metavar="LOCALE", help="Render in this locale.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(metavar="FILE.yaml", help="YAML file with subscriber data.")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", metavar="FOLDER", help="Where to write the files.")
+    ] = Path("preview"),
 ) -> None:
     """Write each email as .html, .txt and .eml, exactly as it will be sent."""
     settings = _settings(ctx)
@@ -236,19 +257,31 @@ def preview(
         out.print(safe(shown))
 
 
-@app.command("simulate")
+@app.command(
+    "simulate",
+    epilog=examples(
+        "nurture simulate sales-process --start 2026-11-27T15:30 --tz Europe/Stockholm",
+        'nurture simulate sales-process --event "purchased sales-audit at 2026-12-04T12:00" --json',
+    ),
+)
 def simulate_command(
     ctx: typer.Context,
-    sequence: Annotated[str, typer.Argument(help="Sequence id or file.")],
+    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence id or file.")],
     start: Annotated[
-        str | None, typer.Option(help="Enrollment time, ISO-8601 (default: now).")
+        str | None,
+        typer.Option(metavar="ISO-TIME", help="Enrollment time, ISO-8601 (default: now)."),
     ] = None,
-    tz: Annotated[str | None, typer.Option(help="Subscriber's time zone (IANA name).")] = None,
-    data: Annotated[Path | None, typer.Option(help="YAML file with subscriber data.")] = None,
+    tz: Annotated[
+        str | None, typer.Option(metavar="ZONE", help="Subscriber's time zone (IANA name).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(metavar="FILE.yaml", help="YAML file with subscriber data.")
+    ] = None,
     event: Annotated[
         list[str] | None,
         typer.Option(
-            help='What the subscriber does, e.g. "clicked three-models at 2026-12-01T10:00".'
+            metavar="EVENT",
+            help='What the subscriber does, e.g. "clicked three-models at 2026-12-01T10:00".',
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -297,17 +330,23 @@ def simulate_command(
     out.print(table)
 
 
-@app.command()
+@app.command(epilog=examples("nurture schema > schemas/sequence.schema.json"))
 def schema() -> None:
     """Print the JSON Schema of the sequence file format."""
     print(sequence_schema_text(), end="")
 
 
-app.command("init")(init_command)
+app.command(
+    "init",
+    epilog=examples(
+        "nurture init shop",
+        "nurture init shop --from 'Acme <hello@acme.com>' --base-url https://mail.acme.com",
+    ),
+)(init_command)
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sends_app, name="sends")
-app.command("enroll")(enroll_command)
-app.command("unenroll")(unenroll_command)
+app.command("enroll", epilog=ENROLL_EXAMPLES)(enroll_command)
+app.command("unenroll", epilog=UNENROLL_EXAMPLES)(unenroll_command)
 register_engine_commands(app)
 
 

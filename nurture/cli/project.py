@@ -92,7 +92,7 @@ def _project_choices(
 
 def init_command(
     ctx: typer.Context,
-    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    directory: Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder to create.")],
     sender: Annotated[
         Sender | None,
         typer.Option(

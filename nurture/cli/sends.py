@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from nurture.app.runtime import open_engine
-from nurture.cli.console import EXIT_CONFIGURATION, errors, fail, out, safe
+from nurture.cli.console import EXIT_CONFIGURATION, errors, examples, fail, out, safe
 from nurture.core.vocabulary import SendStatus
 from nurture.sending.resolve import Resolution, resolve_sends
 from nurture.store.resolve import list_sends
@@ -35,14 +35,22 @@ def _os_user() -> str:
         return "unknown user"
 
 
-@sends_app.command("list")
+@sends_app.command(
+    "list",
+    epilog=examples("nurture sends list --status unknown", "nurture sends list --limit 200"),
+)
 def list_command(
     ctx: typer.Context,
     status: Annotated[
         str | None,
-        typer.Option(help=f"Only this status ({', '.join(s.value for s in SendStatus)})."),
+        typer.Option(
+            metavar="STATUS",
+            help=f"Only this status ({', '.join(s.value for s in SendStatus)}).",
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, metavar="N", help="At most this many (newest first).")
+    ] = 50,
 ) -> None:
     """Sends, newest first, with the id `sends resolve` takes."""
     if status is not None and status not in {s.value for s in SendStatus}:
@@ -74,7 +82,14 @@ def list_command(
     out.print(table)
 
 
-@sends_app.command("resolve")
+@sends_app.command(
+    "resolve",
+    epilog=examples(
+        'nurture sends resolve 412 --as-sent --why "delivered per SendGrid activity"',
+        'nurture sends resolve 413 --resend --why "not in SendGrid activity" --by ops',
+        'nurture sends resolve --all-unknown --give-up --why "campaign over"',
+    ),
+)
 def resolve_command(
     ctx: typer.Context,
     ids: Annotated[
@@ -93,9 +108,12 @@ def resolve_command(
         bool, typer.Option("--resend", help="It never arrived: send it once more.")
     ] = False,
     give_up: Annotated[bool, typer.Option("--give-up", help="Leave it: mark it failed.")] = False,
-    why: Annotated[str, typer.Option("--why", help="Why (kept with the send).")] = "",
+    why: Annotated[
+        str, typer.Option("--why", metavar="WHY", help="Why (kept with the send).")
+    ] = "",
     by: Annotated[
-        str | None, typer.Option("--by", help="Who resolves it (default: your login name).")
+        str | None,
+        typer.Option("--by", metavar="NAME", help="Who resolves it (default: your login name)."),
     ] = None,
 ) -> None:
     """Settle sends whose outcome is unknown: --as-sent, --resend or --give-up."""

@@ -16,7 +16,7 @@ never as console markup.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +33,8 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from nurture.app.settings import Settings
-from nurture.audience.csv_import import import_csv
+from nurture.audience.csv_import import ImportReport, import_csv
+from nurture.audience.enrollment import triggered_on_subscribe
 from nurture.audience.subscribers import (
     add_subscriber,
     enroll,
@@ -41,12 +42,15 @@ from nurture.audience.subscribers import (
     list_subscribers,
     subscriber_enrollments,
     subscriber_sends,
+    subscriber_view,
     unenroll,
 )
-from nurture.cli.console import EXIT_FAILED, err, errors, fail, out, safe
-from nurture.core.loader import LoadedSequence
+from nurture.audience.suppression import is_suppressed
+from nurture.cli.console import EXIT_FAILED, err, errors, examples, fail, out, safe
+from nurture.core.loader import LoadedSequence, Sequences
+from nurture.core.simulation import simulate
 from nurture.core.vocabulary import SubscriberStatus
-from nurture.store.tables import SUBSCRIBER_STATUSES, SubscriberRow
+from nurture.store.tables import SUBSCRIBER_STATUSES, EnrollmentRow, SubscriberRow
 
 subscribers_app = typer.Typer(
     name="subscribers",
@@ -141,30 +145,152 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
     return attributes
 
 
-@subscribers_app.command("add")
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _triggers(sequences: Mapping[str, LoadedSequence]) -> str:
+    """What each sequence's trigger needs: ``sales-process needs the tag b2b``."""
+    needs = []
+    for sequence_id in sorted(sequences):
+        trigger = sequences[sequence_id].sequence.trigger
+        if trigger is None:
+            continue
+        if not trigger.tags:
+            needs.append(f"{sequence_id} takes every new subscriber")
+        else:
+            noun = "tag" if len(trigger.tags) == 1 else "tags"
+            needs.append(f"{sequence_id} needs the {noun} {', '.join(trigger.tags)}")
+    if not needs:
+        return "no sequence has a trigger: enroll by hand with `nurture enroll EMAIL SEQUENCE`"
+    return "; ".join(needs)
+
+
+def first_email(loaded: LoadedSequence, row: SubscriberRow, now: datetime) -> list[str]:
+    """When the first email of an enrollment made at ``now`` goes out, and why then.
+
+    Computed by :func:`~nurture.core.simulation.simulate`, which drives the
+    dispatcher's own decision function (:func:`~nurture.core.decisions.decide_next_step`)
+    from the enrollment: the subscriber's zone, the send window, skip dates
+    and ``when`` conditions all count, as they will when it is sent.
+    """
+    lines: list[str] = []
+    for entry in simulate(loaded.sequence, subscriber_view(row), now):
+        if entry.action == "skip":
+            lines.append(f"step {entry.step!r} will be skipped: {entry.reason}")
+            continue
+        if entry.action != "send":
+            break
+        zone = getattr(entry.at.tzinfo, "key", str(entry.at.tzinfo))
+        when = f"{entry.at:%a %Y-%m-%d %H:%M %Z} ({zone})"
+        if entry.at <= now:
+            lines.append(f"first email {entry.step!r}: due now, {when}: sent at the next dispatch")
+        else:
+            lines.append(f"first email {entry.step!r}: {when}")
+            if entry.reason:
+                lines.append(f"  ({entry.reason})")
+        return lines
+    lines.append("no email will be sent (every step is skipped)")
+    return lines
+
+
+def _enrolled_lines(
+    session: Session,
+    row: SubscriberRow,
+    enrollments: list[EnrollmentRow],
+    sequences: Mapping[str, LoadedSequence],
+    now: datetime,
+) -> list[str]:
+    """Which sequences ``row`` was enrolled in, when each first email goes out,
+    or why it was enrolled nowhere."""
+    if row.status != SubscriberStatus.ACTIVE:
+        return [f"status: {row.status} (not enrolled)"]
+    lines: list[str] = []
+    new = {enrollment.sequence_id for enrollment in enrollments}
+    for enrollment in enrollments:
+        version = enrollment.sequence_version
+        lines.append(f"enrolled in {enrollment.sequence_id} (version {version})")
+        loaded = sequences.get(enrollment.sequence_id)
+        if loaded is not None and loaded.version == enrollment.sequence_version:
+            lines.extend(f"  {line}" for line in first_email(loaded, row, now))
+    matched = [
+        sequence_id
+        for sequence_id in sorted(sequences)
+        if sequence_id not in new and triggered_on_subscribe(sequences[sequence_id], row.tags)
+    ]
+    # A broken file's sequence is not in `sequences`: enrollment fell back on
+    # its last good version, or warned (on stderr) that it could not.
+    broken = [
+        item
+        for item in (sequences.broken if isinstance(sequences, Sequences) else ())
+        if item.sequence_id not in sequences and item.sequence_id not in new
+    ]
+    if matched and is_suppressed(session, row.email):
+        lines.append("not enrolled: the address is on the suppression list")
+    elif matched:
+        lines.extend(f"already enrolled in {sid}: not enrolled again" for sid in matched)
+    elif not new and (not broken or any(s.sequence.trigger for s in sequences.values())):
+        lines.append(f"not enrolled: no trigger matched ({_triggers(sequences)})")
+    lines.extend(
+        f"not enrolled in {item.sequence_id}: {item.display} is broken (see the warning)"
+        for item in broken
+    )
+    return lines
+
+
+@subscribers_app.command(
+    "add",
+    epilog=examples(
+        'nurture subscribers add karin@example.com --name "Karin Lindqvist" '
+        '--tz Europe/Stockholm --locale sv --tag b2b --consent "Signed up at the fair"',
+        "nurture subscribers add jamie@example.com --tag b2b,lead --attr company=Doe",
+    ),
+)
 def add_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The address (any case; stored lower-cased).")],
-    name: Annotated[str, typer.Option(help="Full name.")] = "",
+    email: Annotated[
+        str,
+        typer.Argument(metavar="EMAIL", help="The address (any case; stored lower-cased)."),
+    ],
+    name: Annotated[str, typer.Option(metavar="NAME", help="Full name.")] = "",
     first_name: Annotated[
-        str | None, typer.Option(help="First name, when not the name's first word.")
+        str | None,
+        typer.Option(metavar="NAME", help="First name, when not the name's first word."),
     ] = None,
-    tz: Annotated[str | None, typer.Option(help="IANA time zone, e.g. Europe/Stockholm.")] = None,
-    locale: Annotated[str | None, typer.Option(help="Locale, e.g. sv or en-GB.")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="A tag (repeat for more).")] = None,
+    tz: Annotated[
+        str | None, typer.Option(metavar="ZONE", help="IANA time zone, e.g. Europe/Stockholm.")
+    ] = None,
+    locale: Annotated[
+        str | None, typer.Option(metavar="LOCALE", help="Locale, e.g. sv or en-GB.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="TAG",
+            help="A tag; repeat, or separate with commas (b2b,lead). Stored in lower case.",
+        ),
+    ] = None,
     attr: Annotated[
-        list[str] | None, typer.Option(help="An attribute as key=value (repeat for more).")
+        list[str] | None,
+        typer.Option(metavar="KEY=VALUE", help="An attribute (repeat for more)."),
     ] = None,
     consent: Annotated[
-        str | None, typer.Option(help="The wording the subscriber agreed to.")
+        str | None, typer.Option(metavar="WORDING", help="The wording the subscriber agreed to.")
     ] = None,
-    source: Annotated[str, typer.Option(help="Where the address came from.")] = "cli",
+    source: Annotated[
+        str, typer.Option(metavar="SOURCE", help="Where the address came from.")
+    ] = "cli",
 ) -> None:
-    """Add a subscriber (or update one), and enroll them where their tags match."""
+    """Add a subscriber (or update one), and enroll them where their tags match.
+
+    Says which sequences they were enrolled in and when each first email goes
+    out, or why they were enrolled in none.
+    """
     app = _app(ctx)
     attributes = _attributes(attr or [])
     with errors(), _store(app) as session:
         now = app.now()
+        sequences = app.sequences()
         before = get_subscriber(session, email)
         stamp = before.updated_at if before is not None else None
         row, enrollments = add_subscriber(
@@ -179,36 +305,46 @@ def add_command(
             consent_source=source,
             consent_text=consent,
             now=now,
-            sequences=app.sequences(),
+            sequences=sequences,
         )
         session.commit()
+        report = _enrolled_lines(session, row, enrollments, sequences, now)
     if before is None:
         _say(f"Added {row.email}")
     elif row.updated_at != stamp:
         _say(f"Updated {row.email}")
     else:
         _say(f"{row.email} is already up to date")
-    for enrollment in enrollments:
-        _say(f"  enrolled in {enrollment.sequence_id} (version {enrollment.sequence_version})")
-    if row.status != SubscriberStatus.ACTIVE:
-        _say(f"  status: {row.status} (not enrolled)")
+    _say(f"  tags: {', '.join(row.tags) or '-'}")
+    for line in report:
+        _say(f"  {line}")
 
 
-@subscribers_app.command("import")
+@subscribers_app.command(
+    "import",
+    epilog=examples(
+        "nurture subscribers import leads.csv",
+        'nurture subscribers import mailchimp-export.csv --consent "Newsletter sign-up form"',
+    ),
+)
 def import_command(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(metavar="FILE.csv", help="A UTF-8 CSV file with an 'email' column.")
+        Path, typer.Argument(metavar="FILE.csv", help="A UTF-8 CSV file with an email column.")
     ],
     consent: Annotated[
-        str | None, typer.Option(help="The wording these subscribers agreed to.")
+        str | None,
+        typer.Option(metavar="WORDING", help="The wording these subscribers agreed to."),
     ] = None,
 ) -> None:
     """Import subscribers from CSV: email, name, first_name, tz, locale, tags, attr.<key>.
 
-    Tags in one cell are separated by ';' or '|'. Re-importing a file changes
-    nothing. Bad rows are listed as FILE:LINE: message and skipped; the others
-    are imported (exit code 1 if any row was bad).
+    Common header names are understood (E-post, Email Address, First Name,
+    Mailchimp's and Kit's exports); any other column is kept as an attribute.
+    Tags in one cell are separated by ',', ';' or '|'. Re-importing a file
+    changes nothing. Bad rows are listed as FILE:LINE: message and skipped; the
+    others are imported (exit code 1 if any row was bad). An address on several
+    lines is reported and merged.
     """
     app = _app(ctx)
     with (
@@ -228,33 +364,61 @@ def import_command(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
+        sequences = app.sequences()
         report = import_csv(
             session,
             file,
-            sequences=app.sequences(),
+            sequences=sequences,
             now=app.now(),
             consent_source="import",
             consent_text=consent,
             progress=progress,
         )
-    _say(
-        f"{report.imported} imported, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{len(report.errors)} with errors; {report.enrolled} new enrollments"
-    )
-    for line, message in report.errors:
-        err.print(safe(f"{file}:{line}: {message}", style="red"), soft_wrap=True)
+    _import_summary(report, sequences)
+    for note in report.notes:
+        err.print(safe(f"{file}:1: {note}", style="yellow"), soft_wrap=True)
+    problems = [(line, message, "red") for line, message in report.errors] + [
+        (line, f"duplicate of line {first} (the same address): merged into it", "yellow")
+        for line, first in report.duplicates
+    ]
+    for line, message, style in sorted(problems):
+        err.print(safe(f"{file}:{line}: {message}", style=style), soft_wrap=True)
     if report.errors:
         raise typer.Exit(EXIT_FAILED)
 
 
-@subscribers_app.command("list")
+def _import_summary(report: ImportReport, sequences: Mapping[str, LoadedSequence]) -> None:
+    duplicates = f", {_plural(len(report.duplicates), 'duplicate')}" if report.duplicates else ""
+    _say(
+        f"{report.imported} imported, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{len(report.errors)} with errors{duplicates}; {report.enrolled} new enrollments"
+    )
+    for sequence_id, count in sorted(report.enrollments.items()):
+        _say(f"  enrolled in {sequence_id}: {_plural(count, 'subscriber')}")
+    if report.no_trigger:
+        _say(
+            f"  not enrolled, no trigger matched: {_plural(report.no_trigger, 'subscriber')} "
+            f"({_triggers(sequences)})"
+        )
+
+
+@subscribers_app.command(
+    "list",
+    epilog=examples(
+        "nurture subscribers list",
+        "nurture subscribers list --status unsubscribed --limit 20 --offset 40",
+    ),
+)
 def list_command(
     ctx: typer.Context,
     status: Annotated[
-        str | None, typer.Option(help=f"Only this status ({', '.join(SUBSCRIBER_STATUSES)}).")
+        str | None,
+        typer.Option(
+            metavar="STATUS", help=f"Only this status ({', '.join(SUBSCRIBER_STATUSES)})."
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
-    offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, metavar="N", help="Skip this many first.")] = 0,
 ) -> None:
     """List subscribers in the order they were added."""
     app = _app(ctx)
@@ -283,10 +447,10 @@ def list_command(
         _say("no subscribers" + (f" with status {status}" if status else ""))
 
 
-@subscribers_app.command("show")
+@subscribers_app.command("show", epilog=examples("nurture subscribers show karin@example.com"))
 def show_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
 ) -> None:
     """Show a subscriber: details, consent, enrollments and the send log."""
     app = _app(ctx)
@@ -366,29 +530,46 @@ def show_command(
     out.print(log if sends else "nothing sent yet")
 
 
+ENROLL_EXAMPLES = examples("nurture enroll karin@example.com sales-process")
+
+
 def enroll_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
-    sequence: Annotated[str, typer.Argument(help="The sequence id.")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
+    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="The sequence id.")],
 ) -> None:
-    """Enroll a subscriber in a sequence now (also one they finished before)."""
+    """Enroll a subscriber in a sequence now (also one they finished before).
+
+    Says when the first email will go out: the next send-window opening in the
+    subscriber's time zone, as the dispatcher will compute it.
+    """
     app = _app(ctx)
     with errors(), _store(app) as session:
         loaded = _sequence(app, sequence)
         row = _subscriber(session, email)
-        enrollment = enroll(session, row, loaded, app.now())
+        now = app.now()
+        enrollment = enroll(session, row, loaded, now)
         session.commit()
+        schedule = first_email(loaded, row, now)
     _say(
-        f"Enrolled {row.email} in {enrollment.sequence_id} "
-        f"(version {enrollment.sequence_version}); the first step is due now"
+        f"Enrolled {row.email} in {enrollment.sequence_id} (version {enrollment.sequence_version})"
     )
+    for line in schedule:
+        _say(f"  {line}")
+
+
+UNENROLL_EXAMPLES = examples(
+    'nurture unenroll karin@example.com sales-process --reason "asked by phone"'
+)
 
 
 def unenroll_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
-    sequence: Annotated[str, typer.Argument(help="The sequence id.")],
-    reason: Annotated[str, typer.Option(help="Why, for the log.")] = "unenrolled by admin",
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
+    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="The sequence id.")],
+    reason: Annotated[
+        str, typer.Option(metavar="WHY", help="Why, for the log.")
+    ] = "unenrolled by admin",
 ) -> None:
     """End a subscriber's active enrollment in a sequence: nothing more is sent from it."""
     app = _app(ctx)

@@ -4,6 +4,10 @@ Creates a demo folder with the example content, SQLite and the outbox, adds a
 handful of subscribers in different time zones, and runs the *real* dispatcher
 (the same code as ``nurture run``) on a clock where one simulated day passes
 per real second, so the whole series lands in ``outbox/`` within a minute.
+
+While it runs, a live table shows the latest decisions; at the end the whole
+table is printed, every decision in order (the README quotes its rows: keep
+them in step, ``tests/e2e/test_demo.py`` compares them).
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from nurture.store.queries import next_due_time
 from nurture.store.reports import active_enrollment_count
 
 MARKER = ".nurture-demo"
-# Friday afternoon in Stockholm: the weekend, the window and DST-free winter
-# time zones all show in the first few days.
-START = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+# Friday 15:30 in Stockholm (the README's `simulate` example): the weekend,
+# the window and DST-free winter time zones all show in the first few days.
+START = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
 PEOPLE = [
     ("karin@example.com", "Karin Lindqvist", "sv", "Europe/Stockholm", ("b2b",)),
     ("jamie@example.com", "Jamie Doe", "en", "America/New_York", ("b2b",)),
@@ -46,7 +50,8 @@ PEOPLE = [
     ("sam@example.com", "Sam Newsletter", "en", "Europe/Berlin", ()),
 ]
 # Tom buys the entry-level offer's product after the third email: his
-# nurturing stops (goal reached) and he never gets the offer email.
+# nurturing stops at that moment (goal reached, as `simulate` shows it) and he
+# never gets the case study or the offer.
 PURCHASE = ("tom@example.com", START + timedelta(days=6), "sales-audit")
 
 
@@ -71,6 +76,17 @@ def prepare(folder: Path) -> None:
         "rate_limit = 1000\n",
         encoding="utf-8",
     )
+
+
+def decisions(rows: list[tuple[str, ...]], title: str | None = None) -> Table:
+    """The demo's table: one row per decision (and the purchase). The live view
+    (no title) fills the terminal; the final table is as wide as its rows."""
+    table = Table(title=title, expand=title is None, show_lines=False)
+    for column in ("simulated UTC", "their local time", "subscriber", "step", "what happened"):
+        table.add_column(column, overflow="fold")
+    for cells in rows:
+        table.add_row(*cells)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,51 +118,53 @@ def main(argv: list[str] | None = None) -> int:
         f"folder: {folder}"
     )
     zones = {email: ZoneInfo(zone) for email, _, _, zone, _ in PEOPLE}
-    lines: list[tuple[str, str, str, str, str]] = []
+    lines: list[tuple[datetime, tuple[str, ...]]] = []  # (when, the table's cells)
     purchased = False
 
+    def line(
+        moment: datetime, email: str, step: str, what: str
+    ) -> tuple[datetime, tuple[str, ...]]:
+        local = moment.astimezone(zones.get(email, UTC))
+        return moment, (f"{moment:%a %d %b %H:%M}", f"{local:%a %H:%M %Z}", email, step, what)
+
+    def buy(now: datetime) -> None:
+        """Tom's purchase, recorded as the shop would report it."""
+        with factory() as session:
+            row = get_subscriber(session, PURCHASE[0])
+            assert row is not None and row.id is not None
+            subscriber_id = row.id
+        with runtime.engine.begin() as conn:
+            record_event(
+                conn, kind=EventKind.PURCHASED, subscriber_id=subscriber_id,
+                occurred_at=PURCHASE[1], received_at=now, product=PURCHASE[2],
+            )  # fmt: skip
+
     def view(now: datetime) -> Group:
-        table = Table(expand=True, show_lines=False)
-        for column in ("simulated UTC", "their local time", "subscriber", "step", "what happened"):
-            table.add_column(column, overflow="fold")
-        for row in lines[-18:]:
-            table.add_row(*row)
         header = Text(f"simulated time {now:%a %Y-%m-%d %H:%M} UTC", style="bold")
-        return Group(header, table)
+        return Group(header, decisions([cells for _, cells in lines[-18:]]))
 
     end = START + timedelta(days=args.days)
     freeze_startup_objects()
     clock.restart()  # the simulated clock starts now that everything is set up
-    with Live(view(START), console=console, refresh_per_second=8, transient=False) as live:
+    with Live(view(START), console=console, refresh_per_second=8, transient=True) as live:
         while True:
             now = clock()
-            if not purchased and now >= PURCHASE[1]:
-                with factory() as session:
-                    row = get_subscriber(session, PURCHASE[0])
-                    assert row is not None and row.id is not None
-                    subscriber_id = row.id
-                with runtime.engine.begin() as conn:
-                    record_event(
-                        conn, kind=EventKind.PURCHASED, subscriber_id=subscriber_id,
-                        occurred_at=PURCHASE[1], received_at=now, product=PURCHASE[2],
-                    )  # fmt: skip
-                purchased = True
-                lines.append(
-                    (f"{PURCHASE[1]:%a %d %b %H:%M}", "", PURCHASE[0], "-", "bought sales-audit")
-                )
             # Dispatch at each due time the clock has passed, in order, so the
             # emails carry the times the schedule gives them (as `simulate`
-            # shows) instead of the demo loop's coarse tick.
+            # shows) instead of the demo loop's coarse tick; the purchase is
+            # recorded in its place among them.
             while True:
                 with runtime.engine.connect() as conn:
                     due = next_due_time(conn)
+                if not purchased and PURCHASE[1] <= now and (due is None or due >= PURCHASE[1]):
+                    buy(now)
+                    purchased = True
+                    lines.append(line(PURCHASE[1], PURCHASE[0], "-", f"bought {PURCHASE[2]}"))
+                    continue  # the purchase made Tom's enrollment due at once
                 moment = due if due is not None and due <= now else now
                 report = runtime.dispatcher.dispatch(moment)
                 for email, _sequence, step, what in report.log:
-                    local = moment.astimezone(zones.get(email, UTC))
-                    lines.append(
-                        (f"{moment:%a %d %b %H:%M}", f"{local:%a %H:%M %Z}", email, step, what)
-                    )
+                    lines.append(line(moment, email, step, what))
                 if moment == now:
                     break
             live.update(view(now))
@@ -156,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(0.05)
     runtime.close()
+    # In time order, and by address within one moment (the emails of one pass
+    # are answered in any order); a purchase stays before the exit it causes.
+    ordered = sorted(lines, key=lambda item: (item[0], item[1][2]))
+    console.print(decisions([cells for _, cells in ordered], title="every decision, in order"))
     emails = sorted((folder / "outbox").glob("*.eml"))
     console.print(f"\n[bold green]{len(emails)} emails[/] are in {folder / 'outbox'}, e.g.:")
     for path in emails[:3]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from nurture.store.queries import EVENT
+from nurture.core.vocabulary import EnrollmentStatus
+from nurture.store.queries import ENROLLMENT, EVENT
 
 
 def event_recorded(conn: Connection, provider_event_id: str) -> bool:
@@ -39,3 +41,24 @@ def insert_event(conn: Connection, values: dict[str, Any]) -> bool:
             return False
         raise
     return True
+
+
+def bring_enrollments_forward(conn: Connection, subscriber_id: int, at: datetime) -> int:
+    """Make ``subscriber_id``'s active enrollments due at ``at`` at the latest.
+
+    After an event that can end an enrollment (a purchase, an unsubscribe),
+    the dispatcher looks at the subscriber at once instead of at the next
+    step's due time, so the exit is recorded when it happened (as ``nurture
+    simulate`` shows it). An enrollment the event does not end is simply
+    rescheduled by that pass. Returns how many enrollments were brought forward.
+    """
+    result = conn.execute(
+        update(ENROLLMENT)
+        .where(
+            ENROLLMENT.c.subscriber_id == subscriber_id,
+            ENROLLMENT.c.status == EnrollmentStatus.ACTIVE,
+            ENROLLMENT.c.next_due_at > at,
+        )
+        .values(next_due_at=at)
+    )
+    return int(result.rowcount or 0)

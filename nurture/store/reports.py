@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -42,5 +43,20 @@ def active_enrollment_count(conn: Connection) -> int:
         select(func.count())
         .select_from(ENROLLMENT)
         .where(ENROLLMENT.c.status == EnrollmentStatus.ACTIVE)
+    ).scalar_one()
+    return int(count)
+
+
+def due_enrollment_count(conn: Connection, now: datetime) -> int:
+    """How many active enrollments are due at ``now``: the size of the pass
+    ``nurture dispatch`` is about to make (for its progress bar). The same
+    range scan on ``ix_enrollment_due (status, next_due_at)`` as the claim."""
+    count = conn.execute(
+        select(func.count())
+        .select_from(ENROLLMENT)
+        .where(
+            ENROLLMENT.c.status == EnrollmentStatus.ACTIVE,
+            ENROLLMENT.c.next_due_at <= now,
+        )
     ).scalar_one()
     return int(count)

@@ -52,7 +52,7 @@ def test_add_dispatch_and_read_the_outbox(work: Path, db_url: str) -> None:
     first = run("--now", NOW, "dispatch", "--once", cwd=work, db_url=db_url)
     assert first.returncode == 0, first.stderr
     assert "sent 1," in first.stdout
-    again = run("dispatch", "--once", "--now", NOW, cwd=work, db_url=db_url)
+    again = run("--now", NOW, "dispatch", cwd=work, db_url=db_url)
     assert "sent 0," in again.stdout
     [path] = sorted((work / "outbox").glob("*.eml"))
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)

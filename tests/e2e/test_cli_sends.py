@@ -59,8 +59,9 @@ def test_an_unknown_send_is_listed_resent_once_and_settled(
     assert added.returncode == 0, added.stderr
     fake.enqueue("hang", seconds=3.0)  # longer than the client's timeout: ambiguous
     first = run("--now", NOW, "dispatch", "--once", cwd=work, db_url=db_url)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr  # a send whose outcome is unknown
     assert "unknown 1" in first.stdout, first.stdout
+    assert "unknown 1, first: karin@example.com (sales-process/welcome): " in first.stdout
 
     listed = run("sends", "list", "--status", "unknown", cwd=work, db_url=db_url)
     assert listed.returncode == 0, listed.stderr

@@ -1,4 +1,5 @@
-"""`make demo` (the README's first command) runs the real dispatcher end to end."""
+"""`make demo` (the README's first command) runs the real dispatcher end to end,
+and prints the table the README quotes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+TITLE = "every decision, in order"
+
+
+def table_rows(text: str) -> list[tuple[str, ...]]:
+    """The cells of each row of a Rich table (``│ a │ b │``), stripped."""
+    return [
+        tuple(cell.strip() for cell in line.strip().strip("│").split("│"))
+        for line in text.splitlines()
+        if line.strip().startswith("│")
+    ]
+
+
+def readme_demo_table() -> str:
+    """The README's copy of the demo's final table: the text block holding TITLE."""
+    blocks = README.read_text(encoding="utf-8").split("```")
+    quoted = [block for block in blocks[1::2] if TITLE in block]
+    assert len(quoted) == 1, f"the README quotes the demo's table ({TITLE!r}) once"
+    return quoted[0]
+
 
 def test_demo_sends_the_whole_series(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env["COLUMNS"] = "200"  # the final table's rows on one line each, as in the README
     # Ten simulated days per second: the same code path, a shorter wait.
     result = subprocess.run(
         [sys.executable, "-m", "nurture.demo", "--dir", str(folder), "--speed", "864000"],
@@ -30,6 +52,26 @@ def test_demo_sends_the_whole_series(tmp_path: Path) -> None:
         recipients.add(message["To"].addresses[0].addr_spec)
     assert "sam@example.com" not in recipients
     assert len(recipients) == 6
+
+    # Every row the README quotes is in the final table, times included; the
+    # README's "…" rows stand for the ones it leaves out.
+    printed = table_rows(result.stdout.split(TITLE, 1)[-1])
+    quoted = [row for row in table_rows(readme_demo_table()) if set(row) - {"", "…"}]
+    assert len(quoted) >= 9
+    missing = [row for row in quoted if row not in printed]
+    assert missing == [], result.stdout
+    # The README's promises: a welcome, the second email, the skipped case
+    # study, and the exit after buying, at the moment of the purchase.
+    what = {(row[2], row[3], row[4].split(":")[0]) for row in quoted}
+    assert {
+        ("karin@example.com", "welcome", "sent"),
+        ("karin@example.com", "three-models", "sent"),
+        ("ola@example.com", "case-study", "skip"),
+        ("tom@example.com", "-", "exit"),
+    } <= what, what
+    [bought] = [row for row in printed if row[4].startswith("bought")]
+    [left] = [row for row in printed if row[2] == "tom@example.com" and row[4].startswith("exit")]
+    assert left[:2] == bought[:2], (bought, left)
     # Running it again replaces the demo folder instead of piling up.
     again = subprocess.run(
         [sys.executable, "-m", "nurture.demo", "--dir", str(folder), "--speed", "864000"],

@@ -457,7 +457,8 @@ def test_import_reads_semicolon_separated_files(
     [
         (b"", ":1: the file is empty"),
         (b"name,tags\nAnna,x\n", ":1: no 'email' column"),
-        (b"email,phone\na@example.com,123\n", "unknown column 'phone' (keep it as an attribute"),
+        (b"email,attr.\na@example.com,123\n", "column 'attr.' needs a name after the dot"),
+        (b"E-post,email\na@example.com,b@example.com\n", "duplicate column(s): email"),
         (b"email,email\na@example.com,b@example.com\n", "duplicate column(s): email"),
         # Latin-1 from an old Excel: refused before anything is imported.
         (b"email,name\nanna@example.com,Anna\nbo@example.com,B\xf6rje\n", ":3: not UTF-8"),

@@ -117,3 +117,11 @@ def test_consent_is_checked() -> None:
         Consent.parse("  ")
     with pytest.raises(InvalidSubscriberError, match="not an IP address"):
         Consent.parse("form", ip="999.1.1.1")
+
+
+def test_tags_are_case_folded_split_and_unquoted() -> None:
+    # What `--tag " B2B ,Lead"`, a Kit "tags" cell and a Mailchimp TAGS cell hold.
+    data = SubscriberInput.parse(
+        email="a@example.com", tags=[" B2B ,Lead", "b2b; VIP | lead", '"Customer","Straße"']
+    )
+    assert data.tags == ("b2b", "lead", "vip", "customer", "strasse")
