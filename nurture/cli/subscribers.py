@@ -225,11 +225,21 @@ def _enrolled_lines(
         for item in (sequences.broken if isinstance(sequences, Sequences) else ())
         if item.sequence_id not in sequences and item.sequence_id not in new
     ]
+    disabled = [sid for sid in matched if not sequences[sid].sequence.enabled]
+    matched = [sid for sid in matched if sid not in disabled]
+    lines.extend(
+        f"not enrolled in {sid}: it is disabled ({sequences[sid].display} says enabled: false)"
+        for sid in disabled
+    )
     if matched and is_suppressed(session, row.email):
         lines.append("not enrolled: the address is on the suppression list")
     elif matched:
         lines.extend(f"already enrolled in {sid}: not enrolled again" for sid in matched)
-    elif not new and (not broken or any(s.sequence.trigger for s in sequences.values())):
+    elif (
+        not new
+        and not disabled
+        and (not broken or any(s.sequence.trigger for s in sequences.values()))
+    ):
         lines.append(f"not enrolled: no trigger matched ({_triggers(sequences)})")
     lines.extend(
         f"not enrolled in {item.sequence_id}: {item.display} is broken (see the warning)"

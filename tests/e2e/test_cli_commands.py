@@ -20,6 +20,7 @@ import typer
 
 from nurture.cli.main import app
 from nurture.testing import FakeSendGrid
+from tests.e2e.folders import enable_example
 from tests.e2e.test_cli_engine import NOW, NURTURE, env, run
 
 # NOW is Friday 2026-11-27 14:30 UTC: 15:30 in Stockholm, 20:00 in Kolkata
@@ -29,7 +30,20 @@ from tests.e2e.test_cli_engine import NOW, NURTURE, env, run
 @pytest.fixture
 def work(tmp_path: Path, db_url: str) -> Path:
     assert run("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
+    enable_example(tmp_path / "work")
     return tmp_path / "work"
+
+
+def test_add_says_when_the_matching_sequence_is_disabled(tmp_path: Path, db_url: str) -> None:
+    # As `nurture init` writes it: the trigger matches, but nobody is enrolled.
+    assert run("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
+    added = run(
+        "subscribers", "add", "karin@example.com", "--tag", "b2b",
+        cwd=tmp_path / "work", db_url=db_url,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "not enrolled in sales-process: it is disabled" in added.stdout, added.stdout
+    assert "already enrolled" not in added.stdout
 
 
 def _with(
@@ -212,6 +226,7 @@ def test_failed_sends_say_why_and_exit_1(work: Path, db_url: str) -> None:
             "NURTURE_TRANSPORT": "sendgrid",
             "NURTURE_SENDGRID_API_KEY": "SG.test.key",
             "NURTURE_SENDGRID_API_HOST": fake.url,
+            "NURTURE_BASE_URL": "https://mail.example.com",  # a real provider needs https
         }
         # --once: what older crontabs pass (and what the code before this
         # change required), so this fails on the explanation, not the flag.
@@ -263,6 +278,7 @@ def test_a_long_pass_shows_progress_on_a_terminal_only(work: Path, db_url: str) 
             NURTURE_TRANSPORT="sendgrid",
             NURTURE_SENDGRID_API_KEY="SG.test.key",
             NURTURE_SENDGRID_API_HOST=fake.url,
+            NURTURE_BASE_URL="https://mail.example.com",
             TERM="xterm-256color",
         )
         code, stdout, terminal = _run_on_a_terminal(
