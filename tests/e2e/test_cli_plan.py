@@ -19,6 +19,7 @@ ledger is read back from the database.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from nurture.audience.subscribers import add_subscriber
 from nurture.store import queries
 from nurture.store.db import make_engine, session_factory
 from tests.e2e.test_cli_engine import run
+from tests.factories import EXAMPLES
 
 END_ENROLLED = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)  # a Monday, 08:00 in Stockholm
 FRIDAY = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)  # 15:30 in Stockholm, 09:30 in New York
@@ -147,6 +149,15 @@ def next_due(db_url: str) -> datetime | None:
         engine.dispose()
 
 
+def make_work(tmp_path: Path) -> Path:
+    """A working folder with the example sequence and templates (what `init` copies)."""
+    work = tmp_path / "work"
+    for name in ("sequences", "templates"):
+        shutil.copytree(EXAMPLES / name, work / name)
+    (work / "nurture.toml").write_text('secret_key = "test-secret-not-a-placeholder"\n')
+    return work
+
+
 def edit_sequence(work: Path) -> None:
     """Insert 'intro' first and 'bonus' after 'three-models'."""
     path = work / "sequences" / "sales-process.yaml"
@@ -160,8 +171,7 @@ def edit_sequence(work: Path) -> None:
 @pytest.fixture
 def world(tmp_path: Path, db_url: str) -> Path:
     """The four positions, the file just edited, at ``EDITED``."""
-    assert run("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
-    work = tmp_path / "work"
+    work = make_work(tmp_path)
     add(work, db_url, END_ENROLLED, ("end@example.com", "Europe/Stockholm"))
     dispatch_in_process(work, db_url, END_ENROLLED, until=FRIDAY)  # the whole series
     assert enrollment_status(db_url, "end@example.com") == "completed"
@@ -205,6 +215,7 @@ def test_plan_says_a_subscriber_who_has_not_started_gets_the_inserted_steps(
     assert [step for step, *_ in ledger(db_url, "new@example.com")] == ["intro", "welcome"]
 
 
+@pytest.mark.timeout(300)  # a dozen commands, each a fresh interpreter
 def test_plan_agrees_with_the_dispatcher_at_every_position(world: Path, db_url: str) -> None:
     report = json.loads(plan(world, db_url, "--json", "--limit", "10"))
     new, nyc, mid = (group_of(report, f"{who}@example.com") for who in ("new", "nyc", "mid"))
@@ -269,8 +280,7 @@ LATE = 40  # enrolled at EDITED, not started
 
 @pytest.fixture
 def crowd(tmp_path: Path, db_url: str) -> Path:
-    assert run("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
-    work = tmp_path / "work"
+    work = make_work(tmp_path)
     zones = ("Europe/Stockholm", "America/New_York")
     add(work, db_url, FRIDAY, *((f"s{n:03}@example.com", zones[n % 2]) for n in range(MANY)))
     dispatch_in_process(work, db_url, FRIDAY)
