@@ -232,14 +232,17 @@ def log_command(
 def plan_command(
     ctx: typer.Context,
     sequence: Annotated[
-        str | None, typer.Option("--sequence", help="Only this sequence (its id).")
+        str | None, typer.Option("--sequence", metavar="ID", help="Only this sequence.")
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=0, help="Example subscribers per group (earliest first).")
+        int,
+        typer.Option(min=0, metavar="N", help="Example subscribers per group (earliest first)."),
     ] = 3,
     subscriber: Annotated[
         str | None,
-        typer.Option(help="One subscriber's detail: history, and every step still to come."),
+        typer.Option(
+            metavar="EMAIL", help="One subscriber's detail: history, and every step still to come."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (see the README).")] = False,
 ) -> None:
