@@ -3,7 +3,10 @@
 It is not a second implementation of the timing rules: it loops
 :func:`decide_next_step` and moves on with :func:`after_step` exactly as the
 dispatcher does, with in-memory state, jumping the clock to the next due time
-or the next event, whichever comes first.
+or the next event, whichever comes first. :func:`simulate` runs it from
+enrollment; ``nurture plan`` runs the same loop (:func:`timeline_from`) from a
+stored enrollment's next turn. :func:`unknown_step` and
+:func:`early_engagement` check the events ``simulate --event`` is given.
 """
 
 from __future__ import annotations
