@@ -312,18 +312,72 @@ def log_command(
     out.print(table)
 
 
-def plan_command(ctx: typer.Context) -> None:
-    """What editing the sequence files would do to subscribers mid-way."""
-    from nurture.authoring.plan import plan_changes
-    from nurture.cli.plan import print_plan
+def plan_command(
+    ctx: typer.Context,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", metavar="ID", help="Only this sequence.")
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(min=0, metavar="N", help="Example subscribers per group (earliest first)."),
+    ] = 3,
+    subscriber: Annotated[
+        str | None,
+        typer.Option(
+            metavar="EMAIL", help="One subscriber's detail: history, and every step still to come."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (see the README).")] = False,
+) -> None:
+    """What the dispatcher will do next, grouped by effect, and what edits to the
+    sequence files change for subscribers mid-way."""
+    import json
 
-    with errors():
-        engine = open_engine(ctx.obj.store_settings())
+    from nurture.audience.input import InvalidSubscriberError, normalise_email
+    from nurture.authoring.plan import plan_changes, subscriber_detail
+    from nurture.authoring.workbench import validate_paths
+    from nurture.cli.plan import detail_json, plan_json, print_detail, print_plan
+
+    now = ctx.obj.now()
+    email = None
+    if subscriber is not None:
         try:
-            plans = plan_changes(engine, ctx.obj.sequences(), ctx.obj.now())
+            email = normalise_email(subscriber)
+        except InvalidSubscriberError as exc:
+            raise fail(f"--subscriber: {exc}") from exc
+    with errors():
+        settings = ctx.obj.store_settings()
+        checked = validate_paths(settings, [settings.sequences_dir])
+        sequences = checked.sequences
+        if checked.diagnostics:
+            err.print(
+                Text.assemble(
+                    ("warning: ", "yellow"),
+                    f"{len(checked.diagnostics)} problem(s) in sequence files; the dispatcher "
+                    "does not run the invalid ones (see `nurture validate`)",
+                )
+            )
+        engine = open_engine(settings)
+        try:
+            if email is not None:
+                details = subscriber_detail(engine, sequences, email, now)
+                if sequence is not None:
+                    details = [d for d in details if d.sequence_id == sequence]
+                    if not details:
+                        raise fail(f"{email} is not enrolled in {sequence}")
+            else:
+                plans = plan_changes(engine, sequences, now, sequence_id=sequence, limit=limit)
         finally:
             engine.dispose()
-    print_plan(plans, out)
+    if email is not None:
+        if as_json:
+            print(json.dumps(detail_json(email, details, now), indent=2, ensure_ascii=False))
+        else:
+            print_detail(email, details, out)
+    elif as_json:
+        print(json.dumps(plan_json(plans, now), indent=2, ensure_ascii=False))
+    else:
+        print_plan(plans, out)
 
 
 def register_engine_commands(app: typer.Typer) -> None:

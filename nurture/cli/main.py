@@ -41,7 +41,7 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.places import check_timezone
 from nurture.core.samples import read_subscribers
 from nurture.core.schema import sequence_schema_text
-from nurture.core.simulation import simulate
+from nurture.core.simulation import early_engagement, simulate, unknown_step
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EventKind
 from nurture.errors import SequenceError
@@ -304,9 +304,24 @@ def simulate_command(
         subscriber = replace(subscriber, timezone=tz)
     zone = ZoneInfo(subscriber.timezone or seq.timezone)
     begin = _parse_time(start, zone, "--start") if start else ctx.obj.now()
-    events = [parse_event(text, zone) for text in event or []]
+    written = [(text, parse_event(text, zone)) for text in event or []]
+    events = [parsed for _, parsed in written]
+    typos = [
+        f"--event {text!r}: {problem}"
+        for text, parsed in written
+        if (problem := unknown_step(seq, parsed)) is not None
+    ]
+    if typos:
+        raise fail("\n".join(typos))
     with errors():
         timeline = simulate(seq, subscriber, begin, events)
+    for text, parsed in written:
+        early = early_engagement(timeline, parsed)
+        if early is not None:
+            err.print(
+                Text.assemble(("warning: ", "yellow"), safe(f"--event {text!r}: {early}")),
+                soft_wrap=True,
+            )
     if as_json:
         print(json.dumps([entry.as_json() for entry in timeline], indent=2, ensure_ascii=False))
         return

@@ -234,17 +234,32 @@ def subscriber_zone(subscriber: Subscriber, sequence: Sequence) -> ZoneInfo:
     return ZoneInfo(sequence.timezone)
 
 
-def next_step(sequence: Sequence, state: EnrollmentState) -> Step | None:
-    """The first step after the subscriber's position that they have not passed."""
-    done = {record.step_id for record in state.history}
+def _position(sequence: Sequence, done: set[str]) -> int:
+    """The index of the last step in ``sequence`` already passed; -1 before the first."""
     position = -1
     for index, step in enumerate(sequence.steps):
         if step.id in done:
             position = index
-    for step in sequence.steps[position + 1 :]:
+    return position
+
+
+def next_step(sequence: Sequence, state: EnrollmentState) -> Step | None:
+    """The first step after the subscriber's position that they have not passed."""
+    done = {record.step_id for record in state.history}
+    for step in sequence.steps[_position(sequence, done) + 1 :]:
         if step.id not in done:
             return step
     return None
+
+
+def passed_over(sequence: Sequence, state: EnrollmentState) -> tuple[str, ...]:
+    """Steps before the subscriber's position that they have not passed: the
+    ones :func:`next_step` never returns (inserted by an edit before where
+    they are). Empty for a subscriber who has not started: every step of the
+    file lies ahead of them."""
+    done = {record.step_id for record in state.history}
+    ahead = _position(sequence, done)
+    return tuple(step.id for step in sequence.steps[: max(ahead, 0)] if step.id not in done)
 
 
 def engagement_from(events: Iterable[Event]) -> Engagement:

@@ -5,11 +5,16 @@ It is not a second implementation of the timing rules: it loops
 dispatcher does, with in-memory state, jumping the clock to the next due time
 or the next event, whichever comes first. A ``when`` that fails ends the
 timeline with a ``paused`` entry, as the dispatcher pauses the sequence there.
+:func:`simulate` runs it from
+enrollment; ``nurture plan`` runs the same loop (:func:`timeline_from`) from a
+stored enrollment's next turn. :func:`unknown_step` and
+:func:`early_engagement` check the events ``simulate --event`` is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,7 +36,7 @@ from nurture.core.decisions import (
 from nurture.core.model import Sequence
 from nurture.core.subscriber import Subscriber
 from nurture.core.timing import require_aware
-from nurture.core.vocabulary import SendStatus
+from nurture.core.vocabulary import EventKind, SendStatus
 from nurture.errors import TimingError
 
 
@@ -62,15 +67,45 @@ def simulate(
 ) -> list[TimelineEntry]:
     """The timeline one subscriber enrolled at ``start`` would get."""
     require_aware(start, "start")
+    return timeline_from(sequence, subscriber, EnrollmentState(enrolled_at=start), start, events)
+
+
+def timeline_from(
+    sequence: Sequence,
+    subscriber: Subscriber,
+    state: EnrollmentState,
+    looked_at: datetime,
+    events: Iterable[Event] = (),
+    *,
+    not_before: Mapping[str, datetime] | None = None,
+    stop_after_send: bool = False,
+) -> list[TimelineEntry]:
+    """What happens from ``state`` on when the dispatcher first looks at the
+    enrollment at ``looked_at``.
+
+    This is the dispatcher's loop (:func:`nurture.core.planner.plan_batch`):
+    decide at the moment it looks; a wait makes it look again at the wait's
+    end (or at the next event, whichever comes first); a step whose retry is
+    not due yet (``not_before``, by step id) waits for its retry; a send or a
+    skip is settled at that moment and the next step decided. ``plan`` starts
+    from a stored enrollment at the time it is next due and stops after the
+    first send (``stop_after_send``); ``simulate`` starts at enrollment.
+    The timeline ends at an exit, at the end of the steps, or after the
+    first send when asked.
+    """
+    require_aware(looked_at, "looked_at")
+    retry_at = dict(not_before or {})
     zone = subscriber_zone(subscriber, sequence)
     pending = sorted(events, key=lambda e: e.at)
-    state = EnrollmentState(enrolled_at=start)
-    now = start
+    now = looked_at
     timeline: list[TimelineEntry] = []
     # Each pass either records a step or moves the clock forward; the bound only
     # guards against a bug turning into an endless loop.
     action = decide_next_step(sequence, state, subscriber, pending, now)
     for _ in range(10 * len(sequence.steps) + 10 * len(pending) + 10):
+        if isinstance(action, Send) and retry_at.get(action.step.id, now) > now:
+            # The planner's rule: a step waiting for its retry is not sent before then.
+            action = Wait(retry_at[action.step.id], action.step, action.timing, action.extra)
         if isinstance(action, Wait):
             upcoming = [e.at for e in pending if now < e.at <= action.until]
             now = min(upcoming) if upcoming else action.until
@@ -78,6 +113,8 @@ def simulate(
         elif isinstance(action, Send):
             reason = "; ".join(action.notes)
             timeline.append(TimelineEntry(action.step.id, "send", now.astimezone(zone), reason))
+            if stop_after_send:
+                return timeline
             record = settled(action.step.id, SendStatus.SENT, action.due_at, now)
             state, action = after_step(sequence, state, record, subscriber, pending, now)
         elif isinstance(action, Skip):
@@ -100,3 +137,43 @@ def simulate(
         elif isinstance(action, Complete):
             return timeline
     raise TimingError("simulation did not finish: this is a bug, please report it")
+
+
+def unknown_step(sequence: Sequence, event: Event) -> str | None:
+    """Why an ``opened``/``clicked`` event cannot be simulated: it names a step
+    the sequence does not have (a typo), with the nearest id; else None."""
+    if event.kind not in (EventKind.OPENED, EventKind.CLICKED) or event.step is None:
+        return None
+    ids = [step.id for step in sequence.steps]
+    if event.step in ids:
+        return None
+    near = difflib.get_close_matches(event.step, ids, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}?" if near else f"its steps are {', '.join(ids)}"
+    return f"{sequence.id} has no step {event.step!r} ({hint})"
+
+
+def early_engagement(timeline: Iterable[TimelineEntry], event: Event) -> str | None:
+    """Why an ``opened``/``clicked`` event is odd in this ``timeline``: the step
+    is only sent after it (or never); else None. The event is still simulated
+    as written: ``opened()`` and ``clicked()`` are true from its time on."""
+    if event.kind not in (EventKind.OPENED, EventKind.CLICKED) or event.step is None:
+        return None
+    entries = [entry for entry in timeline if entry.step == event.step]
+    sent = next((entry for entry in entries if entry.action == "send"), None)
+    verb = "opened" if event.kind == EventKind.OPENED else "clicked"
+    at = event.at.astimezone(entries[0].at.tzinfo) if entries else event.at
+    when = f"{at:%a %Y-%m-%d %H:%M %Z}"
+    if sent is not None:
+        if event.at >= sent.at:
+            return None
+        return (
+            f"{event.step!r} is sent on {sent.at:%a %Y-%m-%d %H:%M %Z}, after it is {verb} "
+            f"on {when}; the event counts from {when} as written (give a time after the send)"
+        )
+    skipped = next((entry for entry in entries if entry.action == "skip"), None)
+    if skipped is not None:
+        return (
+            f"{event.step!r} is not sent in this simulation (skipped on "
+            f"{skipped.at:%a %Y-%m-%d %H:%M %Z}: {skipped.reason}), yet it is {verb} on {when}"
+        )
+    return f"{event.step!r} is not sent in this simulation, yet it is {verb} on {when}"
