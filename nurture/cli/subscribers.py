@@ -228,7 +228,7 @@ def _enrolled_lines(
     disabled = [sid for sid in matched if not sequences[sid].sequence.enabled]
     matched = [sid for sid in matched if sid not in disabled]
     lines.extend(
-        f"not enrolled in {sid}: it is disabled ({sequences[sid].display} says enabled: false)"
+        f"{sid} is disabled ({sequences[sid].display} says enabled: false): nobody is enrolled"
         for sid in disabled
     )
     if matched and is_suppressed(session, row.email):

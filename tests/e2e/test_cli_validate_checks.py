@@ -105,17 +105,18 @@ def test_a_when_that_fails_at_send_time_pauses_and_shows_in_the_log(
         "--tz", "Europe/Stockholm", "--locale", "sv", "--tag", "b2b", cwd=work, db_url=db_url,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    assert "sent 1," in run_with_db("dispatch", "--once", "--now", friday, cwd=work,
+    assert "sent 1," in run_with_db("--now", friday, "dispatch", cwd=work,
                                     db_url=db_url).stdout  # fmt: skip
-    held = run_with_db("dispatch", "--once", "--now", monday, cwd=work, db_url=db_url)
-    assert held.returncode == 0, held.stderr
+    held = run_with_db("--now", monday, "dispatch", cwd=work, db_url=db_url)
+    # A held step is something gone wrong: dispatch says so in its exit code.
+    assert held.returncode == 1, held.stderr
     assert "sent 0, skipped 0," in held.stdout
     log = run_with_db("log", "--email", "karin@example.com", cwd=work, db_url=db_url)
     flat = " ".join(log.stdout.replace("│", " ").split())
     assert "three-models" in flat and "retry" in flat
     assert "held: condition" in flat and "subscriber.attributes has no 'plan'" in flat
     assert "nurture resume sales-process" in flat
-    later = run_with_db("dispatch", "--once", "--now", "2026-12-03T09:00:00Z", cwd=work,
+    later = run_with_db("--now", "2026-12-03T09:00:00Z", "dispatch", cwd=work,
                         db_url=db_url)  # fmt: skip
     assert "sent 0," in later.stdout  # paused: nothing more from it
     resumed = run_with_db("resume", "sales-process", cwd=work, db_url=db_url)

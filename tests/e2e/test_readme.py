@@ -47,7 +47,7 @@ def typo_in_a_template(shop: Path) -> None:
     replace_first(shop / "sequences/sales-process.yaml", "wait: 2 fortnights", "wait: 2 days")
     path = shop / "templates/en/choosing.md"
     lines = path.read_text(encoding="utf-8").splitlines()
-    lines.insert(2, "Hello {{ subscriber.nickname }}")
+    lines.insert(2, "Hello {{ subscriber.frist_name }}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
