@@ -441,20 +441,26 @@ class Settle:
     transport: str | None
 
 
-_SETTLE = (
-    update(SEND)
-    .where(SEND.c.key == bindparam("_key"), SEND.c.status == bindparam("_expected"))
-    .values(
-        status=bindparam("_status"),
-        reason=bindparam("_reason"),
-        attempts=bindparam("_attempts"),
-        next_attempt_at=bindparam("_next", type_=SEND.c.next_attempt_at.type),
-        sent_at=bindparam("_sent", type_=SEND.c.sent_at.type),
-        provider_message_id=bindparam("_pid"),
-        transport=bindparam("_transport"),
-        lease_until=None,
+def _settle_statement(*, with_message_id: bool) -> Any:
+    values: dict[str, Any] = {
+        "status": bindparam("_status"),
+        "reason": bindparam("_reason"),
+        "attempts": bindparam("_attempts"),
+        "next_attempt_at": bindparam("_next", type_=SEND.c.next_attempt_at.type),
+        "sent_at": bindparam("_sent", type_=SEND.c.sent_at.type),
+        "transport": bindparam("_transport"),
+        "lease_until": None,
+    }
+    if with_message_id:
+        values["provider_message_id"] = bindparam("_pid")
+    return (
+        update(SEND)
+        .where(SEND.c.key == bindparam("_key"), SEND.c.status == bindparam("_expected"))
+        .values(values)
     )
-)
+
+
+_SETTLE = _settle_statement(with_message_id=True)
 _SETTLE_NAMES = [
     "_key", "_expected", "_status", "_reason", "_attempts", "_next", "_sent", "_pid", "_transport",
 ]  # fmt: skip
@@ -465,19 +471,7 @@ _SETTLE_NAMES = [
 # random: writing it in the per-email commit touched an index page of its own
 # and doubled the commit's cost (measured: 126 against 62 µs of CPU on
 # SQLite). :func:`record_message_ids` writes it with the batch's confirm.
-_SETTLE_ANSWER = (
-    update(SEND)
-    .where(SEND.c.key == bindparam("_key"), SEND.c.status == bindparam("_expected"))
-    .values(
-        status=bindparam("_status"),
-        reason=bindparam("_reason"),
-        attempts=bindparam("_attempts"),
-        next_attempt_at=bindparam("_next", type_=SEND.c.next_attempt_at.type),
-        sent_at=bindparam("_sent", type_=SEND.c.sent_at.type),
-        transport=bindparam("_transport"),
-        lease_until=None,
-    )
-)
+_SETTLE_ANSWER = _settle_statement(with_message_id=False)
 _SETTLE_ANSWER_NAMES = [n for n in _SETTLE_NAMES if n != "_pid"]
 
 
