@@ -12,6 +12,7 @@ through ``Connection.execute``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -34,7 +35,9 @@ class Prepared:
         self._defaults: dict[str, Any] = compiled.construct_params(dict.fromkeys(names))
         self._processors: dict[str, Any] = {}
         for name, bind in compiled.binds.items():
-            process = bind.type.bind_processor(dialect)
+            # The dialect's own type: a TypeDecorator's processor then ends in
+            # the driver's format (SQLite: the DATETIME string), as execute does.
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
                 self._processors[name] = process
         for name, value in self._defaults.items():  # literals compiled into binds
@@ -42,15 +45,24 @@ class Prepared:
                 self._defaults[name] = self._processors[name](value)
         self._user = [n for n in names if n in self._processors]
         self._order = list(compiled.positiontup or ()) if compiled.positional else None
+        # Per position: the name, its bind processor (for the caller's values
+        # only; literals are processed above) and the default.
+        user = set(self._user)
+        self._plan = [
+            (n, _Repeating(self._processors[n]) if n in user else None, self._defaults.get(n))
+            for n in (self._order if self._order is not None else self._defaults)
+        ]
 
     def params(self, values: dict[str, Any]) -> Any:
-        row = dict(self._defaults)
-        row.update(values)
-        for name in self._user:
-            value = row[name]
-            if value is not None:
-                row[name] = self._processors[name](value)
-        return tuple(row[n] for n in self._order) if self._order is not None else row
+        """The driver's parameters for ``values`` (a tuple for a positional
+        paramstyle). Runs once per row written on the hot path."""
+        row = []
+        for name, process, default in self._plan:
+            value = values.get(name, default)
+            row.append(process(value) if process is not None and value is not None else value)
+        if self._order is not None:
+            return tuple(row)
+        return dict(zip(self._defaults, row, strict=True))
 
     def execute(self, cursor: Any, values: dict[str, Any]) -> int:
         """Execute once on a driver cursor the caller holds; the rows changed."""
@@ -70,6 +82,31 @@ class Prepared:
         finally:
             cursor.close()
 
+
+class _Repeating:
+    """A bind processor that remembers its last datetime: a pass writes the
+    same lease and the same ``now`` for every email, and turning a datetime
+    into the driver's value costs more than the comparison. Safe across threads:
+    the (value, result) pair is replaced as one object."""
+
+    __slots__ = ("_last", "_process")
+
+    def __init__(self, process: Any) -> None:
+        self._process = process
+        self._last: tuple[Any, Any] = (_NOTHING, None)
+
+    def __call__(self, value: Any) -> Any:
+        if type(value) is not datetime:
+            return self._process(value)
+        last, result = self._last
+        if type(last) is datetime and value == last:  # the same instant: the same UTC value
+            return result
+        result = self._process(value)
+        self._last = (value, result)
+        return result
+
+
+_NOTHING = object()
 
 _CACHE: dict[tuple[str, int], Prepared] = {}
 
