@@ -50,7 +50,7 @@ from nurture.store import planning
 from nurture.store.planning import LiveEnrollment
 
 ChangeKind = Literal["added", "removed", "changed"]
-EffectKind = Literal["send", "exit", "complete", "completed", "waiting"]
+EffectKind = Literal["send", "held", "exit", "complete", "completed", "waiting"]
 StepIs = Literal["new", "changed", "unchanged", "not recorded", ""]
 
 DEFAULT_LIMIT = 3
@@ -74,7 +74,9 @@ class Effect:
     same effect are one group.
 
     ``send``: ``step`` is their next email (``step_is`` says whether it is new
-    or changed since their version), after skipping ``skipped``; ``exit``: they
+    or changed since their version), after skipping ``skipped``; ``held``: the
+    ``when`` of ``step`` fails for them (``reason``), so the dispatcher pauses
+    the sequence there instead of sending or skipping; ``exit``: they
     leave at their next turn (``reason``); ``complete``: no email is left for
     them; ``completed``: they finished before the edit; ``waiting``: their
     sequence has no file on disk. ``not_received`` lists the steps of the file
@@ -283,6 +285,8 @@ def _effect(
     if last is not None and last.action == "send" and last.step is not None:
         step_is = versions.step_is(live.version, last.step)
         return Effect("send", last.step, step_is, skipped, never), last.at
+    if last is not None and last.action == "paused" and last.step is not None:
+        return Effect("held", last.step, "", skipped, never, last.reason), last.at
     if last is not None and last.action == "exit":
         # The exit is for an event already in; it happens at their next turn.
         at = max(last.at, looked_at).astimezone(zone)
@@ -350,7 +354,7 @@ def plan_changes(
     return list(plans.values())
 
 
-_KIND_ORDER = {"send": 0, "exit": 1, "complete": 2, "completed": 3, "waiting": 4}
+_KIND_ORDER = {"send": 0, "held": 1, "exit": 2, "complete": 3, "completed": 4, "waiting": 5}
 
 
 def _group_order(group: Group) -> tuple[int, int, float, Effect]:

@@ -63,6 +63,8 @@ def describe(group: Group) -> str:
     if effect.kind == "send":
         what = f"will get {effect.step!r} next{STEP_IS.get(effect.step_is, '')}"
         return f"{count} {what}{times}{skipped}{never}"
+    if effect.kind == "held":
+        return f"{count} will be held at {effect.step!r}{times}: {effect.reason}"
     if effect.kind == "exit":
         return f"{count} will leave at their next turn ({effect.reason}){times}"
     if effect.kind == "complete":

@@ -376,3 +376,46 @@ def test_plan_for_one_subscriber_and_refusals(crowd: Path, db_url: str) -> None:
                  cwd=crowd, db_url=db_url)  # fmt: skip
     assert nobody.returncode == 1
     assert "nobody@example.com is not enrolled in any sequence" in nobody.stderr
+
+
+def test_plan_says_a_step_whose_condition_fails_holds_the_subscriber(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A ``when`` that raises for someone pauses the sequence at that step (the
+    dispatcher's Hold); plan said they "will complete without another email"."""
+    work = make_work(tmp_path)
+    path = work / "sequences" / "sales-process.yaml"
+    text = path.read_text(encoding="utf-8")
+    # Fine for the samples (no 'seats': the default 1); a string breaks '>'.
+    condition = "    when: \"subscriber.attributes.get('seats', 1) > 0\"\n"
+    text = text.replace("  - id: three-models\n", "  - id: three-models\n" + condition, 1)
+    path.write_text(text, encoding="utf-8")
+    runtime = build_runtime(_settings(work, db_url), FixedClock(FRIDAY))
+    try:
+        with session_factory(runtime.engine)() as session:
+            for email, seats in (("odd@example.com", "many"), ("fine@example.com", 3)):
+                add_subscriber(
+                    session, email=email, name="Test Person", tz="Europe/Stockholm",
+                    locale="en", tags=["b2b"], attributes={"seats": seats},
+                    consent_source="test", now=FRIDAY, sequences=runtime.registry.sequences(),
+                )  # fmt: skip
+            session.commit()
+    finally:
+        runtime.close()
+    dispatch_in_process(work, db_url, FRIDAY, FRIDAY)  # both get 'welcome'
+
+    report = json.loads(plan(work, db_url, "--json"))
+    held = group_of(report, "odd@example.com")
+    assert (held["effect"], held["step"]) == ("held", "three-models"), held
+    assert "'>' not supported" in held["reason"], held
+    assert group_of(report, "fine@example.com")["effect"] == "send"
+    text = plan(work, db_url)
+    assert "1 will be held at 'three-models'" in text, text
+    assert "complete without another email" not in text, text
+
+    # And the dispatcher does hold them there, when the step is due.
+    dispatch_in_process(work, db_url, MONDAY)
+    assert [(step, status) for step, status, *_ in ledger(db_url, "odd@example.com")] == [
+        ("welcome", "sent"),
+        ("three-models", "retry"),
+    ]
