@@ -58,7 +58,9 @@ class SequenceRegistry:
         self._lock = threading.Lock()
         self._by_path: dict[Path, LoadedSequence] = {}
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
-        self._snapshot = Snapshot(Sequences(), TemplateLibrary(settings.templates_dir))
+        self._snapshot = Snapshot(
+            Sequences(), TemplateLibrary(settings.templates_dir, brand=settings.brand)
+        )
         self.last_problems: list[Diagnostic] = []
 
     @property
@@ -81,7 +83,7 @@ class SequenceRegistry:
             self._fingerprint = fingerprint
             if not force:
                 log.info("sequence or template files changed: validating them")
-            library = TemplateLibrary(self.settings.templates_dir)
+            library = TemplateLibrary(self.settings.templates_dir, brand=self.settings.brand)
             problems: list[Diagnostic] = []
             by_path: dict[Path, LoadedSequence] = {}
             broken: list[BrokenFile] = []

@@ -8,7 +8,9 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from contextlib import suppress
 from ipaddress import ip_address
 from pathlib import Path
@@ -24,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from nurture.core.model import Brand
 from nurture.errors import ConfigurationError
 from nurture.transports import known_transports
 
@@ -70,6 +73,13 @@ class Settings(BaseSettings):
         description=(
             "an address that takes unsubscribe requests by email: added to "
             "List-Unsubscribe as a mailto: fallback after the https link"
+        ),
+    )
+    brand: Brand | None = Field(
+        default=None,
+        description=(
+            "the [brand] table: name, logo_url, logo_width, logo_height, logo_alt, colour; "
+            "for every sequence, under a sequence file's own brand: keys"
         ),
     )
     # Dispatching
@@ -206,6 +216,53 @@ def check_project(folder: Path, settings: Settings) -> None:
     )
 
 
+def _setting_error(toml: Path, error: Any) -> str:
+    """One invalid setting, named as it is written in ``nurture.toml`` and in the
+    environment; a key of a table (``[brand]``) with its line in the file."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        known = Brand.model_fields if loc[:-1] == ["brand"] else Settings.model_fields
+        near = difflib.get_close_matches(loc[-1], list(known), n=1)
+        message = f"unknown key {loc[-1]!r}" + (f" — did you mean {near[0]!r}?" if near else "")
+    if len(loc) == 1:
+        return f"setting {key!r} (in {CONFIG_FILE} as {key}, or NURTURE_{key.upper()}): {message}"
+    variable = f"NURTURE_{loc[0].upper()}"
+    from_env = any(name.upper() == variable for name in os.environ)
+    where = None if from_env else _table_key_position(toml, loc[0], loc[1])
+    place = f"{_shown(toml)}:{where[0]}:{where[1]}: " if where else ""
+    return (
+        f"{place}setting {key!r} (in {CONFIG_FILE} as {loc[1]} under [{loc[0]}], or "
+        f"{variable} as JSON): {message}"
+    )
+
+
+def _table_key_position(toml: Path, table: str, key: str) -> tuple[int, int] | None:
+    """The 1-based line and column of ``key`` in ``[table]`` of ``toml``, if written there."""
+    try:
+        lines = toml.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+    assignment = re.compile(rf"^(\s*){re.escape(key)}\s*=")
+    inside = False
+    for number, line in enumerate(lines, start=1):
+        opened = header.match(line)
+        if opened:
+            inside = opened.group(1) == table
+        elif inside and (found := assignment.match(line)):
+            return number, len(found.group(1)) + 1
+    return None
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
     """Read ``nurture.toml`` from ``folder`` (default: the current directory) and the env.
 
@@ -223,13 +280,7 @@ def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
     try:
         settings: Settings = LocatedSettings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            key = ".".join(str(p) for p in error["loc"])
-            lines.append(
-                f"setting {key!r} (in {CONFIG_FILE} as {key}, or NURTURE_{key.upper()}): "
-                f"{error['msg']}"
-            )
+        lines = [_setting_error(toml, error) for error in exc.errors()]
         raise ConfigurationError("\n".join(lines)) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigurationError(f"cannot read {toml}: {exc}") from exc

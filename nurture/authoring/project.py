@@ -149,6 +149,17 @@ def settings_text(choices: ProjectChoices, secret_key: str) -> str:
         f"postal_address = {_quoted(choices.postal_address)}\n"
         "# An inbox that takes unsubscribe requests by email (a mailto: in List-Unsubscribe):\n"
         '# unsubscribe_mailbox = "unsubscribe@your-domain.com"\n'
+        "\n"
+        "# Your brand at the top of every email: a logo (https:// only), else the name;\n"
+        "# the colour is the bar above it, the buttons and the links. A sequence file's\n"
+        "# own brand: keys win over these (the example sets its name and colour).\n"
+        "# Keep this table last: keys below [brand] belong to it.\n"
+        "# [brand]\n"
+        '# name = "Your Company"\n'
+        '# colour = "#0b57d0"\n'
+        '# logo_url = "https://www.your-domain.com/logo.png"\n'
+        "# logo_width = 160\n"
+        "# logo_height = 40\n"
     )
 
 

@@ -149,7 +149,7 @@ def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:
     result = ValidationResult(files=len(sequence_files(paths)))
     loaded, diagnostics = load_sequences(paths)
     result.diagnostics.extend(diagnostics)
-    library = TemplateLibrary(settings.templates_dir)
+    library = TemplateLibrary(settings.templates_dir, brand=settings.brand)
     broken = list(loaded.broken)
     for seq_id, item in loaded.items():
         problems = validate_loaded(settings, library, item)
@@ -205,7 +205,7 @@ def preview_sequence(
     person = subscriber or samples_for(sequence, loaded.path)[0]
     if locale is not None:
         person = replace(person, locale=locale)
-    library = TemplateLibrary(settings.templates_dir)
+    library = TemplateLibrary(settings.templates_dir, brand=settings.brand)
     composer = Composer(
         lambda: library,
         base_url=settings.base_url,

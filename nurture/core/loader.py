@@ -187,12 +187,17 @@ def sequence_from_definition(definition: Any) -> Sequence:
 def content_version(sequence: Sequence) -> str:
     """A short hash of the sequence's meaning (comments and formatting excluded).
 
-    ``enabled: true`` is left out of the hash: it is the default, and versions
-    recorded before the key existed must stay the same. A disabled sequence
-    hashes differently, so a stored version says whether it may be sent.
+    ``enabled: true`` and a missing ``brand`` are left out of the hash: they
+    are the defaults, and versions recorded before those keys existed must stay
+    the same. A disabled sequence hashes differently, so a stored version says
+    whether it may be sent.
     """
-    exclude = {"enabled"} if sequence.enabled else None
-    digest = hashlib.sha256(sequence.model_dump_json(exclude=exclude).encode("utf-8")).hexdigest()
+    exclude = {"enabled"} if sequence.enabled else set()
+    if sequence.brand is None:
+        exclude.add("brand")
+    digest = hashlib.sha256(
+        sequence.model_dump_json(exclude=exclude or None).encode("utf-8")
+    ).hexdigest()
     return digest[:12]
 
 

@@ -40,6 +40,7 @@ _WAIT_UNITS = {
 }  # fmt: skip
 _WAIT_RE = re.compile(r"^\s*(\d+)\s*([a-z]+)\s*$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HEX_COLOUR = re.compile(r"^#([0-9a-f]{3}|[0-9a-f]{6})$")
 
 
 Localized = str | dict[str, str]
@@ -173,6 +174,114 @@ class Sender(_Strict):
             return validate_email(value, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             raise ValueError(f"invalid email address {value!r}: {exc}") from exc
+
+
+class Brand(_Strict):
+    """How the emails look: the name or logo at the top, and the brand colour.
+
+    Given in a sequence file (``brand:``) or for every sequence in
+    ``nurture.toml`` (``[brand]``); a sequence's keys win over the project's,
+    the logo's size and text going with the logo they describe (see
+    :func:`merge_brands`). Nothing is fetched: ``logo_width`` and
+    ``logo_height`` are written into the ``<img>`` as given.
+    """
+
+    name: str | None = Field(
+        default=None, min_length=1, description="Shown at the top when there is no logo."
+    )
+    logo_url: Annotated[
+        str | None,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": "^https://",
+                "description": "Absolute https:// address of the logo image (PNG or JPEG).",
+            }
+        ),
+    ] = None
+    logo_width: int | None = Field(
+        default=None,
+        ge=1,
+        le=520,
+        description="Width to show the logo at, in pixels (half the image's own width for "
+        "sharp high-density screens); without it the logo shows at its own size.",
+    )
+    logo_height: int | None = Field(
+        default=None, ge=1, le=400, description="Height to show the logo at, in pixels."
+    )
+    logo_alt: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Text shown when images are blocked; defaults to the brand name.",
+    )
+    colour: Annotated[
+        str | None,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$",
+                "description": 'Hex colour, quoted: "#0b57d0" or "#06c"; used for the top '
+                "bar, buttons and links.",
+            }
+        ),
+    ] = None
+
+    @field_validator("logo_url")
+    @classmethod
+    def _https_logo(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.netloc:
+            raise ValueError(
+                f"must be an absolute https:// address (mail clients block images over "
+                f"http), got {value!r}"
+            )
+        return value
+
+    @field_validator("colour", mode="before")
+    @classmethod
+    def _hex_colour(cls, value: Any) -> str:
+        if value is None:
+            # YAML reads an unquoted `colour: #0b57d0` as an empty value and a comment.
+            raise ValueError(
+                'empty: write the colour in quotes, such as "#0b57d0" (YAML reads an '
+                "unquoted # as the start of a comment)"
+            )
+        text = str(value).strip().lower()
+        if not isinstance(value, str) or not _HEX_COLOUR.match(text):
+            raise ValueError(
+                f'not a hex colour: write "#rrggbb" or "#rgb", such as "#0b57d0", got {value!r}'
+            )
+        return text
+
+    @model_validator(mode="after")
+    def _logo_details_need_a_logo(self) -> Brand:
+        details = [key for key in ("logo_width", "logo_height", "logo_alt") if getattr(self, key)]
+        if details and self.logo_url is None:
+            verb = "is" if len(details) == 1 else "are"
+            raise ValueError(f"{', '.join(details)} {verb} for a logo: give logo_url too")
+        return self
+
+
+_LOGO_KEYS = ("logo_url", "logo_width", "logo_height", "logo_alt")
+
+
+def merge_brands(own: Brand | None, project: Brand | None) -> Brand | None:
+    """A sequence's brand over the project's, key by key.
+
+    The logo's size and alt text belong to the logo they were written for, so
+    a sequence with its own ``logo_url`` takes none of them from the project.
+    """
+    if own is None or project is None:
+        return own or project
+    taken = {key: getattr(own, key) for key in Brand.model_fields if getattr(own, key) is not None}
+    inherited = {
+        key: getattr(project, key)
+        for key in Brand.model_fields
+        if key not in taken and not (own.logo_url is not None and key in _LOGO_KEYS)
+    }
+    return Brand.model_construct(**inherited, **taken)
 
 
 class Trigger(_Strict):
@@ -338,6 +447,11 @@ class Sequence(_Strict):
     name: str = Field(min_length=1)
     description: str | None = None
     sender: Sender
+    brand: Brand | None = Field(
+        default=None,
+        description="The name or logo at the top of every email and the brand colour; "
+        "keys left out come from [brand] in nurture.toml.",
+    )
     locale: str = Field(default="en", description="Default content locale.")
     timezone: str = Field(default="UTC", description="Used when a subscriber has none.")
     trigger: Trigger | None = None

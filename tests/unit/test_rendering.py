@@ -246,7 +246,7 @@ def test_subscriber_locale_picks_its_template_and_layout(bilingual: Path) -> Non
     assert "SVENSK LAYOUT" in email.html
     assert email.subject == "Välkommen"
     assert "Avregistrera dig" in email.html  # the footer strings follow the locale
-    assert '<html lang="sv">' in email.html
+    assert '<html lang="sv" ' in email.html  # (the :root colour scheme is inlined after it)
 
 
 def test_unknown_locale_falls_back_to_the_sequence_locale(bilingual: Path) -> None:
@@ -260,7 +260,7 @@ def test_unknown_locale_falls_back_to_the_sequence_locale(bilingual: Path) -> No
 def test_regional_locale_falls_back_to_its_language(bilingual: Path) -> None:
     email = render(bilingual, Subscriber(email="x@example.com", name="Ann", locale="en-GB"))
     assert "Hi Ann," in email.html
-    assert '<html lang="en-GB">' in email.html
+    assert '<html lang="en-GB" ' in email.html
 
 
 def test_sequence_locale_folder_serves_other_languages(bilingual: Path) -> None:
@@ -296,10 +296,31 @@ def test_offer_link_in_html(templates: Path) -> None:
 def test_text_is_derived_from_html_with_links_and_footer(templates: Path) -> None:
     email = render(templates)
     assert email.text.startswith("Hi Ada,\n\nThanks for joining Demo series.")
-    assert "[Read more](https://example.com/more)" in email.text
+    assert "Read more (https://example.com/more)" in email.text
     assert LINKS.unsubscribe_url in email.text
     assert email.text.rstrip().endswith(ADDRESS)
     assert "A short hello" not in email.text  # the hidden preheader
+
+
+def test_links_in_the_text_part_read_label_then_url(templates: Path) -> None:
+    body = (
+        "## What's next\n\n"
+        "Read __the guide__ or [**the checklist**](https://example.com/list), "
+        "see <https://example.com/faq>, write to [anna@example.com](mailto:anna@example.com) "
+        "or [jump back](#top).\n\n"
+        "Signed, {{ subscriber.name }}\n"
+    )
+    write(templates, {"en/welcome.md": body})
+    name = "[Win](https://evil.example) **now**"
+    text = render(templates, Subscriber(email="x@example.com", name=name)).text
+    assert text.startswith(
+        "What's next\n\nRead the guide or the checklist (https://example.com/list), "
+        "see https://example.com/faq, write to anna@example.com or jump back.\n\n"
+    )
+    assert f"Signed, {name}\n" in text  # a subscriber's text is never rewritten
+    assert f"Unsubscribe ({LINKS.unsubscribe_url})" in text  # the layout's links too
+    assert "](" not in text.replace(name, "") and "**" not in text.replace(name, "")
+    assert "#" not in text.replace(name, "") and "__" not in text
 
 
 def test_txt_sibling_is_used_and_gets_the_footer(templates: Path) -> None:
@@ -501,6 +522,8 @@ def test_message_needs_an_aware_date(templates: Path) -> None:
 def test_html_to_text_collapses_self_links() -> None:
     html = '<p><a href="https://x.example/">https://x.example/</a></p>'
     assert html_to_text(html) == "https://x.example/\n"
+    spaced = '<p>See<a href="https://x.example/"> the <b>docs</b> </a>now.</p>'
+    assert html_to_text(spaced) == "See the docs (https://x.example/) now.\n"
 
 
 def test_html_to_text_decodes_entities_once() -> None:
@@ -509,7 +532,7 @@ def test_html_to_text_decodes_entities_once() -> None:
     html = (
         '<p>Hi &amp;lt and &amp;amp; &lt;b&gt; <a href="https://x.example/?a=1&amp;b=2">go</a></p>'
     )
-    assert html_to_text(html) == "Hi &lt and &amp; <b> [go](https://x.example/?a=1&b=2)\n"
+    assert html_to_text(html) == "Hi &lt and &amp; <b> go (https://x.example/?a=1&b=2)\n"
 
 
 # -- validation ---------------------------------------------------------------------------

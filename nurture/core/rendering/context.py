@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nurture.core.model import Sequence, Step, localized
+from nurture.core.model import Brand, Sequence, Step, localized
+from nurture.core.rendering.brand import brand_context
 from nurture.core.rendering.links import Links, offer_url
 from nurture.core.subscriber import Subscriber
 from nurture.errors import RenderError
@@ -41,10 +42,12 @@ def template_context(
     postal_address: str,
     *,
     locale: str,
+    project_brand: Brand | None = None,
 ) -> dict[str, Any]:
     """The variables of every template of one email (body, text part, subject).
 
     ``step.subject`` and ``step.preheader`` are added once they are rendered.
+    ``brand`` is the sequence's brand over ``project_brand`` (``nurture.toml``).
     """
     offer = sequence.offer_step.offer
     if offer is None:
@@ -75,6 +78,7 @@ def template_context(
         "preferences_url": links.preferences_url,
         "postal_address": postal_address,
         "sender": sender,
+        "brand": brand_context(sequence.brand, project_brand, sequence.sender.name),
         "locale": locale,
         "t": footer_strings(locale, sequence.locale),
     }

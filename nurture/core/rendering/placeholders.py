@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 from inscriptis import get_text
 from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
+from inscriptis.model.html_document_state import HtmlDocumentState
+from inscriptis.model.tag import CustomHtmlTagHandlerMapping
 from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup
@@ -43,8 +45,6 @@ without a name would read ``Hi ,`` (never set when sending)."""
 _SLOT_RE = re.compile(r"nurtslot(\d+)z")
 _TOKENS = tuple(f"nurtslot{number}z" for number in range(256))
 _CACHE_SIZE = 512
-_TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=True)
-_SAME_LINK = re.compile(r"\[([^\[\]\n]+)\]\(\1\)")
 _BLANK_LINES = re.compile(r"\n{3,}")
 # Escapes a value for HTML and for Markdown at once (one pass, so no entity is
 # escaped twice). CommonMark reads a numeric character reference as the literal
@@ -151,11 +151,58 @@ def tokens_in(text: str) -> set[str]:
 
 
 def html_to_text(html: str) -> str:
-    """A readable plain-text version of ``html``; links shown as ``[label](url)``."""
+    """A readable plain-text version of ``html``: a link reads ``label (URL)``,
+    or just the URL when that is its label (see :func:`_link_text`)."""
     # inscriptis unescapes text the HTML parser has already decoded, so an
     # escaped "&amp;lt" (a subscriber named "&lt") would come out as "<". Every
     # "&amp;" travels through it as a character the input does not contain.
-    stand_in = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in html)
-    text = get_text(html.replace("&amp;", stand_in), _TEXT_CONFIG).replace(stand_in, "&")
+    # Three more such characters mark where each link's label starts and ends
+    # and its target ends: only real <a> elements get them, so text that merely
+    # looks like a Markdown link (a subscriber's name, say) stays as it is.
+    free = (chr(c) for c in range(0xE001, 0xF900) if chr(c) not in html)
+    stand_in, opened, closed, ended = next(free), next(free), next(free), next(free)
+    config = ParserConfig(
+        css=CSS_PROFILES["strict"],
+        custom_html_tag_handler_mapping=_link_markers(opened, closed, ended),
+    )
+    text = get_text(html.replace("&amp;", stand_in), config)
+    links = re.compile(f"( *){opened}(.*?){closed}(.*?){ended}( *)", re.S)
+    text = links.sub(_link_text, text).replace(stand_in, "&")
     text = "\n".join(line.rstrip() for line in text.splitlines())
-    return _SAME_LINK.sub(r"\1", _BLANK_LINES.sub("\n\n", text)).strip("\n") + "\n"
+    return _BLANK_LINES.sub("\n\n", text).strip("\n") + "\n"
+
+
+def _link_markers(opened: str, closed: str, ended: str) -> CustomHtmlTagHandlerMapping:
+    """inscriptis handlers that wrap each ``<a href>`` as opened label closed URL ended."""
+
+    def start(state: HtmlDocumentState, attrs: dict[str, str]) -> None:
+        state.link_target = attrs.get("href", "").strip()
+        if state.link_target:
+            state.tags[-1].write(opened)
+
+    def end(state: HtmlDocumentState) -> None:
+        if state.link_target:
+            state.tags[-1].write(f"{closed}{state.link_target}{ended}")
+            state.link_target = ""
+
+    return CustomHtmlTagHandlerMapping({"a": start}, {"a": end})
+
+
+def _link_text(found: re.Match[str]) -> str:
+    """How one link reads in a text part: ``Read more (https://...)``; the bare
+    URL when the label is empty or the URL itself; the label alone for a jump
+    inside the email (``#top``). A ``mailto:`` shows as the address. Spaces
+    just inside or around the link fold into one, as they would in HTML."""
+    before, label, href, after = found.groups()
+    words = " ".join(label.split()) if "\n" not in label.strip() else label.strip()
+    shown = href.removeprefix("mailto:") if "?" not in href else href
+    if href.startswith("#"):
+        link = words
+    elif not words or words in (href, shown):
+        link = shown
+    else:
+        link = f"{words} ({shown})"
+    at_line_start = found.start() == 0 or found.string[found.start() - 1] == "\n"
+    lead = " " if (before or label[:1] == " ") and not at_line_start else ""
+    trail = " " if after or label[-1:] == " " else ""
+    return f"{lead}{link}{trail}"

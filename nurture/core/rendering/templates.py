@@ -53,7 +53,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from nurture.core.files import read_text
-from nurture.core.model import Localized, Sequence, Step, localized
+from nurture.core.model import Brand, Localized, Sequence, Step, localized
 from nurture.core.rendering.context import template_context
 from nurture.core.rendering.links import Links, footer_problem, list_headers, with_text_footer
 from nurture.core.rendering.loader import (
@@ -179,11 +179,15 @@ class TemplateLibrary:
         *,
         reuse_structures: bool = True,
         limits: Limits = RENDER_LIMITS,
+        brand: Brand | None = None,
     ) -> None:
         """``reuse_structures=False`` converts every email from scratch (slow): the
         reference the placeholder cache is checked against in tests. ``limits``
-        bound the rendering of one email (see :mod:`nurture.core.sandbox`)."""
+        bound the rendering of one email (see :mod:`nurture.core.sandbox`).
+        ``brand`` is the project's (``[brand]`` in ``nurture.toml``): what a
+        sequence's own ``brand`` does not set comes from it."""
         self.templates_dir = Path(templates_dir)
+        self.brand = brand
         self._reuse_structures = reuse_structures
         self.limits = limits
         self._loader = LocaleLoader(self.templates_dir)
@@ -272,7 +276,13 @@ class TemplateLibrary:
         context = {
             **self._globals,
             **template_context(
-                sequence, step, subscriber, links, postal_address, locale=plan.locale
+                sequence,
+                step,
+                subscriber,
+                links,
+                postal_address,
+                locale=plan.locale,
+                project_brand=self.brand,
             ),
         }
         lines = {"subject": "", "preheader": ""}
@@ -411,7 +421,13 @@ class TemplateLibrary:
             context = {
                 **self._globals,
                 **template_context(
-                    sequence, step, subscriber, links, postal_address, locale=plan.locale
+                    sequence,
+                    step,
+                    subscriber,
+                    links,
+                    postal_address,
+                    locale=plan.locale,
+                    project_brand=self.brand,
                 ),
                 EMPTY_VAR: True,
             }
