@@ -16,16 +16,20 @@ cannot recolour, retitle or clear the admin's terminal.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
-from sqlalchemy.exc import SQLAlchemyError
 
 from nurture.errors import ConfigurationError, NurtureError
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import SQLAlchemyError
 
 __all__ = [
     "EXIT_CONFIGURATION",
@@ -99,10 +103,22 @@ def errors() -> Iterator[None]:
         raise fail(str(exc), EXIT_CONFIGURATION) from exc
     except NurtureError as exc:
         raise fail(str(exc)) from exc
-    except SQLAlchemyError as exc:
+    except _database_errors() as exc:
         # str(exc) lists the statement's parameters: other people's data, for an
         # import. The driver's own message is enough to act on.
         raise fail(f"database error: {_database_message(exc)}") from exc
+
+
+def _database_errors() -> tuple[type[SQLAlchemyError], ...]:
+    """SQLAlchemy's base error if SQLAlchemy is loaded, else nothing to catch.
+
+    Evaluated only when an exception reaches the ``except``: a command that
+    never imported SQLAlchemy cannot raise its errors, and importing it just to
+    name them would cost ``validate`` and ``--help`` their quick start (see
+    :mod:`nurture.cli.main`).
+    """
+    loaded = sys.modules.get("sqlalchemy.exc")
+    return (loaded.SQLAlchemyError,) if loaded is not None else ()
 
 
 def _database_message(exc: SQLAlchemyError) -> str:

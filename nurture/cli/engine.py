@@ -18,7 +18,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -27,7 +27,6 @@ from rich.live import Live
 from rich.table import Column, Table
 from rich.text import Text
 
-from nurture.app.runtime import Runtime, build_runtime, freeze_startup_objects, open_engine
 from nurture.cli.console import (
     EXIT_CONFIGURATION,
     EXIT_FAILED,
@@ -42,7 +41,10 @@ from nurture.cli.console import (
 from nurture.cli.passes import PassProgress, shows_progress, trouble
 from nurture.core.vocabulary import SendStatus
 from nurture.errors import NurtureError
-from nurture.sending.sender import DispatchReport
+
+if TYPE_CHECKING:  # the store and the sender are imported by the commands that use them
+    from nurture.app.runtime import Runtime
+    from nurture.sending.sender import DispatchReport
 
 log = logging.getLogger("nurture")
 
@@ -53,6 +55,8 @@ db_app = typer.Typer(
 
 @contextmanager
 def _runtime(ctx: typer.Context) -> Iterator[Runtime]:
+    from nurture.app.runtime import build_runtime, freeze_startup_objects
+
     clock = ctx.obj.clock()
     with errors():
         runtime = build_runtime(ctx.obj.store_settings(), clock)
@@ -75,6 +79,7 @@ def _runtime(ctx: typer.Context) -> Iterator[Runtime]:
 @db_app.command("upgrade", epilog=examples("nurture db upgrade"))
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply the migrations (run and worker also do this on start)."""
+    from nurture.app.runtime import open_engine
     from nurture.store.migrate import current_revision
 
     with errors():
@@ -224,6 +229,7 @@ def resume_command(
     sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="The paused sequence's id.")],
 ) -> None:
     """Resume a sequence paused by its error budget."""
+    from nurture.app.runtime import open_engine
     from nurture.store import queries
 
     with errors():
@@ -271,6 +277,7 @@ def log_command(
     ] = 50,
 ) -> None:
     """The send log: every decision, with why. Fits an 80-column terminal."""
+    from nurture.app.runtime import open_engine
     from nurture.store.reports import send_log
 
     if status is not None and status not in {s.value for s in SendStatus}:
@@ -333,6 +340,7 @@ def plan_command(
     sequence files change for subscribers mid-way."""
     import json
 
+    from nurture.app.runtime import open_engine
     from nurture.audience.input import InvalidSubscriberError, normalise_email
     from nurture.authoring.plan import plan_changes, subscriber_detail
     from nurture.authoring.workbench import validate_paths

@@ -1,4 +1,15 @@
-"""The ``nurture`` command line (Typer + Rich): the edge where settings are read."""
+"""The ``nurture`` command line (Typer + Rich): the edge where settings are read.
+
+Imports are deferred. Marketers run ``validate``, ``preview``, ``simulate`` and
+``--help`` all day, and none of them needs the database, the web server, the
+scheduler or a provider's client (SQLAlchemy, SQLModel, Alembic, FastAPI,
+uvicorn, APScheduler, httpx, SendGrid), which take most of a second to import.
+So the modules of ``nurture.cli`` import at the top only what building the
+command tree and those commands need; a command that opens the store or sends
+imports what it uses inside its function, and types that only annotations use
+are imported under ``TYPE_CHECKING``. ``tests/e2e/test_cli_startup.py`` keeps
+it so.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +18,14 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session
 
 from nurture.app.clock import Clock, FixedClock, parse_instant, system_clock
-from nurture.app.runtime import open_engine
 from nurture.app.settings import Settings, check_project, load_settings
 from nurture.authoring.workbench import (
     find_sequence,
@@ -45,7 +52,11 @@ from nurture.core.simulation import early_engagement, simulate, unknown_step
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EventKind
 from nurture.errors import SequenceError
-from nurture.store.db import session_factory
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import sessionmaker
+    from sqlmodel import Session
 
 app = typer.Typer(
     name="nurture",
@@ -80,6 +91,9 @@ class Context:
         return self.clock()()
 
     def open_store(self) -> tuple[Engine, sessionmaker[Session]]:
+        from nurture.app.runtime import open_engine
+        from nurture.store.db import session_factory
+
         engine = open_engine(self.store_settings())
         return engine, session_factory(engine)
 

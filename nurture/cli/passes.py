@@ -13,13 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Console, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from nurture.sending.sender import DispatchReport
+if TYPE_CHECKING:  # only annotations name it: importing the sender loads the store
+    from nurture.sending.sender import DispatchReport
 
 __all__ = ["PROGRESS_AFTER", "PassProgress", "shows_progress", "trouble"]
 

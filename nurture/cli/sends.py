@@ -15,11 +15,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nurture.app.runtime import open_engine
 from nurture.cli.console import EXIT_CONFIGURATION, errors, examples, fail, out, safe
 from nurture.core.vocabulary import SendStatus
-from nurture.sending.resolve import Resolution, resolve_sends
-from nurture.store.resolve import list_sends
 
 sends_app = typer.Typer(
     name="sends",
@@ -53,6 +50,9 @@ def list_command(
     ] = 50,
 ) -> None:
     """Sends, newest first, with the id `sends resolve` takes."""
+    from nurture.app.runtime import open_engine
+    from nurture.store.resolve import list_sends
+
     if status is not None and status not in {s.value for s in SendStatus}:
         raise fail(
             f"--status {status!r}: one of {', '.join(s.value for s in SendStatus)}",
@@ -117,6 +117,9 @@ def resolve_command(
     ] = None,
 ) -> None:
     """Settle sends whose outcome is unknown: --as-sent, --resend or --give-up."""
+    from nurture.app.runtime import open_engine
+    from nurture.sending.resolve import Resolution, resolve_sends
+
     chosen = [
         resolution
         for resolution, flag in (

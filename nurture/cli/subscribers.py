@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 import typer
@@ -28,29 +28,24 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column, Table
 from rich.text import Text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session
 
 from nurture.app.settings import Settings
-from nurture.audience.csv_import import ImportReport, import_csv
-from nurture.audience.enrollment import triggered_on_subscribe
-from nurture.audience.subscribers import (
-    add_subscriber,
-    enroll,
-    get_subscriber,
-    list_subscribers,
-    subscriber_enrollments,
-    subscriber_sends,
-    subscriber_view,
-    unenroll,
-)
-from nurture.audience.suppression import is_suppressed
 from nurture.cli.console import EXIT_FAILED, err, errors, examples, fail, out, safe
 from nurture.core.loader import LoadedSequence, Sequences
 from nurture.core.simulation import simulate
 from nurture.core.vocabulary import SubscriberStatus
-from nurture.store.tables import SUBSCRIBER_STATUSES, EnrollmentRow, SubscriberRow
+
+# The store and nurture.audience (SQLAlchemy, SQLModel) are imported inside the
+# functions that use them: see nurture.cli.main on why imports are deferred.
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import sessionmaker
+    from sqlmodel import Session
+
+    from nurture.audience.csv_import import ImportReport
+    from nurture.store.tables import EnrollmentRow, SubscriberRow
+
+SUBSCRIBER_STATUSES = ", ".join(status.value for status in SubscriberStatus)
 
 subscribers_app = typer.Typer(
     name="subscribers",
@@ -104,6 +99,8 @@ def _store(app: AppContext) -> Iterator[Session]:
 
 
 def _subscriber(session: Session, email: str) -> SubscriberRow:
+    from nurture.audience.subscribers import get_subscriber
+
     row = get_subscriber(session, email)
     if row is None:
         raise fail(f"no subscriber {email.strip()!r}")
@@ -174,6 +171,8 @@ def first_email(loaded: LoadedSequence, row: SubscriberRow, now: datetime) -> li
     from the enrollment: the subscriber's zone, the send window, skip dates
     and ``when`` conditions all count, as they will when it is sent.
     """
+    from nurture.audience.subscribers import subscriber_view
+
     lines: list[str] = []
     for entry in simulate(loaded.sequence, subscriber_view(row), now):
         if entry.action == "skip":
@@ -203,6 +202,9 @@ def _enrolled_lines(
 ) -> list[str]:
     """Which sequences ``row`` was enrolled in, when each first email goes out,
     or why it was enrolled nowhere."""
+    from nurture.audience.enrollment import triggered_on_subscribe
+    from nurture.audience.suppression import is_suppressed
+
     if row.status != SubscriberStatus.ACTIVE:
         return [f"status: {row.status} (not enrolled)"]
     lines: list[str] = []
@@ -296,6 +298,8 @@ def add_command(
     Says which sequences they were enrolled in and when each first email goes
     out, or why they were enrolled in none.
     """
+    from nurture.audience.subscribers import add_subscriber, get_subscriber
+
     app = _app(ctx)
     attributes = _attributes(attr or [])
     with errors(), _store(app) as session:
@@ -356,6 +360,8 @@ def import_command(
     others are imported (exit code 1 if any row was bad). An address on several
     lines is reported and merged.
     """
+    from nurture.audience.csv_import import import_csv
+
     app = _app(ctx)
     with (
         errors(),
@@ -423,17 +429,17 @@ def list_command(
     ctx: typer.Context,
     status: Annotated[
         str | None,
-        typer.Option(
-            metavar="STATUS", help=f"Only this status ({', '.join(SUBSCRIBER_STATUSES)})."
-        ),
+        typer.Option(metavar="STATUS", help=f"Only this status ({SUBSCRIBER_STATUSES})."),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option(min=0, metavar="N", help="Skip this many first.")] = 0,
 ) -> None:
     """List subscribers in the order they were added."""
+    from nurture.audience.subscribers import list_subscribers
+
     app = _app(ctx)
-    if status is not None and status not in SUBSCRIBER_STATUSES:
-        raise fail(f"unknown status {status!r} (one of {', '.join(SUBSCRIBER_STATUSES)})")
+    if status is not None and status not in {s.value for s in SubscriberStatus}:
+        raise fail(f"unknown status {status!r} (one of {SUBSCRIBER_STATUSES})")
     with errors(), _store(app) as session:
         rows = list_subscribers(session, limit=limit, offset=offset, status=status)
     # Readable at 80 columns (a pipe, a narrow terminal): short fixed-width
@@ -463,6 +469,8 @@ def show_command(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
 ) -> None:
     """Show a subscriber: details, consent, enrollments and the send log."""
+    from nurture.audience.subscribers import subscriber_enrollments, subscriber_sends
+
     app = _app(ctx)
     with errors(), _store(app) as session:
         row = _subscriber(session, email)
@@ -553,6 +561,8 @@ def enroll_command(
     Says when the first email will go out: the next send-window opening in the
     subscriber's time zone, as the dispatcher will compute it.
     """
+    from nurture.audience.subscribers import enroll
+
     app = _app(ctx)
     with errors(), _store(app) as session:
         loaded = _sequence(app, sequence)
@@ -582,6 +592,8 @@ def unenroll_command(
     ] = "unenrolled by admin",
 ) -> None:
     """End a subscriber's active enrollment in a sequence: nothing more is sent from it."""
+    from nurture.audience.subscribers import unenroll
+
     app = _app(ctx)
     with errors(), _store(app) as session:
         row = _subscriber(session, email)
