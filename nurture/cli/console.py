@@ -15,6 +15,7 @@ cannot recolour, retitle or clear the admin's terminal.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ __all__ = [
     "examples",
     "fail",
     "out",
+    "print_json",
     "safe",
 ]
 
@@ -72,6 +74,19 @@ def clean(text: str, *, lines: bool = False) -> str:
     ``lines=True`` keeps line breaks (``\\n``): for messages of several lines.
     """
     return (_CONTROLS_BUT_NEWLINE if lines else _CONTROLS).sub(_escape, text)
+
+
+# What json.dumps(ensure_ascii=False) leaves raw and a terminal may act on:
+# DEL, the C1 controls (0x9b starts an escape sequence on some terminals) and
+# the bidirectional overrides. JSON's own escapes for C0 already apply.
+_JSON_RAW_CONTROLS = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def print_json(data: object) -> None:
+    """``data`` as indented JSON on stdout: non-ASCII text readable as it is,
+    every control character escaped (``\\u009b``), still valid JSON."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    print(_JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def safe(text: object, style: str = "", *, lines: bool = False) -> Text:

@@ -36,6 +36,7 @@ from nurture.cli.console import (
     examples,
     fail,
     out,
+    print_json,
     safe,
 )
 from nurture.cli.passes import PassProgress, shows_progress, trouble
@@ -338,7 +339,6 @@ def plan_command(
 ) -> None:
     """What the dispatcher will do next, grouped by effect, and what edits to the
     sequence files change for subscribers mid-way."""
-    import json
 
     from nurture.app.runtime import open_engine
     from nurture.audience.input import InvalidSubscriberError, normalise_email
@@ -379,11 +379,11 @@ def plan_command(
             engine.dispose()
     if email is not None:
         if as_json:
-            print(json.dumps(detail_json(email, details, now), indent=2, ensure_ascii=False))
+            print_json(detail_json(email, details, now))
         else:
             print_detail(email, details, out)
     elif as_json:
-        print(json.dumps(plan_json(plans, now), indent=2, ensure_ascii=False))
+        print_json(plan_json(plans, now))
     else:
         print_plan(plans, out)
 

@@ -13,7 +13,6 @@ it so.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from nurture.authoring.workbench import (
     preview_sequence,
     validate_paths,
 )
-from nurture.cli.console import err, errors, examples, fail, out, safe
+from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.project import init_command
 from nurture.cli.sends import sends_app
@@ -337,7 +336,7 @@ def simulate_command(
                 soft_wrap=True,
             )
     if as_json:
-        print(json.dumps([entry.as_json() for entry in timeline], indent=2, ensure_ascii=False))
+        print_json([entry.as_json() for entry in timeline])
         return
     enrolled = begin.astimezone(zone)
     # Ids, addresses and reasons come from files and subscribers: safe(), not markup.
