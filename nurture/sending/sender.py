@@ -11,7 +11,10 @@ again.
 * **concurrency 1**: everything runs in the caller's thread. One small
   transaction per email (:class:`~nurture.store.batches.SerialLedger`)
   reserves it and settles the previous email's answer, so no answer waits
-  unwritten while the next email goes out. Enrollments move on in one
+  unwritten while the next email goes out. On a SQLite file the batch is
+  reserved in one commit instead and each call's start and answer go to a
+  send journal (:mod:`nurture.store.journal`), which a reconciler fences and
+  reads back if the worker dies. Enrollments move on in one
   transaction per batch, or every :data:`CONFIRM_EVERY` answers or
   :data:`CONFIRM_AFTER` seconds, whichever comes first (the planner reads the
   ledger, so a crash before that loses nothing).
@@ -27,7 +30,9 @@ lease, inside these transactions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -35,6 +40,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -44,7 +50,7 @@ from nurture.errors import NurtureError
 from nurture.sending.guard import OUTAGE_AFTER, OutageBreaker, PassGuard
 from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict, classify
 from nurture.sending.ratelimit import RateLimiter
-from nurture.store import batches, queries
+from nurture.store import batches, journal, queries
 from nurture.transports.base import OutgoingEmail, SendResult, Transport
 
 log = logging.getLogger("nurture.sending.sender")
@@ -158,6 +164,7 @@ class Sender:
         self._coordinator: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._closing = False
+        self._journal_ok: bool | None = None
 
     # -- one pass ----------------------------------------------------------
 
@@ -348,6 +355,10 @@ class Sender:
     # -- concurrency 1 -----------------------------------------------------
 
     def _send_serially(self, emails: list[PlannedEmail]) -> None:
+        directory = journal.directory_for(self.engine)
+        if directory is not None and self._journal_usable(directory):
+            self._send_journaled(emails, directory)
+            return
         with (
             batches.SerialLedger(self.engine, self.worker_id, self.transport.name) as ledger,
             self.engine.connect() as conn,
@@ -382,6 +393,113 @@ class Sender:
                     self._confirm(self._take_answers(), conn)
                     unwritten, confirmed = None, time.monotonic()
             self._confirm(self._take_answers(), conn)
+
+    def _journal_usable(self, directory: Path) -> bool:
+        """Can journals be written there? If not (a read-only folder), the
+        serial path commits per email instead, and says so once."""
+        if self._journal_ok is None:
+            try:
+                directory.mkdir(mode=0o700, exist_ok=True)
+                self._journal_ok = os.access(directory, os.W_OK | os.X_OK)
+            except OSError:
+                self._journal_ok = False
+            if not self._journal_ok:
+                log.warning("cannot write send journals in %s: one commit per email", directory)
+        return self._journal_ok
+
+    def _send_journaled(self, emails: list[PlannedEmail], directory: Path) -> None:
+        """Concurrency 1 on a SQLite file: the batch is reserved in one commit
+        and each call's start and answer go to a send journal (see
+        :mod:`nurture.store.journal`) instead of a commit per email."""
+        wanted: list[PlannedEmail] = []
+        for email in emails:
+            held = self._held(email)
+            if held is not None:
+                self._answers.append(self._answer(email, held, reserved=False))
+            else:
+                wanted.append(email)
+        if not wanted:
+            self._confirm(self._take_answers())
+            return
+        book = journal.SendJournal(directory, self.worker_id)
+        pending: deque[PlannedEmail] = deque()
+        committed = False
+        try:
+            with self.engine.connect() as conn:
+                try:
+                    book.reserving(e.key for e in wanted)
+                    with conn.begin():
+                        pending.extend(self._reserve(conn, wanted))
+                    self._send_pending(book, pending, conn)
+                finally:
+                    # Also after an error: what was never attempted goes back
+                    # to queued, the answers are confirmed. Once fenced, all of
+                    # it is the reconciler's.
+                    if not book.fenced:
+                        self._confirm_journaled(book, conn, [e.key for e in pending])
+                        committed = True
+        finally:
+            # Kept unless all of it is committed: the reconciler reads it once
+            # the lease has run out.
+            book.close(remove=committed)
+
+    def _send_pending(
+        self, book: journal.SendJournal, pending: deque[PlannedEmail], conn: Connection
+    ) -> None:
+        confirmed = time.monotonic()
+        unjournaled: _Answer | None = None  # the last answer, journaled with the next call
+        while pending:
+            email = pending[0]
+            held = self._held(email)
+            if held is not None:
+                pending.popleft()
+                self._answers.append(self._answer(email, held, reserved=True))
+                continue
+            if self._renewal_due():
+                with conn.begin():
+                    self._maybe_renew(conn)
+            last = None if unjournaled is None else self._journal_values(unjournaled)
+            try:
+                book.record(last, email.key)
+            except journal.Fenced:
+                break
+            pending.popleft()
+            unjournaled = self._deliver(email)
+            self._answers.append(unjournaled)
+            if len(self._answers) >= CONFIRM_EVERY or (
+                time.monotonic() - confirmed >= CONFIRM_AFTER
+            ):
+                if not self._confirm_journaled(book, conn, []):
+                    break
+                unjournaled, confirmed = None, time.monotonic()
+        if unjournaled is not None:
+            with contextlib.suppress(journal.Fenced):
+                book.record(self._journal_values(unjournaled), None)
+        if book.fenced:
+            log.warning(
+                "this batch was taken over (its lease ran out): %d email(s) left to the "
+                "worker that reconciled it",
+                len(pending),
+            )
+            self._answers.clear()
+
+    def _confirm_journaled(
+        self, book: journal.SendJournal, conn: Connection, give_back: list[str]
+    ) -> bool:
+        """Confirm the answers and give back ``give_back`` in one transaction
+        that commits only if no reconciler fenced the journal first (checked
+        after the writes, when this transaction holds SQLite's write lock: a
+        reconciler commits before it, and so fenced before it, or after it).
+        False if fenced (nothing written)."""
+        answers = self._take_answers()
+        try:
+            self._confirm(answers, conn, give_back=give_back, fence=book)
+        except journal.Fenced:
+            return False
+        return True
+
+    def _journal_values(self, answer: _Answer) -> dict[str, object]:
+        return batches.settle_values_for_journal(self._settle_row(answer))
 
     # -- a pool ------------------------------------------------------------
 
@@ -494,20 +612,37 @@ class Sender:
 
     # -- confirming --------------------------------------------------------
 
-    def _confirm(self, answers: list[_Answer], conn: Connection | None = None) -> None:
-        if not answers:
+    def _confirm(
+        self,
+        answers: list[_Answer],
+        conn: Connection | None = None,
+        *,
+        give_back: list[str] | None = None,
+        fence: journal.SendJournal | None = None,
+    ) -> None:
+        if not answers and not give_back:
             return
-        if self.before_confirm is not None:
+        if answers and self.before_confirm is not None:
             self.before_confirm()
         if conn is None:
             with self.engine.connect() as own:
-                self._write_answers(own, answers)
+                self._write_answers(own, answers, give_back, fence)
         else:
-            self._write_answers(conn, answers)
+            self._write_answers(conn, answers, give_back, fence)
 
-    def _write_answers(self, conn: Connection, answers: list[_Answer]) -> None:
+    def _write_answers(
+        self,
+        conn: Connection,
+        answers: list[_Answer],
+        give_back: list[str] | None = None,
+        fence: journal.SendJournal | None = None,
+    ) -> None:
         with conn.begin():
             report = self._write_answers_in(conn, answers)
+            if give_back:
+                batches.give_back(conn, give_back)
+            if fence is not None and fence.overtaken():
+                raise journal.Fenced(str(fence.path))  # rolls the writes back
         with self._cond:
             self.report.merge(report)
 

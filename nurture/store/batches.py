@@ -31,6 +31,7 @@ from nurture.core.planner import (
 )
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
+from nurture.store import journal
 from nurture.store.db import BUSY_TIMEOUT_MS
 from nurture.store.prepared import prepared, prepared_for
 from nurture.store.queries import (
@@ -273,6 +274,20 @@ def release_claims(
     )
 
 
+def _held_by_me() -> Any:
+    """The row's enrollment is claimed by the worker bound as ``me``.
+    Correlated on the primary key: one index lookup per row, not a scan of
+    every enrollment (claimed_by has no index)."""
+    return (
+        select(ENROLLMENT.c.id)
+        .where(
+            ENROLLMENT.c.id == SEND.c.enrollment_id,
+            ENROLLMENT.c.claimed_by == bindparam("me"),
+        )
+        .exists()
+    )
+
+
 # Reserving one email: the statement each reservation runs (see SerialLedger and
 # reserve), once per email, so its cost is the hot path's.
 _RESERVE_ONE = (
@@ -280,14 +295,7 @@ _RESERVE_ONE = (
     .where(
         SEND.c.key == bindparam("one_key"),
         SEND.c.status == SendStatus.QUEUED,
-        # Correlated on the primary key: one index lookup per row, not a
-        # scan of every enrollment (claimed_by has no index).
-        select(ENROLLMENT.c.id)
-        .where(
-            ENROLLMENT.c.id == SEND.c.enrollment_id,
-            ENROLLMENT.c.claimed_by == bindparam("me"),
-        )
-        .exists(),
+        _held_by_me(),
     )
     .values(
         status=SendStatus.RESERVED,
@@ -524,6 +532,43 @@ def settle(conn: Connection, rows: Sequence[Settle]) -> None:
     )
 
 
+def settle_values_for_journal(r: Settle) -> dict[str, Any]:
+    """An answer as the send journal keeps it (JSON values)."""
+    values = _settle_values(r)
+    for name in ("_next", "_sent"):
+        if values[name] is not None:
+            values[name] = values[name].isoformat()
+    return values
+
+
+def _settle_from_journal(values: dict[str, Any]) -> dict[str, Any]:
+    row = {name: values.get(name) for name in _SETTLE_NAMES}
+    for name in ("_next", "_sent"):
+        value = row[name]
+        if isinstance(value, str):
+            row[name] = datetime.fromisoformat(value)
+    row["_expected"] = SendStatus.RESERVED
+    return row
+
+
+_GIVE_BACK = (
+    update(SEND)
+    .where(SEND.c.key == bindparam("_key"), SEND.c.status == SendStatus.RESERVED)
+    .values(status=SendStatus.QUEUED, attempts=SEND.c.attempts - 1, lease_until=None)
+)
+
+
+def give_back(conn: Connection, keys: Sequence[str]) -> None:
+    """Reserved rows of a journaled batch that were never attempted go back
+    to ``queued`` (the attempt the reservation counted is returned). Only in
+    a transaction that checks the journal's fence: no one else can have
+    changed a journaled ``reserved`` row without fencing it first."""
+    if keys:
+        prepared(conn, "give_back", lambda: (_GIVE_BACK, ["_key"])).run(
+            conn, [{"_key": key} for key in keys]
+        )
+
+
 def renew_leases(conn: Connection, worker_id: str, lease_until: datetime) -> None:
     """Everything this worker holds stays its own until ``lease_until``."""
     conn.execute(
@@ -558,6 +603,7 @@ def reconcile(conn: Connection, now: datetime) -> tuple[int, int]:
     unclaimed = select(ENROLLMENT.c.id).where(
         or_(ENROLLMENT.c.claimed_until.is_(None), ENROLLMENT.c.claimed_until < now)
     )
+    recovered = _recover_journals(conn, now)
     unknown = conn.execute(
         update(SEND)
         .where(
@@ -583,4 +629,64 @@ def reconcile(conn: Connection, now: datetime) -> tuple[int, int]:
             reason="not attempted: the worker stopped before sending it",
         )
     )
-    return int(unknown.rowcount or 0), int(again.rowcount or 0)
+    return int(unknown.rowcount or 0), int(again.rowcount or 0) + recovered
+
+
+def _recover_journals(conn: Connection, now: datetime) -> int:
+    """Expired ``reserved`` rows of journaled batches (SQLite files, the serial
+    sender; see :mod:`nurture.store.journal`): those answered are settled
+    with their answer, those never attempted are due again; those whose call
+    started without an answer are left for ``unknown``. Returns how many are
+    due again."""
+    directory = journal.directory_for(conn.engine)
+    if directory is None or not directory.is_dir():
+        return 0
+    expired = {
+        row.key: row.claimed_by
+        for row in conn.execute(
+            select(SEND.c.key, ENROLLMENT.c.claimed_by)
+            .join(ENROLLMENT, ENROLLMENT.c.id == SEND.c.enrollment_id)
+            .where(
+                SEND.c.status == SendStatus.RESERVED,
+                or_(SEND.c.lease_until.is_(None), SEND.c.lease_until < now),
+                or_(ENROLLMENT.c.claimed_until.is_(None), ENROLLMENT.c.claimed_until < now),
+            )
+        )
+    }
+    found = journal.recover(directory, expired)
+    if found.answers:
+        prepared(conn, "settle", lambda: (_SETTLE, _SETTLE_NAMES)).run(
+            conn, [_settle_from_journal(values) for values in found.answers.values()]
+        )
+    again = 0
+    if found.again:
+        again = prepared(conn, "journal_again", lambda: (_AGAIN, ["_key", "_now"])).run(
+            conn, [{"_key": key, "_now": now} for key in sorted(found.again)]
+        )
+    for path in found.fenced:
+        path.unlink(missing_ok=True)
+    for path, keys in found.idle:
+        if not keys or not keys_with_status(conn, sorted(keys), SendStatus.RESERVED):
+            path.unlink(missing_ok=True)
+    return again
+
+
+_AGAIN = (
+    update(SEND)
+    .where(SEND.c.key == bindparam("_key"), SEND.c.status == SendStatus.RESERVED)
+    .values(
+        status=SendStatus.RETRY,
+        next_attempt_at=bindparam("_now", type_=SEND.c.next_attempt_at.type),
+        attempts=SEND.c.attempts - 1,
+        lease_until=None,
+        reason="not attempted: the worker stopped before sending it",
+    )
+)
+
+
+def keys_with_status(conn: Connection, keys: Sequence[str], status: SendStatus) -> set[str]:
+    return set(
+        conn.execute(
+            select(SEND.c.key).where(SEND.c.key.in_(keys), SEND.c.status == status)
+        ).scalars()
+    )

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from nurture.core import decisions as core
-from nurture.core.vocabulary import EnrollmentStatus, EventKind
+from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
 from nurture.store.tables import (
     EnrollmentRow,
     EventRow,
@@ -82,6 +82,12 @@ def claim_due_enrollments(
             ENROLLMENT.c.claimed_until.is_(None),
             ENROLLMENT.c.claimed_until < (lease_now or now),
         ),
+        # An email still in flight (its worker died or is late): the
+        # reconcile job decides it first, or the planner would take the step
+        # as done before anyone knows whether it went out.
+        ~select(SEND.c.id)
+        .where(SEND.c.enrollment_id == ENROLLMENT.c.id, SEND.c.status == SendStatus.RESERVED)
+        .exists(),
     )
     due = (
         select(ENROLLMENT.c.id)
