@@ -230,23 +230,24 @@ def _setting_error(toml: Path, error: Any) -> str:
         return f"setting {key!r} (in {CONFIG_FILE} as {key}, or NURTURE_{key.upper()}): {message}"
     variable = f"NURTURE_{loc[0].upper()}"
     from_env = any(name.upper() == variable for name in os.environ)
-    where = None if from_env else _table_key_position(toml, loc[0], loc[1])
-    place = f"{_shown(toml)}:{where[0]}:{where[1]}: " if where else ""
+    where = None if from_env else key_position(toml, loc[1], loc[0])
+    place = f"{shown_path(toml)}:{where[0]}:{where[1]}: " if where else ""
     return (
         f"{place}setting {key!r} (in {CONFIG_FILE} as {loc[1]} under [{loc[0]}], or "
         f"{variable} as JSON): {message}"
     )
 
 
-def _table_key_position(toml: Path, table: str, key: str) -> tuple[int, int] | None:
-    """The 1-based line and column of ``key`` in ``[table]`` of ``toml``, if written there."""
+def key_position(toml: Path, key: str, table: str | None = None) -> tuple[int, int] | None:
+    """The 1-based line and column of ``key`` in ``[table]`` of ``toml`` (at
+    the top level without ``table``), if written there."""
     try:
         lines = toml.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
     header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
     assignment = re.compile(rf"^(\s*){re.escape(key)}\s*=")
-    inside = False
+    inside = table is None
     for number, line in enumerate(lines, start=1):
         opened = header.match(line)
         if opened:
@@ -256,7 +257,8 @@ def _table_key_position(toml: Path, table: str, key: str) -> tuple[int, int] | N
     return None
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current directory when it is below it."""
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:

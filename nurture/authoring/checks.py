@@ -10,11 +10,15 @@ configuration errors name it (``nurture.toml`` and its ``NURTURE_*`` variable).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
-from pathlib import Path
 
-from nurture.app.settings import CONFIG_FILE, Settings, base_url_problem
+from nurture.app.settings import (
+    CONFIG_FILE,
+    Settings,
+    base_url_problem,
+    key_position,
+    shown_path,
+)
 from nurture.authoring.project import SAMPLE_POSTAL_ADDRESSES
 from nurture.core.loader import LoadedSequence
 from nurture.errors import Diagnostic
@@ -99,30 +103,10 @@ def _setting(settings: Settings, key: str, message: str) -> Diagnostic:
     """A warning about setting ``key``, at its line in ``nurture.toml`` when it is there."""
     variable = f"NURTURE_{key.upper()}"
     config = settings.config_file
-    shown = _shown(config) if config is not None else CONFIG_FILE
+    shown = shown_path(config) if config is not None else CONFIG_FILE
     if any(name.upper() == variable for name in os.environ):
         return Diagnostic(shown, 1, 1, f"{key} (from {variable}) {message}")
-    position = _key_position(config, key) if config is not None else None
+    position = key_position(config, key) if config is not None else None
     if position is None:
         return Diagnostic(shown, 1, 1, f"{key} (not set in {CONFIG_FILE}) {message}")
     return Diagnostic(shown, *position, f"{key} {message}")
-
-
-def _key_position(config: Path, key: str) -> tuple[int, int] | None:
-    try:
-        lines = config.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    pattern = re.compile(rf"^(\s*){re.escape(key)}\s*=")
-    for number, line in enumerate(lines, start=1):
-        match = pattern.match(line)
-        if match:
-            return number, len(match.group(1)) + 1
-    return None
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -285,22 +285,7 @@ class TemplateLibrary:
                 project_brand=self.brand,
             ),
         }
-        lines = {"subject": "", "preheader": ""}
-        for field in lines:
-            value: Localized | None = getattr(step, field)
-            if value is None:
-                continue
-            try:
-                lines[field] = self._render_line(
-                    localized(value, plan.locale, sequence.locale), context
-                )
-            except Exception as exc:  # in the sequence file: name the key, not a template
-                chosen = text_key(value, plan.locale, sequence.locale)
-                key = ("steps", _index(sequence, step), field, *chosen)
-                source = localized(value, plan.locale, sequence.locale)
-                message = f"{field} of step {step.id!r}: {_describe(exc, source, context)}"
-                where = Diagnostic(f"<sequence {sequence.id}>", 1, 1, message)
-                raise RenderFailure(where, key) from exc
+        lines = self._render_lines(sequence, step, plan, context)
         context["step"] = {**context["step"], **lines}
         html, derive_text = self._render_html(plan, context)
         text = self._render(plan, plan.text, context) if plan.text else derive_text()
@@ -431,24 +416,32 @@ class TemplateLibrary:
                 ),
                 EMPTY_VAR: True,
             }
-            lines = {"subject": "", "preheader": ""}
-            for field in lines:
-                value: Localized | None = getattr(step, field)
-                if value is None:
-                    continue
-                source = localized(value, plan.locale, sequence.locale)
-                try:
-                    lines[field] = self._render_line(source, context)
-                except Exception as exc:  # reported by check() with its key
-                    key = ("steps", _index(sequence, step), field,
-                           *text_key(value, plan.locale, sequence.locale))  # fmt: skip
-                    message = f"{field} of step {step.id!r}: {_describe(exc, source, context)}"
-                    where = Diagnostic(f"<sequence {sequence.id}>", 1, 1, message)
-                    raise RenderFailure(where, key) from exc
+            lines = self._render_lines(sequence, step, plan, context)
             shown = {name: text.replace(EMPTY_MARK, "") for name, text in lines.items()}
             context["step"] = {**context["step"], **shown}
             body = self._render_content(plan, context)
         return FirstLines(lines["subject"], lines["preheader"], _first_line(body), plan)
+
+    def _render_lines(
+        self, sequence: Sequence, step: Step, plan: RenderPlan, context: dict[str, Any]
+    ) -> dict[str, str]:
+        """The step's subject and preheader; an error names the sequence
+        file's key, not a template."""
+        lines = {"subject": "", "preheader": ""}
+        for field in lines:
+            value: Localized | None = getattr(step, field)
+            if value is None:
+                continue
+            source = localized(value, plan.locale, sequence.locale)
+            try:
+                lines[field] = self._render_line(source, context)
+            except Exception as exc:
+                key = ("steps", _index(sequence, step), field,
+                       *text_key(value, plan.locale, sequence.locale))  # fmt: skip
+                message = f"{field} of step {step.id!r}: {_describe(exc, source, context)}"
+                where = Diagnostic(f"<sequence {sequence.id}>", 1, 1, message)
+                raise RenderFailure(where, key) from exc
+        return lines
 
     def _render_content(self, plan: RenderPlan, context: dict[str, Any]) -> str:
         """The body's own text: a Markdown body as rendered by Jinja, or the
