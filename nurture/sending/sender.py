@@ -164,6 +164,7 @@ class Sender:
         self._coordinator: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._closing = False
+        self._journal_dir = journal.directory_for(engine)
         self._journal_ok: bool | None = None
 
     # -- one pass ----------------------------------------------------------
@@ -354,10 +355,21 @@ class Sender:
 
     # -- concurrency 1 -----------------------------------------------------
 
+    def _held_else_renew(self, email: PlannedEmail, conn: Connection, *, reserved: bool) -> bool:
+        """Before a serial send: True if the guard holds ``email`` back (its
+        not-attempted answer is recorded); else renew the leases if due."""
+        held = self._held(email)
+        if held is not None:
+            self._answers.append(self._answer(email, held, reserved=reserved))
+            return True
+        if self._renewal_due():
+            with conn.begin():
+                self._maybe_renew(conn)
+        return False
+
     def _send_serially(self, emails: list[PlannedEmail]) -> None:
-        directory = journal.directory_for(self.engine)
-        if directory is not None and self._journal_usable(directory):
-            self._send_journaled(emails, directory)
+        if self._journal_dir is not None and self._journal_usable(self._journal_dir):
+            self._send_journaled(emails, self._journal_dir)
             return
         with (
             batches.SerialLedger(self.engine, self.worker_id, self.transport.name) as ledger,
@@ -368,13 +380,8 @@ class Sender:
             # unless a confirm comes first.
             unwritten: _Answer | None = None
             for email in emails:
-                held = self._held(email)
-                if held is not None:
-                    self._answers.append(self._answer(email, held, reserved=False))
+                if self._held_else_renew(email, conn, reserved=False):
                     continue
-                if self._renewal_due():
-                    with conn.begin():
-                        self._maybe_renew(conn)
                 settle = None if unwritten is None else self._settle_row(unwritten)
                 reserved = ledger.step(settle, email.key, self.lease_until())
                 if unwritten is not None:
@@ -450,14 +457,9 @@ class Sender:
         unjournaled: _Answer | None = None  # the last answer, journaled with the next call
         while pending:
             email = pending[0]
-            held = self._held(email)
-            if held is not None:
+            if self._held_else_renew(email, conn, reserved=True):
                 pending.popleft()
-                self._answers.append(self._answer(email, held, reserved=True))
                 continue
-            if self._renewal_due():
-                with conn.begin():
-                    self._maybe_renew(conn)
             last = None if unjournaled is None else self._journal_values(unjournaled)
             try:
                 book.record(last, email.key)

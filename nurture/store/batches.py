@@ -125,9 +125,14 @@ def _insert_statement(conn: Connection) -> Any:
     )
 
 
-def keys_present(conn: Connection, keys: Sequence[str]) -> set[str]:
-    """Which of these ledger keys have a row."""
-    return set(conn.execute(select(SEND.c.key).where(SEND.c.key.in_(keys))).scalars())
+def keys_present(
+    conn: Connection, keys: Sequence[str], status: SendStatus | None = None
+) -> set[str]:
+    """Which of these ledger keys have a row (with ``status``, if given)."""
+    query = select(SEND.c.key).where(SEND.c.key.in_(keys))
+    if status is not None:
+        query = query.where(SEND.c.status == status)
+    return set(conn.execute(query).scalars())
 
 
 def _insert_row(row: LedgerInsert, now: datetime) -> dict[str, Any]:
@@ -666,7 +671,7 @@ def _recover_journals(conn: Connection, now: datetime) -> int:
     for path in found.fenced:
         path.unlink(missing_ok=True)
     for path, keys in found.idle:
-        if not keys or not keys_with_status(conn, sorted(keys), SendStatus.RESERVED):
+        if not keys or not keys_present(conn, sorted(keys), SendStatus.RESERVED):
             path.unlink(missing_ok=True)
     return again
 
@@ -682,11 +687,3 @@ _AGAIN = (
         reason="not attempted: the worker stopped before sending it",
     )
 )
-
-
-def keys_with_status(conn: Connection, keys: Sequence[str], status: SendStatus) -> set[str]:
-    return set(
-        conn.execute(
-            select(SEND.c.key).where(SEND.c.key.in_(keys), SEND.c.status == status)
-        ).scalars()
-    )
