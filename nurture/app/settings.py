@@ -9,6 +9,7 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from contextlib import suppress
@@ -100,6 +101,35 @@ class Settings(BaseSettings):
         default=20, ge=1, description="failed sends in a row that pause a sequence"
     )
     lease_seconds: float = Field(default=300.0, gt=0, description="claim lease before reconcile")
+    # The web loop: webhooks, tracking, sign-up
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None, description="the Event Webhook's verification key (base64 DER, from SendGrid)"
+    )
+    sendgrid_webhook_max_age: float = Field(
+        default=0.0,
+        ge=0,
+        description="refuse signed batches older than this, seconds (0: no age check)",
+    )
+    checkout_webhook_secret: str | None = Field(
+        default=None, description="HMAC key of POST /webhooks/checkout"
+    )
+    stripe_webhook_secret: str | None = Field(default=None, description="Stripe's whsec_ secret")
+    shopify_webhook_secret: str | None = Field(default=None, description="Shopify's app secret")
+    woocommerce_webhook_secret: str | None = Field(
+        default=None, description="the WooCommerce webhook's secret"
+    )
+    track_clicks: bool = Field(default=True, description="send links through /c/{token}")
+    track_opens: bool = Field(default=False, description="a 1x1 pixel at /o/{token}")
+    attribution_window: float = Field(
+        default=7 * 86400.0, gt=0, description="seconds a click earns a purchase"
+    )
+    confirm_token_max_age: float = Field(
+        default=7 * 86400.0, gt=0, description="seconds a confirmation link works"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks whose X-Forwarded-For is believed",
+    )
 
     _config_file: Path | None = PrivateAttr(default=None)
 
@@ -147,6 +177,16 @@ class Settings(BaseSettings):
         # Precedence: explicit arguments, then the environment, then nurture.toml
         # (the file named by model_config["toml_file"]; see load_settings).
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or network") from exc
+        return [entry.strip() for entry in value]
 
     @field_validator("old_secret_keys")
     @classmethod

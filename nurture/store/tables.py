@@ -18,6 +18,7 @@ Invariants (docs/architecture.md explains the ledger):
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -28,6 +29,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     Text,
     UniqueConstraint,
     text,
@@ -90,6 +92,8 @@ class SubscriberRow(SQLModel, table=True):
     consent_source: str | None = Field(default=None, max_length=100)
     consent_ip: str | None = Field(default=None, max_length=64)
     consent_text: str | None = Field(default=None, max_length=2000)
+    consent_form: str | None = Field(default=None, max_length=100)
+    consent_user_agent: str | None = Field(default=None, max_length=500)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -123,6 +127,11 @@ class EnrollmentRow(SQLModel, table=True):
     status: str = Field(default=EnrollmentStatus.ACTIVE, max_length=20)
     status_reason: str | None = Field(default=None, sa_type=Text())
     enrolled_at: datetime = _ts()
+    # What started it: for ``trigger: {event: NAME}``, that event's properties
+    # (``trigger.properties`` in templates and ``when``).
+    trigger_properties: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
     next_due_at: datetime | None = _ts(nullable=True)
     # The claim: a dispatcher owns the row until `claimed_until` (its lease).
     claimed_by: str | None = Field(default=None, max_length=64)
@@ -209,6 +218,10 @@ class EventRow(SQLModel, table=True):
     occurred_at: datetime = _ts()
     received_at: datetime = _ts()
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # A click or open that was most likely a link scanner or privacy proxy, not
+    # a person: kept, but not counted as engagement.
+    machine: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    user_agent: str | None = Field(default=None, max_length=500)
 
 
 class SuppressionRow(SQLModel, table=True):
@@ -256,3 +269,68 @@ class SequenceVersionRow(SQLModel, table=True):
     version: str = Field(primary_key=True, max_length=32)
     definition: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     first_seen_at: datetime = _ts()
+
+
+class PurchaseRow(SQLModel, table=True):
+    """A purchase reported by a checkout (or added by hand): recorded once per
+    (source, order id), credited to the send that earned it."""
+
+    __tablename__ = "purchase"
+    __table_args__ = (UniqueConstraint("source", "order_id", name="uq_purchase_source_order"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=30, description="checkout, stripe, shopify, woocommerce, manual")
+    order_id: str = Field(max_length=200)
+    subscriber_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            Integer, ForeignKey("subscriber.id", ondelete="SET NULL"), nullable=True, index=True
+        ),
+    )
+    send_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            Integer, ForeignKey("send.id", ondelete="SET NULL"), nullable=True, index=True
+        ),
+    )
+    sequence_id: str | None = Field(default=None, max_length=100)
+    step_id: str | None = Field(default=None, max_length=100)
+    product: str | None = Field(default=None, max_length=200)
+    # Exact: a decimal, never a float; the currency as ISO 4217.
+    amount: Decimal = Field(sa_column=Column(Numeric(18, 4), nullable=False))
+    currency: str = Field(max_length=3)
+    occurred_at: datetime = _ts()
+    received_at: datetime = _ts()
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """An API token: only its SHA-256 is kept; the token is shown once."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    scope: str = Field(default="ingest", max_length=20, description="ingest or admin")
+    created_at: datetime = _ts()
+    last_used_at: datetime | None = _ts(nullable=True)
+
+
+class AppEventRow(SQLModel, table=True):
+    """Something that happened in the customer's own system (``POST
+    /api/v1/events``): ``trial_started`` and the like. Idempotent by
+    ``event_id``; a sequence's ``trigger: {event: NAME}`` starts on one."""
+
+    __tablename__ = "app_event"
+    __table_args__ = (Index("ix_app_event_subscriber_name", "subscriber_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=200, unique=True)
+    subscriber_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str = Field(max_length=100)
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    occurred_at: datetime = _ts()
+    received_at: datetime = _ts()

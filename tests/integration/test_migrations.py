@@ -650,9 +650,32 @@ def test_0004_rebuilds_a_send_status_check_written_as_in(tmp_path: Path) -> None
                 batch.drop_constraint("ck_send_status", type_="check")
                 batch.create_check_constraint("ck_send_status", text(f"status IN ({words})"))
         assert any(" IN (" in line for line in _check_sql(engine))
-        with session_factory(engine)() as session:
-            _send(session, _enrollment(session, _subscriber(session)), key="k1")
-            session.commit()
+        # Raw SQL: the models describe the latest schema, which has more columns.
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO subscriber (id, email, name, tags, attributes, status,"
+                    " created_at, updated_at) VALUES (1, 'anna@example.com', '', '[]', '{}',"
+                    " 'active', :now, :now)"
+                ),
+                {"now": NOW.replace(tzinfo=None)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO enrollment (id, subscriber_id, sequence_id, sequence_version,"
+                    " status, enrolled_at, next_due_at, updated_at) VALUES (1, 1, 'welcome',"
+                    " 'v1', 'active', :now, :now, :now)"
+                ),
+                {"now": NOW.replace(tzinfo=None)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO send (key, enrollment_id, subscriber_id, sequence_id,"
+                    " sequence_version, step_id, status, due_at, decided_at, attempts)"
+                    " VALUES ('k1', 1, 1, 'welcome', 'v1', 'hello', 'sent', :now, :now, 0)"
+                ),
+                {"now": NOW.replace(tzinfo=None)},
+            )
 
         upgrade(engine)
 
