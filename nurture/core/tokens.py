@@ -33,6 +33,18 @@ lets the holder manage that one subscription), so an email is signed once."""
 CONFIRM = "nurture.confirm"
 """Confirmation links (double opt-in): verify these with a ``max_age``."""
 
+CLICK = "nurture.click"
+"""Tracked links (``/c/{token}``) and the open pixel (``/o/{token}``): the
+payload names the send (``k``: the ledger's ``send.key``) and, for a link, the
+target URL (``u``), so only URLs that were in that email can be targets."""
+
+REF = "nurture.ref"
+"""``nurture_ref`` on the offer link: ``{"k": send.key}``, so a checkout can
+report a purchase back and it is credited to the send that earned it."""
+
+API_CSRF = "nurture.csrf"
+"""CSRF tokens of the subscriber-facing HTML forms."""
+
 # What dumps() produces: URL-safe base64 pieces joined by dots. Checked first
 # because the base64 decoder skips characters outside its alphabet, so a
 # genuine token with "é" or "!" added would otherwise still verify.
