@@ -1,0 +1,56 @@
+"""Subscriber pages: the language they speak, a project's overrides, CSRF tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from nurture.web.pages import CSRF_MAX_AGE, Pages
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def test_the_subscribers_locale_wins_then_the_browsers_then_english() -> None:
+    pages = Pages(None, ["k"])
+    assert pages.language("sv-SE", accept_language="en") == "sv"
+    assert pages.language("de-DE", accept_language="de, sv;q=0.8, en;q=0.5") == "sv"
+    assert pages.language(None, accept_language="fr, en;q=0.1, sv;q=0.9") == "sv"
+    assert pages.language(None, accept_language="fr, de") == "en"
+    assert pages.language(None, accept_language="sv;q=0") == "en"
+
+
+def test_pages_escape_and_speak_the_language(tmp_path: Path) -> None:
+    pages = Pages(tmp_path, ["k"])
+    swedish = pages.render("invalid_link.html", language="sv").body.decode()
+    assert 'lang="sv"' in swedish and "Länken fungerar inte" in swedish
+    english = pages.render("invalid_link.html", language="en").body.decode()
+    assert "This link does not work" in english
+
+
+def test_a_project_overrides_words_and_pages_and_adds_a_language(tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "messages.sv.json").write_text('{"page_not_found": "Hoppsan"}', encoding="utf-8")
+    (web / "messages.de.json").write_text('{"page_not_found": "Ungültiger Link"}', encoding="utf-8")
+    pages = Pages(tmp_path, ["k"])
+    assert "Hoppsan" in pages.render("invalid_link.html", language="sv").body.decode()
+    german = pages.render("invalid_link.html", language=pages.language("de"))
+    assert "Ungültiger Link" in german.body.decode()
+    # a key the override lacks falls back to English
+    assert "The link may be incomplete" in german.body.decode()
+    (web / "invalid_link.html").write_text(
+        "<p>{{ t.page_not_found }} {{ name }}</p>", encoding="utf-8"
+    )
+    custom = Pages(tmp_path, ["k"]).render("invalid_link.html", language="en", name="<b>x</b>")
+    assert custom.body.decode() == "<p>This link does not work &lt;b&gt;x&lt;/b&gt;</p>"
+
+
+def test_a_csrf_token_is_bound_to_its_form_and_expires() -> None:
+    pages = Pages(None, ["key-1"])
+    token = pages.csrf_token("prefs:7", now=NOW)
+    assert pages.csrf_ok("prefs:7", token, now=NOW + timedelta(minutes=5))
+    assert not pages.csrf_ok("prefs:8", token, now=NOW)
+    assert not pages.csrf_ok("prefs:7", token, now=NOW + CSRF_MAX_AGE + timedelta(seconds=1))
+    assert not pages.csrf_ok("prefs:7", token[:-2] + "xx", now=NOW)
+    assert not pages.csrf_ok("prefs:7", None, now=NOW)
+    assert not Pages(None, ["other"]).csrf_ok("prefs:7", token, now=NOW)
