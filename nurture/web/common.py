@@ -29,6 +29,15 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+"""The API documentation pages (``/docs``, ``/redoc``) load Swagger UI and
+ReDoc from a CDN, so they get a policy that allows exactly that."""
+
 
 async def read_body(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
     """The raw request body, or 413 when it is longer than ``limit`` bytes.
@@ -101,6 +110,8 @@ def add_security_headers(app: FastAPI) -> None:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
+        if request.url.path in ("/docs", "/redoc"):
+            response.headers.setdefault("Content-Security-Policy", DOCS_CSP)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response

@@ -63,3 +63,13 @@ def test_every_response_carries_the_security_headers() -> None:
     response = TestClient(_app([])).post("/echo", content=b"x")
     for name, value in SECURITY_HEADERS.items():
         assert response.headers[name] == value
+
+
+def test_the_api_docs_may_load_swagger_ui_and_nothing_else_may() -> None:
+    app = _app([])
+    client = TestClient(app)
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "https://cdn.jsdelivr.net" in docs.headers["Content-Security-Policy"]
+    other = client.post("/echo", content=b"x")
+    assert "cdn.jsdelivr.net" not in other.headers["Content-Security-Policy"]
