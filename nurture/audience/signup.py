@@ -218,9 +218,9 @@ class ConfirmationEmail:
     text: str
 
 
-Render = Callable[[SubscriberRow, str], ConfirmationEmail]
-"""Builds the confirmation email of a subscriber given the confirm URL (the web
-edge renders its templates, in the subscriber's language)."""
+Render = Callable[[SubscriberRow, str, str], ConfirmationEmail]
+"""Builds the confirmation email of a subscriber given the confirm URL and the
+sender's name (the web edge renders its templates, in the subscriber's language)."""
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ def _send_confirmation(
         )  # fmt: skip
         return False
     try:
-        words = render(row, confirm_url(base_url, keys, row, now))
+        words = render(row, confirm_url(base_url, keys, row, now), sender.name)
         message = _message(sender, row, words, key, now)
         send(OutgoingEmail(message, key, "signup", "confirmation", row.email))
     except (SendError, ValueError) as exc:

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
+from jinja2 import TemplateError
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import JSONResponse, Response
 
@@ -188,7 +189,7 @@ def routes(runtime: Runtime) -> APIRouter:
             script=TIMEZONE_SCRIPT,
         )
 
-    def render_confirmation(row: SubscriberRow, url: str) -> ConfirmationEmail:
+    def render_confirmation(row: SubscriberRow, url: str, sender: str) -> ConfirmationEmail:
         language = pages.language(row.locale)
         words = pages.words(language)
         context = {
@@ -196,13 +197,16 @@ def routes(runtime: Runtime) -> APIRouter:
             "t": words,
             "url": url,
             "name": row.first_name or row.name,
-            "brand_name": brand(language),
+            "brand_name": brand_name or sender,
         }
-        return ConfirmationEmail(
-            subject=words["confirm_email_subject"],
-            html=pages.env.get_template("confirm_email.html").render(**context),
-            text=pages.env.get_template("confirm_email.txt").render(**context),
-        )
+        try:
+            return ConfirmationEmail(
+                subject=words["confirm_email_subject"],
+                html=pages.env.get_template("confirm_email.html").render(**context),
+                text=pages.env.get_template("confirm_email.txt").render(**context),
+            )
+        except TemplateError as exc:  # a project's override is broken: the send fails
+            raise ValueError(f"confirmation email template: {exc}") from exc
 
     @router.get("/subscribe/{form}")
     def hosted_form(request: Request, form: str) -> Response:
