@@ -400,3 +400,41 @@ def test_a_swedish_visitor_gets_a_swedish_form_answer_and_email(site: Site) -> N
 def test_a_bad_form_id_in_the_url_is_not_found(site: Site) -> None:
     assert site.client.get("/subscribe/no%20spaces").status_code == 404
     assert site.client.get(f"/subscribe/{'x' * 51}").status_code == 404
+
+
+def test_a_confirm_link_of_a_since_suppressed_address_changes_nothing(site: Site) -> None:
+    site.post_form(email="ola@example.com", tags="b2b")
+    with site.session() as session:
+        suppress(session, "ola@example.com", reason="complaint", source="manual", now=NOW)
+        session.commit()
+    assert site.client.get(_link(site)).status_code == 404
+    row = site.subscriber("ola@example.com")
+    assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
+    assert site.enrolled_in("ola@example.com") == []
+
+
+def test_the_thank_you_page_speaks_the_subscribers_language(site: Site) -> None:
+    site.client.post("/subscribe", data={"email": "karin@example.com", "locale": "sv-SE"})
+    page = site.client.get(_link(site), headers={"Accept-Language": "en"})
+    assert page.status_code == 200
+    assert "Din prenumeration är bekräftad" in page.text
+
+
+def test_a_project_overrides_the_form_and_its_words(site: Site) -> None:
+    web = site.runtime.settings.templates_dir / "web"
+    web.mkdir()
+    (web / "signup_form.html").write_text(
+        '{% extends "base.html" %}{% block content %}<h1>Our own form</h1>'
+        "<p>{{ t.signup_consent }}</p>{% endblock %}",
+        encoding="utf-8",
+    )
+    (web / "messages.en.json").write_text('{"signup_consent": "Our own wording."}')
+    site = Site(
+        site.runtime, site.clock, site.transport,
+        TestClient(create_app(site.runtime), client=CLIENT), site.engine,
+    )  # fmt: skip
+    page = site.client.get("/subscribe/newsletter")
+    assert "Our own form" in page.text and "Our own wording." in page.text
+    site.post_form(email="karin@example.com")
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.consent_text == "Our own wording."
