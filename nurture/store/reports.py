@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.vocabulary import EnrollmentStatus
 from nurture.store.queries import ENROLLMENT, SEND, SUBSCRIBER
+from nurture.store.signup import confirmation_log
 
 
 def send_log(
@@ -20,7 +21,8 @@ def send_log(
     status: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Newest decisions first (index on send.decided_at)."""
+    """Newest decisions first (index on send.decided_at); confirmation emails
+    (:mod:`nurture.store.signup`) are listed with them as ``signup/confirmation``."""
     query = (
         select(SEND, SUBSCRIBER.c.email)
         .join(SUBSCRIBER, SUBSCRIBER.c.id == SEND.c.subscriber_id)
@@ -34,7 +36,11 @@ def send_log(
     if status is not None:
         query = query.where(SEND.c.status == status)
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+        if sequence is None or sequence == "signup":
+            rows += confirmation_log(conn, email=email, status=status, limit=limit)
+    rows.sort(key=lambda row: (row["decided_at"], row["id"]), reverse=True)
+    return rows[:limit]
 
 
 def active_enrollment_count(conn: Connection) -> int:

@@ -1,0 +1,430 @@
+"""Sign-up with double opt-in: :func:`parse_signup`, :func:`sign_up`, :func:`confirm`.
+
+* **Checking.** :func:`parse_signup` checks every field of a sign-up on its
+  own with :class:`~nurture.audience.input.SubscriberInput` (so a form can show
+  every message next to its field at once) and raises :class:`SignupInvalid`
+  holding one message per refused field.
+* **Signing up.** A new address is stored ``unconfirmed`` with its consent
+  record (when, the form, the client's IP and user agent, the exact wording
+  shown), committed, and only then sent its confirmation email: a transport
+  failure never loses the sign-up (it is logged and recorded). An address
+  already stored is never changed by an anonymous post; an unconfirmed one is
+  sent its confirmation again, at most once per :data:`RESEND_INTERVAL`; an
+  active, unsubscribed or suppressed one is sent nothing. The caller answers
+  every case alike, so the answer never tells whether an address was known.
+* **The send log.** A confirmation email is no step of a sequence and has no
+  ledger row; it is recorded as an ``event`` (kind ``sent`` or ``failed``,
+  payload ``{"purpose": "confirmation"}``), which ``nurture log`` lists with
+  the ledger (:mod:`nurture.store.signup`).
+* **Confirming.** :func:`confirm` takes the signed link's token: an unconfirmed
+  subscriber becomes ``active`` and is enrolled where the sequences' triggers
+  say (:func:`~nurture.audience.enrollment.enroll_matching`); confirming again
+  changes nothing. An expired, altered or foreign token, or one for an address
+  that has since unsubscribed, bounced or been suppressed, changes nothing.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import ipaddress
+import logging
+import re
+import secrets
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from nurture.audience.consent import Consent
+from nurture.audience.enrollment import enroll_matching, triggered_on_subscribe
+from nurture.audience.input import InvalidSubscriberError, SubscriberInput, check_text
+from nurture.audience.subscribers import upsert_subscribers
+from nurture.audience.suppression import is_suppressed
+from nurture.core import tokens
+from nurture.core.loader import LoadedSequence
+from nurture.core.model import Sender
+from nurture.core.vocabulary import SubscriberStatus
+from nurture.errors import NurtureError, SendError
+from nurture.store import audience as audience_store
+from nurture.store import signup as store
+from nurture.store.tables import EnrollmentRow, SubscriberRow
+from nurture.transports.base import OutgoingEmail
+
+log = logging.getLogger("nurture.audience.signup")
+
+__all__ = [
+    "FORM_ID",
+    "RESEND_INTERVAL",
+    "Confirmed",
+    "SignedUp",
+    "SignupForm",
+    "SignupInvalid",
+    "confirm",
+    "confirm_url",
+    "parse_signup",
+    "sign_up",
+]
+
+FORM_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
+"""What a form id may be (it is in a URL and in the consent record)."""
+
+RESEND_INTERVAL = timedelta(minutes=5)
+"""The least time between two confirmation emails to one address."""
+
+CONSENT_TEXT_LIMIT = 2000
+USER_AGENT_LIMIT = 500
+# A valid address, used to check each of the other fields on its own.
+_PROBE = "probe@example.com"
+
+
+class SignupInvalid(NurtureError):
+    """Refused fields of a sign-up: ``errors`` maps each field to its message."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        super().__init__("; ".join(f"{key}: {value}" for key, value in errors.items()))
+        self.errors = dict(errors)
+
+
+@dataclass(frozen=True)
+class SignupForm:
+    """A checked sign-up: the subscriber's fields, the form and the consent wording sent."""
+
+    data: SubscriberInput
+    form: str
+    consent_text: str | None
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _string(values: Mapping[str, Any], key: str, errors: dict[str, str]) -> str | None:
+    value = values.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    errors[key] = "must be a string"
+    return None
+
+
+def _tags(values: Mapping[str, Any], errors: dict[str, str]) -> list[str]:
+    value = values.get("tags")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    errors["tags"] = "must be a string or a list of strings"
+    return []
+
+
+def _attributes(values: Mapping[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    value = values.get("attributes")
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    errors["attributes"] = "must be an object of names and values"
+    return {}
+
+
+def _refusal(errors: dict[str, str], key: str, check: Callable[[], object]) -> None:
+    try:
+        check()
+    except InvalidSubscriberError as exc:
+        errors[key] = str(exc)
+
+
+def parse_signup(
+    values: Mapping[str, Any], *, default_form: str, lenient_places: bool = False
+) -> SignupForm:
+    """Check a sign-up's raw values (JSON types, or strings from a form).
+
+    Keys: ``email`` (required), ``name``, ``tags`` (a string or a list),
+    ``attributes`` (an object), ``timezone``, ``locale``, ``form`` (else
+    ``default_form``) and ``consent_text``. ``lenient_places`` drops a refused
+    time zone or locale instead of refusing the sign-up (an HTML form's hidden
+    fields, which the visitor cannot correct). Raises :class:`SignupInvalid`
+    with a message for every refused field.
+    """
+    errors: dict[str, str] = {}
+    address = _string(values, "email", errors)
+    name = _string(values, "name", errors) or ""
+    zone = _string(values, "timezone", errors)
+    locale = _string(values, "locale", errors)
+    form = _string(values, "form", errors)
+    wording = _string(values, "consent_text", errors)
+    tags = _tags(values, errors)
+    attributes = _attributes(values, errors)
+
+    if "email" not in errors:
+        if not address or not address.strip():
+            errors["email"] = "email address is required"
+        else:
+            _refusal(errors, "email", lambda: SubscriberInput.parse(email=address))
+    _refusal(errors, "name", lambda: SubscriberInput.parse(email=_PROBE, name=name))
+    _refusal(errors, "tags", lambda: SubscriberInput.parse(email=_PROBE, tags=tags))
+    _refusal(
+        errors, "attributes", lambda: SubscriberInput.parse(email=_PROBE, attributes=attributes)
+    )
+    places: dict[str, str] = {}
+    _refusal(places, "timezone", lambda: SubscriberInput.parse(email=_PROBE, timezone=zone))
+    _refusal(places, "locale", lambda: SubscriberInput.parse(email=_PROBE, locale=locale))
+    if lenient_places:
+        zone = None if "timezone" in places else zone
+        locale = None if "locale" in places else locale
+    else:
+        errors.update(places)
+    form = (form or "").strip() or default_form
+    if "form" not in errors and not FORM_ID.fullmatch(form):
+        errors["form"] = "form id must be 1 to 50 letters, digits, '-' or '_'"
+    if wording is not None and "consent_text" not in errors:
+        wording = wording.strip() or None
+        if wording is not None:
+            _refusal(
+                errors,
+                "consent_text",
+                lambda: check_text("consent text", wording, CONSENT_TEXT_LIMIT, one_line=False),
+            )
+    if errors:
+        raise SignupInvalid(errors)
+    assert address is not None
+    data = SubscriberInput.parse(
+        email=address,
+        name=name,
+        timezone=zone,
+        locale=locale,
+        tags=tags,
+        attributes=attributes,
+    )
+    return SignupForm(data=data, form=form, consent_text=wording)
+
+
+# --------------------------------------------------------------------------- signing up
+
+
+@dataclass(frozen=True)
+class ConfirmationEmail:
+    """The localized words of one confirmation email."""
+
+    subject: str
+    html: str
+    text: str
+
+
+Render = Callable[[SubscriberRow, str, str], ConfirmationEmail]
+"""Builds the confirmation email of a subscriber given the confirm URL and the
+sender's name (the web edge renders its templates, in the subscriber's language)."""
+
+
+@dataclass(frozen=True)
+class SignedUp:
+    """What :func:`sign_up` did (for the log and tests; never shown to the visitor)."""
+
+    subscriber_id: int | None
+    created: bool
+    emailed: bool
+    reason: str
+
+
+def confirm_url(base_url: str, keys: Sequence[str], row: SubscriberRow, now: datetime) -> str:
+    """The subscriber's signed confirmation link."""
+    token = tokens.sign(keys, tokens.CONFIRM, {"s": row.id, "e": row.email}, now=now)
+    return f"{base_url.rstrip('/')}/confirm/{token}"
+
+
+def _ip(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value or ""))
+    except ValueError:
+        return None
+
+
+def _user_agent(value: str | None) -> str | None:
+    if not value:
+        return None
+    cleaned = "".join(c for c in value if unicodedata.category(c) != "Cc").strip()
+    return cleaned[:USER_AGENT_LIMIT] or None
+
+
+def sender_for(sequences: Mapping[str, LoadedSequence], tags: Sequence[str]) -> Sender | None:
+    """Who confirmation emails come from: the sender of the first enabled sequence
+    (by id) the subscriber's tags start, else of the first enabled sequence with
+    a trigger, else of the first sequence; None when there is none."""
+    ordered = [sequences[key] for key in sorted(sequences)]
+    enabled = [loaded for loaded in ordered if loaded.sequence.enabled]
+    for group in (
+        [loaded for loaded in enabled if triggered_on_subscribe(loaded, tags)],
+        [loaded for loaded in enabled if loaded.sequence.trigger is not None],
+        ordered,
+    ):
+        if group:
+            return group[0].sequence.sender
+    return None
+
+
+def _message(
+    sender: Sender, row: SubscriberRow, words: ConfirmationEmail, key: str, now: datetime
+) -> EmailMessage:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = Address(sender.name, addr_spec=sender.email)
+    message["To"] = Address(row.first_name or row.name or "", addr_spec=row.email)
+    if sender.reply_to:
+        message["Reply-To"] = sender.reply_to
+    message["Subject"] = " ".join(words.subject.split())
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = f"<{key}@{sender.email.rpartition('@')[2]}>"
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(words.text)
+    message.add_alternative(words.html, subtype="html")
+    return message
+
+
+def _send_confirmation(
+    session: Session,
+    row: SubscriberRow,
+    *,
+    now: datetime,
+    sequences: Mapping[str, LoadedSequence],
+    send: Callable[[OutgoingEmail], object],
+    render: Render,
+    base_url: str,
+    keys: Sequence[str],
+) -> bool:
+    """Send (and record) one confirmation email; True when the transport took it."""
+    assert row.id is not None
+    key = f"confirm.{row.id}.{secrets.token_hex(8)}"
+    sender = sender_for(sequences, row.tags)
+    if sender is None:
+        log.error("no sequence names a sender: the confirmation email to #%s was not sent", row.id)
+        store.add_confirmation_event(
+            session, key=key, subscriber_id=row.id, sent=False, at=now,
+            payload={"error": "no sequence names a sender"},
+        )  # fmt: skip
+        return False
+    try:
+        words = render(row, confirm_url(base_url, keys, row, now), sender.name)
+        message = _message(sender, row, words, key, now)
+        send(OutgoingEmail(message, key, "signup", "confirmation", row.email))
+    except (SendError, ValueError) as exc:
+        # The subscriber row stays; the address can ask again after RESEND_INTERVAL.
+        log.warning("confirmation email to subscriber #%s not sent: %s", row.id, type(exc).__name__)
+        store.add_confirmation_event(
+            session, key=key, subscriber_id=row.id, sent=False, at=now,
+            payload={"error": type(exc).__name__},
+        )  # fmt: skip
+        return False
+    store.add_confirmation_event(
+        session, key=key, subscriber_id=row.id, sent=True, at=now,
+        payload={"message_id": str(message["Message-ID"])},
+    )  # fmt: skip
+    return True
+
+
+def sign_up(
+    session: Session,
+    signup: SignupForm,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+    consent_text: str,
+    now: datetime,
+    sequences: Mapping[str, LoadedSequence],
+    send: Callable[[OutgoingEmail], object],
+    render: Render,
+    base_url: str,
+    keys: Sequence[str],
+) -> SignedUp:
+    """Store a new address ``unconfirmed`` and send its confirmation (see the module doc).
+
+    ``consent_text`` is the wording shown when the form did not send its own.
+    **Commits** (unlike the other services): the sign-up is stored before the
+    email is tried, and the email is recorded after.
+    """
+    data = signup.data
+    row = audience_store.subscriber_by_email(session, data.email)
+    created = False
+    if row is None:
+        if is_suppressed(session, data.email):
+            return SignedUp(None, created=False, emailed=False, reason="suppressed")
+        consent = Consent.parse(f"form:{signup.form}", signup.consent_text or consent_text, _ip(ip))
+        try:
+            result = upsert_subscribers(
+                session, [data], consent=consent, status=SubscriberStatus.UNCONFIRMED,
+                now=now, sequences=sequences,
+            )  # fmt: skip
+            row = result.rows[0]
+            row.consent_form = signup.form
+            row.consent_user_agent = _user_agent(user_agent)
+            session.commit()
+            created = True
+        except IntegrityError:
+            # The same address signed up in another request a moment ago.
+            session.rollback()
+            row = audience_store.subscriber_by_email(session, data.email)
+            if row is None:
+                raise
+    if row.status != SubscriberStatus.UNCONFIRMED or is_suppressed(session, row.email):
+        return SignedUp(row.id, created=False, emailed=False, reason=str(row.status))
+    assert row.id is not None
+    last = store.last_confirmation_at(session, row.id)
+    if not created and last is not None and now - last < RESEND_INTERVAL:
+        return SignedUp(row.id, created=False, emailed=False, reason="sent recently")
+    emailed = _send_confirmation(
+        session, row, now=now, sequences=sequences, send=send, render=render,
+        base_url=base_url, keys=keys,
+    )  # fmt: skip
+    session.commit()
+    return SignedUp(row.id, created=created, emailed=emailed, reason="confirmation")
+
+
+# --------------------------------------------------------------------------- confirming
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A confirmed subscriber, the enrollments confirming made, and whether it was new."""
+
+    subscriber: SubscriberRow
+    enrollments: list[EnrollmentRow]
+    already: bool
+
+
+def confirm(
+    session: Session,
+    token: str,
+    *,
+    keys: Sequence[str],
+    max_age: timedelta,
+    now: datetime,
+    sequences: Mapping[str, LoadedSequence],
+) -> Confirmed | None:
+    """Confirm the subscriber a confirmation token names; None changes nothing.
+
+    None for a token that is not genuine, has expired or names a subscriber who
+    no longer has that address, and for an address that is neither unconfirmed
+    nor active (unsubscribed, bounced ...) or is suppressed. Flushes, does not commit.
+    """
+    payload = tokens.verify(keys, tokens.CONFIRM, token, now=now, max_age=max_age)
+    if payload is None:
+        return None
+    subscriber_id, address = payload.get("s"), payload.get("e")
+    if not isinstance(subscriber_id, int) or not isinstance(address, str):
+        return None
+    row = store.subscriber_by_id(session, subscriber_id)
+    if row is None or row.email != address:
+        return None
+    if row.status == SubscriberStatus.ACTIVE:
+        return Confirmed(row, [], already=True)
+    if row.status != SubscriberStatus.UNCONFIRMED or is_suppressed(session, row.email):
+        return None
+    row.status = SubscriberStatus.ACTIVE
+    row.updated_at = now
+    session.flush()
+    return Confirmed(row, enroll_matching(session, row, sequences, now), already=False)

@@ -1,0 +1,121 @@
+"""The SQL of sign-up with double opt-in (:mod:`nurture.audience.signup`).
+
+Confirmation emails are not steps of a sequence, so they have no ledger row
+(``send`` needs an enrollment, and an unconfirmed subscriber has none). Each
+one is recorded as an ``event`` row instead: kind ``sent`` (or ``failed``),
+``payload = {"purpose": "confirmation", ...}`` and a ``provider_event_id``
+starting with :data:`CONFIRMATION_PREFIX`, by which :func:`confirmation_log`
+finds them for ``nurture log`` and :func:`last_confirmation_at` for the resend
+throttle. Nothing here commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, col
+
+from nurture.core.vocabulary import EventKind
+from nurture.store.tables import EventRow, SubscriberRow
+
+__all__ = [
+    "CONFIRMATION_PREFIX",
+    "add_confirmation_event",
+    "confirmation_log",
+    "last_confirmation_at",
+    "subscriber_by_id",
+]
+
+CONFIRMATION_PREFIX = "confirmation:"
+"""How the ``provider_event_id`` of a confirmation email's event starts."""
+
+
+def subscriber_by_id(session: Session, subscriber_id: int) -> SubscriberRow | None:
+    """The subscriber with this id, or None."""
+    return session.get(SubscriberRow, subscriber_id)
+
+
+def add_confirmation_event(
+    session: Session,
+    *,
+    key: str,
+    subscriber_id: int,
+    sent: bool,
+    at: datetime,
+    payload: dict[str, Any],
+) -> None:
+    """Record one confirmation email (``sent``) or a failed attempt at one."""
+    session.add(
+        EventRow(
+            provider_event_id=f"{CONFIRMATION_PREFIX}{key}",
+            kind=EventKind.SENT if sent else EventKind.FAILED,
+            subscriber_id=subscriber_id,
+            occurred_at=at,
+            received_at=at,
+            payload={"purpose": "confirmation", **payload},
+        )
+    )
+    session.flush()
+
+
+def last_confirmation_at(session: Session, subscriber_id: int) -> datetime | None:
+    """When the subscriber's latest confirmation email was sent, or None."""
+    query = (
+        select(col(EventRow.occurred_at))
+        .where(
+            col(EventRow.subscriber_id) == subscriber_id,
+            col(EventRow.kind) == EventKind.SENT,
+            col(EventRow.provider_event_id).startswith(CONFIRMATION_PREFIX),
+        )
+        .order_by(col(EventRow.occurred_at).desc())
+        .limit(1)
+    )
+    found: datetime | None = session.execute(query).scalar_one_or_none()
+    return found
+
+
+def confirmation_log(
+    conn: Connection, *, email: str | None, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Confirmation emails as rows shaped like the send log's (newest first).
+
+    ``sequence_id`` is ``signup`` and ``step_id`` ``confirmation``; ``reason``
+    says why a send failed; ``provider_message_id`` is the Message-ID.
+    """
+    query = (
+        select(
+            col(EventRow.id),
+            col(EventRow.occurred_at),
+            col(EventRow.kind),
+            col(EventRow.payload),
+            col(SubscriberRow.email),
+        )
+        .join(SubscriberRow, col(SubscriberRow.id) == col(EventRow.subscriber_id))
+        .where(col(EventRow.provider_event_id).startswith(CONFIRMATION_PREFIX))
+        .order_by(col(EventRow.occurred_at).desc(), col(EventRow.id).desc())
+        .limit(limit)
+    )
+    if email is not None:
+        query = query.where(col(SubscriberRow.email) == email.strip().lower())
+    if status is not None:
+        query = query.where(col(EventRow.kind) == status)
+    rows = []
+    for event_id, occurred_at, kind, stored, address in conn.execute(query):
+        payload = stored if isinstance(stored, dict) else {}
+        rows.append(
+            {
+                "id": event_id,
+                "decided_at": occurred_at,
+                "status": kind,
+                "email": address,
+                "sequence_id": "signup",
+                "step_id": "confirmation",
+                "reason": payload.get("error"),
+                "provider_message_id": payload.get("message_id"),
+                "attempts": 1,
+            }
+        )
+    return rows

@@ -1,0 +1,440 @@
+"""Sign-up with double opt-in over HTTP: the hosted form, POST /subscribe, GET /confirm.
+
+Every test drives the real app (``create_app``) over a runtime on the example
+sequences (``sales-process`` starts on the tag ``b2b``), with the memory
+transport, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from nurture.app.clock import FixedClock
+from nurture.app.runtime import Runtime, build_runtime
+from nurture.audience.subscribers import get_subscriber, subscriber_enrollments
+from nurture.core import tokens
+from nurture.core.vocabulary import SubscriberStatus
+from nurture.errors import TransientSendError
+from nurture.store.db import session_factory
+from nurture.store.leaving import suppress
+from nurture.store.reports import send_log
+from nurture.store.tables import SubscriberRow
+from nurture.testing import MemoryTransport
+from nurture.web.app import create_app
+from nurture.web.signup import RATE, TIMEZONE_SCRIPT
+from tests.factories import example_workdir
+
+NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
+CLIENT = ("203.0.113.7", 50000)
+AGENT = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
+CONSENT_EN = (
+    "By subscribing you agree to receive our emails. You can unsubscribe at any time "
+    "with the link in every email."
+)
+CHECK_INBOX = "Check your inbox"
+
+
+@dataclass
+class Site:
+    runtime: Runtime
+    clock: FixedClock
+    transport: MemoryTransport
+    client: TestClient
+    engine: Engine
+
+    def session(self) -> Session:
+        return session_factory(self.engine)()
+
+    def subscriber(self, email: str) -> SubscriberRow | None:
+        with self.session() as session:
+            return get_subscriber(session, email)
+
+    def enrolled_in(self, email: str) -> list[str]:
+        with self.session() as session:
+            row = get_subscriber(session, email)
+            assert row is not None
+            return [e.sequence_id for e in subscriber_enrollments(session, row)]
+
+    def set_status(self, email: str, status: SubscriberStatus) -> None:
+        with self.session() as session:
+            row = get_subscriber(session, email)
+            assert row is not None
+            row.status = status
+            session.commit()
+
+    def post_form(self, **fields: Any) -> Any:
+        return self.client.post("/subscribe", data=fields, headers={"User-Agent": AGENT})
+
+
+@pytest.fixture
+def site(engine: Engine, tmp_path: Path) -> Iterator[Site]:
+    clock = FixedClock(NOW)
+    transport = MemoryTransport()
+    settings = example_workdir(tmp_path)
+    settings.base_url = "https://news.example.com"
+    runtime = build_runtime(settings, clock, transport=transport, engine=engine, migrate=False)
+    with TestClient(create_app(runtime), client=CLIENT) as client:
+        yield Site(runtime, clock, transport, client, engine)
+
+
+def _link(site: Site, index: int = -1) -> str:
+    """The confirm link of a confirmation email (the path), from its text part."""
+    message = site.transport.sent[index].as_message()
+    text = message.get_body(preferencelist=("plain",))
+    assert text is not None
+    found = re.search(r"https://news\.example\.com(/confirm/[A-Za-z0-9_.\-]+)", text.get_content())
+    assert found is not None, text.get_content()
+    return found.group(1)
+
+
+def _main(html: str) -> str:
+    """The page's <main> (what differs between answers would be there)."""
+    return html.split("<main>", 1)[1].split("</main>", 1)[0]
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+def test_a_form_sign_up_is_unconfirmed_with_its_consent_until_the_emailed_link_confirms_it(
+    site: Site,
+) -> None:
+    page = site.client.get("/subscribe/newsletter?tag=b2b")
+    assert page.status_code == 200
+    assert CONSENT_EN in page.text
+    assert 'name="website"' in page.text  # the honeypot
+    assert 'value="b2b"' in page.text and 'value="newsletter"' in page.text
+    # The one inline script is allowed by its hash, nothing else is.
+    assert TIMEZONE_SCRIPT in page.text
+    assert "script-src 'sha256-" in page.headers["content-security-policy"]
+
+    answer = site.post_form(
+        email=" Karin@Example.com ", name="Karin", tags="b2b", timezone="Europe/Stockholm",
+        locale="en", form="newsletter", website="",
+    )  # fmt: skip
+    assert answer.status_code == 200
+    assert CHECK_INBOX in answer.text
+
+    row = site.subscriber("karin@example.com")
+    assert row is not None
+    assert row.status == SubscriberStatus.UNCONFIRMED
+    assert row.timezone == "Europe/Stockholm"
+    assert row.tags == ["b2b"]
+    assert row.consent_at == NOW
+    assert row.consent_form == "newsletter"
+    assert row.consent_source == "form:newsletter"
+    assert row.consent_ip == "203.0.113.7"
+    assert row.consent_user_agent == AGENT
+    assert row.consent_text == CONSENT_EN
+    assert site.enrolled_in("karin@example.com") == []
+
+    [sent] = site.transport.sent
+    assert sent.to_email == "karin@example.com"
+    message = sent.as_message()
+    assert message["Subject"] == "Please confirm your subscription"
+    assert message["From"].addresses[0].addr_spec == "anna@example.com"
+    html = message.get_body(preferencelist=("html",))
+    assert html is not None and "/confirm/" in html.get_content()
+    # In the send log (`nurture log`), as signup/confirmation.
+    [logged] = send_log(site.engine, email="karin@example.com")
+    assert (logged["status"], logged["sequence_id"], logged["step_id"]) == (
+        "sent", "signup", "confirmation",
+    )  # fmt: skip
+    assert logged["provider_message_id"] == message["Message-ID"]
+
+    confirmed = site.client.get(_link(site))
+    assert confirmed.status_code == 200
+    assert "Your subscription is confirmed" in confirmed.text
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.status == SubscriberStatus.ACTIVE
+    assert site.enrolled_in("karin@example.com") == ["sales-process"]
+
+    # Twice is harmless: the same page, no second enrollment.
+    again = site.client.get(_link(site))
+    assert again.status_code == 200
+    assert _main(again.text) == _main(confirmed.text)
+    assert site.enrolled_in("karin@example.com") == ["sales-process"]
+
+
+def test_json_sign_up_keeps_tags_and_attributes_and_says_check_your_inbox(site: Site) -> None:
+    answer = site.client.post(
+        "/subscribe",
+        json={
+            "email": "jamie@example.com", "name": "Jamie", "tags": ["B2B", "lead"],
+            "attributes": {"company": "Acme"}, "timezone": "America/New_York", "locale": "en-US",
+            "form": "pricing-page", "consent_text": "Yes, email me about Acme.",
+        },
+    )  # fmt: skip
+    assert answer.status_code == 202
+    assert answer.json()["status"] == "check_inbox"
+    row = site.subscriber("jamie@example.com")
+    assert row is not None
+    assert (row.tags, row.attributes) == (["b2b", "lead"], {"company": "Acme"})
+    assert (row.locale, row.consent_form) == ("en-US", "pricing-page")
+    assert row.consent_text == "Yes, email me about Acme."
+    assert len(site.transport.sent) == 1
+
+
+# --------------------------------------------------------------------------- bad links
+
+
+def test_an_expired_or_tampered_or_foreign_token_changes_nothing(site: Site) -> None:
+    site.post_form(email="ola@example.com", tags="b2b", form="newsletter")
+    link = _link(site)
+    token = link.rsplit("/", 1)[1]
+    row = site.subscriber("ola@example.com")
+    assert row is not None
+
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    manage = tokens.sign(
+        site.runtime.settings.secret_keys, tokens.MANAGE, {"s": row.id, "e": row.email}, now=NOW
+    )
+    other_key = tokens.sign("another-key", tokens.CONFIRM, {"s": row.id, "e": row.email}, now=NOW)
+    wrong_address = tokens.sign(
+        site.runtime.settings.secret_keys, tokens.CONFIRM, {"s": row.id, "e": "x@example.com"},
+        now=NOW,
+    )  # fmt: skip
+    for bad in (tampered, manage, other_key, wrong_address, "garbage", "a" * 300):
+        answer = site.client.get(f"/confirm/{bad}")
+        assert answer.status_code == 404, bad
+        assert "This link does not work" in answer.text
+
+    site.clock.instant = NOW + timedelta(seconds=site.runtime.settings.confirm_token_max_age + 60)
+    expired = site.client.get(link)
+    assert expired.status_code == 404
+    row = site.subscriber("ola@example.com")
+    assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
+    assert site.enrolled_in("ola@example.com") == []
+
+
+def test_an_old_confirm_link_does_not_reactivate_an_unsubscribed_address(site: Site) -> None:
+    site.post_form(email="ola@example.com", tags="b2b", form="newsletter")
+    site.set_status("ola@example.com", SubscriberStatus.UNSUBSCRIBED)
+    answer = site.client.get(_link(site))
+    assert answer.status_code == 404
+    row = site.subscriber("ola@example.com")
+    assert row is not None and row.status == SubscriberStatus.UNSUBSCRIBED
+    assert site.enrolled_in("ola@example.com") == []
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_json_errors_come_back_per_field_and_nothing_is_stored(site: Site) -> None:
+    answer = site.client.post(
+        "/subscribe",
+        json={"email": "not an address", "timezone": "Mars/Olympus", "tags": 5, "form": "a b"},
+    )
+    assert answer.status_code == 422
+    errors = answer.json()["errors"]
+    assert set(errors) == {"email", "timezone", "tags", "form"}
+    assert "invalid email address" in errors["email"]
+    assert "Mars/Olympus" in errors["timezone"]
+
+    for body, content_type in (
+        (b"{not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b'{"email": ["a@example.com"]}', "application/json"),
+        (b"[" * 5000, "application/json"),
+    ):
+        bad = site.client.post("/subscribe", content=body, headers={"Content-Type": content_type})
+        assert bad.status_code == 422, body[:20]
+    with site.session() as session:
+        assert session.query(SubscriberRow).count() == 0
+    assert site.transport.sent == []
+
+
+def test_an_html_form_with_errors_is_shown_again_with_the_messages(site: Site) -> None:
+    answer = site.post_form(email="karin@", name="Karin", form="newsletter", tags="b2b")
+    assert answer.status_code == 422
+    assert "Enter a valid email address" in answer.text
+    assert 'aria-invalid="true"' in answer.text
+    assert 'value="Karin"' in answer.text  # what was typed is kept
+    assert 'value="newsletter"' in answer.text
+    assert site.subscriber("karin@example.com") is None
+    assert site.transport.sent == []
+
+
+def test_a_hidden_zone_the_server_does_not_know_is_dropped_not_shown(site: Site) -> None:
+    answer = site.post_form(email="karin@example.com", timezone="Not/AZone", form="newsletter")
+    assert answer.status_code == 200
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.timezone is None
+
+
+def test_an_oversized_body_is_refused_with_413_and_nothing_is_stored(site: Site) -> None:
+    answer = site.post_form(email="karin@example.com", name="x" * 70_000)
+    assert answer.status_code == 413
+    assert site.subscriber("karin@example.com") is None
+
+
+def test_an_unknown_content_type_is_refused(site: Site) -> None:
+    answer = site.client.post(
+        "/subscribe", content=b"email=a@example.com", headers={"Content-Type": "text/plain"}
+    )
+    assert answer.status_code == 415
+    assert site.subscriber("a@example.com") is None
+
+
+# --------------------------------------------------------------------------- bots and abuse
+
+
+def test_a_filled_honeypot_gets_the_usual_answer_and_stores_nothing(site: Site) -> None:
+    real = site.post_form(email="karin@example.com", form="newsletter")
+    bot = site.post_form(email="bot@example.com", form="newsletter", website="http://spam")
+    assert bot.status_code == real.status_code == 200
+    assert _main(bot.text) == _main(real.text)
+    assert site.subscriber("bot@example.com") is None
+    assert [e.to_email for e in site.transport.sent] == ["karin@example.com"]
+
+
+def test_a_client_address_is_rate_limited_with_retry_after(site: Site) -> None:
+    for number in range(RATE):
+        assert site.post_form(email=f"p{number}@example.com").status_code == 200
+    refused = site.post_form(email="one-more@example.com")
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert site.subscriber("one-more@example.com") is None
+    as_json = site.client.post("/subscribe", json={"email": "one-more@example.com"})
+    assert as_json.status_code == 429
+
+    # Another client is not held back, and the bucket refills with time.
+    other = TestClient(create_app(site.runtime), client=("198.51.100.1", 1))
+    assert other.post("/subscribe", data={"email": "else@example.com"}).status_code == 200
+    site.clock.instant = NOW + timedelta(minutes=1)
+    assert site.post_form(email="one-more@example.com").status_code == 200
+
+
+def test_the_answer_never_tells_whether_an_address_was_known(site: Site) -> None:
+    visitors = iter(range(1, 100))
+
+    def both(email: str) -> tuple[str, Any]:
+        # Each from its own address, clear of the rate limit.
+        client = TestClient(create_app(site.runtime), client=(f"198.51.100.{next(visitors)}", 1))
+        html = client.post("/subscribe", data={"email": email, "form": "newsletter"})
+        data = client.post("/subscribe", json={"email": email, "form": "newsletter"})
+        assert (html.status_code, data.status_code) == (200, 202)
+        return _main(html.text), data.json()
+
+    new = both("new@example.com")
+    unconfirmed = both("new@example.com")  # asked again, not confirmed yet
+    site.post_form(email="active@example.com")
+    site.client.get(_link(site))
+    active = both("active@example.com")
+    site.post_form(email="gone@example.com")
+    site.set_status("gone@example.com", SubscriberStatus.UNSUBSCRIBED)
+    unsubscribed = both("gone@example.com")
+    with site.session() as session:
+        suppress(session, "blocked@example.com", reason="complaint", source="manual", now=NOW)
+        session.commit()
+    suppressed = both("blocked@example.com")
+    assert new == unconfirmed == active == unsubscribed == suppressed
+    assert site.subscriber("blocked@example.com") is None
+    # Only the new addresses were emailed, each once (no resend within minutes).
+    assert [e.to_email for e in site.transport.sent] == [
+        "new@example.com", "active@example.com", "gone@example.com",
+    ]  # fmt: skip
+
+
+def test_an_unconfirmed_address_is_sent_its_link_again_only_after_a_few_minutes(
+    site: Site,
+) -> None:
+    site.post_form(email="karin@example.com", name="Karin")
+    site.post_form(email="karin@example.com", name="Someone else")
+    assert len(site.transport.sent) == 1
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.name == "Karin"  # an anonymous post changes nothing
+    site.clock.instant = NOW + timedelta(minutes=6)
+    site.post_form(email="karin@example.com")
+    assert len(site.transport.sent) == 2
+    assert site.client.get(_link(site, 0)).status_code == 200  # the first link still works
+
+
+def test_a_transport_failure_keeps_the_sign_up_and_is_logged(site: Site) -> None:
+    site.transport.fail_next(TransientSendError("provider down", status=503))
+    answer = site.post_form(email="karin@example.com", form="newsletter")
+    assert answer.status_code == 200 and CHECK_INBOX in answer.text
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
+    [logged] = send_log(site.engine, email="karin@example.com")
+    assert (logged["status"], logged["reason"]) == ("failed", "TransientSendError")
+    # Asking again sends it (a failed attempt does not count against the resend limit).
+    site.post_form(email="karin@example.com", form="newsletter")
+    assert [e.to_email for e in site.transport.sent] == ["karin@example.com"]
+
+
+# --------------------------------------------------------------------------- language
+
+
+def test_a_swedish_visitor_gets_a_swedish_form_answer_and_email(site: Site) -> None:
+    headers = {"Accept-Language": "sv-SE,sv;q=0.9,en;q=0.5"}
+    page = site.client.get("/subscribe/nyhetsbrev", headers=headers)
+    assert page.status_code == 200
+    assert '<html lang="sv">' in page.text
+    assert "Prenumerera" in page.text and "E-postadress" in page.text
+    assert 'name="locale" value="sv"' in page.text
+
+    answer = site.client.post(
+        "/subscribe", data={"email": "karin@example.com", "locale": "sv"}, headers=headers
+    )
+    assert "Titta i din inkorg" in answer.text
+    message = site.transport.sent[0].as_message()
+    assert message["Subject"] == "Bekräfta din prenumeration"
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.consent_text is not None
+    assert row.consent_text.startswith("Genom att prenumerera")
+
+    wrong = site.client.post("/subscribe", data={"email": "nope", "locale": "sv"}, headers=headers)
+    assert wrong.status_code == 422 and "Ange en giltig e-postadress" in wrong.text
+
+
+def test_a_bad_form_id_in_the_url_is_not_found(site: Site) -> None:
+    assert site.client.get("/subscribe/no%20spaces").status_code == 404
+    assert site.client.get(f"/subscribe/{'x' * 51}").status_code == 404
+
+
+def test_a_confirm_link_of_a_since_suppressed_address_changes_nothing(site: Site) -> None:
+    site.post_form(email="ola@example.com", tags="b2b")
+    with site.session() as session:
+        suppress(session, "ola@example.com", reason="complaint", source="manual", now=NOW)
+        session.commit()
+    assert site.client.get(_link(site)).status_code == 404
+    row = site.subscriber("ola@example.com")
+    assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
+    assert site.enrolled_in("ola@example.com") == []
+
+
+def test_the_thank_you_page_speaks_the_subscribers_language(site: Site) -> None:
+    site.client.post("/subscribe", data={"email": "karin@example.com", "locale": "sv-SE"})
+    page = site.client.get(_link(site), headers={"Accept-Language": "en"})
+    assert page.status_code == 200
+    assert "Din prenumeration är bekräftad" in page.text
+
+
+def test_a_project_overrides_the_form_and_its_words(site: Site) -> None:
+    web = site.runtime.settings.templates_dir / "web"
+    web.mkdir()
+    (web / "signup_form.html").write_text(
+        '{% extends "base.html" %}{% block content %}<h1>Our own form</h1>'
+        "<p>{{ t.signup_consent }}</p>{% endblock %}",
+        encoding="utf-8",
+    )
+    (web / "messages.en.json").write_text('{"signup_consent": "Our own wording."}')
+    site = Site(
+        site.runtime, site.clock, site.transport,
+        TestClient(create_app(site.runtime), client=CLIENT), site.engine,
+    )  # fmt: skip
+    page = site.client.get("/subscribe/newsletter")
+    assert "Our own form" in page.text and "Our own wording." in page.text
+    site.post_form(email="karin@example.com")
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.consent_text == "Our own wording."
