@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from functools import lru_cache
@@ -52,7 +52,12 @@ SOURCES = ("checkout", "stripe", "shopify", "woocommerce", "manual")
 MAX_AMOUNT = Decimal("1e14")
 """Amounts must fit ``NUMERIC(18, 4)``: 14 digits before the point, 4 after."""
 
-_TEXT_LIMITS = {"order id": 200, "product": 200}
+# The order id is also part of the event's id (``purchase:<source>:<order id>``,
+# at most 200 characters), hence 170.
+_TEXT_LIMITS = {"order id": 170, "product": 200}
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""A purchase dated before this is a mistake (and near ``datetime.min`` the
+attribution window's arithmetic would overflow)."""
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -178,6 +183,8 @@ def purchase_input(
         raise ValueError(f"unknown purchase source {source!r}")
     if occurred_at.tzinfo is None:
         raise InvalidPurchaseError("occurred_at has no time zone")
+    if occurred_at < EARLIEST:
+        raise InvalidPurchaseError("occurred_at is before 2000")
     if email is not None and not isinstance(email, str):
         raise InvalidPurchaseError("email must be a string")
     if ref is not None and not isinstance(ref, str):

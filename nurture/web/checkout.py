@@ -113,7 +113,7 @@ def verify_checkout_signature(header: str | None, body: bytes, secret: str, now:
     signatures: list[str] = []
     for item in header.split(","):
         name, _, value = item.strip().partition("=")
-        if name == "t" and value.isdigit() and len(value) <= 12:
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif name == "v1":
             signatures.append(value.strip())
@@ -139,13 +139,13 @@ def _instant(value: object, what: str, *, naive_is_utc: bool = False) -> datetim
         raise InvalidPurchaseError(f"{what} must be an ISO 8601 time")
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            if not naive_is_utc:
+                raise InvalidPurchaseError(f"{what} has no time zone (add Z or an offset)")
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidPurchaseError(f"{what} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        if not naive_is_utc:
-            raise InvalidPurchaseError(f"{what} has no time zone (add Z or an offset)")
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _dict(value: object) -> Mapping[str, Any]:
@@ -197,6 +197,10 @@ def stripe_purchase(event: Mapping[str, Any]) -> PurchaseInput | None:
     created = event.get("created")
     if isinstance(created, bool) or not isinstance(created, int):
         raise InvalidPurchaseError("created is missing")
+    try:
+        occurred_at = datetime.fromtimestamp(created, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidPurchaseError("created is not a time") from None
     details = _dict(session.get("customer_details"))
     return purchase_input(
         source="stripe",
@@ -204,7 +208,7 @@ def stripe_purchase(event: Mapping[str, Any]) -> PurchaseInput | None:
         product=metadata.get("product") or metadata.get("nurture_product"),
         amount=stripe_amount(session.get("amount_total"), currency),
         currency=currency,
-        occurred_at=datetime.fromtimestamp(created, UTC),
+        occurred_at=occurred_at,
         email=details.get("email") or session.get("customer_email"),
         ref=session.get("client_reference_id") or metadata.get("nurture_ref"),
         payload={"event_id": str(event.get("id")), "type": str(kind)},

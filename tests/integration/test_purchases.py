@@ -313,6 +313,8 @@ NOW_T = int(NOW.timestamp())
         ("negative amount", 422),
         ("amount too precise", 422),
         ("no time zone", 422),
+        ("year one", 422),
+        ("long order id", 422),
         ("oversized", 413),
     ],
 )
@@ -345,6 +347,10 @@ def test_the_checkout_webhook_refuses(shop: Shop, case: str, status: int) -> Non
                 "no time zone": checkout_body(
                     email="karin@example.com", occurred_at="2026-11-30T10:55:00"
                 ),
+                "year one": checkout_body(
+                    email="karin@example.com", occurred_at="0001-01-01T00:00:00+14:00"
+                ),
+                "long order id": checkout_body(email="karin@example.com", order_id="x" * 171),
                 "oversized": checkout_body(email="karin@example.com", pad="x" * 1024 * 1024),
             }[case]
             signature = checkout_signature(body)
@@ -446,7 +452,7 @@ def test_stripe_by_email_and_other_events_are_ignored(shop: Shop) -> None:
 @pytest.mark.parametrize(
     ("case", "status"),
     [("bad signature", 401), ("no signature", 401), ("stale", 401), ("garbage body", 400),
-     ("missing amount", 422), ("oversized", 413)],
+     ("missing amount", 422), ("bad created", 422), ("oversized", 413)],
 )  # fmt: skip
 def test_stripe_refuses(shop: Shop, case: str, status: int) -> None:
     body = json.dumps(stripe_event()).encode()
@@ -460,6 +466,9 @@ def test_stripe_refuses(shop: Shop, case: str, status: int) -> None:
         answer = stripe_post(shop, b"{not json")
     elif case == "missing amount":
         answer = stripe_post(shop, json.dumps(stripe_event(amount_total=None)).encode())
+    elif case == "bad created":
+        event = {**stripe_event(), "created": 10**20}
+        answer = stripe_post(shop, json.dumps(event).encode())
     else:
         event = stripe_event(padding="x" * 1024 * 1024)
         answer = stripe_post(shop, json.dumps(event).encode())
