@@ -33,6 +33,7 @@ from nurture.authoring.workbench import (
 )
 from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
 from nurture.cli.engine import register_engine_commands
+from nurture.cli.events import events_app
 from nurture.cli.project import init_command
 from nurture.cli.sends import sends_app
 from nurture.cli.subscribers import (
@@ -373,6 +374,7 @@ app.command(
 )(init_command)
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sends_app, name="sends")
+app.add_typer(events_app, name="events")
 app.command("enroll", epilog=ENROLL_EXAMPLES)(enroll_command)
 app.command("unenroll", epilog=UNENROLL_EXAMPLES)(unenroll_command)
 register_engine_commands(app)
