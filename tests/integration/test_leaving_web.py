@@ -33,6 +33,7 @@ from nurture.store.tables import EnrollmentRow, EventRow, SubscriberRow
 from nurture.testing import MemoryTransport
 from nurture.web.app import create_app
 from nurture.web.leaving import mask_email, parse_form
+from nurture.web.pages import Pages
 from tests.factories import example_workdir
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -298,6 +299,26 @@ def test_resubscribing_records_fresh_consent(mailed: Site) -> None:
     assert len(mailed.events(EventKind.SUBSCRIBED)) == 1
 
 
+def test_behind_a_trusted_proxy_the_consent_ip_is_the_forwarded_one(
+    engine: Engine, tmp_path: Path
+) -> None:
+    site = make_site(engine, tmp_path, trusted_proxies=["203.0.113.0/24"])
+    site.add()
+    site.dispatch()
+    site.client.post(site.unsubscribe_path(), data=ONE_CLICK)
+    path = site.preferences_path()
+    csrf = _csrf(site.client.get(path))
+
+    site.client.post(
+        path,
+        data={"csrf": csrf, "action": "resubscribe"},
+        headers={"X-Forwarded-For": "192.0.2.1, 198.51.100.7"},
+    )
+
+    assert site.subscriber().consent_ip == "198.51.100.7"
+    site.runtime.dispatcher.close()
+
+
 def test_resubscribing_a_complained_address_is_refused(mailed: Site) -> None:
     with mailed.session() as session:
         row = get_subscriber(session, KARIN)
@@ -322,8 +343,6 @@ def test_resubscribing_a_complained_address_is_refused(mailed: Site) -> None:
 
 def _csrf_for_prefs(site: Site) -> str:
     """A genuine preferences CSRF token (the blocked page shows no form)."""
-    from nurture.web.pages import Pages
-
     settings = site.runtime.settings
     pages = Pages(settings.templates_dir, settings.secret_keys)
     return pages.csrf_token(f"prefs:{site.subscriber().id}", now=FRIDAY)
@@ -407,8 +426,6 @@ def test_a_link_signed_with_an_old_key_still_works_while_it_is_listed(
 def test_a_form_without_a_good_csrf_token_is_403(mailed: Site, csrf: str | None) -> None:
     settings = mailed.runtime.settings
     if csrf == "wrong-scope":  # a genuine token, made for another form
-        from nurture.web.pages import Pages
-
         csrf = Pages(settings.templates_dir, settings.secret_keys).csrf_token(
             "prefs:999", now=FRIDAY
         )
