@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse
 
 from nurture.app.runtime import Runtime
@@ -188,7 +189,8 @@ def routes(runtime: Runtime) -> APIRouter:
         """RFC 8058 one-click (no CSRF), or the GET page's form (CSRF and a scope)."""
         body = await read_body(request, limit=BODY_LIMIT)
         form = parse_form(request.headers.get("content-type"), body)
-        return leave(token, request, form)
+        # The database work is blocking: off the event loop, as sync routes are.
+        return await run_in_threadpool(leave, token, request, form)
 
     def leave(token: str, request: Request, form: Form) -> HTMLResponse:
         now = runtime.clock()
@@ -265,7 +267,7 @@ def routes(runtime: Runtime) -> APIRouter:
             "consent_ip": client_address(request, settings.trusted_proxies)[:64],
             "consent_user_agent": (request.headers.get("user-agent") or "")[:500] or None,
         }
-        return change_preferences(token, request, form, consent_context)
+        return await run_in_threadpool(change_preferences, token, request, form, consent_context)
 
     def change_preferences(
         token: str, request: Request, form: Form, consent_context: Mapping[str, str | None]

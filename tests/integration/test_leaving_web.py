@@ -7,6 +7,7 @@ then checks the database (and, where it matters, the next dispatch).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,17 +100,25 @@ class Site:
         return session_factory(self.runtime.engine)()
 
 
-def _second_sequence(folder: Path) -> None:
+def _second_sequence(folder: Path, name: str) -> None:
     """A copy of the example sequence under another id, so a subscriber is in two."""
     text = (folder / "sales-process.yaml").read_text(encoding="utf-8")
     text = text.replace("id: sales-process", "id: follow-up", 1)
-    text = re.sub(r"^name: .*$", "name: Uppföljningen", text, count=1, flags=re.MULTILINE)
+    text = re.sub(
+        r"^name: .*$",
+        lambda _: f"name: {json.dumps(name, ensure_ascii=False)}",
+        text,
+        count=1,
+        flags=re.MULTILINE,
+    )
     (folder / "follow-up.yaml").write_text(text, encoding="utf-8")
 
 
-def make_site(engine: Engine, tmp_path: Path, **overrides: object) -> Site:
+def make_site(
+    engine: Engine, tmp_path: Path, *, follow_up: str = "Uppföljningen", **overrides: object
+) -> Site:
     base = example_workdir(tmp_path)
-    _second_sequence(base.sequences_dir)
+    _second_sequence(base.sequences_dir, follow_up)
     settings = base.model_copy(update=overrides)
     transport = MemoryTransport()
     runtime = build_runtime(
@@ -514,6 +523,18 @@ def test_a_project_can_override_the_words(engine: Engine, tmp_path: Path) -> Non
     site.dispatch()
 
     assert "<h1>Sluta få mejl</h1>" in site.client.get(site.unsubscribe_path()).text
+    site.runtime.dispatcher.close()
+
+
+def test_what_the_pages_show_is_escaped(engine: Engine, tmp_path: Path) -> None:
+    site = make_site(engine, tmp_path, follow_up='<script>alert("x")</script> & co')
+    site.add()
+    site.dispatch()
+
+    page = site.client.get(site.preferences_path()).text
+
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; co" in page
     site.runtime.dispatcher.close()
 
 
