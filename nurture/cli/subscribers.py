@@ -548,6 +548,47 @@ def show_command(
     out.print(log if sends else "nothing sent yet")
 
 
+@subscribers_app.command(
+    "unsubscribe",
+    epilog=examples(
+        "nurture subscribers unsubscribe karin@example.com",
+        "nurture subscribers unsubscribe karin@example.com --sequence sales-process",
+    ),
+)
+def unsubscribe_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
+    sequence: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SEQUENCE", help="Leave only this sequence (default: all email, suppressed)."
+        ),
+    ] = None,
+) -> None:
+    """Unsubscribe someone (asked by phone or email), as the unsubscribe link does.
+
+    Without --sequence: every enrollment ends, nothing waiting is sent, and the
+    address goes on the suppression list. Running it again changes nothing.
+    """
+    from nurture.audience.leaving import unsubscribe
+
+    app = _app(ctx)
+    with errors(), _store(app) as session:
+        row = _subscriber(session, email)
+        left = unsubscribe(session, row, now=app.now(), sequence_id=sequence, via="admin")
+        session.commit()
+    if sequence is not None:
+        if left.ended:
+            _say(f"Unsubscribed {row.email} from {sequence}")
+        else:
+            _say(f"{row.email} is not enrolled in {sequence}: nothing changed")
+    elif left.changed:
+        ended = f" (ended: {', '.join(left.ended)})" if left.ended else ""
+        _say(f"Unsubscribed {row.email} from all email{ended}")
+    else:
+        _say(f"{row.email} was already unsubscribed: nothing changed")
+
+
 ENROLL_EXAMPLES = examples("nurture enroll karin@example.com sales-process")
 
 
