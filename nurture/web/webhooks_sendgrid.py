@@ -73,9 +73,14 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (Python reads them; PostgreSQL would not store them).
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse(body: bytes) -> list[SendGridEvent]:
     try:
-        parsed = json.loads(body.decode("utf-8"))
+        parsed = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise HTTPException(status_code=400, detail="body is not JSON") from None
     if not isinstance(parsed, list) or not all(isinstance(item, dict) for item in parsed):

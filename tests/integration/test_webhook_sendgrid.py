@@ -297,10 +297,10 @@ def test_the_published_vector_is_stale_when_an_age_is_required(
 
 
 def test_a_signed_batch_is_applied_and_its_replay_changes_nothing(world: World) -> None:
-    world.add("a@example.com", "b@example.com", "c@example.com", "d@example.com")
+    world.add(*(f"{name}@example.com" for name in "abcde"))
     world.runtime.dispatcher.dispatch(NOW)
-    assert len(world.transport.sent) == 4
-    keys = {name: world.key(f"{name}@example.com") for name in "abcd"}
+    assert len(world.transport.sent) == 5
+    keys = {name: world.key(f"{name}@example.com") for name in "abcde"}
     batch = [
         event("delivered", "a@example.com", "ev-1", nurture_send_id=keys["a"]),
         event("open", "a@example.com", "ev-2", nurture_send_id=keys["a"], sg_machine_open=True,
@@ -312,10 +312,12 @@ def test_a_signed_batch_is_applied_and_its_replay_changes_nothing(world: World) 
         event("spamreport", "c@example.com", "ev-5", nurture_send_id=keys["c"]),
         event("unsubscribe", "d@example.com", "ev-6", nurture_send_id=keys["d"]),
         event("account_status_change", "a@example.com", "ev-7"),
+        event("group_unsubscribe", "e@example.com", "ev-8", nurture_send_id=keys["e"],
+              asm_group_id=1),
     ]  # fmt: skip
     answer = world.post(batch)
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"received": 7, "new": 7, "duplicates": 0}
+    assert answer.json() == {"received": 8, "new": 8, "duplicates": 0}
 
     by_id = {row["provider_event_id"]: row for row in world.events()}
     kinds = {eid: by_id[eid]["kind"] for eid in ("ev-1", "ev-2", "ev-3", "ev-4", "ev-5", "ev-6")}
@@ -341,21 +343,23 @@ def test_a_signed_batch_is_applied_and_its_replay_changes_nothing(world: World) 
     assert world.status("b@example.com") == "bounced"
     assert world.status("c@example.com") == "complained"
     assert world.status("d@example.com") == "unsubscribed"
+    assert world.status("e@example.com") == "unsubscribed"
     assert world.suppressed() == {
         "b@example.com": "sendgrid",
         "c@example.com": "sendgrid",
         "d@example.com": "unsubscribe",
+        "e@example.com": "unsubscribe",
     }
     before = world.counts()
     assert before["active enrollments"] == 1  # a's only
 
     replay = world.post(batch)
     assert replay.status_code == 200
-    assert replay.json() == {"received": 7, "new": 0, "duplicates": 7}
+    assert replay.json() == {"received": 8, "new": 0, "duplicates": 8}
     assert world.counts() == before
     # And the dispatcher sends nothing more to the three who left.
     world.runtime.dispatcher.dispatch(NOW + timedelta(days=3))
-    assert {e.to_email for e in world.transport.sent[4:]} <= {"a@example.com"}
+    assert {e.to_email for e in world.transport.sent[5:]} <= {"a@example.com"}
 
 
 def test_a_late_delivered_does_not_undo_a_bounce(world: World) -> None:
@@ -456,7 +460,8 @@ def test_a_signature_that_is_not_base64_is_refused(world: World) -> None:
 
 
 def test_a_signed_body_that_is_not_json_is_refused(world: World) -> None:
-    for body in (b"{not json", b"", b"[" * 100_000):
+    nan = b'[{"event": "open", "email": "a@example.com", "sg_event_id": "x", "timestamp": NaN}]'
+    for body in (b"{not json", b"", b"[" * 100_000, nan):
         refused(world, world.client.post(URL, content=body, headers=signed(body)), 400)
     # Not UTF-8: SendGrid signs text, so such a body cannot be one of its posts.
     body = b"\xff\xfe[]"
