@@ -35,6 +35,11 @@ def policy_from(settings: Settings) -> DispatchPolicy:
         retry_base=timedelta(seconds=settings.retry_base),
         retry_max=timedelta(seconds=settings.retry_max),
         error_budget=settings.error_budget,
+        unknown_retry_after=(
+            timedelta(seconds=settings.unknown_retry_after)
+            if settings.sendgrid_webhook_public_key
+            else None
+        ),
     )
 
 

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         ge=0,
         description="refuse signed batches older than this, seconds (0: no age check)",
     )
+    unknown_retry_after: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds an unknown send waits for a webhook event before it is retried once",
+    )
     checkout_webhook_secret: str | None = Field(
         default=None, description="HMAC key of POST /webhooks/checkout"
     )

@@ -36,11 +36,15 @@ def record_event(
     product: str | None = None,
     send_id: int | None = None,
     payload: dict[str, Any] | None = None,
+    machine: bool = False,
+    user_agent: str | None = None,
 ) -> bool:
     """Store one event; False when an event with this id was already recorded.
 
     ``kind`` is an :class:`EventKind` or its value; a provider's own word
     (``open``, ``spamreport``) is refused: translate it where it comes in.
+    ``machine`` marks an open or click most likely made by a scanner or a
+    privacy proxy; ``user_agent`` is cut to its column's 500 characters.
     """
     try:
         checked = EventKind(kind)
@@ -60,6 +64,8 @@ def record_event(
             "occurred_at": occurred_at,
             "received_at": received_at,
             "payload": payload or {},
+            "machine": machine,
+            "user_agent": user_agent[:500] if user_agent else None,
         },
     )
     if inserted and checked in ENDING_EVENTS and subscriber_id is not None:

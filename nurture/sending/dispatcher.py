@@ -48,6 +48,7 @@ from nurture.core.planner import (
 from nurture.core.vocabulary import SendStatus
 from nurture.sending.ratelimit import RateLimiter
 from nurture.sending.sender import DispatchHalted, DispatchPolicy, DispatchReport, Sender
+from nurture.sending.unconfirmed import retry_unconfirmed
 from nurture.store import batches, queries
 from nurture.transports.base import OutgoingEmail, Transport
 
@@ -140,9 +141,15 @@ class Dispatcher:
 
     def reconcile(self, now: datetime) -> int:
         """Rows of enrollments whose claim expired: ``reserved`` ones become
-        ``unknown``, ``queued`` ones due again. Returns how many became unknown."""
+        ``unknown``, ``queued`` ones due again; with an event webhook, an
+        ``unknown`` one no event confirmed is retried once (see
+        :mod:`nurture.sending.unconfirmed`). Returns how many became unknown."""
         with self.engine.begin() as conn:
             unknown, again = batches.reconcile(conn, now)
+        window = self.sender.policy.unknown_retry_after
+        if window is not None:
+            with self.engine.begin() as conn:
+                retry_unconfirmed(conn, now, window)
         if unknown:
             log.warning("reconcile: %d send(s) interrupted mid-flight marked unknown", unknown)
         if again:

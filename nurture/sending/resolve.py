@@ -31,7 +31,7 @@ from nurture.errors import NurtureError
 from nurture.store import resolve as store
 from nurture.store.resolve import UnknownSend
 
-__all__ = ["Resolution", "ResolveError", "resolve_sends"]
+__all__ = ["Resolution", "ResolveError", "resend_problem", "resolve_sends"]
 
 
 class Resolution(StrEnum):
@@ -63,7 +63,8 @@ def _targets(conn: Connection, refs: Sequence[str]) -> tuple[list[UnknownSend], 
     return found, [ref for ref in refs if ref not in known]
 
 
-def _resend_problem(conn: Connection, send: UnknownSend) -> str | None:
+def resend_problem(conn: Connection, send: UnknownSend) -> str | None:
+    """Why ``send`` cannot be sent again, or None when it can."""
     if store.later_decisions(conn, send):
         return (
             f"send {send.id} ({send.step_id}): a later step of this enrollment was already "
@@ -120,7 +121,7 @@ def resolve_sends(
                 problem
                 for send in targets
                 if send.status == SendStatus.UNKNOWN
-                and (problem := _resend_problem(conn, send)) is not None
+                and (problem := resend_problem(conn, send)) is not None
             ]
         if problems:
             raise ResolveError("nothing was changed:\n" + "\n".join(problems))

@@ -78,6 +78,9 @@ class DispatchPolicy:
     retry_base: timedelta = timedelta(minutes=1)
     retry_max: timedelta = timedelta(hours=6)
     error_budget: int = 20  # failures in a row that pause a sequence
+    # How long an ``unknown`` send waits for a provider event before reconcile
+    # retries it once; None (no event webhook configured): never.
+    unknown_retry_after: timedelta | None = None
 
 
 @dataclass
