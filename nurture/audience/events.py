@@ -36,11 +36,15 @@ def record_event(
     product: str | None = None,
     send_id: int | None = None,
     payload: dict[str, Any] | None = None,
+    machine: bool = False,
+    user_agent: str | None = None,
 ) -> bool:
     """Store one event; False when an event with this id was already recorded.
 
     ``kind`` is an :class:`EventKind` or its value; a provider's own word
     (``open``, ``spamreport``) is refused: translate it where it comes in.
+    ``machine`` marks a click or open a scanner or proxy most likely made (see
+    :mod:`nurture.core.engagement`): kept, but not counted as engagement.
     """
     try:
         checked = EventKind(kind)
@@ -60,6 +64,8 @@ def record_event(
             "occurred_at": occurred_at,
             "received_at": received_at,
             "payload": payload or {},
+            "machine": machine,
+            "user_agent": None if user_agent is None else user_agent[:500],
         },
     )
     if inserted and checked in ENDING_EVENTS and subscriber_id is not None:
