@@ -32,9 +32,6 @@ _HREF = re.compile(
     r'(<(?:a|area)\b(?:\s+[^\s"\'>/=]+(?:="[^"]*")?)*?\s+href=")([^"]*)(")', re.IGNORECASE
 )
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
-# What may follow a URL in text for it to be the whole URL: space, a closing
-# bracket or quote, the end, or sentence punctuation before space or the end.
-_URL_END = r"(?=[\s)\]>\"']|$|[.,;:!?](?:\s|$))"
 
 
 def trackable(url: str, untracked: Collection[str]) -> bool:
@@ -71,13 +68,30 @@ def track_links(
 
 
 def _text_with(text: str, made: dict[str, str]) -> str:
-    present = [url for url in made if url in text]
-    if not present:
-        return text
-    # Longest first, so a URL that starts another is not matched inside it.
-    ordered = sorted(present, key=len, reverse=True)
-    pattern = re.compile(f"(?<![\\w/])(?:{'|'.join(map(re.escape, ordered))}){_URL_END}")
-    return pattern.sub(lambda found: made[found.group(0)], text)
+    # Longest first, so a URL that starts another is not replaced inside it.
+    # Plain searches, not a regular expression built per email: the offer
+    # link differs in every email, and compiling costs more than the search.
+    for url in sorted((url for url in made if url in text), key=len, reverse=True):
+        out: list[str] = []
+        start = 0
+        while (at := text.find(url, start)) >= 0:
+            end = at + len(url)
+            out += (text[start:at], made[url]) if _whole(text, at, end) else (text[start:end],)
+            start = end
+        out.append(text[start:])
+        text = "".join(out)
+    return text
+
+
+def _whole(text: str, at: int, end: int) -> bool:
+    """Whether ``text[at:end]`` is a whole URL: not inside a longer word or path,
+    and followed by space, a closing bracket or quote, sentence punctuation
+    before space, or the end."""
+    if at > 0 and (text[at - 1].isalnum() or text[at - 1] in "_/"):
+        return False
+    if end == len(text) or text[end].isspace() or text[end] in ")]>\"'":
+        return True
+    return text[end] in ".,;:!?" and (end + 1 == len(text) or text[end + 1].isspace())
 
 
 def pixel_tag(url: str) -> str:
