@@ -10,6 +10,7 @@ nothing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,17 +71,20 @@ def record_click(
     now: datetime,
 ) -> Recorded:
     """Record a click on ``url`` in send ``key``'s email (nothing when the send
-    is gone); earlier clicks of the same scanner burst are marked machine too."""
+    is gone); earlier clicks of the same scanner burst are marked machine too.
+
+    The click is written before the other clicks on the email are read, and on
+    PostgreSQL under a lock on the send row: concurrent clicks on one email
+    (a scanner following every link at once) are judged one after the other,
+    each seeing those before it.
+    """
     with engine.begin() as conn:
-        send = send_by_key(conn, key)
+        send = send_by_key(conn, key, lock=True)
         if send is None:
             return Recorded(key, None)
-        earlier = [
-            EarlierClick(row.id, row.occurred_at, str((row.payload or {}).get("url", "")))
-            for row in clicks_between(conn, send.id, now - BURST, now + BURST)
-        ]
         hit = Hit("click", method, user_agent, now, send.sent_at, url)
-        verdict = judge(hit, earlier)
+        alone = judge(hit)
+        event_id = f"nurture:click:{uuid.uuid4().hex}"
         record_event(
             conn,
             kind=EventKind.CLICKED,
@@ -90,11 +94,23 @@ def record_click(
             step_id=send.step_id,
             occurred_at=now,
             received_at=now,
+            provider_event_id=event_id,
             payload={"url": url, "method": method.upper()},
-            machine=verdict.machine,
+            machine=alone.machine,
             user_agent=user_agent,
         )
-        mark_machine(conn, verdict.also_machine)
+        own: list[int] = []
+        earlier: list[EarlierClick] = []
+        for row in clicks_between(conn, send.id, now - BURST, now + BURST):
+            if row.provider_event_id == event_id:
+                own.append(row.id)
+            else:
+                earlier.append(
+                    EarlierClick(row.id, row.occurred_at, str((row.payload or {}).get("url", "")))
+                )
+        verdict = judge(hit, earlier)
+        if verdict.also_machine:
+            mark_machine(conn, [*own, *verdict.also_machine])
     return Recorded(key, verdict)
 
 

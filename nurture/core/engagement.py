@@ -10,7 +10,8 @@ not counted as engagement. A hit is a machine's when:
   library (:data:`MACHINE_AGENTS`; for opens also :data:`PROXY_AGENTS`);
 - it is a ``HEAD`` request (a browser following a link sends ``GET``);
 - it came within :data:`AFTER_SENT` of the email being sent (delivery-time
-  scanning; nobody reads and clicks that fast);
+  scanning; nobody reads and clicks that fast), or before the send was even
+  confirmed (``sent_at`` not yet written: the email is just going out);
 - it is a click that, with the other clicks on the same email within
   :data:`BURST`, hits :data:`BURST_LINKS` or more different links (a scanner
   follows every link at once; the earlier clicks of the burst become machine
@@ -38,10 +39,10 @@ BURST_LINKS = 2
 MACHINE_AGENTS = re.compile(
     r"barracuda|proofpoint|mimecast|safelinks|safe ?links|defender|microsoft office|"
     r"ms-office|msoffice|trendmicro|trend micro|symantec|forcepoint|sophos|fortiguard|"
-    r"(?<!cu)bot\b|bot/|spider|crawl|slurp|scanner|headless|phantomjs|preview|"
+    r"(?<!cu)bot\b|bot/|spider|crawl|slurp|scanner|headless|phantomjs|facebookexternalhit|"
     r"python-requests|python-urllib|python/|aiohttp|httpx|curl|wget|go-http-client|java/|"
     r"okhttp|libwww|apache-httpclient|axios|node-fetch|googleimageproxy|yahoomailproxy|"
-    r"ymailproxy|feedfetcher",
+    r"ymailproxy|feedfetcher|whatsapp/",
     re.IGNORECASE,
 )
 """User agents of link scanners, crawlers, proxies and HTTP libraries."""
@@ -106,7 +107,9 @@ def judge(hit: Hit, earlier: Sequence[EarlierClick] = ()) -> Verdict:
     reason = agent_reason(hit.user_agent, hit.kind)
     if reason is None and hit.method.upper() == "HEAD":
         reason = "HEAD request"
-    if reason is None and hit.sent_at is not None and hit.at - hit.sent_at <= AFTER_SENT:
+    if reason is None and hit.sent_at is None:
+        reason = "before the send was confirmed"
+    elif reason is None and hit.sent_at is not None and hit.at - hit.sent_at <= AFTER_SENT:
         reason = f"within {AFTER_SENT.seconds} s of sending"
     if reason is None and burst:
         reason = f"{len(urls)} links of the email within {BURST.seconds} s"

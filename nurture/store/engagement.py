@@ -16,18 +16,27 @@ from nurture.store.queries import EVENT, SEND
 _SEND_COLUMNS = ("id", "subscriber_id", "sequence_id", "step_id", "sent_at")
 
 
-def send_by_key(conn: Connection, key: str) -> Row[Any] | None:
-    """The ledger row with ``key`` (unique index): what an event on it records."""
+def send_by_key(conn: Connection, key: str, *, lock: bool = False) -> Row[Any] | None:
+    """The ledger row with ``key`` (unique index): what an event on it records.
+
+    ``lock``: on PostgreSQL the row is locked (``FOR UPDATE``) until the
+    transaction ends, so clicks on one email are recorded one at a time and
+    each sees the ones before it (a scanner follows every link at once). SQLite
+    runs one writer at a time anyway: write first, then read.
+    """
     columns = [SEND.c[name] for name in _SEND_COLUMNS]
-    return conn.execute(select(*columns).where(SEND.c.key == key)).first()
+    statement = select(*columns).where(SEND.c.key == key)
+    if lock and conn.dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    return conn.execute(statement).first()
 
 
 def clicks_between(
     conn: Connection, send_id: int, start: datetime, end: datetime
 ) -> list[Row[Any]]:
     """The clicks recorded on one send between ``start`` and ``end`` (inclusive):
-    id, occurred_at and payload (index on event.send_id)."""
-    columns = [EVENT.c[name] for name in ("id", "occurred_at", "payload")]
+    id, provider_event_id, occurred_at and payload (index on event.send_id)."""
+    columns = [EVENT.c[name] for name in ("id", "provider_event_id", "occurred_at", "payload")]
     rows = conn.execute(
         select(*columns)
         .where(

@@ -3,6 +3,7 @@ pixel, the events they record, and ``clicked()`` counting people only."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from nurture.app.runtime import Runtime, build_runtime
 from nurture.app.settings import Settings
+from nurture.audience.engagement import record_click
 from nurture.audience.subscribers import add_subscriber
 from nurture.core.rendering import ComposedEmail
 from nurture.core.rendering.links import hrefs
@@ -306,3 +308,25 @@ def test_the_open_pixel_records_opens_and_always_answers_the_gif(
     assert loop.client.get("/o/" + link.rsplit("/", 1)[1]).content == PIXEL
     assert len(loop.events()) == 2
     loop.runtime.dispatcher.close()
+
+
+def test_a_scanner_following_every_link_at_once_is_caught(loop: Loop) -> None:
+    """Concurrent clicks on one email are judged one after another, so the
+    burst is seen however the requests interleave."""
+    [(_, _, key)] = loop.ledger()
+    urls = [f"https://example.com/page-{number}" for number in range(2)]
+    start = threading.Barrier(len(urls))
+    at = T0 + timedelta(hours=1)
+
+    def click(url: str) -> None:
+        start.wait()
+        record_click(loop.runtime.engine, key, url, method="GET", user_agent=FIREFOX, now=at)
+
+    threads = [threading.Thread(target=click, args=(url,)) for url in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = loop.events()
+    assert sorted(e.payload["url"] for e in events) == urls
+    assert all(e.machine for e in events)

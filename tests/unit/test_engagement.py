@@ -67,9 +67,9 @@ def test_a_head_request_is_a_machine() -> None:
 def test_a_click_within_seconds_of_sending_is_a_machine() -> None:
     assert judge(click(at=SENT + timedelta(seconds=4))).machine
     assert not judge(click(at=SENT + timedelta(minutes=3))).machine
-    # A send with no settle time yet: only the other rules apply.
+    # A send not yet confirmed (no sent_at): the email is just going out.
     unsent = Hit("click", "GET", FIREFOX, SENT, None, "https://example.com/a")
-    assert not judge(unsent).machine
+    assert judge(unsent).reason == "before the send was confirmed"
 
 
 def test_different_links_of_one_email_within_seconds_are_all_machine() -> None:
