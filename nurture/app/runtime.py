@@ -127,6 +127,8 @@ def build_runtime(
         secret_key=settings.secret_key,
         postal_address=settings.postal_address,
         unsubscribe_mailbox=settings.unsubscribe_mailbox,
+        track_clicks=settings.track_clicks,
+        track_opens=settings.track_opens,
     )
     dispatcher = Dispatcher(
         engine,

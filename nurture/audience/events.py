@@ -43,8 +43,8 @@ def record_event(
 
     ``kind`` is an :class:`EventKind` or its value; a provider's own word
     (``open``, ``spamreport``) is refused: translate it where it comes in.
-    ``machine`` marks an open or click most likely made by a scanner or a
-    privacy proxy; ``user_agent`` is cut to its column's 500 characters.
+    ``machine`` marks a click or open a scanner or proxy most likely made (see
+    :mod:`nurture.core.engagement`): kept, but not counted as engagement.
     """
     try:
         checked = EventKind(kind)
@@ -65,7 +65,7 @@ def record_event(
             "received_at": received_at,
             "payload": payload or {},
             "machine": machine,
-            "user_agent": user_agent[:500] if user_agent else None,
+            "user_agent": None if user_agent is None else user_agent[:500],
         },
     )
     if inserted and checked in ENDING_EVENTS and subscriber_id is not None:

@@ -7,15 +7,16 @@ the pure core's :class:`TemplateLibrary`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
 from urllib.parse import quote
 
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
-from nurture.core.rendering import ComposedEmail, Links, TemplateLibrary
+from nurture.core.rendering import ComposedEmail, Links, TemplateLibrary, track
 from nurture.core.subscriber import Subscriber
-from nurture.core.tokens import MANAGE, sign, verify
+from nurture.core.tokens import CLICK, MANAGE, REF, sign, verify
 
 
 def build_links(
@@ -68,6 +69,31 @@ def read_link_token(
     return email, sequence_id
 
 
+def click_url(base_url: str, secret_key: str, key: str, url: str, *, now: datetime) -> str:
+    """The tracked form of ``url`` in the email of send ``key``: ``/c/{token}``,
+    whose signed token names the send and the target (no open redirect)."""
+    token = sign(secret_key, CLICK, {"k": key, "u": url}, now=now)
+    return f"{base_url.rstrip('/')}/c/{token}"
+
+
+def pixel_url(base_url: str, secret_key: str, key: str, *, now: datetime) -> str:
+    """The open-tracking pixel of send ``key``: ``/o/{token}``."""
+    token = sign(secret_key, CLICK, {"k": key, "o": 1}, now=now)
+    return f"{base_url.rstrip('/')}/o/{token}"
+
+
+def offer_ref(secret_key: str, key: str, *, now: datetime) -> str:
+    """The ``nurture_ref`` of send ``key``'s offer link (see :func:`read_ref`)."""
+    return sign(secret_key, REF, {"k": key}, now=now)
+
+
+def read_ref(secret_keys: Sequence[str], ref: str, *, now: datetime) -> str | None:
+    """The send key a ``nurture_ref`` was made for, or None for anything else."""
+    payload = verify(secret_keys, REF, ref, now=now)
+    key = None if payload is None else payload.get("k")
+    return key if isinstance(key, str) else None
+
+
 class Composer:
     """Builds the complete RFC 5322 message for (sequence, step, subscriber)."""
 
@@ -79,8 +105,16 @@ class Composer:
         secret_key: str,
         postal_address: str,
         unsubscribe_mailbox: str | None = None,
+        track_clicks: bool = False,
+        track_opens: bool = False,
     ) -> None:
+        """``track_clicks`` sends the email's links through ``/c/{token}`` and
+        ``track_opens`` adds the pixel (the runtime passes the settings; a
+        preview leaves both off, so it shows the links as written). The offer
+        link carries its ``nurture_ref`` either way."""
         self.library = library
+        self.track_clicks = track_clicks
+        self.track_opens = track_opens
         self.base_url = base_url
         self.secret_key = secret_key
         self.postal_address = postal_address
@@ -98,7 +132,19 @@ class Composer:
             now=now,
             unsubscribe_mailbox=self.unsubscribe_mailbox,
         )
+        links = replace(links, offer_ref=offer_ref(self.secret_key, key, now=now))
         rendered = self.library().render(sequence, step, subscriber, links, self.postal_address)
+        if self.track_clicks or self.track_opens:
+            rendered = track(
+                rendered,
+                tracked=self._tracked(key, now) if self.track_clicks else None,
+                untracked=(links.unsubscribe_url, links.preferences_url),
+                pixel_url=(
+                    pixel_url(self.base_url, self.secret_key, key, now=now)
+                    if self.track_opens
+                    else None
+                ),
+            )
         domain = sequence.sender.email.rpartition("@")[2]
         return ComposedEmail(
             rendered=rendered,
@@ -112,3 +158,7 @@ class Composer:
             message_id=f"<{key}.{step.id}@{domain}>",
             date=now,
         )
+
+    def _tracked(self, key: str, now: datetime) -> Callable[[str], str]:
+        base_url, secret_key = self.base_url, self.secret_key
+        return lambda url: click_url(base_url, secret_key, key, url, now=now)

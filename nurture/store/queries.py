@@ -166,13 +166,18 @@ def events_of(rows: Iterable[Row[Any]]) -> list[core.Event]:
 def load_decision_events(
     conn: Connection, subscriber_ids: Iterable[int], now: datetime
 ) -> dict[int, list[Row[Any]]]:
-    """Engagement, purchases and unsubscribes up to ``now`` (index ix_event_subscriber_kind)."""
+    """Engagement, purchases and unsubscribes up to ``now`` (index ix_event_subscriber_kind).
+
+    Clicks and opens a link scanner or image proxy most likely made
+    (``machine``) are not engagement: ``clicked()`` and ``opened()`` never see them.
+    """
     rows = conn.execute(
         select(EVENT)
         .where(
             EVENT.c.subscriber_id.in_(list(set(subscriber_ids))),
             EVENT.c.kind.in_(DECISION_EVENT_KINDS),
             EVENT.c.occurred_at <= now,
+            EVENT.c.machine.is_(False),
         )
         .order_by(EVENT.c.occurred_at)
     )

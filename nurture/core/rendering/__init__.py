@@ -15,6 +15,8 @@ The rest of nurture imports only what ``__all__`` lists, from here:
   (:meth:`TemplateLibrary.plan`).
 - :class:`Links`: the subscriber's signed URLs, built by the caller.
 - :class:`ComposedEmail`: a rendered email with its envelope, for transports.
+- :func:`track`: an email with its links through click tracking and an open
+  pixel (:func:`track_links` for the links alone).
 
 One module per concept does the work: ``loader`` (locale search path, Jinja
 environment), ``placeholders`` (values as tokens, so costly conversions run once
@@ -38,6 +40,7 @@ from nurture.core.rendering.message import (
     needs_smtputf8,
 )
 from nurture.core.rendering.templates import KeyPath, RenderPlan, TemplateLibrary, render
+from nurture.core.rendering.tracking import track, track_links
 from nurture.core.rendering.validation import (
     SPARSE_SUBSCRIBER,
     Positions,
@@ -61,4 +64,6 @@ __all__ = [
     "needs_smtputf8",
     "render",
     "sparse_warnings",
+    "track",
+    "track_links",
 ]

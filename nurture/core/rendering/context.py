@@ -72,7 +72,9 @@ def template_context(
             "price": offer.price,
             "description": offer.description or "",
             "checkout_url": offer.checkout_url,
-            "url": offer_url(offer.checkout_url, campaign=sequence.id, content=step.id),
+            "url": links.offer(
+                offer_url(offer.checkout_url, campaign=sequence.id, content=step.id)
+            ),
         },
         "unsubscribe_url": links.unsubscribe_url,
         "preferences_url": links.preferences_url,

@@ -21,6 +21,7 @@ from markupsafe import escape
 
 UTM_SOURCE = "nurture"
 UTM_MEDIUM = "email"
+REF_PARAMETER = "nurture_ref"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class Links:
     preferences_url: str
     unsubscribe_mailto: str | None = None
     """``mailto:`` URI for unsubscribing by email, when a mailbox takes requests."""
+    offer_ref: str | None = None
+    """The signed ``nurture_ref`` the offer link carries (the send it came from),
+    so a checkout can report the purchase back."""
+
+    def offer(self, url: str) -> str:
+        """The offer link ``url`` with this email's ``nurture_ref``, when it has one."""
+        return url if self.offer_ref is None else with_query(url, REF_PARAMETER, self.offer_ref)
 
 
 @lru_cache(maxsize=4096)
@@ -54,6 +62,14 @@ def offer_url(checkout_url: str, *, campaign: str, content: str) -> str:
         if key not in present
     ]
     query = "&".join(part for part in (parts.query, urlencode(ours)) if part)
+    return urlunsplit(parts._replace(query=query))
+
+
+def with_query(url: str, name: str, value: str) -> str:
+    """``url`` with ``name=value`` added to its query (kept byte for byte), before
+    any fragment."""
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, urlencode([(name, value)])) if part)
     return urlunsplit(parts._replace(query=query))
 
 
