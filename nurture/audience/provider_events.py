@@ -32,7 +32,6 @@ from typing import Any
 
 from sqlmodel import Session
 
-from nurture.audience.events import record_event
 from nurture.audience.input import InvalidSubscriberError, normalise_email
 from nurture.audience.leaving import block, unsubscribe
 from nurture.core.vocabulary import EventKind, SendStatus, SubscriberStatus
@@ -108,71 +107,124 @@ def _text(payload: Any, key: str) -> str | None:
 def apply_sendgrid_events(
     session: Session, events: Iterable[SendGridEvent], *, now: datetime
 ) -> Applied:
-    """Record and act on one webhook post's events (see the module's docstring)."""
-    applied = Applied()
-    for event in events:
-        applied.received += 1
-        _apply(session, event, now, applied)
+    """Record and act on one webhook post's events (see the module's docstring).
+
+    A post carries up to a few thousand events, so the lookups (ledger rows,
+    subscribers, events already recorded) and the inserts are one query per
+    chunk of a batch; only the events that change something (a confirmation,
+    a block, an unsubscribe) are acted on one by one.
+    """
+    batch = list(events)
+    applied = Applied(received=len(batch))
+    conn = session.connection()
+    by_key = store.sends_by_key(conn, [e.send_id for e in batch if e.send_id is not None])
+    by_message = store.sends_by_message_id(
+        conn,
+        [
+            e.message_id
+            for e in batch
+            if e.message_id is not None and (e.send_id is None or e.send_id not in by_key)
+        ],
+    )
+    planned: list[_Planned] = []
+    seen: set[str] = set()
+    for event in batch:
+        identifier = event_id(event)
+        if identifier in seen:  # the same event twice in one post
+            applied.duplicates += 1
+            continue
+        seen.add(identifier)
+        send = by_key.get(event.send_id) if event.send_id is not None else None
+        if send is None and event.message_id is not None:
+            send = by_message.get(event.message_id)
+        if send is None:
+            applied.unmatched += 1
+        # A time in the future (a wrong clock) is taken as now: an exit is never
+        # recorded before it happened.
+        occurred = event.occurred_at if event.occurred_at and event.occurred_at <= now else now
+        planned.append(_Planned(event, identifier, send, _email(event.email), occurred))
+    ids = store.subscriber_ids_by_email(
+        conn, [p.email for p in planned if p.send is None and p.email is not None]
+    )
+    for item in planned:
+        if item.send is not None:
+            item.subscriber_id = item.send.subscriber_id
+        elif item.email is not None:
+            item.subscriber_id = ids.get(item.email)
+    already = store.recorded_event_ids(conn, [p.identifier for p in planned])
+    fresh = [p for p in planned if p.identifier not in already]
+    inserted = store.insert_new_events(conn, [_row(p, now) for p in fresh])
+    applied.duplicates += len(planned) - len(inserted)
+    applied.recorded += len(inserted)
+    for item in fresh:
+        if item.identifier in inserted:
+            _act(session, item, now, applied)
     session.flush()
     return applied
 
 
-def _apply(session: Session, event: SendGridEvent, now: datetime, applied: Applied) -> None:
-    conn = session.connection()
-    send = store.send_for_event(conn, key=event.send_id, message_id=event.message_id)
-    email = _email(event.email)
-    subscriber_id = send.subscriber_id if send is not None else None
-    if subscriber_id is None and email is not None:
-        subscriber_id = store.subscriber_id_by_email(conn, email)
-    if send is None:
-        applied.unmatched += 1
-    # A time in the future (a wrong clock) is taken as now: an exit is never
-    # recorded before it happened.
-    occurred = event.occurred_at if event.occurred_at and event.occurred_at <= now else now
-    identifier = event_id(event)
-    inserted = record_event(
-        conn,
-        kind=event.kind,
-        subscriber_id=subscriber_id,
-        occurred_at=occurred,
-        received_at=now,
-        provider_event_id=identifier,
-        sequence_id=send.sequence_id if send else _name(event.sequence_id),
-        step_id=send.step_id if send else _name(event.step_id),
-        send_id=send.id if send else None,
-        payload=dict(event.payload),
-        machine=event.machine,
-        user_agent=_text(event.payload, "useragent"),
-    )
-    if not inserted:
-        applied.duplicates += 1
-        return
-    applied.recorded += 1
-    confirms = send is not None and send.status == SendStatus.UNKNOWN
-    if confirms and send is not None and event.kind != EventKind.UNKNOWN:
+@dataclass
+class _Planned:
+    event: SendGridEvent
+    identifier: str
+    send: store.EventSend | None
+    email: str | None
+    occurred: datetime
+    subscriber_id: int | None = None
+
+
+def _row(item: _Planned, now: datetime) -> dict[str, Any]:
+    event, send = item.event, item.send
+    agent = _text(event.payload, "useragent")
+    return {
+        "provider_event_id": item.identifier,
+        "kind": EventKind(event.kind),
+        "subscriber_id": item.subscriber_id,
+        "send_id": send.id if send else None,
+        "sequence_id": send.sequence_id if send else _name(event.sequence_id),
+        "step_id": send.step_id if send else _name(event.step_id),
+        "product": None,
+        "occurred_at": item.occurred,
+        "received_at": now,
+        "payload": dict(event.payload),
+        "machine": event.machine,
+        "user_agent": None if agent is None else agent[:500],
+    }
+
+
+def _act(session: Session, item: _Planned, now: datetime, applied: Applied) -> None:
+    """What a newly recorded event changes: an ``unknown`` send confirmed, an
+    address blocked, a subscriber unsubscribed."""
+    event, send = item.event, item.send
+    if send is not None and send.status == SendStatus.UNKNOWN and event.kind != EventKind.UNKNOWN:
         settled = settle_send(
-            conn,
+            session.connection(),
             send.id,
             status=SendStatus.SENT,
-            resolution=f"as-sent: SendGrid reported it {event.provider_event} ({identifier})",
+            resolution=f"as-sent: SendGrid reported it {event.provider_event} ({item.identifier})",
             by=SOURCE,
             now=now,
         )
         applied.confirmed += int(settled)
-    subscriber = session.get(SubscriberRow, subscriber_id) if subscriber_id is not None else None
     status = _blocking_status(event)
+    unsubscribes = event.kind == EventKind.UNSUBSCRIBED
+    if status is None and not unsubscribes:
+        return
+    subscriber = (
+        session.get(SubscriberRow, item.subscriber_id) if item.subscriber_id is not None else None
+    )
     if status is not None:
-        address = subscriber.email if subscriber is not None else email
+        address = subscriber.email if subscriber is not None else item.email
         if address is not None:
             block(
-                session, address, subscriber, status=status, source=SOURCE, now=occurred,
+                session, address, subscriber, status=status, source=SOURCE, now=item.occurred,
                 reason=_reason(event),
             )  # fmt: skip
             applied.blocked += 1
-    elif event.kind == EventKind.UNSUBSCRIBED and subscriber is not None:
+    elif subscriber is not None:
         left = unsubscribe(
-            session, subscriber, now=occurred, via=SOURCE,
-            payload={"provider_event_id": identifier, "event": event.provider_event},
+            session, subscriber, now=item.occurred, via=SOURCE,
+            payload={"provider_event_id": item.identifier, "event": event.provider_event},
         )  # fmt: skip
         if left.changed:
             applied.unsubscribed += 1

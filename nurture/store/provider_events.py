@@ -7,10 +7,14 @@ Nothing here commits: the caller owns the transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Table, and_, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from nurture.core.vocabulary import EventKind, SendStatus
@@ -19,9 +23,14 @@ from nurture.store.tables import EventRow, SendRow, SubscriberRow
 __all__ = [
     "DELIVERY_KINDS",
     "EventSend",
+    "insert_new_events",
     "last_delivery_event",
+    "recorded_event_ids",
     "send_for_event",
+    "sends_by_key",
+    "sends_by_message_id",
     "subscriber_id_by_email",
+    "subscriber_ids_by_email",
     "unconfirmed_sends",
 ]
 
@@ -118,3 +127,82 @@ def unconfirmed_sends(conn: Connection, *, before: datetime) -> list[tuple[int, 
         .order_by(SEND.c.id)
     )
     return [(int(row.id), row.since) for row in rows]
+
+
+# --------------------------------------------------------------------------- batches
+# One webhook post carries up to a few thousand events: each lookup below is
+# one query per chunk of values, not one per event.
+
+_CHUNK = 500
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+def sends_by_key(conn: Connection, keys: Iterable[str]) -> dict[str, EventSend]:
+    """The ledger rows with these send ids (our ``nurture_send_id``), by key."""
+    wanted = sorted({key for key in keys if len(key) <= 32})
+    found: dict[str, EventSend] = {}
+    for chunk in _chunks(wanted):
+        for row in conn.execute(select(*_COLUMNS).where(SEND.c.key.in_(chunk))):
+            found[row.key] = EventSend(**row._mapping)
+    return found
+
+
+def sends_by_message_id(conn: Connection, message_ids: Iterable[str]) -> dict[str, EventSend]:
+    """The ledger rows the provider answered these message ids for (the first
+    row of each), by message id."""
+    wanted = sorted({value for value in message_ids if len(value) <= 200})
+    found: dict[str, EventSend] = {}
+    for chunk in _chunks(wanted):
+        rows = conn.execute(
+            select(SEND.c.provider_message_id, *_COLUMNS)
+            .where(SEND.c.provider_message_id.in_(chunk))
+            .order_by(SEND.c.id)
+        )
+        for row in rows:
+            values = dict(row._mapping)
+            found.setdefault(values.pop("provider_message_id"), EventSend(**values))
+    return found
+
+
+def subscriber_ids_by_email(conn: Connection, emails: Iterable[str]) -> dict[str, int]:
+    """The ids of the subscribers stored under these (normalised) addresses."""
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(emails))):
+        rows = conn.execute(
+            select(SUBSCRIBER.c.email, SUBSCRIBER.c.id).where(SUBSCRIBER.c.email.in_(chunk))
+        )
+        found.update({row.email: int(row.id) for row in rows})
+    return found
+
+
+def recorded_event_ids(conn: Connection, event_ids: Iterable[str]) -> set[str]:
+    """Those of ``event_ids`` already recorded."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(event_ids))):
+        rows = conn.execute(
+            select(EVENT.c.provider_event_id).where(EVENT.c.provider_event_id.in_(chunk))
+        )
+        found.update(row.provider_event_id for row in rows)
+    return found
+
+
+def insert_new_events(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert event rows whose ``provider_event_id`` is not yet recorded; the
+    ids inserted. A concurrent post inserting the same event first wins, and
+    this one skips it (insert ... on conflict do nothing)."""
+    if not rows:
+        return set()
+    insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    statement = (
+        insert(EVENT)
+        .on_conflict_do_nothing(index_elements=[EVENT.c.provider_event_id])
+        .returning(EVENT.c.provider_event_id)
+    )
+    inserted: set[str] = set()
+    for start in range(0, len(rows), _CHUNK):
+        result = conn.execute(statement, rows[start : start + _CHUNK])
+        inserted.update(row.provider_event_id for row in result)
+    return inserted
