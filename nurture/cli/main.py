@@ -42,6 +42,7 @@ from nurture.cli.subscribers import (
     subscribers_app,
     unenroll_command,
 )
+from nurture.cli.tokens import tokens_app
 from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence
 from nurture.core.places import check_timezone
@@ -373,6 +374,7 @@ app.command(
 )(init_command)
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sends_app, name="sends")
+app.add_typer(tokens_app, name="tokens")
 app.command("enroll", epilog=ENROLL_EXAMPLES)(enroll_command)
 app.command("unenroll", epilog=UNENROLL_EXAMPLES)(unenroll_command)
 register_engine_commands(app)

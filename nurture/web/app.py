@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from nurture.app.runtime import Runtime
 from nurture.app.worker import Worker, WorkerHealth
 from nurture.store.heartbeat import check_database, worker_ticks
+from nurture.web import api
 from nurture.web.common import add_security_headers
 
 _ERROR_KIND = re.compile(r"([A-Za-z_][\w.]*): ")
@@ -122,4 +123,5 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
         return JSONResponse(body, status_code=200)
 
     # The web loop's routes, one module each.
+    app.include_router(api.routes(runtime))
     return app
