@@ -153,7 +153,9 @@ def _triggers(sequences: Mapping[str, LoadedSequence]) -> str:
         trigger = sequences[sequence_id].sequence.trigger
         if trigger is None:
             continue
-        if not trigger.tags:
+        if not trigger.on_subscribe:
+            needs.append(f"{sequence_id} starts on the app event {trigger.event}")
+        elif not trigger.tags:
             needs.append(f"{sequence_id} takes every new subscriber")
         else:
             noun = "tag" if len(trigger.tags) == 1 else "tags"
@@ -655,9 +657,9 @@ def erase_command(
     app = _app(ctx)
     with errors():
         address = normalise_email(email)
-    if not yes and not typer.confirm(f"Erase everything held about {address}?", err=True):
-        raise fail("nothing erased")
-    with errors(), _store(app) as session:
+    with errors(), _store(app) as session:  # a folder with no project fails here, first
+        if not yes and not typer.confirm(f"Erase everything held about {address}?", err=True):
+            raise fail("nothing erased")
         erasure = erase_personal_data(session, address, app.now())
         session.commit()
     if not erasure.found:
