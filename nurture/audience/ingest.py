@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +47,7 @@ from nurture.store import audience as audience_store
 from nurture.store.tables import AppEventRow, EnrollmentRow, SubscriberRow
 
 __all__ = [
+    "CLOCK_SKEW",
     "EVENT_LIMITS",
     "Ingested",
     "RecordedEvent",
@@ -61,6 +62,9 @@ EVENT_LIMITS = {"event_id": 200, "properties": 50, "properties_json": 8000, "val
 properties as JSON, and one string in them."""
 
 _EVENT_NAME = re.compile(TRIGGER_EVENT_PATTERN)
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a caller's timestamp may be (its clock may run ahead of ours)."""
 
 
 class UnknownSubscriberError(NurtureError):
@@ -97,7 +101,7 @@ def ingest_subscriber(
     ``consent_at`` (when the caller collected the consent, not after ``now``)
     is recorded instead of ``now`` when this call records the consent.
     """
-    if consent_at is not None and consent_at > now:
+    if consent_at is not None and consent_at > now + CLOCK_SKEW:
         raise InvalidSubscriberError("consent.at is in the future")
     created = audience_store.subscriber_by_email(session, data.email) is None
     result = upsert_subscribers(
@@ -110,7 +114,7 @@ def ingest_subscriber(
     )
     row = result.rows[0]
     if consent_at is not None and row.consent_at == now:
-        row.consent_at = consent_at
+        row.consent_at = min(consent_at, now)
         session.flush()
     return Ingested(row, created, result.enrollments, is_suppressed(session, row.email))
 
@@ -171,7 +175,7 @@ def record_app_event(
     (nothing is written either way).
     """
     stored = check_event(name, event_id, properties)
-    if occurred_at is not None and occurred_at > now:
+    if occurred_at is not None and occurred_at > now + CLOCK_SKEW:
         raise InvalidSubscriberError("occurred_at is in the future")
     existing = store.app_event_by_id(session, event_id)
     if existing is not None:
@@ -186,7 +190,7 @@ def record_app_event(
         "subscriber_id": subscriber.id,
         "name": name,
         "properties": stored,
-        "occurred_at": occurred_at or now,
+        "occurred_at": min(occurred_at, now) if occurred_at is not None else now,
         "received_at": now,
     }
     try:
