@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from nurture.app.clock import FixedClock
 from nurture.app.runtime import Runtime, build_runtime
 from nurture.audience.tokens import create_token
+from nurture.store import planning
 from nurture.store.db import session_factory
 from nurture.store.tables import (
     ApiTokenRow,
@@ -234,6 +235,9 @@ def test_an_event_enrolls_once_and_its_properties_reach_the_first_email(api: Api
             .one()
         )
         assert trial.trigger_properties == {"plan": "pro"}
+    with api.engine.connect() as conn:  # what `nurture plan` reads of live enrollments
+        live = {e.sequence_id: e for e in planning.enrollments_of(conn, "karin@example.com", NOW)}
+        assert live["trial"].view.trigger_properties == {"plan": "pro"}
 
     report = api.runtime.dispatcher.dispatch(NOW)
     assert report.sent == 2  # the sales-process welcome and the trial's first email
