@@ -48,8 +48,10 @@ __all__ = [
     "EnrollmentError",
     "enroll",
     "enroll_matching",
+    "enroll_on_event",
     "enroll_where_triggered",
     "ensure_mailable",
+    "triggered_by_event",
     "triggered_on_subscribe",
     "unenroll",
     "with_last_good",
@@ -68,6 +70,16 @@ def triggered_on_subscribe(loaded: LoadedSequence, tags: Iterable[str]) -> bool:
     """
     trigger = loaded.sequence.trigger
     if trigger is None or trigger.event != "subscribed":
+        return False
+    wanted = {normalise_tag(tag) for tag in trigger.tags}
+    return wanted.issubset(normalise_tag(tag) for tag in tags)
+
+
+def triggered_by_event(loaded: LoadedSequence, name: str, tags: Iterable[str]) -> bool:
+    """Whether the app event ``name`` starts ``loaded`` for a subscriber with ``tags``
+    (its trigger names the event, and its tags are all present)."""
+    trigger = loaded.sequence.trigger
+    if trigger is None or trigger.on_subscribe or trigger.event != name:
         return False
     wanted = {normalise_tag(tag) for tag in trigger.tags}
     return wanted.issubset(normalise_tag(tag) for tag in tags)
@@ -172,6 +184,45 @@ def enroll_where_triggered(
     if not values:
         return []
     _remember_versions(session, auto, now)
+    return store.insert_enrollments(session, values)
+
+
+def enroll_on_event(
+    session: Session,
+    subscriber: SubscriberRow,
+    name: str,
+    properties: Mapping[str, Any],
+    sequences: Mapping[str, LoadedSequence],
+    now: datetime,
+) -> list[EnrollmentRow]:
+    """Enroll ``subscriber`` in every enabled sequence whose trigger is the app
+    event ``name``, with ``properties`` kept as the enrollment's
+    ``trigger_properties``.
+
+    The rules of enrollment on subscribe hold: only an active subscriber whose
+    address is not suppressed, and never in a sequence they were ever enrolled
+    in (a second ``trial_started`` does not start the trial sequence again).
+    """
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        return []
+    sequences = with_last_good(session, sequences)
+    wanted = [
+        sequences[key]
+        for key in sorted(sequences)
+        if sequences[key].sequence.enabled
+        and triggered_by_event(sequences[key], name, subscriber.tags)
+    ]
+    if not wanted or is_suppressed(session, subscriber.email):
+        return []
+    ever = store.enrolled_pairs(session, [subscriber.id])
+    values = [
+        {**_enrollment_values(subscriber, loaded, now), "trigger_properties": dict(properties)}
+        for loaded in wanted
+        if (subscriber.id, loaded.sequence.id) not in ever
+    ]
+    if not values:
+        return []
+    _remember_versions(session, wanted, now)
     return store.insert_enrollments(session, values)
 
 

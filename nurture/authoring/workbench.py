@@ -55,7 +55,7 @@ def condition_problems(loaded: LoadedSequence, samples: list[Subscriber]) -> lis
                 context = sample.template_context(sequence.locale, sequence.timezone)
                 for engagement in (Engagement(), engaged):
                     try:
-                        condition.evaluate(context, engagement)
+                        condition.evaluate(context, engagement, sample.trigger_context())
                     except ConditionError as exc:
                         message = f"when of step {step.id!r} fails for {sample.email}: {exc}"
                         where = ("steps", index, "when")

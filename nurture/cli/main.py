@@ -43,10 +43,11 @@ from nurture.cli.subscribers import (
     subscribers_app,
     unenroll_command,
 )
+from nurture.cli.tokens import tokens_app
 from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence
 from nurture.core.places import check_timezone
-from nurture.core.samples import read_subscribers
+from nurture.core.samples import read_subscribers, samples_for
 from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import early_engagement, simulate, unknown_step
 from nurture.core.subscriber import Subscriber
@@ -217,6 +218,22 @@ def validate(
     out.print(Text.assemble(("ok", "green"), safe(f": {result.files} file(s), sequences: {names}")))
 
 
+def _default_subscriber(loaded: LoadedSequence) -> Subscriber:
+    """Who ``simulate`` follows without ``--data``: for a sequence an app event
+    starts, its first sample (which declares the event's properties)."""
+    seq = loaded.sequence
+    if seq.trigger is not None and not seq.trigger.on_subscribe:
+        with errors():
+            samples = samples_for(seq, loaded.path)
+        if samples:
+            return samples[0]
+    return Subscriber(
+        email="subscriber@example.com",
+        name="Sam Sample",
+        tags=tuple(seq.trigger.tags) if seq.trigger else (),
+    )
+
+
 def _one_subscriber(data: Path | None, ctx: typer.Context) -> Subscriber | None:
     if data is None:
         return None
@@ -305,11 +322,7 @@ def simulate_command(
     with errors():
         loaded = find_sequence(settings, ctx.obj.folder, sequence)
     seq = loaded.sequence
-    subscriber = _one_subscriber(data, ctx) or Subscriber(
-        email="subscriber@example.com",
-        name="Sam Sample",
-        tags=tuple(seq.trigger.tags) if seq.trigger else (),
-    )
+    subscriber = _one_subscriber(data, ctx) or _default_subscriber(loaded)
     if tz is not None:
         try:
             check_timezone(tz)  # the check subscribers and sequence files get
@@ -375,6 +388,7 @@ app.command(
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sends_app, name="sends")
 app.add_typer(events_app, name="events")
+app.add_typer(tokens_app, name="tokens")
 app.command("enroll", epilog=ENROLL_EXAMPLES)(enroll_command)
 app.command("unenroll", epilog=UNENROLL_EXAMPLES)(unenroll_command)
 register_engine_commands(app)

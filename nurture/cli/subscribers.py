@@ -30,7 +30,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from nurture.app.settings import Settings
-from nurture.cli.console import EXIT_FAILED, err, errors, examples, fail, out, safe
+from nurture.cli.console import EXIT_FAILED, err, errors, examples, fail, out, print_json, safe
 from nurture.core.loader import LoadedSequence, Sequences
 from nurture.core.simulation import simulate
 from nurture.core.vocabulary import SubscriberStatus
@@ -153,7 +153,9 @@ def _triggers(sequences: Mapping[str, LoadedSequence]) -> str:
         trigger = sequences[sequence_id].sequence.trigger
         if trigger is None:
             continue
-        if not trigger.tags:
+        if not trigger.on_subscribe:
+            needs.append(f"{sequence_id} starts on the app event {trigger.event}")
+        elif not trigger.tags:
             needs.append(f"{sequence_id} takes every new subscriber")
         else:
             noun = "tag" if len(trigger.tags) == 1 else "tags"
@@ -641,3 +643,68 @@ def unenroll_command(
         unenroll(session, row, sequence, app.now(), reason=reason)
         session.commit()
     _say(f"Unenrolled {row.email} from {sequence}")
+
+
+# --------------------------------------------------------------------------- personal data
+
+
+@subscribers_app.command(
+    "export",
+    epilog=examples(
+        "nurture subscribers export karin@example.com > karin.json",
+    ),
+)
+def export_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The person's address.")],
+) -> None:
+    """Print everything held about a person as JSON (a subject access request).
+
+    The subscriber (consent included), enrollments, sends (subjects and
+    outcomes, no bodies), events, purchases, app events and suppression entries.
+    """
+    from nurture.audience.personal_data import export_personal_data
+
+    app = _app(ctx)
+    with errors(), _store(app) as session:
+        data = export_personal_data(session, email)
+    if data is None:
+        raise fail(f"nothing is held about {email.strip()!r}")
+    print_json(data)
+
+
+@subscribers_app.command(
+    "erase",
+    epilog=examples(
+        "nurture subscribers erase karin@example.com",
+        "nurture subscribers erase karin@example.com --yes",
+    ),
+)
+def erase_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The person's address.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase a person's data (the right to erasure); the address stays suppressed.
+
+    Deletes the subscriber, their enrollments, sends, events and app events;
+    keeps their purchases with no link to them. The address is replaced on the
+    suppression list by its SHA-256, so it is never mailed again, even if it is
+    added or imported later. This cannot be undone: export first if needed.
+    """
+    from nurture.audience.personal_data import erase_personal_data
+    from nurture.audience.subscribers import normalise_email
+
+    app = _app(ctx)
+    with errors():
+        address = normalise_email(email)
+    with errors(), _store(app) as session:  # a folder with no project fails here, first
+        if not yes and not typer.confirm(f"Erase everything held about {address}?", err=True):
+            raise fail("nothing erased")
+        erasure = erase_personal_data(session, address, app.now())
+        session.commit()
+    if not erasure.found:
+        _say(f"No subscriber {erasure.address}; its hash is on the suppression list")
+        return
+    done = ", ".join(f"{what.replace('_', ' ')} {count}" for what, count in erasure.counts.items())
+    _say(f"Erased {erasure.address} ({done}); its hash is on the suppression list")

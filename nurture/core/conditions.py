@@ -35,7 +35,7 @@ from nurture.core.undefined import explain_undefined
 
 _ENV = BudgetedSandbox(undefined=StrictUndefined)
 ENGAGEMENT_FUNCTIONS = ("opened", "clicked")
-CONDITION_NAMES = ("subscriber", "converted", *ENGAGEMENT_FUNCTIONS)
+CONDITION_NAMES = ("subscriber", "trigger", "converted", *ENGAGEMENT_FUNCTIONS)
 """The names a condition can use (Jinja's own globals, ``range`` and the like, work too)."""
 # `subscriber` is a dict: its read-only methods work as in Python.
 _SUBSCRIBER_METHODS = frozenset({"get", "keys", "values", "items"})
@@ -67,10 +67,20 @@ class Condition:
     referenced_steps: tuple[str, ...]
     _compiled: Callable[..., Any]
 
-    def evaluate(self, subscriber: dict[str, Any], engagement: Engagement) -> bool:
-        """Evaluate to a bool; any failure raises ConditionError with the reason."""
+    def evaluate(
+        self,
+        subscriber: dict[str, Any],
+        engagement: Engagement,
+        trigger: dict[str, Any] | None = None,
+    ) -> bool:
+        """Evaluate to a bool; any failure raises ConditionError with the reason.
+
+        ``trigger`` is ``{"properties": {...}}`` of the app event that started
+        the enrollment (empty properties when none did).
+        """
         scope = {
             "subscriber": subscriber,
+            "trigger": trigger if trigger is not None else {"properties": {}},
             "opened": lambda step_id: step_id in engagement.opened,
             "clicked": lambda step_id: step_id in engagement.clicked,
             "converted": engagement.converted,

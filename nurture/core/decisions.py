@@ -318,7 +318,9 @@ def decide_next_step(
     if step.when is not None:
         context = subscriber.template_context(sequence.locale, sequence.timezone)
         try:
-            passed = compile_condition(step.when).evaluate(context, engagement_from(seen))
+            passed = compile_condition(step.when).evaluate(
+                context, engagement_from(seen), subscriber.trigger_context()
+            )
         except ConditionError as exc:
             return Hold(step, due.at, f"condition {step.when!r} failed: {exc}")
         if not passed:

@@ -284,11 +284,24 @@ def merge_brands(own: Brand | None, project: Brand | None) -> Brand | None:
     return Brand.model_construct(**inherited, **taken)
 
 
-class Trigger(_Strict):
-    """Who is enrolled automatically: on ``event`` when they carry every tag."""
+TRIGGER_EVENT_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
+"""What an app event's name may be (``trial_started``); also checked by the API."""
 
-    event: Literal["subscribed"] = "subscribed"
+
+class Trigger(_Strict):
+    """Who is enrolled automatically: on ``event`` when they carry every tag.
+
+    ``subscribed`` (the default) enrolls on sign-up or import; any other name
+    (``trial_started``) is an app event posted to ``POST /api/v1/events``, whose
+    properties templates and ``when`` conditions read as ``trigger.properties``.
+    """
+
+    event: str = Field(default="subscribed", pattern=TRIGGER_EVENT_PATTERN)
     tags: list[str] = Field(default_factory=list)
+
+    @property
+    def on_subscribe(self) -> bool:
+        return self.event == "subscribed"
 
 
 @lru_cache(maxsize=256)

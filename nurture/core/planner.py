@@ -23,9 +23,9 @@ step, and the plan asks for the sequence to be paused
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from nurture.core.decisions import (
     Action,
@@ -65,6 +65,8 @@ class ClaimedEnrollment:
     sequence_id: str
     position: str | None
     enrolled_at: datetime
+    trigger_properties: Mapping[str, Any] | None = None
+    """The properties of the app event that started it (``trigger.properties``)."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,10 @@ def plan_batch(
     plan = BatchPlan()
     for enrollment in batch.enrollments:
         recipient = batch.recipients[enrollment.subscriber_id]
+        if enrollment.trigger_properties:
+            # The view is one enrollment's: its trigger's properties with it.
+            view = replace(recipient.view, trigger_properties=dict(enrollment.trigger_properties))
+            recipient = replace(recipient, view=view)
         _plan_one(
             plan,
             enrollment,

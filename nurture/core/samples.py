@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,15 @@ from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, SequenceError
 
 
+class SampleTrigger(BaseModel):
+    """The app event a sample subscriber was enrolled by (``trigger.properties``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
 class SampleSubscriber(BaseModel):
     """One subscriber in a ``<sequence>.sample.yaml`` or ``--data`` file."""
 
@@ -28,9 +38,14 @@ class SampleSubscriber(BaseModel):
     timezone: str | None = None
     tags: list[str] = Field(default_factory=list)
     attributes: dict[str, Any] = Field(default_factory=dict)
+    trigger: SampleTrigger | None = None
+    """For a sequence triggered by an app event: that event, as if it was posted."""
 
     def to_subscriber(self) -> Subscriber:
-        return Subscriber.of(self)
+        subscriber = Subscriber.of(self)
+        if self.trigger is None:
+            return subscriber
+        return replace(subscriber, trigger_properties=dict(self.trigger.properties))
 
 
 def builtin_samples(sequence: Sequence) -> list[Subscriber]:

@@ -45,6 +45,9 @@ class Subscriber:
     timezone: str | None = None
     tags: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
+    trigger_properties: Mapping[str, Any] = field(default_factory=dict)
+    """The properties of the app event that started this enrollment (one
+    enrollment's view: ``trigger.properties`` in templates and conditions)."""
 
     @classmethod
     def of(cls, row: SubscriberFields) -> Subscriber:
@@ -77,3 +80,7 @@ class Subscriber:
             "tags": list(self.tags),
             "attributes": dict(self.attributes),
         }
+
+    def trigger_context(self) -> dict[str, Any]:
+        """The ``trigger`` object templates and ``when`` expressions see."""
+        return {"properties": dict(self.trigger_properties)}

@@ -94,9 +94,13 @@ def sends_of(session: Session, subscriber_id: int | None) -> list[SendRow]:
 
 
 def suppressed_emails(session: Session, emails: Iterable[str]) -> set[str]:
-    """Those of ``emails`` (normalised) that are on the suppression list."""
-    query = select(SuppressionRow.email).where(col(SuppressionRow.email).in_(list(emails)))
-    return set(session.exec(query))
+    """Those of ``emails`` (normalised) that are on the suppression list, as
+    written or hashed by an erasure (:func:`nurture.store.queries.hashed_address`)."""
+    keys = queries.suppression_keys(emails)
+    if not keys:
+        return set()
+    query = select(SuppressionRow.email).where(col(SuppressionRow.email).in_(list(keys)))
+    return {keys[key] for key in session.exec(query)}
 
 
 # --------------------------------------------------------------------------- enrollments

@@ -69,7 +69,14 @@ def state_of(enrolled_at: datetime, rows: Iterable[Any]) -> EnrollmentState:
 def load_batch(conn: Connection, ids: Sequence[int], now: datetime) -> BatchInput:
     """What the planner needs about these claimed enrollments, as plain values."""
     enrollments = [
-        ClaimedEnrollment(row.id, row.subscriber_id, row.sequence_id, row.position, row.enrolled_at)
+        ClaimedEnrollment(
+            row.id,
+            row.subscriber_id,
+            row.sequence_id,
+            row.position,
+            row.enrolled_at,
+            row.trigger_properties,
+        )
         for row in load_enrollments(conn, ids)
     ]
     subscribers = load_subscribers(conn, (e.subscriber_id for e in enrollments))

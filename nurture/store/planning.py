@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -81,7 +81,7 @@ def _enrollment_query(where: ColumnElement[bool]) -> Any:
         select(
             enrollment.c.id, enrollment.c.subscriber_id, enrollment.c.sequence_id,
             enrollment.c.sequence_version, enrollment.c.status, enrollment.c.position,
-            enrollment.c.enrolled_at, enrollment.c.next_due_at,
+            enrollment.c.enrolled_at, enrollment.c.next_due_at, enrollment.c.trigger_properties,
             subscriber.c.email, subscriber.c.status.label("subscriber_status"),
             subscriber.c.name, subscriber.c.first_name, subscriber.c.locale,
             subscriber.c.timezone, subscriber.c.tags, subscriber.c.attributes,
@@ -108,7 +108,7 @@ def _complete(conn: Connection, rows: list[Row[Any]], now: datetime) -> list[Liv
             email=row.email,
             subscriber_status=row.subscriber_status,
             suppressed=suppressed.get(row.email),
-            view=Subscriber.of(row),
+            view=replace(Subscriber.of(row), trigger_properties=dict(row.trigger_properties or {})),
             ledger=tuple(ledger_entry(entry) for entry in ledgers.get(row.id, ())),
             events=tuple(queries.events_of(events.get(row.subscriber_id, ()))),
         )

@@ -8,6 +8,7 @@ identity maps and per-object refreshes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -112,7 +113,9 @@ def claim_due_enrollments(
 
 # Only the columns a decision needs: every timestamp read is parsed and
 # converted, which on the hot path is a measurable cost per row.
-_ENROLLMENT_COLUMNS = ("id", "subscriber_id", "sequence_id", "position", "enrolled_at")
+_ENROLLMENT_COLUMNS = (
+    "id", "subscriber_id", "sequence_id", "position", "enrolled_at", "trigger_properties",
+)  # fmt: skip
 _SUBSCRIBER_COLUMNS = (
     "id", "email", "name", "first_name", "locale", "timezone", "tags", "attributes", "status",
 )  # fmt: skip
@@ -187,15 +190,36 @@ def load_decision_events(
     return events
 
 
+ERASED_PREFIX = "sha256:"
+"""How an erased address is kept on the suppression list: never the address."""
+
+
+def hashed_address(email: str) -> str:
+    """``sha256:<hex>`` of a normalised address: the suppression entry an erasure
+    leaves, so the address is never mailed again although it is not stored."""
+    return ERASED_PREFIX + hashlib.sha256(email.encode("utf-8")).hexdigest()
+
+
+def suppression_keys(emails: Iterable[str]) -> dict[str, str]:
+    """Every key under which one of ``emails`` may be suppressed (the address
+    itself and its hashed form), mapped back to the address."""
+    keys: dict[str, str] = {}
+    for email in emails:
+        keys[email] = email
+        keys[hashed_address(email)] = email
+    return keys
+
+
 def suppressed_among(conn: Connection, emails: Iterable[str]) -> dict[str, str]:
-    """Which of ``emails`` are suppressed, with the reason."""
-    wanted = list(set(emails))
-    if not wanted:
+    """Which of ``emails`` are suppressed (as written or as :func:`hashed_address`),
+    with the reason."""
+    keys = suppression_keys(set(emails))
+    if not keys:
         return {}
     rows = conn.execute(
-        select(SUPPRESSION.c.email, SUPPRESSION.c.reason).where(SUPPRESSION.c.email.in_(wanted))
+        select(SUPPRESSION.c.email, SUPPRESSION.c.reason).where(SUPPRESSION.c.email.in_(list(keys)))
     )
-    return {row.email: row.reason for row in rows}
+    return {keys[row.email]: row.reason for row in rows}
 
 
 def subscriber_statuses(conn: Connection, ids: Iterable[int]) -> dict[int, str]:

@@ -59,6 +59,7 @@ def template_context(
     }
     return {
         "subscriber": subscriber.template_context(sequence.locale, sequence.timezone),
+        "trigger": subscriber.trigger_context(),
         "sequence": {
             "id": sequence.id,
             "name": sequence.name,
