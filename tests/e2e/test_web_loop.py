@@ -1,7 +1,8 @@
 """The relationship loop over real HTTP, against a real ``nurture run`` on a
 loopback port with the outbox transport: sign up on the form, confirm from the
 email, get step 1, leave with one click; click an offer, buy, and see the
-purchase end the sequence and credit the email that earned it."""
+purchase end the sequence and credit the email that earned it; start a
+sequence from an event the customer's own app posts to the ingest API."""
 
 from __future__ import annotations
 
@@ -283,3 +284,83 @@ def test_click_the_offer_buy_and_the_purchase_ends_the_sequence(work: Path, db_u
     later = (datetime.fromisoformat(NOW) + timedelta(days=10)).isoformat()
     after = run("--now", later, "dispatch", cwd=work, db_url=db_url)
     assert "sent 0," in after.stdout, after.stdout
+
+
+TRIAL = """\
+version: 1
+id: trial
+name: Trial
+sender:
+  name: Anna
+  email: anna@example.com
+locale: en
+timezone: Europe/Stockholm
+trigger:
+  event: trial_started
+steps:
+  - id: started
+    wait: 0
+    subject:
+      en: "Your {{ trigger.properties.plan }} trial"
+    template: trial-welcome.md
+  - id: upgrade
+    wait: 10 days
+    subject:
+      en: Keep going
+    template: offer.html
+    offer:
+      name:
+        en: Sales process review
+      price: "4 900 kr"
+      checkout_url: https://shop.example.com/checkout/sales-audit
+"""
+
+TRIAL_SAMPLE = """\
+- name: Sam Sample
+  locale: en
+  trigger:
+    event: trial_started
+    properties: {plan: pro}
+"""
+
+
+def test_an_event_from_the_customers_app_starts_a_sequence(work: Path, db_url: str) -> None:
+    (work / "sequences" / "trial.yaml").write_text(TRIAL, encoding="utf-8")
+    (work / "sequences" / "trial.sample.yaml").write_text(TRIAL_SAMPLE, encoding="utf-8")
+    (work / "templates" / "en" / "trial-welcome.md").write_text(
+        "Hi {{ subscriber.first_name }},\n\n"
+        "Your {{ trigger.properties.plan }} trial has started.\n",
+        encoding="utf-8",
+    )
+    created = run("tokens", "create", "site", cwd=work, db_url=db_url)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    address = "karin@example.com"
+    added = run(
+        "--now", NOW, "subscribers", "add", address, "--name", "Karin Lindqvist", "--locale", "en",
+        cwd=work, db_url=db_url,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    with served(work, db_url) as base:
+        event = json.dumps(
+            {"email": address, "name": "trial_started", "id": "evt_8431",
+             "properties": {"plan": "pro"}, "occurred_at": NOW}
+        ).encode()  # fmt: skip
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        status, _, answer = request(f"{base}/api/v1/events", data=event, headers=headers)
+        assert status == 201, answer
+        assert json.loads(answer)["enrolled_in"] == ["trial"]
+
+        started = wait_for("the trial email", lambda: mail_to(work / "outbox", address, "trial"))
+        assert started["Subject"] == "Your pro trial"
+        body = started.get_body(("plain",))
+        assert body is not None and "Your pro trial has started." in body.get_content()
+
+        status, _, answer = request(f"{base}/api/v1/events", data=event, headers=headers)
+        assert status == 200 and json.loads(answer)["replay"] is True
+        wrong = {**headers, "Authorization": "Bearer nrt_not-a-token"}
+        status, _, _ = request(f"{base}/api/v1/events", data=event, headers=wrong)
+        assert status == 401
+        time.sleep(1.0)  # a few worker ticks: nothing more may go out
+    trial_mail = [m for m in messages(work / "outbox") if "trial" in str(m["Subject"])]
+    assert len(trial_mail) == 1
