@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from nurture.core.rendering import Links, RenderedEmail, track, track_links
-from nurture.core.rendering.links import hrefs
+from nurture.core.rendering.links import hrefs, with_query
 from nurture.core.rendering.placeholders import html_to_text
 from nurture.core.tokens import CLICK, REF, verify
 from nurture.sending.composer import click_url, offer_ref, pixel_url
@@ -91,3 +93,26 @@ def test_the_offer_link_carries_a_signed_nurture_ref_after_the_utm_parameters() 
     assert query["utm_source"] == ["nurture"]
     assert verify([SECRET], REF, query["nurture_ref"][0], now=NOW) == {"k": "k1"}
     assert Links(UNSUBSCRIBE, PREFERENCES).offer("https://x.example/") == "https://x.example/"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://a.se/c", "https://a.se/c?nurture_ref=t.1"),
+        ("https://a.se/c?", "https://a.se/c?nurture_ref=t.1"),
+        ("https://a.se/c?x=%20y&z", "https://a.se/c?x=%20y&z&nurture_ref=t.1"),
+        (
+            "https://a.se/c?utm_source=nurture#top",
+            "https://a.se/c?utm_source=nurture&nurture_ref=t.1#top",
+        ),
+        ("https://a.se/c#nurtureslot", "https://a.se/c?nurture_ref=t.1#nurtureslot"),
+        (
+            "https://a.se/nurtureslot?q=nurtureslot",
+            "https://a.se/nurtureslot?q=nurtureslot&nurture_ref=t.1",
+        ),
+    ],
+)
+def test_the_ref_is_added_to_the_query_before_the_fragment(url: str, expected: str) -> None:
+    assert with_query(url, "nurture_ref", "t.1") == expected
+    # the same URL again (from the cache) with another value
+    assert with_query(url, "nurture_ref", "a b") == expected.replace("t.1", "a+b")

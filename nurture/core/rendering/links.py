@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from email.header import Header
 from functools import lru_cache
 from html.parser import HTMLParser
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 from markupsafe import escape
 
@@ -65,12 +65,25 @@ def offer_url(checkout_url: str, *, campaign: str, content: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
+_SLOT = "nurtureslot"
+
+
+@lru_cache(maxsize=4096)
+def _query_slot(url: str, name: str) -> tuple[str, str]:
+    """``url`` split around where the value of ``name`` goes, once per URL: the
+    offer link gets a different ``nurture_ref`` in every email, and splitting
+    and joining the URL each time cost more than signing the ref."""
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, urlencode([(name, _SLOT)])) if part)
+    head = urlunsplit(parts._replace(query=query, fragment=""))
+    return head[: -len(_SLOT)], f"#{parts.fragment}" if parts.fragment else ""
+
+
 def with_query(url: str, name: str, value: str) -> str:
     """``url`` with ``name=value`` added to its query (kept byte for byte), before
     any fragment."""
-    parts = urlsplit(url)
-    query = "&".join(part for part in (parts.query, urlencode([(name, value)])) if part)
-    return urlunsplit(parts._replace(query=query))
+    before, after = _query_slot(url, name)
+    return before + quote_plus(value) + after
 
 
 def list_headers(
