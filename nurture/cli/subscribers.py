@@ -79,7 +79,7 @@ class AppContext(Protocol):
         ...
 
 
-def _app(ctx: typer.Context) -> AppContext:
+def app_context(ctx: typer.Context) -> AppContext:
     obj = ctx.find_object(AppContext)  # type: ignore[type-abstract]
     if obj is None:
         raise RuntimeError(
@@ -89,7 +89,7 @@ def _app(ctx: typer.Context) -> AppContext:
 
 
 @contextmanager
-def _store(app: AppContext) -> Iterator[Session]:
+def store_session(app: AppContext) -> Iterator[Session]:
     engine, sessions = app.open_store()
     try:
         with sessions() as session:
@@ -302,9 +302,9 @@ def add_command(
     """
     from nurture.audience.subscribers import add_subscriber, get_subscriber
 
-    app = _app(ctx)
+    app = app_context(ctx)
     attributes = _attributes(attr or [])
-    with errors(), _store(app) as session:
+    with errors(), store_session(app) as session:
         now = app.now()
         sequences = app.sequences()
         before = get_subscriber(session, email)
@@ -364,10 +364,10 @@ def import_command(
     """
     from nurture.audience.csv_import import import_csv
 
-    app = _app(ctx)
+    app = app_context(ctx)
     with (
         errors(),
-        _store(app) as session,
+        store_session(app) as session,
         Progress(
             TextColumn("importing"),
             BarColumn(),
@@ -439,10 +439,10 @@ def list_command(
     """List subscribers in the order they were added."""
     from nurture.audience.subscribers import list_subscribers
 
-    app = _app(ctx)
+    app = app_context(ctx)
     if status is not None and status not in {s.value for s in SubscriberStatus}:
         raise fail(f"unknown status {status!r} (one of {SUBSCRIBER_STATUSES})")
-    with errors(), _store(app) as session:
+    with errors(), store_session(app) as session:
         rows = list_subscribers(session, limit=limit, offset=offset, status=status)
     # Readable at 80 columns (a pipe, a narrow terminal): short fixed-width
     # values never wrap, the rest folds. Time zone and locale are in `show`.
@@ -473,8 +473,8 @@ def show_command(
     """Show a subscriber: details, consent, enrollments and the send log."""
     from nurture.audience.subscribers import subscriber_enrollments, subscriber_sends
 
-    app = _app(ctx)
-    with errors(), _store(app) as session:
+    app = app_context(ctx)
+    with errors(), store_session(app) as session:
         row = _subscriber(session, email)
         enrollments = subscriber_enrollments(session, row)
         sends = subscriber_sends(session, row)
@@ -574,8 +574,8 @@ def unsubscribe_command(
     """
     from nurture.audience.leaving import unsubscribe
 
-    app = _app(ctx)
-    with errors(), _store(app) as session:
+    app = app_context(ctx)
+    with errors(), store_session(app) as session:
         row = _subscriber(session, email)
         left = unsubscribe(session, row, now=app.now(), sequence_id=sequence, via="admin")
         session.commit()
@@ -606,8 +606,8 @@ def enroll_command(
     """
     from nurture.audience.subscribers import enroll
 
-    app = _app(ctx)
-    with errors(), _store(app) as session:
+    app = app_context(ctx)
+    with errors(), store_session(app) as session:
         loaded = _sequence(app, sequence)
         row = _subscriber(session, email)
         now = app.now()
@@ -637,8 +637,8 @@ def unenroll_command(
     """End a subscriber's active enrollment in a sequence: nothing more is sent from it."""
     from nurture.audience.subscribers import unenroll
 
-    app = _app(ctx)
-    with errors(), _store(app) as session:
+    app = app_context(ctx)
+    with errors(), store_session(app) as session:
         row = _subscriber(session, email)
         unenroll(session, row, sequence, app.now(), reason=reason)
         session.commit()
@@ -665,8 +665,8 @@ def export_command(
     """
     from nurture.audience.personal_data import export_personal_data
 
-    app = _app(ctx)
-    with errors(), _store(app) as session:
+    app = app_context(ctx)
+    with errors(), store_session(app) as session:
         data = export_personal_data(session, email)
     if data is None:
         raise fail(f"nothing is held about {email.strip()!r}")
@@ -695,10 +695,10 @@ def erase_command(
     from nurture.audience.personal_data import erase_personal_data
     from nurture.audience.subscribers import normalise_email
 
-    app = _app(ctx)
+    app = app_context(ctx)
     with errors():
         address = normalise_email(email)
-    with errors(), _store(app) as session:  # a folder with no project fails here, first
+    with errors(), store_session(app) as session:  # a folder with no project fails here, first
         if not yes and not typer.confirm(f"Erase everything held about {address}?", err=True):
             raise fail("nothing erased")
         erasure = erase_personal_data(session, address, app.now())

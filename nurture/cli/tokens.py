@@ -10,8 +10,6 @@ no such token; 2 a configuration error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,35 +17,16 @@ import typer
 from rich.table import Table
 
 from nurture.cli.console import err, errors, examples, out, safe
-from nurture.cli.subscribers import AppContext
+from nurture.cli.subscribers import app_context, store_session
 
 if TYPE_CHECKING:
-    from sqlmodel import Session
+    pass
 
 tokens_app = typer.Typer(
     name="tokens",
     help="API tokens for POST /api/v1/subscribers and /api/v1/events.",
     no_args_is_help=True,
 )
-
-
-def app_context(ctx: typer.Context) -> AppContext:
-    obj = ctx.find_object(AppContext)  # type: ignore[type-abstract]
-    if obj is None:
-        raise RuntimeError(
-            "the CLI context object must implement nurture.cli.subscribers.AppContext"
-        )
-    return obj
-
-
-@contextmanager
-def store_session(app: AppContext) -> Iterator[Session]:
-    engine, sessions = app.open_store()
-    try:
-        with sessions() as session:
-            yield session
-    finally:
-        engine.dispose()
 
 
 def _when(moment: datetime | None) -> str:

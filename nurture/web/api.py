@@ -245,6 +245,21 @@ def routes(runtime: Runtime) -> APIRouter:
             session.commit()  # not reached when anything above raised: nothing written
             return result
 
+    async def ingested(
+        request: Request, work: Callable[[Session, bytes], tuple[int, BaseModel]]
+    ) -> Response:
+        """An ingest request: the bearer token (``ingest`` scope), the bounded
+        body, ``work`` in one transaction, and its answer as JSON."""
+        try:
+            token = _bearer(request)
+            raw = await read_body(request)
+            status, out = await run_in_threadpool(
+                in_transaction, token, Scope.INGEST, lambda session: work(session, raw)
+            )
+        except Refused as refused:
+            return refused.response()
+        return JSONResponse(out.model_dump(mode="json"), status_code=status)
+
     @router.post(
         "/subscribers",
         response_model=SubscriberOut,
@@ -261,7 +276,7 @@ def routes(runtime: Runtime) -> APIRouter:
         unconfirmed, and enrolled in nothing until confirmed.
         """
 
-        def work(session: Session) -> tuple[int, SubscriberOut]:
+        def work(session: Session, raw: bytes) -> tuple[int, SubscriberOut]:
             body = _parse(SubscriberIn, raw)
             errors = _subscriber_errors(body)
             if errors:
@@ -291,13 +306,7 @@ def routes(runtime: Runtime) -> APIRouter:
                 enrolled_in=[e.sequence_id for e in done.enrollments],
             )
 
-        try:
-            token = _bearer(request)
-            raw = await read_body(request)
-            status, out = await run_in_threadpool(in_transaction, token, Scope.INGEST, work)
-        except Refused as refused:
-            return refused.response()
-        return JSONResponse(out.model_dump(mode="json"), status_code=status)
+        return await ingested(request, work)
 
     @router.post(
         "/events",
@@ -319,7 +328,7 @@ def routes(runtime: Runtime) -> APIRouter:
         with ``properties`` as ``trigger.properties`` in its templates.
         """
 
-        def work(session: Session) -> tuple[int, EventOut]:
+        def work(session: Session, raw: bytes) -> tuple[int, EventOut]:
             body = _parse(EventIn, raw)
             try:
                 email = normalise_email(body.email)
@@ -339,13 +348,7 @@ def routes(runtime: Runtime) -> APIRouter:
                 enrolled_in=[e.sequence_id for e in recorded.enrollments],
             )
 
-        try:
-            token = _bearer(request)
-            raw = await read_body(request)
-            status, out = await run_in_threadpool(in_transaction, token, Scope.INGEST, work)
-        except Refused as refused:
-            return refused.response()
-        return JSONResponse(out.model_dump(mode="json"), status_code=status)
+        return await ingested(request, work)
 
     @router.get(
         "/subscribers/{email}",
