@@ -263,6 +263,11 @@ def routes(runtime: Runtime) -> APIRouter:
         language = pages.language(
             locale if isinstance(locale, str) else None, accept_language=accept_language
         )
+        if not locale and accept_language:
+            # A form without the hosted page's hidden locale (an embedded
+            # snippet, a script): the language the visitor's browser asked
+            # for, which is the one this answer speaks, is the subscriber's.
+            values = {**values, "locale": language}
         default_form = "api" if is_json else "embedded"
         if values.get(HONEYPOT):
             log.info("sign-up with the honeypot field filled ignored")

@@ -439,3 +439,14 @@ def test_a_project_overrides_the_form_and_its_words(site: Site) -> None:
     site.post_form(email="karin@example.com")
     row = site.subscriber("karin@example.com")
     assert row is not None and row.consent_text == "Our own wording."
+
+
+def test_a_form_without_a_locale_takes_the_browsers_language(site: Site) -> None:
+    """An embedded snippet has no hidden locale: the answer, the confirmation
+    email and the subscriber's locale follow Accept-Language."""
+    headers = {"Accept-Language": "sv-SE,sv;q=0.9,en;q=0.5"}
+    answer = site.client.post("/subscribe", data={"email": "karin@example.com"}, headers=headers)
+    assert "Titta i din inkorg" in answer.text
+    assert site.transport.sent[0].as_message()["Subject"] == "Bekräfta din prenumeration"
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.locale == "sv"
