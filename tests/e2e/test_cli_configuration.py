@@ -27,12 +27,23 @@ NO_SETTINGS: set[tuple[str, ...]] = {("init",), ("schema",)}
 EXTRA_OPTIONS: dict[tuple[str, ...], list[str]] = {
     ("dispatch",): ["--once"],
     ("sends", "resolve"): ["--all-unknown", "--as-sent", "--why", "checked with the provider"],
+    ("events", "add"): [
+        "--email",
+        "karin@example.com",
+        "--product",
+        "sales-audit",
+        "--amount",
+        "10",
+        "--currency",
+        "SEK",
+    ],
 }
 # A value for each required argument, by its name.
 ARGUMENT_VALUES = {
     "email": "karin@example.com",
     "sequence": "sales-process",
     "file": "subscribers.csv",
+    "kind": "purchase",
 }
 
 

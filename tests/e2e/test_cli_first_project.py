@@ -349,8 +349,23 @@ EXTRA_OPTIONS: dict[tuple[str, ...], list[str]] = {
     ("run",): ["--port", "0"],
     ("web",): ["--port", "0"],
     ("sends", "resolve"): ["--all-unknown", "--as-sent", "--why", "checked with the provider"],
+    ("events", "add"): [
+        "--email",
+        "karin@example.com",
+        "--product",
+        "sales-audit",
+        "--amount",
+        "10",
+        "--currency",
+        "SEK",
+    ],
 }
-ARGUMENTS = {"email": "karin@example.com", "sequence": "sales-process", "file": "leads.csv"}
+ARGUMENTS = {
+    "email": "karin@example.com",
+    "sequence": "sales-process",
+    "file": "leads.csv",
+    "kind": "purchase",
+}
 
 
 def _leaves(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
