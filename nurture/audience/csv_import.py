@@ -38,13 +38,13 @@ values, so it is not passed on).
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,7 +59,7 @@ from nurture.audience.input import (
     InvalidSubscriberError,
     SubscriberInput,
 )
-from nurture.audience.subscribers import upsert_subscribers
+from nurture.audience.subscribers import bulk_upsert_subscribers
 from nurture.core.loader import LoadedSequence
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.errors import NurtureError
@@ -68,7 +68,7 @@ __all__ = ["IMPORT_CHUNK", "TAG_SEPARATORS", "ImportFileError", "ImportReport", 
 
 _T = TypeVar("_T")
 
-IMPORT_CHUNK = 500
+IMPORT_CHUNK = 2000
 """Rows per transaction in :func:`import_csv`: one commit per row is slow on
 SQLite (an fsync each), one for the whole file holds a write lock for minutes."""
 
@@ -103,24 +103,50 @@ class ImportReport:
         return self.imported + self.updated + self.unchanged + len(self.errors)
 
 
-def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+def _chunks(items: Iterable[_T], size: int) -> Iterator[Sequence[_T]]:
     # itertools.batched is Python 3.12+.
     iterator = iter(items)
     while chunk := tuple(islice(iterator, size)):
         yield chunk
 
 
-def _decode(path: Path) -> str:
+def _bad_utf8_line(path: Path) -> int:
+    """The first line of ``path`` that is not UTF-8 (read a line at a time: a
+    line break is one byte, never inside a UTF-8 sequence)."""
+    number = 1
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return number
+
+
+@contextmanager
+def _lines(path: Path) -> Iterator[Iterator[str]]:
+    """The file's text, streamed (utf-8-sig drops the byte-order mark Excel writes).
+
+    A read or decoding error is an :class:`ImportFileError` naming the line.
+    """
     try:
-        raw = path.read_bytes()
+        handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        # utf-8-sig drops the byte-order mark Excel writes at the start.
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ImportFileError(f"{path}:{line}: not UTF-8 (save the file as 'CSV UTF-8')") from exc
+
+    def lines() -> Iterator[str]:
+        try:
+            yield from handle
+        except UnicodeDecodeError as exc:
+            line = _bad_utf8_line(path)
+            raise ImportFileError(
+                f"{path}:{line}: not UTF-8 (save the file as 'CSV UTF-8')"
+            ) from exc
+        except OSError as exc:
+            raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+    with handle:
+        yield lines()
 
 
 def _delimiter(header_line: str) -> str:
@@ -235,6 +261,44 @@ def _row_input(columns: _Columns, cells: list[str]) -> SubscriberInput:
     )
 
 
+@contextmanager
+def _reader(path: Path) -> Iterator[tuple[_Columns, Iterator[tuple[int, list[str]]]]]:
+    """The file's columns and its non-blank records with their first line, streamed."""
+    with _lines(path) as lines:
+        first = next(lines, "")
+        delimiter = _delimiter(first)
+        reader = csv.reader(chain((first,), lines) if first else lines, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ImportFileError(
+                    f"{path}:1: the file is empty (expected a header with 'email')"
+                )
+            columns = _columns(path, header)
+        except csv.Error as exc:
+            raise ImportFileError(f"{path}:{reader.line_num}: {exc}") from exc
+
+        def records() -> Iterator[tuple[int, list[str]]]:
+            line = reader.line_num + 1
+            try:
+                for cells in reader:
+                    # A quoted cell may span lines: report the record's first line.
+                    if any(cell.strip() for cell in cells):
+                        yield line, cells
+                    line = reader.line_num + 1
+            except csv.Error as exc:
+                raise ImportFileError(f"{path}:{reader.line_num}: {exc}") from exc
+
+        yield columns, records()
+
+
+def _check(path: Path) -> tuple[_Columns, int]:
+    """Read the whole file once without keeping it: its columns and record count,
+    or :class:`ImportFileError` for a file that cannot be imported."""
+    with _reader(path) as (columns, records):
+        return columns, sum(1 for _ in records)
+
+
 def _refused(exc: DBAPIError) -> str:
     """A database refusal of one row, without the values (the statement's parameters)."""
     driver_error = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
@@ -267,30 +331,18 @@ def import_csv(
     re-import changes nothing, running it again finishes the job.
     """
     consent = Consent.parse(consent_source, consent_text)
-    text = _decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]))
-    records: list[tuple[int, list[str]]] = []
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise ImportFileError(f"{path}:1: the file is empty (expected a header with 'email')")
-        columns = _columns(path, header)
-        line = reader.line_num + 1
-        for cells in reader:
-            # A quoted cell may span lines: report the record's first line.
-            if any(cell.strip() for cell in cells):
-                records.append((line, cells))
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise ImportFileError(f"{path}:{reader.line_num}: {exc}") from exc
-
+    # Read twice, streamed: the first pass refuses a file that cannot be read
+    # (before anything is imported) and counts its rows for ``progress``; the
+    # second imports a chunk at a time, so memory does not grow with the file.
+    columns, total = _check(path)
     report = ImportReport(notes=list(columns.notes))
     first_line: dict[str, int] = {}  # address -> the line it first appeared on
     matched: dict[str, bool] = {}  # address -> whether its tags start a sequence
+    starts: dict[tuple[str, ...], bool] = {}  # tags -> whether they start a sequence
     done = 0
 
     def upsert(rows: Sequence[SubscriberInput]) -> None:
-        result = upsert_subscribers(
+        result = bulk_upsert_subscribers(
             session,
             rows,
             consent=consent,
@@ -302,41 +354,46 @@ def import_csv(
         report.imported += result.created
         report.updated += result.updated
         report.unchanged += result.unchanged
-        report.enrolled += len(result.enrollments)
-        report.enrollments.update(e.sequence_id for e in result.enrollments)
-        for row in result.rows:
-            matched[row.email] = any(
-                triggered_on_subscribe(loaded, row.tags) for loaded in sequences.values()
-            )
+        report.enrolled += result.enrollments.total()
+        report.enrollments.update(result.enrollments)
+        for email, tags in result.tags.items():
+            key = tuple(tags)
+            hit = starts.get(key)
+            if hit is None:
+                hit = starts[key] = any(
+                    triggered_on_subscribe(loaded, key) for loaded in sequences.values()
+                )
+            matched[email] = hit
 
-    for chunk in _chunks(records, chunk_size):
-        valid: list[tuple[int, SubscriberInput]] = []
-        for line, cells in chunk:
-            try:
-                data = _row_input(columns, cells)
-            except InvalidSubscriberError as exc:
-                report.errors.append((line, str(exc)))
-                continue
-            earlier = first_line.setdefault(data.email, line)
-            if earlier != line:
-                report.duplicates.append((line, earlier))
-            valid.append((line, data))
-        if valid:
-            try:
-                upsert([data for _, data in valid])
-            except DBAPIError:
-                # Something the input checks let through: find the row, keep the rest.
-                session.rollback()
-                for line, data in valid:
-                    try:
-                        upsert([data])
-                    except DBAPIError as exc:
-                        session.rollback()
-                        report.errors.append((line, _refused(exc)))
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(records))
-    if progress is not None and not records:
+    with _reader(path) as (_, records):
+        for chunk in _chunks(records, chunk_size):
+            valid: list[tuple[int, SubscriberInput]] = []
+            for line, cells in chunk:
+                try:
+                    data = _row_input(columns, cells)
+                except InvalidSubscriberError as exc:
+                    report.errors.append((line, str(exc)))
+                    continue
+                earlier = first_line.setdefault(data.email, line)
+                if earlier != line:
+                    report.duplicates.append((line, earlier))
+                valid.append((line, data))
+            if valid:
+                try:
+                    upsert([data for _, data in valid])
+                except DBAPIError:
+                    # Something the input checks let through: find the row, keep the rest.
+                    session.rollback()
+                    for line, data in valid:
+                        try:
+                            upsert([data])
+                        except DBAPIError as exc:
+                            session.rollback()
+                            report.errors.append((line, _refused(exc)))
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    if progress is not None and not total:
         progress(0, 0)
     report.no_trigger = sum(1 for hit in matched.values() if not hit)
     return report

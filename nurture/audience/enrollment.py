@@ -25,6 +25,7 @@ Every function flushes but does not commit: the caller owns the transaction.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,7 @@ from nurture.core.model import Sequence as SequenceModel
 from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
 from nurture.errors import NurtureError
 from nurture.store import audience as store
+from nurture.store import bulk_audience as bulk
 from nurture.store.tables import EnrollmentRow, SubscriberRow
 from nurture.store.versions import latest_version
 
@@ -48,6 +50,7 @@ __all__ = [
     "EnrollmentError",
     "enroll",
     "enroll_matching",
+    "enroll_new_where_triggered",
     "enroll_on_event",
     "enroll_where_triggered",
     "ensure_mailable",
@@ -135,13 +138,13 @@ def with_last_good(
 
 
 def _enrollment_values(
-    subscriber: SubscriberRow, loaded: LoadedSequence, now: datetime
+    subscriber_id: int | None, loaded: LoadedSequence, now: datetime
 ) -> dict[str, Any]:
-    assert subscriber.id is not None, "flush the subscriber before enrolling it"
+    assert subscriber_id is not None, "flush the subscriber before enrolling it"
     # next_due_at = now means "look at me now": the dispatcher's first pass
     # computes the real due time of the first step with the timing rules.
     return {
-        "subscriber_id": subscriber.id,
+        "subscriber_id": subscriber_id,
         "sequence_id": loaded.sequence.id,
         "sequence_version": loaded.version,
         "position": None,
@@ -150,6 +153,37 @@ def _enrollment_values(
         "next_due_at": now,
         "updated_at": now,
     }
+
+
+def _triggered_values(
+    session: Session,
+    candidates: Sequence[tuple[int | None, str, Sequence[str]]],
+    sequences: Mapping[str, LoadedSequence],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The enrollments on subscribe of ``candidates`` (id, address, tags of *active*
+    subscribers), as column values; records the versions enrolled into."""
+    sequences = with_last_good(session, sequences)
+    # Sorted by id: enrollments are created (and get their ids) in a stable order.
+    auto = [
+        sequences[key]
+        for key in sorted(sequences)
+        if sequences[key].sequence.trigger and sequences[key].sequence.enabled
+    ]
+    if not candidates or not auto:
+        return []
+    blocked = suppressed(session, (email for _, email, _ in candidates))
+    eligible = [candidate for candidate in candidates if candidate[1] not in blocked]
+    ever = store.enrolled_pairs(session, (subscriber_id for subscriber_id, _, _ in eligible))
+    values = [
+        _enrollment_values(subscriber_id, loaded, now)
+        for subscriber_id, _, tags in eligible
+        for loaded in auto
+        if (subscriber_id, loaded.sequence.id) not in ever and triggered_on_subscribe(loaded, tags)
+    ]
+    if values:
+        _remember_versions(session, auto, now)
+    return values
 
 
 def enroll_where_triggered(
@@ -162,29 +196,27 @@ def enroll_where_triggered(
 
     A few statements for the whole batch, whatever its size.
     """
-    sequences = with_last_good(session, sequences)
-    # Sorted by id: enrollments are created (and get their ids) in a stable order.
-    auto = [
-        sequences[key]
-        for key in sorted(sequences)
-        if sequences[key].sequence.trigger and sequences[key].sequence.enabled
+    candidates = [
+        (row.id, row.email, row.tags)
+        for row in subscribers
+        if row.status == SubscriberStatus.ACTIVE
     ]
-    eligible = [row for row in subscribers if row.status == SubscriberStatus.ACTIVE]
-    if not eligible or not auto:
-        return []
-    blocked = suppressed(session, (row.email for row in eligible))
-    eligible = [row for row in eligible if row.email not in blocked]
-    ever = store.enrolled_pairs(session, (row.id for row in eligible))
-    values = [
-        _enrollment_values(row, loaded, now)
-        for row in eligible
-        for loaded in auto
-        if (row.id, loaded.sequence.id) not in ever and triggered_on_subscribe(loaded, row.tags)
-    ]
-    if not values:
-        return []
-    _remember_versions(session, auto, now)
-    return store.insert_enrollments(session, values)
+    values = _triggered_values(session, candidates, sequences, now)
+    return store.insert_enrollments(session, values) if values else []
+
+
+def enroll_new_where_triggered(
+    session: Session,
+    subscribers: Sequence[tuple[int, str, Sequence[str]]],
+    sequences: Mapping[str, LoadedSequence],
+    now: datetime,
+) -> Counter[str]:
+    """:func:`enroll_where_triggered` for *active* subscribers given as (id,
+    address, tags) rather than rows (a bulk import's new subscribers); the
+    number of enrollments made by sequence id."""
+    values = _triggered_values(session, subscribers, sequences, now)
+    bulk.insert_enrollment_values(session, values)
+    return Counter(str(value["sequence_id"]) for value in values)
 
 
 def enroll_on_event(
@@ -216,7 +248,7 @@ def enroll_on_event(
         return []
     ever = store.enrolled_pairs(session, [subscriber.id])
     values = [
-        {**_enrollment_values(subscriber, loaded, now), "trigger_properties": dict(properties)}
+        {**_enrollment_values(subscriber.id, loaded, now), "trigger_properties": dict(properties)}
         for loaded in wanted
         if (subscriber.id, loaded.sequence.id) not in ever
     ]
@@ -269,7 +301,7 @@ def enroll(
     if store.active_enrollment(session, subscriber.id, sequence_id) is not None:
         raise EnrollmentError(f"{subscriber.email} is already enrolled in {sequence_id!r}")
     ensure_mailable(session, subscriber)
-    values = _enrollment_values(subscriber, loaded_sequence, now)
+    values = _enrollment_values(subscriber.id, loaded_sequence, now)
     _remember_versions(session, [loaded_sequence], now)
     return store.add_enrollment(session, values)
 

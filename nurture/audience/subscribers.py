@@ -30,6 +30,7 @@ enrolled, not enrolled, may not be mailed).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +43,7 @@ from nurture.audience.enrollment import (
     EnrollmentError,
     enroll,
     enroll_matching,
+    enroll_new_where_triggered,
     enroll_where_triggered,
     unenroll,
 )
@@ -50,15 +52,18 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.store import audience as store
+from nurture.store import bulk_audience as bulk
 from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow
 
 __all__ = [
+    "BulkUpserted",
     "Consent",
     "EnrollmentError",
     "InvalidSubscriberError",
     "SubscriberInput",
     "Upserted",
     "add_subscriber",
+    "bulk_upsert_subscribers",
     "enroll",
     "enroll_matching",
     "get_subscriber",
@@ -181,6 +186,87 @@ def upsert_subscribers(
     result.rows = [by_email[data.email] for data in inputs]
     unique = list({data.email: by_email[data.email] for data in inputs}.values())
     result.enrollments = enroll_where_triggered(session, unique, sequences, now)
+    return result
+
+
+def _merge_new(
+    values: dict[str, Any], data: SubscriberInput, consent: Consent, status: Status, now: datetime
+) -> bool:
+    """:func:`_merge` for a subscriber not yet inserted (its column values)."""
+    changed = False
+    if data.name and data.name != values["name"]:
+        values["name"] = data.name
+        changed = True
+    for key in ("first_name", "timezone", "locale"):
+        value = getattr(data, key)
+        if value is not None and value != values[key]:
+            values[key] = value
+            changed = True
+    extra = [t for t in data.tags if t not in values["tags"]]
+    if extra:
+        values["tags"] = values["tags"] + extra
+        changed = True
+    attributes = {**values["attributes"], **data.attributes}
+    if attributes != values["attributes"]:
+        values["attributes"] = attributes
+        changed = True
+    if values["status"] == SubscriberStatus.UNCONFIRMED and status == SubscriberStatus.ACTIVE:
+        values["status"] = SubscriberStatus.ACTIVE
+        changed = True
+    return changed
+
+
+@dataclass
+class BulkUpserted:
+    """What :func:`bulk_upsert_subscribers` did: counts, and each address's tags."""
+
+    tags: dict[str, list[str]] = field(default_factory=dict)
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    enrollments: Counter[str] = field(default_factory=Counter)
+
+
+def bulk_upsert_subscribers(
+    session: Session,
+    inputs: Sequence[SubscriberInput],
+    *,
+    consent: Consent,
+    status: Status = SubscriberStatus.ACTIVE,
+    now: datetime,
+    sequences: Mapping[str, LoadedSequence],
+) -> BulkUpserted:
+    """:func:`upsert_subscribers` for a large batch (a CSV import): the same
+    rows, merges and enrollments, but the *new* subscribers are inserted and
+    enrolled as plain values, never loaded as ORM rows. Flushes, does not commit.
+    """
+    result = BulkUpserted()
+    existing = store.subscribers_by_email(session, {data.email for data in inputs})
+    new: dict[str, dict[str, Any]] = {}
+    for data in inputs:
+        row = existing.get(data.email)
+        if row is not None:
+            changed = _merge(row, data, consent, status, now)
+        elif data.email in new:
+            changed = _merge_new(new[data.email], data, consent, status, now)
+        else:
+            new[data.email] = _new_values(data, consent, status, now)
+            result.created += 1
+            continue
+        if changed:
+            result.updated += 1
+        else:
+            result.unchanged += 1
+    ids = bulk.insert_subscriber_values(session, list(new.values()))
+    session.flush()
+    result.tags = {email: list(row.tags) for email, row in existing.items()}
+    result.tags.update((email, values["tags"]) for email, values in new.items())
+    if existing:
+        enrolled = enroll_where_triggered(session, list(existing.values()), sequences, now)
+        result.enrollments.update(e.sequence_id for e in enrolled)
+    if status == SubscriberStatus.ACTIVE:
+        fresh = [(ids[email], email, values["tags"]) for email, values in new.items()]
+        result.enrollments.update(enroll_new_where_triggered(session, fresh, sequences, now))
     return result
 
 

@@ -1,0 +1,161 @@
+"""A CSV import larger than its chunks: streamed, counted, enrolled in bulk."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from sqlmodel import Session, col, select
+
+from nurture.audience.csv_import import import_csv
+from nurture.audience.input import InvalidSubscriberError, normalise_email
+from nurture.core.loader import LoadedSequence, parse_sequence
+from nurture.store.queries import hashed_address
+from nurture.store.tables import EnrollmentRow, SubscriberRow, SuppressionRow
+from tests.factories import sequence_dict
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def _loaded(sequence_id: str, trigger: dict[str, Any]) -> LoadedSequence:
+    data = {**sequence_dict(id=sequence_id), "trigger": trigger}
+    loaded, problems = parse_sequence(json.dumps(data), f"{sequence_id}.yaml")
+    assert loaded is not None, problems
+    return loaded
+
+
+@pytest.fixture
+def sequences() -> dict[str, LoadedSequence]:
+    return {
+        "welcome": _loaded("welcome", {"event": "subscribed", "tags": ["b2b"]}),
+        "vip": _loaded("vip", {"event": "subscribed", "tags": ["vip"]}),
+    }
+
+
+def _people(tmp_path: Path) -> Path:
+    """25 data rows: every fifth bad, two repeats in later chunks, a blank line."""
+    lines = ["email,name,tags,company"]
+    for n in range(25):
+        email = f"bad-{n}" if n % 5 == 4 else f"Person{n}@Example.com"
+        lines.append(f"{email},Person {n},{'b2b' if n % 2 else 'news'},Company {n}")
+    lines.insert(8, "")
+    lines.append("person0@example.com,,vip,")  # line 28: repeats line 2 (a new tag)
+    lines.append("PERSON1@example.com,Person One,,")  # line 29: repeats line 3 (a new name)
+    path = tmp_path / "people.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_file_larger_than_a_chunk_is_imported_and_reported_whole(
+    session: Session, sequences: dict[str, LoadedSequence], tmp_path: Path
+) -> None:
+    calls: list[tuple[int, int]] = []
+
+    report = import_csv(
+        session,
+        _people(tmp_path),
+        sequences=sequences,
+        now=NOW,
+        chunk_size=4,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+
+    assert (report.imported, report.updated, report.unchanged) == (20, 2, 0)
+    # Bad rows by their file line: row n is on line n + 2, and n + 3 after the blank line.
+    assert [line for line, _ in report.errors] == [6, 12, 17, 22, 27]
+    assert all("invalid email address" in message for _, message in report.errors)
+    assert report.duplicates == [(28, 2), (29, 3)]
+    # 27 records, 4 at a time: the counts rise to the total, which is known from the start.
+    assert calls == [(n, 27) for n in (4, 8, 12, 16, 20, 24, 27)]
+    # b2b: the odd rows that are good (10); vip: person0 by its repeat.
+    assert report.enrollments == {"welcome": 10, "vip": 1}
+    assert report.enrolled == 11
+    assert report.no_trigger == 9  # the even good rows but person0
+    rows = {row.email: row for row in session.exec(select(SubscriberRow))}
+    assert len(rows) == 20
+    assert rows["person0@example.com"].tags == ["news", "vip"]
+    assert rows["person1@example.com"].name == "Person One"
+    assert rows["person2@example.com"].attributes == {"company": "Company 2"}
+
+
+def test_repeats_within_one_chunk_are_merged_before_the_insert(
+    session: Session, sequences: dict[str, LoadedSequence], tmp_path: Path
+) -> None:
+    path = tmp_path / "repeats.csv"
+    path.write_text(
+        "email,name,tags\nanna@example.com,Anna,news\nANNA@example.com,,vip\n"
+        "anna@example.com,,vip\nbo@example.com,Bo,\n",
+        encoding="utf-8",
+    )
+
+    report = import_csv(session, path, sequences=sequences, now=NOW)
+
+    assert (report.imported, report.updated, report.unchanged) == (2, 1, 1)
+    assert report.duplicates == [(3, 2), (4, 2)]
+    anna = session.exec(select(SubscriberRow).where(SubscriberRow.email == "anna@example.com"))
+    assert anna.one().tags == ["news", "vip"]
+    assert report.enrollments == {"vip": 1}
+
+
+def test_suppressed_addresses_are_never_enrolled_in_bulk(
+    session: Session, sequences: dict[str, LoadedSequence], tmp_path: Path
+) -> None:
+    session.add(SuppressionRow(email="bounced@example.com", reason="hard bounce", created_at=NOW))
+    session.add(
+        SuppressionRow(
+            email=hashed_address("erased@example.com"), reason="erased", created_at=NOW
+        )
+    )
+    session.commit()
+    path = tmp_path / "b2b.csv"
+    path.write_text(
+        "email,tags\nBounced@example.com,b2b\nerased@example.com,b2b\nok@example.com,b2b\n",
+        encoding="utf-8",
+    )
+
+    report = import_csv(session, path, sequences=sequences, now=NOW, chunk_size=2)
+
+    assert report.imported == 3
+    assert report.enrollments == {"welcome": 1}
+    enrolled = session.exec(
+        select(SubscriberRow.email).join(
+            EnrollmentRow, col(EnrollmentRow.subscriber_id) == col(SubscriberRow.id)
+        )
+    ).all()
+    assert enrolled == ["ok@example.com"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "Anna.Svensson@Example.COM",
+        "o'brien+news@mail.example.ie",
+        "a..b@example.com",
+        ".a@example.com",
+        "a@localhost",
+        "a@example.test",
+        "a@-example.com",
+        "a@bücher.ch",
+        "ÅSA@exempel.se",
+        "a" * 64 + "@example.com",
+        "a" * 65 + "@example.com",
+        "a@" + "b" * 64 + ".com",
+        '"quoted"@example.com',
+        "a@[192.0.2.1]",
+        "a@example",
+    ],
+)
+def test_the_quick_address_check_agrees_with_email_validator(address: str) -> None:
+    try:
+        expected: str | None = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        expected = None
+    try:
+        got: str | None = normalise_email(address)
+    except InvalidSubscriberError:
+        got = None
+    assert got == (expected.lower() if expected is not None else None)
