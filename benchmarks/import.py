@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlmodel import Session  # noqa: E402
 
+from nurture.app.runtime import freeze_startup_objects  # noqa: E402
 from nurture.audience.csv_import import import_csv  # noqa: E402
 from nurture.core.loader import load_sequences  # noqa: E402
 from nurture.store.db import make_engine  # noqa: E402
@@ -65,6 +66,7 @@ def main() -> None:
     engine = make_engine(f"sqlite:///{folder / 'bench.db'}")
     upgrade(engine)
     sequences, _ = load_sequences([ROOT / "sequences"])
+    freeze_startup_objects()  # as the CLI does: see nurture.app.runtime
     with Session(engine) as session:
         started, cpu = time.perf_counter(), time.process_time()
         report = import_csv(session, source, sequences=sequences, now=NOW)

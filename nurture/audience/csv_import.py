@@ -2,10 +2,13 @@
 
 A shell module like :mod:`nurture.audience.subscribers`: every row is checked by
 :meth:`~nurture.audience.input.SubscriberInput.parse` and goes through
-:func:`~nurture.audience.subscribers.upsert_subscribers`, so an imported row is
-added exactly as :func:`~nurture.audience.subscribers.add_subscriber` adds one. Rows are upserted in
-chunks, one transaction each, so :func:`import_csv` commits (unlike the
-service's functions, which only flush).
+:func:`~nurture.audience.subscribers.bulk_upsert_subscribers` (the rules of
+:func:`~nurture.audience.subscribers.upsert_subscribers`, with new subscribers
+inserted and enrolled as plain values, in bulk), so an imported row is added
+exactly as :func:`~nurture.audience.subscribers.add_subscriber` adds one. Rows are
+upserted in chunks, one transaction each, so :func:`import_csv` commits (unlike
+the service's functions, which only flush). The file is streamed, twice: memory
+holds one chunk and each address's first line, whatever the file's size.
 
 **Columns.** The header names the columns, in any order. The usual names for
 the subscriber's fields are understood, whatever their case, spaces, dashes
@@ -70,7 +73,8 @@ _T = TypeVar("_T")
 
 IMPORT_CHUNK = 2000
 """Rows per transaction in :func:`import_csv`: one commit per row is slow on
-SQLite (an fsync each), one for the whole file holds a write lock for minutes."""
+SQLite (an fsync each), one for the whole file holds a write lock for minutes
+(and memory); 2,000 rows take a fraction of a second."""
 
 
 class ImportFileError(NurtureError):

@@ -362,6 +362,7 @@ def import_command(
     others are imported (exit code 1 if any row was bad). An address on several
     lines is reported and merged.
     """
+    from nurture.app.runtime import freeze_startup_objects
     from nurture.audience.csv_import import import_csv
 
     app = app_context(ctx)
@@ -383,6 +384,7 @@ def import_command(
             bar.update(task, completed=done, total=total)
 
         sequences = app.sequences()
+        freeze_startup_objects()  # a large file allocates a lot: see the function
         report = import_csv(
             session,
             file,

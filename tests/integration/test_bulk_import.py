@@ -106,9 +106,7 @@ def test_suppressed_addresses_are_never_enrolled_in_bulk(
 ) -> None:
     session.add(SuppressionRow(email="bounced@example.com", reason="hard bounce", created_at=NOW))
     session.add(
-        SuppressionRow(
-            email=hashed_address("erased@example.com"), reason="erased", created_at=NOW
-        )
+        SuppressionRow(email=hashed_address("erased@example.com"), reason="erased", created_at=NOW)
     )
     session.commit()
     path = tmp_path / "b2b.csv"
