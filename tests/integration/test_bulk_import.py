@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, col, select
 
-from nurture.audience.csv_import import import_csv
+from nurture.audience.csv_import import ImportFileError, import_csv
 from nurture.audience.input import InvalidSubscriberError, normalise_email
 from nurture.core.loader import LoadedSequence, parse_sequence
 from nurture.store.queries import hashed_address
@@ -157,3 +158,26 @@ def test_the_quick_address_check_agrees_with_email_validator(address: str) -> No
     except InvalidSubscriberError:
         got = None
     assert got == (expected.lower() if expected is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        (b'bo@example.com,"' + b"x" * 200_000 + b'"\n', ":3: field larger than field limit"),
+        (b"bo@example.com,B\xf6rje\n", ":3: not UTF-8"),
+    ],
+)
+def test_a_file_unreadable_past_its_first_chunk_imports_nothing(
+    session: Session,
+    sequences: dict[str, LoadedSequence],
+    tmp_path: Path,
+    tail: bytes,
+    message: str,
+) -> None:
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"email,name\nanna@example.com,Anna\n" + tail)
+
+    with pytest.raises(ImportFileError, match=re.escape(message)):
+        import_csv(session, path, sequences=sequences, now=NOW, chunk_size=1)
+
+    assert session.exec(select(SubscriberRow)).all() == []
