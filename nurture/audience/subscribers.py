@@ -46,6 +46,7 @@ from nurture.audience.enrollment import (
     enroll_new_where_triggered,
     enroll_where_triggered,
     unenroll,
+    with_last_good,
 )
 from nurture.audience.input import InvalidSubscriberError, SubscriberInput, normalise_email
 from nurture.core.loader import LoadedSequence
@@ -261,6 +262,8 @@ def bulk_upsert_subscribers(
     session.flush()
     result.tags = {email: list(row.tags) for email, row in existing.items()}
     result.tags.update((email, values["tags"]) for email, values in new.items())
+    # Once for both calls below: a broken file's warning is logged once per batch.
+    sequences = with_last_good(session, sequences)
     if existing:
         enrolled = enroll_where_triggered(session, list(existing.values()), sequences, now)
         result.enrollments.update(e.sequence_id for e in enrolled)
