@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from nurture.audience.events import record_event
 from nurture.core.engagement import BURST, EarlierClick, Hit, Verdict, judge
@@ -85,20 +86,11 @@ def record_click(
         hit = Hit("click", method, user_agent, now, send.sent_at, url)
         alone = judge(hit)
         event_id = f"nurture:click:{uuid.uuid4().hex}"
-        record_event(
-            conn,
-            kind=EventKind.CLICKED,
-            subscriber_id=send.subscriber_id,
-            send_id=send.id,
-            sequence_id=send.sequence_id,
-            step_id=send.step_id,
-            occurred_at=now,
-            received_at=now,
-            provider_event_id=event_id,
+        _record(
+            conn, send, EventKind.CLICKED, now=now, event_id=event_id,
             payload={"url": url, "method": method.upper()},
-            machine=alone.machine,
-            user_agent=user_agent,
-        )
+            machine=alone.machine, user_agent=user_agent,
+        )  # fmt: skip
         own: list[int] = []
         earlier: list[EarlierClick] = []
         for row in clicks_between(conn, send.id, now - BURST, now + BURST):
@@ -123,17 +115,36 @@ def record_open(
         if send is None:
             return Recorded(key, None)
         verdict = judge(Hit("open", method, user_agent, now, send.sent_at))
-        record_event(
-            conn,
-            kind=EventKind.OPENED,
-            subscriber_id=send.subscriber_id,
-            send_id=send.id,
-            sequence_id=send.sequence_id,
-            step_id=send.step_id,
-            occurred_at=now,
-            received_at=now,
-            payload={"method": method.upper()},
-            machine=verdict.machine,
-            user_agent=user_agent,
-        )
+        _record(
+            conn, send, EventKind.OPENED, now=now, event_id=None,
+            payload={"method": method.upper()}, machine=verdict.machine, user_agent=user_agent,
+        )  # fmt: skip
     return Recorded(key, verdict)
+
+
+def _record(
+    conn: Connection,
+    send: Any,
+    kind: EventKind,
+    *,
+    now: datetime,
+    event_id: str | None,
+    payload: dict[str, Any],
+    machine: bool,
+    user_agent: str,
+) -> None:
+    """One click or open of ``send``'s email, as an event of that send."""
+    record_event(
+        conn,
+        kind=kind,
+        subscriber_id=send.subscriber_id,
+        send_id=send.id,
+        sequence_id=send.sequence_id,
+        step_id=send.step_id,
+        occurred_at=now,
+        received_at=now,
+        provider_event_id=event_id,
+        payload=payload,
+        machine=machine,
+        user_agent=user_agent,
+    )

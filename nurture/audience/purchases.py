@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from nurture.audience.events import record_event
 from nurture.audience.input import InvalidSubscriberError, normalise_email
-from nurture.core.tokens import REF, verify
+from nurture.core.tokens import read_ref
 from nurture.core.vocabulary import EventKind
 from nurture.errors import NurtureError
 from nurture.store.purchases import (
@@ -209,9 +209,8 @@ def _ref_send(
 ) -> SendRef | None:
     if ref is None:
         return None
-    claims = verify(keys, REF, ref, now=now)
-    key = claims.get("k") if claims else None
-    return send_by_key(conn, key) if isinstance(key, str) else None
+    key = read_ref(keys, ref, now=now)
+    return None if key is None else send_by_key(conn, key)
 
 
 def record_purchase(

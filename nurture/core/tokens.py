@@ -136,3 +136,11 @@ def verify(
     except BadData:  # every itsdangerous failure: signature, timestamp, payload
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def read_ref(keys: Sequence[str], ref: str, *, now: datetime) -> str | None:
+    """The send key a ``nurture_ref`` (purpose :data:`REF`) was made for, or
+    None for anything else."""
+    payload = verify(keys, REF, ref, now=now)
+    key = None if payload is None else payload.get("k")
+    return key if isinstance(key, str) else None

@@ -83,15 +83,9 @@ def pixel_url(base_url: str, secret_key: str, key: str, *, now: datetime) -> str
 
 
 def offer_ref(secret_key: str, key: str, *, now: datetime) -> str:
-    """The ``nurture_ref`` of send ``key``'s offer link (see :func:`read_ref`)."""
+    """The ``nurture_ref`` of send ``key``'s offer link (read by
+    :func:`nurture.core.tokens.read_ref`)."""
     return sign(secret_key, REF, {"k": key}, now=now)
-
-
-def read_ref(secret_keys: Sequence[str], ref: str, *, now: datetime) -> str | None:
-    """The send key a ``nurture_ref`` was made for, or None for anything else."""
-    payload = verify(secret_keys, REF, ref, now=now)
-    key = None if payload is None else payload.get("k")
-    return key if isinstance(key, str) else None
 
 
 class Composer:

@@ -26,10 +26,8 @@ __all__ = [
     "insert_new_events",
     "last_delivery_event",
     "recorded_event_ids",
-    "send_for_event",
     "sends_by_key",
     "sends_by_message_id",
-    "subscriber_id_by_email",
     "subscriber_ids_by_email",
     "unconfirmed_sends",
 ]
@@ -70,33 +68,6 @@ _COLUMNS = (
     SEND.c.step_id,
     SEND.c.status,
 )
-
-
-def send_for_event(
-    conn: Connection, *, key: str | None, message_id: str | None
-) -> EventSend | None:
-    """The ledger row with our send id ``key`` (the ``nurture_send_id`` custom
-    arg), else the one the provider answered ``message_id`` for; None if neither."""
-    if key is not None and len(key) <= 32:
-        row = conn.execute(select(*_COLUMNS).where(SEND.c.key == key)).first()
-        if row is not None:
-            return EventSend(**row._mapping)
-    if message_id is not None and len(message_id) <= 200:
-        row = conn.execute(
-            select(*_COLUMNS)
-            .where(SEND.c.provider_message_id == message_id)
-            .order_by(SEND.c.id)
-            .limit(1)
-        ).first()
-        if row is not None:
-            return EventSend(**row._mapping)
-    return None
-
-
-def subscriber_id_by_email(conn: Connection, email: str) -> int | None:
-    """The id of the subscriber stored under ``email`` (normalised), or None."""
-    found = conn.execute(select(SUBSCRIBER.c.id).where(SUBSCRIBER.c.email == email)).first()
-    return None if found is None else int(found.id)
 
 
 def last_delivery_event(conn: Connection) -> datetime | None:

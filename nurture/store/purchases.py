@@ -113,11 +113,3 @@ def last_delivered_send(conn: Connection, subscriber_id: int) -> SendRef | None:
         .limit(1)
     ).first()
     return _ref(row)
-
-
-def purchases_of(conn: Connection, subscriber_id: int | None = None) -> list[Any]:
-    """Stored purchases, oldest first (of one subscriber, if given)."""
-    query = select(PURCHASE).order_by(PURCHASE.c.id)
-    if subscriber_id is not None:
-        query = query.where(PURCHASE.c.subscriber_id == subscriber_id)
-    return list(conn.execute(query).all())

@@ -22,8 +22,8 @@ from nurture.audience.engagement import record_click
 from nurture.audience.subscribers import add_subscriber
 from nurture.core.rendering import ComposedEmail
 from nurture.core.rendering.links import hrefs
-from nurture.core.tokens import CLICK, MANAGE, sign
-from nurture.sending.composer import click_url, read_ref
+from nurture.core.tokens import CLICK, MANAGE, read_ref, sign
+from nurture.sending.composer import click_url
 from nurture.store.db import session_factory
 from nurture.store.tables import EventRow, SendRow
 from nurture.testing import MemoryTransport
