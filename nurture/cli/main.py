@@ -31,6 +31,7 @@ from nurture.authoring.workbench import (
     preview_sequence,
     validate_paths,
 )
+from nurture.cli.admin import admin_app
 from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.events import events_app
@@ -389,6 +390,7 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sends_app, name="sends")
 app.add_typer(events_app, name="events")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(admin_app, name="admin")
 app.command("enroll", epilog=ENROLL_EXAMPLES)(enroll_command)
 app.command("unenroll", epilog=UNENROLL_EXAMPLES)(unenroll_command)
 register_engine_commands(app)

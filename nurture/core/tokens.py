@@ -45,6 +45,13 @@ report a purchase back and it is credited to the send that earned it."""
 API_CSRF = "nurture.csrf"
 """CSRF tokens of the subscriber-facing HTML forms."""
 
+ADMIN_SESSION = "nurture.admin.session"
+"""The ``/admin`` session cookie: ``{"u": admin id, "s": when it logged in}``."""
+
+ADMIN_CSRF = "nurture.admin.csrf"
+"""CSRF tokens of the admin pages' forms, bound to one session (the login
+form's to nothing: it has no session yet)."""
+
 # What dumps() produces: URL-safe base64 pieces joined by dots. Checked first
 # because the base64 decoder skips characters outside its alphabet, so a
 # genuine token with "é" or "!" added would otherwise still verify.

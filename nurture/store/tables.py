@@ -334,3 +334,36 @@ class AppEventRow(SQLModel, table=True):
     properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     occurred_at: datetime = _ts()
     received_at: datetime = _ts()
+
+
+class AdminUserRow(SQLModel, table=True):
+    """Someone who may log in to ``/admin``: only an Argon2 hash of the password
+    is kept. ``failed_logins`` and ``last_failed_at`` make repeated failures
+    wait longer (:mod:`nurture.admin.users`)."""
+
+    __tablename__ = "admin_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    email: str | None = Field(default=None, max_length=320)
+    password_hash: str = Field(max_length=500)
+    zone: str = Field(default="UTC", max_length=64, description="the zone pages show times in")
+    created_at: datetime = _ts()
+    last_login_at: datetime | None = _ts(nullable=True)
+    failed_logins: int = Field(default=0)
+    last_failed_at: datetime | None = _ts(nullable=True)
+    session_epoch: int = Field(default=0, description="raised at logout: older sessions end")
+
+
+class AdminActionRow(SQLModel, table=True):
+    """What an admin did and when: resolved a send, resumed a sequence, erased
+    a person, sent a test. Kept for the record; nothing reads it to decide."""
+
+    __tablename__ = "admin_action"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(index=True)
+    admin: str = Field(max_length=200, description="an admin's name, or cli:<os user>")
+    action: str = Field(max_length=50)
+    target: str = Field(default="", max_length=400, description="what it acted on")
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
