@@ -2,12 +2,14 @@
 
 * ``engine``: an engine on ``db_url`` (see ``tests/conftest.py``), migrated to
   head with :func:`nurture.store.migrate.upgrade`, disposed afterwards;
-* ``session``: a SQLModel session from :func:`nurture.store.db.session_factory`.
+* ``session``: a SQLModel session from :func:`nurture.store.db.session_factory`;
+* ``admin``: the web app with an admin logged in (:mod:`tests.admin_kit`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -15,6 +17,7 @@ from sqlmodel import Session
 
 from nurture.store.db import make_engine, session_factory
 from nurture.store.migrate import upgrade
+from tests.admin_kit import AdminApp, admin_app
 
 
 @pytest.fixture
@@ -33,3 +36,9 @@ def engine(db_url: str) -> Iterator[Engine]:
 def session(engine: Engine) -> Iterator[Session]:
     with session_factory(engine)() as session:
         yield session
+
+
+@pytest.fixture
+def admin(engine: Engine, tmp_path: Path) -> AdminApp:
+    """The app over ``engine`` with the admin ``ana`` logged in (:mod:`tests.admin_kit`)."""
+    return admin_app(engine, tmp_path)

@@ -1,5 +1,6 @@
-"""``/admin/login``, ``/admin/logout`` and ``/admin/zone``: starting and ending
-an admin's session, and the zone their pages show times in.
+"""``/admin/login``, ``/admin/logout``, ``/admin/zone`` and ``/admin/account``:
+starting and ending an admin's session, the zone their pages show times in,
+and the record of what admins did.
 
 Failed logins slow down twice over (:func:`nurture.admin.users.login_delay`):
 per admin name (kept in the database, so every web process sees it) and per
@@ -14,7 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 
 from nurture.admin import users
 from nurture.app.runtime import Runtime
+from nurture.store import admins
 from nurture.web.admin.auth import Admin, safe_next
 from nurture.web.admin.layout import AdminPages, read_form
 from nurture.web.common import client_address
@@ -112,7 +113,7 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
             return (result.user.id, result.user.session_epoch), 0.0
 
     @router.post("/logout")
-    async def logout(request: Request, admin: Annotated[Admin, Depends(auth.page)]) -> Response:
+    async def logout(request: Request, admin: Admin = Depends(auth.page)) -> Response:
         form = await read_form(request)
         auth.check_csrf(admin, form.get("csrf"))
 
@@ -126,8 +127,15 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
         auth.end_session(response)
         return response
 
+    @router.get("/account")
+    def account(request: Request, admin: Admin = Depends(auth.page)) -> Response:
+        """Who is logged in, and the record of what admins did lately."""
+        with auth.sessions() as session:
+            actions = admins.recent_actions(session, limit=50)
+        return pages.render(request, admin, "account.html", {"actions": actions})
+
     @router.post("/zone")
-    async def zone(request: Request, admin: Annotated[Admin, Depends(auth.page)]) -> Response:
+    async def zone(request: Request, admin: Admin = Depends(auth.page)) -> Response:
         form = await read_form(request)
         auth.check_csrf(admin, form.get("csrf"))
 
