@@ -2,19 +2,103 @@
 subscribers and their enrollments inserted as plain values, one statement per
 batch, without building an ORM object per row (which was most of an import's
 time). Nothing here commits; the caller owns the transaction.
+
+On SQLite the rows go to the driver's ``executemany`` directly
+(:func:`_driver_rows`): each column's value is converted by the very bind
+processor SQLAlchemy would use, but looked up once per column rather than per
+value, and a time (every row of an import has the same ``created_at``) is
+converted once per distinct value. SQLAlchemy's per-parameter bookkeeping had
+become half of an import's time. Other databases take the plain Core insert.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import DateTime, Table, bindparam, insert, select
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from nurture.store.queries import ENROLLMENT, SUBSCRIBER
+from nurture.store.types import UTCDateTime
 
 __all__ = ["insert_enrollment_values", "insert_subscriber_values"]
+
+_Convert = Callable[[Any], Any]
+
+
+def _memoised(process: _Convert) -> _Convert:
+    """``process`` for datetimes, computed once per distinct value (per batch)."""
+    seen: dict[datetime, Any] = {}
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return seen[value]
+        except KeyError:
+            converted = seen[value] = process(value)
+            return converted
+        except TypeError:  # not hashable: not a datetime; let the processor refuse it
+            return process(value)
+
+    return convert
+
+
+@cache
+def _statement(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The SQLite INSERT for ``columns`` and the order its ``?`` take them in."""
+    from sqlalchemy.dialects import sqlite
+
+    compiled = (
+        insert(table).values({c: bindparam(c) for c in columns}).compile(dialect=sqlite.dialect())
+    )
+    order = tuple(compiled.positiontup or ())
+    return str(compiled), order
+
+
+def _driver_rows(
+    connection: Connection, table: Table, values: Sequence[Mapping[str, Any]]
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """The SQLite statement and its parameter tuples for ``values`` (which all
+    name the same columns), converted by SQLAlchemy's own bind processors. A
+    column left out takes its Python-side default, as a Core insert would."""
+    given = set(values[0])
+    defaults = {
+        column.name: column.default.arg  # type: ignore[attr-defined]
+        for column in table.c
+        if column.name not in given and column.default is not None and column.default.is_scalar
+    }
+    sql, order = _statement(table, tuple(sorted(given | set(defaults))))
+    dialect = connection.dialect
+    plan: list[tuple[str, Any, _Convert | None]] = []
+    for name in order:
+        column_type = table.c[name].type
+        process: _Convert | None = column_type._cached_bind_processor(dialect)
+        if process is not None and isinstance(column_type, UTCDateTime | DateTime):
+            process = _memoised(process)
+        plan.append((name, defaults.get(name), process))
+    rows = [
+        tuple(
+            value.get(name, default) if convert is None else convert(value.get(name, default))
+            for name, default, convert in plan
+        )
+        for value in values
+    ]
+    return sql, rows
+
+
+def _insert(session: Session, table: Table, values: Sequence[Mapping[str, Any]]) -> None:
+    connection = session.connection()
+    keys = set(values[0])
+    if connection.dialect.name == "sqlite" and all(set(value) == keys for value in values):
+        sql, rows = _driver_rows(connection, table, values)
+        connection.exec_driver_sql(sql, rows)
+    else:
+        connection.execute(insert(table), list(values))
 
 
 def insert_subscriber_values(
@@ -22,13 +106,13 @@ def insert_subscriber_values(
 ) -> dict[str, int]:
     """Insert new subscribers (one mapping of column values each); their ids by address.
 
-    A plain executemany and one SELECT for the ids: cheaper than INSERT ...
+    One executemany and one SELECT for the ids: cheaper than INSERT ...
     RETURNING, which SQLAlchemy compiles into multi-row statements.
     """
     if not values:
         return {}
+    _insert(session, SUBSCRIBER, values)
     connection = session.connection()
-    connection.execute(insert(SUBSCRIBER), list(values))
     emails = [value["email"] for value in values]
     query = select(SUBSCRIBER.c.email, SUBSCRIBER.c.id).where(SUBSCRIBER.c.email.in_(emails))
     return {email: subscriber_id for email, subscriber_id in connection.execute(query)}
@@ -37,4 +121,4 @@ def insert_subscriber_values(
 def insert_enrollment_values(session: Session, values: Sequence[Mapping[str, Any]]) -> None:
     """Insert enrollments (one mapping of column values each) in one statement."""
     if values:
-        session.connection().execute(insert(ENROLLMENT), list(values))
+        _insert(session, ENROLLMENT, values)

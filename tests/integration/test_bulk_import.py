@@ -181,3 +181,73 @@ def test_a_file_unreadable_past_its_first_chunk_imports_nothing(
         import_csv(session, path, sequences=sequences, now=NOW, chunk_size=1)
 
     assert session.exec(select(SubscriberRow)).all() == []
+
+
+def test_bulk_rows_are_the_rows_one_at_a_time_would_write(
+    engine: Any, sequences: dict[str, LoadedSequence]
+) -> None:
+    """The bulk insert (on SQLite, straight to the driver) stores every column
+    exactly as the ORM path does: times with microseconds, JSON with unicode,
+    empty and missing values, the enrollments."""
+    from nurture.audience.consent import Consent
+    from nurture.audience.input import SubscriberInput
+    from nurture.audience.subscribers import bulk_upsert_subscribers, upsert_subscribers
+
+    now = datetime(2026, 12, 1, 9, 0, 0, 123456, tzinfo=UTC)
+    consent = Consent.parse("import", "Sign me up — tack!", "192.0.2.1")
+
+    def people(prefix: str) -> list[SubscriberInput]:
+        return [
+            SubscriberInput.parse(
+                email=f"{prefix}{n}@example.com",
+                name=["Åsa Öberg", "", "名前"][n % 3],
+                first_name=None if n % 2 else "Åsa",
+                timezone="Europe/Stockholm" if n % 2 else None,
+                locale="sv" if n % 2 else None,
+                tags=["b2b", "vip"][: n % 3],
+                attributes={"company": "Doe AB ☃", "seats": n} if n % 2 else {},
+            )
+            for n in range(6)
+        ]
+
+    with Session(engine) as session:
+        bulk_upsert_subscribers(
+            session, people("bulk"), consent=consent, now=now, sequences=sequences
+        )
+        upsert_subscribers(session, people("orm"), consent=consent, now=now, sequences=sequences)
+        session.commit()
+    with Session(engine) as session:
+        rows = session.exec(select(SubscriberRow)).all()
+        enrollments = session.exec(select(EnrollmentRow)).all()
+        ids = {row.id: row.email for row in rows}
+
+        def subscribers(prefix: str) -> list[dict[str, Any]]:
+            return sorted(
+                (
+                    {**row.model_dump(exclude={"id"}), "email": row.email.removeprefix(prefix)}
+                    for row in rows
+                    if row.email.startswith(prefix)
+                ),
+                key=lambda value: value["email"],
+            )
+
+        def enrolled(prefix: str) -> list[tuple[Any, ...]]:
+            return sorted(
+                (
+                    ids[e.subscriber_id].removeprefix(prefix),
+                    e.sequence_id,
+                    e.sequence_version,
+                    e.status,
+                    e.next_due_at,
+                    e.enrolled_at,
+                    e.trigger_properties,
+                )
+                for e in enrollments
+                if ids[e.subscriber_id].startswith(prefix)
+            )
+
+        assert subscribers("bulk") == subscribers("orm")
+        assert len(subscribers("bulk")) == 6
+        assert subscribers("bulk")[0]["created_at"] == now  # the microseconds kept
+        assert enrolled("bulk") == enrolled("orm")
+        assert enrolled("bulk")  # some were enrolled
