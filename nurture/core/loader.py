@@ -201,12 +201,98 @@ def content_version(sequence: Sequence) -> str:
     return digest[:12]
 
 
+MAX_DEPTH = 50
+"""How deeply a sequence file may nest lists and mappings (the example: 5)."""
+MAX_VALUES = 100_000
+"""How many values a sequence file may hold once its aliases are expanded: an
+"alias bomb" (a few lines whose aliases expand to billions) is refused."""
+
+
+def _shape_problem(data: Any) -> str | None:
+    """Why ``data`` (as loaded, aliases shared) is too deep, too large once
+    expanded, or refers to itself; None when its shape is fine. Linear in the
+    distinct nodes: each container's expanded size is counted once."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise _Refused("an alias refers to the value that contains it")
+        if depth > MAX_DEPTH:
+            raise _Refused(f"the file nests lists and mappings more than {MAX_DEPTH} deep")
+        open_.add(key)
+        children = list(node.values()) if isinstance(node, dict) else node
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_VALUES:
+            raise _Refused(
+                f"the file holds more than {MAX_VALUES:,} values once its aliases are "
+                "expanded (are aliases (*name) repeating a large value?)"
+            )
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(data, 0)
+    except _Refused as refused:
+        return str(refused)
+    return None
+
+
+def _too_deep_brackets(text: str) -> tuple[int, int] | None:
+    """Where ``[`` and ``{`` first nest more than :data:`MAX_DEPTH` deep, as a
+    1-based (line, column), or None. The YAML parser recurses once per level
+    and takes minutes over thousands of levels, so this is checked first; quoted
+    text and comments are skipped, roughly, which is all a refusal needs."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth, line, column, quote = 0, 1, 0, ""
+    in_comment = False
+    for char in text:
+        column += 1
+        if char == "\n":
+            line, column, in_comment = line + 1, 0, False
+            continue
+        if in_comment:
+            continue
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            in_comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, column
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return None
+
+
+class _Refused(Exception):
+    """A shape :func:`_shape_problem` refuses."""
+
+
 def parse_sequence(
     text: str, display: str, path: Path | None = None
 ) -> tuple[LoadedSequence | None, list[Diagnostic]]:
     """Parse and validate one sequence file's text. Never raises for bad input."""
+    deep = _too_deep_brackets(text)
+    if deep is not None:
+        message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"
+        return None, [Diagnostic(display, *deep, message)]
     try:
         data = _yaml().load(text)
+    except RecursionError:
+        message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"
+        return None, [Diagnostic(display, 1, 1, message)]
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -219,6 +305,13 @@ def parse_sequence(
         return None, [Diagnostic(display, line, column, problem)]
     except YAMLError as exc:
         return None, [Diagnostic(display, 1, 1, f"invalid YAML: {exc}")]
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        # The YAML library's own failures on some malformed input (a merge key
+        # that merges its own mapping): still bad input, never a traceback.
+        return None, [Diagnostic(display, 1, 1, f"invalid YAML ({type(exc).__name__})")]
+    shape = _shape_problem(data)
+    if shape is not None:
+        return None, [Diagnostic(display, 1, 1, shape)]
     positions = Positions(data, text)
     if not isinstance(data, CommentedMap):
         return None, [Diagnostic(display, 1, 1, "a sequence file must be a mapping of keys")]

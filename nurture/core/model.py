@@ -38,6 +38,9 @@ _WAIT_UNITS = {
     "d": "days", "day": "days", "days": "days",
     "w": "weeks", "week": "weeks", "weeks": "weeks",
 }  # fmt: skip
+_UNIT_MINUTES = {"minutes": 1, "hours": 60, "days": 24 * 60, "weeks": 7 * 24 * 60}
+MAX_WAIT_MINUTES = 5 * 366 * 24 * 60
+"""The longest wait (5 years): a longer one is a typo, and would overflow dates."""
 _WAIT_RE = re.compile(r"^\s*(\d+)\s*([a-z]+)\s*$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _HEX_COLOUR = re.compile(r"^#([0-9a-f]{3}|[0-9a-f]{6})$")
@@ -91,6 +94,15 @@ class Delay(_Strict):
 
     amount: int = Field(ge=0)
     unit: Literal["minutes", "hours", "days", "weeks"] = "minutes"
+
+    @model_validator(mode="after")
+    def _at_most_the_longest_wait(self) -> Delay:
+        minutes = self.amount * _UNIT_MINUTES[self.unit]
+        if minutes > MAX_WAIT_MINUTES:
+            raise ValueError(
+                f"a wait of {self.amount} {self.unit} is longer than 5 years, the longest allowed"
+            )
+        return self
 
     @classmethod
     def parse(cls, value: Any) -> Delay:

@@ -1,0 +1,157 @@
+"""Generated bad sequence files: whatever the bytes, the loader answers with
+``file:line:column`` problems, never a traceback and never a hang.
+
+Hypothesis mutates the example sequence (truncates it, overwrites a span,
+splices in hostile YAML: alias bombs, deep nesting, huge numbers, wrong types,
+unknown keys, tags) and also generates whole random YAML documents. The
+pytest-timeout of each test is the "never hangs" check: a file that took the
+parser minutes (thousands of nested brackets did) fails the run.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+from nurture.core.loader import MAX_DEPTH, parse_sequence
+
+EXAMPLE = (Path(__file__).parents[2] / "sequences" / "sales-process.yaml").read_text("utf-8")
+POSITION = re.compile(r"^bad\.yaml:(\d+):(\d+): \S")
+
+
+def _bomb(levels: int) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for n in range(1, levels):
+        refs = ", ".join([f"*a{n - 1}"] * 10)
+        lines.append(f"a{n}: &a{n} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE = [
+    _bomb(9),
+    "steps: " + "[" * 3000 + "]" * 3000,
+    "steps: " + "{a: " * 500 + "1" + "}" * 500,
+    "".join(" " * n + f"k{n}:\n" for n in range(400)),
+    "wait: 99999999999999999999999999999999 days",
+    "wait: 1" + "0" * 5000 + " days",
+    "id: [1, 2]",
+    "steps: 42",
+    "steps: [{id: a, template: x.md, subject: {en: s}, wait: '2 weeks', wait: 0}]",
+    "unknown_key: {deeply: {nested: [1, 2, {three: 3}]}}",
+    "id: !!python/object:os.system 'echo hi'",
+    "a: &a\n  <<: *a",
+    "<<: *nowhere",
+    "id: \x00",
+    "\t- tab",
+    "? [complex, key]\n: value",
+    "id: &x sales\nname: *x\nversion: *x",
+    "window: {days: [mon, funday], start: '25:00', end: 'noon'}",
+    "skip: {holidays: XX, dates: [2026-02-30, not-a-date]}",
+    'when: "' + "(" * 200 + "true" + ")" * 200 + '"',
+]
+
+
+def _check(text: str) -> None:
+    loaded, problems = parse_sequence(text, "bad.yaml")
+    lines = text.count("\n") + 2
+    for problem in problems:
+        found = POSITION.match(str(problem))
+        assert found is not None, str(problem)
+        line, column = int(found.group(1)), int(found.group(2))
+        assert 1 <= line <= lines and column >= 1, str(problem)
+    if loaded is None:
+        assert problems, "a refused file must say why"
+
+
+@pytest.mark.parametrize("snippet", HOSTILE, ids=range(len(HOSTILE)))
+def test_each_hostile_snippet_alone_and_inside_the_example(snippet: str) -> None:
+    _check(snippet)
+    _check(EXAMPLE + "\n" + snippet + "\n")
+    _check(EXAMPLE.replace("steps:", snippet + "\nsteps:", 1))
+
+
+def test_deep_nesting_and_alias_bombs_are_named() -> None:
+    for text in (HOSTILE[0] + "steps: *a8\n", HOSTILE[1]):
+        loaded, problems = parse_sequence(text, "bad.yaml")
+        assert loaded is None
+        assert any(f"{MAX_DEPTH} deep" in p.message or "aliases" in p.message for p in problems)
+
+
+def test_an_absurd_wait_is_refused_at_its_key() -> None:
+    text = EXAMPLE.replace("wait: 2 days", "wait: 999999999 days", 1)
+    assert text != EXAMPLE
+    loaded, problems = parse_sequence(text, "bad.yaml")
+    assert loaded is None
+    assert any("longer than 5 years" in p.message for p in problems), problems
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cut=st.integers(min_value=0, max_value=len(EXAMPLE)),
+    span=st.integers(min_value=0, max_value=40),
+    noise=st.text(max_size=40),
+    snippet=st.sampled_from(HOSTILE),
+    how=st.sampled_from(["truncate", "overwrite", "splice"]),
+)
+def test_a_mutated_example_never_raises(
+    cut: int, span: int, noise: str, snippet: str, how: str
+) -> None:
+    if how == "truncate":
+        text = EXAMPLE[:cut]
+    elif how == "overwrite":
+        text = EXAMPLE[:cut] + noise + EXAMPLE[cut + span :]
+    else:
+        line_start = EXAMPLE.rfind("\n", 0, cut) + 1
+        text = EXAMPLE[:line_start] + snippet + "\n" + EXAMPLE[line_start:]
+    _check(text)
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+)
+_keys = st.sampled_from(
+    [
+        "id",
+        "version",
+        "name",
+        "sender",
+        "trigger",
+        "steps",
+        "window",
+        "skip",
+        "wait",
+        "when",
+        "template",
+        "subject",
+        "offer",
+        "goal",
+        "at",
+        "x",
+        "brand",
+        "locale",
+    ]
+)
+_documents = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(_keys, inner, max_size=6)),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=st.dictionaries(_keys, _documents, max_size=8))
+def test_random_yaml_documents_never_raise(document: dict[str, Any]) -> None:
+    buffer = io.StringIO()
+    YAML(typ="safe", pure=True).dump(document, buffer)
+    _check(buffer.getvalue())
