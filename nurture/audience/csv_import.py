@@ -72,6 +72,13 @@ __all__ = ["IMPORT_CHUNK", "TAG_SEPARATORS", "ImportFileError", "ImportReport", 
 _T = TypeVar("_T")
 
 IMPORT_CHUNK = 2000
+
+CELL_LIMIT = 16 * 1024 * 1024
+"""The longest cell the reader takes (the csv module's default is 128 KiB). A
+longer cell than a field allows is that row's error, reported with the rest,
+so one megabyte-long name does not refuse the whole file; a cell beyond this
+limit still refuses it (naming its line)."""
+csv.field_size_limit(max(csv.field_size_limit(), CELL_LIMIT))
 """Rows per transaction in :func:`import_csv`: one commit per row is slow on
 SQLite (an fsync each), one for the whole file holds a write lock for minutes
 (and memory); 2,000 rows take a fraction of a second."""

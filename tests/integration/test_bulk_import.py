@@ -251,3 +251,20 @@ def test_bulk_rows_are_the_rows_one_at_a_time_would_write(
         assert subscribers("bulk")[0]["created_at"] == now  # the microseconds kept
         assert enrolled("bulk") == enrolled("orm")
         assert enrolled("bulk")  # some were enrolled
+
+
+def test_a_megabyte_cell_is_its_rows_error_not_the_files(
+    session: Session, sequences: dict[str, LoadedSequence], tmp_path: Path
+) -> None:
+    path = tmp_path / "huge.csv"
+    huge = "x" * 1_000_000
+    path.write_text(
+        f"email,name,tags\na@example.com,Ann,b2b\nb@example.com,{huge},b2b\nc@example.com,Cai,b2b\n",
+        encoding="utf-8",
+    )
+    report = import_csv(session, path, sequences=sequences, now=NOW)
+    assert report.imported == 2
+    assert [line for line, _ in report.errors] == [3]
+    assert "name" in report.errors[0][1]
+    emails = set(session.exec(select(SubscriberRow.email)))
+    assert emails == {"a@example.com", "c@example.com"}
