@@ -328,6 +328,17 @@ def pause_sequence(conn: Connection, sequence_id: str, reason: str, now: datetim
     return bool(changed.rowcount)
 
 
+def resume_sequence(conn: Connection, sequence_id: str, now: datetime) -> bool:
+    """Resume a paused sequence, with a fresh error budget (``nurture resume``
+    and the problems page); False when it was not paused."""
+    changed = conn.execute(
+        update(SEQUENCE_STATE)
+        .where(SEQUENCE_STATE.c.sequence_id == sequence_id, SEQUENCE_STATE.c.paused.is_(True))
+        .values(paused=False, paused_reason=None, consecutive_failures=0, updated_at=now)
+    )
+    return bool(changed.rowcount)
+
+
 def next_due_time(conn: Connection) -> datetime | None:
     value = conn.execute(
         select(func.min(ENROLLMENT.c.next_due_at)).where(
