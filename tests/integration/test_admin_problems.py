@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nurture.audience.subscribers import add_subscriber
 from nurture.audience.tokens import create_token
@@ -187,10 +187,13 @@ def test_a_paused_sequence_is_resumed_from_the_page(admin: AdminApp) -> None:
 def test_subscriber_data_is_escaped(admin: AdminApp) -> None:
     welcome(admin, "x@example.com", PermanentSendError(f"rejected {XSS}"), name=XSS)
     welcome(admin, "y@example.com", AmbiguousSendError("timed out"), name=XSS)
+    with admin.engine.begin() as conn:
+        conn.execute(update(SEND).values(subject=f"Subject {XSS}"))
     page = admin.client.get("/admin/problems")
     assert page.status_code == 200
     assert XSS not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "Subject &lt;script&gt;" in page.text
     assert "failed" in page.text and "unknown" in page.text
 
 
