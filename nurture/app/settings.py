@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         default=20, ge=1, description="failed sends in a row that pause a sequence"
     )
     lease_seconds: float = Field(default=300.0, gt=0, description="claim lease before reconcile")
+    complaint_pause_rate: float = Field(
+        default=0.003,
+        ge=0,
+        le=1,
+        description="a sequence whose 7-day complaint rate reaches this is paused (0: never)",
+    )
+    complaint_pause_min_sends: int = Field(
+        default=1000, ge=1, description="sends in 7 days before the complaint rate can pause"
+    )
     # The web loop: webhooks, tracking, sign-up
     sendgrid_webhook_public_key: str | None = Field(
         default=None, description="the Event Webhook's verification key (base64 DER, from SendGrid)"

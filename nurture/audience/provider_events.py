@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
 
+from nurture.audience.complaints import ComplaintLimit, check_complaint_rates
 from nurture.audience.input import InvalidSubscriberError, normalise_email
 from nurture.audience.leaving import block, unsubscribe
 from nurture.core.vocabulary import EventKind, SendStatus, SubscriberStatus
@@ -60,6 +61,8 @@ class Applied:
     blocked: int = 0
     unsubscribed: int = 0
     unmatched: int = 0
+    paused: list[str] = field(default_factory=list)
+    """Sequences this post's complaints paused."""
 
 
 def drop_status(reason: str | None) -> SubscriberStatus | None:
@@ -105,14 +108,20 @@ def _text(payload: Any, key: str) -> str | None:
 
 
 def apply_sendgrid_events(
-    session: Session, events: Iterable[SendGridEvent], *, now: datetime
+    session: Session,
+    events: Iterable[SendGridEvent],
+    *,
+    now: datetime,
+    complaint_limit: ComplaintLimit | None = None,
 ) -> Applied:
     """Record and act on one webhook post's events (see the module's docstring).
 
     A post carries up to a few thousand events, so the lookups (ledger rows,
     subscribers, events already recorded) and the inserts are one query per
     chunk of a batch; only the events that change something (a confirmation,
-    a block, an unsubscribe) are acted on one by one.
+    a block, an unsubscribe) are acted on one by one. With ``complaint_limit``,
+    the sequences new spam complaints name have their complaint rate checked
+    once, after the post (:mod:`nurture.audience.complaints`).
     """
     batch = list(events)
     applied = Applied(received=len(batch))
@@ -156,10 +165,19 @@ def apply_sendgrid_events(
     inserted = store.insert_new_events(conn, [_row(p, now) for p in fresh])
     applied.duplicates += len(planned) - len(inserted)
     applied.recorded += len(inserted)
+    complained: set[str] = set()
     for item in fresh:
         if item.identifier in inserted:
             _act(session, item, now, applied)
+            if item.event.kind == EventKind.COMPLAINED:
+                sequence = item.send.sequence_id if item.send else _name(item.event.sequence_id)
+                if sequence is not None:
+                    complained.add(sequence)
     session.flush()
+    if complaint_limit is not None and complained:
+        applied.paused = check_complaint_rates(
+            session.connection(), sorted(complained), complaint_limit, now
+        )
     return applied
 
 

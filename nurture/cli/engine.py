@@ -229,7 +229,7 @@ def resume_command(
     ctx: typer.Context,
     sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="The paused sequence's id.")],
 ) -> None:
-    """Resume a sequence paused by its error budget."""
+    """Resume a paused sequence (its error budget, a failing `when`, its complaint rate)."""
     from nurture.app.runtime import open_engine
     from nurture.store import queries
 
@@ -237,17 +237,8 @@ def resume_command(
         engine = open_engine(ctx.obj.store_settings())
         try:
             with engine.begin() as conn:
-                paused = queries.paused_sequences(conn)
-                if sequence not in paused:
+                if not queries.resume_sequence(conn, sequence, ctx.obj.now()):
                     raise fail(f"{sequence} is not paused")
-                queries.save_sequence_state(
-                    conn,
-                    sequence,
-                    consecutive_failures=0,
-                    paused=False,
-                    reason=None,
-                    now=ctx.obj.now(),
-                )
         finally:
             engine.dispose()
     out.print(safe(f"{sequence} resumed"))

@@ -31,7 +31,7 @@ from nurture.errors import NurtureError
 from nurture.store import resolve as store
 from nurture.store.resolve import UnknownSend
 
-__all__ = ["Resolution", "ResolveError", "resend_problem", "resolve_sends"]
+__all__ = ["Resolution", "ResolveError", "resend_problem", "resolve_in", "resolve_sends"]
 
 
 class Resolution(StrEnum):
@@ -99,46 +99,64 @@ def resolve_sends(
     Raises :class:`ResolveError` (and changes nothing) when a send is missing
     or not ``unknown``, when a resend cannot be done, or when ``why`` is empty.
     """
+    with engine.begin() as conn:
+        return resolve_in(
+            conn, refs, all_unknown=all_unknown, resolution=resolution, why=why, by=by, now=now
+        )
+
+
+def resolve_in(
+    conn: Connection,
+    refs: Sequence[str],
+    *,
+    all_unknown: bool,
+    resolution: Resolution,
+    why: str,
+    by: str,
+    now: datetime,
+) -> list[UnknownSend]:
+    """:func:`resolve_sends` inside the caller's transaction (the admin pages
+    record the admin's action in the same one); on :class:`ResolveError` the
+    caller must roll back."""
     why = why.strip()
     if not why:
         raise ResolveError("say why (--why): it is kept with the send")
     if all_unknown == bool(refs):
         raise ResolveError("name the sends to resolve, or give --all-unknown (not both)")
-    with engine.begin() as conn:
-        missing: list[str] = []
-        if all_unknown:
-            targets = store.unknown_sends(conn)
-        else:
-            targets, missing = _targets(conn, refs)
-        problems = [f"no send {ref}" for ref in missing]
+    missing: list[str] = []
+    if all_unknown:
+        targets = store.unknown_sends(conn)
+    else:
+        targets, missing = _targets(conn, refs)
+    problems = [f"no send {ref}" for ref in missing]
+    problems += [
+        f"send {send.id} ({send.step_id}) is {send.status}: only unknown sends can be resolved"
+        for send in targets
+        if send.status != SendStatus.UNKNOWN
+    ]
+    if resolution is Resolution.RESEND:
         problems += [
-            f"send {send.id} ({send.step_id}) is {send.status}: only unknown sends can be resolved"
+            problem
             for send in targets
-            if send.status != SendStatus.UNKNOWN
+            if send.status == SendStatus.UNKNOWN
+            and (problem := resend_problem(conn, send)) is not None
         ]
-        if resolution is Resolution.RESEND:
-            problems += [
-                problem
-                for send in targets
-                if send.status == SendStatus.UNKNOWN
-                and (problem := resend_problem(conn, send)) is not None
-            ]
-        if problems:
-            raise ResolveError("nothing was changed:\n" + "\n".join(problems))
-        for send in targets:
-            settled = store.settle_send(
-                conn,
-                send.id,
-                status=_STATUS[resolution],
-                resolution=f"{resolution.value}: {why}",
-                by=by,
-                now=now,
-                next_attempt_at=now if resolution is Resolution.RESEND else None,
-            )
-            if not settled:
-                raise ResolveError(f"send {send.id} was settled by someone else meanwhile")
-            if resolution is Resolution.RESEND and not store.make_enrollment_due(
-                conn, send.enrollment_id, now
-            ):
-                raise ResolveError(f"send {send.id}: its enrollment changed meanwhile")
+    if problems:
+        raise ResolveError("nothing was changed:\n" + "\n".join(problems))
+    for send in targets:
+        settled = store.settle_send(
+            conn,
+            send.id,
+            status=_STATUS[resolution],
+            resolution=f"{resolution.value}: {why}",
+            by=by,
+            now=now,
+            next_attempt_at=now if resolution is Resolution.RESEND else None,
+        )
+        if not settled:
+            raise ResolveError(f"send {send.id} was settled by someone else meanwhile")
+        if resolution is Resolution.RESEND and not store.make_enrollment_due(
+            conn, send.enrollment_id, now
+        ):
+            raise ResolveError(f"send {send.id}: its enrollment changed meanwhile")
     return targets

@@ -309,21 +309,36 @@ def pause_sequence(conn: Connection, sequence_id: str, reason: str, now: datetim
     """Pause a sequence that is not paused yet (its error budget is left as
     it is); True when this call paused it. Insert-or-ignore first, so two
     workers pausing the same new sequence never collide on the primary key."""
+    # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING,
+    # which read as "paused now" every time (and logged the pause again).
     inserted = conn.execute(
-        insert_ignoring_duplicates(conn, SEQUENCE_STATE).values(
+        insert_ignoring_duplicates(conn, SEQUENCE_STATE)
+        .values(
             sequence_id=sequence_id,
             paused=True,
             paused_reason=reason,
             consecutive_failures=0,
             updated_at=now,
         )
-    )
-    if inserted.rowcount:
+        .returning(SEQUENCE_STATE.c.sequence_id)
+    ).first()
+    if inserted is not None:
         return True
     changed = conn.execute(
         update(SEQUENCE_STATE)
         .where(SEQUENCE_STATE.c.sequence_id == sequence_id, SEQUENCE_STATE.c.paused.is_(False))
         .values(paused=True, paused_reason=reason, updated_at=now)
+    )
+    return bool(changed.rowcount)
+
+
+def resume_sequence(conn: Connection, sequence_id: str, now: datetime) -> bool:
+    """Resume a paused sequence, with a fresh error budget (``nurture resume``
+    and the problems page); False when it was not paused."""
+    changed = conn.execute(
+        update(SEQUENCE_STATE)
+        .where(SEQUENCE_STATE.c.sequence_id == sequence_id, SEQUENCE_STATE.c.paused.is_(True))
+        .values(paused=False, paused_reason=None, consecutive_failures=0, updated_at=now)
     )
     return bool(changed.rowcount)
 

@@ -30,6 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from nurture.app.runtime import Runtime
+from nurture.audience.complaints import ComplaintLimit
 from nurture.audience.provider_events import Applied, apply_sendgrid_events
 from nurture.store.db import session_factory
 from nurture.transports.sendgrid_events import SendGridEvent, read_events
@@ -103,10 +104,13 @@ def routes(runtime: Runtime) -> APIRouter:
             key_broken = True
             log.error("%s is off: sendgrid_webhook_public_key cannot be read", PATH)
     sessions = session_factory(runtime.engine)
+    complaints = ComplaintLimit(settings.complaint_pause_rate, settings.complaint_pause_min_sends)
 
     def apply(events: list[SendGridEvent]) -> Applied:
         with sessions() as session:
-            applied = apply_sendgrid_events(session, events, now=runtime.clock())
+            applied = apply_sendgrid_events(
+                session, events, now=runtime.clock(), complaint_limit=complaints
+            )
             session.commit()
         return applied
 
