@@ -88,4 +88,4 @@ def funnel_chart(funnel: SequenceFunnel) -> Chart:
         )
         y += len(SERIES) * (BAR_HEIGHT + GAP) + GROUP_GAP
     summary = f"Funnel of {funnel.sequence_id} per step. " + "; ".join(words)
-    return Chart(LABEL_WIDTH + BAR_AREA + 80, max(y, 40), LABEL_WIDTH, groups, summary)
+    return Chart(LABEL_WIDTH + BAR_AREA + 140, max(y, 40), LABEL_WIDTH, groups, summary)
