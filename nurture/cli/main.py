@@ -37,6 +37,7 @@ from nurture.cli.engine import register_engine_commands
 from nurture.cli.events import events_app
 from nurture.cli.project import init_command
 from nurture.cli.sends import sends_app
+from nurture.cli.stats import STATS_EXAMPLES, stats_command
 from nurture.cli.subscribers import (
     ENROLL_EXAMPLES,
     UNENROLL_EXAMPLES,
@@ -391,6 +392,7 @@ app.add_typer(sends_app, name="sends")
 app.add_typer(events_app, name="events")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(admin_app, name="admin")
+app.command("stats", epilog=STATS_EXAMPLES)(stats_command)
 app.command("enroll", epilog=ENROLL_EXAMPLES)(enroll_command)
 app.command("unenroll", epilog=UNENROLL_EXAMPLES)(unenroll_command)
 register_engine_commands(app)

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     Column,
     ForeignKey,
@@ -367,3 +368,47 @@ class AdminActionRow(SQLModel, table=True):
     action: str = Field(max_length=50)
     target: str = Field(default="", max_length=400, description="what it acted on")
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class FunnelStepRow(SQLModel, table=True):
+    """A step's funnel, kept current by database triggers (migration 0008):
+    ledger rows ``sent`` and ``unknown``, and the sends with at least one
+    delivered, human-opened and human-clicked event. Read by
+    :mod:`nurture.store.funnels`; ``nurture stats --rebuild`` recomputes it."""
+
+    __tablename__ = "funnel_step"
+
+    sequence_id: str = Field(primary_key=True, max_length=100)
+    step_id: str = Field(primary_key=True, max_length=100)
+    sent: int = Field(default=0)
+    unknown: int = Field(default=0)
+    delivered: int = Field(default=0)
+    opened: int = Field(default=0)
+    clicked: int = Field(default=0)
+
+
+class FunnelMarkRow(SQLModel, table=True):
+    """That a send was counted once as delivered, opened or clicked: a second
+    event of the same kind for it (the provider's and ours) counts nothing."""
+
+    __tablename__ = "funnel_mark"
+
+    send_id: int = Field(
+        primary_key=True, sa_type=Integer(), sa_column_kwargs={"autoincrement": False}
+    )
+    mark: str = Field(primary_key=True, max_length=20)
+    sequence_id: str = Field(max_length=100)
+    step_id: str = Field(max_length=100)
+
+
+class FunnelRevenueRow(SQLModel, table=True):
+    """Orders credited to a step and their sum, per currency, in
+    ten-thousandths (exact: ``purchase.amount`` is NUMERIC(18, 4))."""
+
+    __tablename__ = "funnel_revenue"
+
+    sequence_id: str = Field(primary_key=True, max_length=100)
+    step_id: str = Field(primary_key=True, max_length=100)
+    currency: str = Field(primary_key=True, max_length=3)
+    orders: int = Field(default=0)
+    amount_e4: int = Field(default=0, sa_type=BigInteger())

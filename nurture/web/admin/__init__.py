@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from nurture.app.runtime import Runtime
-from nurture.web.admin import dashboard, problems, session
+from nurture.web.admin import dashboard, problems, sequences, session
 from nurture.web.admin.auth import AdminAuth
 from nurture.web.admin.layout import AdminPages
 
@@ -25,4 +25,5 @@ def routes(runtime: Runtime) -> APIRouter:
     router.include_router(session.routes(runtime, pages))
     router.include_router(dashboard.routes(runtime, pages))
     router.include_router(problems.routes(runtime, pages))
+    router.include_router(sequences.routes(runtime, pages))
     return router
