@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from nurture.app.runtime import Runtime
 from nurture.web.admin import session
+from nurture.web.admin import subscribers as subscriber_pages
 from nurture.web.admin.auth import AdminAuth
 from nurture.web.admin.layout import AdminPages
 
@@ -23,4 +24,5 @@ def routes(runtime: Runtime) -> APIRouter:
     pages = AdminPages(AdminAuth(runtime))
     router = APIRouter()
     router.include_router(session.routes(runtime, pages))
+    router.include_router(subscriber_pages.routes(runtime, pages))
     return router
