@@ -287,7 +287,7 @@ def _next_line(
             retry += f" after: {pending.reason}"
     if isinstance(action, Wait):
         at = max(action.until, retry_at) if retry_at else action.until
-        why = f"pending: due {_local(at, zone)}{retry}"
+        why = f"the next step: waiting for its due time{retry}"
         return StepLine(step.id, "pending", at, why, "; ".join((base, *action.notes)))
     if isinstance(action, Send):
         at = max(now, retry_at) if retry_at else now
@@ -422,7 +422,7 @@ def _project(
         step = sequence.step(entry.step)
         if entry.action == "send":
             timing = "; ".join(part for part in (f"wait {step.wait}", entry.reason) if part)
-            why = f"would be sent ~{_local(at, zone)} {assumption} (no new event or edit)"
+            why = f"would be sent {assumption} (no new event or edit)"
             lines[entry.step] = StepLine(entry.step, "would send", at, why, timing, projected=True)
         elif entry.action == "skip":
             why = f"would be skipped: {entry.reason} (as the data stands now)"

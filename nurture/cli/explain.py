@@ -62,14 +62,17 @@ def print_explain(found: SubscriberExplain) -> None:
         )
         for note in e.notes:
             out.print(safe(f"  {note}", "yellow"))
-        table = Table(show_edge=False, pad_edge=False)
+        table = Table(show_edge=False, pad_edge=False, show_lines=True)
         for column in ("step", "what", "when", "why"):
             table.add_column(column, overflow="fold")
         for line in e.steps:
             what = line.state + (" (projected)" if line.projected else "")
-            why = line.why + (f" [{line.timing}]" if line.timing else "")
+            why = line.why + (f"\n{line.timing}" if line.timing else "")
             table.add_row(
-                safe(line.step), safe(what), _when(line.at, zone, line.projected), safe(why)
+                safe(line.step),
+                safe(what),
+                _when(line.at, zone, line.projected),
+                safe(why, lines=True),
             )
         out.print(table)
 
