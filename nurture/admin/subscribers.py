@@ -35,6 +35,7 @@ from nurture.store.tables import SubscriberRow
 
 __all__ = [
     "PAGE_SIZE",
+    "NoSuchSubscriber",
     "Preview",
     "SearchPage",
     "SubscriberActionError",
@@ -53,6 +54,10 @@ PREVIEW_KEY = "preview"
 class SubscriberActionError(NurtureError):
     """An action that cannot be done as asked (no such subscriber, the typed
     address does not match)."""
+
+
+class NoSuchSubscriber(SubscriberActionError):
+    """The subscriber is not (or no longer) stored."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def search(engine: Engine, text: str, *, after: int = 0, limit: int = PAGE_SIZE)
 def _subscriber(session: Session, subscriber_id: int) -> SubscriberRow:
     row = session.get(SubscriberRow, subscriber_id)
     if row is None:
-        raise SubscriberActionError(f"no subscriber #{subscriber_id}")
+        raise NoSuchSubscriber(f"no subscriber #{subscriber_id}")
     return row
 
 
@@ -112,7 +117,7 @@ def export(engine: Engine, subscriber_id: int, *, admin: str, now: datetime) -> 
         row = _subscriber(session, subscriber_id)
         data = export_personal_data(session, row.email)
         if data is None:  # the row was just read: only a concurrent erasure
-            raise SubscriberActionError(f"no subscriber #{subscriber_id}")
+            raise NoSuchSubscriber(f"no subscriber #{subscriber_id}")
         admins.add_action(
             session, at=now, admin=admin, action="export", target=f"subscriber #{subscriber_id}"
         )

@@ -17,10 +17,12 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from nurture.audience.events import record_event
 from nurture.audience.subscribers import add_subscriber
 from nurture.audience.tokens import create_token
 from nurture.core.simulation import simulate
 from nurture.core.subscriber import Subscriber
+from nurture.core.vocabulary import EventKind
 from nurture.store import queries
 from nurture.store.db import session_factory
 from nurture.store.tables import AdminActionRow, SubscriberRow
@@ -174,6 +176,62 @@ def test_unsubscribing_on_the_page_ends_the_enrollment_and_is_recorded(admin: Ad
     assert len(admin.transport.sent) == sent  # nothing more goes out
 
 
+def test_a_purchase_that_meets_the_goal_ends_the_timeline(admin: AdminApp) -> None:
+    sid = add(admin, "buyer@example.com")
+    dispatch(admin, NOW)
+    bought = NOW + timedelta(hours=2)
+    with admin.engine.begin() as conn:
+        record_event(
+            conn, kind=EventKind.PURCHASED, subscriber_id=sid, occurred_at=bought,
+            received_at=bought, product="sales-audit",
+        )  # fmt: skip
+    admin.clock.instant = bought
+    headers = token(admin)
+    before = steps_of(explain(admin, sid, headers))  # decided, not yet dispatched
+    assert before["three-models"]["state"] == "not reached"
+    assert (
+        "leaves at the next pass: goal reached: purchased sales-audit"
+        in (before["three-models"]["why"])
+    )
+    dispatch(admin, bought)
+    data = explain(admin, sid, headers)
+    [enrollment] = data["enrollments"]
+    assert enrollment["status"] == "converted" and enrollment["next_due_at"] is None
+    steps = steps_of(data)
+    assert steps["welcome"]["state"] == "sent"
+    assert "converted: goal reached: purchased sales-audit" in steps["offer"]["why"]
+
+
+def test_times_are_shown_in_the_subscribers_zone_and_the_admins(admin: AdminApp) -> None:
+    with session_factory(admin.engine)() as session:
+        row, _ = add_subscriber(
+            session, email="jamie@example.com", name="Jamie Doe", tz="America/New_York",
+            tags=["b2b"], consent_source="test", now=NOW,
+            sequences=admin.runtime.registry.sequences(),
+        )  # fmt: skip
+        session.commit()
+        sid = row.id
+    dispatch(admin, NOW)
+    page = admin.client.get(f"/admin/subscribers/{sid}")
+    # Monday 09:30 in New York (three-models), which is 15:30 in Stockholm (ana's).
+    assert "2026-11-30 09:30 EST" in page.text and "2026-11-30 15:30 CET" in page.text
+
+
+def test_unsubscribing_from_one_sequence_leaves_the_address_mailable(admin: AdminApp) -> None:
+    sid = add(admin, "one@example.com")
+    page = admin.client.get(f"/admin/subscribers/{sid}")
+    answer = admin.client.post(
+        f"/admin/subscribers/{sid}/unsubscribe",
+        data={"csrf": csrf_of(page.text), "sequence": "sales-process"},
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == f"/admin/subscribers/{sid}?notice=left"
+    data = explain(admin, sid, token(admin))
+    assert data["subscriber"]["status"] == "active" and data["subscriber"]["suppressed"] is None
+    assert data["enrollments"][0]["status_reason"] == "unsubscribed from this sequence (admin)"
+    assert [a.detail["sequence"] for a in actions(admin.engine)] == ["sales-process"]
+
+
 def test_erasing_needs_the_address_typed(admin: AdminApp) -> None:
     sid = add(admin, "erase.me@example.com")
     confirm = admin.client.get(f"/admin/subscribers/{sid}/erase")
@@ -200,6 +258,10 @@ def test_erasing_needs_the_address_typed(admin: AdminApp) -> None:
     )
     assert "was erased" in admin.client.get(done.headers["location"]).text
     assert admin.client.get(f"/admin/subscribers/{sid}").status_code == 404
+    again = admin.client.post(
+        f"/admin/subscribers/{sid}/erase", data={"csrf": csrf, "email": "erase.me@example.com"}
+    )
+    assert again.status_code == 404
     with session_factory(admin.engine)() as session:
         assert session.get(SubscriberRow, sid) is None
     [action] = actions(admin.engine)

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from nurture.admin import explain, subscribers
-from nurture.admin.subscribers import SubscriberActionError
+from nurture.admin.subscribers import NoSuchSubscriber, SubscriberActionError
 from nurture.app.runtime import Runtime
 from nurture.web.admin.auth import Admin
 from nurture.web.admin.layout import NO_STORE, AdminPages, local_time, read_form
@@ -138,6 +138,8 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
                 admin=admin.name,
                 now=runtime.clock(),
             )
+        except NoSuchSubscriber as exc:
+            raise HTTPException(404, str(exc)) from exc
         except SubscriberActionError:
             return RedirectResponse(f"/admin/subscribers/{subscriber_id}/erase?error=mismatch", 303)
         return RedirectResponse("/admin/subscribers?notice=erased", 303)
