@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nurture.admin.explain import EnrollmentExplain, StepLine, explain_enrollment
+from nurture.admin.timeline import EnrollmentExplain, StepLine, explain_enrollment
 from nurture.core.loader import LoadedSequence, parse_sequence
 from nurture.core.subscriber import Subscriber
 from nurture.store.explain import EnrollmentRecord, LedgerRecord
