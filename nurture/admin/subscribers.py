@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from nurture.audience.input import InvalidSubscriberError, normalise_email
-from nurture.audience.leaving import unsubscribe
+from nurture.audience.leaving import Left, unsubscribe
 from nurture.audience.personal_data import erase_personal_data, export_personal_data
 from nurture.core.loader import LoadedSequence
 from nurture.core.rendering import TemplateLibrary
@@ -92,9 +92,9 @@ def unsubscribe_subscriber(
     admin: str,
     now: datetime,
     sequence_id: str | None = None,
-) -> tuple[str, ...]:
+) -> Left:
     """Unsubscribe from one sequence or (None) from all email, as the links do;
-    the sequences whose enrollment ended."""
+    what changed."""
     with session_factory(engine)() as session:
         row = _subscriber(session, subscriber_id)
         left = unsubscribe(session, row, now=now, sequence_id=sequence_id, via="admin")
@@ -107,7 +107,7 @@ def unsubscribe_subscriber(
             detail={"sequence": sequence_id, "ended": list(left.ended), "changed": left.changed},
         )
         session.commit()
-        return left.ended
+        return left
 
 
 def export(engine: Engine, subscriber_id: int, *, admin: str, now: datetime) -> dict[str, Any]:

@@ -165,12 +165,18 @@ def test_unsubscribing_on_the_page_ends_the_enrollment_and_is_recorded(admin: Ad
     assert steps["welcome"]["state"] == "sent"
     assert steps["three-models"]["state"] == "not reached"
     assert "exited: unsubscribed (admin)" in steps["three-models"]["why"]
-    [action] = actions(admin.engine)
+    action = actions(admin.engine)[0]
     assert (action.admin, action.action, action.target) == (
         "ana",
         "unsubscribe",
         f"subscriber #{sid}",
     )
+    again = admin.client.post(
+        f"/admin/subscribers/{sid}/unsubscribe",
+        data={"csrf": csrf_of(page.text), "sequence": ""},
+        follow_redirects=False,
+    )
+    assert again.headers["location"] == f"/admin/subscribers/{sid}?notice=unchanged"
     sent = len(admin.transport.sent)
     admin.runtime.dispatcher.dispatch(NOW + timedelta(days=10))
     assert len(admin.transport.sent) == sent  # nothing more goes out

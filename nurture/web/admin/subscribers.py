@@ -25,7 +25,7 @@ __all__ = ["routes"]
 NOTICES = {
     "unsubscribed": "Unsubscribed from all email: enrollments ended and the address is suppressed.",
     "left": "Unsubscribed from that sequence.",
-    "unchanged": "Nothing changed: already unsubscribed.",
+    "unchanged": "Nothing changed: already unsubscribed (or not enrolled there).",
     "erased": "The subscriber's data was erased; the address stays suppressed by its hash.",
 }
 """Messages a redirect may ask for by name (nothing from the query is echoed)."""
@@ -85,7 +85,7 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
         auth.check_csrf(admin, form.get("csrf"))
         sequence = form.get("sequence") or None
         try:
-            ended = await run_in_threadpool(
+            left = await run_in_threadpool(
                 subscribers.unsubscribe_subscriber,
                 runtime.engine,
                 subscriber_id,
@@ -95,7 +95,7 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
             )
         except SubscriberActionError as exc:
             raise HTTPException(404, str(exc)) from exc
-        notice = "unsubscribed" if sequence is None else ("left" if ended else "unchanged")
+        notice = "unchanged" if not left.changed else "unsubscribed" if sequence is None else "left"
         return RedirectResponse(f"/admin/subscribers/{subscriber_id}?notice={notice}", 303)
 
     @html.get("/subscribers/{subscriber_id}/export")
