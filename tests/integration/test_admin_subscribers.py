@@ -9,6 +9,7 @@ the offer 4 days on. Weekdays 08:00-18:00 in the subscriber's zone.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +28,7 @@ from nurture.store import queries
 from nurture.store.db import session_factory
 from nurture.store.tables import AdminActionRow, SubscriberRow
 from tests.admin_kit import NOW, AdminApp, csrf_of, log_in
+from tests.factories import OFFER, sequence_dict
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 HOSTILE = "<script>alert(1)</script>"
@@ -295,6 +297,29 @@ def test_preview_renders_a_step_for_this_subscriber(admin: AdminApp) -> None:
     assert missing.status_code == 200 and "no step &#39;nope&#39;" in missing.text
     unknown = admin.client.get(f"/admin/subscribers/{sid}/preview/no-such/welcome")
     assert unknown.status_code == 200 and "no valid sequence" in unknown.text
+
+
+def test_a_step_that_cannot_render_for_this_subscriber_is_a_message(admin: AdminApp) -> None:
+    # A sequence whose template needs an attribute: its samples have it, so it
+    # validates and loads; a subscriber without it cannot be rendered.
+    folder = admin.settings.sequences_dir
+    data = sequence_dict(
+        id="plans", trigger={"event": "subscribed", "tags": ["plans"]},
+        steps=[{"id": "only", "wait": 0, "subject": "Hi", "template": "plan.md",
+                "offer": dict(OFFER)}],
+    )  # fmt: skip
+    (folder / "plans.yaml").write_text(json.dumps(data), encoding="utf-8")
+    sample = [{"email": "s@example.com", "name": "Sam", "attributes": {"plan": "pro"}}]
+    (folder / "plans.sample.yaml").write_text(json.dumps(sample), encoding="utf-8")
+    (admin.settings.templates_dir / "en" / "plan.md").write_text(
+        "Your plan: {{ subscriber.attributes.plan.upper() }}. [Buy]({{ offer.url }})\n",
+        encoding="utf-8",
+    )
+    assert admin.runtime.registry.reload(force=True) == []
+    sid = add(admin, "karin@example.com")
+    page = admin.client.get(f"/admin/subscribers/{sid}/preview/plans/only")
+    assert page.status_code == 200
+    assert "could not render" in page.text and "<iframe" not in page.text
 
 
 def test_subscriber_data_is_escaped_on_every_page(admin: AdminApp) -> None:
