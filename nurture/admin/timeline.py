@@ -243,7 +243,9 @@ def explain_enrollment(
             line = _next_line(sequence, action, state, pending.get(action.step.id), zone, now)
             lines[line.step] = line
             next_due = line.at
-            if not isinstance(action, Hold):
+            if isinstance(action, Hold):
+                rest_why = f"the sequence is held at {action.step.id!r} (see above)"
+            else:
                 rest_why = _project(sequence, record, view, state, events, now, lines, zone)
     never = set(passed_over(sequence, state)) if sequence is not None else set()
     steps: list[StepLine] = []

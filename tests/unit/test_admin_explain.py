@@ -111,3 +111,15 @@ def test_a_sequence_without_a_file_shows_its_ledger_and_says_nothing_is_sent() -
     explained = explain_enrollment(record, None, VIEW, (), T0 + DAY)
     assert [(line.step, line.state) for line in explained.steps] == [("a", "sent")]
     assert any("no valid file" in note for note in explained.notes)
+
+
+def test_a_condition_that_fails_holds_the_step_and_says_so() -> None:
+    data = loaded("a", "b", "c")
+    broken = data.sequence.model_copy(
+        update={"steps": [data.sequence.steps[0].model_copy(update={"when": "1 / 0"}),
+                          *data.sequence.steps[1:]]}
+    )  # fmt: skip
+    held = LoadedSequence(broken, data.path, data.display, data.positions, data.version)
+    shown = lines(explain_enrollment(enrollment(), held, VIEW, (), T0 + DAY))
+    assert shown["a"].state == "held" and "nurture resume seq" in shown["a"].why
+    assert shown["b"].state == "not reached" and "held at 'a'" in shown["b"].why
