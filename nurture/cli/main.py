@@ -35,6 +35,7 @@ from nurture.cli.admin import admin_app
 from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.events import events_app
+from nurture.cli.explain import EXPLAIN_EXAMPLES, explain_command
 from nurture.cli.project import init_command
 from nurture.cli.sends import sends_app
 from nurture.cli.stats import STATS_EXAMPLES, stats_command
@@ -395,6 +396,7 @@ app.add_typer(admin_app, name="admin")
 app.command("stats", epilog=STATS_EXAMPLES)(stats_command)
 app.command("enroll", epilog=ENROLL_EXAMPLES)(enroll_command)
 app.command("unenroll", epilog=UNENROLL_EXAMPLES)(unenroll_command)
+app.command("explain", epilog=EXPLAIN_EXAMPLES)(explain_command)
 register_engine_commands(app)
 
 

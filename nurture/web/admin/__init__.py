@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from nurture.app.runtime import Runtime
 from nurture.web.admin import dashboard, problems, sequences, session
+from nurture.web.admin import subscribers as subscriber_pages
 from nurture.web.admin.auth import AdminAuth
 from nurture.web.admin.layout import AdminPages
 
@@ -26,4 +27,5 @@ def routes(runtime: Runtime) -> APIRouter:
     router.include_router(dashboard.routes(runtime, pages))
     router.include_router(problems.routes(runtime, pages))
     router.include_router(sequences.routes(runtime, pages))
+    router.include_router(subscriber_pages.routes(runtime, pages))
     return router

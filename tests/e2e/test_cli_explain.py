@@ -1,0 +1,57 @@
+"""``nurture explain EMAIL`` through the real executable, after real dispatch
+passes (run in this process with the dispatcher ``nurture dispatch`` runs)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nurture.core.loader import load_sequence_file
+from nurture.core.simulation import simulate
+from nurture.core.subscriber import Subscriber
+from tests.e2e.test_cli_engine import run
+from tests.e2e.test_cli_plan import FRIDAY, add, dispatch_in_process, make_work
+
+
+def test_explain_prints_the_timeline_and_its_json(tmp_path: Path, db_url: str) -> None:
+    work = make_work(tmp_path)
+    add(work, db_url, FRIDAY, ("karin@example.com", "Europe/Stockholm"))
+    dispatch_in_process(work, db_url, FRIDAY)  # the welcome goes out
+    now = FRIDAY.isoformat()
+
+    shown = run("--now", now, "explain", "Karin@Example.com", cwd=work, db_url=db_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "sales-process: active" in shown.stdout
+    assert "three-models" in shown.stdout and "pending" in shown.stdout
+    assert "Sun is not a sending day" in shown.stdout
+    assert "(projected)" in shown.stdout
+
+    data = run("--now", now, "explain", "karin@example.com", "--json", cwd=work, db_url=db_url)
+    assert data.returncode == 0, data.stderr
+    report = json.loads(data.stdout)
+    [enrollment] = report["enrollments"]
+    states = {line["step"]: line["state"] for line in enrollment["steps"]}
+    assert states == {
+        "welcome": "sent",
+        "three-models": "pending",
+        "choosing": "would send",
+        "case-study": "would send",
+        "offer": "would send",
+    }
+    loaded, _ = load_sequence_file(work / "sequences" / "sales-process.yaml")
+    assert loaded is not None
+    view = Subscriber("karin@example.com", "Test Person", locale="en", timezone="Europe/Stockholm")
+    expected = simulate(loaded.sequence, view, FRIDAY)[1].at.astimezone(UTC)
+    due = datetime.fromisoformat(enrollment["next_due_at"].replace("Z", "+00:00"))
+    assert due == expected
+
+
+def test_an_unknown_address_is_a_clear_error(tmp_path: Path, db_url: str) -> None:
+    work = make_work(tmp_path)
+    missing = run("explain", "nobody@example.com", cwd=work, db_url=db_url)
+    assert missing.returncode == 1
+    assert "no subscriber nobody@example.com" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = run("explain", "not an address", cwd=work, db_url=db_url)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
