@@ -109,6 +109,11 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
+def _shape(path: str) -> str:
+    """``path`` with every parameter written ``{}``: /admin/sends/{send_id} -> /admin/sends/{}."""
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
 @dataclass(frozen=True)
 class Site:
     """The served app: its base URL, working folder, database, routes, and
@@ -119,6 +124,10 @@ class Site:
     db_url: str
     paths: frozenset[str]
     statuses: dict[str, str]
+
+    def serves(self, path: str) -> bool:
+        """Whether the app has a route ``path`` (parameters may be named anyhow)."""
+        return _shape(path) in {_shape(served) for served in self.paths}
 
     def having(self, status: str) -> list[str]:
         """The addresses whose send has ``status``, in :data:`PEOPLE`'s order."""
@@ -136,14 +145,17 @@ class Site:
         return self.having("sent")[-1]
 
 
-def _cli(work: Path, db_url: str, *args: str, stdin: str | None = None, **extra: str) -> str:
+def _cli(
+    work: Path, db_url: str, *args: str, stdin: str | None = None, exits: int = 0, **extra: str
+) -> str:
+    """``nurture --now NOW ARGS``, which must exit with ``exits``; its output."""
     values = env(db_url)
     values.update(extra)
     done = subprocess.run(
         [*NURTURE, "--now", NOW, *args], cwd=work, env=values, input=stdin,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert done.returncode in (0, 1), f"{args}: {done.stdout}{done.stderr}"
+    assert done.returncode == exits, f"{args}: {done.stdout}{done.stderr}"
     return done.stdout + done.stderr
 
 
@@ -173,8 +185,8 @@ def _seed(work: Path, db_url: str) -> dict[str, str]:
     # A SendGrid that refuses one send, never answers another, accepts the rest.
     with FakeSendGrid(api_key=API_KEY) as fake:
         fake.enqueue("400")
-        fake.enqueue("hang", seconds=1.5)
-        _cli(work, db_url, "dispatch", "--once", NURTURE_TRANSPORT="sendgrid",
+        fake.enqueue("hang", seconds=1.5)  # the pass ends with exit 1: an unknown send
+        _cli(work, db_url, "dispatch", "--once", exits=1, NURTURE_TRANSPORT="sendgrid",
              NURTURE_SENDGRID_API_KEY=API_KEY, NURTURE_SENDGRID_API_HOST=fake.url,
              NURTURE_SENDGRID_TIMEOUT="0.5", NURTURE_BASE_URL=PUBLIC_BASE_URL)  # fmt: skip
     engine = make_engine(db_url)
@@ -247,11 +259,6 @@ def site(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         assert process.returncode == 0, output
 
 
-def _shape(path: str) -> str:
-    """``path`` with every parameter written ``{}``: /admin/sends/{send_id} -> /admin/sends/{}."""
-    return re.sub(r"\{[^}]*\}", "{}", path)
-
-
 @pytest.fixture(autouse=True)
 def _pages_built(request: pytest.FixtureRequest) -> None:
     """Skip an ``admin_pages`` test while a path it needs is not served."""
@@ -259,8 +266,7 @@ def _pages_built(request: pytest.FixtureRequest) -> None:
     if marker is None:
         return
     site: Site = request.getfixturevalue("site")
-    served = {_shape(path) for path in site.paths}
-    missing = [path for path in marker.args if _shape(path) not in served]
+    missing = [path for path in marker.args if not site.serves(path)]
     if missing:
         pytest.skip(f"not in the app's route table yet: {', '.join(missing)}")
 

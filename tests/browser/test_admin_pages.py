@@ -34,6 +34,12 @@ def _choose(field: Locator, value: str) -> None:
         field.fill(value)
 
 
+def _cell(table: Locator, row: Locator, header: str) -> Locator:
+    """The cell of ``row`` under the column headed ``header`` in ``table``."""
+    headers = [text.strip() for text in table.locator("thead th").all_inner_texts()]
+    return row.locator("th, td").nth(headers.index(header))
+
+
 def _apply(page: Page) -> None:
     page.get_by_role("button", name=re.compile(r"^(Apply|Filter|Search|Show)", re.I)).click()
 
@@ -93,11 +99,12 @@ def test_open_a_subscribers_explain_view(page: Page, log_in: LogIn, site: Site) 
     main = page.locator("main")
     expect(main).to_contain_text(name)
     expect(main).to_contain_text("sales-process")
-    # The explain timeline: the first step went out, the next ones wait.
-    expect(main).to_contain_text("welcome")
-    expect(main).to_contain_text("three-models")
-    expect(main).to_contain_text(re.compile(r"\bsent\b", re.I))
-    expect(main).to_contain_text(re.compile(r"pending|waiting|due", re.I))
+    # The explain timeline: the first step went out, the next one waits.
+    steps = main.locator("table tbody tr")
+    expect(steps.filter(has_text="welcome").first).to_contain_text(re.compile(r"\bsent\b"))
+    expect(steps.filter(has_text="three-models").first).to_contain_text(
+        re.compile(r"pending|waiting|held|would send", re.I)
+    )
 
 
 @pytest.mark.admin_pages("/admin/sequences", "/admin/sequences/{id}")
@@ -105,25 +112,40 @@ def test_read_a_sequences_funnel(page: Page, log_in: LogIn) -> None:
     log_in(then="/admin/sequences")
     page.get_by_role("link", name=re.compile("sales-process|Sales process", re.I)).first.click()
     expect(page).to_have_url(re.compile(r"/admin/sequences/sales-process$"))
-    welcome = page.locator("main table tr").filter(has_text="welcome").first
-    # Three accepted by the provider; the refused and the unknown one are not "sent".
-    expect(welcome.locator("td")).to_contain_text([re.compile(r"^\s*3\s*$")])
+    funnel = page.locator("main table").filter(
+        has=page.get_by_role("columnheader", name="Sent", exact=True)
+    )
+    welcome = funnel.first.locator("tbody tr").filter(has_text="welcome").first
+    # Three accepted by the provider; the unknown one apart, the refused one in neither.
+    expect(_cell(funnel.first, welcome, "Sent")).to_have_text(re.compile(r"^\s*3\s*$"))
+    if funnel.first.get_by_role("columnheader", name="Unknown", exact=True).count():
+        expect(_cell(funnel.first, welcome, "Unknown")).to_have_text(re.compile(r"^\s*1\s*$"))
     # The one purchase, credited to the welcome email, in its currency.
-    expect(page.locator("main")).to_contain_text(re.compile(r"4[\s,.\u00a0\u202f]?900"))
-    expect(page.locator("main")).to_contain_text("SEK")
+    expect(welcome).to_contain_text(re.compile(r"4[\s,.\u00a0\u202f]?900"))
+    expect(welcome).to_contain_text("SEK")
     expect(page.locator("main svg").first).to_be_visible()  # the funnel, drawn
 
 
-@pytest.mark.admin_pages("/admin", "/admin/sends", "/admin/subscribers", "/admin/sequences")
-def test_a_subscribers_script_never_runs_on_a_page(page: Page, log_in: LogIn) -> None:
-    """The page fixture fails the test on any alert(); here each page that
-    shows the hostile subscriber is opened, and its name is read as text."""
-    log_in(then="/admin")
-    for path in ("/admin", "/admin/sends", "/admin/subscribers?q=hostile%40example.com"):
-        page.goto(path)
-        expect(page.locator("main")).to_be_visible()
-    page.goto("/admin/sends")
+@pytest.mark.admin_pages("/admin/sends", "/admin/sends/{id}")
+def test_a_subscribers_script_never_runs_on_a_page(page: Page, log_in: LogIn, site: Site) -> None:
+    """The page fixture fails the test on any alert(); here every page that
+    shows the hostile subscriber is opened, and their name is read as text."""
+    log_in(then="/admin/sends")
     row = _rows(page).filter(has_text="hostile@example.com")
     expect(row).to_contain_text(HOSTILE)  # shown as text, not run
     row.get_by_role("link").first.click()
     expect(page.locator("main")).to_contain_text(HOSTILE)
+    others = {
+        "/admin": "/admin",
+        "/admin/subscribers": "/admin/subscribers?q=hostile",
+        "/admin/problems": "/admin/problems",
+        "/admin/sequences/{sequence_id}": "/admin/sequences/sales-process",
+    }
+    for route, path in others.items():
+        if site.serves(route):
+            page.goto(path)
+            expect(page.locator("main")).to_be_visible()
+    if site.serves("/admin/subscribers"):
+        page.goto("/admin/subscribers?q=hostile")
+        page.get_by_role("link", name="hostile@example.com").click()
+        expect(page.locator("main")).to_contain_text(HOSTILE)
