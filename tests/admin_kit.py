@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fastapi import FastAPI
+from fastapi import routing as fastapi_routing
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
+from starlette.routing import BaseRoute
 
 from nurture.admin.users import create_user
 from nurture.app.clock import FixedClock
@@ -44,6 +47,36 @@ def log_in(client: TestClient, name: str = ADMIN, password: str = PASSWORD) -> N
         follow_redirects=False,
     )
     assert answer.status_code == 303, answer.text
+
+
+@dataclass(frozen=True)
+class Served:
+    """One entry of an app's route table: its full path, methods, and the route."""
+
+    path: str
+    methods: frozenset[str]
+    route: BaseRoute
+
+
+def route_table(app: FastAPI) -> list[Served]:
+    """Every route ``app`` serves, however deeply its routers are included.
+
+    Since FastAPI 0.140, ``app.routes`` holds an included router as one entry
+    (without a path), not its routes: a plain walk over it finds nothing
+    under ``/admin``. ``fastapi.routing.iter_route_contexts`` (what FastAPI's
+    own OpenAPI builder walks) gives each route with its full path; older
+    FastAPI versions flatten ``app.routes`` themselves.
+    """
+    walk = getattr(fastapi_routing, "iter_route_contexts", None)
+    table = []
+    for entry in walk(app.routes) if walk is not None else app.routes:
+        path = getattr(entry, "path", None)
+        if path is None:
+            continue
+        route = getattr(entry, "original_route", entry)
+        methods = frozenset(getattr(entry, "methods", None) or ())
+        table.append(Served(str(path), methods, route))
+    return table
 
 
 @dataclass
