@@ -15,7 +15,7 @@ import re
 from contextlib import suppress
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
@@ -134,6 +134,18 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or networks whose X-Forwarded-For is believed",
+    )
+    # Operations
+    metrics_token: str | None = Field(
+        default=None,
+        description=(
+            "when set, GET /metrics wants 'Authorization: Bearer <token>'; when unset it "
+            "is open (keep it behind the reverse proxy)"
+        ),
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="'json': one JSON object per log record, with a stable 'action' key",
     )
 
     _config_file: Path | None = PrivateAttr(default=None)
