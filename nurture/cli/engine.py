@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.table import Column, Table
 from rich.text import Text
 
+from nurture.cli.backup import BACKUP_EXAMPLES, backup_command
 from nurture.cli.console import (
     EXIT_CONFIGURATION,
     EXIT_FAILED,
@@ -177,7 +178,10 @@ def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> No
                 f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}"
             )
         )
-        server_class(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+        # log_config=None: uvicorn's records go through the handler the CLI set
+        # up (text or JSON, redacted), not a format of its own.
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=None)
+        server_class(config).run()
 
 
 def run_command(
@@ -390,6 +394,7 @@ def plan_command(
 
 def register_engine_commands(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
+    db_app.command("backup", epilog=BACKUP_EXAMPLES)(backup_command)
     app.command("dispatch", epilog=DISPATCH_EXAMPLES)(dispatch_command)
     app.command("worker", epilog=examples("nurture worker", "nurture -v worker"))(worker_command)
     app.command("run", epilog=examples("nurture run --host 0.0.0.0 --port 8000"))(run_command)
