@@ -143,6 +143,18 @@ class Settings(BaseSettings):
             "is open (keep it behind the reverse proxy)"
         ),
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "a port on which `nurture worker` serves its own metrics (the pass durations) "
+            "in Prometheus format; unset: not served"
+        ),
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="the address worker_metrics_port listens on"
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="'json': one JSON object per log record, with a stable 'action' key",

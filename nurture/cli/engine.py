@@ -158,7 +158,26 @@ def worker_command(ctx: typer.Context) -> None:
     from nurture.app.worker import Worker
 
     with _runtime(ctx) as runtime:
-        Worker(runtime).run_blocking()
+        settings = runtime.settings
+        stop_metrics = None
+        if settings.worker_metrics_port is not None:
+            from nurture.ops.metrics import serve_worker_metrics
+
+            with errors():
+                try:
+                    stop_metrics = serve_worker_metrics(
+                        settings.worker_metrics_host, settings.worker_metrics_port
+                    )
+                except OSError as exc:
+                    raise fail(
+                        f"worker_metrics_port {settings.worker_metrics_port}: {exc.strerror}",
+                        EXIT_CONFIGURATION,
+                    ) from exc
+        try:
+            Worker(runtime).run_blocking()
+        finally:
+            if stop_metrics is not None:
+                stop_metrics()
 
 
 def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> None:

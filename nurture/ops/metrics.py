@@ -9,8 +9,9 @@ Two sources:
   database, every scrape agrees; nothing is lost when a process restarts.
 * **This process** (:data:`PASS_SECONDS`, :data:`WEBHOOK_EVENTS`): how long the
   dispatch passes of the worker in this process take (``nurture run``; a
-  separate ``nurture worker`` records its own passes too, see the README) and
-  the provider events the webhook here received, by type.
+  separate ``nurture worker`` serves its own on ``worker_metrics_port``, see
+  :func:`serve_worker_metrics`) and the provider events the webhook here
+  received, by type.
 
 Metric names (all prefixed ``nurture_``)::
 
@@ -159,6 +160,28 @@ def metrics_registry(engine: Engine, clock: Callable[[], datetime]) -> Collector
     registry.register(PASS_SECONDS)
     registry.register(WEBHOOK_EVENTS)
     return registry
+
+
+def worker_registry() -> CollectorRegistry:
+    """What a ``nurture worker`` without a web server exposes: its pass durations."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PASS_SECONDS)
+    return registry
+
+
+def serve_worker_metrics(host: str, port: int) -> Callable[[], None]:
+    """Serve :func:`worker_registry` on ``host:port`` from a daemon thread;
+    return the function that stops it."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=host, registry=worker_registry())
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:

@@ -173,3 +173,33 @@ def test_a_database_that_does_not_answer_is_a_zero_not_an_error(
     values = scrape(TestClient(create_app(runtime)))
     assert values[("nurture_database_up", ())] == 0
     assert ("nurture_queue_depth", ()) not in values
+
+
+def test_a_separate_worker_serves_its_pass_durations(engine: Engine, tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    from nurture.ops.metrics import serve_worker_metrics
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runtime = runtime_for(engine, tmp_path, MemoryTransport())
+    stop = serve_worker_metrics("127.0.0.1", port)
+    try:
+
+        def passes() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+            [family] = [
+                f for f in text_string_to_metric_families(text)
+                if f.name == "nurture_dispatch_pass_seconds"
+            ]  # fmt: skip
+            [count] = [s.value for s in family.samples if s.name.endswith("_count")]
+            return count
+
+        before = passes()
+        Worker(runtime).tick()
+        assert passes() == before + 1
+    finally:
+        stop()
