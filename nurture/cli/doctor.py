@@ -1,7 +1,8 @@
 """``nurture doctor``: the deployment's checks (:mod:`nurture.ops.doctor`), printed.
 
 Exit code 0 when nothing failed (warnings and skipped checks included), 1
-when any check failed.
+when any check failed, 2 when the settings cannot be read at all (like every
+command's configuration error; nothing else could be checked).
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from nurture.cli.console import EXIT_FAILED, examples, out, print_json, safe
+from nurture.cli.console import (
+    EXIT_CONFIGURATION,
+    EXIT_FAILED,
+    err,
+    examples,
+    out,
+    print_json,
+    safe,
+)
 
 DOCTOR_EXAMPLES = examples(
     "nurture doctor",
@@ -36,8 +45,9 @@ def doctor_command(
     ] = 5.0,
 ) -> None:
     """Check the configuration, database, transport, sequences, base_url and DNS,
-    and say what to fix. Exit 1 when any check fails."""
-    from nurture.ops.doctor import run_checks, worst
+    and say what to fix. Exit 1 when any check fails, 2 when the settings
+    cannot be read."""
+    from nurture.ops.doctor import run_checks, unreadable_configuration, worst
 
     checks = run_checks(ctx.obj.folder, timeout=timeout, dns=not skip_dns)
     status = worst(checks)
@@ -60,5 +70,9 @@ def doctor_command(
         out.print(
             Text(f"{failed} failed, {warned} warning(s)", style=_STYLE[status]), highlight=False
         )
+    unreadable = unreadable_configuration(checks)
+    if unreadable is not None:
+        err.print(Text.assemble(("error: ", "red"), safe(unreadable.detail)), soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIGURATION)
     if status == "fail":
         raise typer.Exit(EXIT_FAILED)

@@ -63,6 +63,14 @@ def worst(checks: list[Check]) -> Status:
     return "warn" if "warn" in statuses else "ok"
 
 
+def unreadable_configuration(checks: list[Check]) -> Check | None:
+    """The failed configuration check when the settings could not be read at all
+    (then it is the only check: nothing else can be looked at)."""
+    if len(checks) == 1 and checks[0].name == "configuration" and checks[0].status == "fail":
+        return checks[0]
+    return None
+
+
 class LookupFailed(Exception):
     """A DNS question got no answer (timeout, no reachable server)."""
 

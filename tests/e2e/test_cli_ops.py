@@ -105,7 +105,8 @@ def test_doctor_checks_sendgrid_with_a_sandbox_request(work: Path, db_url: str) 
 def test_doctor_reports_a_broken_configuration(work: Path, db_url: str) -> None:
     (work / "nurture.toml").write_text('batch_size = "many"\n', encoding="utf-8")
     code, checks = doctor(work, db_url)
-    assert code == 1
+    assert code == 2  # as every command's configuration error; the JSON still says why
+    assert list(checks) == ["configuration"]
     assert checks["configuration"]["status"] == "fail"
     assert "batch_size" in checks["configuration"]["detail"]
 
