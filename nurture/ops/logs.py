@@ -33,6 +33,8 @@ LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+HANDLER_NAME = "nurture"
+"""The name of the handler :func:`configure_logging` installs."""
 
 # Libraries that log request lines, headers or bodies at DEBUG (the sendgrid
 # client's python_http_client logs the Authorization header), or are chatty
@@ -100,23 +102,39 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (a test
+    runner that swaps it, then closes its own, leaves no dead stream here)."""
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
+
+
 def configure_logging(
     log_format: LogFormat = "text", *, verbose: bool = False, stream: IO[str] | None = None
 ) -> logging.Handler:
     """Send every record to ``stream`` (default: stderr) in ``log_format``.
 
-    Replaces the root logger's handlers (so a second call reconfigures rather
-    than doubles the output) and returns the handler installed.
+    Replaces the handler an earlier call installed (so a second call
+    reconfigures rather than doubles the output), leaves any other handler of
+    the root logger alone (a test runner's), and returns the handler installed.
     """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}: {log_format!r}")
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else RedactingFormatter(TEXT_FORMAT)
     )
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == HANDLER_NAME:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in QUIET_LOGGERS:
