@@ -115,3 +115,50 @@ def test_base_url_answers_or_is_reported(site: tuple[str, type[Health]], tmp_pat
     port = free_port()
     gone = base_url_checks(Settings(base_url=f"http://127.0.0.1:{port}"), timeout=1)
     assert gone[1].status == "warn" and "failed from here" in gone[1].detail
+
+
+@pytest.fixture
+def smtp_port() -> Iterator[int]:
+    """A minimal SMTP server: greets, answers EHLO, NOOP and QUIT."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rwb") as stream:
+                stream.write(b"220 fake ESMTP\r\n")
+                stream.flush()
+                for line in stream:
+                    verb = line[:4].upper()
+                    reply = {b"EHLO": b"250 fake\r\n", b"QUIT": b"221 bye\r\n"}.get(
+                        verb, b"250 ok\r\n"
+                    )
+                    stream.write(reply)
+                    stream.flush()
+                    if verb == b"QUIT":
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stopping.set()
+        listener.close()
+
+
+def test_smtp_is_checked_by_connecting(smtp_port: int) -> None:
+    from nurture.ops.doctor import smtp_check
+
+    ok = smtp_check(Settings(transport="smtp", smtp_port=smtp_port), timeout=2)
+    assert ok.status == "ok", ok
+    assert ok.detail == f"smtp: connected to localhost:{smtp_port}"
+    closed = free_port()
+    gone = smtp_check(Settings(transport="smtp", smtp_port=closed), timeout=1)
+    assert gone.status == "fail" and "smtp_host, smtp_port" in (gone.fix or "")
