@@ -82,7 +82,10 @@ class SequenceRegistry:
                 return []
             self._fingerprint = fingerprint
             if not force:
-                log.info("sequence or template files changed: validating them")
+                log.info(
+                    "sequence or template files changed: validating them",
+                    extra={"action": "config.changed"},
+                )
             library = TemplateLibrary(self.settings.templates_dir, brand=self.settings.brand)
             problems: list[Diagnostic] = []
             by_path: dict[Path, LoadedSequence] = {}
@@ -111,9 +114,10 @@ class SequenceRegistry:
                         "%s is invalid; still running its last good version %s",
                         previous.display,
                         previous.version,
+                        extra={"action": "config.invalid"},
                     )
             for problem in problems:
-                log.error("%s", problem)
+                log.error("%s", problem, extra={"action": "config.invalid"})
             sequences = Sequences()
             sequences.broken = tuple(broken)
             for loaded in by_path.values():
@@ -133,4 +137,11 @@ class SequenceRegistry:
                 sequences, self._snapshot.library if kept_previous else library
             )
             self.last_problems = problems
+            if not force:
+                log.info(
+                    "sequences reloaded: %d running, %d problem(s)",
+                    len(sequences),
+                    len(problems),
+                    extra={"action": "config.reloaded"},
+                )
             return problems

@@ -15,7 +15,7 @@ import re
 from contextlib import suppress
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
@@ -143,6 +143,30 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or networks whose X-Forwarded-For is believed",
+    )
+    # Operations
+    metrics_token: str | None = Field(
+        default=None,
+        description=(
+            "when set, GET /metrics wants 'Authorization: Bearer <token>'; when unset it "
+            "is open (keep it behind the reverse proxy)"
+        ),
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "a port on which `nurture worker` serves its own metrics (the pass durations) "
+            "in Prometheus format; unset: not served"
+        ),
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="the address worker_metrics_port listens on"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="'json': one JSON object per log record, with a stable 'action' key",
     )
 
     _config_file: Path | None = PrivateAttr(default=None)

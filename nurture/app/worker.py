@@ -35,6 +35,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from nurture.app.runtime import Runtime
+from nurture.ops.metrics import observe_pass
 from nurture.sending.dispatcher import DispatchHalted, DispatchReport
 from nurture.store.heartbeat import record_tick
 
@@ -88,7 +89,8 @@ class Worker:
         error: str | None = None
         error_kind: str | None = None
         report: DispatchReport | None = None
-        self._pass_started_at = time.monotonic()
+        self._pass_started_at = started = time.monotonic()
+        log.debug("tick at %s", now.isoformat(), extra={"action": "worker.tick"})
         try:
             report = self.runtime.dispatcher.dispatch(now)
         except DispatchHalted as exc:
@@ -96,21 +98,39 @@ class Worker:
             self.halted = str(exc)
             error_kind = type(exc).__name__
             error = f"{error_kind}: {exc}"
-            log.critical("%s", exc)
+            log.critical("%s", exc, extra={"action": "dispatch.halted"})
             self._pause_dispatch()
         except Exception as exc:  # keep the worker alive; the next tick retries
             error_kind = type(exc).__name__
             error = f"{error_kind}: {exc}"
-            log.exception("dispatch pass failed")
+            log.exception("dispatch pass failed", extra={"action": "dispatch.failed"})
         if not self._heartbeat(now, error) and error_kind is None:
             error_kind = "heartbeat"  # the pass went through, the database did not
         self._failed_passes = self._failed_passes + 1 if error_kind else 0
         self._error_kind = error_kind
         self._last_pass_at, self._pass_started_at = time.monotonic(), None
+        observe_pass(self._last_pass_at - started)
         if report is not None:
             self.last_report = report
             if report.batches:
-                log.info("dispatch at %s: %s", now.isoformat(), report.summary())
+                log.info(
+                    "dispatch at %s: %s",
+                    now.isoformat(),
+                    report.summary(),
+                    extra={"action": "dispatch.pass"},
+                )
+            if report.failed:
+                log.warning(
+                    "%d email(s) failed in this pass (see `nurture log --status failed`)",
+                    report.failed,
+                    extra={"action": "send.failed"},
+                )
+            if report.unknown:
+                log.warning(
+                    "%d email(s) became unknown in this pass (see `nurture sends list`)",
+                    report.unknown,
+                    extra={"action": "send.unknown"},
+                )
         return report
 
     def reload(self) -> None:
@@ -129,7 +149,9 @@ class Worker:
         try:
             self.runtime.registry.reload()
         except Exception:  # keep the worker alive; the next change retries
-            log.exception("reloading sequences and templates failed")
+            log.exception(
+                "reloading sequences and templates failed", extra={"action": "config.failed"}
+            )
 
     def reconcile(self) -> None:
         self.runtime.dispatcher.reconcile(self.runtime.clock())
@@ -139,7 +161,9 @@ class Worker:
             with self.runtime.engine.begin() as conn:
                 record_tick(conn, self.worker_id, now, error)
         except Exception:
-            log.exception("could not record the worker's heartbeat")
+            log.exception(
+                "could not record the worker's heartbeat", extra={"action": "worker.heartbeat"}
+            )
             return False
         return True
 
@@ -190,7 +214,11 @@ class Worker:
         scheduler = self.configure(BlockingScheduler(timezone="UTC"))
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %d: finishing the emails in flight, then exiting", signum)
+            log.info(
+                "signal %d: finishing the emails in flight, then exiting",
+                signum,
+                extra={"action": "worker.stopping"},
+            )
             # The handler runs on the main thread while the job runs in the
             # executor's thread: waiting here lets the pass in flight stop cleanly.
             self.stop()
@@ -201,9 +229,10 @@ class Worker:
             "worker %s started (dispatch every %ss)",
             self.worker_id,
             self.runtime.settings.dispatch_interval,
+            extra={"action": "worker.started"},
         )
         scheduler.start()  # returns once shut down
-        log.info("worker %s stopped", self.worker_id)
+        log.info("worker %s stopped", self.worker_id, extra={"action": "worker.stopped"})
 
     def start_background(self) -> BackgroundScheduler:
         scheduler = self.configure(BackgroundScheduler(timezone="UTC"))

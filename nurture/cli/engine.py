@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.table import Column, Table
 from rich.text import Text
 
+from nurture.cli.backup import BACKUP_EXAMPLES, backup_command
 from nurture.cli.console import (
     EXIT_CONFIGURATION,
     EXIT_FAILED,
@@ -157,7 +158,26 @@ def worker_command(ctx: typer.Context) -> None:
     from nurture.app.worker import Worker
 
     with _runtime(ctx) as runtime:
-        Worker(runtime).run_blocking()
+        settings = runtime.settings
+        stop_metrics = None
+        if settings.worker_metrics_port is not None:
+            from nurture.ops.metrics import serve_worker_metrics
+
+            with errors():
+                try:
+                    stop_metrics = serve_worker_metrics(
+                        settings.worker_metrics_host, settings.worker_metrics_port
+                    )
+                except OSError as exc:
+                    raise fail(
+                        f"worker_metrics_port {settings.worker_metrics_port}: {exc.strerror}",
+                        EXIT_CONFIGURATION,
+                    ) from exc
+        try:
+            Worker(runtime).run_blocking()
+        finally:
+            if stop_metrics is not None:
+                stop_metrics()
 
 
 def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> None:
@@ -177,7 +197,10 @@ def _serve(ctx: typer.Context, host: str, port: int, *, with_worker: bool) -> No
                 f"{', '.join(sorted(runtime.registry.sequences())) or 'none'}"
             )
         )
-        server_class(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+        # log_config=None: uvicorn's records go through the handler the CLI set
+        # up (text or JSON, redacted), not a format of its own.
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=None)
+        server_class(config).run()
 
 
 def run_command(
@@ -381,6 +404,7 @@ def plan_command(
 
 def register_engine_commands(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
+    db_app.command("backup", epilog=BACKUP_EXAMPLES)(backup_command)
     app.command("dispatch", epilog=DISPATCH_EXAMPLES)(dispatch_command)
     app.command("worker", epilog=examples("nurture worker", "nurture -v worker"))(worker_command)
     app.command("run", epilog=examples("nurture run --host 0.0.0.0 --port 8000"))(run_command)

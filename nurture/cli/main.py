@@ -13,7 +13,6 @@ it so.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from nurture.authoring.workbench import (
 )
 from nurture.cli.admin import admin_app
 from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
+from nurture.cli.doctor import DOCTOR_EXAMPLES, doctor_command
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.events import events_app
 from nurture.cli.explain import EXPLAIN_EXAMPLES, explain_command
@@ -55,7 +55,8 @@ from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import early_engagement, simulate, unknown_step
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EventKind
-from nurture.errors import SequenceError
+from nurture.errors import NurtureError, SequenceError
+from nurture.ops.logs import LOG_FORMATS, configure_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -139,14 +140,34 @@ def _main(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            metavar="text|json",
+            help="Log records as text or as one JSON object each (default: the "
+            "log_format setting, else text).",
+            envvar="NURTURE_LOG_FORMAT",
+        ),
+    ] = None,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("apscheduler", "httpx", "urllib3", "python_http_client", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    ctx.obj = Context(folder.resolve(), _now_option(now))
+    resolved = folder.resolve()
+    chosen = log_format if log_format is not None else _configured_log_format(resolved)
+    if chosen not in LOG_FORMATS:
+        raise typer.BadParameter(
+            f"{chosen!r} is not one of {', '.join(LOG_FORMATS)}", param_hint="--log-format"
+        )
+    configure_logging(chosen, verbose=verbose)
+    ctx.obj = Context(resolved, _now_option(now))
+
+
+def _configured_log_format(folder: Path) -> str:
+    """``log_format`` from ``nurture.toml``; "text" when the settings cannot be
+    read (the command that needs them reports why)."""
+    try:
+        return load_settings(folder).log_format
+    except NurtureError:
+        return "text"
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -397,6 +418,7 @@ app.command("stats", epilog=STATS_EXAMPLES)(stats_command)
 app.command("enroll", epilog=ENROLL_EXAMPLES)(enroll_command)
 app.command("unenroll", epilog=UNENROLL_EXAMPLES)(unenroll_command)
 app.command("explain", epilog=EXPLAIN_EXAMPLES)(explain_command)
+app.command("doctor", epilog=DOCTOR_EXAMPLES)(doctor_command)
 register_engine_commands(app)
 
 

@@ -151,9 +151,17 @@ class Dispatcher:
             with self.engine.begin() as conn:
                 retry_unconfirmed(conn, now, window)
         if unknown:
-            log.warning("reconcile: %d send(s) interrupted mid-flight marked unknown", unknown)
+            log.warning(
+                "reconcile: %d send(s) interrupted mid-flight marked unknown",
+                unknown,
+                extra={"action": "send.unknown"},
+            )
         if again:
-            log.warning("reconcile: %d queued send(s) of a stopped worker are due again", again)
+            log.warning(
+                "reconcile: %d queued send(s) of a stopped worker are due again",
+                again,
+                extra={"action": "reconcile.requeued"},
+            )
         return unknown
 
     # -- claim and plan ------------------------------------------------------

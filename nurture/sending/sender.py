@@ -179,7 +179,11 @@ class Sender:
     def begin(self, now: datetime, sequence_ids: Iterable[str]) -> bool:
         """Start a pass at ``now``; False while the outage breaker holds."""
         if self.breaker.holds(now):
-            log.info("the provider looked down: no new sends before %s", self.breaker.resume_at)
+            log.info(
+                "the provider looked down: no new sends before %s",
+                self.breaker.resume_at,
+                extra={"action": "send.held"},
+            )
             return False
         self._now, self._renewed, self._failure = now, None, None
         self.guard = PassGuard(self.policy.error_budget)
@@ -238,6 +242,7 @@ class Sender:
                 "queued; no new sends for %ds",
                 OUTAGE_AFTER,
                 pause.total_seconds(),
+                extra={"action": "send.outage"},
             )
         if self.guard.refusal is not None:
             raise DispatchHalted(
@@ -667,7 +672,10 @@ class Sender:
                 message_ids.append((email.key, outcome.message_id, verdict.status))
             if verdict.unexpected and isinstance(outcome, BaseException):
                 log.error(
-                    "unexpected error from transport %s", self.transport.name, exc_info=outcome
+                    "unexpected error from transport %s",
+                    self.transport.name,
+                    exc_info=outcome,
+                    extra={"action": "send.failed"},
                 )
             if verdict.status == SendStatus.SENT:
                 report.sent += 1
@@ -735,7 +743,7 @@ class Sender:
                     f"in a row; last error: {guard.last_error.get(seq_id)}. "
                     f"Fix the cause, then `nurture resume {seq_id}`."
                 )
-                log.error("sequence %s %s", seq_id, reason)
+                log.error("sequence %s %s", seq_id, reason, extra={"action": "sequence.paused"})
             queries.save_sequence_state(
                 conn,
                 seq_id,

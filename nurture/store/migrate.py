@@ -223,3 +223,14 @@ def check_models_match_migrations(engine: Engine) -> list[Any]:
         context = MigrationContext.configure(connection, opts=options)
         diff: list[Any] = compare_metadata(context, metadata)
         return diff
+
+
+def known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of the migrations this nurture ships (False:
+    the database was migrated by a newer nurture)."""
+    from alembic.util.exc import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False

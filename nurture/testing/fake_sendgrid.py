@@ -33,6 +33,10 @@ reset      read the request, then reset the connection (TCP RST)
 500 or 503 answer: a provider echoing part of the request (the key, an
 address) in its error, as some proxies and providers do.
 
+A valid mail send with ``mail_settings.sandbox_mode.enable`` true is answered
+``200`` with no body, as the real API does in sandbox mode, and is not
+delivered (``nurture doctor`` sends one to check the key).
+
 Only 202s count as delivered (:attr:`FakeSendGrid.delivered`). The server also
 checks what the real API would reject outright (missing personalizations,
 from, subject or content; a recipient without ``@``; non-string custom_args;
@@ -179,6 +183,13 @@ def _body_problem(body: Any) -> tuple[str, str | None, str | None] | None:
     if len(body.get("categories", [])) > 10:
         return "Too many categories.", "categories", "message.categories"
     return None
+
+
+def _sandboxed(body: Any) -> bool:
+    """Whether ``mail_settings.sandbox_mode.enable`` is true in a mail send body."""
+    settings = body.get("mail_settings") if isinstance(body, dict) else None
+    sandbox = settings.get("sandbox_mode") if isinstance(settings, dict) else None
+    return isinstance(sandbox, dict) and sandbox.get("enable") is True
 
 
 def _send_id_of(body: Any) -> str | None:
@@ -334,6 +345,10 @@ class _Handler(BaseHTTPRequestHandler):
         if problem is not None:
             self._reply(400, _errors(*problem))
             return 400, None, "invalid"
+        if _sandboxed(body):
+            # Sandbox mode: validated, answered 200 with no body, never delivered.
+            self._reply(200, b"")
+            return 200, None, "sandbox"
         message_id = _new_message_id()
         self._reply(202, b"", {"X-Message-Id": message_id})
         return 202, message_id, kind

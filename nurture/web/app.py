@@ -13,7 +13,16 @@ from fastapi.responses import JSONResponse
 from nurture.app.runtime import Runtime
 from nurture.app.worker import Worker, WorkerHealth
 from nurture.store.heartbeat import check_database, worker_ticks
-from nurture.web import admin, api, checkout, leaving, signup, tracking, webhooks_sendgrid
+from nurture.web import (
+    admin,
+    api,
+    checkout,
+    leaving,
+    metrics,
+    signup,
+    tracking,
+    webhooks_sendgrid,
+)
 from nurture.web.common import add_security_headers
 
 _ERROR_KIND = re.compile(r"([A-Za-z_][\w.]*): ")
@@ -130,4 +139,5 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
     app.include_router(tracking.routes(runtime))
     app.include_router(api.routes(runtime))
     app.include_router(admin.routes(runtime))
+    app.include_router(metrics.routes(runtime))
     return app

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 from nurture.app.runtime import Runtime
 from nurture.audience.complaints import ComplaintLimit
 from nurture.audience.provider_events import Applied, apply_sendgrid_events
+from nurture.ops.metrics import count_webhook_events
 from nurture.store.db import session_factory
 from nurture.transports.sendgrid_events import SendGridEvent, read_events
 from nurture.transports.sendgrid_signature import (
@@ -102,7 +103,11 @@ def routes(runtime: Runtime) -> APIRouter:
             verifier = SignatureVerifier(settings.sendgrid_webhook_public_key)
         except ValueError:
             key_broken = True
-            log.error("%s is off: sendgrid_webhook_public_key cannot be read", PATH)
+            log.error(
+                "%s is off: sendgrid_webhook_public_key cannot be read",
+                PATH,
+                extra={"action": "webhook.misconfigured"},
+            )
     sessions = session_factory(runtime.engine)
     complaints = ComplaintLimit(settings.complaint_pause_rate, settings.complaint_pause_min_sends)
 
@@ -130,12 +135,13 @@ def routes(runtime: Runtime) -> APIRouter:
         ):
             raise HTTPException(status_code=403, detail="signature not verified")
         events = _parse(body)
+        count_webhook_events("sendgrid", [str(event.kind) for event in events])
         applied = await run_in_threadpool(apply, events)
         if applied.recorded:
             log.info(
                 "sendgrid: %d event(s), %d new, %d confirmed, %d blocked, %d unsubscribed",
                 applied.received, applied.recorded, applied.confirmed, applied.blocked,
-                applied.unsubscribed,
+                applied.unsubscribed, extra={"action": "webhook.received"},
             )  # fmt: skip
         answer = {"received": applied.received, "new": applied.recorded}
         return JSONResponse({**answer, "duplicates": applied.duplicates})

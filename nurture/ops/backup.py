@@ -1,0 +1,88 @@
+"""``nurture db backup PATH``: what to copy, refused where it would do harm.
+
+SQLite: an online copy through SQLite's backup API
+(:func:`nurture.store.backup.backup_sqlite`), safe while the worker runs.
+PostgreSQL: ``pg_dump`` is the tool (consistent snapshots, parallel dumps,
+``pg_restore``); :class:`UsePgDump` carries the command to run, without the
+password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nurture.errors import ConfigurationError
+
+
+class UsePgDump(Exception):
+    """The database is not SQLite: ``command`` is how to back it up."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(command)
+        self.command = command
+
+
+@dataclass(frozen=True)
+class Backup:
+    source: Path
+    target: Path
+    size: int
+
+
+def backup_database(database_url: str, target: Path, *, force: bool = False) -> Backup:
+    """Copy the database of ``database_url`` to ``target``.
+
+    Raises :class:`ConfigurationError` for a target that exists (without
+    ``force``), is the database itself, or sits in a missing folder, and for an
+    in-memory or missing source; :class:`UsePgDump` for PostgreSQL (or any
+    server database).
+    """
+    from sqlalchemy.engine import make_url
+
+    from nurture.store.backup import backup_sqlite
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        raise UsePgDump(pg_dump_command(database_url, target))
+    if url.database in (None, "", ":memory:"):
+        raise ConfigurationError("an in-memory SQLite database has nothing to back up")
+    source = Path(str(url.database)).resolve()
+    if not source.is_file():
+        raise ConfigurationError(f"no database file at {source} (check database_url)")
+    target = target.resolve()
+    if target == source:
+        raise ConfigurationError(f"{target} is the database itself: give another path")
+    if not target.parent.is_dir():
+        raise ConfigurationError(f"{target.parent}: no such folder")
+    if target.is_dir():
+        raise ConfigurationError(
+            f"{target} is a folder: give a file name, e.g. {target}/nurture.db"
+        )
+    if target.exists() and not force:
+        raise ConfigurationError(f"{target} exists: pass --force to overwrite it")
+    size = backup_sqlite(source, target)
+    return Backup(source, target, size)
+
+
+def pg_dump_command(database_url: str, target: Path) -> str:
+    """The ``pg_dump`` command line for ``database_url`` (password left out:
+    pg_dump reads PGPASSWORD or ~/.pgpass)."""
+    import shlex
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    parts = ["pg_dump", "--format=custom", f"--file={target}"]
+    if url.host:
+        parts.append(f"--host={url.host}")
+    if url.port:
+        parts.append(f"--port={url.port}")
+    if url.username:
+        parts.append(f"--username={url.username}")
+    options = url.query.get("options")
+    if isinstance(options, str) and "search_path=" in options:
+        schema = options.split("search_path=", 1)[1].split()[0].split(",")[0]
+        parts.append(f"--schema={schema}")
+    parts.append(url.database or "nurture")
+    return shlex.join(parts)
