@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from nurture.app.runtime import Runtime
-from nurture.web.admin import session
+from nurture.web.admin import sends, session
 from nurture.web.admin.auth import AdminAuth
 from nurture.web.admin.layout import AdminPages
 
@@ -23,4 +23,5 @@ def routes(runtime: Runtime) -> APIRouter:
     pages = AdminPages(AdminAuth(runtime))
     router = APIRouter()
     router.include_router(session.routes(runtime, pages))
+    router.include_router(sends.routes(runtime, pages))
     return router
