@@ -114,6 +114,18 @@ class Composer:
         self.postal_address = postal_address
         self.unsubscribe_mailbox = unsubscribe_mailbox
 
+    def without_tracking(self) -> Composer:
+        """The same composer with click tracking and the open pixel off: what
+        an admin's re-rendering of a sent email uses, so viewing it records
+        no click or open."""
+        return Composer(
+            self.library,
+            base_url=self.base_url,
+            secret_key=self.secret_key,
+            postal_address=self.postal_address,
+            unsubscribe_mailbox=self.unsubscribe_mailbox,
+        )
+
     def __call__(
         self, loaded: LoadedSequence, step: Step, subscriber: Subscriber, key: str, now: datetime
     ) -> ComposedEmail:

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.vocabulary import EnrollmentStatus
-from nurture.store.queries import ENROLLMENT, SEND, SUBSCRIBER
-from nurture.store.signup import confirmation_log
+from nurture.store.queries import ENROLLMENT
+from nurture.store.sendlog import SendFilter, with_confirmations
 
 
 def send_log(
@@ -21,26 +21,13 @@ def send_log(
     status: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Newest decisions first (index on send.decided_at); confirmation emails
-    (:mod:`nurture.store.signup`) are listed with them as ``signup/confirmation``."""
-    query = (
-        select(SEND, SUBSCRIBER.c.email)
-        .join(SUBSCRIBER, SUBSCRIBER.c.id == SEND.c.subscriber_id)
-        .order_by(SEND.c.decided_at.desc(), SEND.c.id.desc())
-        .limit(limit)
+    """Newest decisions first, confirmation emails (:mod:`nurture.store.signup`)
+    among them as ``signup/confirmation``: :func:`nurture.store.sendlog.with_confirmations`."""
+    where = SendFilter(
+        email=None if email is None else email.strip().lower(), sequence=sequence, status=status
     )
-    if email is not None:
-        query = query.where(SUBSCRIBER.c.email == email.strip().lower())
-    if sequence is not None:
-        query = query.where(SEND.c.sequence_id == sequence)
-    if status is not None:
-        query = query.where(SEND.c.status == status)
     with engine.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.execute(query)]
-        if sequence is None or sequence == "signup":
-            rows += confirmation_log(conn, email=email, status=status, limit=limit)
-    rows.sort(key=lambda row: (row["decided_at"], row["id"]), reverse=True)
-    return rows[:limit]
+        return with_confirmations(conn, where, limit=limit)
 
 
 def active_enrollment_count(conn: Connection) -> int:

@@ -78,9 +78,16 @@ def last_confirmation_at(session: Session, subscriber_id: int) -> datetime | Non
 
 
 def confirmation_log(
-    conn: Connection, *, email: str | None, status: str | None, limit: int
+    conn: Connection,
+    *,
+    email: str | None,
+    status: str | None,
+    limit: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Confirmation emails as rows shaped like the send log's (newest first).
+    """Confirmation emails as rows shaped like the send log's (newest first),
+    sent at or after ``since`` and before ``until`` when given.
 
     ``sequence_id`` is ``signup`` and ``step_id`` ``confirmation``; ``reason``
     says why a send failed; ``provider_message_id`` is the Message-ID.
@@ -102,6 +109,10 @@ def confirmation_log(
         query = query.where(col(SubscriberRow.email) == email.strip().lower())
     if status is not None:
         query = query.where(col(EventRow.kind) == status)
+    if since is not None:
+        query = query.where(col(EventRow.occurred_at) >= since)
+    if until is not None:
+        query = query.where(col(EventRow.occurred_at) < until)
     rows = []
     for event_id, occurred_at, kind, stored, address in conn.execute(query):
         payload = stored if isinstance(stored, dict) else {}
@@ -111,6 +122,11 @@ def confirmation_log(
                 "decided_at": occurred_at,
                 "status": kind,
                 "email": address,
+                "name": None,
+                "sent_at": occurred_at if kind == EventKind.SENT else None,
+                "subject": None,
+                "key": None,
+                "sequence_version": None,
                 "sequence_id": "signup",
                 "step_id": "confirmation",
                 "reason": payload.get("error"),

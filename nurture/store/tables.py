@@ -71,6 +71,10 @@ def one_of(column: str, words: type[StrEnum]) -> CheckConstraint:
     return CheckConstraint(allowed, name=column)
 
 
+SETTLED_BADLY = "status = 'failed' OR status = 'unknown' OR status = 'retry' OR status = 'skipped'"
+"""The rows of ``ix_send_settled_badly`` (an OR chain, like :func:`one_of`)."""
+
+
 def _ts(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(sa_type=UTCDateTime(), nullable=nullable, index=index)
 
@@ -158,6 +162,23 @@ class SendRow(SQLModel, table=True):
             sqlite_where=text("status = 'reserved'"),
             postgresql_where=text("status = 'reserved'"),
         ),
+        # The send log's orders (``nurture.store.sendlog``, migration 0007):
+        # newest first, overall, per sequence and per subscriber; none of
+        # these columns changes on the queued -> reserved -> sent path.
+        Index("ix_send_decided", "decided_at", "id"),
+        Index("ix_send_sequence_decided", "sequence_id", "decided_at", "id"),
+        Index("ix_send_subscriber_decided", "subscriber_id", "decided_at", "id"),
+        # Per status, only for the rows that went wrong (or were skipped):
+        # every email passes queued, reserved and sent, and an index on those
+        # would be rewritten at each step of the hot path.
+        Index(
+            "ix_send_settled_badly",
+            "status",
+            "decided_at",
+            "id",
+            sqlite_where=text(SETTLED_BADLY),
+            postgresql_where=text(SETTLED_BADLY),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -166,17 +187,15 @@ class SendRow(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False)
     )
     subscriber_id: int = Field(
-        sa_column=Column(
-            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
-        )
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False)
     )
-    sequence_id: str = Field(max_length=100, index=True)
+    sequence_id: str = Field(max_length=100)
     sequence_version: str = Field(max_length=32)
     step_id: str = Field(max_length=100)
     status: str = Field(max_length=20)
     reason: str | None = Field(default=None, sa_type=Text())
     due_at: datetime = _ts()
-    decided_at: datetime = _ts(index=True)
+    decided_at: datetime = _ts()
     sent_at: datetime | None = _ts(nullable=True)
     lease_until: datetime | None = _ts(nullable=True)
     next_attempt_at: datetime | None = _ts(nullable=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from nurture.app.runtime import Runtime
-from nurture.web.admin import dashboard, problems, sequences, session
+from nurture.web.admin import dashboard, problems, sends, sequences, session
 from nurture.web.admin import subscribers as subscriber_pages
 from nurture.web.admin.auth import AdminAuth
 from nurture.web.admin.layout import AdminPages
@@ -28,4 +28,5 @@ def routes(runtime: Runtime) -> APIRouter:
     router.include_router(problems.routes(runtime, pages))
     router.include_router(sequences.routes(runtime, pages))
     router.include_router(subscriber_pages.routes(runtime, pages))
+    router.include_router(sends.routes(runtime, pages))
     return router
