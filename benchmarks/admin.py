@@ -1,5 +1,5 @@
-"""The admin side on a big ledger: the send log's pages, and hooks for a
-subscriber's explain and a sequence's funnel.
+"""The admin side on a big ledger: the send log's pages, a subscriber's
+explain and a sequence's funnel.
 
 Run by hand (not in CI):
 
@@ -21,10 +21,11 @@ runs, each on a warm cache):
 * page 500 (the cursor walk is done first; only the 500th fetch is timed);
 * a filtered page: ``status=failed`` and one sequence;
 * a filtered page by address, and a page of a rare status (``unknown``);
-* **hooks** for a subscriber's explain and a sequence's funnel: filled in by
-  the engineers who build ``nurture.admin.explain`` and
-  ``nurture.admin.funnels`` (see :func:`explain_hook`, :func:`funnel_hook`);
-  until then they print "not built".
+* a subscriber's explain timeline (:func:`nurture.admin.explain.explain_subscriber`:
+  two enrollments with their ledger rows and events, against sequence files
+  of the filled ids) and a sequence's funnel
+  (:func:`nurture.admin.funnels.sequence_funnel`, read from the summary that
+  migration 0008's triggers keep current while the rows are written).
 
 The goal of the issue: each under 100 ms on SQLite on this machine.
 """
@@ -32,7 +33,6 @@ The goal of the issue: each under 100 ms on SQLite on this machine.
 from __future__ import annotations
 
 import argparse
-import importlib
 import random
 import sqlite3
 import statistics
@@ -206,26 +206,56 @@ def page_500_cursor(engine: Engine) -> str | None:
 # ----------------------------------------------------------- hooks for the others
 
 
-def explain_hook(engine: Engine) -> Callable[[], object] | None:
-    """HOOK (subscriber explain): return a function that computes one
-    subscriber's explain timeline (e.g. ``subscriber5000@example.com``) with
-    ``nurture.admin.explain``, or None when the module is not built."""
-    try:
-        importlib.import_module("nurture.admin.explain")
-    except ImportError:
-        return None
-    raise NotImplementedError("fill in: call nurture.admin.explain for one subscriber here")
+def loaded_sequences() -> dict[str, Any]:
+    """The five filled sequences as files would load them: five steps each."""
+    from nurture.core.loader import parse_sequence
+
+    found: dict[str, Any] = {}
+    for sequence_id in SEQUENCES:
+        lines = [
+            "version: 1",
+            f"id: {sequence_id}",
+            f"name: {sequence_id}",
+            "sender: {name: Anna, email: anna@example.com}",
+            "timezone: Europe/Stockholm",
+            "trigger: {event: subscribed}",
+            "send_window: {days: [mon, tue, wed, thu, fri], start: '08:00', end: '18:00'}",
+            "steps:",
+        ]
+        for number, step in enumerate(STEPS):
+            lines += [
+                f"  - id: {step}",
+                f"    wait: {'0' if number == 0 else '2 days'!r}",
+                f"    subject: Subject of {step}",
+                f"    template: {step}.md",
+            ]
+        lines.append(
+            "    offer: {name: Audit, price: 100 kr, checkout_url: 'https://shop.example.com/a'}"
+        )
+        loaded, problems = parse_sequence("\n".join(lines) + "\n", f"{sequence_id}.yaml")
+        assert loaded is not None, problems
+        found[sequence_id] = loaded
+    return found
+
+
+def explain_hook(engine: Engine, rows: int) -> Callable[[], object] | None:
+    """One subscriber's explain timeline (one in the middle of the ids: two
+    enrollments, their ledger rows and events), as the subscriber page makes it."""
+    from nurture.admin.explain import explain_subscriber, subscriber_id_of
+
+    sequences = loaded_sequences()
+    subscriber_id = subscriber_id_of(engine, f"subscriber{max(1, rows // 20)}@example.com")
+    assert subscriber_id is not None
+    return lambda: explain_subscriber(engine, sequences, subscriber_id, NOW)
 
 
 def funnel_hook(engine: Engine) -> Callable[[], object] | None:
-    """HOOK (sequence funnel): return a function that computes one sequence's
-    funnel (e.g. ``sequence-2``) with ``nurture.admin.funnels``, or None when
-    the module is not built."""
-    try:
-        importlib.import_module("nurture.admin.funnels")
-    except ImportError:
-        return None
-    raise NotImplementedError("fill in: call nurture.admin.funnels for one sequence here")
+    """One sequence's funnel (``sequence-2``) as its page makes it: read from
+    the summary tables that migration 0008's triggers keep current."""
+    from nurture.admin.funnels import sequence_funnel
+
+    sequences = loaded_sequences()
+    return lambda: sequence_funnel(engine, sequences, "sequence-2")
 
 
 # ------------------------------------------------------------------------- main
@@ -265,8 +295,8 @@ def main() -> None:
             "status=unknown, page 1",
             lambda: read_page(engine, SendFilter(status="unknown"), limit=50),
         ),
-        ("subscriber explain (hook)", explain_hook(engine)),
-        ("sequence funnel (hook)", funnel_hook(engine)),
+        ("subscriber explain", explain_hook(engine, args.rows)),
+        ("sequence funnel", funnel_hook(engine)),
     ]
     print(f"walked 499 pages to reach page 500 in {walked:.1f} s")
     for name, run in measurements:
