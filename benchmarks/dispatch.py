@@ -8,13 +8,16 @@ Run by hand (not in CI):
 Scenarios, each in its own process so peak memory is its own:
 
 * ``memory``           the in-memory transport, one worker
+* ``memory-1-worker`` / ``memory-2-workers``  the same in one or two worker
+                       processes started together (the claim keeps them apart)
 * ``sendgrid``         the SendGrid transport (official library builds the
                        request; pooled keep-alive connections) against the
                        fake SendGrid server in another process
 * ``sendgrid-100ms``   the same with 100 ms of latency injected per request
 * ``sendgrid-unpooled`` the official client's own per-request connection
 
-Each builds a fresh SQLite database with N subscribers enrolled in the example
+``--database URL`` runs them on PostgreSQL (each in a new schema) instead of a
+SQLite file. Each builds a fresh database with N subscribers enrolled in the example
 sequence and due now, then times one ``dispatch(now)`` pass (claim, decide,
 render, reserve, send, confirm) until nothing is due.
 """
@@ -46,7 +49,43 @@ from nurture.store.migrate import upgrade  # noqa: E402
 from nurture.transports.base import Transport  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-SCENARIOS = ("memory", "memory-2-workers", "sendgrid", "sendgrid-100ms", "sendgrid-unpooled")
+SCENARIOS = (
+    "memory",
+    "memory-1-worker",
+    "memory-2-workers",
+    "sendgrid",
+    "sendgrid-100ms",
+    "sendgrid-unpooled",
+)
+
+
+def fresh_database(database: str, folder: Path) -> tuple[str, Any]:
+    """A URL of an empty database and how to drop it: a SQLite file in
+    ``folder`` (``database`` is "sqlite"), or a new schema on the PostgreSQL
+    server ``database`` names (its search_path set in the URL, so worker
+    processes see only that schema)."""
+    if database == "sqlite":
+        return f"sqlite:///{folder / 'bench.db'}", lambda: None
+    import secrets
+
+    from sqlalchemy import text
+    from sqlalchemy.pool import NullPool
+
+    schema = f"nurture_bench_{secrets.token_hex(6)}"
+    admin = make_engine(database, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    joiner = "&" if "?" in database else "?"
+    url = f"{database}{joiner}options=-csearch_path%3D{schema}"
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+    return url, drop
+
+
 ZONES = ("Europe/Stockholm", "Europe/London", "Europe/Berlin", "Africa/Lagos")
 
 
@@ -123,16 +162,16 @@ def _worker(url: str, batch: int, ready: Any, go: Any, results: Any) -> None:
     results.put((report.sent, time.perf_counter(), peak))
 
 
-def run_workers(count: int, batch: int, workers: int) -> dict[str, Any]:
-    """``workers`` dispatcher processes on one SQLite database (the claim query
-    keeps them from taking the same enrollment)."""
+def run_workers(count: int, batch: int, workers: int, database: str) -> dict[str, Any]:
+    """``workers`` dispatcher processes on one database (the claim query keeps
+    them from taking the same enrollment), timed from a common start."""
     import multiprocessing
 
     from nurture.core.loader import load_sequences
 
     loaded, _ = load_sequences([ROOT / "sequences"])
     folder = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
-    url = f"sqlite:///{folder / 'bench.db'}"
+    url, drop = fresh_database(database, folder)
     populate(url, count, loaded["sales-process"].version)
     context = multiprocessing.get_context("spawn")
     ready, go, results = context.Semaphore(0), context.Event(), context.Queue()
@@ -149,10 +188,11 @@ def run_workers(count: int, batch: int, workers: int) -> dict[str, Any]:
     outcomes = [results.get(timeout=600) for _ in processes]
     for process in processes:
         process.join()
+    drop()
     sent = sum(o[0] for o in outcomes)
     elapsed = max(o[1] for o in outcomes) - started
     return {
-        "scenario": f"memory-{workers}-workers",
+        "scenario": f"memory-{workers}-worker{'s' if workers > 1 else ''}",
         "emails": sent,
         "seconds": round(elapsed, 2),
         "emails_per_second": round(sent / elapsed),
@@ -160,15 +200,17 @@ def run_workers(count: int, batch: int, workers: int) -> dict[str, Any]:
     }
 
 
-def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[str, Any]:
-    if name == "memory-2-workers":
-        return run_workers(count, batch, 2)
+def run_scenario(
+    name: str, count: int, batch: int, concurrency: int, database: str = "sqlite"
+) -> dict[str, Any]:
+    if name.startswith("memory-") and name.endswith(("-worker", "-workers")):
+        return run_workers(count, batch, int(name.split("-")[1]), database)
     from nurture.core.loader import load_sequences
 
     loaded, _ = load_sequences([ROOT / "sequences"])
     version = loaded["sales-process"].version
     folder = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
-    url = f"sqlite:///{folder / 'bench.db'}"
+    url, drop = fresh_database(database, folder)
     populate(url, count, version)
     settings = bench_settings(url, batch, 1 if name == "memory" else concurrency)
     fake = None
@@ -204,6 +246,7 @@ def run_scenario(name: str, count: int, batch: int, concurrency: int) -> dict[st
         delivered = fake.stats().get("delivered")
         fake.stop()
     runtime.close()
+    drop()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "scenario": name,
@@ -225,14 +268,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--scenario", choices=SCENARIOS, action="append")
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        help="sqlite (a fresh file), or a PostgreSQL URL: each scenario gets a new schema",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     scenarios = args.scenario or list(SCENARIOS)
     if args.child:
-        print(json.dumps(run_scenario(scenarios[0], args.count, args.batch, args.concurrency)))
+        result = run_scenario(scenarios[0], args.count, args.batch, args.concurrency, args.database)
+        print(json.dumps(result))
         return
+    where = "SQLite" if args.database == "sqlite" else "PostgreSQL"
     print(
-        f"{args.count} due enrollments on SQLite, batch {args.batch}, "
+        f"{args.count} due enrollments on {where}, batch {args.batch}, "
         f"concurrency {args.concurrency}"
     )
     print(
@@ -242,7 +292,8 @@ def main() -> None:
     for name in scenarios:
         out = subprocess.run(
             [sys.executable, __file__, "--child", "--scenario", name, "--count", str(args.count),
-             "--batch", str(args.batch), "--concurrency", str(args.concurrency)],
+             "--batch", str(args.batch), "--concurrency", str(args.concurrency),
+             "--database", args.database],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if out.returncode != 0:
