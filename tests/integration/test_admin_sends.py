@@ -166,7 +166,7 @@ def test_each_filter_narrows_the_log(admin: AdminApp) -> None:
         return set(_ids(page.text))
 
     with admin.engine.connect() as conn:
-        by_step = dict(conn.execute(select(SEND.c.step_id, SEND.c.id)).tuples().all())
+        by_step = dict(conn.execute(select(SEND.c.step_id, SEND.c.id)).all())
     assert ids("") == set(by_step.values())
     assert ids("status=failed") == {by_step["step-0"]}
     assert ids("sequence=other") == {by_step["step-1"]}
