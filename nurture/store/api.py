@@ -1,5 +1,5 @@
 """The SQL of the ingest API (:mod:`nurture.audience.tokens`,
-:mod:`nurture.audience.app_events`): API tokens and app events.
+:mod:`nurture.audience.ingest`): API tokens and app events.
 
 Session-based like :mod:`nurture.store.audience`; nothing here commits.
 """
