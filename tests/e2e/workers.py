@@ -122,8 +122,10 @@ class WorkerProcess:
     folder: Folder
     log: Path
     process: subprocess.Popen[bytes] = field(init=False)
+    offset: int = field(init=False)  # where this process's lines start in the log
 
     def __post_init__(self) -> None:
+        self.offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [*NURTURE, "worker"],
@@ -135,6 +137,12 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def ready(self) -> bool:
+        """It has started its scheduler (its first pass begins at once)."""
+        with self.log.open("rb") as log:
+            log.seek(self.offset)
+            return b" started (dispatch every " in log.read()
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, whatever it was doing."""
