@@ -108,6 +108,8 @@ def make_folder(
     (work / "people.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
     env.update(COLUMNS="200", NURTURE_DATABASE_URL=db_url, NURTURE_SENDGRID_API_KEY=API_KEY)
+    # A worker that hangs is sent SIGABRT: every thread's stack lands in its log.
+    env["PYTHONFAULTHANDLER"] = "1"
     folder = Folder(work, env, db_url, steps)
     imported = folder.run("subscribers", "import", "people.csv")
     assert imported.returncode == 0, imported.stderr
@@ -157,9 +159,14 @@ class WorkerProcess:
         try:
             return self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
+            self.process.send_signal(signal.SIGABRT)  # the stacks, to the log
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            stacks = self.text()[-6000:]
+            raise AssertionError(f"{self.log.name}: hung on SIGTERM: {stacks}") from None
 
     def text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
