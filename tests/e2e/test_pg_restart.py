@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,14 @@ BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 SUBSCRIBERS = 400
 CONCURRENCY = 4
 LEASE = 3.0
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -78,8 +87,10 @@ class Server:
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    if not BINARIES or (shutil.which("runuser") is None and os.geteuid() == 0):
+    if not BINARIES:
         pytest.skip("needs PostgreSQL's server binaries (/usr/lib/postgresql/*/bin/initdb)")
+    if os.geteuid() == 0 and (shutil.which("runuser") is None or not _has_user("postgres")):
+        pytest.skip("as root, initdb needs runuser and a 'postgres' user to run as")
     folder = Path(tempfile.mkdtemp(prefix="nurture-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
