@@ -807,3 +807,39 @@ def test_a_database_that_drops_the_connection_mid_write_fails_no_email(
     later = FRIDAY + timedelta(minutes=5)  # past the failed batch's pause
     assert setup.runtime.dispatcher.dispatch(later).sent == 1
     assert setup.ledger() == [("welcome", "sent")]
+
+
+def test_a_pass_after_the_database_failed_mid_pool_is_not_stuck(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # The confirm fails (the database went away) while three sends are still
+    # with the provider. Their answers come back after the pass gave up; the
+    # next pass must still end (it once waited forever for them).
+    calls = iter(range(1_000))
+
+    def latency(_email: object) -> None:
+        time.sleep(0.05 if next(calls) == 0 else 0.5)  # the first answers alone
+
+    setup = make_setup(engine, tmp_path, MemoryTransport(hook=latency), send_concurrency=4)
+    for number in range(8):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    dispatcher = setup.runtime.dispatcher
+    failures = [RuntimeError("the database went away")]
+
+    def fail_once() -> None:
+        if failures:
+            raise failures.pop()
+
+    dispatcher.sender.before_confirm = fail_once
+    with pytest.raises(RuntimeError):
+        dispatcher.dispatch(FRIDAY)
+    assert failures == []
+    time.sleep(1.0)  # the sends in flight answer, to a pass that has ended
+    later = FRIDAY + timedelta(minutes=10)
+    passes: list[object] = []
+    thread = threading.Thread(target=lambda: passes.append(dispatcher.dispatch(later)), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the next pass hung"
+    assert passes, "the next pass raised"
+    dispatcher.close()
