@@ -100,7 +100,11 @@ def freeze_startup_objects() -> None:
 
 
 def open_engine(settings: Settings, *, migrate: bool = True) -> Engine:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
     if migrate:
         upgrade(engine)
     return engine

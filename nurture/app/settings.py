@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     templates_dir: Path = Path("templates")
     # Storage
     database_url: str = "sqlite:///nurture.db"
+    database_pool_size: int = Field(
+        default=5,
+        ge=1,
+        description="connections a process keeps open to a server database (not SQLite)",
+    )
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="connections a process may open beyond database_pool_size at a peak",
+    )
     # Delivery
     transport: str = "outbox"
     """A name registered under the ``nurture.transports`` entry points (plugins too)."""

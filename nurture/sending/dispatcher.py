@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from nurture.core.loader import LoadedSequence
 from nurture.core.planner import (
@@ -233,6 +233,10 @@ class Dispatcher:
                 self._pause(conn, mine.pauses, now)
                 return self._recheck(conn, mine.emails, now)
         except SQLAlchemyError as exc:
+            if database_unavailable(exc):
+                # Not this batch's data: the pass fails, the claims run out,
+                # and a later pass writes the same plan again.
+                raise
             if len(ids) > 1:
                 half = len(ids) // 2
                 return self._write_part(plan, ids[:half], now) + self._write_part(
@@ -242,6 +246,7 @@ class Dispatcher:
             return []
 
     def _write_poison(self, plan: BatchPlan, exc: SQLAlchemyError, now: datetime) -> None:
+        # (Reached only for errors about the data: see database_unavailable.)
         """One enrollment's plan could not be written: its email fails, naming
         the value that could not be stored, and the enrollment moves on."""
         log.error(
@@ -354,3 +359,14 @@ def _poison_reason(email: PlannedEmail) -> str:
     if "\x00" in subject:
         return "the subject contains a NUL character"
     return "the database refused a value of this email (see the worker log)"
+
+
+def database_unavailable(exc: SQLAlchemyError) -> bool:
+    """The database went away or refused to work (a restart, a cut connection,
+    a lock timeout): nothing about the rows being written, so no email may
+    fail for it. PostgreSQL's data errors (SQLSTATE classes 22 and 23) arrive
+    as ``DataError``/``IntegrityError``; connection and operator-intervention
+    errors (08, 57) as ``OperationalError``."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )

@@ -553,8 +553,11 @@ class Sender:
         except BaseException as exc:
             log.exception("the sender stopped")
             with self._cond:
+                # _in_flight stays as it is: the send threads still running
+                # each take theirs off when they answer. (Set to 0 here, their
+                # answers took it below 0, and the next pass's drain waited
+                # for a count that never came back to 0: a hung worker.)
                 self._failure = exc
-                self._in_flight = 0
                 self._writing = False
                 self._cond.notify_all()
 
@@ -572,13 +575,23 @@ class Sender:
                 held.append(self._answer(email, hold, reserved=False))
             else:
                 wanted.append(email)
-        if answers and self.before_confirm is not None:
-            self.before_confirm()
         report = None
-        with conn.begin():
-            reserved = self._reserve(conn, wanted) if wanted else []
-            if answers:
-                report = self._write_answers_in(conn, answers)
+        try:
+            if answers and self.before_confirm is not None:
+                self.before_confirm()
+            with conn.begin():
+                reserved = self._reserve(conn, wanted) if wanted else []
+                if answers:
+                    report = self._write_answers_in(conn, answers)
+        except BaseException:
+            # Nothing of the chunk reached the send threads, and the answers
+            # were not written: keep them for abandon() (or the next pass)
+            # to confirm, and free the chunk's slots. The emails already with
+            # the send threads still count until they answer.
+            with self._cond:
+                self._answers[:0] = [*answers, *held]
+                self._in_flight -= len(chunk)
+            raise
         if report is not None:
             with self._cond:
                 self.report.merge(report)

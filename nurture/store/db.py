@@ -13,8 +13,15 @@ BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite connection waits for another writer (every connection)."""
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(
+    url: str, *, pool_size: int | None = None, max_overflow: int | None = None, **kwargs: Any
+) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
+
+    ``pool_size`` and ``max_overflow`` size the connection pool of a server
+    database (SQLAlchemy's defaults, 5 and 10, when None); SQLite ignores
+    them (one file, no server connections to ration).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
@@ -33,6 +40,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
+    if pool_size is not None:
+        kwargs.setdefault("pool_size", pool_size)
+    if max_overflow is not None:
+        kwargs.setdefault("max_overflow", max_overflow)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

@@ -27,6 +27,9 @@ hang       read the request, answer nothing for ``seconds`` (woken at once
            when the server stops), then close the connection
 drop       read the request, then close the connection without answering
 reset      read the request, then reset the connection (TCP RST)
+lost-      accept the mail send (it counts as delivered, with a message id),
+answer     then close the connection before answering: the provider has the
+           email, the client cannot know it (a sender must not resend it)
 =========  ==================================================================
 
 ``message="..."`` replaces the error message of a 400, 401, 403, 413, 429,
@@ -52,7 +55,10 @@ Whatever ``record`` says, the server counts the mail sends per
 ``nurture_send_id`` custom arg (:meth:`FakeSendGrid.send_ids`, over HTTP
 ``GET /_fake/send_ids``): how many requests carried each id and how many were
 accepted. A crash test asks it which emails reached the provider, and how many
-times, across restarts of the process that sends.
+times, across restarts of the process that sends. :meth:`FakeSendGrid.send_history`
+(``GET /_fake/send_history``) has each id's requests in order: when each came
+(epoch seconds), what was answered, and for a 429 the ``X-RateLimit-Reset`` it
+gave, so a test can check that a sender waited as long as it was told.
 """
 
 from __future__ import annotations
@@ -86,7 +92,20 @@ log = logging.getLogger("nurture.testing.fake_sendgrid")
 
 MAIL_SEND_PATH = "/v3/mail/send"
 BEHAVIOURS = frozenset(
-    {"accept", "400", "401", "403", "413", "429", "500", "503", "hang", "drop", "reset"}
+    {
+        "accept",
+        "400",
+        "401",
+        "403",
+        "413",
+        "429",
+        "500",
+        "503",
+        "hang",
+        "drop",
+        "reset",
+        "lost-answer",
+    }
 )
 _ERRORS_HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 
@@ -219,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     _reset = False  # answer with a TCP reset when the handler finishes
     _answering: tuple[int, str | None] | None = None  # (status, message id) being written
+    _reset_at: int | None = None  # the X-RateLimit-Reset of a 429 answer
 
     def setup(self) -> None:
         if isinstance(self.request, ssl.SSLSocket):
@@ -254,6 +274,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, json.dumps(fake.stats()).encode())
         elif self.path == "/_fake/send_ids":
             self._reply(200, json.dumps(fake.send_ids()).encode())
+        elif self.path == "/_fake/send_history":
+            self._reply(200, json.dumps(fake.send_history()).encode())
         else:
             self._reply(404, _errors("not found"))
 
@@ -275,6 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         self._answering = None
+        self._reset_at = None
         try:
             status, message_id, kind = self._answer(fake, body)
         except OSError:
@@ -285,7 +308,9 @@ class _Handler(BaseHTTPRequestHandler):
                 status, message_id = self._answering
                 fake._record(self.path, self.headers.items(), raw, body, status, message_id, "gone")
             raise
-        fake._record(self.path, self.headers.items(), raw, body, status, message_id, kind)
+        fake._record(
+            self.path, self.headers.items(), raw, body, status, message_id, kind, self._reset_at
+        )
 
     def _answer(self, fake: FakeSendGrid, body: Any) -> tuple[int | None, str | None, str]:
         """Answer one mail send; return (status or None, message id, behaviour)."""
@@ -310,13 +335,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset = True
             self.close_connection = True
             return None, None, kind
+        if kind == "lost-answer":
+            # Delivered as far as the provider knows; the answer never leaves.
+            self.close_connection = True
+            return 202, _new_message_id(), kind
         if kind == "429":
             reset_in = behaviour.reset_in if behaviour else 1.0
+            # An integer epoch second, rounded up so waiting that long suffices.
+            self._reset_at = math.ceil(time.time() + reset_in)
             headers = {
                 "X-RateLimit-Limit": "600",
                 "X-RateLimit-Remaining": "0",
-                # An integer epoch second, rounded up so waiting that long suffices.
-                "X-RateLimit-Reset": str(math.ceil(time.time() + reset_in)),
+                "X-RateLimit-Reset": str(self._reset_at),
             }
             self._reply(429, _errors(_message(behaviour, "too many requests")), headers)
             return 429, None, kind
@@ -398,6 +428,8 @@ class FakeSendGrid:
         self._connection_count = 0
         # nurture_send_id -> [requests received, requests accepted (202)]
         self._per_send_id: dict[str, list[int]] = {}
+        # nurture_send_id -> [(epoch seconds, status or None, behaviour, 429 reset or None)]
+        self._history: dict[str, list[tuple[float, int | None, str, int | None]]] = {}
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -530,11 +562,25 @@ class FakeSendGrid:
                 for send_id, (received, accepted) in self._per_send_id.items()
             }
 
+    def send_history(self) -> dict[str, list[dict[str, Any]]]:
+        """Per ``nurture_send_id``, its mail sends in order: ``{"at": epoch seconds,
+        "status": int or None (nothing answered), "behaviour": str, "reset":
+        the X-RateLimit-Reset epoch second of a 429, else None}``."""
+        with self._lock:
+            return {
+                send_id: [
+                    {"at": at, "status": status, "behaviour": kind, "reset": reset}
+                    for at, status, kind, reset in entries
+                ]
+                for send_id, entries in self._history.items()
+            }
+
     def clear(self) -> None:
         """Forget recorded requests, counts and queued behaviours."""
         with self._lock:
             self._requests.clear()
             self._per_send_id.clear()
+            self._history.clear()
             self._queue.clear()
             self._received = self._delivered = self._connection_count = 0
 
@@ -547,6 +593,7 @@ class FakeSendGrid:
         status: int | None,
         message_id: str | None,
         kind: str,
+        reset_at: int | None = None,
     ) -> None:
         with self._lock:
             self._received += 1
@@ -556,6 +603,7 @@ class FakeSendGrid:
                 counts = self._per_send_id.setdefault(send_id, [0, 0])
                 counts[0] += 1
                 counts[1] += status == 202
+                self._history.setdefault(send_id, []).append((time.time(), status, kind, reset_at))
             if self.record:
                 self._requests.append(
                     RecordedRequest(
@@ -623,6 +671,12 @@ class FakeSendGridProcess:
         """See :meth:`FakeSendGrid.send_ids`."""
         with urllib.request.urlopen(f"{self.url}/_fake/send_ids", timeout=30) as response:
             result: dict[str, dict[str, int]] = json.load(response)
+            return result
+
+    def send_history(self) -> dict[str, list[dict[str, Any]]]:
+        """See :meth:`FakeSendGrid.send_history`."""
+        with urllib.request.urlopen(f"{self.url}/_fake/send_history", timeout=30) as response:
+            result: dict[str, list[dict[str, Any]]] = json.load(response)
             return result
 
     def enqueue(self, kind: str, **options: Any) -> None:

@@ -6,6 +6,7 @@ these tests also show the example works end to end.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, text, update
+import sqlalchemy.exc
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.app.clock import FixedClock
@@ -774,3 +776,70 @@ def test_two_dispatchers_recording_the_same_new_version_do_not_collide(engine: E
     assert errors == []
     with engine.connect() as conn:
         assert queries.load_versions(conn, "s") == {"v1": {"steps": []}}
+
+
+def test_a_database_that_drops_the_connection_mid_write_fails_no_email(
+    setup: Setup, engine: Engine
+) -> None:
+    # The connection is lost while the plan is written (a server restart):
+    # that is not a poison row, so the email must not fail; the pass fails,
+    # and a later one sends it.
+    setup.add("karin@example.com", now=FRIDAY)
+    drops = [1]
+
+    def drop_once(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The plan's write begins by holding the batch's claims.
+        if drops and re.match(r"\s*UPDATE\s+enrollment\s+SET\s+claimed_until\b", statement, re.I):
+            drops.pop()
+            raise sqlalchemy.exc.OperationalError(
+                statement, None, ConnectionError("server closed the connection unexpectedly")
+            )
+
+    event.listen(engine, "before_cursor_execute", drop_once)
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            setup.runtime.dispatcher.dispatch(FRIDAY)
+    finally:
+        event.remove(engine, "before_cursor_execute", drop_once)
+    assert drops == [], "the write was not reached"
+    assert setup.ledger() == []  # nothing written, nothing failed
+    assert setup.transport.sent == []
+    later = FRIDAY + timedelta(minutes=5)  # past the failed batch's pause
+    assert setup.runtime.dispatcher.dispatch(later).sent == 1
+    assert setup.ledger() == [("welcome", "sent")]
+
+
+def test_a_pass_after_the_database_failed_mid_pool_is_not_stuck(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # The confirm fails (the database went away) while three sends are still
+    # with the provider. Their answers come back after the pass gave up; the
+    # next pass must still end (it once waited forever for them).
+    calls = iter(range(1_000))
+
+    def latency(_email: object) -> None:
+        time.sleep(0.05 if next(calls) == 0 else 0.5)  # the first answers alone
+
+    setup = make_setup(engine, tmp_path, MemoryTransport(hook=latency), send_concurrency=4)
+    for number in range(8):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    dispatcher = setup.runtime.dispatcher
+    failures = [RuntimeError("the database went away")]
+
+    def fail_once() -> None:
+        if failures:
+            raise failures.pop()
+
+    dispatcher.sender.before_confirm = fail_once
+    with pytest.raises(RuntimeError):
+        dispatcher.dispatch(FRIDAY)
+    assert failures == []
+    time.sleep(1.0)  # the sends in flight answer, to a pass that has ended
+    later = FRIDAY + timedelta(minutes=10)
+    passes: list[object] = []
+    thread = threading.Thread(target=lambda: passes.append(dispatcher.dispatch(later)), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the next pass hung"
+    assert passes, "the next pass raised"
+    dispatcher.close()
