@@ -344,6 +344,8 @@ def test_a_bad_unsubscribe_mailbox_is_a_configuration_error(fresh: Path) -> None
 
 # Commands that never open the database.
 NO_DATABASE = {("init",), ("schema",), ("validate",), ("preview",), ("simulate",)}
+# `doctor` reports what is wrong rather than refusing to start: tested on its own below.
+DIAGNOSTIC = {("doctor",)}
 EXTRA_OPTIONS: dict[tuple[str, ...], list[str]] = {
     ("dispatch",): ["--once"],
     ("run",): ["--port", "0"],
@@ -388,7 +390,7 @@ DATABASE_COMMANDS = [
         ),
     ]
     for path, command in _leaves(typer.main.get_command(app))
-    if path not in NO_DATABASE
+    if path not in NO_DATABASE | DIAGNOSTIC
 ]
 
 
@@ -409,6 +411,14 @@ def test_no_command_creates_a_database_where_there_is_no_project(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "no nurture.toml here" in result.stderr
     assert "run `nurture init`, or pass --dir" in result.stderr
+    assert not (tmp_path / "nurture.db").exists()
+
+
+def test_doctor_outside_a_project_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    result = run("doctor", "--skip-dns", cwd=tmp_path, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no nurture.toml here" in result.stdout
+    assert "`nurture init`" in result.stdout
     assert not (tmp_path / "nurture.db").exists()
 
 
