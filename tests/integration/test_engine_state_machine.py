@@ -8,8 +8,9 @@ of a pass followed by a restart, in any order. After every step:
 * no (subscriber, step) reaches the provider twice;
 * every email goes out inside the send window (Mon-Fri 08:00-18:00 in the
   subscriber's zone) and never on a skip date;
-* after a tick, every active enrollment on the current version is due exactly
-  when the core (``state_from_ledger`` + ``decide_next_step``, the functions
+* after a tick, every active enrollment on the current version with no email
+  in flight (a crashed worker's are left to reconcile) is due exactly when the
+  core (``state_from_ledger`` + ``decide_next_step``, the functions
   ``simulate`` uses) says: the dispatcher and ``simulate`` agree.
 
 A crash is a :class:`Crash` (a ``BaseException``, like the process dying)
@@ -305,6 +306,10 @@ class EngineMachine(RuleBasedStateMachine):
                 subscriber = session.get(SubscriberRow, row.subscriber_id)
                 assert subscriber is not None
                 entries = [entry for entry, _ in _ledger(self.engine, row.id)]
+                if any(entry.pending for entry in entries):
+                    # An email a crashed worker left queued or reserved: the
+                    # enrollment waits for reconcile (after the lease), by design.
+                    continue
                 state = state_from_ledger(row.enrolled_at, entries)
                 action = decide_next_step(sequence, state, Subscriber.of(subscriber), [], self.now)
                 if isinstance(action, Wait):
