@@ -323,6 +323,7 @@ FAILURES: dict[str, type[SendError]] = {
     "hang": AmbiguousSendError,
     "drop": AmbiguousSendError,
     "reset": AmbiguousSendError,
+    "lost-answer": AmbiguousSendError,
 }
 
 
