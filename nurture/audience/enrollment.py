@@ -160,9 +160,13 @@ def _triggered_values(
     candidates: Sequence[tuple[int | None, str, Sequence[str]]],
     sequences: Mapping[str, LoadedSequence],
     now: datetime,
+    *,
+    new: bool = False,
 ) -> list[dict[str, Any]]:
     """The enrollments on subscribe of ``candidates`` (id, address, tags of *active*
-    subscribers), as column values; records the versions enrolled into."""
+    subscribers), as column values; records the versions enrolled into.
+    ``new``: the candidates were inserted in this transaction, so they were
+    never enrolled anywhere (no need to ask)."""
     sequences = with_last_good(session, sequences)
     # Sorted by id: enrollments are created (and get their ids) in a stable order.
     auto = [
@@ -174,13 +178,25 @@ def _triggered_values(
         return []
     blocked = suppressed(session, (email for _, email, _ in candidates))
     eligible = [candidate for candidate in candidates if candidate[1] not in blocked]
-    ever = store.enrolled_pairs(session, (subscriber_id for subscriber_id, _, _ in eligible))
-    values = [
-        _enrollment_values(subscriber_id, loaded, now)
-        for subscriber_id, _, tags in eligible
-        for loaded in auto
-        if (subscriber_id, loaded.sequence.id) not in ever and triggered_on_subscribe(loaded, tags)
-    ]
+    ever = (
+        set()
+        if new
+        else store.enrolled_pairs(session, (subscriber_id for subscriber_id, _, _ in eligible))
+    )
+    starts: dict[tuple[str, ...], list[LoadedSequence]] = {}  # tags -> what they start
+    values = []
+    for subscriber_id, _, tags in eligible:
+        key = tuple(tags)
+        started = starts.get(key)
+        if started is None:
+            started = starts[key] = [
+                loaded for loaded in auto if triggered_on_subscribe(loaded, key)
+            ]
+        values.extend(
+            _enrollment_values(subscriber_id, loaded, now)
+            for loaded in started
+            if (subscriber_id, loaded.sequence.id) not in ever
+        )
     if values:
         _remember_versions(session, auto, now)
     return values
@@ -214,7 +230,7 @@ def enroll_new_where_triggered(
     """:func:`enroll_where_triggered` for *active* subscribers given as (id,
     address, tags) rather than rows (a bulk import's new subscribers); the
     number of enrollments made by sequence id."""
-    values = _triggered_values(session, subscribers, sequences, now)
+    values = _triggered_values(session, subscribers, sequences, now, new=True)
     bulk.insert_enrollment_values(session, values)
     return Counter(str(value["sequence_id"]) for value in values)
 

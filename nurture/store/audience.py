@@ -17,8 +17,9 @@ from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from nurture.core.vocabulary import EnrollmentStatus
+from nurture.store import bulk_audience as bulk
 from nurture.store import queries
-from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow, SuppressionRow
+from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow
 
 __all__ = [
     "active_enrollment",
@@ -48,7 +49,12 @@ def subscribers_by_email(session: Session, emails: Collection[str]) -> dict[str,
     """The stored subscribers among ``emails`` (normalised), by address."""
     if not emails:
         return {}
-    query = select(SubscriberRow).where(col(SubscriberRow.email).in_(list(emails)))
+    # Most addresses of a large import are new: which exist is asked first,
+    # cheaply, and only those are loaded as rows.
+    stored = bulk.stored_emails(session.connection(), emails)
+    if not stored:
+        return {}
+    query = select(SubscriberRow).where(col(SubscriberRow.email).in_(list(stored)))
     return {row.email: row for row in session.exec(query)}
 
 
@@ -96,11 +102,7 @@ def sends_of(session: Session, subscriber_id: int | None) -> list[SendRow]:
 def suppressed_emails(session: Session, emails: Iterable[str]) -> set[str]:
     """Those of ``emails`` (normalised) that are on the suppression list, as
     written or hashed by an erasure (:func:`nurture.store.queries.hashed_address`)."""
-    keys = queries.suppression_keys(emails)
-    if not keys:
-        return set()
-    query = select(SuppressionRow.email).where(col(SuppressionRow.email).in_(list(keys)))
-    return {keys[key] for key in session.exec(query)}
+    return set(queries.suppressed_among(session.connection(), emails))
 
 
 # --------------------------------------------------------------------------- enrollments

@@ -13,16 +13,17 @@ become half of an import's time. Other databases take the plain Core insert.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import DateTime, Table, bindparam, insert, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from nurture.store.queries import ENROLLMENT, SUBSCRIBER
+from nurture.store.queries import ENROLLMENT, SQLITE_IN_PIECE, SUBSCRIBER
 from nurture.store.types import UTCDateTime
 
 __all__ = ["insert_enrollment_values", "insert_subscriber_values"]
@@ -81,13 +82,27 @@ def _driver_rows(
         if process is not None and isinstance(column_type, UTCDateTime | DateTime):
             process = _memoised(process)
         plan.append((name, defaults.get(name), process))
-    rows = [
-        tuple(
-            value.get(name, default) if convert is None else convert(value.get(name, default))
-            for name, default, convert in plan
-        )
-        for value in values
-    ]
+    if defaults:
+        rows = [
+            tuple(
+                value.get(name, default) if convert is None else convert(value.get(name, default))
+                for name, default, convert in plan
+            )
+            for value in values
+        ]
+        return sql, rows
+    # Every column given (an import's rows): the values are taken in one C
+    # call per row and only the columns with a processor are converted.
+    take = itemgetter(*order)
+    converting = [(index, convert) for index, (_, _, convert) in enumerate(plan) if convert]
+    rows = []
+    for value in values:
+        row = list(take(value)) if len(order) > 1 else [take(value)]
+        for index, convert in converting:
+            item = row[index]
+            if item is not None:
+                row[index] = convert(item)
+        rows.append(tuple(row))
     return sql, rows
 
 
@@ -114,8 +129,30 @@ def insert_subscriber_values(
     _insert(session, SUBSCRIBER, values)
     connection = session.connection()
     emails = [value["email"] for value in values]
-    query = select(SUBSCRIBER.c.email, SUBSCRIBER.c.id).where(SUBSCRIBER.c.email.in_(emails))
-    return {email: subscriber_id for email, subscriber_id in connection.execute(query)}
+    return dict(_by_email(connection, "email, id", emails))
+
+
+def stored_emails(connection: Connection, emails: Collection[str]) -> set[str]:
+    """Those of ``emails`` (normalised) that a subscriber has."""
+    return {email for (email,) in _by_email(connection, "email", list(emails))}
+
+
+def _by_email(connection: Connection, columns: str, emails: Sequence[str]) -> list[Any]:
+    """``SELECT columns FROM subscriber WHERE email IN emails``. On SQLite
+    through the driver: SQLAlchemy's expanding IN rebuilt and re-processed a
+    statement of thousands of parameters per chunk of an import."""
+    if not emails:
+        return []
+    if connection.dialect.name != "sqlite":
+        query = select(*(SUBSCRIBER.c[name.strip()] for name in columns.split(",")))
+        return list(connection.execute(query.where(SUBSCRIBER.c.email.in_(list(emails)))))
+    found: list[Any] = []
+    for start in range(0, len(emails), SQLITE_IN_PIECE):
+        piece = tuple(emails[start : start + SQLITE_IN_PIECE])
+        marks = ", ".join("?" * len(piece))
+        sql = f"SELECT {columns} FROM subscriber WHERE email IN ({marks})"
+        found.extend(connection.exec_driver_sql(sql, piece))
+    return found
 
 
 def insert_enrollment_values(session: Session, values: Sequence[Mapping[str, Any]]) -> None:

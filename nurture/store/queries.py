@@ -234,10 +234,28 @@ def suppressed_among(conn: Connection, emails: Iterable[str]) -> dict[str, str]:
     keys = suppression_keys(wanted) if any_erased(conn) else {email: email for email in wanted}
     if not keys:
         return {}
+    if conn.dialect.name == "sqlite":
+        # Through the driver: SQLAlchemy's expanding IN rebuilt a statement of
+        # thousands of parameters per chunk of an import.
+        found: dict[str, str] = {}
+        listed = list(keys)
+        for start in range(0, len(listed), SQLITE_IN_PIECE):
+            piece = tuple(listed[start : start + SQLITE_IN_PIECE])
+            marks = ", ".join("?" * len(piece))
+            sql = f"SELECT email, reason FROM suppression WHERE email IN ({marks})"
+            found.update(
+                (keys[email], reason) for email, reason in conn.exec_driver_sql(sql, piece)
+            )
+        return found
     rows = conn.execute(
         select(SUPPRESSION.c.email, SUPPRESSION.c.reason).where(SUPPRESSION.c.email.in_(list(keys)))
     )
     return {keys[row.email]: row.reason for row in rows}
+
+
+SQLITE_IN_PIECE = 5000
+"""Values per SQLite ``IN`` list written for the driver (well below its limit
+of bound variables)."""
 
 
 def subscriber_statuses(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
