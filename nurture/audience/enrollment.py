@@ -184,7 +184,7 @@ def _triggered_values(
         else store.enrolled_pairs(session, (subscriber_id for subscriber_id, _, _ in eligible))
     )
     starts: dict[tuple[str, ...], list[LoadedSequence]] = {}  # tags -> what they start
-    values = []
+    values: list[dict[str, Any]] = []
     for subscriber_id, _, tags in eligible:
         key = tuple(tags)
         started = starts.get(key)
