@@ -294,7 +294,7 @@ def _reader(path: Path) -> Iterator[tuple[_Columns, Iterator[tuple[int, list[str
             try:
                 for cells in reader:
                     # A quoted cell may span lines: report the record's first line.
-                    if any(cell.strip() for cell in cells):
+                    if "".join(cells).strip():
                         yield line, cells
                     line = reader.line_num + 1
             except csv.Error as exc:

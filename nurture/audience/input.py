@@ -207,6 +207,24 @@ def split_tags(values: Iterable[str]) -> list[str]:
 
 
 def _tags(values: Iterable[str]) -> tuple[str, ...]:
+    given = tuple(values)
+    if all(type(value) is str for value in given) and sum(map(len, given)) <= _CACHED_TAGS:
+        # A list's tags repeat from row to row: checked once per distinct value.
+        return _checked_tags(given)
+    return _tags_checked(given)
+
+
+_CACHED_TAGS = 1000
+"""Characters of tags at most whose check is remembered (a hostile file's
+megabyte cells are checked every time rather than kept)."""
+
+
+@lru_cache(maxsize=4096)
+def _checked_tags(values: tuple[str, ...]) -> tuple[str, ...]:
+    return _tags_checked(values)
+
+
+def _tags_checked(values: Iterable[str]) -> tuple[str, ...]:
     seen: dict[str, None] = {}  # a dict keeps the first-seen order
     for index, tag in enumerate(split_tags(values), 1):
         # Named by position: a tag with an escape in it is not for printing.
@@ -229,6 +247,13 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
+@lru_cache(maxsize=1024)
+def _checked_attribute_name(name: str) -> str:
+    """An attribute's name, checked once per distinct name (a file's columns
+    name every row's attributes)."""
+    return check_text("attribute name", name, LIMITS["attribute_key"])
+
+
 def _attributes(values: Mapping[str, Any]) -> Mapping[str, Any]:
     if len(values) > LIMITS["attributes"]:
         raise InvalidSubscriberError(f"attributes: more than {LIMITS['attributes']}")
@@ -238,7 +263,7 @@ def _attributes(values: Mapping[str, Any]) -> Mapping[str, Any]:
         if not name:
             # repr() escapes whatever the key holds.
             raise InvalidSubscriberError(f"attribute name {key[:50]!r} must be a non-empty string")
-        check_text("attribute name", name, LIMITS["attribute_key"])
+        _checked_attribute_name(name)
         what = f"attribute {name!r}"
         limit = LIMITS["attribute_value"]
         if isinstance(value, str):

@@ -19,7 +19,7 @@ from functools import cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import DateTime, Table, bindparam, insert, select
+from sqlalchemy import JSON, DateTime, Table, bindparam, insert, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -45,6 +45,26 @@ def _memoised(process: _Convert) -> _Convert:
             return converted
         except TypeError:  # not hashable: not a datetime; let the processor refuse it
             return process(value)
+
+    return convert
+
+
+def _memoised_lists(process: _Convert) -> _Convert:
+    """``process`` for JSON values, computed once per distinct short list of
+    strings (every row's tags: a list repeats a few combinations of tags)."""
+    seen: dict[tuple[str, ...], Any] = {}
+
+    def convert(value: Any) -> Any:
+        if type(value) is not list or len(value) > 20:
+            return process(value)
+        key = tuple(value)
+        if not all(type(item) is str and len(item) <= 100 for item in key):
+            return process(value)
+        try:
+            return seen[key]
+        except KeyError:
+            converted = seen[key] = process(value)
+            return converted
 
     return convert
 
@@ -81,6 +101,8 @@ def _driver_rows(
         process: _Convert | None = column_type._cached_bind_processor(dialect)
         if process is not None and isinstance(column_type, UTCDateTime | DateTime):
             process = _memoised(process)
+        elif process is not None and isinstance(column_type, JSON):
+            process = _memoised_lists(process)
         plan.append((name, defaults.get(name), process))
     if defaults:
         rows = [

@@ -125,3 +125,19 @@ def test_tags_are_case_folded_split_and_unquoted() -> None:
         email="a@example.com", tags=[" B2B ,Lead", "b2b; VIP | lead", '"Customer","Straße"']
     )
     assert data.tags == ("b2b", "lead", "vip", "customer", "strasse")
+
+
+def test_remembered_checks_refuse_a_bad_tag_or_name_every_time() -> None:
+    # Tag and attribute-name checks are remembered per distinct value; a
+    # refusal is not, so the second row with the same bad value fails too.
+    for _ in range(2):
+        with pytest.raises(InvalidSubscriberError, match="tag 1"):
+            SubscriberInput.parse(email="a@example.com", tags=["bad\x1btag"])
+        with pytest.raises(InvalidSubscriberError, match="attribute name"):
+            SubscriberInput.parse(email="a@example.com", attributes={"bad\nname": "x"})
+    first = SubscriberInput.parse(email="a@example.com", tags=["B2B, News"])
+    again = SubscriberInput.parse(email="b@example.com", tags=["B2B, News"])
+    assert first.tags == again.tags == ("b2b", "news")
+    long_cell = ",".join(f"tag{n}" for n in range(300))  # longer than what is remembered
+    with pytest.raises(InvalidSubscriberError, match="tags: more than"):
+        SubscriberInput.parse(email="a@example.com", tags=[long_cell])
