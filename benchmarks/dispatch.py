@@ -142,12 +142,12 @@ def populate(url: str, count: int, version: str) -> None:
     engine.dispose()
 
 
-def _worker(url: str, batch: int, ready: Any, go: Any, results: Any) -> None:
+def _worker(url: str, batch: int, concurrency: int, ready: Any, go: Any, results: Any) -> None:
     """One of several dispatcher processes sharing the database."""
     from nurture.testing import MemoryTransport
 
     runtime = build_runtime(
-        bench_settings(url, batch, 1),
+        bench_settings(url, batch, concurrency),
         FixedClock(NOW),
         transport=MemoryTransport(record=False),
         engine=make_engine(url),
@@ -162,7 +162,9 @@ def _worker(url: str, batch: int, ready: Any, go: Any, results: Any) -> None:
     results.put((report.sent, time.perf_counter(), peak))
 
 
-def run_workers(count: int, batch: int, workers: int, database: str) -> dict[str, Any]:
+def run_workers(
+    count: int, batch: int, workers: int, database: str, concurrency: int = 1
+) -> dict[str, Any]:
     """``workers`` dispatcher processes on one database (the claim query keeps
     them from taking the same enrollment), timed from a common start."""
     import multiprocessing
@@ -176,7 +178,7 @@ def run_workers(count: int, batch: int, workers: int, database: str) -> dict[str
     context = multiprocessing.get_context("spawn")
     ready, go, results = context.Semaphore(0), context.Event(), context.Queue()
     processes = [
-        context.Process(target=_worker, args=(url, batch, ready, go, results))
+        context.Process(target=_worker, args=(url, batch, concurrency, ready, go, results))
         for _ in range(workers)
     ]
     for process in processes:
@@ -201,10 +203,15 @@ def run_workers(count: int, batch: int, workers: int, database: str) -> dict[str
 
 
 def run_scenario(
-    name: str, count: int, batch: int, concurrency: int, database: str = "sqlite"
+    name: str,
+    count: int,
+    batch: int,
+    concurrency: int,
+    database: str = "sqlite",
+    memory_concurrency: int = 1,
 ) -> dict[str, Any]:
     if name.startswith("memory-") and name.endswith(("-worker", "-workers")):
-        return run_workers(count, batch, int(name.split("-")[1]), database)
+        return run_workers(count, batch, int(name.split("-")[1]), database, memory_concurrency)
     from nurture.core.loader import load_sequences
 
     loaded, _ = load_sequences([ROOT / "sequences"])
@@ -212,7 +219,7 @@ def run_scenario(
     folder = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
     url, drop = fresh_database(database, folder)
     populate(url, count, version)
-    settings = bench_settings(url, batch, 1 if name == "memory" else concurrency)
+    settings = bench_settings(url, batch, memory_concurrency if name == "memory" else concurrency)
     fake = None
     transport: Transport
     if name == "memory":
@@ -267,6 +274,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument(
+        "--memory-concurrency",
+        type=int,
+        default=1,
+        help="send_concurrency of the memory scenarios (1: the serial sender; 8: the default)",
+    )
     parser.add_argument("--scenario", choices=SCENARIOS, action="append")
     parser.add_argument(
         "--database",
@@ -277,13 +290,16 @@ def main() -> None:
     args = parser.parse_args()
     scenarios = args.scenario or list(SCENARIOS)
     if args.child:
-        result = run_scenario(scenarios[0], args.count, args.batch, args.concurrency, args.database)
+        result = run_scenario(
+            scenarios[0], args.count, args.batch, args.concurrency, args.database,
+            args.memory_concurrency,
+        )  # fmt: skip
         print(json.dumps(result))
         return
     where = "SQLite" if args.database == "sqlite" else "PostgreSQL"
     print(
         f"{args.count} due enrollments on {where}, batch {args.batch}, "
-        f"concurrency {args.concurrency}"
+        f"concurrency {args.concurrency} (memory scenarios: {args.memory_concurrency})"
     )
     print(
         f"{'scenario':<20}{'emails':>8}{'seconds':>9}{'emails/s':>10}{'CPU µs/email':>14}"
@@ -293,6 +309,7 @@ def main() -> None:
         out = subprocess.run(
             [sys.executable, __file__, "--child", "--scenario", name, "--count", str(args.count),
              "--batch", str(args.batch), "--concurrency", str(args.concurrency),
+             "--memory-concurrency", str(args.memory_concurrency),
              "--database", args.database],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
