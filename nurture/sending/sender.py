@@ -125,6 +125,7 @@ class _Answer:
     verdict: Verdict
     reserved: bool
     written: bool = False  # its ledger row is settled already (serial sending)
+    id_written: bool = False  # with the provider's message id (serial, PostgreSQL)
 
 
 class Sender:
@@ -393,7 +394,8 @@ class Sender:
                 settle = None if unwritten is None else self._settle_row(unwritten)
                 reserved = ledger.step(settle, email.key, self.lease_until())
                 if unwritten is not None:
-                    unwritten.written, unwritten = True, None
+                    unwritten.written, unwritten.id_written = True, ledger.writes_message_ids
+                    unwritten = None
                 if not reserved:
                     log.warning(
                         "email %s not sent: another worker took its enrollment (lease expired)",
@@ -681,7 +683,7 @@ class Sender:
             email, outcome, verdict = answer.email, answer.outcome, answer.verdict
             if not answer.written:
                 rows.append(self._settle_row(answer))
-            elif isinstance(outcome, SendResult) and outcome.message_id:
+            elif not answer.id_written and isinstance(outcome, SendResult) and outcome.message_id:
                 message_ids.append((email.key, outcome.message_id, verdict.status))
             if verdict.unexpected and isinstance(outcome, BaseException):
                 log.error(

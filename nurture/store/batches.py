@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, literal_column, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.decisions import EnrollmentState, Event, LedgerEntry, state_from_ledger
@@ -326,6 +326,15 @@ def _reserve_one_statement() -> tuple[Any, list[str]]:
     return _RESERVE_ONE, ["one_key", "me", "lease", "transport"]
 
 
+def _settle_and_reserve_statement() -> tuple[Any, list[str]]:
+    """PostgreSQL: settle the previous answer (with its provider id) and
+    reserve the next email in one statement, ``WITH settled AS (UPDATE ...)
+    UPDATE ...``; its row count is the reservation's. The two rows differ
+    (an answer's key is never the next reservation's)."""
+    settled = _SETTLE.returning(literal_column("1")).cte("settled")
+    return _RESERVE_ONE.add_cte(settled), [*_SETTLE_NAMES, "one_key", "me", "lease", "transport"]
+
+
 class SerialLedger:
     """The ledger writes of a sender without a pool: one transaction per email.
 
@@ -339,7 +348,9 @@ class SerialLedger:
     This is the hot path's one extra commit per email, so it runs on a driver
     connection of its own, outside SQLAlchemy's execution layer, with one
     cursor and statements compiled once (on SQLite: a plain autocommit
-    statement when there is nothing to settle, ``BEGIN IMMEDIATE`` otherwise).
+    statement when there is nothing to settle, ``BEGIN IMMEDIATE`` otherwise;
+    on PostgreSQL: one autocommit statement per step, the answer with its
+    provider id and the reservation together, so one round trip per email).
     SQLite's own busy handler sleeps a whole millisecond or more when another
     process holds the write lock for a few microseconds; on this connection a
     busy database is retried after tens of microseconds instead, for up to
@@ -359,6 +370,9 @@ class SerialLedger:
         self._settle = prepared_for(
             dialect, "settle_answer", lambda: (_SETTLE_ANSWER, _SETTLE_ANSWER_NAMES)
         )
+        if not self._sqlite:
+            self._settle_with_id = prepared_for(dialect, "settle", lambda: (_SETTLE, _SETTLE_NAMES))
+            self._both = prepared_for(dialect, "settle_and_reserve", _settle_and_reserve_statement)
         self._fixed = {"me": worker_id, "transport": transport}
         self._pooled = engine.raw_connection()
         driver = self._pooled.driver_connection
@@ -369,7 +383,19 @@ class SerialLedger:
             self._saved_isolation = self._driver.isolation_level
             self._driver.isolation_level = None  # we say when a transaction starts
             self._driver.execute("PRAGMA busy_timeout=0")
+        else:
+            # PostgreSQL: each step is one statement (the answer, its provider
+            # id and the next reservation; see _settle_and_reserve_statement)
+            # in its own transaction: one round trip and one commit per email.
+            self._driver.rollback()  # whatever the pool's check-out left open
+            self._driver.autocommit = True
         self._cursor = self._driver.cursor()
+
+    @property
+    def writes_message_ids(self) -> bool:
+        """Whether :meth:`step` writes the provider's message id with the
+        answer (PostgreSQL), so :func:`record_message_ids` need not."""
+        return not self._sqlite
 
     def __enter__(self) -> SerialLedger:
         return self
@@ -384,7 +410,11 @@ class SerialLedger:
                 self._driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 self._driver.isolation_level = self._saved_isolation
         finally:
-            self._pooled.close()
+            try:
+                if not self._sqlite:
+                    self._driver.autocommit = False  # as the pool hands it out
+            finally:
+                self._pooled.close()
 
     def step(self, settle: Settle | None, key: str | None, lease_until: datetime) -> bool:
         """Settle ``settle`` (if any) and reserve the ``queued`` row ``key`` (if
@@ -396,16 +426,14 @@ class SerialLedger:
         return self._write(settle, values)
 
     def _write(self, settle: Settle | None, values: dict[str, Any] | None) -> bool:
+        """PostgreSQL, autocommit: one statement, one transaction."""
         cursor = self._cursor
-        try:
-            if settle is not None:
-                self._settle.execute(cursor, _answer_values(settle))
-            changed = 0 if values is None else self._reserve.execute(cursor, values)
-        except BaseException:
-            self._driver.rollback()
-            raise
-        self._driver.commit()
-        return changed == 1
+        if settle is not None and values is not None:
+            return self._both.execute(cursor, {**_settle_values(settle), **values}) == 1
+        if settle is not None:
+            self._settle_with_id.execute(cursor, _settle_values(settle))
+            return False
+        return values is not None and self._reserve.execute(cursor, values) == 1
 
     def _write_sqlite(self, settle: Settle | None, values: dict[str, Any] | None) -> bool:
         cursor = self._cursor

@@ -24,7 +24,22 @@ SEND = SendRow.__table__  # type: ignore[attr-defined]
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    """SQLite in a file (the busy-database tests are about SQLite)."""
+    engine = _seeded(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def any_engine(db_url: str) -> Iterator[Engine]:
+    """SQLite and PostgreSQL."""
+    engine = _seeded(db_url)
+    yield engine
+    engine.dispose()
+
+
+def _seeded(url: str) -> Engine:
+    engine = make_engine(url)
     upgrade(engine)
     with session_factory(engine)() as session:
         for number in range(2):
@@ -62,8 +77,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
                 )
             )
         session.commit()
-    yield engine
-    engine.dispose()
+    return engine
 
 
 def statuses(engine: Engine) -> dict[str, str]:
@@ -85,7 +99,8 @@ def answer(key: str) -> batches.Settle:
     )
 
 
-def test_one_commit_settles_the_last_answer_and_reserves_the_next(engine: Engine) -> None:
+def test_one_commit_settles_the_last_answer_and_reserves_the_next(any_engine: Engine) -> None:
+    engine = any_engine
     with batches.SerialLedger(engine, "me", "memory") as ledger:
         assert ledger.step(None, "k0", LEASE) is True
         assert statuses(engine) == {"k0": "reserved", "k1": "queued"}
@@ -140,5 +155,29 @@ def test_the_connection_goes_back_to_the_pool_as_it_came(engine: Engine) -> None
             assert driver is not None
             assert driver.execute("PRAGMA busy_timeout").fetchone() == (BUSY_TIMEOUT_MS,)
             assert driver.isolation_level == ""  # SQLAlchemy's default: transactions
+    finally:
+        single.dispose()
+
+
+def test_postgresql_writes_the_provider_id_in_the_step_and_returns_the_connection(
+    any_engine: Engine,
+) -> None:
+    engine = any_engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's serial step (SQLite writes the id with the batch's confirm)")
+    single = make_engine(str(engine.url.render_as_string(hide_password=False)), pool_size=1,
+                         max_overflow=0)  # fmt: skip
+    try:
+        with batches.SerialLedger(single, "me", "memory") as ledger:
+            assert ledger.writes_message_ids
+            assert ledger.step(None, "k0", LEASE) is True
+            assert ledger.step(answer("k0"), "k1", LEASE) is True
+        with single.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            assert driver.autocommit is False  # as SQLAlchemy hands it out
+            rows = conn.execute(select(SEND.c.key, SEND.c.status, SEND.c.provider_message_id))
+            found = {row.key: (row.status, row.provider_message_id) for row in rows}
+        assert found == {"k0": ("sent", "<m@example.com>"), "k1": ("reserved", None)}
     finally:
         single.dispose()
