@@ -23,7 +23,7 @@ from sqlalchemy import JSON, DateTime, Table, bindparam, insert, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from nurture.store.queries import ENROLLMENT, SQLITE_IN_PIECE, SUBSCRIBER
+from nurture.store.queries import ENROLLMENT, SUBSCRIBER, sqlite_rows_in
 from nurture.store.types import UTCDateTime
 
 __all__ = ["insert_enrollment_values", "insert_subscriber_values"]
@@ -168,13 +168,7 @@ def _by_email(connection: Connection, columns: str, emails: Sequence[str]) -> li
     if connection.dialect.name != "sqlite":
         query = select(*(SUBSCRIBER.c[name.strip()] for name in columns.split(",")))
         return list(connection.execute(query.where(SUBSCRIBER.c.email.in_(list(emails)))))
-    found: list[Any] = []
-    for start in range(0, len(emails), SQLITE_IN_PIECE):
-        piece = tuple(emails[start : start + SQLITE_IN_PIECE])
-        marks = ", ".join("?" * len(piece))
-        sql = f"SELECT {columns} FROM subscriber WHERE email IN ({marks})"
-        found.extend(connection.exec_driver_sql(sql, piece))
-    return found
+    return sqlite_rows_in(connection, f"SELECT {columns} FROM subscriber WHERE email", emails)
 
 
 def insert_enrollment_values(session: Session, values: Sequence[Mapping[str, Any]]) -> None:

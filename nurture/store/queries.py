@@ -237,16 +237,10 @@ def suppressed_among(conn: Connection, emails: Iterable[str]) -> dict[str, str]:
     if conn.dialect.name == "sqlite":
         # Through the driver: SQLAlchemy's expanding IN rebuilt a statement of
         # thousands of parameters per chunk of an import.
-        found: dict[str, str] = {}
-        listed = list(keys)
-        for start in range(0, len(listed), SQLITE_IN_PIECE):
-            piece = tuple(listed[start : start + SQLITE_IN_PIECE])
-            marks = ", ".join("?" * len(piece))
-            sql = f"SELECT email, reason FROM suppression WHERE email IN ({marks})"
-            found.update(
-                (keys[email], reason) for email, reason in conn.exec_driver_sql(sql, piece)
-            )
-        return found
+        found = sqlite_rows_in(
+            conn, "SELECT email, reason FROM suppression WHERE email", list(keys)
+        )
+        return {keys[email]: reason for email, reason in found}
     rows = conn.execute(
         select(SUPPRESSION.c.email, SUPPRESSION.c.reason).where(SUPPRESSION.c.email.in_(list(keys)))
     )
@@ -256,6 +250,16 @@ def suppressed_among(conn: Connection, emails: Iterable[str]) -> dict[str, str]:
 SQLITE_IN_PIECE = 5000
 """Values per SQLite ``IN`` list written for the driver (well below its limit
 of bound variables)."""
+
+
+def sqlite_rows_in(conn: Connection, query: str, values: Sequence[Any]) -> list[Any]:
+    """SQLite: the rows of ``query IN (values)`` (``query`` ends with the
+    column tested), through the driver, in pieces of :data:`SQLITE_IN_PIECE`."""
+    found: list[Any] = []
+    for start in range(0, len(values), SQLITE_IN_PIECE):
+        piece = tuple(values[start : start + SQLITE_IN_PIECE])
+        found.extend(conn.exec_driver_sql(f"{query} IN ({', '.join('?' * len(piece))})", piece))
+    return found
 
 
 def subscriber_statuses(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
