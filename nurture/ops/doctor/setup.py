@@ -1,0 +1,165 @@
+"""``nurture doctor``'s checks of this machine's setup: the configuration, the
+database and its migrations, the sequence files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nurture.errors import NurtureError
+from nurture.ops.doctor.report import Check, Status, first_line
+
+if TYPE_CHECKING:
+    from nurture.app.settings import Settings
+    from nurture.authoring.workbench import ValidationResult
+
+
+def delivers_mail(settings: Settings) -> bool:
+    from nurture.transports import delivers, transport_class
+
+    try:
+        return delivers(transport_class(settings.transport))
+    except NurtureError:
+        return True
+
+
+def configuration_check(settings: Settings) -> Check:
+    where = str(settings.config_file) if settings.config_file else None
+    if where is None:
+        return Check(
+            "configuration",
+            "warn",
+            "no nurture.toml here: every setting is a default or from NURTURE_* variables",
+            "run the command in the project folder (or pass --dir FOLDER), or `nurture init`",
+        )
+    if settings.has_placeholder_secret:
+        status: Status = "fail" if delivers_mail(settings) else "warn"
+        return Check(
+            "configuration",
+            status,
+            f"read {where}; secret_key is a placeholder (unsubscribe links could be forged)",
+            "set secret_key (or NURTURE_SECRET_KEY) to a long random value, e.g. the output "
+            "of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+        )
+    return Check("configuration", "ok", f"read {where}")
+
+
+def database_check(settings: Settings) -> Check:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    from nurture.store.db import make_engine
+    from nurture.store.heartbeat import check_database
+    from nurture.store.migrate import current_revision, head_revision, known_revision
+
+    url = make_url(settings.database_url)
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(str(url.database))
+        if not path.exists():
+            return Check(
+                "database",
+                "fail",
+                f"no database file at {path}",
+                "run `nurture db upgrade` in the project folder (the worker and "
+                "`nurture run` also create it on start), or fix database_url",
+            )
+    try:
+        engine = make_engine(settings.database_url, poolclass=NullPool)
+    except Exception as exc:  # a bad URL, a missing driver
+        return Check("database", "fail", f"{shown}: {first_line(exc)}", "fix database_url")
+    try:
+        with engine.connect() as conn:
+            check_database(conn)
+        current = current_revision(engine)
+    except Exception as exc:
+        return Check(
+            "database",
+            "fail",
+            f"{shown} does not answer: {type(exc).__name__}: {first_line(exc)}",
+            "start the database server, or fix database_url (host, port, user, password)",
+        )
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if current is None:
+        return Check(
+            "database",
+            "fail",
+            f"{shown} answers but was never migrated",
+            "run `nurture db upgrade`",
+        )
+    if current == head:
+        return Check("database", "ok", f"{shown} answers; migrations at head ({head})")
+    if not known_revision(current):
+        return Check(
+            "database",
+            "fail",
+            f"{shown} is at revision {current}, which this nurture does not know "
+            f"(its newest is {head}): a newer nurture migrated it",
+            "upgrade nurture on this machine to the version the other processes run",
+        )
+    return Check(
+        "database",
+        "warn",
+        f"{shown} is at revision {current}; this nurture's newest is {head}",
+        "run `nurture db upgrade` (the worker and `nurture run` also migrate on start)",
+    )
+
+
+def validate_sequences(settings: Settings) -> ValidationResult | None:
+    from nurture.authoring.workbench import validate_paths
+
+    if not settings.sequences_dir.is_dir():
+        return None
+    try:
+        return validate_paths(settings, [settings.sequences_dir])
+    except NurtureError:
+        return None
+
+
+def sequences_check(settings: Settings, result: ValidationResult | None) -> Check:
+    if result is None:
+        return Check(
+            "sequences",
+            "fail",
+            f"no sequences folder at {settings.sequences_dir}, or it cannot be read",
+            "create it with `nurture init`, or fix sequences_dir",
+        )
+    if result.diagnostics:
+        first = str(result.diagnostics[0]).splitlines()[0]
+        return Check(
+            "sequences",
+            "fail",
+            f"{len(result.diagnostics)} problem(s) in {result.files} file(s); first: {first}",
+            "run `nurture validate` and fix what it lists (invalid files do not run)",
+        )
+    enabled = sorted(i for i, loaded in result.sequences.items() if loaded.sequence.enabled)
+    if not enabled:
+        return Check(
+            "sequences",
+            "warn",
+            f"{result.files} file(s), none enabled: nothing will be sent",
+            "set `enabled: true` in the sequence files that should run",
+        )
+    note = (
+        f"; {len(result.warnings)} warning(s) (see `nurture validate`)" if result.warnings else ""
+    )
+    return Check(
+        "sequences",
+        "warn" if result.warnings else "ok",
+        f"{len(enabled)} enabled: {', '.join(enabled)}{note}",
+        "run `nurture validate` and look at the warnings" if result.warnings else None,
+    )
+
+
+def sender_domains(result: ValidationResult | None) -> list[tuple[str, str]]:
+    """``(domain, address)`` of every sequence's sender, enabled ones first."""
+    if result is None:
+        return []
+    found: dict[str, str] = {}
+    ordered = sorted(result.sequences.values(), key=lambda loaded: not loaded.sequence.enabled)
+    for loaded in ordered:
+        address = loaded.sequence.sender.email
+        found.setdefault(address.rpartition("@")[2].lower(), address)
+    return list(found.items())
