@@ -51,7 +51,7 @@ from nurture.core.vocabulary import SendStatus
 from nurture.sending.ratelimit import RateLimiter
 from nurture.sending.sender import DispatchHalted, DispatchPolicy, DispatchReport, Sender
 from nurture.sending.unconfirmed import retry_unconfirmed
-from nurture.store import batches, queries
+from nurture.store import batches, queries, recovery, reservations
 from nurture.transports.base import OutgoingEmail, Transport
 
 __all__ = ["Compose", "DispatchHalted", "DispatchPolicy", "DispatchReport", "Dispatcher"]
@@ -156,7 +156,7 @@ class Dispatcher:
         ``unknown`` one no event confirmed is retried once (see
         :mod:`nurture.sending.unconfirmed`). Returns how many became unknown."""
         with self.engine.begin() as conn:
-            unknown, again = batches.reconcile(conn, now)
+            unknown, again = recovery.reconcile(conn, now)
         window = self.sender.policy.unknown_retry_after
         if window is not None:
             with self.engine.begin() as conn:
@@ -314,7 +314,7 @@ class Dispatcher:
         suppressed = queries.suppressed_among(conn, (e.recipient.email for e in emails))
         paused = queries.paused_sequences(conn)
         keep: list[PlannedEmail] = []
-        skipped: list[batches.Settle] = []
+        skipped: list[reservations.Settle] = []
         exits: list[EnrollmentChange] = []
         for email in emails:
             if email.sequence_id in paused:
@@ -328,7 +328,7 @@ class Dispatcher:
                 continue
             reason = f"not sent: {why} (checked just before sending)"
             skipped.append(
-                batches.Settle(
+                reservations.Settle(
                     email.key,
                     SendStatus.QUEUED,
                     SendStatus.SKIPPED,
@@ -347,7 +347,7 @@ class Dispatcher:
             report.log.append(
                 (email.recipient.email, email.sequence_id, email.step.id, f"skip: {reason}")
             )
-        batches.settle(conn, skipped)
+        reservations.settle(conn, skipped)
         batches.update_enrollments(conn, self.worker_id, exits, now)
         return keep
 

@@ -9,7 +9,7 @@ other planned email is still ``queued`` and the reconcile job makes it due
 again.
 
 * **concurrency 1**: everything runs in the caller's thread. One small
-  transaction per email (:class:`~nurture.store.batches.SerialLedger`)
+  transaction per email (:class:`~nurture.store.reservations.SerialLedger`)
   reserves it and settles the previous email's answer, so no answer waits
   unwritten while the next email goes out. On a SQLite file the batch is
   reserved in one commit instead and each call's start and answer go to a
@@ -50,7 +50,7 @@ from nurture.errors import NurtureError
 from nurture.sending.guard import OUTAGE_AFTER, OutageBreaker, PassGuard
 from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict, classify
 from nurture.sending.ratelimit import RateLimiter
-from nurture.store import batches, journal, queries
+from nurture.store import batches, journal, queries, reservations
 from nurture.transports.base import OutgoingEmail, SendResult, Transport
 
 log = logging.getLogger("nurture.sending.sender")
@@ -295,7 +295,7 @@ class Sender:
         """In the caller's transaction: renew leases if due, reserve ``emails``.
         Returns those reserved; the others were lost to another worker."""
         lease = self._maybe_renew(conn)
-        keys = batches.reserve(
+        keys = reservations.reserve(
             conn, [e.key for e in emails], self.worker_id, lease, self.transport.name
         )
         if len(keys) == len(emails):
@@ -314,7 +314,7 @@ class Sender:
         wall = self.wall_clock()
         lease = wall + self.policy.lease
         if self._renewed is None or wall - self._renewed >= self.policy.lease / 3:
-            batches.renew_leases(conn, self.worker_id, lease)
+            reservations.renew_leases(conn, self.worker_id, lease)
             self._renewed = wall
         return lease
 
@@ -381,7 +381,7 @@ class Sender:
             self._send_journaled(emails, self._journal_dir)
             return
         with (
-            batches.SerialLedger(self.engine, self.worker_id, self.transport.name) as ledger,
+            reservations.SerialLedger(self.engine, self.worker_id, self.transport.name) as ledger,
             self.engine.connect() as conn,
         ):
             confirmed = time.monotonic()
@@ -511,7 +511,7 @@ class Sender:
         return True
 
     def _journal_values(self, answer: _Answer) -> dict[str, object]:
-        return batches.settle_values_for_journal(self._settle_row(answer))
+        return reservations.settle_values_for_journal(self._settle_row(answer))
 
     # -- a pool ------------------------------------------------------------
 
@@ -665,7 +665,7 @@ class Sender:
         with conn.begin():
             report = self._write_answers_in(conn, answers)
             if give_back:
-                batches.give_back(conn, give_back)
+                reservations.give_back(conn, give_back)
             if fence is not None and fence.overtaken():
                 raise journal.Fenced(str(fence.path))  # rolls the writes back
         with self._cond:
@@ -675,7 +675,7 @@ class Sender:
         """Settle ``answers`` in the caller's transaction; what they add to the report."""
         assert self._now is not None
         now, report = self._now, DispatchReport()
-        rows: list[batches.Settle] = []
+        rows: list[reservations.Settle] = []
         changes: list[EnrollmentChange] = []
         invalid: list[int] = []
         message_ids: list[tuple[str, str, SendStatus]] = []
@@ -715,8 +715,8 @@ class Sender:
                 report.completed += completed
                 changes.append(change)
         self._maybe_renew(conn)
-        batches.settle(conn, rows)
-        batches.record_message_ids(conn, message_ids)
+        reservations.settle(conn, rows)
+        reservations.record_message_ids(conn, message_ids)
         batches.update_enrollments(conn, self.worker_id, changes, now)
         if invalid:
             queries.mark_subscribers(
@@ -729,12 +729,12 @@ class Sender:
         self._save_budget(conn, now)
         return report
 
-    def _settle_row(self, answer: _Answer) -> batches.Settle:
+    def _settle_row(self, answer: _Answer) -> reservations.Settle:
         """The ledger write of one answer."""
         assert self._now is not None
         outcome, verdict = answer.outcome, answer.verdict
         sent = isinstance(outcome, SendResult)
-        return batches.Settle(
+        return reservations.Settle(
             key=answer.email.key,
             expected=SendStatus.RESERVED if answer.reserved else SendStatus.QUEUED,
             status=verdict.status,

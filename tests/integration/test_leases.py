@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from nurture.core.loader import LoadedSequence
 from nurture.core.planner import plan_batch
 from nurture.sending.dispatcher import Dispatcher, DispatchReport
-from nurture.store import batches, journal, queries
+from nurture.store import batches, journal, queries, reservations
 from nurture.testing import MemoryTransport
 from nurture.transports.base import OutgoingEmail
 from tests.integration.test_dispatcher import ENROLLMENT, FRIDAY, SEND, Setup, make_setup
@@ -561,14 +561,14 @@ def test_a_worker_whose_rows_were_taken_cannot_reserve_them(
 
     # A, late, tries to reserve them both ways: neither works, nothing changes.
     with engine.begin() as conn:
-        assert batches.reserve(conn, [first, second], "A", later + LEASE, "memory") == set()
-        assert batches.reserve(conn, [first], "A", later + LEASE, "memory") == set()
+        assert reservations.reserve(conn, [first, second], "A", later + LEASE, "memory") == set()
+        assert reservations.reserve(conn, [first], "A", later + LEASE, "memory") == set()
     assert reserve_one(engine, "A", second, later + LEASE) is False
     assert statuses(engine) == {"queued": 2}
 
     # B, the owner now, can.
     with engine.begin() as conn:
-        assert batches.reserve(conn, [first], "B", later + LEASE, "memory") == {first}
+        assert reservations.reserve(conn, [first], "B", later + LEASE, "memory") == {first}
     assert reserve_one(engine, "B", second, later + LEASE) is True
     assert statuses(engine) == {"reserved": 2}
     with engine.connect() as conn:
@@ -580,5 +580,5 @@ def test_a_worker_whose_rows_were_taken_cannot_reserve_them(
 
 def reserve_one(engine: Engine, worker_id: str, key: str, lease_until: datetime) -> bool:
     """The reservation a sender without a pool makes, for one email."""
-    with batches.SerialLedger(engine, worker_id, "memory") as ledger:
+    with reservations.SerialLedger(engine, worker_id, "memory") as ledger:
         return ledger.step(None, key, lease_until)

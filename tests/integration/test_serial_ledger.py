@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from nurture.core.vocabulary import SendStatus
-from nurture.store import batches
+from nurture.store import reservations
 from nurture.store.db import BUSY_TIMEOUT_MS, make_engine, session_factory
 from nurture.store.migrate import upgrade
 from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow
@@ -85,8 +85,8 @@ def statuses(engine: Engine) -> dict[str, str]:
         return {row.key: row.status for row in conn.execute(select(SEND.c.key, SEND.c.status))}
 
 
-def answer(key: str) -> batches.Settle:
-    return batches.Settle(
+def answer(key: str) -> reservations.Settle:
+    return reservations.Settle(
         key=key,
         expected=SendStatus.RESERVED,
         status=SendStatus.SENT,
@@ -101,14 +101,14 @@ def answer(key: str) -> batches.Settle:
 
 def test_one_commit_settles_the_last_answer_and_reserves_the_next(any_engine: Engine) -> None:
     engine = any_engine
-    with batches.SerialLedger(engine, "me", "memory") as ledger:
+    with reservations.SerialLedger(engine, "me", "memory") as ledger:
         assert ledger.step(None, "k0", LEASE) is True
         assert statuses(engine) == {"k0": "reserved", "k1": "queued"}
         assert ledger.step(answer("k0"), "k1", LEASE) is True
         assert statuses(engine) == {"k0": "sent", "k1": "reserved"}
         # Another worker's key, or one already reserved: not reserved again.
         assert ledger.step(None, "k1", LEASE) is False
-    with batches.SerialLedger(engine, "someone-else", "memory") as ledger:
+    with reservations.SerialLedger(engine, "someone-else", "memory") as ledger:
         assert ledger.step(answer("k1"), None, LEASE) is False
     assert statuses(engine) == {"k0": "sent", "k1": "sent"}
 
@@ -134,7 +134,7 @@ def test_a_busy_database_is_waited_for_not_an_error(engine: Engine) -> None:
     try:
         assert locked.wait(10)
         threading.Timer(0.2, release.set).start()
-        with batches.SerialLedger(engine, "me", "memory") as ledger:
+        with reservations.SerialLedger(engine, "me", "memory") as ledger:
             assert ledger.step(None, "k0", LEASE) is True
         assert release.is_set(), "the step committed while another writer held the lock"
     finally:
@@ -148,7 +148,7 @@ def test_the_connection_goes_back_to_the_pool_as_it_came(engine: Engine) -> None
     # One pooled connection, so the test sees the very connection the ledger used.
     single = make_engine(str(engine.url), pool_size=1, max_overflow=0)
     try:
-        with batches.SerialLedger(single, "me", "memory") as ledger:
+        with reservations.SerialLedger(single, "me", "memory") as ledger:
             assert ledger.step(None, "k0", LEASE) is True
         with single.connect() as conn:
             driver = conn.connection.driver_connection
@@ -168,7 +168,7 @@ def test_postgresql_writes_the_provider_id_in_the_step_and_returns_the_connectio
     single = make_engine(str(engine.url.render_as_string(hide_password=False)), pool_size=1,
                          max_overflow=0)  # fmt: skip
     try:
-        with batches.SerialLedger(single, "me", "memory") as ledger:
+        with reservations.SerialLedger(single, "me", "memory") as ledger:
             assert ledger.writes_message_ids
             assert ledger.step(None, "k0", LEASE) is True
             assert ledger.step(answer("k0"), "k1", LEASE) is True
