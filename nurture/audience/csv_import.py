@@ -66,12 +66,18 @@ from nurture.audience.subscribers import bulk_upsert_subscribers
 from nurture.core.loader import LoadedSequence
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.errors import NurtureError
+from nurture.store.db import refresh_statistics
+from nurture.store.queries import ENROLLMENT, SUBSCRIBER
 
 __all__ = ["IMPORT_CHUNK", "TAG_SEPARATORS", "ImportFileError", "ImportReport", "import_csv"]
 
 _T = TypeVar("_T")
 
 IMPORT_CHUNK = 2000
+
+STATISTICS_AFTER = 1000
+"""Rows an import must write (new, updated or enrolled) before it refreshes
+PostgreSQL's planner statistics of the tables it filled."""
 
 CELL_LIMIT = 16 * 1024 * 1024
 """The longest cell the reader takes (the csv module's default is 128 KiB). A
@@ -406,5 +412,10 @@ def import_csv(
                 progress(done, total)
     if progress is not None and not total:
         progress(0, 0)
+    if report.imported + report.updated + report.enrolled >= STATISTICS_AFTER:
+        # PostgreSQL's planner must see the new sizes before the worker's
+        # next claim (see refresh_statistics).
+        refresh_statistics(session.connection(), [SUBSCRIBER.name, ENROLLMENT.name])
+        session.commit()
     report.no_trigger = sum(1 for hit in matched.values() if not hit)
     return report

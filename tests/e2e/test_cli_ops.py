@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nurture.store.db import autovacuum_enabled, make_engine
 from nurture.testing import FakeSendGrid
 from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
 
@@ -45,6 +46,15 @@ def work(tmp_path: Path, db_url: str) -> Path:
     return tmp_path / "work"
 
 
+def autovacuum_on(db_url: str) -> bool:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return bool(autovacuum_enabled(conn))
+    finally:
+        engine.dispose()
+
+
 def doctor(work: Path, db_url: str, **extra: str) -> tuple[int, dict[str, dict[str, str]]]:
     done = run("doctor", "--json", "--skip-dns", "--timeout", "2", cwd=work, db_url=db_url, **extra)
     report = json.loads(done.stdout)
@@ -68,6 +78,11 @@ def test_doctor_says_what_to_fix_and_exits_1_on_a_failure(work: Path, db_url: st
     code, checks = doctor(work, db_url)
     assert checks["database"]["status"] == "ok", checks["database"]
     assert "migrations at head" in checks["database"]["detail"]
+    if db_url.startswith("postgresql"):  # what the server says, either way
+        expected = "ok" if autovacuum_on(db_url) else "warn"
+        assert checks["database maintenance"]["status"] == expected, checks
+    else:
+        assert "database maintenance" not in checks
     # localhost base_url with the outbox: a warning, nothing listening: a warning.
     assert checks["base_url"]["status"] == "warn"
     assert checks["base_url answers"]["status"] == "warn"

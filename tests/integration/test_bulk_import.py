@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from nurture.audience.csv_import import CELL_LIMIT, ImportFileError, import_csv
+from nurture.audience.csv_import import CELL_LIMIT, STATISTICS_AFTER, ImportFileError, import_csv
 from nurture.audience.input import InvalidSubscriberError, normalise_email
 from nurture.core.loader import LoadedSequence, parse_sequence
 from nurture.store.queries import hashed_address
@@ -268,3 +269,42 @@ def test_a_megabyte_cell_is_its_rows_error_not_the_files(
     assert "name" in report.errors[0][1]
     emails = set(session.exec(select(SubscriberRow.email)))
     assert emails == {"a@example.com", "c@example.com"}
+
+
+def _planner_rows(session: Session, table: str) -> float | None:
+    """PostgreSQL's estimate of ``table``'s rows (pg_class.reltuples, which
+    ANALYZE sets); None on SQLite."""
+    if session.connection().dialect.name != "postgresql":
+        return None
+    return float(
+        session.execute(  # type: ignore[call-overload]
+            text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table}
+        ).scalar_one()
+    )
+
+
+def test_a_large_import_refreshes_the_planners_statistics(
+    session: Session, sequences: dict[str, LoadedSequence], tmp_path: Path
+) -> None:
+    few = tmp_path / "few.csv"
+    few.write_text("email,tags\n" + "".join(f"f{n}@example.com,b2b\n" for n in range(5)))
+    many = tmp_path / "many.csv"
+    count = STATISTICS_AFTER + 100
+    many.write_text("email,tags\n" + "".join(f"m{n}@example.com,b2b\n" for n in range(count)))
+
+    assert import_csv(session, few, sequences=sequences, now=NOW).imported == 5
+    before = _planner_rows(session, "subscriber")
+    report = import_csv(session, many, sequences=sequences, now=NOW)
+    assert report.imported == count and report.enrolled == count
+
+    if before is None:  # SQLite: nurture never asks it to keep statistics
+        tables = session.execute(  # type: ignore[call-overload]
+            text("SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_stat%'")
+        ).all()
+        assert tables == []
+        return
+    # A small import leaves the statistics to autovacuum; a large one refreshes
+    # them at once, so the worker's next claim is planned on the real sizes.
+    assert before < 5
+    assert _planner_rows(session, "subscriber") == count + 5
+    assert _planner_rows(session, "enrollment") == count + 5

@@ -36,8 +36,10 @@ from nurture.ops.doctor.dns_records import (
 )
 from nurture.ops.doctor.report import Check, Status, unreadable_configuration, worst
 from nurture.ops.doctor.setup import (
+    autovacuum_check,
     configuration_check,
     database_check,
+    maintenance_check,
     sender_domains,
     sequences_check,
     validate_sequences,
@@ -58,12 +60,14 @@ __all__ = [
     "LookupFailed",
     "Resolver",
     "Status",
+    "autovacuum_check",
     "base_url_checks",
     "configuration_check",
     "database_check",
     "dns_checks",
     "dnspython_resolver",
     "domain_checks",
+    "maintenance_check",
     "outbox_check",
     "run_checks",
     "sandbox_body",
@@ -99,6 +103,9 @@ def run_checks(
         ]
     checks = [configuration_check(settings)]
     checks.append(database_check(settings))
+    maintenance = maintenance_check(settings) if checks[-1].status != "fail" else None
+    if maintenance is not None:
+        checks.append(maintenance)
     validation = validate_sequences(settings)
     checks.append(sequences_check(settings, validation))
     senders = sender_domains(validation)

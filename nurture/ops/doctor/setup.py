@@ -107,6 +107,43 @@ def database_check(settings: Settings) -> Check:
     )
 
 
+def maintenance_check(settings: Settings) -> Check | None:
+    """PostgreSQL: is autovacuum on? (None for SQLite, or when the database
+    does not answer: the database check already says so.)"""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    from nurture.store.db import autovacuum_enabled, make_engine
+
+    if make_url(settings.database_url).get_backend_name() != "postgresql":
+        return None
+    try:
+        engine = make_engine(settings.database_url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                enabled = autovacuum_enabled(conn)
+        finally:
+            engine.dispose()
+    except Exception:
+        return None
+    return autovacuum_check(enabled)
+
+
+def autovacuum_check(enabled: bool | None) -> Check | None:
+    if enabled is None:
+        return None
+    if enabled:
+        return Check("database maintenance", "ok", "autovacuum is on")
+    return Check(
+        "database maintenance",
+        "warn",
+        "autovacuum is off: the planner's statistics and the tables' dead rows are never "
+        "refreshed, and the worker's claim of due emails slows to seconds per batch",
+        "set autovacuum = on in postgresql.conf and reload; meanwhile run "
+        "`VACUUM ANALYZE` on the database after large imports and sends",
+    )
+
+
 def validate_sequences(settings: Settings) -> ValidationResult | None:
     from nurture.authoring.workbench import validate_paths
 
