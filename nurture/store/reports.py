@@ -1,33 +1,15 @@
-"""Read-only queries for admins and the demo: the send log, what is still running."""
+"""Read-only counts for the demo, ``dispatch`` and ``/metrics``: what is still running,
+what is due. (The send log is :mod:`nurture.store.sendlog`.)"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from nurture.core.vocabulary import EnrollmentStatus
 from nurture.store.queries import ENROLLMENT
-from nurture.store.sendlog import SendFilter, with_confirmations
-
-
-def send_log(
-    engine: Engine,
-    *,
-    email: str | None = None,
-    sequence: str | None = None,
-    status: str | None = None,
-    limit: int = 50,
-) -> list[dict[str, Any]]:
-    """Newest decisions first, confirmation emails (:mod:`nurture.store.signup`)
-    among them as ``signup/confirmation``: :func:`nurture.store.sendlog.with_confirmations`."""
-    where = SendFilter(
-        email=None if email is None else email.strip().lower(), sequence=sequence, status=status
-    )
-    with engine.connect() as conn:
-        return with_confirmations(conn, where, limit=limit)
 
 
 def active_enrollment_count(conn: Connection) -> int:
