@@ -138,7 +138,7 @@ def autovacuum_check(enabled: bool | None) -> Check | None:
         "database maintenance",
         "warn",
         "autovacuum is off: the planner's statistics and the tables' dead rows are never "
-        "refreshed, and the worker's claim of due emails slows to seconds per batch",
+        "refreshed, so the worker's claim of due emails can take seconds per batch",
         "set autovacuum = on in postgresql.conf and reload; meanwhile run "
         "`VACUUM ANALYZE` on the database after large imports and sends",
     )
