@@ -38,8 +38,7 @@ from nurture.ops.doctor.report import Check, Status, unreadable_configuration, w
 from nurture.ops.doctor.setup import (
     autovacuum_check,
     configuration_check,
-    database_check,
-    maintenance_check,
+    database_checks,
     sender_domains,
     sequences_check,
     validate_sequences,
@@ -63,11 +62,10 @@ __all__ = [
     "autovacuum_check",
     "base_url_checks",
     "configuration_check",
-    "database_check",
+    "database_checks",
     "dns_checks",
     "dnspython_resolver",
     "domain_checks",
-    "maintenance_check",
     "outbox_check",
     "run_checks",
     "sandbox_body",
@@ -102,10 +100,7 @@ def run_checks(
             )
         ]
     checks = [configuration_check(settings)]
-    checks.append(database_check(settings))
-    maintenance = maintenance_check(settings) if checks[-1].status != "fail" else None
-    if maintenance is not None:
-        checks.append(maintenance)
+    checks.extend(database_checks(settings))
     validation = validate_sequences(settings)
     checks.append(sequences_check(settings, validation))
     senders = sender_domains(validation)

@@ -75,23 +75,24 @@ def _lookup(resolve: Resolver, name: str, rdtype: str) -> list[str] | None:
         return None
 
 
+def _unresolved(check: str, name: str, rdtype: str) -> Check:
+    """The warning for a record this machine got no DNS answer about."""
+    return Check(
+        check,
+        "warn",
+        f"could not resolve {name} from here (no DNS answer)",
+        f"check the record with `dig {rdtype} {name}` from a machine with DNS",
+    )
+
+
 def domain_checks(domain: str, resolve: Resolver, *, sendgrid: bool) -> list[Check]:
     """SPF, DKIM and DMARC of ``domain``; at worst warnings."""
     checks = []
-    unresolved = "could not resolve {name} from here (no DNS answer)"
-    recheck = "check the record with `dig {rdtype} {name}` from a machine with DNS"
 
     txt = _lookup(resolve, domain, "TXT")
     name = f"SPF {domain}"
     if txt is None:
-        checks.append(
-            Check(
-                name,
-                "warn",
-                unresolved.format(name=domain),
-                recheck.format(rdtype="TXT", name=domain),
-            )
-        )
+        checks.append(_unresolved(name, domain, "TXT"))
     else:
         spf = [record for record in txt if record.lower().startswith("v=spf1")]
         if len(spf) == 1:
@@ -124,14 +125,7 @@ def domain_checks(domain: str, resolve: Resolver, *, sendgrid: bool) -> list[Che
         targets = ", ".join(f"{s} -> {r[0]}" for s, r in found.items() if r)
         checks.append(Check(name, "ok", f"SendGrid's selectors: {targets}"))
     elif any(records is None for records in found.values()):
-        checks.append(
-            Check(
-                name,
-                "warn",
-                unresolved.format(name=selectors[0]),
-                recheck.format(rdtype="CNAME", name=selectors[0]),
-            )
-        )
+        checks.append(_unresolved(name, selectors[0], "CNAME"))
     elif sendgrid:
         checks.append(
             Check(
@@ -158,14 +152,7 @@ def domain_checks(domain: str, resolve: Resolver, *, sendgrid: bool) -> list[Che
     dmarc_name = f"_dmarc.{domain}"
     records = _lookup(resolve, dmarc_name, "TXT")
     if records is None:
-        checks.append(
-            Check(
-                name,
-                "warn",
-                unresolved.format(name=dmarc_name),
-                recheck.format(rdtype="TXT", name=dmarc_name),
-            )
-        )
+        checks.append(_unresolved(name, dmarc_name, "TXT"))
     else:
         dmarc = [record for record in records if record.lower().startswith("v=dmarc1")]
         if dmarc:

@@ -44,43 +44,62 @@ def configuration_check(settings: Settings) -> Check:
     return Check("configuration", "ok", f"read {where}")
 
 
-def database_check(settings: Settings) -> Check:
+def database_checks(settings: Settings) -> list[Check]:
+    """The database (reachable, migrated) and, on PostgreSQL once it answers
+    and is migrated, its maintenance: both read over one connection."""
+    check, autovacuum = _database_state(settings)
+    maintenance = None if check.status == "fail" else autovacuum_check(autovacuum)
+    return [check] if maintenance is None else [check, maintenance]
+
+
+def _database_state(settings: Settings) -> tuple[Check, bool | None]:
+    """The database's check, and PostgreSQL's autovacuum setting (None for
+    SQLite, or when the database did not answer)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
-    from nurture.store.db import make_engine
+    from nurture.store.db import autovacuum_enabled, make_engine
     from nurture.store.heartbeat import check_database
-    from nurture.store.migrate import current_revision, head_revision, known_revision
+    from nurture.store.migrate import current_revision
 
     url = make_url(settings.database_url)
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         path = Path(str(url.database))
         if not path.exists():
-            return Check(
+            missing = Check(
                 "database",
                 "fail",
                 f"no database file at {path}",
                 "run `nurture db upgrade` in the project folder (the worker and "
                 "`nurture run` also create it on start), or fix database_url",
             )
+            return missing, None
     try:
         engine = make_engine(settings.database_url, poolclass=NullPool)
     except Exception as exc:  # a bad URL, a missing driver
-        return Check("database", "fail", f"{shown}: {first_line(exc)}", "fix database_url")
+        return Check("database", "fail", f"{shown}: {first_line(exc)}", "fix database_url"), None
     try:
         with engine.connect() as conn:
             check_database(conn)
+            autovacuum = autovacuum_enabled(conn)
         current = current_revision(engine)
     except Exception as exc:
-        return Check(
+        silent = Check(
             "database",
             "fail",
             f"{shown} does not answer: {type(exc).__name__}: {first_line(exc)}",
             "start the database server, or fix database_url (host, port, user, password)",
         )
+        return silent, None
     finally:
         engine.dispose()
+    return _migration_check(shown, current), autovacuum
+
+
+def _migration_check(shown: str, current: str | None) -> Check:
+    from nurture.store.migrate import head_revision, known_revision
+
     head = head_revision()
     if current is None:
         return Check(
@@ -105,28 +124,6 @@ def database_check(settings: Settings) -> Check:
         f"{shown} is at revision {current}; this nurture's newest is {head}",
         "run `nurture db upgrade` (the worker and `nurture run` also migrate on start)",
     )
-
-
-def maintenance_check(settings: Settings) -> Check | None:
-    """PostgreSQL: is autovacuum on? (None for SQLite, or when the database
-    does not answer: the database check already says so.)"""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.pool import NullPool
-
-    from nurture.store.db import autovacuum_enabled, make_engine
-
-    if make_url(settings.database_url).get_backend_name() != "postgresql":
-        return None
-    try:
-        engine = make_engine(settings.database_url, poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                enabled = autovacuum_enabled(conn)
-        finally:
-            engine.dispose()
-    except Exception:
-        return None
-    return autovacuum_check(enabled)
 
 
 def autovacuum_check(enabled: bool | None) -> Check | None:
