@@ -207,6 +207,13 @@ class _Columns:
     attributes: Mapping[int, str]  # column index -> attribute name
     count: int
     notes: tuple[str, ...]  # how unknown and nameless columns were read
+    # The same as (index, name) pairs in column order, which each row reads.
+    field_cells: tuple[tuple[int, str], ...] = field(init=False)
+    attribute_cells: tuple[tuple[int, str], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field_cells", tuple(sorted(self.fields.items())))
+        object.__setattr__(self, "attribute_cells", tuple(sorted(self.attributes.items())))
 
 
 def _columns(path: Path, header: list[str]) -> _Columns:
@@ -254,18 +261,17 @@ def _columns(path: Path, header: list[str]) -> _Columns:
 
 
 def _row_input(columns: _Columns, cells: list[str]) -> SubscriberInput:
-    if len(cells) > columns.count:
-        raise InvalidSubscriberError(
-            f"{len(cells)} cells but the header has {columns.count} columns"
-        )
-    values = {name: "" for name in _FIELD_NAMES}
-    attributes: dict[str, str] = {}
-    for index, cell in enumerate(cells):
-        text = cell.strip()
-        if index in columns.fields:
-            values[columns.fields[index]] = text
-        elif index in columns.attributes and text:
-            attributes[columns.attributes[index]] = text
+    given = len(cells)
+    if given > columns.count:
+        raise InvalidSubscriberError(f"{given} cells but the header has {columns.count} columns")
+    if given < columns.count:  # a short row: the missing cells are empty
+        cells = cells + [""] * (columns.count - given)
+    values = dict.fromkeys(_FIELD_NAMES, "")
+    for index, field_name in columns.field_cells:
+        values[field_name] = cells[index].strip()
+    attributes = {
+        name: text for index, name in columns.attribute_cells if (text := cells[index].strip())
+    }
     name = values["name"] or " ".join(p for p in (values["first_name"], values["last_name"]) if p)
     return SubscriberInput.parse(
         email=values["email"],

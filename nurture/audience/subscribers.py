@@ -83,9 +83,14 @@ Status = Literal[SubscriberStatus.ACTIVE, SubscriberStatus.UNCONFIRMED]
 # --------------------------------------------------------------------------- upsert
 
 
-def _new_values(
-    data: SubscriberInput, consent: Consent, status: Status, now: datetime
-) -> dict[str, Any]:
+def _common_values(consent: Consent, status: Status, now: datetime) -> dict[str, Any]:
+    """The columns every new subscriber of one batch shares (status, consent, times)."""
+    return {"status": status, **consent.columns(now), "created_at": now, "updated_at": now}
+
+
+def _new_values(data: SubscriberInput, common: Mapping[str, Any]) -> dict[str, Any]:
+    """A new subscriber's column values: ``data`` and the batch's
+    :func:`_common_values`."""
     return {
         "email": data.email,
         "name": data.name,
@@ -94,10 +99,7 @@ def _new_values(
         "locale": data.locale,
         "tags": list(data.tags),
         "attributes": dict(data.attributes),
-        "status": status,
-        **consent.columns(now),
-        "created_at": now,
-        "updated_at": now,
+        **common,
     }
 
 
@@ -161,6 +163,7 @@ def upsert_subscribers(
     result = Upserted()
     by_email = store.subscribers_by_email(session, {data.email for data in inputs})
     new: dict[str, dict[str, Any]] = {}
+    common = _common_values(consent, status, now)
     repeats: list[SubscriberInput] = []
 
     def merge(row: SubscriberRow, data: SubscriberInput) -> None:
@@ -176,7 +179,7 @@ def upsert_subscribers(
         elif data.email in new:
             repeats.append(data)
         else:
-            new[data.email] = _new_values(data, consent, status, now)
+            new[data.email] = _new_values(data, common)
             result.created += 1
     by_email.update(
         (row.email, row) for row in store.insert_subscribers(session, list(new.values()))
@@ -244,6 +247,7 @@ def bulk_upsert_subscribers(
     result = BulkUpserted()
     existing = store.subscribers_by_email(session, {data.email for data in inputs})
     new: dict[str, dict[str, Any]] = {}
+    common = _common_values(consent, status, now)
     for data in inputs:
         row = existing.get(data.email)
         if row is not None:
@@ -251,7 +255,7 @@ def bulk_upsert_subscribers(
         elif data.email in new:
             changed = _merge_new(new[data.email], data, consent, status, now)
         else:
-            new[data.email] = _new_values(data, consent, status, now)
+            new[data.email] = _new_values(data, common)
             result.created += 1
             continue
         if changed:

@@ -14,7 +14,6 @@ become half of an import's time. Other databases take the plain Core insert.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime
 from functools import cache
 from operator import itemgetter
 from typing import Any
@@ -29,24 +28,30 @@ from nurture.store.types import UTCDateTime
 __all__ = ["insert_enrollment_values", "insert_subscriber_values"]
 
 _Convert = Callable[[Any], Any]
+_ConvertColumn = Callable[[list[Any]], list[Any]]
 
 
-def _memoised(process: _Convert) -> _Convert:
-    """``process`` for datetimes, computed once per distinct value (per batch)."""
-    seen: dict[datetime, Any] = {}
+def _each(process: _Convert) -> _ConvertColumn:
+    """A column converted value by value (None stays None, as SQLAlchemy leaves it)."""
 
-    def convert(value: Any) -> Any:
-        if value is None:
-            return None
+    def column(values: list[Any]) -> list[Any]:
+        return [None if value is None else process(value) for value in values]
+
+    return column
+
+
+def _each_distinct(process: _Convert) -> _ConvertColumn:
+    """A column of datetimes converted once per distinct value: every row of an
+    import has the same ``created_at``, so a batch converts it once."""
+
+    def column(values: list[Any]) -> list[Any]:
         try:
-            return seen[value]
-        except KeyError:
-            converted = seen[value] = process(value)
-            return converted
+            converted = {value: process(value) for value in set(values) if value is not None}
         except TypeError:  # not hashable: not a datetime; let the processor refuse it
-            return process(value)
+            return _each(process)(values)
+        return [None if value is None else converted[value] for value in values]
 
-    return convert
+    return column
 
 
 def _memoised_lists(process: _Convert) -> _Convert:
@@ -95,37 +100,37 @@ def _driver_rows(
     }
     sql, order = _statement(table, tuple(sorted(given | set(defaults))))
     dialect = connection.dialect
-    plan: list[tuple[str, Any, _Convert | None]] = []
-    for name in order:
+    converting: list[tuple[int, _ConvertColumn]] = []
+    for index, name in enumerate(order):
         column_type = table.c[name].type
         process: _Convert | None = column_type._cached_bind_processor(dialect)
-        if process is not None and isinstance(column_type, UTCDateTime | DateTime):
-            process = _memoised(process)
-        elif process is not None and isinstance(column_type, JSON):
-            process = _memoised_lists(process)
-        plan.append((name, defaults.get(name), process))
+        if process is None:
+            continue
+        if isinstance(column_type, UTCDateTime | DateTime):
+            converting.append((index, _each_distinct(process)))
+        elif isinstance(column_type, JSON):
+            converting.append((index, _each(_memoised_lists(process))))
+        else:
+            converting.append((index, _each(process)))
     if defaults:
-        rows = [
-            tuple(
-                value.get(name, default) if convert is None else convert(value.get(name, default))
-                for name, default, convert in plan
-            )
-            for value in values
-        ]
+        plan = [(name, defaults.get(name)) for name in order]
+        rows = [tuple(value.get(name, default) for name, default in plan) for value in values]
+    else:
+        # Every column given (an import's rows): one C call per row.
+        take = itemgetter(*order)
+        rows = (
+            [take(value) for value in values]
+            if len(order) > 1
+            else [(take(value),) for value in values]
+        )
+    if not converting:
         return sql, rows
-    # Every column given (an import's rows): the values are taken in one C
-    # call per row and only the columns with a processor are converted.
-    take = itemgetter(*order)
-    converting = [(index, convert) for index, (_, _, convert) in enumerate(plan) if convert]
-    rows = []
-    for value in values:
-        row = list(take(value)) if len(order) > 1 else [take(value)]
-        for index, convert in converting:
-            item = row[index]
-            if item is not None:
-                row[index] = convert(item)
-        rows.append(tuple(row))
-    return sql, rows
+    # Converted a column at a time: a column's processor is called in one
+    # comprehension, and a datetime column once per distinct value.
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    for index, convert in converting:
+        columns[index] = convert(columns[index])
+    return sql, list(zip(*columns, strict=True))
 
 
 def _insert(session: Session, table: Table, values: Sequence[Mapping[str, Any]]) -> None:

@@ -258,7 +258,8 @@ def sqlite_rows_in(conn: Connection, query: str, values: Sequence[Any]) -> list[
     found: list[Any] = []
     for start in range(0, len(values), SQLITE_IN_PIECE):
         piece = tuple(values[start : start + SQLITE_IN_PIECE])
-        found.extend(conn.exec_driver_sql(f"{query} IN ({', '.join('?' * len(piece))})", piece))
+        sql = f"{query} IN ({', '.join('?' * len(piece))})"
+        found.extend(conn.exec_driver_sql(sql, piece).all())  # fetched at once, not row by row
     return found
 
 

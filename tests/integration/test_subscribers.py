@@ -487,6 +487,28 @@ def test_a_row_with_too_many_cells_is_an_error(
     assert report.imported == 1
 
 
+def test_a_short_row_reads_its_missing_cells_as_empty(
+    session: Session, sequences: dict[str, LoadedSequence], tmp_path: Path
+) -> None:
+    """Cells are matched to columns by position, whatever order the header
+    names them in; a row that stops early has the rest empty (not given)."""
+    path = _write(
+        tmp_path,
+        "Company,email,tags,name\n"
+        "Doe AB,anna@example.com,b2b,Anna\n"
+        "Acme,bo@example.com\n"
+        ",cai@example.com,,Cai\n",
+    )
+    report = import_csv(session, path, sequences=sequences, now=NOW)
+    assert (report.imported, report.errors) == (3, [])
+    rows = {row.email: row for row in session.exec(select(SubscriberRow)).all()}
+    assert (rows["anna@example.com"].name, rows["anna@example.com"].tags) == ("Anna", ["b2b"])
+    assert rows["anna@example.com"].attributes == {"company": "Doe AB"}
+    assert (rows["bo@example.com"].name, rows["bo@example.com"].tags) == ("", [])
+    assert rows["bo@example.com"].attributes == {"company": "Acme"}
+    assert (rows["cai@example.com"].name, rows["cai@example.com"].attributes) == ("Cai", {})
+
+
 # --------------------------------------------------------------------------- CLI
 
 
