@@ -10,13 +10,23 @@ same script times an older checkout::
 
     .venv/bin/python benchmarks/import.py --count 100000
     cd /tmp/old-tree && /path/to/.venv/bin/python /path/to/benchmarks/import.py
+
+Timings on these machines vary by up to 40% from run to run. ``--callgrind``
+counts instructions instead, which do not: run under valgrind with
+instrumentation off, and only the ``import_csv`` call is counted (valgrind
+prints ``Collected : N``; about 50x slower, so use a few thousand rows)::
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \
+        .venv/bin/python benchmarks/import.py --count 5000 --callgrind
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,9 +66,21 @@ def write_csv(path: Path, count: int) -> int:
     return bad
 
 
+def instrument(wanted: bool, state: str) -> None:
+    """Turn callgrind's instruction counting of this process on or off."""
+    if wanted:
+        command = ["callgrind_control", "--instr=" + state, str(os.getpid())]
+        subprocess.run(command, check=True, capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="switch valgrind's callgrind instrumentation on for the import only",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="nurture-import-bench-"))
     source = folder / "people.csv"
@@ -68,9 +90,11 @@ def main() -> None:
     sequences, _ = load_sequences([ROOT / "sequences"])
     freeze_startup_objects()  # as the CLI does: see nurture.app.runtime
     with Session(engine) as session:
+        instrument(args.callgrind, "on")
         started, cpu = time.perf_counter(), time.process_time()
         report = import_csv(session, source, sequences=sequences, now=NOW)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        instrument(args.callgrind, "off")
     engine.dispose()
     assert report.imported == args.count - bad, (report.imported, bad)
     assert len(report.errors) == bad
