@@ -18,14 +18,26 @@ pages are cached); each tick sends 1,000 and both are timed (median of
 the large table's tick costs less than 1.5 times the small one's, because
 "what is due" is a range scan on ``ix_enrollment_due`` and every other read
 is by the claimed enrollments' keys.
+
+Timings on these machines vary by up to 40% between runs. ``--callgrind``
+counts the steady tick's instructions instead (valgrind prints ``Collected :
+N`` per process; the files are filled by a child process valgrind does not
+follow, so only the ticks run under it)::
+
+    for size in 10000 1000000; do
+      valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \
+        .venv/bin/python benchmarks/tick.py --sizes $size --repeat 1 --callgrind
+    done
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,7 +107,14 @@ def fill(path: Path, size: int, version: str) -> None:
     db.close()
 
 
-def two_ticks(path: Path) -> tuple[float, float]:
+def instrument(wanted: bool, state: str) -> None:
+    """Turn callgrind's instruction counting of this process on or off."""
+    if wanted:
+        command = ["callgrind_control", "--instr=" + state, str(os.getpid())]
+        subprocess.run(command, check=True, capture_output=True)
+
+
+def two_ticks(path: Path, callgrind: bool = False) -> tuple[float, float]:
     settings = Settings(
         sequences_dir=ROOT / "sequences",
         templates_dir=ROOT / "templates",
@@ -111,9 +130,12 @@ def two_ticks(path: Path) -> tuple[float, float]:
     freeze_startup_objects()
     took = []
     for moment in (NOW, NOW + timedelta(minutes=1)):
+        steady = moment != NOW
+        instrument(callgrind and steady, "on")
         began = time.perf_counter()
         report = runtime.dispatcher.dispatch(moment)
         took.append(time.perf_counter() - began)
+        instrument(callgrind and steady, "off")
         assert report.sent == DUE, report
     runtime.close()
     return took[0], took[1]
@@ -123,7 +145,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="fill in a child process; count only the steady tick under valgrind",
+    )
+    parser.add_argument("--fill-only", nargs=3, metavar=("PATH", "SIZE", "VERSION"))
     args = parser.parse_args()
+    if args.fill_only:
+        path, size, version = args.fill_only
+        fill(Path(path), int(size), version)
+        return
     loaded, _ = load_sequences([ROOT / "sequences"])
     version = loaded["sales-process"].version
     folder = Path(tempfile.mkdtemp(prefix="nurture-tick-"))
@@ -131,13 +163,17 @@ def main() -> None:
     for size in args.sizes:
         template = folder / f"tick-{size}.db"
         began = time.perf_counter()
-        fill(template, size, version)
+        if args.callgrind:  # a new process, which valgrind does not follow
+            command = [sys.executable, __file__, "--fill-only", str(template), str(size), version]
+            subprocess.run(command, check=True)
+        else:
+            fill(template, size, version)
         print(f"filled {size:,} enrollments in {time.perf_counter() - began:.1f} s")
         first, steady = [], []
         for n in range(args.repeat):
             copy = folder / f"run-{size}-{n}.db"
             shutil.copyfile(template, copy)
-            cold, warm = two_ticks(copy)
+            cold, warm = two_ticks(copy, args.callgrind)
             first.append(cold)
             steady.append(warm)
             copy.unlink()

@@ -27,8 +27,8 @@ from nurture.store.queries import ENROLLMENT, SEND
 
 def _held_by_me() -> Any:
     """The row's enrollment is claimed by the worker bound as ``me``.
-    Correlated on the primary key: one index lookup per row, not a scan of
-    every enrollment (claimed_by has no index)."""
+    Correlated on the primary key: one index lookup per row (rather than
+    the list of everything the worker holds, from ``ix_enrollment_claimed_by``)."""
     return (
         select(ENROLLMENT.c.id)
         .where(

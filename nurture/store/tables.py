@@ -117,6 +117,13 @@ class EnrollmentRow(SQLModel, table=True):
             sqlite_where=text("status = 'active'"),
             postgresql_where=text("status = 'active'"),
         ),
+        # What one worker holds (its lease renewals): only claimed rows are in it.
+        Index(
+            "ix_enrollment_claimed_by",
+            "claimed_by",
+            sqlite_where=text("claimed_by IS NOT NULL"),
+            postgresql_where=text("claimed_by IS NOT NULL"),
+        ),
         one_of("status", EnrollmentStatus),
     )
 

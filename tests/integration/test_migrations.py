@@ -202,6 +202,40 @@ def test_active_enrollment_index_is_partial(engine: Engine) -> None:
     assert indexes["ix_enrollment_due"]["column_names"] == ["status", "next_due_at"]
 
 
+def test_a_workers_lease_renewal_reads_only_what_it_holds(engine: Engine) -> None:
+    """``ix_enrollment_claimed_by`` (0009) holds only claimed enrollments, and
+    both of renew_leases' statements find the worker's rows through it rather
+    than reading every enrollment (0.36 s a tick at a million)."""
+    from sqlalchemy import event
+
+    from nurture.store.reservations import renew_leases
+
+    indexes = {ix["name"]: ix for ix in inspect(engine).get_indexes("enrollment")}
+    claimed = indexes["ix_enrollment_claimed_by"]
+    assert claimed["column_names"] == ["claimed_by"]
+    where = str(claimed["dialect_options"][f"{engine.dialect.name}_where"])
+    assert "claimed_by IS NOT NULL" in where, where
+    if engine.dialect.name != "sqlite":
+        return  # PostgreSQL plans by statistics: on a near-empty table, a scan is right
+    statements: list[tuple[str, object]] = []
+
+    def record(_c: object, _cur: object, sql: str, params: object, *_: object) -> None:
+        statements.append((sql, params))
+
+    with engine.begin() as conn:
+        event.listen(conn, "before_cursor_execute", record)
+        renew_leases(conn, "worker-1", NOW)
+        event.remove(conn, "before_cursor_execute", record)
+        plans = [
+            " / ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
+            for sql, params in statements
+        ]
+    assert len(plans) == 2, statements
+    for plan in plans:
+        assert "INDEX ix_enrollment_claimed_by (claimed_by=?)" in plan, plan
+        assert "SCAN enrollment" not in plan, plan
+
+
 def test_foreign_keys_have_their_on_delete_rules(engine: Engine) -> None:
     rules = {
         (table, fk["constrained_columns"][0]): (fk["referred_table"], fk["options"].get("ondelete"))
