@@ -32,10 +32,11 @@ _ConvertColumn = Callable[[list[Any]], list[Any]]
 
 
 def _each(process: _Convert) -> _ConvertColumn:
-    """A column converted value by value (None stays None, as SQLAlchemy leaves it)."""
+    """A column converted value by value, None included, as a Core insert
+    converts it (a JSON column's processor writes None as JSON ``null``)."""
 
     def column(values: list[Any]) -> list[Any]:
-        return [None if value is None else process(value) for value in values]
+        return [process(value) for value in values]
 
     return column
 
@@ -46,10 +47,10 @@ def _each_distinct(process: _Convert) -> _ConvertColumn:
 
     def column(values: list[Any]) -> list[Any]:
         try:
-            converted = {value: process(value) for value in set(values) if value is not None}
+            converted = {value: process(value) for value in set(values)}
         except TypeError:  # not hashable: not a datetime; let the processor refuse it
             return _each(process)(values)
-        return [None if value is None else converted[value] for value in values]
+        return [converted[value] for value in values]
 
     return column
 
