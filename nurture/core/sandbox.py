@@ -8,7 +8,12 @@ render (and every condition) runs inside a :class:`Budget` that bounds:
 * **time**: a wall-clock deadline, checked at every loop iteration, call and
   include. A plain check, no signal: it works in any thread (the worker
   renders in pool threads), and a stopped render simply raises
-  :class:`BudgetExceeded`;
+  :class:`BudgetExceeded`. Past the deadline the render is stopped only if it
+  really spent the time itself: pauses of the garbage collector's full
+  collections do not count, and a render whose thread had less than a quarter
+  of the deadline in CPU time was waiting for the processor (a loaded
+  machine, other threads), not looping, so it goes on. Ten times the deadline
+  stops anything;
 * **steps**: loop iterations plus calls (macros, methods, ``loop()``
   recursion, includes);
 * **output**: the characters a render produces, estimated as it goes (each
@@ -29,7 +34,9 @@ different threads each see their own.
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar, Token
@@ -70,14 +77,44 @@ RENDER_LIMITS = Limits()
 CONDITION_LIMITS = Limits(seconds=0.5, steps=10_000, output=100_000, value=100_000)
 
 
+# Seconds the garbage collector's full collections have stopped every thread,
+# since this module was imported. A full collection of a large process can
+# take seconds; a render it interrupted did not spend them.
+_collector = {"paused": 0.0, "since": 0.0}
+
+
+def _time_full_collections(phase: str, info: dict[str, int]) -> None:
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _collector["since"] = time.monotonic()
+    else:
+        _collector["paused"] += time.monotonic() - _collector["since"]
+
+
+gc.callbacks.append(_time_full_collections)
+
+CPU_SHARE = 0.25  # of the deadline, in the render's own CPU time, before the clock stops it
+CEILING = 10  # times the deadline: stopped whatever the CPU time (a thread starved that long)
+
+
+def collector_pauses() -> float:
+    """Seconds full garbage collections have paused the process so far."""
+    return _collector["paused"]
+
+
 class Budget:
     """What one render may still spend; :meth:`step` and :meth:`produce` raise when it is gone."""
 
-    __slots__ = ("deadline", "limits", "produced", "steps")
+    __slots__ = ("cpu", "deadline", "limits", "paused", "produced", "started", "steps", "thread")
 
-    def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.deadline = clock() + limits.seconds
+        self.started = time.monotonic()
+        self.deadline = self.started + limits.seconds
+        self.paused = _collector["paused"]
+        self.thread = threading.get_ident()
+        self.cpu = time.thread_time()
         self.steps = 0
         self.produced = 0
 
@@ -88,7 +125,23 @@ class Budget:
         if weight:
             self.produce(weight)
         if time.monotonic() > self.deadline:
-            raise BudgetExceeded(f"took longer than {self.limits.seconds:g} s")
+            self.overtime()
+
+    def overtime(self) -> None:
+        """The deadline passed: stop the render if it spent the time, else move the deadline."""
+        limit = self.limits.seconds
+        paused = _collector["paused"] - self.paused
+        elapsed = time.monotonic() - self.started - paused
+        if elapsed < limit:  # the collector took the rest
+            self.deadline = self.started + paused + limit
+            return
+        if elapsed < limit * CEILING and threading.get_ident() == self.thread:
+            spent = time.thread_time() - self.cpu - paused
+            wanted = limit * CPU_SHARE
+            if spent < wanted:  # waiting for the processor; look again when it could have spent it
+                self.deadline = time.monotonic() + (wanted - spent)
+                return
+        raise BudgetExceeded(f"took longer than {limit:g} s")
 
     def produce(self, characters: int) -> None:
         self.produced += characters

@@ -3,6 +3,7 @@ conditions have budgets, files have size caps. Every case must fail fast."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import time
 from collections.abc import Iterator
@@ -16,7 +17,14 @@ from nurture.core.conditions import ConditionError, Engagement, compile_conditio
 from nurture.core.loader import MAX_SEQUENCE_BYTES, load_sequence_file, load_sequences
 from nurture.core.rendering import Links, RenderedEmail, TemplateLibrary, check
 from nurture.core.rendering.loader import MAX_TEMPLATE_BYTES
-from nurture.core.sandbox import Limits
+from nurture.core.sandbox import (
+    CEILING,
+    CPU_SHARE,
+    Budget,
+    BudgetExceeded,
+    Limits,
+    collector_pauses,
+)
 from nurture.core.subscriber import Subscriber
 from nurture.errors import RenderError
 from tests.factories import make_sequence
@@ -178,6 +186,57 @@ def test_budgets_hold_in_worker_threads(templates: Path) -> None:
         futures = [pool.submit(render, templates) for _ in range(4)]
         errors = [future.exception() for future in futures]
     assert all(isinstance(error, RenderError) for error in errors)
+
+
+def test_the_clock_holds_in_threads_sharing_the_processor(templates: Path) -> None:
+    # Four slow renders take turns on one interpreter: each gets a quarter of
+    # the processor and is still stopped soon after its deadline.
+    welcome(templates, "{% for i in range(100000) %}{{ range(20000)|sum }}{% endfor %}")
+    limits = Limits(seconds=0.2, steps=10**9, output=10**9)
+    with ThreadPoolExecutor(4) as pool, within(4):
+        futures = [pool.submit(render, templates, limits=limits) for _ in range(4)]
+        errors = [future.exception() for future in futures]
+    assert all("took longer than 0.2 s" in str(error) for error in errors), errors
+
+
+def spin(budget: Budget) -> float:
+    """Step the budget in a busy loop until it stops us; the thread's CPU time then."""
+    started = time.thread_time()
+    with pytest.raises(BudgetExceeded, match=r"took longer than"):
+        while time.thread_time() - started < 30:
+            budget.step()
+    return time.thread_time()
+
+
+def test_a_render_waiting_for_the_processor_is_not_stopped() -> None:
+    # The wall clock passes the deadline while the render's thread does not
+    # run (a loaded machine): it goes on, and is stopped only once it has
+    # spent a share of the deadline itself.
+    cpu = time.thread_time()
+    budget = Budget(Limits(seconds=0.05, steps=10**9))
+    time.sleep(0.2)
+    budget.step()
+    assert spin(budget) - cpu >= 0.05 * CPU_SHARE
+
+
+def test_a_full_garbage_collection_does_not_count() -> None:
+    # A full collection of a large heap stops every thread; a render it
+    # interrupted did not spend that time, wall clock or CPU.
+    heap = [[[i]] for i in range(600_000)]  # a collection of it takes about 0.1 s
+    budget = Budget(Limits(seconds=0.02, steps=10**9))
+    before = collector_pauses()
+    gc.collect()
+    assert collector_pauses() - before > 0.02
+    budget.step()  # past the deadline in wall and CPU time, all of it the collector's
+    del heap
+    spin(budget)  # and it still stops a render that spends its time
+
+
+def test_a_render_starved_past_ten_deadlines_is_stopped() -> None:
+    budget = Budget(Limits(seconds=0.02, steps=10**9))
+    time.sleep(0.02 * CEILING + 0.05)
+    with pytest.raises(BudgetExceeded, match=r"took longer than 0.02 s"):
+        budget.step()
 
 
 def test_an_ordinary_loop_still_renders(templates: Path) -> None:
