@@ -201,19 +201,14 @@ def _attribute_name(header: str) -> str:
 
 @dataclass(frozen=True)
 class _Columns:
-    """What each column of the file holds: a field, an attribute, or nothing."""
+    """What each column of the file holds: a field, an attribute, or nothing.
 
-    fields: Mapping[int, str]  # column index -> field name (see _FIELD_NAMES)
-    attributes: Mapping[int, str]  # column index -> attribute name
+    Each as ``(index, name)`` pairs in column order, which every row reads."""
+
+    field_cells: tuple[tuple[int, str], ...]  # field names: see _FIELD_NAMES
+    attribute_cells: tuple[tuple[int, str], ...]
     count: int
     notes: tuple[str, ...]  # how unknown and nameless columns were read
-    # The same as (index, name) pairs in column order, which each row reads.
-    field_cells: tuple[tuple[int, str], ...] = field(init=False)
-    attribute_cells: tuple[tuple[int, str], ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "field_cells", tuple(sorted(self.fields.items())))
-        object.__setattr__(self, "attribute_cells", tuple(sorted(self.attributes.items())))
 
 
 def _columns(path: Path, header: list[str]) -> _Columns:
@@ -257,7 +252,9 @@ def _columns(path: Path, header: list[str]) -> _Columns:
         notes.append(f"kept as attributes: {', '.join(kept)}")
     if ignored:
         notes.append(f"ignored: column(s) {', '.join(ignored)} (no usable name)")
-    return _Columns(fields, attributes, len(header), tuple(notes))
+    return _Columns(
+        tuple(sorted(fields.items())), tuple(sorted(attributes.items())), len(header), tuple(notes)
+    )
 
 
 def _row_input(columns: _Columns, cells: list[str]) -> SubscriberInput:

@@ -69,7 +69,7 @@ def _register_sqlite_adapters() -> None:
     pending: list[type[StrEnum]] = list(StrEnum.__subclasses__())
     while pending:
         enum_type = pending.pop()
-        sqlite3.register_adapter(enum_type, str)
+        sqlite3.register_adapter(enum_type, str.__str__)
         pending.extend(enum_type.__subclasses__())
 
 
