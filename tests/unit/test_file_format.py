@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nurture.core.loader import load_sequences, parse_sequence
-from nurture.core.model import Delay
+from nurture.core.model import Delay, SkipDates
 from nurture.core.schema import sequence_schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,6 +191,25 @@ def test_unknown_holiday_country() -> None:
     [message] = problems(GOOD.replace("steps:", "skip_dates: {holidays: XX}\nsteps:"))
     assert message.startswith("seq.yaml:7:")
     assert "unknown holiday country 'XX'" in message
+
+
+@pytest.mark.parametrize(
+    ("code", "needle"),
+    [
+        ("SE-XX", "unknown subdivision 'XX' for SE"),
+        ("us-zz", "unknown subdivision 'zz' for US"),
+        ("NYSE", "unknown holiday country 'NYSE'"),  # a stock exchange's calendar
+        ("S E", "unknown holiday country 'S E'"),
+    ],
+)
+def test_unknown_holiday_codes(code: str, needle: str) -> None:
+    found = problems(GOOD.replace("steps:", f"skip_dates: {{holidays: '{code}'}}\nsteps:"))
+    assert any(needle in message for message in found), found
+
+
+@pytest.mark.parametrize(("code", "stored"), [("us-ny", "US-NY"), ("GBR", "GBR"), ("se", "SE")])
+def test_known_holiday_codes_are_kept_in_capitals(code: str, stored: str) -> None:
+    assert SkipDates(holidays=code).holidays == stored
 
 
 def test_duplicate_sequence_ids_across_files(tmp_path: Path) -> None:
