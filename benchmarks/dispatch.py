@@ -15,6 +15,9 @@ Scenarios, each in its own process so peak memory is its own:
                        fake SendGrid server in another process
 * ``sendgrid-100ms``   the same with 100 ms of latency injected per request
 * ``sendgrid-unpooled`` the official client's own per-request connection
+* ``sendgrid-100ms-1-worker`` / ``sendgrid-100ms-2-workers``  one or two worker
+                       processes sending through the SendGrid transport to one
+                       fake server (100 ms per request), ``--concurrency`` each
 
 ``--database URL`` runs them on PostgreSQL (each in a new schema) instead of a
 SQLite file. Each builds a fresh database with N subscribers enrolled in the example
@@ -56,6 +59,8 @@ SCENARIOS = (
     "sendgrid",
     "sendgrid-100ms",
     "sendgrid-unpooled",
+    "sendgrid-100ms-1-worker",
+    "sendgrid-100ms-2-workers",
 )
 
 
@@ -146,31 +151,52 @@ def populate(url: str, count: int, version: str) -> None:
     engine.dispose()
 
 
-def _worker(url: str, batch: int, concurrency: int, ready: Any, go: Any, results: Any) -> None:
-    """One of several dispatcher processes sharing the database."""
-    from nurture.testing import MemoryTransport
+def _worker(
+    url: str, batch: int, concurrency: int, provider: str | None, ready: Any, go: Any, results: Any
+) -> None:
+    """One of several dispatcher processes sharing the database; ``provider``
+    is the fake SendGrid server's URL, or None for the in-memory transport."""
+    transport: Transport
+    if provider is None:
+        from nurture.testing import MemoryTransport
 
+        transport = MemoryTransport(record=False)
+    else:
+        from nurture.transports.sendgrid import SendGridTransport
+
+        transport = SendGridTransport(
+            "SG.benchmark-key", host=provider, timeout=30.0, max_connections=concurrency
+        )
     runtime = build_runtime(
         bench_settings(url, batch, concurrency),
         FixedClock(NOW),
-        transport=MemoryTransport(record=False),
+        transport=transport,
         engine=make_engine(url),
         migrate=False,
     )
     freeze_startup_objects()
     ready.release()
     go.wait()
+    cpu = time.process_time()
     report = runtime.dispatcher.dispatch(NOW)
+    cpu = time.process_time() - cpu
     runtime.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results.put((report.sent, time.perf_counter(), peak))
+    results.put((report.sent, time.perf_counter(), peak, cpu))
 
 
 def run_workers(
-    count: int, batch: int, workers: int, database: str, concurrency: int = 1
+    count: int,
+    batch: int,
+    workers: int,
+    database: str,
+    concurrency: int = 1,
+    latency: float | None = None,
 ) -> dict[str, Any]:
     """``workers`` dispatcher processes on one database (the claim query keeps
-    them from taking the same enrollment), timed from a common start."""
+    them from taking the same enrollment), timed from a common start; with a
+    ``latency``, they send to one fake SendGrid server that waits that long
+    before each answer."""
     import multiprocessing
 
     from nurture.core.loader import load_sequences
@@ -179,10 +205,18 @@ def run_workers(
     folder = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
     url, drop = fresh_database(database, folder)
     populate(url, count, loaded["sales-process"].version)
+    fake = None
+    if latency is not None:
+        from nurture.testing.fake_sendgrid import FakeSendGrid
+
+        fake = FakeSendGrid.start_subprocess(latency=latency, record=False)
+    provider = None if fake is None else fake.url
     context = multiprocessing.get_context("spawn")
     ready, go, results = context.Semaphore(0), context.Event(), context.Queue()
     processes = [
-        context.Process(target=_worker, args=(url, batch, concurrency, ready, go, results))
+        context.Process(
+            target=_worker, args=(url, batch, concurrency, provider, ready, go, results)
+        )
         for _ in range(workers)
     ]
     for process in processes:
@@ -194,15 +228,22 @@ def run_workers(
     outcomes = [results.get(timeout=600) for _ in processes]
     for process in processes:
         process.join()
+    delivered = None
+    if fake is not None:
+        delivered = fake.stats().get("delivered")
+        fake.stop()
     drop()
     sent = sum(o[0] for o in outcomes)
     elapsed = max(o[1] for o in outcomes) - started
+    kind = "memory" if latency is None else "sendgrid-100ms"
     return {
-        "scenario": f"memory-{workers}-worker{'s' if workers > 1 else ''}",
+        "scenario": f"{kind}-{workers}-worker{'s' if workers > 1 else ''}",
         "emails": sent,
         "seconds": round(elapsed, 2),
         "emails_per_second": round(sent / elapsed),
+        "cpu_us_per_email": round(sum(o[3] for o in outcomes) / max(sent, 1) * 1e6),
         "peak_rss_mb": round(max(o[2] for o in outcomes)),
+        "provider_received": delivered,
     }
 
 
@@ -216,6 +257,9 @@ def run_scenario(
 ) -> dict[str, Any]:
     if name.startswith("memory-") and name.endswith(("-worker", "-workers")):
         return run_workers(count, batch, int(name.split("-")[1]), database, memory_concurrency)
+    if name.startswith("sendgrid-100ms-") and name.endswith(("-worker", "-workers")):
+        workers = int(name.split("-")[2])
+        return run_workers(count, batch, workers, database, concurrency, latency=0.1)
     from nurture.core.loader import load_sequences
 
     loaded, _ = load_sequences([ROOT / "sequences"])
@@ -306,8 +350,8 @@ def main() -> None:
         f"concurrency {args.concurrency} (memory scenarios: {args.memory_concurrency})"
     )
     print(
-        f"{'scenario':<20}{'emails':>8}{'seconds':>9}{'emails/s':>10}{'CPU µs/email':>14}"
-        f"{'peak MB':>9}"
+        f"{'scenario':<26}{'emails':>8}{'seconds':>9}{'emails/s':>10}{'CPU µs/email':>14}"
+        f"{'peak MB':>9}{'provider got':>14}"
     )
     for name in scenarios:
         out = subprocess.run(
@@ -322,9 +366,9 @@ def main() -> None:
             continue
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"{name:<20}{result['emails']:>8}{result['seconds']:>9}"
+            f"{name:<26}{result['emails']:>8}{result['seconds']:>9}"
             f"{result['emails_per_second']:>10}{result.get('cpu_us_per_email', '-'):>14}"
-            f"{result['peak_rss_mb']:>9}"
+            f"{result['peak_rss_mb']:>9}{result.get('provider_received') or '-':>14}"
         )
 
 
