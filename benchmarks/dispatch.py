@@ -151,6 +151,15 @@ def populate(url: str, count: int, version: str) -> None:
     engine.dispose()
 
 
+def sendgrid_transport(host: str, concurrency: int, *, pooled: bool = True) -> Transport:
+    """The SendGrid transport every sendgrid scenario sends through, to the fake at ``host``."""
+    from nurture.transports.sendgrid import SendGridTransport
+
+    return SendGridTransport(
+        "SG.benchmark-key", host=host, timeout=30.0, pooled=pooled, max_connections=concurrency
+    )
+
+
 def _worker(
     url: str, batch: int, concurrency: int, provider: str | None, ready: Any, go: Any, results: Any
 ) -> None:
@@ -162,11 +171,7 @@ def _worker(
 
         transport = MemoryTransport(record=False)
     else:
-        from nurture.transports.sendgrid import SendGridTransport
-
-        transport = SendGridTransport(
-            "SG.benchmark-key", host=provider, timeout=30.0, max_connections=concurrency
-        )
+        transport = sendgrid_transport(provider, concurrency)
     runtime = build_runtime(
         bench_settings(url, batch, concurrency),
         FixedClock(NOW),
@@ -276,17 +281,10 @@ def run_scenario(
         transport = MemoryTransport(record=False)
     else:
         from nurture.testing.fake_sendgrid import FakeSendGrid
-        from nurture.transports.sendgrid import SendGridTransport
 
         latency = 0.1 if name == "sendgrid-100ms" else 0.0
         fake = FakeSendGrid.start_subprocess(latency=latency, record=False)
-        transport = SendGridTransport(
-            "SG.benchmark-key",
-            host=fake.url,
-            timeout=30.0,
-            pooled=name != "sendgrid-unpooled",
-            max_connections=concurrency,
-        )
+        transport = sendgrid_transport(fake.url, concurrency, pooled=name != "sendgrid-unpooled")
     engine = make_engine(url)
     runtime = build_runtime(
         settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False

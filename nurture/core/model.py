@@ -374,11 +374,12 @@ class SkipDates(_Strict):
         # the one country's module. (``list_supported_countries()`` imports
         # all 250 of them: a quarter of a second on every command that loads
         # a sequence with holidays.)
-        country, _, subdiv = (part.upper() for part in value.partition("-"))
+        written_country, _, written_subdiv = value.partition("-")
+        country, subdiv = written_country.upper(), written_subdiv.upper()
         if country not in EntityLoader.get_country_codes():
             raise ValueError(f"unknown holiday country {value!r} (use an ISO code such as SE)")
         if subdiv and subdiv not in getattr(holidays_lib, country).subdivisions:
-            raise ValueError(f"unknown subdivision {value.partition('-')[2]!r} for {country}")
+            raise ValueError(f"unknown subdivision {written_subdiv!r} for {country}")
         return value.upper()
 
 
