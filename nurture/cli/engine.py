@@ -46,7 +46,7 @@ from nurture.errors import NurtureError
 
 if TYPE_CHECKING:  # the store and the sender are imported by the commands that use them
     from nurture.app.runtime import Runtime
-    from nurture.sending.sender import DispatchReport
+    from nurture.sending.answers import DispatchReport
 
 log = logging.getLogger("nurture")
 

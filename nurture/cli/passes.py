@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:  # only annotations name it: importing the sender loads the store
-    from nurture.sending.sender import DispatchReport
+    from nurture.sending.answers import DispatchReport
 
 __all__ = ["PROGRESS_AFTER", "PassProgress", "shows_progress", "trouble"]
 

@@ -48,8 +48,11 @@ from nurture.core.planner import (
     plan_batch,
 )
 from nurture.core.vocabulary import SendStatus
+from nurture.sending.answers import DispatchReport
+from nurture.sending.pool import PooledSender
 from nurture.sending.ratelimit import RateLimiter
-from nurture.sending.sender import DispatchHalted, DispatchPolicy, DispatchReport, Sender
+from nurture.sending.sender import DispatchHalted, DispatchPolicy, Sender
+from nurture.sending.serial import SerialSender
 from nurture.sending.unconfirmed import retry_unconfirmed
 from nurture.store import batches, queries, recovery, reservations
 from nurture.transports.base import OutgoingEmail, Transport
@@ -101,7 +104,9 @@ class Dispatcher:
         self.transport = transport
         self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:12]}"
         policy = policy or DispatchPolicy()
-        self.sender = Sender(
+        # One send at a time, or a pool (checked against Sender's signature).
+        kind: type[Sender] = PooledSender if policy.concurrency > 1 else SerialSender
+        self.sender = kind(
             engine,
             transport,
             policy=policy,

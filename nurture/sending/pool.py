@@ -1,0 +1,205 @@
+"""Sending with a pool: a coordinator thread and ``concurrency`` send threads.
+
+The coordinator reserves in chunks of at most the free send slots, hands
+them to the pool and confirms answers as they come (each of its
+transactions reserves the next chunk and carries the answers collected so
+far: one commit per round). The dispatcher plans the next batch meanwhile;
+:meth:`PooledSender.wait_below` keeps it about one batch ahead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from nurture.core.planner import PlannedEmail
+from nurture.sending.answers import Answer
+from nurture.sending.sender import Sender
+
+log = logging.getLogger("nurture.sending.sender")
+
+
+class PooledSender(Sender):
+    """Sends through a pool of threads; see the module docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[PlannedEmail] = deque()
+        self._in_flight = 0
+        self._writing = False  # the coordinator holds answers or a chunk not yet written
+        self._coordinator: threading.Thread | None = None
+        self._closing = False
+
+    def send(self, emails: list[PlannedEmail]) -> None:
+        """Hand a written batch's queued emails to the coordinator."""
+        if not emails:
+            return
+        with self._cond:
+            self._raise_failure()
+            self._pending.extend(emails)
+            self._cond.notify_all()
+        self._start_coordinator()
+
+    def wait_below(self, backlog: int) -> None:
+        """Block until fewer than ``backlog`` emails wait for a send slot."""
+        with self._cond:
+            # Also while the coordinator is reserving: the claim of the next
+            # batch waits for the chunk in hand to reach the send threads.
+            while (len(self._pending) >= backlog or self._writing) and self._failure is None:
+                self._cond.wait(0.5)
+            self._raise_failure()
+
+    def drain(self) -> None:
+        """Block until every email handed over is sent and confirmed."""
+        with self._cond:
+            while self._busy and self._failure is None:
+                self._cond.wait(0.5)
+        self._stop_coordinator()
+        self._raise_failure()
+
+    def abandon(self) -> list[int]:
+        """After an error: stop handing out emails and wait for those with the
+        provider (their answers are confirmed if the database lets us).
+        Returns the enrollments whose emails were never reserved."""
+        with self._cond:
+            left = [email.enrollment_id for email in self._pending]
+            self._pending.clear()
+            self._cond.notify_all()
+            while (self._in_flight or self._writing) and self._failure is None:
+                self._cond.wait(0.5)
+        self._stop_coordinator()
+        return left + super().abandon()
+
+    def _stop_coordinator(self) -> None:
+        """The coordinator lives for one pass (it holds a connection)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._coordinator is not None:
+            self._coordinator.join()
+            self._coordinator = None
+        self._closing = False
+
+    def close(self) -> None:
+        self._stop_coordinator()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _start_coordinator(self) -> None:
+        if self._coordinator is None or not self._coordinator.is_alive():
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.policy.concurrency, thread_name_prefix="nurture-send"
+                )
+            self._coordinator = threading.Thread(
+                target=self._coordinate, name="nurture-sender", daemon=True
+            )
+            self._coordinator.start()
+
+    def _coordinate(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                while True:
+                    with self._cond:
+                        while not (
+                            self._closing
+                            or self._answers
+                            or (self._pending and self._in_flight < self.policy.concurrency)
+                        ):
+                            self._cond.wait(0.5)
+                        if self._closing and not (self._pending or self._answers):
+                            return
+                        answers = self._take_answers()
+                        self._writing = True
+                        chunk: list[PlannedEmail] = []
+                        free = self.policy.concurrency - self._in_flight
+                        while self._pending and len(chunk) < free:
+                            chunk.append(self._pending.popleft())
+                        self._in_flight += len(chunk)
+                    try:
+                        self._launch_and_confirm(conn, chunk, answers)
+                    finally:
+                        with self._cond:
+                            self._writing = False
+                            self._cond.notify_all()
+        except BaseException as exc:
+            log.exception("the sender stopped")
+            with self._cond:
+                # _in_flight stays as it is: the send threads still running
+                # each take theirs off when they answer. (Set to 0 here, their
+                # answers took it below 0, and the next pass's drain waited
+                # for a count that never came back to 0: a hung worker.)
+                self._failure = exc
+                self._writing = False
+                self._cond.notify_all()
+
+    def _launch_and_confirm(
+        self, conn: Connection, chunk: list[PlannedEmail], answers: list[Answer]
+    ) -> None:
+        """Reserve the chunk for the free send slots and write the answers that
+        came back, in one transaction (one commit per round, not two), then
+        hand the chunk to the send threads."""
+        held: list[Answer] = []
+        wanted: list[PlannedEmail] = []
+        for email in chunk:
+            hold = self._held(email)
+            if hold is not None:
+                held.append(self._answer(email, hold, reserved=False))
+            else:
+                wanted.append(email)
+        report = None
+        try:
+            if answers and self.before_confirm is not None:
+                self.before_confirm()
+            with conn.begin():
+                reserved = self._reserve(conn, wanted) if wanted else []
+                if answers:
+                    report = self._write_answers_in(conn, answers)
+        except BaseException:
+            # Nothing of the chunk reached the send threads, and the answers
+            # were not written: keep them for abandon() (or the next pass)
+            # to confirm, and free the chunk's slots. The emails already with
+            # the send threads still count until they answer.
+            with self._cond:
+                self._answers[:0] = [*answers, *held]
+                self._in_flight -= len(chunk)
+            raise
+        if report is not None:
+            with self._cond:
+                self.report.merge(report)
+        assert self._pool is not None
+        with self._cond:
+            self._answers.extend(held)
+            self._in_flight -= len(chunk) - len(reserved)
+        for email in reserved:
+            self._pool.submit(self._send_in_pool, email)
+
+    def _send_in_pool(self, email: PlannedEmail) -> None:
+        try:
+            answer = self._deliver(email)
+        except BaseException as exc:
+            # Not an Exception (those are answers, see _deliver): this thread is
+            # being torn down mid-send. The email stays reserved (it may have
+            # reached the provider: reconcile makes it unknown) and the pass
+            # stops, instead of waiting forever for an answer that never comes.
+            with self._cond:
+                self._in_flight -= 1
+                if self._failure is None:
+                    self._failure = exc
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._answers.append(answer)
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self._pending or self._in_flight or self._answers or self._writing)
