@@ -44,7 +44,8 @@ from zoneinfo import ZoneInfo
 
 import holidays as holidays_lib
 
-from nurture.core.model import SendWindow, SkipDates, Step
+from nurture.core.model import Step
+from nurture.core.schedule import SendWindow, SkipDates
 from nurture.errors import TimingError
 
 # The longest search for an allowed day. A window allowing one weekday plus a

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nurture.core.loader import load_sequences, parse_sequence
-from nurture.core.model import Delay, SkipDates
+from nurture.core.schedule import Delay, SkipDates
 from nurture.core.schema import sequence_schema_text
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nurture.core.model import SendWindow, SkipDates, Step
+from nurture.core.model import Step
+from nurture.core.schedule import SendWindow, SkipDates
 from nurture.core.timing import (
     Calendar,
     due_at,
