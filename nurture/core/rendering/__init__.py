@@ -21,15 +21,18 @@ The rest of nurture imports only what ``__all__`` lists, from here:
 One module per concept does the work: ``loader`` (locale search path, Jinja
 environment), ``placeholders`` (values as tokens, so costly conversions run once
 per structure), ``context`` (template variables, footer texts), ``links``
-(URLs, List-* headers, footer and link rules), ``templates``
-(:class:`TemplateLibrary`), ``message`` (:class:`RenderedEmail` and its MIME
-form), ``envelope`` (:class:`ComposedEmail`) and ``validation`` (:func:`check`).
+(URLs, List-* headers, footer and link rules), ``compiled`` (a folder's
+templates compiled and cached, :class:`RenderPlan`, failures' file:line),
+``templates`` (:class:`TemplateLibrary`: one email from them), ``message``
+(:class:`RenderedEmail` and its MIME form), ``envelope`` (:class:`ComposedEmail`)
+and ``validation`` (:func:`check`).
 Their other public names are for each other and for the unit tests of those
 pieces.
 """
 
 from __future__ import annotations
 
+from nurture.core.rendering.compiled import KeyPath, RenderPlan
 from nurture.core.rendering.envelope import ComposedEmail
 from nurture.core.rendering.links import Links
 from nurture.core.rendering.message import (
@@ -39,7 +42,7 @@ from nurture.core.rendering.message import (
     header_text,
     needs_smtputf8,
 )
-from nurture.core.rendering.templates import KeyPath, RenderPlan, TemplateLibrary, render
+from nurture.core.rendering.templates import TemplateLibrary, render
 from nurture.core.rendering.tracking import track, track_links
 from nurture.core.rendering.validation import (
     SPARSE_SUBSCRIBER,

@@ -20,17 +20,12 @@ from jinja2 import nodes
 from markupsafe import escape
 
 from nurture.core.model import Sequence
+from nurture.core.rendering.compiled import KeyPath, RenderFailure, RenderPlan
 from nurture.core.rendering.links import Links, footer_problem, hrefs, link_problem, offer_url
 from nurture.core.rendering.loader import LAYOUT
 from nurture.core.rendering.message import RenderedEmail
 from nurture.core.rendering.placeholders import EMPTY_MARK
-from nurture.core.rendering.templates import (
-    KeyPath,
-    RenderFailure,
-    RenderPlan,
-    TemplateLibrary,
-    text_key,
-)
+from nurture.core.rendering.templates import TemplateLibrary, text_key
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic
 
