@@ -36,7 +36,8 @@ from nurture.errors import (
 from nurture.testing import FakeSendGrid
 from nurture.transports import create_transport
 from nurture.transports.base import OutgoingEmail
-from nurture.transports.sendgrid import RESERVED_HEADERS, SendGridTransport
+from nurture.transports.sendgrid import SendGridTransport
+from nurture.transports.sendgrid_mail import RESERVED_HEADERS
 
 API_KEY = "SG.nurture-test-key.s3cr3t-Part-0f-the-key"
 TIMEOUT = 0.5
