@@ -44,6 +44,7 @@ __all__ = [
     "out",
     "print_json",
     "safe",
+    "say",
 ]
 
 out = Console()
@@ -92,6 +93,11 @@ def print_json(data: object) -> None:
 def safe(text: object, style: str = "", *, lines: bool = False) -> Text:
     """Outside text, ready to print: never markup, no control character (see :func:`clean`)."""
     return Text(clean(str(text), lines=lines), style=style)
+
+
+def say(text: str) -> None:
+    """Print a line on stdout that contains outside text (an address, an id) literally."""
+    out.print(safe(text), soft_wrap=True)
 
 
 def examples(*commands: str) -> str:

@@ -34,18 +34,18 @@ from nurture.cli.admin import admin_app
 from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
 from nurture.cli.doctor import DOCTOR_EXAMPLES, doctor_command
 from nurture.cli.engine import register_engine_commands
+from nurture.cli.enroll import (
+    ENROLL_EXAMPLES,
+    UNENROLL_EXAMPLES,
+    enroll_command,
+    unenroll_command,
+)
 from nurture.cli.events import events_app
 from nurture.cli.explain import EXPLAIN_EXAMPLES, explain_command
 from nurture.cli.project import init_command
 from nurture.cli.sends import sends_app
 from nurture.cli.stats import STATS_EXAMPLES, stats_command
-from nurture.cli.subscribers import (
-    ENROLL_EXAMPLES,
-    UNENROLL_EXAMPLES,
-    enroll_command,
-    subscribers_app,
-    unenroll_command,
-)
+from nurture.cli.subscribers import subscribers_app
 from nurture.cli.tokens import tokens_app
 from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence

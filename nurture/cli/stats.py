@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
-from nurture.cli.subscribers import app_context
+from nurture.cli.context import app_context
 
 if TYPE_CHECKING:
     from nurture.admin.funnels import SequenceFunnel

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from nurture.cli.console import err, errors, examples, out, safe
-from nurture.cli.subscribers import app_context, store_session
+from nurture.cli.context import app_context, store_session
 
 if TYPE_CHECKING:
     pass

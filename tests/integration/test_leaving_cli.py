@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from nurture.app.settings import Settings
 from nurture.audience.subscribers import add_subscriber, get_subscriber
 from nurture.audience.suppression import is_suppressed
-from nurture.cli.subscribers import AppContext, subscribers_app
+from nurture.cli.context import AppContext
+from nurture.cli.subscribers import subscribers_app
 from nurture.core.loader import LoadedSequence, parse_sequence
 from nurture.core.vocabulary import EventKind, SubscriberStatus
 from nurture.store.db import make_engine, session_factory

@@ -30,12 +30,9 @@ from nurture.audience.subscribers import (
     subscriber_view,
     unenroll,
 )
-from nurture.cli.subscribers import (
-    AppContext,
-    enroll_command,
-    subscribers_app,
-    unenroll_command,
-)
+from nurture.cli.context import AppContext
+from nurture.cli.enroll import enroll_command, unenroll_command
+from nurture.cli.subscribers import subscribers_app
 from nurture.core.loader import LoadedSequence, parse_sequence
 from nurture.errors import ConfigurationError
 from nurture.store.db import make_engine, session_factory
