@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from nurture.testing.fake_sendgrid import FakeSendGrid, FakeSendGridProcess
+from nurture.testing.fake_sendgrid import FakeSendGrid
+from nurture.testing.fake_sendgrid_process import FakeSendGridProcess
 from tests.conftest import PG_ENV
 from tests.e2e.workers import API_KEY, examine, make_folder, start_workers, wait_until_nothing_due
 

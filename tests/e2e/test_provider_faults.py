@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from nurture.testing.fake_sendgrid import FakeSendGrid, FakeSendGridProcess
+from nurture.testing.fake_sendgrid import FakeSendGrid
+from nurture.testing.fake_sendgrid_process import FakeSendGridProcess
 from tests.e2e.workers import (
     API_KEY,
     WorkerProcess,

@@ -45,7 +45,8 @@ from sqlalchemy.pool import NullPool
 
 from nurture.store.db import make_engine
 from nurture.store.tables import EnrollmentRow, SendRow
-from nurture.testing.fake_sendgrid import FakeSendGrid, FakeSendGridProcess
+from nurture.testing.fake_sendgrid import FakeSendGrid
+from nurture.testing.fake_sendgrid_process import FakeSendGridProcess
 from tests.factories import sequence_dict
 
 # Twelve kills, each followed by a wait past the lease: about 110 s on a quiet

@@ -329,7 +329,7 @@ FAILURES: dict[str, type[SendError]] = {
 
 
 def test_every_failure_of_the_fake_is_covered() -> None:
-    from nurture.testing.fake_sendgrid import BEHAVIOURS
+    from nurture.testing.fake_sendgrid_http import BEHAVIOURS
 
     assert set(FAILURES) == BEHAVIOURS - {"accept"}
 

@@ -9,7 +9,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from nurture.testing.fake_sendgrid import MAIL_SEND_PATH, FakeSendGrid
+from nurture.testing.fake_sendgrid import FakeSendGrid
+from nurture.testing.fake_sendgrid_http import MAIL_SEND_PATH
 
 
 def body(send_id: str | None) -> dict[str, Any]:
