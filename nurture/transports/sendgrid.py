@@ -29,7 +29,6 @@ import ssl
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Collection, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Self
@@ -177,7 +176,7 @@ def _quiet_library_logs() -> None:
         client_logger.addFilter(_RedactSecrets())
 
 
-# -- keep-alive connections -----------------------------------------------------
+# -- the transport -------------------------------------------------------------
 
 
 class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
@@ -290,7 +289,7 @@ class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
             response = self._client.client.mail.send.post(request_body=body, timeout=self.timeout)
         except python_http_client.exceptions.HTTPError as exc:
             # It raises for every status >= 400; turn that back into an answer so
-            # both paths classify statuses in _error_for_status.
+            # both paths classify statuses in error_for_status.
             return Reply(exc.status_code, lower_keys(exc.headers.items()), exc.body or b"")
         return Reply(response.status_code, lower_keys(response.headers.items()), response.body)
 
