@@ -12,7 +12,9 @@ Three jobs on one ``BlockingScheduler`` (or a background one inside
   shutting down never waits for it: render budgets bound it, but a reload of
   many slow templates may still take a while, and SIGTERM must not.
 * ``reconcile`` every minute: reservations whose lease expired (a worker died
-  mid-send) become ``unknown``; they are never resent automatically.
+  mid-send) become ``unknown``; they are never resent automatically. On
+  PostgreSQL it also folds the funnel's per-process counters
+  (:func:`nurture.store.funnels.fold_deltas`).
 
 SIGTERM / SIGINT: the emails already with the provider are confirmed and
 committed; those still queued are recorded as not attempted (retried a
@@ -37,6 +39,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from nurture.app.runtime import Runtime
 from nurture.ops.metrics import observe_pass
 from nurture.sending.dispatcher import DispatchHalted, DispatchReport
+from nurture.store import funnels
 from nurture.store.heartbeat import record_tick
 
 log = logging.getLogger("nurture.app.worker")
@@ -155,6 +158,13 @@ class Worker:
 
     def reconcile(self) -> None:
         self.runtime.dispatcher.reconcile(self.runtime.clock())
+        try:
+            with self.runtime.engine.begin() as conn:
+                funnels.fold_deltas(conn)
+        except Exception:  # the figures read are right without it; the next minute retries
+            log.exception(
+                "could not fold the funnel's counters", extra={"action": "funnel.fold_failed"}
+            )
 
     def _heartbeat(self, now: datetime, error: str | None) -> bool:
         try:

@@ -7,6 +7,11 @@ however long the ledger is. :func:`rebuild` recomputes them from the raw
 tables (``nurture stats --rebuild``); :func:`raw_step_counts` and
 :func:`raw_revenue` are those same figures read the slow way.
 
+On PostgreSQL the triggers add to ``funnel_step_delta``, one row per server
+process (migration 0010), so concurrent transactions never wait on, or
+deadlock over, a shared counter; reads add those rows to ``funnel_step``,
+and :func:`fold_deltas` (the worker's reconcile job) moves them into it.
+
 What is counted, per (sequence, step):
 
 * ``sent`` / ``unknown``: ledger rows in that status (``unknown`` may or may
@@ -25,7 +30,21 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, and_, case, cast, delete, distinct, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    and_,
+    case,
+    cast,
+    delete,
+    distinct,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.engine import Connection
 
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
@@ -34,6 +53,7 @@ from nurture.store.tables import (
     EventRow,
     FunnelMarkRow,
     FunnelRevenueRow,
+    FunnelStepDeltaRow,
     FunnelStepRow,
     PurchaseRow,
     SendRow,
@@ -44,6 +64,7 @@ __all__ = [
     "RevenueCounts",
     "StepCounts",
     "active_enrollments",
+    "fold_deltas",
     "raw_revenue",
     "raw_step_counts",
     "rebuild",
@@ -53,6 +74,7 @@ __all__ = [
 ]
 
 FUNNEL_STEP: Table = FunnelStepRow.__table__  # type: ignore[attr-defined]
+FUNNEL_STEP_DELTA: Table = FunnelStepDeltaRow.__table__  # type: ignore[attr-defined]
 FUNNEL_MARK: Table = FunnelMarkRow.__table__  # type: ignore[attr-defined]
 FUNNEL_REVENUE: Table = FunnelRevenueRow.__table__  # type: ignore[attr-defined]
 SEND: Table = SendRow.__table__  # type: ignore[attr-defined]
@@ -92,22 +114,25 @@ def _amount(e4: int) -> Decimal:
     return Decimal(int(e4)) / _E4
 
 
+_COUNTERS = ("sent", "unknown", "delivered", "opened", "clicked")
+
+
 def step_counts(conn: Connection, sequence_id: str | None = None) -> list[StepCounts]:
-    """The summary's rows (of one sequence), rows of all zeros left out."""
-    query = select(FUNNEL_STEP)
-    if sequence_id is not None:
-        query = query.where(FUNNEL_STEP.c.sequence_id == sequence_id)
+    """The summary's rows (of one sequence), with PostgreSQL's deltas not yet
+    folded added in; rows of all zeros left out."""
+    parts = []
+    for table in (FUNNEL_STEP, FUNNEL_STEP_DELTA):
+        part = select(table.c.sequence_id, table.c.step_id, *(table.c[c] for c in _COUNTERS))
+        if sequence_id is not None:
+            part = part.where(table.c.sequence_id == sequence_id)
+        parts.append(part)
+    both = union_all(*parts).subquery()
+    query = select(
+        both.c.sequence_id, both.c.step_id, *(func.sum(both.c[c]) for c in _COUNTERS)
+    ).group_by(both.c.sequence_id, both.c.step_id)
     rows = [
-        StepCounts(
-            row.sequence_id,
-            row.step_id,
-            row.sent,
-            row.unknown,
-            row.delivered,
-            row.opened,
-            row.clicked,
-        )
-        for row in conn.execute(query)
+        StepCounts(seq, step, *(int(n) for n in counts))
+        for seq, step, *counts in conn.execute(query)
     ]
     return sorted((r for r in rows if not r.empty), key=lambda r: (r.sequence_id, r.step_id))
 
@@ -129,6 +154,7 @@ def revenue(conn: Connection, sequence_id: str | None = None) -> list[RevenueCou
 def sequences_with_figures(conn: Connection) -> set[str]:
     """Every sequence the summary has a figure for (also ones whose file is gone)."""
     found = set(conn.execute(select(distinct(FUNNEL_STEP.c.sequence_id))).scalars())
+    found.update(conn.execute(select(distinct(FUNNEL_STEP_DELTA.c.sequence_id))).scalars())
     found.update(conn.execute(select(distinct(FUNNEL_REVENUE.c.sequence_id))).scalars())
     return found
 
@@ -218,6 +244,10 @@ def rebuild(conn: Connection) -> None:
         insert(FUNNEL_MARK).from_select(["send_id", "mark", "sequence_id", "step_id"], marks)
     )
     conn.execute(delete(FUNNEL_STEP))
+    # After the marks: on PostgreSQL their triggers wrote deltas. (Migration
+    # 0008 rebuilds before 0010 made the table.)
+    if inspect(conn).has_table(FUNNEL_STEP_DELTA.name):
+        conn.execute(delete(FUNNEL_STEP_DELTA))
     _insert_all(
         conn,
         FUNNEL_STEP,
@@ -243,6 +273,46 @@ def rebuild(conn: Connection) -> None:
             for s, t, c, n, e4 in _raw_revenue_e4(conn)
         ),
     )
+
+
+FOLD_LOCK = 0x6E75_7274_6665  # "nurtfe": one folder at a time (an advisory lock)
+
+# Takes the delta rows no open transaction holds (SKIP LOCKED: a fold never
+# waits for a worker, and a worker waits at most for the fold's commit),
+# deletes them and adds their sums to funnel_step in key order.
+_FOLD = text(
+    """
+WITH taken AS (
+  SELECT sequence_id, step_id, backend FROM funnel_step_delta
+  ORDER BY sequence_id, step_id, backend
+  FOR UPDATE SKIP LOCKED
+), moved AS (
+  DELETE FROM funnel_step_delta d USING taken t
+  WHERE d.sequence_id = t.sequence_id AND d.step_id = t.step_id AND d.backend = t.backend
+  RETURNING d.sequence_id, d.step_id, d.sent, d.unknown, d.delivered, d.opened, d.clicked
+)
+INSERT INTO funnel_step AS f (sequence_id, step_id, sent, unknown, delivered, opened, clicked)
+SELECT sequence_id, step_id, sum(sent), sum(unknown), sum(delivered), sum(opened), sum(clicked)
+FROM moved GROUP BY sequence_id, step_id ORDER BY sequence_id, step_id
+ON CONFLICT (sequence_id, step_id) DO UPDATE SET
+  sent = f.sent + EXCLUDED.sent, unknown = f.unknown + EXCLUDED.unknown,
+  delivered = f.delivered + EXCLUDED.delivered, opened = f.opened + EXCLUDED.opened,
+  clicked = f.clicked + EXCLUDED.clicked
+"""
+)
+
+
+def fold_deltas(conn: Connection) -> int:
+    """PostgreSQL: move the per-process deltas into ``funnel_step`` (in the
+    caller's transaction); the figures read stay the same. Returns the steps
+    whose counters moved; 0 on SQLite (no deltas), or while another fold
+    runs."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    locked = conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FOLD_LOCK})
+    if not locked.scalar():
+        return 0
+    return int(conn.execute(_FOLD).rowcount)
 
 
 def active_enrollments(conn: Connection) -> dict[str, int]:

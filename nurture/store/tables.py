@@ -400,12 +400,38 @@ class FunnelStepRow(SQLModel, table=True):
     """A step's funnel, kept current by database triggers (migration 0008):
     ledger rows ``sent`` and ``unknown``, and the sends with at least one
     delivered, human-opened and human-clicked event. Read by
-    :mod:`nurture.store.funnels`; ``nurture stats --rebuild`` recomputes it."""
+    :mod:`nurture.store.funnels`; ``nurture stats --rebuild`` recomputes it.
+    On PostgreSQL the triggers add to :class:`FunnelStepDeltaRow` instead,
+    folded into this table every minute."""
 
     __tablename__ = "funnel_step"
 
     sequence_id: str = Field(primary_key=True, max_length=100)
     step_id: str = Field(primary_key=True, max_length=100)
+    sent: int = Field(default=0)
+    unknown: int = Field(default=0)
+    delivered: int = Field(default=0)
+    opened: int = Field(default=0)
+    clicked: int = Field(default=0)
+
+
+class FunnelStepDeltaRow(SQLModel, table=True):
+    """PostgreSQL: what each server process's triggers added to a step's
+    funnel since the last fold (migration 0010). A live process only ever
+    writes its own rows (``backend`` is its ``pg_backend_pid()``), so no two
+    transactions wait on one counter, and none can deadlock on two steps'
+    counters taken in opposite orders. Reads add these rows to
+    :class:`FunnelStepRow`; the reconcile job folds them into it. Always
+    empty on SQLite, whose triggers write :class:`FunnelStepRow` directly
+    (one writer at a time)."""
+
+    __tablename__ = "funnel_step_delta"
+
+    sequence_id: str = Field(primary_key=True, max_length=100)
+    step_id: str = Field(primary_key=True, max_length=100)
+    backend: int = Field(
+        primary_key=True, sa_type=Integer(), sa_column_kwargs={"autoincrement": False}
+    )
     sent: int = Field(default=0)
     unknown: int = Field(default=0)
     delivered: int = Field(default=0)

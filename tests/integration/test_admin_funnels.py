@@ -15,9 +15,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nurture.admin import funnels
+from nurture.app.worker import Worker
 from nurture.audience.engagement import record_click, record_open
 from nurture.audience.personal_data import erase_personal_data
 from nurture.audience.provider_events import apply_sendgrid_events
@@ -175,12 +176,35 @@ def test_the_incremental_summary_equals_a_rebuild(admin: AdminApp) -> None:
 def test_a_summary_that_drifted_is_put_right_by_a_rebuild(admin: AdminApp) -> None:
     enroll_and_dispatch(admin)
     with admin.engine.begin() as conn:
+        # Wherever the counters are (on PostgreSQL, partly in per-process deltas).
         conn.execute(store.FUNNEL_STEP.update().values(sent=99))
+        conn.execute(store.FUNNEL_STEP_DELTA.update().values(sent=99))
+    with admin.engine.connect() as conn:
+        assert {c.step_id: c.sent for c in store.step_counts(conn)} != {
+            "welcome": 3, "three-models": 3,
+        }  # fmt: skip
     funnels.rebuild_funnels(admin.engine)
     with admin.engine.connect() as conn:
         assert {c.step_id: c.sent for c in store.step_counts(conn)} == {
             "welcome": 3, "three-models": 3,
         }  # fmt: skip
+
+
+def test_the_workers_reconcile_folds_the_counters_and_no_figure_changes(
+    admin: AdminApp,
+) -> None:
+    """PostgreSQL's per-process deltas (migration 0010) move into the summary;
+    SQLite has none to move."""
+    realistic_run(admin)
+    with admin.engine.connect() as conn:
+        before = store.step_counts(conn)
+        deltas = conn.execute(select(func.count()).select_from(store.FUNNEL_STEP_DELTA)).scalar()
+    assert (deltas > 0) == (admin.engine.dialect.name == "postgresql")
+    Worker(admin.runtime).reconcile()
+    with admin.engine.connect() as conn:
+        assert store.step_counts(conn) == before == store.raw_step_counts(conn)
+        left = conn.execute(select(func.count()).select_from(store.FUNNEL_STEP_DELTA)).scalar()
+    assert left == 0
 
 
 def test_the_sequence_pages_show_the_funnel_chart_and_revenue(admin: AdminApp) -> None:
