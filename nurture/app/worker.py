@@ -39,7 +39,6 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from nurture.app.runtime import Runtime
 from nurture.ops.metrics import observe_pass
 from nurture.sending.dispatcher import DispatchHalted, DispatchReport
-from nurture.store import funnels
 from nurture.store.heartbeat import record_tick
 
 log = logging.getLogger("nurture.app.worker")
@@ -158,13 +157,6 @@ class Worker:
 
     def reconcile(self) -> None:
         self.runtime.dispatcher.reconcile(self.runtime.clock())
-        try:
-            with self.runtime.engine.begin() as conn:
-                funnels.fold_deltas(conn)
-        except Exception:  # the figures read are right without it; the next minute retries
-            log.exception(
-                "could not fold the funnel's counters", extra={"action": "funnel.fold_failed"}
-            )
 
     def _heartbeat(self, now: datetime, error: str | None) -> bool:
         try:

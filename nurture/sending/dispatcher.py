@@ -54,7 +54,7 @@ from nurture.sending.ratelimit import RateLimiter
 from nurture.sending.sender import DispatchHalted, DispatchPolicy, Sender
 from nurture.sending.serial import SerialSender
 from nurture.sending.unconfirmed import retry_unconfirmed
-from nurture.store import batches, queries, recovery, reservations
+from nurture.store import batches, funnels, queries, recovery, reservations
 from nurture.transports.base import OutgoingEmail, Transport
 
 __all__ = ["Compose", "DispatchHalted", "DispatchPolicy", "DispatchReport", "Dispatcher"]
@@ -159,9 +159,18 @@ class Dispatcher:
         """Rows of enrollments whose claim expired: ``reserved`` ones become
         ``unknown``, ``queued`` ones due again; with an event webhook, an
         ``unknown`` one no event confirmed is retried once (see
-        :mod:`nurture.sending.unconfirmed`). Returns how many became unknown."""
+        :mod:`nurture.sending.unconfirmed`). On PostgreSQL the funnel's
+        per-process counters are folded as well. Returns how many became
+        unknown."""
         with self.engine.begin() as conn:
             unknown, again = recovery.reconcile(conn, now)
+        try:
+            with self.engine.begin() as conn:
+                funnels.fold_deltas(conn)
+        except SQLAlchemyError:  # the figures read are right without it; the next one retries
+            log.exception(
+                "could not fold the funnel's counters", extra={"action": "funnel.fold_failed"}
+            )
         window = self.sender.policy.unknown_retry_after
         if window is not None:
             with self.engine.begin() as conn:
