@@ -14,7 +14,7 @@ Three jobs on one ``BlockingScheduler`` (or a background one inside
 * ``reconcile`` every minute: reservations whose lease expired (a worker died
   mid-send) become ``unknown``; they are never resent automatically. On
   PostgreSQL it also folds the funnel's per-process counters
-  (:func:`nurture.store.funnels.fold_deltas`).
+  (:func:`nurture.store.funnels.fold_all`).
 
 SIGTERM / SIGINT: the emails already with the provider are confirmed and
 committed; those still queued are recorded as not attempted (retried a

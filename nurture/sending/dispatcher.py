@@ -165,8 +165,7 @@ class Dispatcher:
         with self.engine.begin() as conn:
             unknown, again = recovery.reconcile(conn, now)
         try:
-            with self.engine.begin() as conn:
-                funnels.fold_deltas(conn)
+            funnels.fold_all(self.engine)
         except SQLAlchemyError:  # the figures read are right without it; the next one retries
             log.exception(
                 "could not fold the funnel's counters", extra={"action": "funnel.fold_failed"}

@@ -13,7 +13,6 @@ import logging
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -27,8 +26,7 @@ log = logging.getLogger("nurture.sending.sender")
 class PooledSender(Sender):
     """Sends through a pool of threads; see the module docstring."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _set_up(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[PlannedEmail] = deque()
         self._in_flight = 0

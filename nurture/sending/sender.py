@@ -104,6 +104,11 @@ class Sender:
         self._cond = threading.Condition()
         self._answers: list[Answer] = []
         self._failure: BaseException | None = None
+        self._set_up()
+
+    def _set_up(self) -> None:
+        """A kind of sender's own state, made at the end of ``__init__``
+        (so that each kind takes exactly the base's typed arguments)."""
 
     # -- one pass ----------------------------------------------------------
 

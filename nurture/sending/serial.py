@@ -20,7 +20,6 @@ import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -42,8 +41,7 @@ provider does not hold a batch's enrollments back."""
 class SerialSender(Sender):
     """Sends one email at a time; see the module docstring."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _set_up(self) -> None:
         self._journal_dir = journal.directory_for(self.engine)
         self._journal_ok: bool | None = None
 

@@ -10,7 +10,7 @@ tables (``nurture stats --rebuild``); :func:`raw_step_counts` and
 On PostgreSQL the triggers add to ``funnel_step_delta``, one row per server
 process (migration 0010), so concurrent transactions never wait on, or
 deadlock over, a shared counter; reads add those rows to ``funnel_step``,
-and :func:`fold_deltas` (the worker's reconcile job) moves them into it.
+and :func:`fold_all` (the worker's reconcile job) moves them into it.
 
 What is counted, per (sequence, step):
 
@@ -45,7 +45,7 @@ from sqlalchemy import (
     text,
     union_all,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
 from nurture.store.tables import (
@@ -64,6 +64,7 @@ __all__ = [
     "RevenueCounts",
     "StepCounts",
     "active_enrollments",
+    "fold_all",
     "fold_deltas",
     "raw_revenue",
     "raw_step_counts",
@@ -279,9 +280,11 @@ FOLD_LOCK = 0x6E75_7274_6665  # "nurtfe": one folder at a time (an advisory lock
 
 # Takes the delta rows no open transaction holds (SKIP LOCKED: a fold never
 # waits for a worker, and a worker waits at most for the fold's commit),
-# deletes them and adds their sums to funnel_step in key order.
+# deletes them and adds their sums to funnel_step in key order. The column
+# lists come from _COUNTERS (constants, never input).
+_COUNTER_LIST = ", ".join(_COUNTERS)
 _FOLD = text(
-    """
+    f"""
 WITH taken AS (
   SELECT sequence_id, step_id, backend FROM funnel_step_delta
   ORDER BY sequence_id, step_id, backend
@@ -289,15 +292,13 @@ WITH taken AS (
 ), moved AS (
   DELETE FROM funnel_step_delta d USING taken t
   WHERE d.sequence_id = t.sequence_id AND d.step_id = t.step_id AND d.backend = t.backend
-  RETURNING d.sequence_id, d.step_id, d.sent, d.unknown, d.delivered, d.opened, d.clicked
+  RETURNING d.sequence_id, d.step_id, {", ".join(f"d.{c}" for c in _COUNTERS)}
 )
-INSERT INTO funnel_step AS f (sequence_id, step_id, sent, unknown, delivered, opened, clicked)
-SELECT sequence_id, step_id, sum(sent), sum(unknown), sum(delivered), sum(opened), sum(clicked)
+INSERT INTO funnel_step AS f (sequence_id, step_id, {_COUNTER_LIST})
+SELECT sequence_id, step_id, {", ".join(f"sum({c})" for c in _COUNTERS)}
 FROM moved GROUP BY sequence_id, step_id ORDER BY sequence_id, step_id
 ON CONFLICT (sequence_id, step_id) DO UPDATE SET
-  sent = f.sent + EXCLUDED.sent, unknown = f.unknown + EXCLUDED.unknown,
-  delivered = f.delivered + EXCLUDED.delivered, opened = f.opened + EXCLUDED.opened,
-  clicked = f.clicked + EXCLUDED.clicked
+  {", ".join(f"{c} = f.{c} + EXCLUDED.{c}" for c in _COUNTERS)}
 """
 )
 
@@ -313,6 +314,15 @@ def fold_deltas(conn: Connection) -> int:
     if not locked.scalar():
         return 0
     return int(conn.execute(_FOLD).rowcount)
+
+
+def fold_all(engine: Engine) -> int:
+    """:func:`fold_deltas` in a transaction of its own, opened only where
+    there are deltas to fold (PostgreSQL): on SQLite it never connects."""
+    if engine.dialect.name != "postgresql":
+        return 0
+    with engine.begin() as conn:
+        return fold_deltas(conn)
 
 
 def active_enrollments(conn: Connection) -> dict[str, int]:

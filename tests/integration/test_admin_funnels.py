@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
 from nurture.admin import funnels
@@ -205,6 +206,25 @@ def test_the_workers_reconcile_folds_the_counters_and_no_figure_changes(
         assert store.step_counts(conn) == before == store.raw_step_counts(conn)
         left = conn.execute(select(func.count()).select_from(store.FUNNEL_STEP_DELTA)).scalar()
     assert left == 0
+
+
+def test_a_fold_connects_only_where_there_are_deltas(admin: AdminApp) -> None:
+    """Every reconcile folds: on SQLite that must not cost a connection."""
+    realistic_run(admin)
+    checkouts: list[object] = []
+
+    def count(*_: object) -> None:
+        checkouts.append(None)
+
+    sa_event.listen(admin.engine, "checkout", count)
+    try:
+        moved = store.fold_all(admin.engine)
+    finally:
+        sa_event.remove(admin.engine, "checkout", count)
+    if admin.engine.dialect.name == "postgresql":
+        assert (len(checkouts), moved > 0) == (1, True)
+    else:
+        assert (len(checkouts), moved) == (0, 0)
 
 
 def test_the_sequence_pages_show_the_funnel_chart_and_revenue(admin: AdminApp) -> None:
