@@ -18,7 +18,8 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from nurture.core.planner import EnrollmentChange, PlannedEmail, after_send, exit_after, retry_later
+from nurture.core.batch import EnrollmentChange, PlannedEmail
+from nurture.core.planner import after_send, exit_after, retry_later
 from nurture.core.vocabulary import SendStatus, SubscriberStatus
 from nurture.sending.guard import PassGuard
 from nurture.sending.outcomes import SendOutcome, Verdict

@@ -33,20 +33,16 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from nurture.core.loader import LoadedSequence
-from nurture.core.planner import (
+from nurture.core.batch import (
     BatchPlan,
-    Compose,
     EnrollmentChange,
     LedgerChange,
     LedgerInsert,
     PlannedEmail,
     SequencePause,
-    after_send,
-    blocked_reason,
-    exit_after,
-    plan_batch,
 )
+from nurture.core.loader import LoadedSequence
+from nurture.core.planner import Compose, after_send, blocked_reason, exit_after, plan_batch
 from nurture.core.vocabulary import SendStatus
 from nurture.sending.answers import DispatchReport
 from nurture.sending.pool import PooledSender

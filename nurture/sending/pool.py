@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.engine import Connection
 
-from nurture.core.planner import PlannedEmail
+from nurture.core.batch import PlannedEmail
 from nurture.sending.answers import Answer
 from nurture.sending.sender import Sender
 

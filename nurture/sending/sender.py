@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection, Engine
 
-from nurture.core.planner import PlannedEmail
+from nurture.core.batch import PlannedEmail
 from nurture.errors import NurtureError
 from nurture.sending.answers import Answer, DispatchReport, save_budget, settle_row, write_answers
 from nurture.sending.guard import OUTAGE_AFTER, OutageBreaker, PassGuard

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from nurture.core.planner import PlannedEmail
+from nurture.core.batch import PlannedEmail
 from nurture.sending.answers import Answer
 from nurture.sending.sender import Sender
 from nurture.store import journal, reservations

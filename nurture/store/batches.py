@@ -20,8 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
-from nurture.core.decisions import EnrollmentState, Event, LedgerEntry, state_from_ledger
-from nurture.core.planner import (
+from nurture.core.batch import (
     BatchInput,
     BatchPlan,
     ClaimedEnrollment,
@@ -30,6 +29,7 @@ from nurture.core.planner import (
     LedgerInsert,
     Recipient,
 )
+from nurture.core.decisions import EnrollmentState, Event, LedgerEntry, state_from_ledger
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
 from nurture.store.prepared import prepared

@@ -13,10 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nurture.core.decisions import Event, LedgerEntry
-from nurture.core.loader import LoadedSequence, parse_sequence
-from nurture.core.model import Step
-from nurture.core.planner import (
+from nurture.core.batch import (
     BatchInput,
     BatchPlan,
     ClaimedEnrollment,
@@ -25,9 +22,11 @@ from nurture.core.planner import (
     LedgerInsert,
     PlannedEmail,
     Recipient,
-    after_send,
-    plan_batch,
 )
+from nurture.core.decisions import Event, LedgerEntry
+from nurture.core.loader import LoadedSequence, parse_sequence
+from nurture.core.model import Step
+from nurture.core.planner import after_send, plan_batch
 from nurture.core.rendering import ComposedEmail, RenderedEmail
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
