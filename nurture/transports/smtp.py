@@ -1,10 +1,11 @@
 """The SMTP transport: any SMTP server (a relay, Postfix, a provider's SMTP endpoint).
 
-Connections are kept in a small lock-protected pool (``max_connections``, default
-8: a relay rarely wants more from one client) and reused across emails; one
-that has been idle for ``idle_timeout`` seconds is closed rather than reused, as
-servers drop idle clients (RFC 5321 §4.5.3.2.7). A pooled connection the server
-has closed is detected on the first command and replaced once.
+Connections are kept in a small lock-protected pool
+(:mod:`nurture.transports.smtp_pool`; ``max_connections``, default 8: a relay
+rarely wants more from one client) and reused across emails; one that has been
+idle for ``idle_timeout`` seconds is closed rather than reused, as servers drop
+idle clients (RFC 5321 §4.5.3.2.7). A pooled connection the server has closed
+is detected on the first command and replaced once.
 
 Each email is one SMTP transaction (RFC 5321 §3.3: MAIL, RCPT, DATA) written
 out here rather than through ``smtplib.sendmail``, so we know whether the
@@ -25,8 +26,6 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-import threading
-import time
 from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
@@ -48,10 +47,9 @@ from nurture.transports.base import (
     message_id_of,
     redact,
 )
+from nurture.transports.smtp_pool import ConnectionPool
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from nurture.app.settings import Settings
 
 
@@ -74,75 +72,6 @@ class _Envelope:
     sender: str
     email: OutgoingEmail
     progress: _Progress = field(default_factory=_Progress)
-
-
-class _ConnectionPool:
-    """At most ``size`` connections; idle ones are reused, newest first."""
-
-    def __init__(
-        self, connect: Callable[[], smtplib.SMTP], size: int, idle_timeout: float, wait: float
-    ) -> None:
-        self._connect = connect
-        self._slots = threading.BoundedSemaphore(size)
-        self._idle: list[tuple[smtplib.SMTP, float]] = []
-        self._lock = threading.Lock()
-        self._idle_timeout = idle_timeout
-        self._wait = wait
-        self.closed = False
-
-    def checkout(self) -> tuple[smtplib.SMTP, bool]:
-        """A connection and whether it was reused. Connect errors propagate."""
-        if not self._slots.acquire(timeout=self._wait):
-            raise TransientSendError("not sent: every SMTP connection stayed busy")
-        try:
-            stale = []
-            found = None
-            with self._lock:
-                now = time.monotonic()
-                while self._idle:
-                    connection, since = self._idle.pop()
-                    if now - since < self._idle_timeout:
-                        found = connection
-                        break
-                    stale.append(connection)
-            for connection in stale:
-                _close_quietly(connection)
-            if found is not None:
-                return found, True
-            return self._connect(), False
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def checkin(self, connection: smtplib.SMTP) -> None:
-        with self._lock:
-            keep = not self.closed
-            if keep:
-                self._idle.append((connection, time.monotonic()))
-        if not keep:
-            _close_quietly(connection, polite=True)
-        self._slots.release()
-
-    def discard(self, connection: smtplib.SMTP) -> None:
-        _close_quietly(connection)
-        self._slots.release()
-
-    def close(self) -> None:
-        with self._lock:
-            self.closed = True
-            idle, self._idle = self._idle, []
-        for connection, _ in idle:
-            _close_quietly(connection, polite=True)
-
-
-def _close_quietly(connection: smtplib.SMTP, *, polite: bool = False) -> None:
-    try:
-        if polite:
-            connection.quit()
-    except (smtplib.SMTPException, OSError):
-        pass
-    finally:
-        connection.close()
 
 
 def _payload(message_bytes: bytes) -> bytes:
@@ -201,7 +130,7 @@ class SMTPTransport(BaseTransport[_Envelope, str]):
         self.timeout = timeout
         self.envelope_from = envelope_from
         self._ssl_context = ssl_context or _default_context()
-        self._pool = _ConnectionPool(self._connect, max_connections, idle_timeout, timeout)
+        self._pool = ConnectionPool(self._connect, max_connections, idle_timeout, timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
