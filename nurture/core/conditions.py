@@ -6,7 +6,7 @@ mutation of the objects we pass in) with ``StrictUndefined`` (a misspelt name is
 an error, not a silent false). The names available are ``subscriber``,
 ``opened(step_id)``, ``clicked(step_id)`` and ``converted``.
 
-Each evaluation runs under :data:`~nurture.core.sandbox.CONDITION_LIMITS`
+Each evaluation runs under :data:`~nurture.core.budget.CONDITION_LIMITS`
 (:mod:`nurture.core.sandbox`): ``'x' * 10**10`` or ``10 ** 10 ** 10`` is refused
 before anything is allocated and reported as a ConditionError, like any other
 failing condition.
@@ -29,7 +29,8 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 
-from nurture.core.sandbox import CONDITION_LIMITS, BudgetedSandbox, BudgetExceeded, spending
+from nurture.core.budget import CONDITION_LIMITS, BudgetExceeded, spending
+from nurture.core.sandbox import BudgetedSandbox
 from nurture.core.subscriber import FIELDS
 from nurture.core.undefined import explain_undefined
 

@@ -3,12 +3,13 @@
 Jinja's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment` keeps a template
 away from our objects' internals, but not from our CPU and memory: nested
 ``range(100000)`` loops run for hours and ``'x' * 10**10`` asks for 10 GB. Every
-render (and every condition) runs inside a :class:`Budget` that bounds:
+render (and every condition) runs inside a
+:class:`~nurture.core.budget.Budget` (:mod:`nurture.core.budget`) that bounds:
 
 * **time**: a wall-clock deadline, checked at every loop iteration, call and
   include. A plain check, no signal: it works in any thread (the worker
   renders in pool threads), and a stopped render simply raises
-  :class:`BudgetExceeded`. Past the deadline the render is stopped only if it
+  :class:`~nurture.core.budget.BudgetExceeded`. Past the deadline the render is stopped only if it
   really spent the time itself: pauses of the garbage collector's full
   collections do not count, and a render whose thread had less than a quarter
   of the deadline in CPU time was waiting for the processor (a loaded
@@ -27,20 +28,14 @@ render (and every condition) runs inside a :class:`Budget` that bounds:
 How the hooks get in: ``call``, ``call_binop`` and ``get_template`` are the
 sandbox's interception points; loops and ``~`` are rewritten in the parsed
 tree (``_generate``, Jinja's hook for that) so their operands pass through a
-budget filter. The budget
-in force is a :class:`~contextvars.ContextVar`, so concurrent renders in
-different threads each see their own.
+budget filter; the value checks (:func:`check_size` and the operators') are
+here too.
 """
 
 from __future__ import annotations
 
-import gc
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import nodes, pass_context, pass_environment, pass_eval_context
@@ -50,147 +45,19 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
+from nurture.core.budget import (
+    CURRENT_BUDGET,
+    BudgetExceeded,
+    active_limits,
+)
+
 _LOOP = "__nurture_loop__"  # filter names no template can write (not identifiers)
 _CONCAT = "__nurture_concat__"
 
 
-class BudgetExceeded(Exception):
-    """A template or condition went past its budget; the message says which one."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The bounds of one render: one email, all its parts (body, layout, text
-    part, subject). The first email of a new structure renders the body two or
-    three times (see :mod:`nurture.core.rendering.placeholders`), and
-    ``validate`` always does: a template that validates stays within budget
-    when sent."""
-
-    seconds: float = 3.0
-    steps: int = 250_000
-    output: int = 1_000_000  # characters produced, estimated
-    value: int = 500_000  # characters (or items) of one value made by an operator
-    int_bits: int = 100_000  # an integer made by an operator (10**30000 is plenty)
-
-
-RENDER_LIMITS = Limits()
-CONDITION_LIMITS = Limits(seconds=0.5, steps=10_000, output=100_000, value=100_000)
-
-
-# Seconds the garbage collector's full collections have stopped every thread,
-# since this module was imported. A full collection of a large process can
-# take seconds; a render it interrupted did not spend them.
-_collector = {"paused": 0.0, "since": 0.0}
-
-
-def _time_full_collections(phase: str, info: dict[str, int]) -> None:
-    if info["generation"] != 2:
-        return
-    if phase == "start":
-        _collector["since"] = time.monotonic()
-    else:
-        _collector["paused"] += time.monotonic() - _collector["since"]
-
-
-gc.callbacks.append(_time_full_collections)
-
-CPU_SHARE = 0.25  # of the deadline, in the render's own CPU time, before the clock stops it
-CEILING = 10  # times the deadline: stopped whatever the CPU time (a thread starved that long)
-
-
-def collector_pauses() -> float:
-    """Seconds full garbage collections have paused the process so far."""
-    return _collector["paused"]
-
-
-class Budget:
-    """What one render may still spend; :meth:`step` and :meth:`produce` raise when it is gone."""
-
-    __slots__ = ("cpu", "deadline", "limits", "paused", "produced", "started", "steps", "thread")
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.started = time.monotonic()
-        self.deadline = self.started + limits.seconds
-        self.paused = _collector["paused"]
-        self.thread = threading.get_ident()
-        self.cpu = time.thread_time()
-        self.steps = 0
-        self.produced = 0
-
-    def step(self, weight: int = 0) -> None:
-        self.steps += 1
-        if self.steps > self.limits.steps:
-            raise BudgetExceeded(f"more than {self.limits.steps} loop iterations and calls")
-        if weight:
-            self.produce(weight)
-        if time.monotonic() > self.deadline:
-            self.overtime()
-
-    def overtime(self) -> None:
-        """The deadline passed: stop the render if it spent the time, else move the deadline."""
-        limit = self.limits.seconds
-        paused = _collector["paused"] - self.paused
-        elapsed = time.monotonic() - self.started - paused
-        if elapsed < limit:  # the collector took the rest
-            self.deadline = self.started + paused + limit
-            return
-        if elapsed < limit * CEILING and threading.get_ident() == self.thread:
-            spent = time.thread_time() - self.cpu - paused
-            wanted = limit * CPU_SHARE
-            if spent < wanted:  # waiting for the processor; look again when it could have spent it
-                self.deadline = time.monotonic() + (wanted - spent)
-                return
-        raise BudgetExceeded(f"took longer than {limit:g} s")
-
-    def produce(self, characters: int) -> None:
-        self.produced += characters
-        if self.produced > self.limits.output:
-            raise BudgetExceeded(f"output larger than {self.limits.output} characters")
-
-
-_CURRENT: ContextVar[Budget | None] = ContextVar("nurture_budget", default=None)
-CURRENT_BUDGET = _CURRENT  # for a finalize that counts its own output (see count_output)
-
-
-def current_budget() -> Budget | None:
-    return _CURRENT.get()
-
-
-class spending:
-    """Run the block under a fresh budget; an enclosing one stays in force if already set.
-
-    A class rather than ``@contextmanager``: it is entered for every email.
-    """
-
-    __slots__ = ("_limits", "_token")
-
-    def __init__(self, limits: Limits) -> None:
-        self._limits = limits
-        self._token: Token[Budget | None] | None = None
-
-    def __enter__(self) -> Budget:
-        active = _CURRENT.get()
-        if active is not None:
-            return active
-        budget = Budget(self._limits)
-        self._token = _CURRENT.set(budget)
-        return budget
-
-    def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            _CURRENT.reset(self._token)
-            self._token = None
-
-
-def _limits() -> Limits:
-    budget = _CURRENT.get()
-    return budget.limits if budget is not None else RENDER_LIMITS
-
-
 def check_size(size: int, what: str) -> None:
     """Refuse to make a value of ``size`` characters/items (before making it)."""
-    limit = _limits().value
+    limit = active_limits().value
     if size > limit:
         raise BudgetExceeded(f"{what} would make a value of {size} items (limit {limit})")
 
@@ -203,7 +70,7 @@ def _sized(value: Any) -> int:
 
 
 def _check_bits(bits: int) -> None:
-    limit = _limits().int_bits
+    limit = active_limits().int_bits
     if bits > limit:
         raise BudgetExceeded(f"a number of about {bits} bits (limit {limit})")
 
@@ -215,8 +82,8 @@ _SPEC_NUMBER = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?|\{[^{}]*?:[^{}]*?(\d+)[^{
 def _check_format(spec: str) -> None:
     for match in _SPEC_NUMBER.finditer(spec):
         for number in match.groups():
-            if number and (len(number) > 9 or int(number) > _limits().value):
-                raise BudgetExceeded(f"a format width of {number} (limit {_limits().value})")
+            if number and (len(number) > 9 or int(number) > active_limits().value):
+                raise BudgetExceeded(f"a format width of {number} (limit {active_limits().value})")
 
 
 def _is_number(value: Any) -> bool:
@@ -244,7 +111,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
 @pass_context
 def _loop(context: Context, iterable: Any, weight: int = 0) -> Iterator[Any]:
     """Every ``{% for %}`` iterates through this: one step (and the body's text) per item."""
-    budget = _CURRENT.get()
+    budget = CURRENT_BUDGET.get()
     if budget is None:
         yield from iterable
         return
@@ -377,8 +244,8 @@ def _check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None
         return
     name = getattr(obj, "__name__", "")
     numbers = [a for a in (*args, *kwargs.values()) if isinstance(a, int)]
-    if any(n > _limits().value for n in numbers) and name != "count":
-        raise BudgetExceeded(f"str.{name}() with {max(numbers)} (limit {_limits().value})")
+    if any(n > active_limits().value for n in numbers) and name != "count":
+        raise BudgetExceeded(f"str.{name}() with {max(numbers)} (limit {active_limits().value})")
     if name == "replace" and len(args) >= 2:
         count = args[2] if len(args) > 2 and isinstance(args[2], int) else None
         _check_replace(owner, str(args[0]), str(args[1]), count)
@@ -414,7 +281,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        budget = _CURRENT.get()
+        budget = CURRENT_BUDGET.get()
         if budget is not None:
             budget.step()
         _check_call(__obj, args, kwargs)
@@ -435,7 +302,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
     def get_template(self, name: Any, parent: str | None = None, globals: Any = None) -> Any:
         template = super().get_template(name, parent, globals)
-        budget = _CURRENT.get()
+        budget = CURRENT_BUDGET.get()
         if parent is not None and budget is not None:  # an include, import or extends
             budget.step(self._constant_sizes.get(getattr(template, "name", None), 0))
         return template
@@ -450,7 +317,7 @@ def _counting_finalize(inner: Callable[..., Any]) -> Callable[..., Any]:
 
     @pass_context
     def counted(context: Context, value: Any) -> Any:
-        budget = _CURRENT.get()
+        budget = CURRENT_BUDGET.get()
         if budget is not None:  # Budget.produce inlined: this runs for every {{ value }}
             budget.produced += len(value) if isinstance(value, _SIZED) else 1
             if budget.produced > budget.limits.output:

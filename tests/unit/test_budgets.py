@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from nurture.core.budget import CEILING, CPU_SHARE, Budget, BudgetExceeded, Limits, collector_pauses
 from nurture.core.conditions import ConditionError, Engagement, compile_condition
 from nurture.core.loader import MAX_SEQUENCE_BYTES, load_sequence_file, load_sequences
 from nurture.core.rendering import Links, RenderedEmail, TemplateLibrary, check
 from nurture.core.rendering.loader import MAX_TEMPLATE_BYTES
-from nurture.core.sandbox import (
-    CEILING,
-    CPU_SHARE,
-    Budget,
-    BudgetExceeded,
-    Limits,
-    collector_pauses,
-)
 from nurture.core.subscriber import Subscriber
 from nurture.errors import RenderError
 from tests.factories import make_sequence

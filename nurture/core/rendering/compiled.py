@@ -39,6 +39,7 @@ from jinja2 import (
 )
 from jinja2.exceptions import SecurityError
 
+from nurture.core.budget import BudgetExceeded
 from nurture.core.files import read_text
 from nurture.core.model import Sequence
 from nurture.core.rendering.loader import (
@@ -53,7 +54,6 @@ from nurture.core.rendering.loader import (
     locale_search_path,
 )
 from nurture.core.rendering.placeholders import finalize, remember
-from nurture.core.sandbox import BudgetExceeded
 from nurture.core.undefined import explain_undefined
 from nurture.errors import Diagnostic, RenderError
 

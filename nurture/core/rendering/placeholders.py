@@ -30,7 +30,8 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup
 
-from nurture.core.sandbox import CURRENT_BUDGET, SIZED
+from nurture.core.budget import CURRENT_BUDGET
+from nurture.core.sandbox import SIZED
 
 SLOTS_VAR = "__nurture_slots__"
 INERT_VAR = "__nurture_markdown_text__"

@@ -19,7 +19,8 @@ unsubscribe URL or the postal address.
 Values are rendered as placeholders so the costly conversions run once per
 structure, not per email (:mod:`nurture.core.rendering.placeholders`).
 
-Each email is rendered under its own budget (:mod:`nurture.core.sandbox`).
+Each email is rendered under its own budget (:mod:`nurture.core.budget`,
+charged by the hooks of :mod:`nurture.core.sandbox`).
 Construct a new :class:`TemplateLibrary` to pick up edited templates.
 """
 
@@ -36,6 +37,7 @@ import css_inline
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
+from nurture.core.budget import RENDER_LIMITS, Limits, spending
 from nurture.core.model import Brand, Localized, Sequence, Step, localized
 from nurture.core.rendering.compiled import (
     CompiledTemplates,
@@ -60,7 +62,6 @@ from nurture.core.rendering.placeholders import (
     remember,
     tokens_in,
 )
-from nurture.core.sandbox import RENDER_LIMITS, Limits, spending
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic
 
