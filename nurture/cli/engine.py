@@ -1,5 +1,6 @@
 """The engine's commands: ``db upgrade``, ``dispatch``, ``worker``, ``run``,
-``plan``, ``resume`` and ``log``. Settings and the clock come from the main
+``web`` and ``resume``; ``plan`` (:mod:`nurture.cli.plan`) and ``log``
+(:mod:`nurture.cli.sendlog`) are registered with them. Settings and the clock come from the main
 CLI's context object (see :mod:`nurture.cli.main`; the time is the global
 ``--now``, never an option of one command); every command runs inside
 :func:`~nurture.cli.console.errors`, so a bad setting is exit 2, not a traceback.
@@ -18,13 +19,11 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.console import Group
 from rich.live import Live
-from rich.table import Column, Table
 from rich.text import Text
 
 from nurture.cli.backup import BACKUP_EXAMPLES, backup_command
@@ -37,11 +36,9 @@ from nurture.cli.console import (
     examples,
     fail,
     out,
-    print_json,
     safe,
 )
 from nurture.cli.passes import PassProgress, shows_progress, trouble
-from nurture.core.vocabulary import SendStatus
 from nurture.errors import NurtureError
 
 if TYPE_CHECKING:  # the store and the sender are imported by the commands that use them
@@ -267,180 +264,10 @@ def resume_command(
     out.print(safe(f"{sequence} resumed"))
 
 
-SEND_STATUSES = ", ".join(status.value for status in SendStatus)
-
-LOG_EXAMPLES = examples(
-    "nurture log",
-    "nurture log --email karin@example.com",
-    "nurture log --sequence sales-process --status failed --limit 20",
-    "nurture log --step offer --since 2026-11-01 --until 2026-11-30",
-    "nurture log --status failed --json | jq '.[].reason'",
-)
-
-
-def log_command(
-    ctx: typer.Context,
-    email: Annotated[
-        str | None, typer.Option(metavar="EMAIL", help="Only this subscriber.")
-    ] = None,
-    sequence: Annotated[
-        str | None, typer.Option(metavar="SEQUENCE", help="Only this sequence.")
-    ] = None,
-    step: Annotated[
-        str | None, typer.Option(metavar="STEP", help="Only this step (its id).")
-    ] = None,
-    status: Annotated[
-        str | None, typer.Option(metavar="STATUS", help=f"Only this status: {SEND_STATUSES}.")
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            metavar="ISO",
-            help="Only decisions at or after this date or time (2026-11-27, "
-            "2026-11-27T09:00:00Z; UTC unless it says).",
-        ),
-    ] = None,
-    until: Annotated[
-        str | None,
-        typer.Option(
-            metavar="ISO",
-            help="Only decisions before this time (a date: through the end of that day, UTC).",
-        ),
-    ] = None,
-    limit: Annotated[
-        int, typer.Option(min=1, max=100_000, metavar="N", help="Rows to show (newest first).")
-    ] = 50,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON array of rows (see the README).")
-    ] = False,
-) -> None:
-    """The send log: every decision, with why. Fits an 80-column terminal."""
-    from nurture.admin.sendlog import SendLogError, parse_filter, parse_moment, recent
-    from nurture.app.runtime import open_engine
-
-    if status is not None and status not in {s.value for s in SendStatus}:
-        raise fail(f"--status {status!r}: use one of {SEND_STATUSES}", EXIT_CONFIGURATION)
-    for option, value in (("--since", since), ("--until", until)):
-        try:
-            if value is not None:
-                parse_moment(value)
-        except SendLogError as exc:
-            raise fail(f"{option}: {exc}", EXIT_CONFIGURATION) from exc
-    where = parse_filter(
-        status=status, sequence=sequence, step=step, email=email, since=since, until=until
-    )
-    with errors():
-        engine = open_engine(ctx.obj.store_settings())
-        try:
-            lines = recent(engine, where, limit=limit)
-        finally:
-            engine.dispose()
-    if as_json:
-        print_json([line.to_json() for line in lines])
-        return
-    if not lines:
-        out.print(
-            "the send log is empty" + ("" if where.empty else " for these filters"),
-            highlight=False,
-        )
-        return
-    # Narrow on purpose (an 80-column terminal, a pipe): the time and status
-    # never wrap, the address and sequence/step share a cell on two lines and
-    # only the reason (or the provider's message id) folds. The latest event
-    # from the provider is under the status.
-    longest = max(len(line.email) for line in lines)
-    table = Table(
-        Column("decided (UTC)", no_wrap=True),
-        Column("status", no_wrap=True),
-        Column("subscriber / step", overflow="fold", min_width=min(longest, 30)),
-        Column("why / message id", overflow="fold", ratio=1),
-        title="send log (newest first)",
-        box=box.SIMPLE_HEAD,
-    )
-    for line in lines:
-        detail: Any = line.reason or line.provider_message_id or ""
-        tries = f" ({line.attempts} tries)" if line.attempts > 1 else ""
-        state = Text(line.status + tries)
-        if line.latest_event is not None:
-            state.append("\n")
-            state.append_text(safe(line.latest_event.label, style="dim"))
-        who = Text.assemble(
-            safe(line.email), "\n", safe(f"{line.sequence_id}/{line.step_id}", style="dim")
-        )
-        # Emails, ids and provider messages come from outside: safe(), not markup.
-        table.add_row(f"{line.decided_at:%Y-%m-%d %H:%M}", state, who, safe(detail))
-    out.print(table)
-
-
-def plan_command(
-    ctx: typer.Context,
-    sequence: Annotated[
-        str | None, typer.Option("--sequence", metavar="ID", help="Only this sequence.")
-    ] = None,
-    limit: Annotated[
-        int,
-        typer.Option(min=0, metavar="N", help="Example subscribers per group (earliest first)."),
-    ] = 3,
-    subscriber: Annotated[
-        str | None,
-        typer.Option(
-            metavar="EMAIL", help="One subscriber's detail: history, and every step still to come."
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (see the README).")] = False,
-) -> None:
-    """What the dispatcher will do next, grouped by effect, and what edits to the
-    sequence files change for subscribers mid-way."""
-
-    from nurture.app.runtime import open_engine
-    from nurture.audience.input import InvalidSubscriberError, normalise_email
-    from nurture.authoring.plan import plan_changes, subscriber_detail
-    from nurture.authoring.workbench import validate_paths
-    from nurture.cli.plan import detail_json, plan_json, print_detail, print_plan
-
-    now = ctx.obj.now()
-    email = None
-    if subscriber is not None:
-        try:
-            email = normalise_email(subscriber)
-        except InvalidSubscriberError as exc:
-            raise fail(f"--subscriber: {exc}") from exc
-    with errors():
-        settings = ctx.obj.store_settings()
-        checked = validate_paths(settings, [settings.sequences_dir])
-        sequences = checked.sequences
-        if checked.diagnostics:
-            err.print(
-                Text.assemble(
-                    ("warning: ", "yellow"),
-                    f"{len(checked.diagnostics)} problem(s) in sequence files; the dispatcher "
-                    "does not run the invalid ones (see `nurture validate`)",
-                )
-            )
-        engine = open_engine(settings)
-        try:
-            if email is not None:
-                details = subscriber_detail(engine, sequences, email, now)
-                if sequence is not None:
-                    details = [d for d in details if d.sequence_id == sequence]
-                    if not details:
-                        raise fail(f"{email} is not enrolled in {sequence}")
-            else:
-                plans = plan_changes(engine, sequences, now, sequence_id=sequence, limit=limit)
-        finally:
-            engine.dispose()
-    if email is not None:
-        if as_json:
-            print_json(detail_json(email, details, now))
-        else:
-            print_detail(email, details, out)
-    elif as_json:
-        print_json(plan_json(plans, now))
-    else:
-        print_plan(plans, out)
-
-
 def register_engine_commands(app: typer.Typer) -> None:
+    from nurture.cli.plan import plan_command
+    from nurture.cli.sendlog import LOG_EXAMPLES, log_command
+
     app.add_typer(db_app, name="db")
     db_app.command("backup", epilog=BACKUP_EXAMPLES)(backup_command)
     app.command("dispatch", epilog=DISPATCH_EXAMPLES)(dispatch_command)

@@ -1,4 +1,4 @@
-"""How ``nurture plan`` prints a plan (see :mod:`nurture.authoring.plan`): as
+"""``nurture plan``, and how it prints a plan (see :mod:`nurture.authoring.plan`): as
 lines grouped by effect, as JSON (the shape the README documents), or one
 subscriber's detail.
 
@@ -10,15 +10,18 @@ characters escaped.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from nurture.authoring.plan import EnrollmentDetail, Group, SequencePlan
-from nurture.cli.console import clean, safe
+from nurture.cli.console import clean, err, errors, fail, out, print_json, safe
+
+if TYPE_CHECKING:  # imported by the command itself: `nurture --help` needs none of it
+    from nurture.authoring.plan import EnrollmentDetail, Group, SequencePlan
 
 PLAN_FORMAT = 1
 """Version of the ``--json`` shape; raised only when a field changes meaning or goes."""
@@ -296,3 +299,70 @@ def detail_json(email: str, details: list[EnrollmentDetail], now: datetime) -> d
             for d in details
         ],
     }
+
+
+def plan_command(
+    ctx: typer.Context,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", metavar="ID", help="Only this sequence.")
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(min=0, metavar="N", help="Example subscribers per group (earliest first)."),
+    ] = 3,
+    subscriber: Annotated[
+        str | None,
+        typer.Option(
+            metavar="EMAIL", help="One subscriber's detail: history, and every step still to come."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (see the README).")] = False,
+) -> None:
+    """What the dispatcher will do next, grouped by effect, and what edits to the
+    sequence files change for subscribers mid-way."""
+
+    from nurture.app.runtime import open_engine
+    from nurture.audience.input import InvalidSubscriberError, normalise_email
+    from nurture.authoring.plan import plan_changes, subscriber_detail
+    from nurture.authoring.workbench import validate_paths
+
+    now = ctx.obj.now()
+    email = None
+    if subscriber is not None:
+        try:
+            email = normalise_email(subscriber)
+        except InvalidSubscriberError as exc:
+            raise fail(f"--subscriber: {exc}") from exc
+    with errors():
+        settings = ctx.obj.store_settings()
+        checked = validate_paths(settings, [settings.sequences_dir])
+        sequences = checked.sequences
+        if checked.diagnostics:
+            err.print(
+                Text.assemble(
+                    ("warning: ", "yellow"),
+                    f"{len(checked.diagnostics)} problem(s) in sequence files; the dispatcher "
+                    "does not run the invalid ones (see `nurture validate`)",
+                )
+            )
+        engine = open_engine(settings)
+        try:
+            if email is not None:
+                details = subscriber_detail(engine, sequences, email, now)
+                if sequence is not None:
+                    details = [d for d in details if d.sequence_id == sequence]
+                    if not details:
+                        raise fail(f"{email} is not enrolled in {sequence}")
+            else:
+                plans = plan_changes(engine, sequences, now, sequence_id=sequence, limit=limit)
+        finally:
+            engine.dispose()
+    if email is not None:
+        if as_json:
+            print_json(detail_json(email, details, now))
+        else:
+            print_detail(email, details, out)
+    elif as_json:
+        print_json(plan_json(plans, now))
+    else:
+        print_plan(plans, out)
