@@ -13,25 +13,21 @@ it so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
-from zoneinfo import ZoneInfo
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from nurture.app.clock import Clock, FixedClock, parse_instant, system_clock
 from nurture.app.settings import Settings, check_project, load_settings
 from nurture.authoring.workbench import (
-    find_sequence,
-    preview_sequence,
     validate_paths,
 )
 from nurture.cli.admin import admin_app
-from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
+from nurture.cli.authoring import register_authoring_commands
+from nurture.cli.console import examples
 from nurture.cli.doctor import DOCTOR_EXAMPLES, doctor_command
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.enroll import (
@@ -47,15 +43,8 @@ from nurture.cli.sends import sends_app
 from nurture.cli.stats import STATS_EXAMPLES, stats_command
 from nurture.cli.subscribers import subscribers_app
 from nurture.cli.tokens import tokens_app
-from nurture.core.decisions import Event
 from nurture.core.loader import LoadedSequence
-from nurture.core.places import check_timezone
-from nurture.core.samples import read_subscribers, samples_for
-from nurture.core.schema import sequence_schema_text
-from nurture.core.simulation import early_engagement, simulate, unknown_step
-from nurture.core.subscriber import Subscriber
-from nurture.core.vocabulary import EventKind
-from nurture.errors import NurtureError, SequenceError
+from nurture.errors import NurtureError
 from nurture.ops.logs import LOG_FORMATS, configure_logging
 
 if TYPE_CHECKING:
@@ -170,238 +159,7 @@ def _configured_log_format(folder: Path) -> str:
         return "text"
 
 
-def _settings(ctx: typer.Context) -> Settings:
-    with errors():
-        settings: Settings = ctx.obj.settings()
-    return settings
-
-
-def _parse_time(text: str, zone: ZoneInfo, what: str) -> datetime:
-    """An ISO-8601 time; without an offset it is read in ``zone`` (the subscriber's)."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise fail(f"{what}: {text!r} is not an ISO-8601 time such as 2026-11-27T15:30") from exc
-    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
-
-
-def parse_event(text: str, zone: ZoneInfo) -> Event:
-    """``clicked STEP at ISO``, ``opened STEP at ISO``, ``purchased [PRODUCT] at ISO``,
-    ``unsubscribed at ISO``."""
-    words, sep, when = text.partition(" at ")
-    parts = words.split()
-    if not sep or not parts:
-        raise fail(
-            f'--event {text!r}: write for example "clicked three-models at 2026-12-01T10:00"'
-        )
-    at = _parse_time(when, zone, "--event")
-    verb, rest = parts[0].lower(), parts[1:]
-    if verb in ("clicked", "opened") and len(rest) == 1:
-        kind = EventKind.CLICKED if verb == "clicked" else EventKind.OPENED
-        return Event(kind, at, step=rest[0])
-    if verb == "purchased" and len(rest) <= 1:
-        return Event(EventKind.PURCHASED, at, product=rest[0] if rest else None)
-    if verb == "unsubscribed" and not rest:
-        return Event(EventKind.UNSUBSCRIBED, at)
-    raise fail(
-        f"--event {text!r}: the event is one of 'clicked STEP', 'opened STEP', "
-        "'purchased [PRODUCT]', 'unsubscribed', followed by 'at ISO-TIME'"
-    )
-
-
-@app.command(epilog=examples("nurture validate", "nurture validate sequences/sales-process.yaml"))
-def validate(
-    ctx: typer.Context,
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(metavar="PATH", help="Sequence files or folders (default: sequences/)."),
-    ] = None,
-) -> None:
-    """Check sequence files and render every step in every locale."""
-    settings = _settings(ctx)
-    targets = [ctx.obj.folder / p for p in paths] if paths else [settings.sequences_dir]
-    for target in targets:
-        if not target.exists():
-            raise fail(f"{target}: no such file or folder")
-    with errors():
-        result = validate_paths(settings, targets)
-    for diagnostic in result.diagnostics:
-        out.print(safe(diagnostic), soft_wrap=True)
-    for warning in result.warnings:
-        where = f"{warning.file}:{warning.line}:{warning.column}: "
-        out.print(
-            Text.assemble(safe(where), ("warning: ", "yellow"), safe(warning.message)),
-            soft_wrap=True,
-        )
-    if result.warnings:
-        err.print(Text(f"{len(result.warnings)} warning(s)", style="yellow"))
-    if result.diagnostics:
-        err.print(f"[red]{len(result.diagnostics)} problem(s)[/] in {result.files} file(s)")
-        raise typer.Exit(1)
-    names = ", ".join(sorted(result.sequences)) or "none"
-    out.print(Text.assemble(("ok", "green"), safe(f": {result.files} file(s), sequences: {names}")))
-
-
-def _default_subscriber(loaded: LoadedSequence) -> Subscriber:
-    """Who ``simulate`` follows without ``--data``: for a sequence an app event
-    starts, its first sample (which declares the event's properties)."""
-    seq = loaded.sequence
-    if seq.trigger is not None and not seq.trigger.on_subscribe:
-        with errors():
-            samples = samples_for(seq, loaded.path)
-        if samples:
-            return samples[0]
-    return Subscriber(
-        email="subscriber@example.com",
-        name="Sam Sample",
-        tags=tuple(seq.trigger.tags) if seq.trigger else (),
-    )
-
-
-def _one_subscriber(data: Path | None, ctx: typer.Context) -> Subscriber | None:
-    if data is None:
-        return None
-    try:
-        subscribers = read_subscribers(ctx.obj.folder / data)
-    except SequenceError as exc:
-        raise fail(str(exc)) from exc
-    if not subscribers:
-        raise fail(f"{data}: no subscriber in the file")
-    return subscribers[0]
-
-
-@app.command(
-    epilog=examples(
-        "nurture preview sales-process --step welcome --locale en",
-        "nurture preview sales-process --data karin.yaml --out /tmp/preview",
-    )
-)
-def preview(
-    ctx: typer.Context,
-    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence id or file.")],
-    step: Annotated[str | None, typer.Option(metavar="STEP", help="Only this step id.")] = None,
-    locale: Annotated[
-        str | None, typer.Option(metavar="LOCALE", help="Render in this locale.")
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option(metavar="FILE.yaml", help="YAML file with subscriber data.")
-    ] = None,
-    out_dir: Annotated[
-        Path, typer.Option("--out", metavar="FOLDER", help="Where to write the files.")
-    ] = Path("preview"),
-) -> None:
-    """Write each email as .html, .txt and .eml, exactly as it will be sent."""
-    settings = _settings(ctx)
-    with errors():
-        loaded = find_sequence(settings, ctx.obj.folder, sequence)
-        subscriber = _one_subscriber(data, ctx)
-        written = preview_sequence(
-            settings,
-            loaded,
-            ctx.obj.folder / out_dir,
-            step_id=step,
-            locale=locale,
-            subscriber=subscriber,
-            now=ctx.obj.now(),
-        )
-    for path in written:
-        try:
-            shown = path.relative_to(ctx.obj.folder)
-        except ValueError:
-            shown = path
-        out.print(safe(shown))
-
-
-@app.command(
-    "simulate",
-    epilog=examples(
-        "nurture simulate sales-process --start 2026-11-27T15:30 --tz Europe/Stockholm",
-        'nurture simulate sales-process --event "purchased sales-audit at 2026-12-04T12:00" --json',
-    ),
-)
-def simulate_command(
-    ctx: typer.Context,
-    sequence: Annotated[str, typer.Argument(metavar="SEQUENCE", help="Sequence id or file.")],
-    start: Annotated[
-        str | None,
-        typer.Option(metavar="ISO-TIME", help="Enrollment time, ISO-8601 (default: now)."),
-    ] = None,
-    tz: Annotated[
-        str | None, typer.Option(metavar="ZONE", help="Subscriber's time zone (IANA name).")
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option(metavar="FILE.yaml", help="YAML file with subscriber data.")
-    ] = None,
-    event: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="EVENT",
-            help='What the subscriber does, e.g. "clicked three-models at 2026-12-01T10:00".',
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """Show when one subscriber would get each email, and why."""
-    settings = _settings(ctx)
-    with errors():
-        loaded = find_sequence(settings, ctx.obj.folder, sequence)
-    seq = loaded.sequence
-    subscriber = _one_subscriber(data, ctx) or _default_subscriber(loaded)
-    if tz is not None:
-        try:
-            check_timezone(tz)  # the check subscribers and sequence files get
-        except ValueError as exc:
-            raise fail(f"--tz: {exc}") from exc
-        subscriber = replace(subscriber, timezone=tz)
-    zone = ZoneInfo(subscriber.timezone or seq.timezone)
-    begin = _parse_time(start, zone, "--start") if start else ctx.obj.now()
-    written = [(text, parse_event(text, zone)) for text in event or []]
-    events = [parsed for _, parsed in written]
-    typos = [
-        f"--event {text!r}: {problem}"
-        for text, parsed in written
-        if (problem := unknown_step(seq, parsed)) is not None
-    ]
-    if typos:
-        raise fail("\n".join(typos))
-    with errors():
-        timeline = simulate(seq, subscriber, begin, events)
-    for text, parsed in written:
-        early = early_engagement(timeline, parsed)
-        if early is not None:
-            err.print(
-                Text.assemble(("warning: ", "yellow"), safe(f"--event {text!r}: {early}")),
-                soft_wrap=True,
-            )
-    if as_json:
-        print_json([entry.as_json() for entry in timeline])
-        return
-    enrolled = begin.astimezone(zone)
-    # Ids, addresses and reasons come from files and subscribers: safe(), not markup.
-    table = Table(
-        title=safe(
-            f"{seq.id}: {subscriber.email} ({zone.key}), enrolled {enrolled:%a %Y-%m-%d %H:%M}"
-        )
-    )
-    for column in ("step", "local time", "UTC", "action", "why"):
-        table.add_column(column)
-    for entry in timeline:
-        table.add_row(
-            safe(entry.step or "-"),
-            f"{entry.at:%a %Y-%m-%d %H:%M %Z}",
-            f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M}",
-            entry.action,
-            safe(entry.reason),
-        )
-    out.print(table)
-
-
-@app.command(epilog=examples("nurture schema > schemas/sequence.schema.json"))
-def schema() -> None:
-    """Print the JSON Schema of the sequence file format."""
-    print(sequence_schema_text(), end="")
-
-
+register_authoring_commands(app)  # first in --help: what marketers use most
 app.command(
     "init",
     epilog=examples(
