@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import email.policy
 import ipaddress
 import logging
 import re
@@ -34,9 +33,6 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +46,7 @@ from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Sender
+from nurture.core.rendering import ComposedEmail, RenderedEmail
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.errors import NurtureError, SendError
 from nurture.store import audience as audience_store
@@ -271,19 +268,27 @@ def sender_for(sequences: Mapping[str, LoadedSequence], tags: Sequence[str]) -> 
 
 def _message(
     sender: Sender, row: SubscriberRow, words: ConfirmationEmail, key: str, now: datetime
-) -> EmailMessage:
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = Address(sender.name, addr_spec=sender.email)
-    message["To"] = Address(row.first_name or row.name or "", addr_spec=row.email)
-    if sender.reply_to:
-        message["Reply-To"] = sender.reply_to
-    message["Subject"] = " ".join(words.subject.split())
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = f"<{key}@{sender.email.rpartition('@')[2]}>"
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(words.text)
-    message.add_alternative(words.html, subtype="html")
-    return message
+) -> ComposedEmail:
+    """The confirmation email, encoded as sequence emails are (RFC 2047 words,
+    IDNA domains, no control character or encoded-word look-alike from the
+    subscriber's name ever decoded into a header)."""
+    rendered = RenderedEmail(
+        subject=words.subject,
+        preheader="",
+        html=words.html,
+        text=words.text,
+        headers={"Auto-Submitted": "auto-generated"},
+    )
+    return ComposedEmail(
+        rendered,
+        sender_name=sender.name,
+        sender_email=sender.email,
+        reply_to=sender.reply_to,
+        to_email=row.email,
+        to_name=row.first_name or row.name or "",
+        message_id=f"<{key}@{sender.email.rpartition('@')[2]}>",
+        date=now,
+    )
 
 
 def _send_confirmation(
@@ -322,7 +327,7 @@ def _send_confirmation(
         return False
     store.add_confirmation_event(
         session, key=key, subscriber_id=row.id, sent=True, at=now,
-        payload={"message_id": str(message["Message-ID"])},
+        payload={"message_id": message.message_id},
     )  # fmt: skip
     return True
 

@@ -7,6 +7,8 @@ transport, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,6 +190,47 @@ def test_json_sign_up_keeps_tags_and_attributes_and_says_check_your_inbox(site: 
     assert (row.locale, row.consent_form) == ("en-US", "pricing-page")
     assert row.consent_text == "Yes, email me about Acme."
     assert len(site.transport.sent) == 1
+
+
+# An encoded word in a display name: email's header folding (CPython before
+# 3.11.10, CVE-2024-6923) decoded it into a raw CR LF, and so a visitor's name
+# added headers and body text to the confirmation email.
+HOSTILE_NAMES = [
+    "=?utf-8?q?x=0D=0AReply-To:_attacker@evil.example=0D=0A=0D=0AClick_https://evil.example?=",
+    "=?utf-8?b?eA0KQmNjOiBhdHRhY2tlckBldmlsLmV4YW1wbGUNCg0KZXZpbA==?=",
+    "Anna =?iso-8859-1?q?x=0ABcc:_attacker@evil.example?= Berg",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_a_name_never_adds_a_header_or_body_text_to_the_confirmation_email(
+    site: Site, name: str
+) -> None:
+    answer = site.client.post("/subscribe", json={"email": "victim@example.org", "name": name})
+    assert answer.status_code == 202
+    [sent] = site.transport.sent
+    raw = sent.raw_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert str(message["Reply-To"]) == "anna@example.com"  # the sequence's, not the visitor's
+    assert message["Bcc"] is None
+    parts = [part.get_content_type() for part in message.iter_parts()]
+    assert parts == ["text/plain", "text/html"]  # no body of the name's making
+    [to] = message["To"].addresses
+    assert to.addr_spec == "victim@example.org"
+    # Shown as written, never decoded twice (Python's parser puts a space
+    # between the encoded words a long name is folded into).
+    assert to.display_name.replace(" ", "") == name.replace(" ", "")
+    assert {k.lower() for k in message} == {
+        "subject", "from", "to", "reply-to", "date", "message-id", "auto-submitted",
+        "mime-version", "content-type",
+    }  # fmt: skip
+
+
+def test_the_confirmation_email_writes_a_unicode_domain_in_idna(site: Site) -> None:
+    answer = site.client.post("/subscribe", json={"email": "anna@exämple.se", "name": "Anna"})
+    assert answer.status_code == 202
+    raw = site.transport.sent[0].raw_bytes()
+    assert b"To: Anna <anna@xn--exmple-cua.se>\r\n" in raw
 
 
 # --------------------------------------------------------------------------- bad links

@@ -508,6 +508,16 @@ def test_to_bytes_encodes_headers_like_the_email_package() -> None:
     # package would decode it).
     tricky = replace(email, subject="Use =?utf-8?q?x?= literally")
     assert parse(tricky.to_bytes(**args))["Subject"] == "Use =?utf-8?q?x?= literally"
+    # So does a display name: as a quoted string it was decoded all the same,
+    # CR LF and all, and the address header could not be read.
+    name = "Eve =?utf-8?q?x=0D=0ABcc:_eve@evil.example?= (sales)"
+    message = parse(email.to_bytes(**{**args, "to_name": name}))
+    [to] = message["To"].addresses
+    assert (to.display_name.replace(" ", ""), to.addr_spec) == (
+        name.replace(" ", ""),
+        MESSAGE_ARGS["to_email"],
+    )
+    assert message["Bcc"] is None
 
 
 def test_message_needs_an_aware_date(templates: Path) -> None:

@@ -209,7 +209,7 @@ def _encode_address(name: str, address: str, *, utf8: bool = False) -> str:
     name = header_text(name)
     if not name:
         return address
-    if not name.isascii():
+    if not name.isascii() or "=?" in name:  # "=?...?=" would be decoded as a word
         return f"{_encode_text(name)} <{address}>"
     if any(c in _SPECIALS for c in name):
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
