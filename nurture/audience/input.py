@@ -99,7 +99,10 @@ def _control(value: str, *, one_line: bool) -> str | None:
         # No control character (category Cc) and no line or paragraph separator.
         return None
     for char in value:
-        if unicodedata.category(char) == "Cc" and (one_line or char not in _LINE_BREAKS):
+        category = unicodedata.category(char)
+        if category == "Cc" and (one_line or char not in _LINE_BREAKS):
+            return char
+        if category == "Cs":  # a lone surrogate (from JSON's \ud800): UTF-8 cannot encode it
             return char
         if one_line and char in _SEPARATORS:
             return char
@@ -116,7 +119,12 @@ def check_text(what: str, value: str, limit: int, *, one_line: bool = True) -> s
     check_length(what, value, limit)
     bad = _control(value, one_line=one_line)
     if bad is not None:
-        kind = "a line break" if bad in "\r\n" or bad in _SEPARATORS else "a control character"
+        if bad in "\r\n" or bad in _SEPARATORS:
+            kind = "a line break"
+        elif unicodedata.category(bad) == "Cs":
+            kind = "an unpaired surrogate"
+        else:
+            kind = "a control character"
         raise InvalidSubscriberError(f"{what} contains {kind} (U+{ord(bad):04X})")
     return value
 

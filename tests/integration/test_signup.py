@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -300,6 +301,37 @@ def test_json_errors_come_back_per_field_and_nothing_is_stored(site: Site) -> No
         assert bad.status_code == 422, body[:20]
     with site.session() as session:
         assert session.query(SubscriberRow).count() == 0
+    assert site.transport.sent == []
+
+
+LONE = "\ud800"  # a lone surrogate: valid JSON (\\ud800), not encodable as UTF-8
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": f"Ann{LONE}"},
+        {"consent_text": f"Yes{LONE}"},
+        {"tags": [f"b2b{LONE}"]},
+        {"attributes": {f"company{LONE}": "Acme"}},
+        {"attributes": {"company": f"Acme{LONE}"}},
+        {"attributes": {"notes": [f"x{LONE}"]}},
+        {"form": f"pricing{LONE}"},
+        {"timezone": f"Europe/Stockholm{LONE}"},
+        {"locale": f"sv{LONE}"},
+        {"email": f"ann{LONE}@example.com"},
+    ],
+    ids=lambda fields: next(iter(fields)),
+)
+def test_a_lone_surrogate_in_any_field_is_a_422_and_nothing_is_stored(
+    site: Site, fields: dict[str, Any]
+) -> None:
+    body = json.dumps({"email": "ann@example.com", **fields})  # as \\ud800: ASCII
+    answer = site.client.post(
+        "/subscribe", content=body.encode("ascii"), headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert site.subscriber("ann@example.com") is None
     assert site.transport.sent == []
 
 
