@@ -26,7 +26,10 @@ def parse_instant(text: str) -> datetime:
         raise ValueError(f"{text!r} is not an ISO-8601 time such as 2026-11-27T15:30:00Z") from exc
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone: add an offset such as +01:00 or Z")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
 
 
 class FixedClock:

@@ -17,13 +17,13 @@ transaction, ``last_used_at`` of its token included.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -50,13 +50,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """The instant in UTC; one whose UTC time falls outside years 1 to 9999
+    (``0001-01-01T00:00:00+14:00``) is refused rather than overflowing later."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time in UTC is outside the years 1 to 9999") from None
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
 class ConsentIn(_Body):
     """The evidence of the opt-in: where, what wording, from which IP, when."""
 
     source: str = Field("api", description="Where the address came from (a form's name).")
     text: str | None = Field(None, description="The wording the subscriber agreed to.")
     ip: str | None = Field(None, description="The IP address the consent came from.")
-    at: AwareDatetime | None = Field(None, description="When it was given (default: now).")
+    at: Instant | None = Field(None, description="When it was given (default: now).")
 
 
 class SubscriberIn(_Body):
@@ -94,7 +106,7 @@ class EventIn(_Body):
     name: str = Field(examples=["trial_started"])
     id: str = Field(description="Your id of this event: posting it again changes nothing.")
     properties: dict[str, Any] = Field(default_factory=dict, examples=[{"plan": "pro"}])
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Instant | None = None
 
 
 class EventOut(BaseModel):

@@ -157,6 +157,11 @@ def test_refused_subscribers_get_an_error_per_field_and_change_nothing(api: Api)
     assert api.post("/api/v1/subscribers", future).status_code == 422
     naive = {**KARIN, "consent": {"source": "x", "at": "2026-01-01T00:00:00"}}
     assert api.post("/api/v1/subscribers", naive).status_code == 422
+    for far in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):  # out of range in UTC
+        too_far = {**KARIN, "consent": {"source": "x", "at": far}}
+        answer = api.post("/api/v1/subscribers", too_far)
+        assert answer.status_code == 422, answer.text
+        assert "consent" in str(answer.json()["errors"]), answer.text
     assert api.post("/api/v1/subscribers", [KARIN]).status_code == 422
     assert api.count(SubscriberRow) == 0
 
@@ -259,6 +264,8 @@ def test_refused_events_change_nothing(api: Api) -> None:
         {**base, "properties": {"x": "\x1b[31m"}},
         {**base, "occurred_at": "2030-01-01T00:00:00Z"},
         {**base, "occurred_at": "yesterday"},
+        {**base, "occurred_at": "0001-01-01T00:00:00+23:59"},  # before year 1 in UTC
+        {**base, "occurred_at": "9999-12-31T23:59:59-14:00"},  # after 9999 in UTC
         {**base, "email": "nope"},
         {"email": "karin@example.com", "name": "trial_started"},
     ):
