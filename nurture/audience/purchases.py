@@ -32,7 +32,7 @@ from babel.numbers import list_currencies
 from sqlalchemy.engine import Connection
 
 from nurture.audience.events import record_event
-from nurture.audience.input import InvalidSubscriberError, normalise_email
+from nurture.audience.input import InvalidSubscriberError, check_text, normalise_email
 from nurture.core.tokens import read_ref
 from nurture.core.vocabulary import EventKind
 from nurture.errors import NurtureError
@@ -59,6 +59,7 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 """A purchase dated before this is a mistake (and near ``datetime.min`` the
 attribution window's arithmetic would overflow)."""
 _CURRENCY = re.compile(r"[A-Z]{3}")
+_NOT_MONEY = frozenset({"XXX", "XTS"})  # ISO 4217's "no currency" and "for testing"
 
 
 class InvalidPurchaseError(NurtureError):
@@ -116,8 +117,10 @@ def check_currency(value: object) -> str:
     """An ISO 4217 code, upper-case (``sek`` becomes ``SEK``); anything else is refused."""
     if not isinstance(value, str):
         raise InvalidPurchaseError("currency must be a three-letter ISO 4217 code")
-    code = value.strip().upper()
-    if not _CURRENCY.fullmatch(code) or code not in _currencies():
+    code = value.strip()
+    # ASCII before upper-casing: "ſek" (a long s) must not become SEK.
+    code = code.upper() if code.isascii() else code
+    if not _CURRENCY.fullmatch(code) or code not in _currencies() or code in _NOT_MONEY:
         raise InvalidPurchaseError(f"currency {value[:10]!r} is not an ISO 4217 code")
     return code
 
@@ -158,10 +161,11 @@ def _text(what: str, value: object, *, required: bool) -> str | None:
     text = str(value).strip()
     if not text and required:
         raise InvalidPurchaseError(f"{what} is missing")
-    if len(text) > _TEXT_LIMITS[what]:
-        raise InvalidPurchaseError(f"{what} is longer than {_TEXT_LIMITS[what]} characters")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
-        raise InvalidPurchaseError(f"{what} contains a control character")
+    try:  # the rules of every subscriber field: no control character (C0 or C1),
+        # line separator or lone surrogate
+        check_text(what, text, _TEXT_LIMITS[what])
+    except InvalidSubscriberError as exc:
+        raise InvalidPurchaseError(str(exc)) from None
     return text or None
 
 

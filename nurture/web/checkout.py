@@ -228,7 +228,11 @@ def _product_of(items: list[Any]) -> object:
 def _ref_in_url(url: object) -> str | None:
     if not isinstance(url, str) or len(url) > 4000:
         return None
-    values = parse_qs(urlsplit(url).query).get("nurture_ref")
+    try:
+        query = urlsplit(url).query
+    except ValueError:  # "http://[::1/": not a URL, so no ref in it
+        return None
+    values = parse_qs(query).get("nurture_ref")
     return values[0] if values else None
 
 
@@ -262,7 +266,8 @@ def shopify_purchase(order: Mapping[str, Any]) -> PurchaseInput:
 
 def woocommerce_purchase(order: Mapping[str, Any]) -> PurchaseInput | None:
     """A paid order (status processing or completed); None for any other status."""
-    if order.get("status") not in PAID_WOOCOMMERCE:
+    status = order.get("status")
+    if not isinstance(status, str) or status not in PAID_WOOCOMMERCE:
         return None
     ref = next(
         (
@@ -346,11 +351,18 @@ def routes(runtime: Runtime) -> APIRouter:
         header = request.headers.get("Stripe-Signature")
         if not header:
             raise _refuse(401, "Stripe-Signature missing")
+        if not header.isascii():  # the library's comparison raises TypeError on it
+            raise _refuse(401, "bad signature")
         try:
-            stripe.Webhook.construct_event(body, header, secret, tolerance=TOLERANCE)
+            # The signature only; the body is read by _json_object, which
+            # answers 400 for whatever is not a JSON object (the library's own
+            # parsing fails on a list, or a deep nesting, with a 500).
+            stripe.WebhookSignature.verify_header(
+                body.decode("utf-8"), header, secret, tolerance=TOLERANCE
+            )
         except stripe.SignatureVerificationError:
             raise _refuse(401, "bad signature") from None
-        except ValueError:  # not UTF-8 or not JSON, though correctly signed
+        except UnicodeDecodeError:  # correctly signed or not, it is no JSON
             raise _refuse(400, "body is not JSON") from None
         event = _json_object(body)
         return await handle(lambda: stripe_purchase(event), f"event {event.get('type')!s:.60}")

@@ -315,6 +315,12 @@ NOW_T = int(NOW.timestamp())
         ("no time zone", 422),
         ("year one", 422),
         ("long order id", 422),
+        ("lone surrogate in the order id", 422),
+        ("lone surrogate in the product", 422),
+        ("C1 control in the order id", 422),
+        ("line separator in the product", 422),
+        ("long s currency", 422),
+        ("no-currency code", 422),
         ("oversized", 413),
     ],
 )
@@ -351,6 +357,20 @@ def test_the_checkout_webhook_refuses(shop: Shop, case: str, status: int) -> Non
                     email="karin@example.com", occurred_at="0001-01-01T00:00:00+14:00"
                 ),
                 "long order id": checkout_body(email="karin@example.com", order_id="x" * 171),
+                "lone surrogate in the order id": checkout_body(
+                    email="karin@example.com", order_id="A-\ud800"
+                ),
+                "lone surrogate in the product": checkout_body(
+                    email="karin@example.com", product="audit\udfff"
+                ),
+                "C1 control in the order id": checkout_body(
+                    email="karin@example.com", order_id="A-\x85-1"
+                ),
+                "line separator in the product": checkout_body(
+                    email="karin@example.com", product="audit\u2028x"
+                ),
+                "long s currency": checkout_body(email="karin@example.com", currency="\u017fek"),
+                "no-currency code": checkout_body(email="karin@example.com", currency="XXX"),
                 "oversized": checkout_body(email="karin@example.com", pad="x" * 1024 * 1024),
             }[case]
             signature = checkout_signature(body)
@@ -452,12 +472,22 @@ def test_stripe_by_email_and_other_events_are_ignored(shop: Shop) -> None:
 @pytest.mark.parametrize(
     ("case", "status"),
     [("bad signature", 401), ("no signature", 401), ("stale", 401), ("garbage body", 400),
+     ("non-ASCII signature", 401), ("a list, signed", 400), ("deep nesting, signed", 400),
      ("missing amount", 422), ("bad created", 422), ("oversized", 413)],
 )  # fmt: skip
 def test_stripe_refuses(shop: Shop, case: str, status: int) -> None:
     body = json.dumps(stripe_event()).encode()
     if case == "bad signature":
         answer = stripe_post(shop, body, secret="whsec_guessed")
+    elif case == "non-ASCII signature":
+        header = f"t={int(time.time())},v1=\u00e9".encode()
+        answer = shop.client.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+        )
+    elif case == "a list, signed":
+        answer = stripe_post(shop, b"[1]")
+    elif case == "deep nesting, signed":
+        answer = stripe_post(shop, b"[" * 50_000)
     elif case == "no signature":
         answer = shop.client.post("/webhooks/stripe", content=body)
     elif case == "stale":
@@ -548,6 +578,12 @@ def test_shopify_other_topics_are_ignored(shop: Shop) -> None:
     assert shop.nothing_stored()
 
 
+def test_shopify_a_landing_site_that_is_no_url_holds_no_ref(shop: Shop) -> None:
+    order = shopify_order(landing_site="http://[::1/?nurture_ref=x")
+    answer = shopify_post(shop, json.dumps(order).encode())
+    assert answer.json() == {"status": "recorded", "credit": "last_send"}, answer.text
+
+
 @pytest.mark.parametrize(
     ("case", "status"),
     [("bad signature", 401), ("no signature", 401), ("garbage body", 400),
@@ -631,6 +667,13 @@ def test_woocommerce_unpaid_orders_and_pings_store_nothing(shop: Shop) -> None:
     assert shop.nothing_stored()
     by_email = json.dumps(woo_order()).encode()
     assert woo_post(shop, by_email, topic="order.created").json()["credit"] == "last_send"
+
+
+def test_woocommerce_a_status_that_is_no_string_is_not_paid(shop: Shop) -> None:
+    for status in (["completed"], {"status": "completed"}, 1, None):
+        answer = woo_post(shop, json.dumps(woo_order(status=status)).encode())
+        assert answer.json()["status"] == "ignored", answer.text
+    assert shop.nothing_stored()
 
 
 @pytest.mark.parametrize(
