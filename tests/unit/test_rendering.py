@@ -536,6 +536,22 @@ def test_html_to_text_collapses_self_links() -> None:
     assert html_to_text(spaced) == "See the docs (https://x.example/) now.\n"
 
 
+def test_html_to_text_folds_the_padding_of_a_table_around_links() -> None:
+    # inscriptis pads a table's lines to its widest one: the spaces around a
+    # link fold into one (and a link at a line's start gets none before it).
+    html = (
+        "<table><tr><td>" + "word " * 2000 + "</td></tr>"
+        '<tr><td>See   <a href="https://x.example/">the docs</a>   now.</td></tr>'
+        '<tr><td><a href="https://y.example/">https://y.example/</a> first</td></tr>'
+        '<tr><td>two <a href="https://a.example/">a</a> <a href="#top">top</a></td></tr>'
+        "</table>"
+    )
+    lines = html_to_text(html).splitlines()
+    assert "See the docs (https://x.example/) now." in lines
+    assert "https://y.example/ first" in lines
+    assert "two a (https://a.example/) top" in lines
+
+
 def test_html_to_text_decodes_entities_once() -> None:
     # A subscriber literally named "&lt" is escaped once by Jinja2 and must
     # come back as "&lt" in the text part, not as "<" (found by hypothesis).

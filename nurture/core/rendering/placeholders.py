@@ -167,8 +167,7 @@ def html_to_text(html: str) -> str:
         custom_html_tag_handler_mapping=_link_markers(opened, closed, ended),
     )
     text = get_text(html.replace("&amp;", stand_in), config)
-    links = re.compile(f"( *){opened}(.*?){closed}(.*?){ended}( *)", re.S)
-    text = links.sub(_link_text, text).replace(stand_in, "&")
+    text = _replace_links(text, opened, closed, ended).replace(stand_in, "&")
     text = "\n".join(line.rstrip() for line in text.splitlines())
     return _BLANK_LINES.sub("\n\n", text).strip("\n") + "\n"
 
@@ -189,12 +188,49 @@ def _link_markers(opened: str, closed: str, ended: str) -> CustomHtmlTagHandlerM
     return CustomHtmlTagHandlerMapping({"a": start}, {"a": end})
 
 
-def _link_text(found: re.Match[str]) -> str:
+def _replace_links(text: str, opened: str, closed: str, ended: str) -> str:
+    """Each marked link in ``text`` as :func:`_link_text` writes it, with the
+    spaces just around it folded in.
+
+    A loop rather than one ``re.sub`` with ``( *)`` on either side: inscriptis
+    pads the lines of a table to its widest line, and a pattern starting with
+    ``( *)`` tries every space of such a run as a start, which is quadratic in
+    the run (a long paragraph in the layout's table took minutes, inside one C
+    call that no render budget can stop). Here each character is looked at a
+    bounded number of times.
+    """
+    links = re.compile(f"{opened}(.*?){closed}(.*?){ended}", re.S)
+    pieces: list[str] = []
+    done = 0  # text[:done] is written (the spaces after a link belong to it)
+    for found in links.finditer(text):
+        start, end = found.start(), found.end()
+        before = start
+        while before > done and text[before - 1] == " ":
+            before -= 1
+        after = end
+        while after < len(text) and text[after] == " ":
+            after += 1
+        at_line_start = before == 0 or text[before - 1] == "\n"
+        pieces.append(text[done:before])
+        pieces.append(
+            _link_text(
+                found.group(1), found.group(2),
+                spaced_before=before < start, spaced_after=after > end,
+                at_line_start=at_line_start,
+            )
+        )  # fmt: skip
+        done = after
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _link_text(
+    label: str, href: str, *, spaced_before: bool, spaced_after: bool, at_line_start: bool
+) -> str:
     """How one link reads in a text part: ``Read more (https://...)``; the bare
     URL when the label is empty or the URL itself; the label alone for a jump
     inside the email (``#top``). A ``mailto:`` shows as the address. Spaces
     just inside or around the link fold into one, as they would in HTML."""
-    before, label, href, after = found.groups()
     words = " ".join(label.split()) if "\n" not in label.strip() else label.strip()
     shown = href.removeprefix("mailto:") if "?" not in href else href
     if href.startswith("#"):
@@ -203,7 +239,6 @@ def _link_text(found: re.Match[str]) -> str:
         link = shown
     else:
         link = f"{words} ({shown})"
-    at_line_start = found.start() == 0 or found.string[found.start() - 1] == "\n"
-    lead = " " if (before or label[:1] == " ") and not at_line_start else ""
-    trail = " " if after or label[-1:] == " " else ""
+    lead = " " if (spaced_before or label[:1] == " ") and not at_line_start else ""
+    trail = " " if spaced_after or label[-1:] == " " else ""
     return f"{lead}{link}{trail}"
