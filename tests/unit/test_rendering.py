@@ -25,6 +25,7 @@ from nurture.core.rendering import Links, RenderedEmail, TemplateLibrary
 from nurture.core.rendering.links import hrefs, offer_url
 from nurture.core.rendering.loader import locale_search_path
 from nurture.core.rendering.placeholders import html_to_text
+from nurture.core.rendering.templates import nesting_depth
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, RenderError
 
@@ -165,6 +166,30 @@ def test_subject_is_plain_text_on_one_line(templates: Path) -> None:
         seq=sequence(steps=steps),
     )
     assert email.subject == "Tom & Jerry Bcc: all@example.com"
+
+
+@pytest.mark.parametrize(
+    ("html", "depth"),
+    [
+        ("<p>a<br>b<img src=x><br/></p><!-- <i><i> --><div><p>c</p></div>", 2),
+        ("<div>" * 3 + "</div>" * 3 + "<b><i>x</i></b>", 3),
+        ("</div></div><span>x</span>", 1),  # stray closing tags never go below zero
+        ("<i>" * 40, 40),  # unclosed: counted as open (an upper bound)
+    ],
+)
+def test_nesting_depth_counts_open_elements(html: str, depth: int) -> None:
+    assert nesting_depth(html) == depth
+
+
+@pytest.mark.parametrize("source", ["<i>" * 600 + "deep", "<div>" * 300 + "<b>" * 300 + "x"])
+def test_html_nested_past_the_limit_is_a_render_error_not_a_crash(
+    templates: Path, source: str
+) -> None:
+    # The CSS inliner overflows its stack (a segfault) some ten thousand
+    # levels down; the limit refuses far earlier, with the template's name.
+    write(templates, {"en/welcome.md": source})
+    with pytest.raises(RenderError, match=r"en/welcome\.md:1:1: the HTML nests elements"):
+        render(templates)
 
 
 # -- strict undefined and syntax errors: template:line ------------------------

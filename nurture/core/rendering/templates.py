@@ -274,6 +274,16 @@ class TemplateLibrary(CompiledTemplates):
         return html, lambda: html_to_text(html)
 
     def _inline(self, plan: RenderPlan, html: str) -> str:
+        # Fewer tags than the limit cannot nest deeper: most emails stop here.
+        depth = nesting_depth(html) if html.count("<") > MAX_NESTING else 0
+        if depth > MAX_NESTING:
+            raise RenderFailure(
+                Diagnostic(
+                    plan.source, 1, 1,
+                    f"the HTML nests elements {depth} deep (at most {MAX_NESTING}): "
+                    "close the tags a template opens",
+                )
+            )  # fmt: skip
         try:
             return self._inliner.inline(html)
         except ValueError as exc:  # css_inline.InlineError
@@ -354,6 +364,35 @@ class TemplateLibrary(CompiledTemplates):
 
 
 _TAG = re.compile(r"<!--.*?-->|<[^>]*>", re.S)
+
+MAX_NESTING = 500
+"""The deepest nesting of HTML elements an email may have. The CSS inliner
+(css_inline, native code) recurses per level and overflows its thread's stack
+some ten thousand levels down, which kills the process (a segfault, not an
+exception); a real email nests a few dozen."""
+
+_ELEMENT = re.compile(r"<!--.*?-->|<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*?(/?)>", re.S)
+_VOID = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+     "source", "track", "wbr"}
+)  # fmt: skip  # elements without content: never opened
+
+
+def nesting_depth(html: str) -> int:
+    """How deep ``html``'s elements nest, counted from its tags: an upper bound
+    (a tag the parser would close by itself, such as a second ``<p>``, counts
+    as open), exact for well-formed HTML."""
+    depth = deepest = 0
+    for found in _ELEMENT.finditer(html):
+        closing, name, self_closing = found.groups()
+        if name is None or self_closing or name.lower() in _VOID:
+            continue  # a comment, <br/>, <img>
+        if closing:
+            depth = max(depth - 1, 0)
+        else:
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest
 
 
 def _first_line(text: str) -> str:
