@@ -192,6 +192,35 @@ def test_html_nested_past_the_limit_is_a_render_error_not_a_crash(
         render(templates)
 
 
+def test_a_megabyte_subject_fails_that_email_naming_the_step(templates: Path) -> None:
+    seq = sequence()
+    steps = [s.model_dump() for s in seq.steps]
+    steps[0]["subject"] = "Hi {{ subscriber.name }}"
+    seq = sequence(steps=steps)
+    render(templates, Subscriber(email="x@example.com", name="N" * 990), seq=seq)  # fits
+    huge = Subscriber(email="x@example.com", name="N" * 1_000_000)
+    with pytest.raises(RenderError, match=r"subject of step 'welcome' is 1000003 characters"):
+        render(templates, huge, seq=seq)
+    steps[0]["preheader"] = "{{ 'x' * 2000 }}"
+    with pytest.raises(RenderError, match=r"preheader of step 'welcome' is 2000 characters"):
+        render(templates, seq=sequence(steps=steps))
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"en/welcome.md": "{% include 'en/welcome.md' %}"},
+        {"en/welcome.md": "{% include 'en/a.html' %}", "en/a.html": "{% include 'en/b.html' %}",
+         "en/b.html": "{% include 'en/a.html' %}"},
+        {"en/welcome.md": "{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}"},
+    ],
+)  # fmt: skip
+def test_recursion_without_end_says_so(templates: Path, files: dict[str, str]) -> None:
+    write(templates, files)
+    with pytest.raises(RenderError, match="recursion without end"):
+        render(templates)
+
+
 # -- strict undefined and syntax errors: template:line ------------------------
 
 

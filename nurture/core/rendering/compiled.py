@@ -79,6 +79,12 @@ class RenderPlan:
     markdown: bool
 
 
+RECURSION = (
+    "recursion without end: a template that includes, extends or imports itself "
+    "(or one that includes it back), or a macro that calls itself too deep"
+)
+
+
 class RenderFailure(RenderError):
     """A RenderError that knows where: a template line, or a key of the sequence file."""
 
@@ -94,6 +100,8 @@ def describe(
     """What went wrong, for the author; with the ``source`` that raised and the
     ``scope`` it ran with, an undefined name is explained (see
     :func:`~nurture.core.undefined.explain_undefined`)."""
+    if isinstance(exc, RecursionError):
+        return RECURSION
     if isinstance(exc, UndefinedError) and source is not None and scope is not None:
         explained = explain_undefined(exc.message or "", source, scope)
         if explained is not None:

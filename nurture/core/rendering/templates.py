@@ -337,14 +337,20 @@ class TemplateLibrary(CompiledTemplates):
             if value is None:
                 continue
             source = localized(value, plan.locale, sequence.locale)
+            key = ("steps", _index(sequence, step), field,
+                   *text_key(value, plan.locale, sequence.locale))  # fmt: skip
             try:
                 lines[field] = self.render_line(source, context)
             except Exception as exc:
-                key = ("steps", _index(sequence, step), field,
-                       *text_key(value, plan.locale, sequence.locale))  # fmt: skip
                 message = f"{field} of step {step.id!r}: {describe(exc, source, context)}"
                 where = Diagnostic(f"<sequence {sequence.id}>", 1, 1, message)
                 raise RenderFailure(where, key) from exc
+            if len(lines[field]) > MAX_LINE:
+                message = (
+                    f"{field} of step {step.id!r} is {len(lines[field])} characters long "
+                    f"(at most {MAX_LINE})"
+                )
+                raise RenderFailure(Diagnostic(f"<sequence {sequence.id}>", 1, 1, message), key)
         return lines
 
     def _render_content(self, plan: RenderPlan, context: dict[str, Any]) -> str:
@@ -364,6 +370,12 @@ class TemplateLibrary(CompiledTemplates):
 
 
 _TAG = re.compile(r"<!--.*?-->|<[^>]*>", re.S)
+
+MAX_LINE = 1000
+"""The longest subject or preheader, in characters, once rendered: mail
+clients show some sixty; longer is a mistake (or a subscriber's value of a
+megabyte), and that one email fails rather than going out as megabytes of
+header."""
 
 MAX_NESTING = 500
 """The deepest nesting of HTML elements an email may have. The CSS inliner
