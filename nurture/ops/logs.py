@@ -16,7 +16,8 @@ No secret reaches the output at any level: the HTTP libraries that log
 request headers at DEBUG (``urllib3``, ``httpx``, ``python_http_client``,
 the ``sendgrid`` library) are kept at WARNING, and every formatted record,
 text or JSON, goes through :func:`redact` (``Authorization`` values, bearer
-tokens, SendGrid keys) as a last line of defence. Email bodies are never
+tokens, SendGrid keys, and the tokens in the paths of subscribers' links,
+which uvicorn's access log would otherwise show) as a last line of defence. Email bodies are never
 logged by nurture's own code.
 """
 
@@ -59,9 +60,17 @@ _SECRET = re.compile(
 )
 
 
+# The signed token of a link that acts for a subscriber (confirm, leave, manage
+# preferences, a tracked click or open): whoever reads it in an access log
+# could use it.
+_CAPABILITY = re.compile(r"(/(?:confirm|unsubscribe|preferences|c|o)/)[\w.~%=-]+")
+
+
 def redact(text: str) -> str:
-    """``text`` with Authorization values, bearer tokens and SendGrid keys hidden."""
-    return _SECRET.sub(lambda m: f"{m.group(1) or m.group(2) or ''}[redacted]", text)
+    """``text`` with Authorization values, bearer tokens, SendGrid keys and the
+    tokens of subscribers' links hidden."""
+    text = _SECRET.sub(lambda m: f"{m.group(1) or m.group(2) or ''}[redacted]", text)
+    return _CAPABILITY.sub(r"\1[redacted]", text)
 
 
 def action_of(record: logging.LogRecord) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from nurture.app.runtime import Runtime
 from nurture.app.worker import Worker, WorkerHealth
@@ -54,6 +56,22 @@ def _worker_problems(health: WorkerHealth, stale_after: float) -> list[str]:
     return problems
 
 
+log = logging.getLogger("nurture.web")
+
+
+async def _client_gone(request: Request, _exc: Exception) -> Response:
+    """The client closed the connection before its body arrived (or sent a
+    broken chunked one): nobody reads the answer, and it is no error of ours,
+    so no traceback in the log (anyone could fill it)."""
+    log.info(
+        "%s %s: the client went away before its body arrived",
+        request.method,
+        request.url.path,
+        extra={"action": "web.client_gone"},
+    )
+    return Response(status_code=400)
+
+
 def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
     """The app over ``runtime``. With ``worker``, its scheduler runs alongside the
     app (``nurture run``) and stops with it (the emails in flight are confirmed)."""
@@ -70,6 +88,7 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
 
     app = FastAPI(title="nurture", lifespan=lifespan)
     add_security_headers(app)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:

@@ -4,6 +4,7 @@ and a few web requests: every record is one JSON object with a stable
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -149,3 +150,55 @@ def test_debug_json_logs_of_a_dispatch_and_web_requests_hold_no_secret(
     assert {"worker.tick", "dispatch.pass", "send.failed", "webhook.received"} <= actions
     assert any(r["level"] == "DEBUG" for r in records)  # DEBUG really was on
     assert any("[redacted]" in r["message"] for r in records)  # the library's header line
+
+
+def test_the_access_log_hides_the_tokens_of_subscribers_links(captured: io.StringIO) -> None:
+    access = logging.getLogger("uvicorn.access")
+    tokens = {
+        path: f"eyJzIjoxfQ.{path.strip('/').replace('/', '')}-s1gnatur3_x"
+        for path in ("/confirm/", "/unsubscribe/", "/preferences/", "/c/", "/o/")
+    }
+    for path, token in tokens.items():
+        # As uvicorn logs a request line.
+        access.info('%s - "%s %s HTTP/%s" %d', "203.0.113.9:5123", "GET", path + token, "1.1", 200)
+    output = captured.getvalue()
+    for path, token in tokens.items():
+        assert token not in output
+        assert f"{path}[redacted]" in output
+    assert "/subscribe/newsletter" not in captured.getvalue()  # a form's name is no secret
+    access.info(
+        '%s - "%s %s HTTP/%s" %d', "203.0.113.9:5123", "GET", "/subscribe/newsletter", "1.1", 200
+    )
+    assert "/subscribe/newsletter" in captured.getvalue()
+
+
+def test_a_client_that_goes_away_mid_body_is_no_error(
+    engine: Engine, tmp_path: Path, captured: io.StringIO
+) -> None:
+    runtime = build_runtime(
+        example_workdir(tmp_path), FixedClock(NOW), engine=engine, migrate=False
+    )
+    app = create_app(runtime)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}  # the connection closed before the body came
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/subscribe", "raw_path": b"/subscribe", "query_string": b"",
+        "root_path": "", "client": ("203.0.113.9", 5123), "server": ("testserver", 80),
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
+                    (b"content-length", b"100")],
+    }  # fmt: skip
+    try:
+        asyncio.run(app(scope, receive, send))  # raises if the app let it through
+    finally:
+        runtime.close()
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    records = [json.loads(line) for line in captured.getvalue().splitlines()]
+    assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")], records
+    assert any(r["action"] == "web.client_gone" for r in records)
