@@ -141,6 +141,12 @@ def normalise_email(text: str) -> str:
     if len(candidate) > LIMITS["email"]:
         # Checked first: the refusal below quotes the address.
         raise InvalidSubscriberError(f"email address is longer than {LIMITS['email']} characters")
+    if "\ufffd" in candidate:
+        # What a decoder leaves of bytes that were not UTF-8 (a form's "%FF"):
+        # not a character anyone's address has, and not the one they typed.
+        raise InvalidSubscriberError(
+            "email address has bytes that are not UTF-8 text (U+FFFD where they were)"
+        )
     local, at, domain = candidate.partition("@")
     if at and len(local) <= _LOCAL_MAX and _DOT_ATOM.fullmatch(local):
         # The common case, a plain ASCII local part: email-validator keeps it as

@@ -76,6 +76,9 @@ def test_the_input_cannot_be_changed_after_parsing() -> None:
         ({"attributes": {"list": ["x" * 1000] * 3}}, "attribute 'list' is longer than 2000"),
         ({"attributes": {"note": "a\x00b"}}, r"attribute 'note' contains a NUL character"),
         ({"attributes": {"note": {"deep": ["\x1b]0;t\x07"]}}}, r"'note' contains a control"),
+        ({"name": "Ann\ud800"}, r"name contains an unpaired surrogate \(U\+D800\)"),
+        ({"attributes": {"note": "x\udfff"}}, r"'note' contains an unpaired surrogate"),
+        ({"email": "x\ufffd@example.com"}, "bytes that are not UTF-8 text"),
     ],
 )
 def test_each_refusal_names_its_field(fields: dict[str, Any], message: str) -> None:
