@@ -17,8 +17,9 @@ from nurture.core.loader import (
     load_sequences,
     sequence_files,
 )
-from nurture.core.places import timezone_warning
+from nurture.core.places import check_locale, timezone_warning
 from nurture.core.rendering import SPARSE_SUBSCRIBER, TemplateLibrary, check, sparse_warnings
+from nurture.core.rendering.compiled import RenderFailure
 from nurture.core.samples import samples_for
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, NurtureError, SequenceError
@@ -169,7 +170,10 @@ def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:
 def find_sequence(settings: Settings, folder: Path, name: str) -> LoadedSequence:
     """A sequence by id (in the sequences folder) or by file path."""
     candidate = folder / name
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+    # is_symlink: a link that cannot be followed (a loop) is reported as such,
+    # not looked up as a sequence id.
+    named = candidate.is_file() or candidate.is_symlink()
+    if candidate.suffix in (".yaml", ".yml") and named:
         item, problems = load_sequence_file(candidate)
     else:
         loaded, problems = load_sequences([settings.sequences_dir])
@@ -205,6 +209,13 @@ def preview_sequence(
     person = subscriber or samples_for(sequence, loaded.path)[0]
     if locale is not None:
         person = replace(person, locale=locale)
+    # The locale names the output files: checked here whatever the caller did,
+    # so no value ("../../x") can put a file outside ``out_dir``.
+    try:
+        shown_locale = check_locale(person.locale or sequence.locale)
+    except ValueError as exc:
+        raise NurtureError(f"preview of {sequence.id}: {exc}") from exc
+    person = replace(person, locale=shown_locale)
     library = TemplateLibrary(settings.templates_dir, brand=settings.brand)
     composer = Composer(
         lambda: library,
@@ -215,11 +226,19 @@ def preview_sequence(
     )
     target = out_dir / sequence.id
     target.mkdir(parents=True, exist_ok=True)
-    shown_locale = person.locale or sequence.locale
     written: list[Path] = []
     moment = now or datetime.now(UTC)
     for step in steps:
-        message = composer(loaded, step, person, SAMPLE_KEY, moment).message
+        try:
+            message = composer(loaded, step, person, SAMPLE_KEY, moment).message
+        except RenderFailure as failure:
+            if failure.key is None:  # a template's own file and line
+                raise
+            # A key of the sequence file (a subject, a missing template):
+            # where it is written, as validate says it.
+            line, column = loaded.positions.of(failure.key)
+            where = Diagnostic(loaded.display, line, column, failure.diagnostic.message)
+            raise SequenceError([_relative(where)]) from None
         html_part = message.get_body(("html",))
         text_part = message.get_body(("plain",))
         assert html_part is not None and text_part is not None

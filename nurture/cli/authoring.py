@@ -18,10 +18,20 @@ from rich.text import Text
 
 from nurture.app.settings import Settings
 from nurture.authoring.workbench import find_sequence, preview_sequence, validate_paths
-from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
-from nurture.core.decisions import Event
+from nurture.cli.console import (
+    EXIT_CONFIGURATION,
+    EXIT_FAILED,
+    err,
+    errors,
+    examples,
+    fail,
+    out,
+    print_json,
+    safe,
+)
+from nurture.core.decisions import Event, subscriber_zone
 from nurture.core.loader import LoadedSequence
-from nurture.core.places import check_timezone
+from nurture.core.places import check_locale, check_timezone
 from nurture.core.samples import read_subscribers, samples_for
 from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import early_engagement, simulate, unknown_step
@@ -36,13 +46,40 @@ def _settings(ctx: typer.Context) -> Settings:
     return settings
 
 
-def _parse_time(text: str, zone: ZoneInfo, what: str) -> datetime:
-    """An ISO-8601 time; without an offset it is read in ``zone`` (the subscriber's)."""
+def _parse_time(text: str, zone: ZoneInfo, what: str, code: int = EXIT_FAILED) -> datetime:
+    """An ISO-8601 time; without an offset it is read in ``zone`` (the subscriber's).
+
+    Refused with exit ``code`` when it is not one, or when it cannot be written
+    in UTC or in ``zone`` (see :func:`_in_calendar`).
+    """
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise fail(f"{what}: {text!r} is not an ISO-8601 time such as 2026-11-27T15:30") from exc
-    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+        raise fail(
+            f"{what}: {text!r} is not an ISO-8601 time such as 2026-11-27T15:30", code
+        ) from exc
+    moment = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+    return _in_calendar(moment, zone, f"{what}: {text!r}", code)
+
+
+def _in_calendar(moment: datetime, zone: ZoneInfo, what: str, code: int) -> datetime:
+    """``moment`` if it can be written both in UTC and in ``zone``, else a refusal.
+
+    The timeline is computed in UTC and shown in the subscriber's zone; a time
+    within a day of 0001-01-01 or 9999-12-31 may have no date in one of them
+    (``0001-01-01T00:00+05:00`` is the year 0 in UTC), and Python's dates stop
+    there. The simulation itself handles steps due past the end (``never``).
+    """
+    try:
+        moment.astimezone(UTC)
+        moment.astimezone(zone)
+    except OverflowError:
+        raise fail(
+            f"{what} is outside the years 1 to 9999 in UTC or in {zone.key}: "
+            "give a time between 0001-01-02 and 9999-12-30",
+            code,
+        ) from None
+    return moment
 
 
 def parse_event(text: str, zone: ZoneInfo) -> Event:
@@ -80,7 +117,9 @@ def validate(
     settings = _settings(ctx)
     targets = [ctx.obj.folder / p for p in paths] if paths else [settings.sequences_dir]
     for target in targets:
-        if not target.exists():
+        # A link counts even when it leads nowhere: the loader says why it cannot
+        # be read (a symlink loop, a missing target) at file:1:1.
+        if not target.exists() and not target.is_symlink():
             raise fail(f"{target}: no such file or folder")
     with errors():
         result = validate_paths(settings, targets)
@@ -144,6 +183,11 @@ def preview(
     ] = Path("preview"),
 ) -> None:
     """Write each email as .html, .txt and .eml, exactly as it will be sent."""
+    if locale is not None:
+        try:
+            locale = check_locale(locale)  # the check subscribers' locales get
+        except ValueError as exc:
+            raise fail(f"--locale: {exc}", EXIT_CONFIGURATION) from exc
     settings = _settings(ctx)
     with errors():
         loaded = find_sequence(settings, ctx.obj.folder, sequence)
@@ -199,8 +243,12 @@ def simulate_command(
         except ValueError as exc:
             raise fail(f"--tz: {exc}") from exc
         subscriber = replace(subscriber, timezone=tz)
-    zone = ZoneInfo(subscriber.timezone or seq.timezone)
-    begin = _parse_time(start, zone, "--start") if start else ctx.obj.now()
+    zone = subscriber_zone(subscriber, seq)  # the zone the simulation uses
+    if start:
+        begin = _parse_time(start, zone, "--start", EXIT_CONFIGURATION)
+    else:
+        now = ctx.obj.now()
+        begin = _in_calendar(now, zone, f"--now {now.isoformat()}", EXIT_CONFIGURATION)
     written = [(text, parse_event(text, zone)) for text in event or []]
     events = [parsed for _, parsed in written]
     typos = [

@@ -10,11 +10,15 @@ Files are read through :func:`nurture.core.files.read_text`: at most
 :data:`MAX_SEQUENCE_BYTES`, regular files only, never under ``/proc``, ``/sys``
 or ``/dev``. A file found by listing a folder must stay inside it (a link to
 another file in the folder is fine; a link out of it is refused); a file named
-explicitly (``nurture validate path/to/file.yaml``) is read where it is.
+explicitly (``nurture validate path/to/file.yaml``) is read where it is. A
+link that leads back to itself (``a.yaml -> b.yaml -> a.yaml``) is a problem
+in that file, like any other file that cannot be read, never a crash of the
+whole command.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 from collections.abc import Iterable
@@ -356,9 +360,51 @@ def _condition_diagnostics(
     return diagnostics
 
 
-def _display(path: Path) -> str:
+SYMLINK_LOOP = (
+    "a symlink loop: the link leads, through other links, back to itself; "
+    "point it at a real file or remove it"
+)
+
+
+def symlink_loop(path: Path) -> bool:
+    """Whether following the links in ``path`` goes round in a circle.
+
+    ``Path.resolve`` raises RuntimeError for a loop on Python 3.11 and 3.12
+    (an OSError with ELOOP later), which no caller expects from a path; and
+    ``exists()`` or ``is_file()`` just answer False, as for a missing file.
+    """
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        path.resolve(strict=True)
+    except RuntimeError:
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def read_file(path: Path, *, limit: int, inside: Path | None = None) -> str:
+    """:func:`nurture.core.files.read_text`, with a symlink loop refused
+    (:class:`FileRefused`, :data:`SYMLINK_LOOP`) like any file it will not read."""
+    if symlink_loop(path):
+        raise FileRefused(path, SYMLINK_LOOP)
+    try:
+        return read_text(path, limit=limit, inside=inside)
+    except RuntimeError as exc:  # a loop made since the check: Path.resolve's error
+        raise FileRefused(path, SYMLINK_LOOP) from exc
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working folder, its links resolved; a link in
+    a loop is shown where it is (its folder resolved), as it cannot be followed."""
+    try:
+        real = path.resolve()
+    except (RuntimeError, OSError):
+        try:
+            real = path.parent.resolve() / path.name
+        except (RuntimeError, OSError):
+            return str(path)
+    try:
+        return str(real.relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 
@@ -367,9 +413,9 @@ def load_sequence_file(
     path: Path, *, inside: Path | None = None
 ) -> tuple[LoadedSequence | None, list[Diagnostic]]:
     """Load one file; with ``inside``, its real path must be in that folder."""
-    display = _display(path)
+    display = display_path(path)
     try:
-        text = read_text(path, limit=MAX_SEQUENCE_BYTES, inside=inside)
+        text = read_file(path, limit=MAX_SEQUENCE_BYTES, inside=inside)
     except FileRefused as exc:
         return None, [Diagnostic(display, exc.line, exc.column, exc.reason)]
     except (OSError, UnicodeDecodeError) as exc:
@@ -400,10 +446,10 @@ def sequence_files(paths: Iterable[Path]) -> list[Path]:
 def broken_file(path: Path, *, inside: Path | None = None) -> BrokenFile:
     """Describe a file that failed to load (reads it again, within the same limits)."""
     try:
-        text: str | None = read_text(path, limit=MAX_SEQUENCE_BYTES, inside=inside)
+        text: str | None = read_file(path, limit=MAX_SEQUENCE_BYTES, inside=inside)
     except (FileRefused, OSError, UnicodeDecodeError):
         text = None
-    return BrokenFile(path, _display(path), guess_sequence_id(path, text))
+    return BrokenFile(path, display_path(path), guess_sequence_id(path, text))
 
 
 def load_sequences(paths: Iterable[Path]) -> tuple[Sequences, list[Diagnostic]]:

@@ -1,18 +1,27 @@
-"""Sample subscriber data for validate, preview and simulate (read from YAML files)."""
+"""Sample subscriber data for validate, preview and simulate (read from YAML files).
+
+A sample's time zone and locale get the checks a real subscriber's get
+(:mod:`nurture.core.places`): the zone is used to compute due times and the
+locale names template folders and ``preview``'s output files, so an unknown
+zone or a locale such as ``../../x`` is a problem at its ``file:line:column``,
+never a crash or a path outside the preview folder.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from nurture.core.files import MEGABYTE, FileRefused, read_text
-from nurture.core.loader import SAMPLE_SUFFIX
+from nurture.core.files import MEGABYTE, FileRefused
+from nurture.core.loader import SAMPLE_SUFFIX, Positions, display_path, read_file, symlink_loop
 from nurture.core.model import Sequence
+from nurture.core.places import check_locale, check_timezone
 from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, SequenceError
 
@@ -41,11 +50,33 @@ class SampleSubscriber(BaseModel):
     trigger: SampleTrigger | None = None
     """For a sequence triggered by an app event: that event, as if it was posted."""
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        """A blank zone is not given (the sequence's applies), as for subscribers."""
+        given = _given(value)
+        return None if given is None else check_timezone(given)
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str | None) -> str | None:
+        """Normalised (``sv_se`` -> ``sv-SE``) like a subscriber's: a tag Babel
+        knows can name no other folder than a locale's."""
+        given = _given(value)
+        return None if given is None else check_locale(given)
+
     def to_subscriber(self) -> Subscriber:
         subscriber = Subscriber.of(self)
         if self.trigger is None:
             return subscriber
         return replace(subscriber, trigger_properties=dict(self.trigger.properties))
+
+
+def _given(value: str | None) -> str | None:
+    """``value`` stripped, or None when it is missing or blank ("not given")."""
+    if value is None:
+        return None
+    return value.strip() or None
 
 
 def builtin_samples(sequence: Sequence) -> list[Subscriber]:
@@ -69,33 +100,55 @@ def read_subscribers(path: Path, *, inside: Path | None = None) -> list[Subscrib
     """Read one subscriber (a mapping) or several (a list) from a YAML file.
 
     At most :data:`MAX_SAMPLE_BYTES`; with ``inside``, only a file in that
-    folder (see :func:`nurture.core.files.read_text`).
+    folder (see :func:`nurture.core.files.read_text`). Raises SequenceError
+    with every problem at its ``file:line:column``.
     """
+    shown = display_path(path)  # as sequence files are shown
     try:
-        data = YAML(typ="safe").load(read_text(path, limit=MAX_SAMPLE_BYTES, inside=inside))
+        text = read_file(path, limit=MAX_SAMPLE_BYTES, inside=inside)
+        data = YAML(typ="safe").load(text)
     except FileRefused as exc:
-        raise SequenceError([Diagnostic(str(path), exc.line, exc.column, exc.reason)]) from exc
+        raise SequenceError([Diagnostic(shown, exc.line, exc.column, exc.reason)]) from exc
     except (OSError, UnicodeDecodeError, YAMLError) as exc:
-        raise SequenceError(
-            [Diagnostic(str(path), 1, 1, f"cannot read sample data: {exc}")]
-        ) from exc
+        raise SequenceError([Diagnostic(shown, 1, 1, f"cannot read sample data: {exc}")]) from exc
     items = data if isinstance(data, list) else [data]
     subscribers: list[Subscriber] = []
+    errors: list[tuple[tuple[str | int, ...], str]] = []
     for index, item in enumerate(items):
         try:
             subscribers.append(SampleSubscriber.model_validate(item).to_subscriber())
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise SequenceError(
-                [Diagnostic(str(path), 1, 1, f"subscriber {index + 1}: {where}: {first['msg']}")]
-            ) from exc
+            inside_list = (index,) if isinstance(data, list) else ()
+            for error in exc.errors():
+                loc = tuple(error["loc"])
+                where = ".".join(str(part) for part in loc)
+                message = str(error["msg"]).removeprefix("Value error, ")
+                what = f"subscriber {index + 1}: " + (f"{where}: " if where else "")
+                errors.append(((*inside_list, *loc), what + message))
+    if errors:
+        at = _positions(text)
+        raise SequenceError([Diagnostic(shown, *at(where), message) for where, message in errors])
     return subscribers
+
+
+def _positions(text: str) -> Callable[[tuple[str | int, ...]], tuple[int, int]]:
+    """Where a key path is in the sample file's ``text`` (1-based line, column).
+
+    The text is parsed again, with positions, only when there is a problem to
+    place: the round-trip loader's values (ordered maps, tagged scalars) are
+    not what the samples should hold. (1, 1) when it cannot be parsed so.
+    """
+    try:
+        root = YAML(typ="rt").load(text)
+    except (YAMLError, ValueError, TypeError, AttributeError, KeyError, RecursionError):
+        return lambda _: (1, 1)
+    return Positions(root, text).of
 
 
 def samples_for(sequence: Sequence, sequence_path: Path) -> list[Subscriber]:
     """``<id>.sample.yaml`` beside the sequence file, else the built-in sample."""
     sample = sequence_path.with_name(sequence.id + SAMPLE_SUFFIX)
-    if sample.is_file():
+    # A sample file in a symlink loop is reported, not silently replaced.
+    if sample.is_file() or symlink_loop(sample):
         return read_subscribers(sample, inside=sequence_path.parent)
     return builtin_samples(sequence)

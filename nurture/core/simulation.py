@@ -5,6 +5,8 @@ It is not a second implementation of the timing rules: it loops
 dispatcher does, with in-memory state, jumping the clock to the next due time
 or the next event, whichever comes first. A ``when`` that fails ends the
 timeline with a ``paused`` entry, as the dispatcher pauses the sequence there.
+A step due past the end of the calendar (:data:`~nurture.core.timing.NEVER`)
+ends it with a ``never`` entry: the dispatcher would wait for it forever.
 :func:`simulate` runs it from
 enrollment; ``nurture plan`` runs the same loop (:func:`timeline_from`) from a
 stored enrollment's next turn. :func:`unknown_step` and
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from nurture.core.decisions import (
     Complete,
@@ -33,19 +36,22 @@ from nurture.core.decisions import (
     settled,
     subscriber_zone,
 )
-from nurture.core.model import Sequence
+from nurture.core.model import Sequence, Step
 from nurture.core.subscriber import Subscriber
-from nurture.core.timing import require_aware
+from nurture.core.timing import BEYOND_CALENDAR, NEVER, require_aware
 from nurture.core.vocabulary import EventKind, SendStatus
 from nurture.errors import TimingError
 
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    """One line of a simulated timeline; ``at`` is in the subscriber's zone."""
+    """One line of a simulated timeline; ``at`` is in the subscriber's zone.
+
+    ``never``: the step is due past the end of the calendar; ``at`` is then
+    when the wait for it began (the last moment the timeline reached)."""
 
     step: str | None
-    action: Literal["send", "skip", "paused", "exit", "complete"]
+    action: Literal["send", "skip", "paused", "exit", "complete", "never"]
     at: datetime
     reason: str
 
@@ -90,8 +96,9 @@ def timeline_from(
     skip is settled at that moment and the next step decided. ``plan`` starts
     from a stored enrollment at the time it is next due and stops after the
     first send (``stop_after_send``); ``simulate`` starts at enrollment.
-    The timeline ends at an exit, at the end of the steps, or after the
-    first send when asked.
+    The timeline ends at an exit, at the end of the steps, at a step due
+    past the end of the calendar (``never``), or after the first send when
+    asked.
     """
     require_aware(looked_at, "looked_at")
     retry_at = dict(not_before or {})
@@ -106,21 +113,27 @@ def timeline_from(
         if isinstance(action, Send) and retry_at.get(action.step.id, now) > now:
             # The planner's rule: a step waiting for its retry is not sent before then.
             action = Wait(retry_at[action.step.id], action.step, action.timing, action.extra)
+        if now >= NEVER and not isinstance(action, Exit | Complete):
+            # A stored enrollment the dispatcher parked past the calendar's end.
+            timeline.append(_never(action.step, now, zone))
+            return timeline
         if isinstance(action, Wait):
             upcoming = [e.at for e in pending if now < e.at <= action.until]
+            if not upcoming and action.until >= NEVER:
+                # Due past the calendar's end: the clock cannot jump there.
+                timeline.append(_never(action.step, now, zone))
+                return timeline
             now = min(upcoming) if upcoming else action.until
             action = decide_next_step(sequence, state, subscriber, pending, now)
         elif isinstance(action, Send):
             reason = "; ".join(action.notes)
-            timeline.append(TimelineEntry(action.step.id, "send", now.astimezone(zone), reason))
+            timeline.append(TimelineEntry(action.step.id, "send", _local(now, zone), reason))
             if stop_after_send:
                 return timeline
             record = settled(action.step.id, SendStatus.SENT, action.due_at, now)
             state, action = after_step(sequence, state, record, subscriber, pending, now)
         elif isinstance(action, Skip):
-            timeline.append(
-                TimelineEntry(action.step.id, "skip", now.astimezone(zone), action.reason)
-            )
+            timeline.append(TimelineEntry(action.step.id, "skip", _local(now, zone), action.reason))
             record = settled(action.step.id, SendStatus.SKIPPED, action.due_at, now)
             state, action = after_step(sequence, state, record, subscriber, pending, now)
         elif isinstance(action, Hold):
@@ -129,14 +142,29 @@ def timeline_from(
                 f"{action.reason}: the step is not sent and the sequence is paused "
                 f"until the condition is fixed (`nurture resume {sequence.id}`)"
             )
-            timeline.append(TimelineEntry(action.step.id, "paused", now.astimezone(zone), reason))
+            timeline.append(TimelineEntry(action.step.id, "paused", _local(now, zone), reason))
             return timeline
         elif isinstance(action, Exit):
-            timeline.append(TimelineEntry(None, "exit", action.at.astimezone(zone), action.reason))
+            timeline.append(TimelineEntry(None, "exit", _local(action.at, zone), action.reason))
             return timeline
         elif isinstance(action, Complete):
             return timeline
     raise TimingError("simulation did not finish: this is a bug, please report it")
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> datetime:
+    """``moment`` in ``zone``, or in UTC when its local time is past the
+    calendar's end (9999-12-31 UTC is 10000-01-01 east of Greenwich)."""
+    try:
+        return moment.astimezone(zone)
+    except OverflowError:
+        return moment.astimezone(UTC)
+
+
+def _never(step: Step, now: datetime, zone: ZoneInfo) -> TimelineEntry:
+    """The entry that ends a timeline at a step due past the calendar's end."""
+    reason = f"never sent: it would be due {BEYOND_CALENDAR}, after a wait of {step.wait}"
+    return TimelineEntry(step.id, "never", _local(now, zone), reason)
 
 
 def unknown_step(sequence: Sequence, event: Event) -> str | None:

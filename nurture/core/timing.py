@@ -33,6 +33,13 @@ Every function refuses naive datetimes: a time without a zone is a bug. Due
 times are returned in UTC: Python compares and subtracts two datetimes that
 share a ``tzinfo`` by wall clock, ignoring DST, so local times are only used to
 apply local rules, never for arithmetic.
+
+A due time past the last day Python's calendar holds (9999-12-31) is
+:data:`NEVER`, never an ``OverflowError``: the dispatcher plans a whole batch
+at once, and one subscriber's sequence of long waits (or a clock set near
+year 9999) must not fail everyone else's. ``NEVER`` is later than any real
+time, so the decision function answers "wait" and the enrollment stays parked;
+``simulate`` ends its timeline there with :data:`BEYOND_CALENDAR`.
 """
 
 from __future__ import annotations
@@ -53,6 +60,13 @@ from nurture.errors import TimingError
 # day at all, which is an error, not a reason to loop forever.
 _MAX_DAYS = 2 * 366
 _MIDNIGHT = time(0, 0)
+
+NEVER = datetime.max.replace(tzinfo=UTC)
+"""The due time of a step that falls after 9999-12-31 (UTC or local): later than
+any time that can be written, so waiting for it is waiting forever."""
+
+BEYOND_CALENDAR = "beyond the calendar (year 9999)"
+"""Why a step is due :data:`NEVER`, as ``simulate`` says it."""
 
 
 def require_aware(moment: datetime, name: str = "datetime") -> datetime:
@@ -120,8 +134,12 @@ class Calendar:
         return None
 
     def contains(self, moment: datetime, zone: ZoneInfo) -> bool:
-        """Whether an email may go out at ``moment``."""
-        local = require_aware(moment, "moment").astimezone(zone)
+        """Whether an email may go out at ``moment``; never at a moment whose
+        local time is past the calendar's end (nothing can be sent then)."""
+        try:
+            local = require_aware(moment, "moment").astimezone(zone)
+        except OverflowError:
+            return False
         if self.day_blocked(local.date()) is not None:
             return False
         return self.window is None or self.window.contains(local.time())
@@ -140,8 +158,13 @@ class DueTime:
     reasons: tuple[str, ...] = field(default=())
 
     @property
+    def never(self) -> bool:
+        """Whether the step is due :data:`NEVER` (past the end of the calendar)."""
+        return self.at >= NEVER
+
+    @property
     def notes(self) -> tuple[str, ...]:
-        if self.moved_from is None:
+        if self.moved_from is None or self.never:
             return ()
         zone = self.moved_from.tzinfo
         result = self.at.astimezone(zone)
@@ -157,9 +180,22 @@ def next_allowed(
 
     With ``at``, only that local time of day is allowed (``earliest`` is then
     expected to fall on it, as :func:`due_at` arranges). When the moment had to
-    move, the single note says from where to where, and why.
+    move, the single note says from where to where, and why. :data:`NEVER`
+    when ``earliest`` is, or when the search runs off the calendar's end.
     """
     require_aware(earliest, "earliest")
+    if earliest >= NEVER:
+        return DueTime(NEVER)
+    try:
+        return _next_allowed(earliest, zone, calendar, at)
+    except OverflowError:  # 9999-12-31 is blocked or past: no later day exists
+        return DueTime(NEVER)
+
+
+def _next_allowed(
+    earliest: datetime, zone: ZoneInfo, calendar: Calendar, at: time | None
+) -> DueTime:
+    """:func:`next_allowed` without its guard against the calendar's end."""
     reasons: list[str] = []
     start = moment = earliest.astimezone(zone)
     window = calendar.window
@@ -199,8 +235,19 @@ def next_allowed(
 
 
 def earliest_after_wait(step: Step, anchor: datetime, zone: ZoneInfo) -> datetime:
-    """The earliest moment (UTC) the step's ``wait`` and ``at`` allow, before the window."""
+    """The earliest moment (UTC) the step's ``wait`` and ``at`` allow, before the
+    window; :data:`NEVER` when that is past the calendar's end (a long wait
+    after an anchor late in year 9999, or many long waits in a row)."""
     require_aware(anchor, "anchor")
+    if anchor >= NEVER:
+        return NEVER
+    try:
+        return _earliest_after_wait(step, anchor, zone)
+    except OverflowError:
+        return NEVER
+
+
+def _earliest_after_wait(step: Step, anchor: datetime, zone: ZoneInfo) -> datetime:
     local = anchor.astimezone(zone)
     days = step.wait.calendar_days
     if days:

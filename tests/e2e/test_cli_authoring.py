@@ -128,6 +128,28 @@ def test_preview_unknown_step(workdir: Path) -> None:
     assert "no step 'nope'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("template: welcome.md", "template: nosuch.md", "template 'nosuch.md' not found"),
+        ('sv: "Välkommen{% if', 'sv: "Hej {{ subscriber.nope }}{% if', "subscriber has no field"),
+    ],
+)
+def test_preview_names_the_sequence_files_line_as_validate_does(
+    tmp_path: Path, old: str, new: str, where: str
+) -> None:
+    assert run("init", "work", cwd=tmp_path).returncode == 0
+    work = tmp_path / "work"
+    sequence = work / "sequences" / "sales-process.yaml"
+    sequence.write_text(sequence.read_text().replace(old, new, 1))
+    checked = run("validate", cwd=work)
+    [problem] = [line for line in checked.stdout.splitlines() if where in line]
+    assert problem.startswith("sequences/sales-process.yaml:"), problem
+    previewed = run("preview", "sales-process", "--step", "welcome", cwd=work)
+    assert previewed.returncode == 1
+    assert f"error: {problem}" in " ".join(previewed.stderr.split()), previewed.stderr
+
+
 def test_simulate_json(workdir: Path) -> None:
     result = run(
         "simulate",

@@ -1,0 +1,132 @@
+"""Sample subscribers get the time zone and locale checks real subscribers get.
+
+An unknown zone used to pass ``validate`` and end ``simulate --data`` in a
+ZoneInfoNotFoundError; a locale such as ``../../x`` went into ``preview``'s
+output file names. Both are now problems at their ``file:line:column``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nurture.authoring.workbench import find_sequence, preview_sequence
+from nurture.core.loader import SYMLINK_LOOP
+from nurture.core.samples import read_subscribers, samples_for
+from nurture.core.subscriber import Subscriber
+from nurture.errors import NurtureError, SequenceError
+from tests.factories import example_workdir, make_sequence
+
+TWO = """\
+# Two sample subscribers.
+- email: karin@example.com
+  timezone: Europe/Stockholm
+- email: a@b.com
+  name: Mars
+  timezone: Mars/Base
+"""
+
+
+def problems(path: Path, text: str) -> list[str]:
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SequenceError) as refused:
+        read_subscribers(path)
+    return [str(d) for d in refused.value.diagnostics]
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_an_unknown_time_zone_is_refused_at_its_line(here: Path) -> None:
+    assert problems(here / "bad.yaml", TWO) == [
+        "bad.yaml:6:3: subscriber 2: timezone: unknown time zone 'Mars/Base' "
+        "(use an IANA name such as Europe/Stockholm)"
+    ]
+
+
+def test_a_near_miss_gets_the_hint_subscribers_get(here: Path) -> None:
+    found = problems(here / "one.yaml", "email: a@b.com\ntimezone: europe/stockholm\n")
+    assert found == [
+        "one.yaml:2:1: subscriber 1: timezone: unknown time zone 'europe/stockholm' "
+        "(did you mean 'Europe/Stockholm'?)"
+    ]
+
+
+@pytest.mark.parametrize("locale", ["../../x", "en/../../../etc", "x" * 300, "/tmp/y"])
+def test_a_locale_that_is_no_locale_is_refused(here: Path, locale: str) -> None:
+    found = problems(here / "bad.yaml", f"- email: a@b.com\n  locale: {locale!r}\n")
+    assert found == [
+        f"bad.yaml:2:3: subscriber 1: locale: unknown locale {locale!r} (e.g. sv, en-GB)"
+    ]
+
+
+def test_every_problem_is_reported(here: Path) -> None:
+    text = "- email: a@b.com\n  locale: '../x'\n  timezone: Mars/Base\n  colour: red\n"
+    found = problems(here / "bad.yaml", text)
+    assert [line.split(": ")[0:3] for line in found] == [
+        ["bad.yaml:2:3", "subscriber 1", "locale"],
+        ["bad.yaml:3:3", "subscriber 1", "timezone"],
+        ["bad.yaml:4:3", "subscriber 1", "colour"],
+    ]
+
+
+def test_locales_are_normalised_and_blanks_are_not_given(here: Path) -> None:
+    path = here / "ok.yaml"
+    path.write_text(
+        "- {email: a@b.com, locale: sv_se, timezone: Asia/Tokyo}\n"
+        "- {email: c@d.com, locale: ' ', timezone: ''}\n",
+        encoding="utf-8",
+    )
+    first, second = read_subscribers(path)
+    assert (first.locale, first.timezone) == ("sv-SE", "Asia/Tokyo")
+    assert (second.locale, second.timezone) == (None, None)
+
+
+def test_the_sample_file_beside_a_sequence_is_checked(here: Path) -> None:
+    sequence = make_sequence(id="demo")
+    (here / "demo.yaml").write_text("", encoding="utf-8")
+    (here / "demo.sample.yaml").write_text(TWO, encoding="utf-8")
+    with pytest.raises(SequenceError, match=r"demo\.sample\.yaml:6:3: .*Mars/Base"):
+        samples_for(sequence, here / "demo.yaml")
+
+
+def test_a_sample_file_in_a_symlink_loop_is_reported(here: Path) -> None:
+    sequence = make_sequence(id="demo")
+    os.symlink("other.yaml", here / "demo.sample.yaml")
+    os.symlink("demo.sample.yaml", here / "other.yaml")
+    with pytest.raises(SequenceError) as refused:
+        samples_for(sequence, here / "demo.yaml")
+    assert [str(d) for d in refused.value.diagnostics] == [f"demo.sample.yaml:1:1: {SYMLINK_LOOP}"]
+    with pytest.raises(SequenceError, match="symlink loop"):
+        read_subscribers(here / "other.yaml")
+
+
+@pytest.mark.parametrize("where", ["option", "subscriber"])
+def test_preview_never_builds_a_path_from_an_unchecked_locale(tmp_path: Path, where: str) -> None:
+    """Whoever calls it, ``preview_sequence`` checks the locale it names files with."""
+    settings = example_workdir(tmp_path)
+    loaded = find_sequence(settings, tmp_path, "sales-process")
+    person = Subscriber(email="a@b.com", locale="../../x" if where == "subscriber" else None)
+    out = tmp_path / "out"
+    with pytest.raises(NurtureError, match=r"unknown locale '\.\./\.\./x'"):
+        preview_sequence(
+            settings,
+            loaded,
+            out,
+            step_id="welcome",
+            locale="../../x" if where == "option" else None,
+            subscriber=person,
+        )
+    assert not out.exists()  # refused before a folder is made
+    written = preview_sequence(settings, loaded, out, step_id="welcome", locale="en_gb")
+    assert [p.name for p in written] == [
+        "welcome.en-GB.html",
+        "welcome.en-GB.txt",
+        "welcome.en-GB.eml",
+    ]
+    assert all(p.parent == out / "sales-process" for p in written)
