@@ -53,10 +53,16 @@ def read_text(path: Path, *, limit: int, inside: Path | None = None) -> str:
 
     With ``inside``, the file's real path (links resolved) must be under the
     real path of ``inside``; a link from one file to another in the folder is
-    fine. A missing file raises ``FileNotFoundError`` as usual; bytes that are
-    not UTF-8 are refused too, with the place of the first one and how to fix it.
+    fine. A missing file raises ``FileNotFoundError`` as usual (a link to a
+    missing file, or a loop of links, is refused); bytes that are not UTF-8 are
+    refused too, with the place of the first one and how to fix it.
     """
-    real = path.resolve()
+    try:
+        real = path.resolve()
+    except RuntimeError:  # Python 3.11-3.12's word for ELOOP
+        raise FileRefused(path, "refused: a symlink loop (the link leads back to itself)") from None
+    if path.is_symlink() and not real.exists():
+        raise FileRefused(path, f"refused: a link to {real}, which does not exist")
     if inside is not None and not real.is_relative_to(inside.resolve()):
         raise FileRefused(path, f"refused: a link to {real}, outside {inside}")
     if any(real.is_relative_to(folder) for folder in _SYSTEM_FOLDERS):
@@ -70,10 +76,12 @@ def read_text(path: Path, *, limit: int, inside: Path | None = None) -> str:
         raise
     except OSError as exc:
         raise FileRefused(path, f"cannot read: {exc.strerror}") from exc
+    info = os.fstat(fd)  # before fdopen, which refuses a folder with its own error
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise FileRefused(path, f"refused: {kind}")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise FileRefused(path, "refused: not a regular file")
         if info.st_size > limit:  # refused before reading a byte
             raise FileRefused(path, f"file too large ({info.st_size} bytes > {limit})")
         data = handle.read(limit + 1)

@@ -221,6 +221,32 @@ def test_recursion_without_end_says_so(templates: Path, files: dict[str, str]) -
         render(templates)
 
 
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("a link to nothing", "which does not exist"),
+        ("a folder", "refused: a folder"),
+        ("a link to itself", "a symlink loop"),
+    ],
+)
+def test_a_template_that_cannot_be_read_is_an_error_not_a_fallback(
+    templates: Path, kind: str, reason: str
+) -> None:
+    # A fallback file exists (the root folder): the broken English one must
+    # not silently give English subscribers another file's words.
+    write(templates, {"welcome.md": WELCOME_MD})
+    broken = templates / "en" / "welcome.md"
+    broken.unlink()
+    if kind == "a link to nothing":
+        broken.symlink_to("nowhere.md")
+    elif kind == "a folder":
+        broken.mkdir()
+    else:
+        broken.symlink_to("welcome.md")
+    with pytest.raises(RenderError, match=rf"en/welcome\.md:1:1: .*{reason}"):
+        render(templates)
+
+
 # -- strict undefined and syntax errors: template:line ------------------------
 
 

@@ -52,6 +52,7 @@ from nurture.core.rendering.loader import (
     internal_name,
     is_locale_tag,
     locale_search_path,
+    present,
 )
 from nurture.core.rendering.placeholders import finalize, remember
 from nurture.core.undefined import explain_undefined
@@ -186,7 +187,7 @@ class CompiledTemplates:
             candidates = self._loader.candidates(folders, template)
         except TemplateNotFound:
             candidates = []
-        found = next((i for i, path in enumerate(candidates) if path.is_file()), None)
+        found = next((i for i, path in enumerate(candidates) if present(path)), None)
         if found is None:
             looked = ", ".join(str(path) for path in candidates)
             message = f"template {template!r} not found (looked in {looked})"

@@ -74,6 +74,14 @@ def _split_name(name: str) -> tuple[tuple[str, ...], str]:
     return tuple(folders.split(",")), template
 
 
+def present(path: Path) -> bool:
+    """Whether something is at ``path``: a file, but also a link that leads
+    nowhere, a folder or a FIFO. Such a thing is the template (and reading it
+    fails with the reason), never a reason to fall back silently to another
+    language's file."""
+    return path.is_symlink() or path.exists()
+
+
 class LocaleLoader(BaseLoader):
     """Finds ``<folder>/<template>`` along the search path carried in the name."""
 
@@ -88,7 +96,7 @@ class LocaleLoader(BaseLoader):
         return [self.root.joinpath(folder, *pieces) for folder in folders]
 
     def resolve(self, folders: tuple[str, ...], template: str) -> Path | None:
-        return next((p for p in self.candidates(folders, template) if p.is_file()), None)
+        return next((p for p in self.candidates(folders, template) if present(p)), None)
 
     def get_source(
         self, environment: Environment, template: str
