@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import typer
 
 from nurture.app.settings import Settings
-from nurture.core.loader import LoadedSequence
+from nurture.core.loader import LoadedSequence, Sequences
 
 # SQLAlchemy and SQLModel are imported only for type checking: see
 # nurture.cli.main on why imports are deferred.
@@ -67,3 +67,24 @@ def store_session(app: AppContext) -> Iterator[Session]:
             yield session
     finally:
         engine.dispose()
+
+
+def runnable_sequences(settings: Settings) -> Sequences:
+    """The valid sequences, as the dispatcher runs them; a warning on stderr
+    when some files have problems (``plan`` and ``explain`` show what the
+    worker would do, so they go on without the invalid ones)."""
+    from rich.text import Text
+
+    from nurture.authoring.workbench import validate_paths
+    from nurture.cli.console import err
+
+    checked = validate_paths(settings, [settings.sequences_dir])
+    if checked.diagnostics:
+        err.print(
+            Text.assemble(
+                ("warning: ", "yellow"),
+                f"{len(checked.diagnostics)} problem(s) in sequence files; the dispatcher "
+                "does not run the invalid ones (see `nurture validate`)",
+            )
+        )
+    return checked.sequences

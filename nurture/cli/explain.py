@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
+from nurture.cli.console import errors, examples, fail, out, print_json, safe
 
 if TYPE_CHECKING:
     from nurture.admin.explain import SubscriberExplain
@@ -87,7 +87,7 @@ def explain_command(
     from nurture.admin.explain import explain_subscriber, subscriber_id_of
     from nurture.app.runtime import open_engine
     from nurture.audience.input import InvalidSubscriberError, normalise_email
-    from nurture.authoring.workbench import validate_paths
+    from nurture.cli.context import runnable_sequences
 
     try:
         address = normalise_email(email)
@@ -96,20 +96,12 @@ def explain_command(
     now = ctx.obj.now()
     with errors():
         settings = ctx.obj.store_settings()
-        checked = validate_paths(settings, [settings.sequences_dir])
-        if checked.diagnostics:
-            err.print(
-                Text.assemble(
-                    ("warning: ", "yellow"),
-                    f"{len(checked.diagnostics)} problem(s) in sequence files; the dispatcher "
-                    "does not run the invalid ones (see `nurture validate`)",
-                )
-            )
+        sequences = runnable_sequences(settings)
         engine = open_engine(settings)
         try:
             subscriber_id = subscriber_id_of(engine, address)
             found = (
-                explain_subscriber(engine, checked.sequences, subscriber_id, now)
+                explain_subscriber(engine, sequences, subscriber_id, now)
                 if subscriber_id is not None
                 else None
             )

@@ -18,7 +18,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from nurture.cli.console import clean, err, errors, fail, out, print_json, safe
+from nurture.cli.console import clean, errors, fail, out, print_json, safe
 
 if TYPE_CHECKING:  # imported by the command itself: `nurture --help` needs none of it
     from nurture.authoring.plan import EnrollmentDetail, Group, SequencePlan
@@ -324,7 +324,7 @@ def plan_command(
     from nurture.app.runtime import open_engine
     from nurture.audience.input import InvalidSubscriberError, normalise_email
     from nurture.authoring.plan import plan_changes, subscriber_detail
-    from nurture.authoring.workbench import validate_paths
+    from nurture.cli.context import runnable_sequences
 
     now = ctx.obj.now()
     email = None
@@ -335,16 +335,7 @@ def plan_command(
             raise fail(f"--subscriber: {exc}") from exc
     with errors():
         settings = ctx.obj.store_settings()
-        checked = validate_paths(settings, [settings.sequences_dir])
-        sequences = checked.sequences
-        if checked.diagnostics:
-            err.print(
-                Text.assemble(
-                    ("warning: ", "yellow"),
-                    f"{len(checked.diagnostics)} problem(s) in sequence files; the dispatcher "
-                    "does not run the invalid ones (see `nurture validate`)",
-                )
-            )
+        sequences = runnable_sequences(settings)
         engine = open_engine(settings)
         try:
             if email is not None:
