@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -42,16 +41,18 @@ from nurture.core.files import MEGABYTE, FileRefused, read_text
 from nurture.core.messages import key_path, schema_diagnostics, yaml_hint
 from nurture.core.model import Path as KeyPath
 from nurture.core.model import Sequence
+from nurture.core.yamltext import (
+    MAX_DEPTH,
+    first_tag,
+    positioned_yaml,
+    shape_problem,
+    tag_message,
+    too_deep_brackets,
+)
 from nurture.errors import Diagnostic
 
 SAMPLE_SUFFIX = ".sample.yaml"
 MAX_SEQUENCE_BYTES = MEGABYTE
-
-
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")  # round-trip: the only loader that records positions
-    yaml.allow_duplicate_keys = False
-    return yaml
 
 
 @dataclass(frozen=True)
@@ -205,95 +206,16 @@ def content_version(sequence: Sequence) -> str:
     return digest[:12]
 
 
-MAX_DEPTH = 50
-"""How deeply a sequence file may nest lists and mappings (the example: 5)."""
-MAX_VALUES = 100_000
-"""How many values a sequence file may hold once its aliases are expanded: an
-"alias bomb" (a few lines whose aliases expand to billions) is refused."""
-
-
-def _shape_problem(data: Any) -> str | None:
-    """Why ``data`` (as loaded, aliases shared) is too deep, too large once
-    expanded, or refers to itself; None when its shape is fine. Linear in the
-    distinct nodes: each container's expanded size is counted once."""
-    sizes: dict[int, int] = {}
-    open_: set[int] = set()
-
-    def size(node: Any, depth: int) -> int:
-        if not isinstance(node, dict | list):
-            return 1
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in open_:
-            raise _Refused("an alias refers to the value that contains it")
-        if depth > MAX_DEPTH:
-            raise _Refused(f"the file nests lists and mappings more than {MAX_DEPTH} deep")
-        open_.add(key)
-        children = list(node.values()) if isinstance(node, dict) else node
-        total = 1 + sum(size(child, depth + 1) for child in children)
-        if total > MAX_VALUES:
-            raise _Refused(
-                f"the file holds more than {MAX_VALUES:,} values once its aliases are "
-                "expanded (are aliases (*name) repeating a large value?)"
-            )
-        open_.discard(key)
-        sizes[key] = total
-        return total
-
-    try:
-        size(data, 0)
-    except _Refused as refused:
-        return str(refused)
-    return None
-
-
-def _too_deep_brackets(text: str) -> tuple[int, int] | None:
-    """Where ``[`` and ``{`` first nest more than :data:`MAX_DEPTH` deep, as a
-    1-based (line, column), or None. The YAML parser recurses once per level
-    and takes minutes over thousands of levels, so this is checked first; quoted
-    text and comments are skipped, roughly, which is all a refusal needs."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return None
-    depth, line, column, quote = 0, 1, 0, ""
-    in_comment = False
-    for char in text:
-        column += 1
-        if char == "\n":
-            line, column, in_comment = line + 1, 0, False
-            continue
-        if in_comment:
-            continue
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char == "#":
-            in_comment = True
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return line, column
-        elif char in "]}":
-            depth = max(0, depth - 1)
-    return None
-
-
-class _Refused(Exception):
-    """A shape :func:`_shape_problem` refuses."""
-
-
 def parse_sequence(
     text: str, display: str, path: Path | None = None
 ) -> tuple[LoadedSequence | None, list[Diagnostic]]:
     """Parse and validate one sequence file's text. Never raises for bad input."""
-    deep = _too_deep_brackets(text)
+    deep = too_deep_brackets(text)
     if deep is not None:
         message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"
         return None, [Diagnostic(display, *deep, message)]
     try:
-        data = _yaml().load(text)
+        data = positioned_yaml().load(text)
     except RecursionError:
         message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"
         return None, [Diagnostic(display, 1, 1, message)]
@@ -313,7 +235,10 @@ def parse_sequence(
         # The YAML library's own failures on some malformed input (a merge key
         # that merges its own mapping): still bad input, never a traceback.
         return None, [Diagnostic(display, 1, 1, f"invalid YAML ({type(exc).__name__})")]
-    shape = _shape_problem(data)
+    tag = first_tag(text)
+    if tag is not None:
+        return None, [Diagnostic(display, tag[0], tag[1], tag_message(tag[2]))]
+    shape = shape_problem(data)
     if shape is not None:
         return None, [Diagnostic(display, 1, 1, shape)]
     positions = Positions(data, text)

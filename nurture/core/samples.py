@@ -16,13 +16,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from nurture.core.files import MEGABYTE, FileRefused
 from nurture.core.loader import SAMPLE_SUFFIX, Positions, display_path, read_file, symlink_loop
 from nurture.core.model import Sequence
 from nurture.core.places import check_locale, check_timezone
 from nurture.core.subscriber import Subscriber
+from nurture.core.yamltext import (
+    MAX_DEPTH,
+    first_tag,
+    shape_problem,
+    tag_message,
+    too_deep_brackets,
+)
 from nurture.errors import Diagnostic, SequenceError
 
 
@@ -106,11 +113,11 @@ def read_subscribers(path: Path, *, inside: Path | None = None) -> list[Subscrib
     shown = display_path(path)  # as sequence files are shown
     try:
         text = read_file(path, limit=MAX_SAMPLE_BYTES, inside=inside)
-        data = YAML(typ="safe").load(text)
     except FileRefused as exc:
         raise SequenceError([Diagnostic(shown, exc.line, exc.column, exc.reason)]) from exc
-    except (OSError, UnicodeDecodeError, YAMLError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise SequenceError([Diagnostic(shown, 1, 1, f"cannot read sample data: {exc}")]) from exc
+    data = _load(text, shown)
     items = data if isinstance(data, list) else [data]
     subscribers: list[Subscriber] = []
     errors: list[tuple[tuple[str | int, ...], str]] = []
@@ -129,6 +136,37 @@ def read_subscribers(path: Path, *, inside: Path | None = None) -> list[Subscrib
         at = _positions(text)
         raise SequenceError([Diagnostic(shown, *at(where), message) for where, message in errors])
     return subscribers
+
+
+def _load(text: str, shown: str) -> Any:
+    """The sample file's values, or SequenceError at the place YAML goes wrong:
+    as sequence files are read, too deep, alias bombs and tags are refused."""
+
+    def refuse(line: int, column: int, message: str) -> SequenceError:
+        return SequenceError([Diagnostic(shown, line, column, message)])
+
+    deep = too_deep_brackets(text)
+    if deep is not None:
+        raise refuse(*deep, f"the file nests lists and mappings more than {MAX_DEPTH} deep")
+    try:
+        data = YAML(typ="safe").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        problem = (exc.problem or "invalid YAML").strip().split("\n")[0]
+        raise refuse(line, column, f"cannot read sample data: {problem}") from exc
+    except RecursionError as exc:
+        message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"
+        raise refuse(1, 1, message) from exc
+    except (YAMLError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise refuse(1, 1, f"cannot read sample data: invalid YAML ({exc})") from exc
+    tag = first_tag(text)
+    if tag is not None:
+        raise refuse(tag[0], tag[1], tag_message(tag[2]))
+    shape = shape_problem(data)
+    if shape is not None:
+        raise refuse(1, 1, shape)
+    return data
 
 
 def _positions(text: str) -> Callable[[tuple[str | int, ...]], tuple[int, int]]:

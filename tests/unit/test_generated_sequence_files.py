@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from nurture.core.loader import MAX_DEPTH, parse_sequence
+from nurture.core.loader import parse_sequence
+from nurture.core.yamltext import MAX_DEPTH
 
 EXAMPLE = (Path(__file__).parents[2] / "sequences" / "sales-process.yaml").read_text("utf-8")
 POSITION = re.compile(r"^bad\.yaml:(\d+):(\d+): \S")
@@ -155,3 +156,35 @@ def test_random_yaml_documents_never_raise(document: dict[str, Any]) -> None:
     buffer = io.StringIO()
     YAML(typ="safe", pure=True).dump(document, buffer)
     _check(buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("snippet", "tag"),
+    [
+        ("name: !!binary aGVsbG8AIHdvcmxk", "!!binary"),
+        ("name: !!str 42", "!!str"),
+        ("name: !custom value", "!custom"),
+        ("name: !<tag:yaml.org,2002:str> 42", "!<tag:yaml.org,2002:str>"),
+        ("name: ! plain", "!"),
+        ("name: [a, !!int '7']", "!!int"),
+    ],
+)
+def test_a_yaml_tag_is_refused_at_its_place(snippet: str, tag: str) -> None:
+    """A tag makes the parser build what the format has no use for (``!!binary``
+    put a NUL into a name): it is named where it is written, with what to do."""
+    text = EXAMPLE.replace("\nname: Säljprocessen i fem mejl\n", f"\n{snippet}\n", 1)
+    assert text != EXAMPLE
+    line = text.splitlines().index(snippet) + 1
+    loaded, problems = parse_sequence(text, "bad.yaml")
+    assert loaded is None
+    assert [str(p) for p in problems] == [
+        f'bad.yaml:{line}:{snippet.index(tag[:2]) + 1}: YAML tags such as "{tag}" are not '
+        "supported: write the value itself (in quotes to make it text)"
+    ]
+
+
+def test_an_exclamation_mark_in_text_is_no_tag() -> None:
+    text = EXAMPLE.replace("\nname: Säljprocessen i fem mejl", "\nname: 'Hi! !!binary is text'", 1)
+    assert text != EXAMPLE
+    loaded, problems = parse_sequence(text, "ok.yaml")
+    assert problems == [] and loaded is not None

@@ -130,3 +130,32 @@ def test_preview_never_builds_a_path_from_an_unchecked_locale(tmp_path: Path, wh
         "welcome.en-GB.eml",
     ]
     assert all(p.parent == out / "sales-process" for p in written)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "email: a@b.com\nname: !!binary aGVsbG8A\n",
+            'bad.yaml:2:7: YAML tags such as "!!binary" are not supported',
+        ),
+        ("email: a@b.com\nname: [unclosed\n", "bad.yaml:3:1: cannot read sample data: "),
+        ("- email: a@b.com\n  name: 'x\n", "bad.yaml:3:1: cannot read sample data: "),
+        ("email: " + "[" * 3000 + "]" * 3000 + "\n", "bad.yaml:1:58: the file nests"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + n)}: &{chr(98 + n)} [{', '.join(['*' + chr(97 + n)] * 10)}]\n"
+                for n in range(6)
+            ),
+            "bad.yaml:1:1: the file holds more than 100,000 values",
+        ),
+    ],
+)
+def test_a_sample_file_that_is_bad_yaml_is_named_at_its_place(
+    here: Path, text: str, expected: str
+) -> None:
+    """Sample files are read with the sequence files' care: a syntax error at
+    its line, tags, deep nesting and alias bombs refused, never a traceback."""
+    found = problems(here / "bad.yaml", text)
+    assert len(found) == 1 and found[0].startswith(expected), found

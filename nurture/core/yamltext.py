@@ -1,0 +1,134 @@
+"""Reading YAML text safely: the checks every sequence or sample file passes
+before its values are looked at.
+
+A file is refused, at the place it goes wrong where there is one, when its
+lists and mappings nest too deep (checked on the text first: the parser
+recurses per level), when its aliases expand to too many values or refer to
+themselves (an "alias bomb"), or when it uses a YAML tag (``!!binary``,
+``!custom``): tags make the parser build values the file format has no use
+for (bytes, other types), so a marketer's file says what it means in plain
+values instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.tokens import TagToken
+
+
+def positioned_yaml() -> YAML:
+    """A YAML reader that keeps positions and refuses duplicate keys."""
+    yaml = YAML(typ="rt")  # round-trip: the only loader that records positions
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+MAX_DEPTH = 50
+"""How deeply a sequence file may nest lists and mappings (the example: 5)."""
+MAX_VALUES = 100_000
+"""How many values a sequence file may hold once its aliases are expanded: an
+"alias bomb" (a few lines whose aliases expand to billions) is refused."""
+
+
+def shape_problem(data: Any) -> str | None:
+    """Why ``data`` (as loaded, aliases shared) is too deep, too large once
+    expanded, or refers to itself; None when its shape is fine. Linear in the
+    distinct nodes: each container's expanded size is counted once."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise _Refused("an alias refers to the value that contains it")
+        if depth > MAX_DEPTH:
+            raise _Refused(f"the file nests lists and mappings more than {MAX_DEPTH} deep")
+        open_.add(key)
+        children = list(node.values()) if isinstance(node, dict) else node
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_VALUES:
+            raise _Refused(
+                f"the file holds more than {MAX_VALUES:,} values once its aliases are "
+                "expanded (are aliases (*name) repeating a large value?)"
+            )
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(data, 0)
+    except _Refused as refused:
+        return str(refused)
+    return None
+
+
+def too_deep_brackets(text: str) -> tuple[int, int] | None:
+    """Where ``[`` and ``{`` first nest more than :data:`MAX_DEPTH` deep, as a
+    1-based (line, column), or None. The YAML parser recurses once per level
+    and takes minutes over thousands of levels, so this is checked first; quoted
+    text and comments are skipped, roughly, which is all a refusal needs."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth, line, column, quote = 0, 1, 0, ""
+    in_comment = False
+    for char in text:
+        column += 1
+        if char == "\n":
+            line, column, in_comment = line + 1, 0, False
+            continue
+        if in_comment:
+            continue
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            in_comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, column
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return None
+
+
+class _Refused(Exception):
+    """A shape :func:`shape_problem` refuses."""
+
+
+def first_tag(text: str) -> tuple[int, int, str] | None:
+    """The first explicit YAML tag in ``text``, as a 1-based (line, column)
+    and the tag as written; None when there is none (or the text does not
+    scan, which the parser reports itself)."""
+    if "!" not in text:
+        return None
+    try:
+        for token in positioned_yaml().scan(text):
+            if isinstance(token, TagToken):
+                handle, suffix = token.value
+                if handle is None:
+                    written = "!" if suffix == "!" else f"!<{suffix}>"
+                else:
+                    written = f"{handle}{suffix}"
+                mark = token.start_mark
+                return mark.line + 1, mark.column + 1, written
+    except YAMLError:
+        return None
+    return None
+
+
+def tag_message(tag: str) -> str:
+    """Why a tagged value is refused, and what to write instead."""
+    return (
+        f'YAML tags such as "{tag}" are not supported: write the value itself '
+        "(in quotes to make it text)"
+    )
