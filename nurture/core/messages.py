@@ -101,6 +101,11 @@ def _message(error: Mapping[str, Any]) -> str:
             return f"{value!r} does not have the expected form"
         what = "an id" if loc and loc[-1] == "id" else "a valid name"
         return f"{value!r} is not {what}: {SLUG_RULE}"
+    if kind in ("too_long", "too_short") and isinstance(value, list):
+        ctx = error.get("ctx") or {}
+        if kind == "too_long":
+            return f"at most {ctx.get('max_length')} items here; this list has {len(value)}"
+        return f"at least {ctx.get('min_length')} item(s) here; this list has {len(value)}"
     if kind == "literal_error":
         expected = (error.get("ctx") or {}).get("expected", "")
         return f"{value!r} is not allowed here: use {expected}"
