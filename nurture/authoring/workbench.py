@@ -182,7 +182,10 @@ def find_sequence(settings: Settings, folder: Path, name: str) -> LoadedSequence
             known = ", ".join(sorted(loaded)) or "none"
             raise NurtureError(f"no sequence {name!r} in {settings.sequences_dir} (known: {known})")
         if item is not None:
-            problems = [p for p in problems if p.file == item.display]
+            # Its own file's problems, and any other file that uses its id:
+            # which of the two the marketer meant is not for us to guess.
+            mine = {item.display, *loaded.duplicates.get(name, ())}
+            problems = [p for p in problems if p.file in mine]
     if item is None or problems:
         raise SequenceError(problems or [Diagnostic(name, 1, 1, "not found")])
     return item

@@ -21,10 +21,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
@@ -153,6 +154,8 @@ class Sequences(dict[str, LoadedSequence]):
     """
 
     broken: tuple[BrokenFile, ...] = ()
+    duplicates: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+    """Per id used by more than one file, the files after the first (as shown)."""
 
 
 _ID_LINE = re.compile(r"""^id:\s*["']?([A-Za-z0-9][A-Za-z0-9_.-]*)["']?\s*(?:#.*)?$""", re.M)
@@ -385,6 +388,7 @@ def load_sequences(paths: Iterable[Path]) -> tuple[Sequences, list[Diagnostic]]:
     loaded = Sequences()
     broken: list[BrokenFile] = []
     diagnostics: list[Diagnostic] = []
+    duplicates: dict[str, tuple[str, ...]] = {}
     for path, folder in _listed(paths):
         result, problems = load_sequence_file(path, inside=folder)
         diagnostics.extend(problems)
@@ -398,7 +402,9 @@ def load_sequences(paths: Iterable[Path]) -> tuple[Sequences, list[Diagnostic]]:
                     ("id",), f"sequence id {seq_id!r} is already used by {loaded[seq_id].display}"
                 )
             )
+            duplicates[seq_id] = (*duplicates.get(seq_id, ()), result.display)
             continue
         loaded[seq_id] = result
     loaded.broken = tuple(broken)
+    loaded.duplicates = duplicates
     return loaded, diagnostics

@@ -159,3 +159,22 @@ def test_a_sample_file_that_is_bad_yaml_is_named_at_its_place(
     its line, tags, deep nesting and alias bombs refused, never a traceback."""
     found = problems(here / "bad.yaml", text)
     assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_a_sequence_id_two_files_use_is_refused_by_id_not_taken_from_the_first(
+    tmp_path: Path,
+) -> None:
+    """``preview``/``simulate`` by id used whichever file came first, while
+    ``validate`` said the id was taken twice: now both name the clash."""
+    settings = example_workdir(tmp_path)
+    original = settings.sequences_dir / "sales-process.yaml"
+    copy = settings.sequences_dir / "zz-copy.yaml"
+    copy.write_text(original.read_text("utf-8").replace("name: ", "name: Copy of ", 1))
+    with pytest.raises(SequenceError) as refused:
+        find_sequence(settings, tmp_path, "sales-process")
+    [problem] = refused.value.diagnostics
+    assert problem.file.endswith("zz-copy.yaml")
+    assert problem.message.startswith("sequence id 'sales-process' is already used by ")
+    assert problem.message.endswith("sales-process.yaml")
+    # By file name each is still found.
+    assert find_sequence(settings, tmp_path, str(copy)).sequence.name.startswith("Copy of ")
