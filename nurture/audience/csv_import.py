@@ -211,7 +211,20 @@ class _Columns:
     notes: tuple[str, ...]  # how unknown and nameless columns were read
 
 
+MAX_COLUMNS = 1000
+"""The most columns a file's header may have: exports from CRMs carry a few
+hundred properties, mostly empty; a row keeps at most 50 attributes."""
+
+_NOTE_NAMES = 20
+"""How many kept columns the note names before it says how many more."""
+
+
 def _columns(path: Path, header: list[str]) -> _Columns:
+    if len(header) > MAX_COLUMNS:
+        raise ImportFileError(
+            f"{path}:1: the header has {len(header):,} columns, more than {MAX_COLUMNS:,}: "
+            f"keep the columns you need (a row keeps at most {LIMITS['attributes']} attributes)"
+        )
     fields: dict[int, str] = {}
     attributes: dict[int, str] = {}
     kept: list[str] = []
@@ -239,8 +252,7 @@ def _columns(path: Path, header: list[str]) -> _Columns:
                 f"duplicate column(s): {field_name} ({', '.join(repr(h) for h in holders)}): "
                 "keep one"
             )
-    names = list(attributes.values())
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    duplicates = sorted(n for n, seen in Counter(attributes.values()).items() if seen > 1)
     if duplicates:
         problems.append(f"duplicate column(s) for attribute(s): {', '.join(duplicates)}")
     if "email" not in fields.values():
@@ -249,7 +261,9 @@ def _columns(path: Path, header: list[str]) -> _Columns:
         raise ImportFileError(f"{path}:1: " + "; ".join(problems))
     notes: list[str] = []
     if kept:
-        notes.append(f"kept as attributes: {', '.join(kept)}")
+        more = len(kept) - _NOTE_NAMES
+        named = ", ".join(kept[:_NOTE_NAMES]) + (f" and {more:,} more" if more > 0 else "")
+        notes.append(f"kept as attributes: {named}")
     if ignored:
         notes.append(f"ignored: column(s) {', '.join(ignored)} (no usable name)")
     return _Columns(

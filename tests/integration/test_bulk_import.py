@@ -308,3 +308,25 @@ def test_a_large_import_refreshes_the_planners_statistics(
     assert before < 5
     assert _planner_rows(session, "subscriber") == count + 5
     assert _planner_rows(session, "enrollment") == count + 5
+
+
+def test_a_header_wider_than_any_row_can_use_is_refused_at_once(
+    session: Session, sequences: dict[str, LoadedSequence], tmp_path: Path
+) -> None:
+    """100,000 columns took minutes (a quadratic duplicate check, twice);
+    past MAX_COLUMNS the file is refused at line 1 before anything is read."""
+    from nurture.audience.csv_import import MAX_COLUMNS
+
+    width = 100_000
+    path = tmp_path / "wide.csv"
+    names = ",".join(f"col{i}" for i in range(width))
+    path.write_text(f"email,{names}\nwide@example.com,{','.join('v' * width)}\n")
+    with pytest.raises(ImportFileError, match=f"wide.csv:1: the header has {width + 1:,} columns"):
+        import_csv(session, path, sequences=sequences, now=NOW)
+    assert session.exec(select(SubscriberRow)).all() == []
+    # At the limit the header is read, duplicates found, and the note short.
+    at_limit = tmp_path / "limit.csv"
+    cells = [f"col{i % (MAX_COLUMNS // 2)}" for i in range(MAX_COLUMNS - 1)]
+    at_limit.write_text("email," + ",".join(cells) + "\nanna@example.com\n")
+    with pytest.raises(ImportFileError, match="duplicate column"):
+        import_csv(session, at_limit, sequences=sequences, now=NOW)
