@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nurture.audience.input import InvalidSubscriberError, check_length, given
+from nurture.audience.input import InvalidSubscriberError, check_text, given
 
 __all__ = ["Consent"]
 
@@ -33,19 +33,11 @@ class Consent:
             raise InvalidSubscriberError(
                 "consent source is empty (say where the address came from)"
             )
-        address = given(ip)
-        if address is not None:
-            try:
-                address = str(ipaddress.ip_address(address))
-            except ValueError as exc:
-                raise InvalidSubscriberError(
-                    f"consent IP {address!r} is not an IP address"
-                ) from exc
         wording = given(text)
         return cls(
-            source=check_length("consent source", source, 100),
-            text=check_length("consent text", wording, 2000) if wording else None,
-            ip=address,
+            source=check_text("consent source", source, 100),
+            text=check_text("consent text", wording, 2000, one_line=False) if wording else None,
+            ip=_ip(ip),
         )
 
     def columns(self, at: datetime) -> dict[str, Any]:
@@ -56,3 +48,28 @@ class Consent:
             "consent_text": self.text,
             "consent_ip": self.ip,
         }
+
+
+IP_LIMIT = 45
+"""The longest IP address written plainly (an IPv6 address with an IPv4 tail);
+the column holds 64."""
+
+
+def _ip(value: str | None) -> str | None:
+    """An IP address as stored, or None; refused when it is not one.
+
+    An IPv6 zone id (``fe80::1%eth0``) is refused: it names an interface of the
+    machine that saw the address, says nothing about the person, and the
+    standard library accepts any text after the ``%`` (controls, kilobytes).
+    The refusal shows at most the start of the value, with controls escaped.
+    """
+    address = given(value)
+    if address is None:
+        return None
+    shown = repr(address[:IP_LIMIT]) + ("…" if len(address) > IP_LIMIT else "")
+    if "%" in address or len(address) > IP_LIMIT:
+        raise InvalidSubscriberError(f"consent IP {shown} is not an IP address")
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError as exc:
+        raise InvalidSubscriberError(f"consent IP {shown} is not an IP address") from exc

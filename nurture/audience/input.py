@@ -148,6 +148,14 @@ def normalise_email(text: str) -> str:
             "email address has bytes that are not UTF-8 text (U+FFFD where they were)"
         )
     local, at, domain = candidate.partition("@")
+    if "=?" in candidate.rpartition("@")[0]:
+        # Legal characters, but mail programs (Python's parser among them)
+        # decode "=?utf-8?q?ceo=40example.se?=@evil.example" in a To: header
+        # as a different mailbox than the one stored and shown.
+        raise InvalidSubscriberError(
+            f"invalid email address {candidate!r}: '=?' before the @ reads as "
+            "encoded text (RFC 2047) to mail programs"
+        )
     if at and len(local) <= _LOCAL_MAX and _DOT_ATOM.fullmatch(local):
         # The common case, a plain ASCII local part: email-validator keeps it as
         # written, so only the domain needs checking, once per domain (a list

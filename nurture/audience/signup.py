@@ -237,6 +237,10 @@ def confirm_url(base_url: str, keys: Sequence[str], row: SubscriberRow, now: dat
 
 
 def _ip(value: str | None) -> str | None:
+    """The client's IP address as consent records it; None for anything else
+    (also an IPv6 zone id, which names the server's interface, not the person)."""
+    if value is None or "%" in value:
+        return None
     try:
         return str(ipaddress.ip_address(value or ""))
     except ValueError:

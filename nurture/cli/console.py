@@ -55,13 +55,14 @@ EXIT_CONFIGURATION = 2
 EXIT_HALTED = 3
 
 
+# The bidirectional marks (U+061C, U+200E, U+200F), overrides and isolates that
+# make a terminal show text in another order than it is written, and the
+# Unicode line and paragraph separators (U+2028, U+2029).
+_BIDI_AND_SEPARATORS = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 # C0 and C1 controls and DEL (ESC starts ANSI sequences, 0x9b is a one-byte
-# CSI), and the bidirectional overrides and isolates that make a terminal show
-# text in another order than it is written.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_CONTROLS_BUT_NEWLINE = re.compile(
-    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
+# CSI), and the above.
+_CONTROLS = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI_AND_SEPARATORS}]")
+_CONTROLS_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f{_BIDI_AND_SEPARATORS}]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -79,8 +80,8 @@ def clean(text: str, *, lines: bool = False) -> str:
 
 # What json.dumps(ensure_ascii=False) leaves raw and a terminal may act on:
 # DEL, the C1 controls (0x9b starts an escape sequence on some terminals) and
-# the bidirectional overrides. JSON's own escapes for C0 already apply.
-_JSON_RAW_CONTROLS = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# the marks and separators above. JSON's own escapes for C0 already apply.
+_JSON_RAW_CONTROLS = re.compile(f"[\x7f-\x9f{_BIDI_AND_SEPARATORS}]")
 
 
 def print_json(data: object) -> None:

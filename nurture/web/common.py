@@ -97,6 +97,10 @@ def client_address(request: Request, trusted_proxies: Sequence[str]) -> str:
             ipaddress.ip_address(hop)
         except ValueError:
             return peer  # a garbled header: fall back to what we saw
+        if "%" in hop:
+            # An IPv6 zone id: the library takes any text after the "%"
+            # (controls, kilobytes), and no proxy forwards one. Garbled too.
+            return peer
         if not _is_trusted(hop, trusted_proxies):
             return hop
     return hops[0] if hops else peer

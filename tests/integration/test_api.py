@@ -162,6 +162,16 @@ def test_refused_subscribers_get_an_error_per_field_and_change_nothing(api: Api)
         answer = api.post("/api/v1/subscribers", too_far)
         assert answer.status_code == 422, answer.text
         assert "consent" in str(answer.json()["errors"]), answer.text
+    # An IPv6 zone id took any text into a 64-character column (a 500 on
+    # PostgreSQL); controls in the consent's source and wording were stored.
+    for consent in (
+        {"source": "x", "ip": "fe80::1%" + "A" * 5000 + "\n<script>"},
+        {"source": "s\u001b]0;x\u0007"},
+        {"source": "x", "text": "I agree \u001b[2J"},
+    ):
+        answer = api.post("/api/v1/subscribers", {**KARIN, "consent": consent})
+        assert answer.status_code == 422, answer.text
+        assert "consent" in answer.text and len(answer.text) < 1000, answer.text
     assert api.post("/api/v1/subscribers", [KARIN]).status_code == 422
     assert api.count(SubscriberRow) == 0
 

@@ -18,3 +18,18 @@ def test_controls_are_escaped_and_the_json_round_trips(capsys: pytest.CaptureFix
     for raw in ("\x9b", "\x1b", "\u202e", "\x7f"):
         assert raw not in printed
     assert "\\u009b" in printed and "\\u202e" in printed
+
+
+def test_bidi_marks_and_unicode_line_separators_are_escaped_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from nurture.cli.console import clean
+
+    data = {"name": "a\u061cb\u2028c\u2029d\u200fe"}
+    print_json(data)
+    printed = capsys.readouterr().out
+    assert json.loads(printed) == data
+    for raw in ("\u061c", "\u2028", "\u2029", "\u200f"):
+        assert raw not in printed
+        assert raw not in clean(data["name"])
+    assert clean(data["name"]) == "a\\u061cb\\u2028c\\u2029d\\u200fe"

@@ -144,3 +144,43 @@ def test_remembered_checks_refuse_a_bad_tag_or_name_every_time() -> None:
     long_cell = ",".join(f"tag{n}" for n in range(300))  # longer than what is remembered
     with pytest.raises(InvalidSubscriberError, match="tags: more than"):
         SubscriberInput.parse(email="a@example.com", tags=[long_cell])
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"ip": "fe80::1%eth0"}, "consent IP 'fe80::1%eth0' is not an IP address"),
+        ({"ip": "fe80::1%" + "A" * 5000 + "\n<script>"}, "is not an IP address"),
+        ({"ip": "fe80::1%\x1b[31mX"}, "is not an IP address"),
+        ({"source": "s\x1b]0;x\x07"}, "consent source contains a control character (U+001B)"),
+        ({"source": "web\nform"}, "consent source contains a line break (U+000A)"),
+        ({"text": "I agree \x1b[2J"}, "consent text contains a control character (U+001B)"),
+        ({"text": "x" * 2001}, "consent text is longer than 2000 characters"),
+    ],
+)
+def test_consent_fields_get_the_checks_every_other_field_gets(
+    fields: dict[str, str], message: str
+) -> None:
+    """The IP took any text after an IPv6 zone's '%' (kilobytes, controls,
+    into a 64-character column), and source and wording took controls."""
+    values = {"source": "api", "text": None, "ip": None, **fields}
+    with pytest.raises(InvalidSubscriberError) as refused:
+        Consent.parse(values["source"] or "", values["text"], values["ip"])
+    assert message in str(refused.value)
+    assert len(str(refused.value)) < 200  # a refusal never echoes kilobytes
+
+
+def test_consent_wording_may_span_lines() -> None:
+    assert Consent.parse("form", "Yes,\nplease.\tThanks").text == "Yes,\nplease.\tThanks"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["=?utf-8?q?ceo=40bergdesign.se?=@evil.example", "=?utf-8?b?QUJD?=@example.com", "a=?b@x.se"],
+)
+def test_an_address_with_an_encoded_word_before_the_at_is_refused(address: str) -> None:
+    """Mail programs decode an encoded word in a To: header's local part, so
+    the mailbox they read differs from the one stored and shown."""
+    with pytest.raises(InvalidSubscriberError, match="reads as encoded text"):
+        SubscriberInput.parse(email=address)
+    assert SubscriberInput.parse(email="a=b?c@example.com").email == "a=b?c@example.com"

@@ -73,3 +73,11 @@ def test_the_api_docs_may_load_swagger_ui_and_nothing_else_may() -> None:
     assert "https://cdn.jsdelivr.net" in docs.headers["Content-Security-Policy"]
     other = client.post("/echo", content=b"x")
     assert "cdn.jsdelivr.net" not in other.headers["Content-Security-Policy"]
+
+
+def test_a_forwarded_ipv6_zone_id_is_garbled_and_falls_back_to_the_peer() -> None:
+    """ipaddress accepts any text after a zone's '%': it reached the consent
+    record (controls, kilobytes) through a trusted proxy's header."""
+    client = TestClient(_app(["10.0.0.0/8"]), client=("10.0.0.2", 5000))
+    headers = {"X-Forwarded-For": "fe80::1%" + "A" * 3000 + "\x1b[31m"}
+    assert client.post("/echo", headers=headers).json()["client"] == "10.0.0.2"
