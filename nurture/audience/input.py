@@ -214,10 +214,17 @@ _TAG_SPLIT = re.compile("|".join(re.escape(s) for s in TAG_SEPARATORS))
 _TAG_QUOTES = "\"'"
 
 
+# Invisible characters a copy from a web page or a document brings along
+# (zero-width space, word joiner, byte order mark, bidi marks, overrides and
+# isolates): "b2b\u200b" printed as "b2b" and silently matched no trigger.
+# ZWJ and ZWNJ stay: they change how Persian, Indic scripts and emoji read.
+_INVISIBLE = re.compile("[\u200b\u200e\u200f\u2060\ufeff\u061c\u202a-\u202e\u2066-\u2069]")
+
+
 def normalise_tag(value: str) -> str:
-    """A tag as stored and compared: stripped of spaces and quotes, case-folded
-    (``" VIP "`` -> ``"vip"``); ``""`` for a blank one."""
-    return value.strip().strip(_TAG_QUOTES).strip().casefold()
+    """A tag as stored and compared: stripped of spaces, quotes and invisible
+    characters, case-folded (``" VIP "`` -> ``"vip"``); ``""`` for a blank one."""
+    return _INVISIBLE.sub("", value).strip().strip(_TAG_QUOTES).strip().casefold()
 
 
 def split_tags(values: Iterable[str]) -> list[str]:

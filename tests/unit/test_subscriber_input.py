@@ -184,3 +184,16 @@ def test_an_address_with_an_encoded_word_before_the_at_is_refused(address: str) 
     with pytest.raises(InvalidSubscriberError, match="reads as encoded text"):
         SubscriberInput.parse(email=address)
     assert SubscriberInput.parse(email="a=b?c@example.com").email == "a=b?c@example.com"
+
+
+def test_invisible_characters_copied_with_a_tag_do_not_make_another_tag() -> None:
+    """ "b2b" with a zero-width space printed as b2b and matched no trigger."""
+    data = SubscriberInput.parse(
+        email="a@example.com",
+        tags=["b2b\u200b", "\ufeffVIP", "\u202elead\u202c", "kund\u2060"],
+    )
+    assert data.tags == ("b2b", "vip", "lead", "kund")
+    # Joiners change how some scripts and emoji read: they stay.
+    assert SubscriberInput.parse(email="a@example.com", tags=["می\u200cخواهم"]).tags == (
+        "می\u200cخواهم",
+    )
