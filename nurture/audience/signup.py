@@ -274,8 +274,8 @@ def _message(
     sender: Sender, row: SubscriberRow, words: ConfirmationEmail, key: str, now: datetime
 ) -> ComposedEmail:
     """The confirmation email, encoded as sequence emails are (RFC 2047 words,
-    IDNA domains, no control character or encoded-word look-alike from the
-    subscriber's name ever decoded into a header)."""
+    IDNA domains). It is addressed to the bare address: the name a visitor
+    typed is not in it (see the web edge's ``render_confirmation``)."""
     rendered = RenderedEmail(
         subject=words.subject,
         preheader="",
@@ -289,7 +289,7 @@ def _message(
         sender_email=sender.email,
         reply_to=sender.reply_to,
         to_email=row.email,
-        to_name=row.first_name or row.name or "",
+        to_name="",  # as the body: nothing the visitor typed but the address
         message_id=f"<{key}@{sender.email.rpartition('@')[2]}>",
         date=now,
     )

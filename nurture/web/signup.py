@@ -196,7 +196,12 @@ def routes(runtime: Runtime) -> APIRouter:
             "lang": language,
             "t": words,
             "url": url,
-            "name": row.first_name or row.name,
+            # Nothing the visitor typed but the address goes into the email:
+            # the address is not confirmed yet, and a name ("Win at
+            # http://...") would make the form send anyone a text of a
+            # stranger's choosing from our domain. Kept (empty) for templates
+            # a project overrides.
+            "name": None,
             "brand_name": brand_name or sender,
         }
         try:
