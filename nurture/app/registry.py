@@ -95,7 +95,12 @@ class SequenceRegistry:
             for path in sequence_files([folder]):
                 loaded, found = load_sequence_file(path, inside=folder)
                 if loaded is not None:
-                    found = validate_loaded(self.settings, library, loaded)
+                    try:
+                        found = validate_loaded(self.settings, library, loaded)
+                    except Exception as exc:  # one file never stops the others
+                        log.exception("checking %s failed", loaded.display)
+                        problem = f"could not be checked ({type(exc).__name__}): see the log"
+                        found = [Diagnostic(loaded.display, 1, 1, problem)]
                 if loaded is not None and not found:
                     by_path[path] = loaded
                     continue

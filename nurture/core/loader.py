@@ -348,7 +348,15 @@ def load_sequence_file(
         return None, [Diagnostic(display, exc.line, exc.column, exc.reason)]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(display, 1, 1, f"cannot read file: {exc}")]
-    return parse_sequence(text, display, path)
+    try:
+        return parse_sequence(text, display, path)
+    except Exception as exc:  # the boundary: one file never stops the others
+        # Every known kind of bad input has its own message; this is the net
+        # for the next one, so the worker keeps the last good version and
+        # `validate` says which file, instead of a traceback.
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        message = f"this file could not be read ({type(exc).__name__}: {detail}): please report it"
+        return None, [Diagnostic(display, 1, 1, message)]
 
 
 def _listed(paths: Iterable[Path]) -> list[tuple[Path, Path | None]]:

@@ -205,3 +205,33 @@ def test_a_file_with_more_steps_than_a_series_can_have_is_refused_quickly() -> N
         f"bad.yaml:{line}:1: steps: at most {MAX_STEPS} items here; this list has "
         f"{MAX_STEPS + 1600}"
     ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("(" * 80 + "true" + ")" * 80, "the condition nests too deeply"),
+        ("-" * 990 + "1 > 0", "the condition nests too deeply"),
+        ("subscriber" + ".a" * 490, "the condition nests too deeply"),
+        (" and ".join(["true"] * 400), "the condition is 3,595 characters long; at most 1,000"),
+        ("9" * 5000 + " > 1", "the condition is 5,004 characters long; at most 1,000"),
+    ],
+)
+def test_a_condition_too_deep_or_long_to_compile_is_a_problem_at_its_place(
+    condition: str, message: str
+) -> None:
+    """These raised RecursionError or ValueError out of the loader: a
+    traceback in validate, and the worker's reload (so every dispatch) failed."""
+    text = EXAMPLE.replace("when: \"'customer' not in subscriber.tags\"", f'when: "{condition}"', 1)
+    assert text != EXAMPLE
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip().startswith("when:"))
+    loaded, problems = parse_sequence(text, "bad.yaml")
+    assert loaded is None
+    assert [str(p) for p in problems] == [
+        f"bad.yaml:{line}:11: steps[case-study].when: {message}"
+        + (
+            ""
+            if "characters" in message
+            else " (brackets, filters or a long chain of and/or): write it more simply"
+        )
+    ]
