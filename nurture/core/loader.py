@@ -44,9 +44,11 @@ from nurture.core.model import Path as KeyPath
 from nurture.core.model import Sequence
 from nurture.core.yamltext import (
     MAX_DEPTH,
+    first_surrogate,
     first_tag,
     positioned_yaml,
     shape_problem,
+    surrogate_message,
     tag_message,
     too_deep_brackets,
 )
@@ -245,6 +247,12 @@ def parse_sequence(
     if shape is not None:
         return None, [Diagnostic(display, 1, 1, shape)]
     positions = Positions(data, text)
+    surrogate = first_surrogate(data)
+    if surrogate is not None:
+        where, char = surrogate
+        at = positions.value_of(where) if where else (1, 1)
+        what = f"{key_path(where, data)}: " if where else ""
+        return None, [Diagnostic(display, *at, what + surrogate_message(char))]
     if not isinstance(data, CommentedMap):
         return None, [Diagnostic(display, 1, 1, "a sequence file must be a mapping of keys")]
     problems: list[tuple[KeyPath, str]] = []

@@ -9,11 +9,13 @@ never a crash or a path outside the preview folder.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -25,8 +27,10 @@ from nurture.core.places import check_locale, check_timezone
 from nurture.core.subscriber import Subscriber
 from nurture.core.yamltext import (
     MAX_DEPTH,
+    first_surrogate,
     first_tag,
     shape_problem,
+    surrogate_message,
     tag_message,
     too_deep_brackets,
 )
@@ -56,6 +60,28 @@ class SampleSubscriber(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
     trigger: SampleTrigger | None = None
     """For a sequence triggered by an app event: that event, as if it was posted."""
+
+    @field_validator("email")
+    @classmethod
+    def _valid_email(cls, value: str) -> str:
+        """An address a message can be built for, as a subscriber's must be:
+        ``preview`` failed with a traceback on ``not-an-email``."""
+        try:
+            return validate_email(value.strip(), check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"invalid email address {value!r}: {exc}") from exc
+
+    @field_validator("name", "first_name")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        """A name goes into the To: header: one line, no control character."""
+        if value is not None:
+            if len(value) > _NAME_LIMIT:
+                raise ValueError(f"longer than {_NAME_LIMIT} characters")
+            bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+            if bad is not None:
+                raise ValueError(f"contains a control character or line break (U+{ord(bad):04X})")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -102,6 +128,12 @@ def builtin_samples(sequence: Sequence) -> list[Subscriber]:
 
 MAX_SAMPLE_BYTES = MEGABYTE
 
+MAX_SAMPLES = 50
+"""The most sample subscribers one file may hold: ``validate`` renders every
+step for each (2,000 took longer than 30 s)."""
+
+_NAME_LIMIT = 200  # as a subscriber's name
+
 
 def read_subscribers(path: Path, *, inside: Path | None = None) -> list[Subscriber]:
     """Read one subscriber (a mapping) or several (a list) from a YAML file.
@@ -119,6 +151,10 @@ def read_subscribers(path: Path, *, inside: Path | None = None) -> list[Subscrib
         raise SequenceError([Diagnostic(shown, 1, 1, f"cannot read sample data: {exc}")]) from exc
     data = _load(text, shown)
     items = data if isinstance(data, list) else [data]
+    if len(items) > MAX_SAMPLES:
+        # Each sample renders every step in every locale in `validate`.
+        many = f"at most {MAX_SAMPLES} sample subscribers; this file has {len(items):,}"
+        raise SequenceError([Diagnostic(shown, 1, 1, many)])
     subscribers: list[Subscriber] = []
     errors: list[tuple[tuple[str | int, ...], str]] = []
     for index, item in enumerate(items):
@@ -166,6 +202,10 @@ def _load(text: str, shown: str) -> Any:
     shape = shape_problem(data)
     if shape is not None:
         raise refuse(1, 1, shape)
+    surrogate = first_surrogate(data)
+    if surrogate is not None:
+        where, char = surrogate
+        raise refuse(*_positions(text)(where), surrogate_message(char))
     return data
 
 

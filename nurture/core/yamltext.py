@@ -12,6 +12,7 @@ values instead.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -131,4 +132,38 @@ def tag_message(tag: str) -> str:
     return (
         f'YAML tags such as "{tag}" are not supported: write the value itself '
         "(in quotes to make it text)"
+    )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def first_surrogate(data: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """The key path of the first key or value holding a lone surrogate (a
+    ``"\\ud800"`` escape in a double-quoted YAML string: not a character, and
+    no email can carry it), with that surrogate; None when there is none.
+    ``data`` has passed :func:`shape_problem`, so the walk is bounded."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    seen: set[int] = set()
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            found = _SURROGATE.search(node)
+            if found is not None:
+                return path, found.group()
+        elif isinstance(node, dict | list) and id(node) not in seen:
+            seen.add(id(node))
+            items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+            for key, value in reversed(items):
+                if isinstance(key, str) and (found := _SURROGATE.search(key)) is not None:
+                    return (*path, key), found.group()
+                stack.append(((*path, key), value))
+    return None
+
+
+def surrogate_message(char: str) -> str:
+    """Why a value with a lone surrogate is refused."""
+    return (
+        f"not valid Unicode text: a lone surrogate (\\u{ord(char):04x}) from a \\u escape; "
+        "write the character itself"
     )

@@ -235,3 +235,27 @@ def test_a_condition_too_deep_or_long_to_compile_is_a_problem_at_its_place(
             else " (brackets, filters or a long chain of and/or): write it more simply"
         )
     ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("name: Säljprocessen i fem mejl", 'name: "S\\ud800"', "name"),
+        (
+            "checkout_url: https://shop.example.com/checkout/sales-audit",
+            'checkout_url: "https://shop.example.com/\\udc80"',
+            "steps[offer].offer.checkout_url",
+        ),
+    ],
+)
+def test_a_lone_surrogate_escape_is_a_problem_at_its_value(old: str, new: str, where: str) -> None:
+    """A "\\ud800" escape in a double-quoted string made the file's content
+    version (its JSON) fail with a traceback."""
+    text = EXAMPLE.replace(old, new, 1)
+    assert text != EXAMPLE
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if new in t)
+    loaded, problems = parse_sequence(text, "bad.yaml")
+    assert loaded is None
+    [problem] = problems
+    assert (problem.line, problem.message.split(": ")[0]) == (line, where), problem
+    assert "not valid Unicode text: a lone surrogate" in problem.message

@@ -178,3 +178,27 @@ def test_a_sequence_id_two_files_use_is_refused_by_id_not_taken_from_the_first(
     assert problem.message.endswith("sales-process.yaml")
     # By file name each is still found.
     assert find_sequence(settings, tmp_path, str(copy)).sequence.name.startswith("Copy of ")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- email: not-an-email\n", "bad.yaml:1:3: subscriber 1: email: invalid email address"),
+        (
+            "- email: a@b.se\n  name: 'Ann\\x1b[31m'\n- email: c@d.se\n  name: \"Bo\\u2028Ek\"\n",
+            "bad.yaml:4:3: subscriber 2: name: contains a control character or line break",
+        ),
+        (
+            '- email: a@b.se\n  attributes: {company: "x\\ud800"}\n',
+            "bad.yaml:2:16: not valid Unicode text: a lone surrogate",
+        ),
+        ("".join(f"- email: a{n}@b.se\n" for n in range(51)), "bad.yaml:1:1: at most 50 sample"),
+    ],
+)
+def test_sample_subscribers_get_the_checks_a_message_needs(
+    here: Path, text: str, expected: str
+) -> None:
+    """validate passed these and preview then failed with a traceback
+    (an address no header can hold, a surrogate); 2,000 samples took > 30 s."""
+    found = problems(here / "bad.yaml", text)
+    assert len(found) == 1 and found[0].startswith(expected), found
