@@ -172,7 +172,10 @@ def find_sequence(settings: Settings, folder: Path, name: str) -> LoadedSequence
     candidate = folder / name
     # is_symlink: a link that cannot be followed (a loop) is reported as such,
     # not looked up as a sequence id.
-    named = candidate.is_file() or candidate.is_symlink()
+    try:
+        named = candidate.is_file() or candidate.is_symlink()
+    except OSError:  # a name no file system can hold (too long): not a file
+        named = False
     if candidate.suffix in (".yaml", ".yml") and named:
         item, problems = load_sequence_file(candidate)
     else:

@@ -119,7 +119,11 @@ def validate(
     for target in targets:
         # A link counts even when it leads nowhere: the loader says why it cannot
         # be read (a symlink loop, a missing target) at file:1:1.
-        if not target.exists() and not target.is_symlink():
+        try:
+            found = target.exists() or target.is_symlink()
+        except OSError as exc:  # a name too long for the file system, say
+            raise fail(f"{target}: {exc.strerror or exc}") from None
+        if not found:
             raise fail(f"{target}: no such file or folder")
     with errors():
         result = validate_paths(settings, targets)

@@ -101,6 +101,9 @@ def _message(error: Mapping[str, Any]) -> str:
             return f"{value!r} does not have the expected form"
         what = "an id" if loc and loc[-1] == "id" else "a valid name"
         return f"{value!r} is not {what}: {SLUG_RULE}"
+    if kind == "string_too_long" and isinstance(value, str):
+        limit = (error.get("ctx") or {}).get("max_length")
+        return f"at most {limit} characters; this one has {len(value):,}"
     if kind in ("too_long", "too_short") and isinstance(value, list):
         ctx = error.get("ctx") or {}
         if kind == "too_long":

@@ -36,6 +36,10 @@ from nurture.core.schedule import (
 )
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+ID_LIMIT = 100
+"""The longest sequence or step id: the database's columns hold 100."""
+TEMPLATE_NAME_LIMIT = 200
+"""The longest template name (a path inside ``templates/``)."""
 _HEX_COLOUR = re.compile(r"^#([0-9a-f]{3}|[0-9a-f]{6})$")
 
 
@@ -249,7 +253,9 @@ class Offer(Strict):
 class Step(Strict):
     """One email of the sequence."""
 
-    id: str = Field(pattern=SLUG, description="Stable id: the identity of the step.")
+    id: str = Field(
+        pattern=SLUG, max_length=ID_LIMIT, description="Stable id: the identity of the step."
+    )
     wait: Annotated[Delay, WAIT_SCHEMA]
     at: LocalTime | None = Field(default=None, description="Local time of day, 'HH:MM'.")
     when: str | None = Field(
@@ -281,6 +287,10 @@ class Step(Strict):
             raise ValueError(f"template {value!r} must be a .html or .md file")
         if value.startswith("/") or ".." in value.split("/"):
             raise ValueError(f"template {value!r} must be a path inside templates/")
+        if len(value) > TEMPLATE_NAME_LIMIT:
+            # Also keeps every name within what a file system can look up
+            # (a 300-character one ended in "File name too long").
+            raise ValueError(f"a template name is at most {TEMPLATE_NAME_LIMIT} characters")
         return value
 
 
@@ -293,7 +303,11 @@ class Sequence(Strict):
     """A nurture sequence: one file, one series of emails ending in an offer."""
 
     version: Literal[1] = Field(description="Format version of this file.")
-    id: str = Field(pattern=SLUG, description="Stable slug; the identity of the sequence.")
+    id: str = Field(
+        pattern=SLUG,
+        max_length=ID_LIMIT,
+        description="Stable slug; the identity of the sequence.",
+    )
     enabled: bool = Field(
         default=True,
         description="false: nobody is enrolled and nothing is sent (validate, preview and "

@@ -259,3 +259,31 @@ def test_a_lone_surrogate_escape_is_a_problem_at_its_value(old: str, new: str, w
     [problem] = problems
     assert (problem.line, problem.message.split(": ")[0]) == (line, where), problem
     assert "not valid Unicode text: a lone surrogate" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("id: sales-process", "id: " + "a" * 101, "id: at most 100 characters; this one has 101"),
+        (
+            "- id: welcome",
+            "- id: " + "b" * 120,
+            f"steps[{'b' * 120}].id: at most 100 characters; this one has 120",
+        ),
+        (
+            "template: welcome.md",
+            "template: " + "c" * 300 + ".md",
+            "steps[welcome].template: a template name is at most 200 characters",
+        ),
+    ],
+)
+def test_ids_and_template_names_fit_their_columns_and_the_file_system(
+    old: str, new: str, message: str
+) -> None:
+    """Ids of 101-240 characters passed validate but do not fit the database's
+    columns (100); longer ones and template names ended in 'File name too long'."""
+    text = EXAMPLE.replace(old, new, 1)
+    assert text != EXAMPLE
+    loaded, problems = parse_sequence(text, "bad.yaml")
+    assert loaded is None
+    assert [p.message for p in problems] == [message]

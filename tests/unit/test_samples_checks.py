@@ -202,3 +202,9 @@ def test_sample_subscribers_get_the_checks_a_message_needs(
     (an address no header can hold, a surrogate); 2,000 samples took > 30 s."""
     found = problems(here / "bad.yaml", text)
     assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_a_name_too_long_for_the_file_system_is_no_sequence(tmp_path: Path) -> None:
+    settings = example_workdir(tmp_path)
+    with pytest.raises(NurtureError, match="no sequence"):
+        find_sequence(settings, tmp_path, "a" * 300)
