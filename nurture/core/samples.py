@@ -29,6 +29,7 @@ from nurture.core.yamltext import (
     MAX_DEPTH,
     first_surrogate,
     first_tag,
+    safe_yaml,
     shape_problem,
     surrogate_message,
     tag_message,
@@ -185,7 +186,7 @@ def _load(text: str, shown: str) -> Any:
     if deep is not None:
         raise refuse(*deep, f"the file nests lists and mappings more than {MAX_DEPTH} deep")
     try:
-        data = YAML(typ="safe").load(text)
+        data = safe_yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)

@@ -16,13 +16,57 @@ import re
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor, SafeConstructor
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.tokens import TagToken
+
+_SCALARS = {
+    "tag:yaml.org,2002:timestamp": "date or time",
+    "tag:yaml.org,2002:int": "number",
+    "tag:yaml.org,2002:float": "number",
+}
+
+
+def _placed(base: type[Any]) -> type[Any]:
+    """``base`` (a ruamel constructor class) whose dates and numbers that do
+    not exist (``2026-02-30``, a 5,000-digit number) are refused at their
+    place, as a YAML error; the library raises a bare ValueError, which
+    could only be reported at 1:1."""
+
+    class Placed(base):  # type: ignore[misc]
+        pass
+
+    for tag, kind in _SCALARS.items():
+        construct = base.yaml_constructors[tag]
+
+        def checked(self: Any, node: Any, construct: Any = construct, kind: str = kind) -> Any:
+            try:
+                return construct(self, node)
+            except (ValueError, OverflowError) as exc:
+                shown = str(node.value)[:40] + ("…" if len(str(node.value)) > 40 else "")
+                reason = str(exc).split(":")[0]  # not Python's advice on limits
+                problem = f"{shown} is not a valid {kind} ({reason})"
+                raise ConstructorError(None, None, problem, node.start_mark) from exc
+
+        Placed.add_constructor(tag, checked)
+    return Placed
+
+
+_ROUND_TRIP = _placed(RoundTripConstructor)
+_SAFE = _placed(SafeConstructor)
+
+
+def safe_yaml() -> YAML:
+    """A YAML reader of plain values (no positions) that places bad dates and numbers."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Constructor = _SAFE
+    return yaml
 
 
 def positioned_yaml() -> YAML:
     """A YAML reader that keeps positions and refuses duplicate keys."""
-    yaml = YAML(typ="rt")  # round-trip: the only loader that records positions
+    yaml = YAML(typ="rt")
+    yaml.Constructor = _ROUND_TRIP  # round-trip: the only loader that records positions
     yaml.allow_duplicate_keys = False
     return yaml
 

@@ -287,3 +287,36 @@ def test_ids_and_template_names_fit_their_columns_and_the_file_system(
     loaded, problems = parse_sequence(text, "bad.yaml")
     assert loaded is None
     assert [p.message for p in problems] == [message]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "column", "message"),
+    [
+        (
+            'dates: ["2026-12-24", "2026-12-31"]',
+            "dates: [2026-02-30]",
+            11,
+            "2026-02-30 is not a valid date or time (day is out of range for month)",
+        ),
+        (
+            'dates: ["2026-12-24", "2026-12-31"]',
+            "dates: [2026-01-01T25:00:00]",
+            11,
+            "is not a valid date or time",
+        ),
+        ("version: 1 ", "version: 1" + "0" * 5000 + " ", 10, "is not a valid number"),
+    ],
+)
+def test_an_unquoted_date_or_number_that_cannot_exist_is_named_at_its_place(
+    old: str, new: str, column: int, message: str
+) -> None:
+    """The YAML library raised a bare ValueError for these: '1:1: invalid YAML
+    (ValueError)', with no line and no reason."""
+    text = EXAMPLE.replace(old, new, 1)
+    assert text != EXAMPLE
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if new.strip() in t)
+    loaded, problems = parse_sequence(text, "bad.yaml")
+    assert loaded is None
+    [problem] = problems
+    assert (problem.line, problem.column) == (line, column), problem
+    assert message in problem.message
