@@ -25,7 +25,8 @@ render (and every condition) runs inside a
   (``*``, ``**``, ``+``, ``%``, ``~``, ``center``, ``join``, ``replace``, ...)
   may exceed a size, and the check happens *before* the allocation.
 
-How the hooks get in: ``call``, ``call_binop`` and ``get_template`` are the
+How the hooks get in: ``call``, ``call_binop``, ``wrap_str_format`` (the
+function templates get for ``str.format``) and ``get_template`` are the
 sandbox's interception points; loops and ``~`` are rewritten in the parsed
 tree (``_generate``, Jinja's hook for that) so their operands pass through a
 budget filter; the value checks (:func:`check_size` and the operators') are
@@ -35,15 +36,22 @@ here too.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import update_wrapper
 from typing import Any
 
 from jinja2 import nodes, pass_context, pass_environment, pass_eval_context
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, markup_join, str_join
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+)
 from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
+from markupsafe import Markup
 
 from nurture.core.budget import (
     CURRENT_BUDGET,
@@ -62,11 +70,19 @@ def check_size(size: int, what: str) -> None:
         raise BudgetExceeded(f"{what} would make a value of {size} items (limit {limit})")
 
 
-SIZED = _SIZED = (str, list, tuple, dict)  # values whose len() is their printed size, roughly
+# Values whose len() is their printed size, roughly. Bytes too: ``'a'.encode()``
+# makes them, and every str method that can blow a value up has a bytes twin.
+SIZED = _SIZED = (str, bytes, bytearray, list, tuple, dict)
+_TEXT = (str, bytes, bytearray)
 
 
 def _sized(value: Any) -> int:
     return len(value) if isinstance(value, _SIZED) else 0
+
+
+def _as_text(value: Any) -> str:
+    """``value`` as str, bytes one character per byte (for counting and parsing only)."""
+    return value.decode("latin-1") if isinstance(value, bytes | bytearray) else str(value)
 
 
 def _check_bits(bits: int) -> None:
@@ -75,15 +91,78 @@ def _check_bits(bits: int) -> None:
         raise BudgetExceeded(f"a number of about {bits} bits (limit {limit})")
 
 
-# printf widths/precisions ("%10000000s") and str.format ones ("{:>10000000}").
-_SPEC_NUMBER = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?|\{[^{}]*?:[^{}]*?(\d+)[^{}]*\}")
+def _check_width(number: str | int) -> int:
+    """A format width or precision (digits, or an int given for ``*``), refused past the limit."""
+    limit = active_limits().value
+    if isinstance(number, str):  # no int() of a long digit string: it is slow, or refused
+        width = int(number) if len(number) <= 9 else limit + 1
+        shown = number if len(number) <= 20 else f"{number[:20]}..."
+    else:
+        width = abs(number)  # a negative '*' width pads on the left
+        shown = str(width) if width.bit_length() <= 64 else f"about 2**{width.bit_length()}"
+    if width > limit:
+        raise BudgetExceeded(f"a format width of {shown} (limit {limit})")
+    return width
 
 
-def _check_format(spec: str) -> None:
-    for match in _SPEC_NUMBER.finditer(spec):
-        for number in match.groups():
-            if number and (len(number) > 9 or int(number) > active_limits().value):
-                raise BudgetExceeded(f"a format width of {number} (limit {active_limits().value})")
+# What follows '%' (and a '(key)') in printf formatting, as Python reads it:
+# flags, width and precision (ASCII digits or '*'), a length modifier it
+# ignores, the conversion type.
+_PRINTF_REST = re.compile(r"[-+ #0]*(\*|[0-9]*)(?:\.(\*|[0-9]*))?[hlL]?(.?)", re.DOTALL)
+
+
+def _printf_conversions(template: str) -> Iterator[tuple[str | None, str, str | None]]:
+    """(key, width, precision) of each conversion of ``template % values``, '%%' left out."""
+    at = template.find("%")
+    while at >= 0:
+        at += 1
+        if template.startswith("%", at):
+            at = template.find("%", at + 1)
+            continue
+        key = None
+        if template.startswith("(", at):  # '%(key)': Python lets the key's parentheses nest
+            depth, end = 1, at + 1
+            while depth and end < len(template):
+                depth += {"(": 1, ")": -1}.get(template[end], 0)
+                end += 1
+            key, at = template[at + 1 : end - 1], end
+        rest = _PRINTF_REST.match(template, at)
+        assert rest is not None  # every part is optional
+        yield key, rest[1], rest[2]
+        at = template.find("%", rest.end())
+
+
+def _printed_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value.bit_length() // 3 + 2  # digits in any base printf has, and a sign
+    return _sized(value)
+
+
+def _check_printf(template: str | bytes | bytearray, values: Any, what: str) -> None:
+    """Refuse ``template % values`` before it is made: every width and precision
+    (``*`` ones are the next arguments, as Python takes them), then the
+    result's size, each conversion counted, so ``%(a)s`` repeated counts ``a``
+    each time."""
+    text = _as_text(template)
+    arguments = iter(values if isinstance(values, tuple) else (values,))
+    mapping = values if isinstance(values, Mapping) else None
+    size = len(text)
+    for key, width, precision in _printf_conversions(text):
+        widths = [0]
+        for number in (width, precision):
+            if number == "*":
+                star = next(arguments, None)
+                widths.append(_check_width(star) if isinstance(star, int) else 0)
+            elif number:
+                widths.append(_check_width(number))
+        if key is None:
+            value = next(arguments, None)
+        elif mapping is not None:
+            value = mapping.get(key if isinstance(template, str) else key.encode("latin-1"))
+        else:
+            value = None
+        size += max(*widths, _printed_size(value))
+    check_size(size, what)
 
 
 def _is_number(value: Any) -> bool:
@@ -93,7 +172,7 @@ def _is_number(value: Any) -> bool:
 def _check_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         for seq, times in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(times, int):
+            if isinstance(seq, str | bytes | bytearray | list | tuple) and isinstance(times, int):
                 check_size(len(seq) * max(times, 0), "'*'")
         if isinstance(left, int) and isinstance(right, int):
             _check_bits(left.bit_length() + right.bit_length())
@@ -102,10 +181,8 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
             _check_bits(max(left.bit_length() - 1, 0) * right if abs(left) > 1 else 1)
     elif operator == "+":
         check_size(_sized(left) + _sized(right), "'+'")
-    elif operator == "%" and isinstance(left, str):
-        _check_format(left)
-        values = right if isinstance(right, tuple | dict) else (right,)
-        check_size(len(left) + sum(_sized(v) for v in values), "'%'")
+    elif operator == "%" and isinstance(left, _TEXT):
+        _check_printf(left, right, "'%'")
 
 
 @pass_context
@@ -185,7 +262,7 @@ def _check_replace(text: str, old: str, new: str, count: int | None) -> None:
 
 
 def _format(value: Any, *args: Any, **kwargs: Any) -> str:
-    _check_format(str(value))
+    _check_printf(str(value), kwargs or args, "format")  # what Jinja's filter does: value % ...
     return _ORIGINAL_FILTERS["format"](value, *args, **kwargs)  # type: ignore[no-any-return]
 
 
@@ -238,9 +315,13 @@ def _install(env: ImmutableSandboxedEnvironment) -> None:
 
 
 def _check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Methods of strings that can make a huge value from small arguments."""
+    """Methods of strings (and bytes) that can make a huge value from small arguments.
+
+    ``str.format`` and ``format_map`` never get here: Jinja hands templates a
+    wrapper instead (see :meth:`BudgetedSandbox.wrap_str_format`).
+    """
     owner = getattr(obj, "__self__", None)
-    if not isinstance(owner, str):
+    if not isinstance(owner, _TEXT):
         return
     name = getattr(obj, "__name__", "")
     numbers = [a for a in (*args, *kwargs.values()) if isinstance(a, int)]
@@ -248,15 +329,38 @@ def _check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None
         raise BudgetExceeded(f"str.{name}() with {max(numbers)} (limit {active_limits().value})")
     if name == "replace" and len(args) >= 2:
         count = args[2] if len(args) > 2 and isinstance(args[2], int) else None
-        _check_replace(owner, str(args[0]), str(args[1]), count)
+        _check_replace(_as_text(owner), _as_text(args[0]), _as_text(args[1]), count)
     elif name == "join" and args and isinstance(args[0], list | tuple | str):
         items = args[0]
         check_size(len(owner) * len(items) + sum(_sized(i) for i in items), "str.join")
-    elif name in ("format", "format_map"):
-        _check_format(owner)
     elif name == "expandtabs":
         size = numbers[0] if numbers else 8
-        check_size(len(owner) + owner.count("\t") * size, "str.expandtabs")
+        check_size(len(owner) + _as_text(owner).count("\t") * size, "str.expandtabs")
+
+
+class _BudgetedFormatter(SandboxedFormatter):
+    """``str.format`` in the sandbox: each field's spec is checked once its nested
+    fields (``{0:>{1}}``) are filled in, before the field is formatted, and the
+    fields made so far count towards the value limit (``'{0}' * n`` repeats one
+    argument n times)."""
+
+    _made = 0
+
+    def vformat(self, format_string: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        self._made = len(format_string)
+        return super().vformat(format_string, args, kwargs)
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        for number in re.findall(r"\d+", format_spec):  # any Unicode digits make a width
+            _check_width(number)
+        field = super().format_field(value, format_spec)
+        self._made += _sized(field)
+        check_size(self._made, "str.format")
+        return field
+
+
+class _BudgetedEscapeFormatter(_BudgetedFormatter, SandboxedEscapeFormatter):
+    """The same for ``Markup.format``, which escapes each field."""
 
 
 class BudgetedSandbox(ImmutableSandboxedEnvironment):
@@ -275,6 +379,36 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         inner = self.finalize
         if inner is not None and not getattr(inner, "counts_output", False):
             self.finalize = _counting_finalize(inner)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """What templates get for a string's ``format``/``format_map``: the
+        same sandboxing as Jinja's hook, with :class:`_BudgetedFormatter`, which
+        checks each field's spec once nested fields are filled in.
+
+        Jinja hands templates a wrapper here instead of the method, so
+        :meth:`call` never sees the string, and it makes its formatter inside
+        the hook with no way to swap it: so the hook is overridden whole.
+        """
+        if not isinstance(value, types.MethodType | types.BuiltinMethodType):
+            return None
+        text = getattr(value, "__self__", None)
+        if value.__name__ not in ("format", "format_map") or not isinstance(text, str):
+            return None
+        formatter: _BudgetedFormatter
+        if isinstance(text, Markup):
+            formatter = _BudgetedEscapeFormatter(self, escape=text.escape)
+        else:
+            formatter = _BudgetedFormatter(self)
+        kind = type(text)
+
+        def format_map(mapping: Mapping[str, Any]) -> str:
+            return kind(formatter.vformat(text, (), mapping))
+
+        def format(*args: Any, **kwargs: Any) -> str:
+            return kind(formatter.vformat(text, args, kwargs))
+
+        wrapper = format_map if value.__name__ == "format_map" else format
+        return update_wrapper(wrapper, value)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _check_binop(operator, left, right)
