@@ -99,8 +99,8 @@ class SequenceRegistry:
                         found = validate_loaded(self.settings, library, loaded)
                     except Exception as exc:  # one file never stops the others
                         log.exception("checking %s failed", loaded.display)
-                        problem = f"could not be checked ({type(exc).__name__}): see the log"
-                        found = [Diagnostic(loaded.display, 1, 1, problem)]
+                        why = f"could not be checked ({type(exc).__name__}): see the log"
+                        found = [Diagnostic(loaded.display, 1, 1, why)]
                 if loaded is not None and not found:
                     by_path[path] = loaded
                     continue

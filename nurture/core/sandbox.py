@@ -77,7 +77,31 @@ _TEXT = (str, bytes, bytearray)
 
 
 def _sized(value: Any) -> int:
-    return len(value) if isinstance(value, _SIZED) else 0
+    """About how large ``value`` prints: its length for text; for a list, tuple
+    or dict its items and what they hold (one 50,000-character string in a list
+    times 1,000 is 1,000 items, and 50 million characters once printed).
+    Counting stops past the active limit, so a check costs at most that many
+    steps."""
+    if isinstance(value, _TEXT):
+        return len(value)
+    if not isinstance(value, list | tuple | dict):
+        return 0
+    limit, total, stack = active_limits().value, 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, _TEXT):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            total += len(item)
+            stack.extend(item)
+    return total
+
+
+printed_size = _sized
 
 
 def _as_text(value: Any) -> str:
@@ -173,7 +197,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         for seq, times in ((left, right), (right, left)):
             if isinstance(seq, str | bytes | bytearray | list | tuple) and isinstance(times, int):
-                check_size(len(seq) * max(times, 0), "'*'")
+                check_size(_sized(seq) * max(times, 0), "'*'")
         if isinstance(left, int) and isinstance(right, int):
             _check_bits(left.bit_length() + right.bit_length())
     elif operator == "**":
@@ -200,6 +224,8 @@ def _loop(context: Context, iterable: Any, weight: int = 0) -> Iterator[Any]:
 @pass_eval_context
 def _concat(eval_ctx: EvalContext, pieces: list[Any]) -> str:
     """``a ~ b``: the pieces' size is checked before they are joined."""
+    # A list is counted before str() prints it: that is where it would blow up.
+    check_size(sum(_sized(p) for p in pieces if isinstance(p, list | tuple | dict)), "'~'")
     texts = [p if isinstance(p, str) else str(p) for p in pieces]
     check_size(sum(len(t) for t in texts), "'~'")
     return markup_join(pieces) if eval_ctx.autoescape else str_join(pieces)

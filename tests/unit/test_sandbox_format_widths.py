@@ -120,3 +120,26 @@ def test_ordinary_formatting_still_works(templates: Path, source: str, expected:
     test = f"({source}) == {expected!r}"
     assert compile_condition(test).evaluate({}, Engagement()) is True
     assert "equal: True" in render(templates, "equal: {{ " + test + " }}")
+
+
+# A list holding a long string, multiplied: few items, but printed (|string,
+# ~, '%s' %, {{ }}) it is the string that many times.
+PRINTED = [
+    ("(['x' * 50000] * 1000)|string", "'*' would make a value of"),
+    ("'' ~ (['x' * 50000] * 1000)", "'*' would make a value of"),
+    ("[{'k': 'x' * 60000}] * 3", "'*' would make a value of"),
+    ("(['x' * 40000] + ['y' * 40000] + ['z' * 40000])|string", "'+' would make a value of"),
+]
+
+
+@pytest.mark.parametrize(("source", "reason"), PRINTED)
+def test_a_list_of_long_strings_is_counted_by_what_it_prints(source: str, reason: str) -> None:
+    condition = compile_condition(f"({source})|length > 0")
+    with within(2), pytest.raises(ConditionError, match="condition stopped") as caught:
+        condition.evaluate({}, Engagement())
+    assert reason in str(caught.value)
+
+
+def test_small_lists_of_text_still_print() -> None:
+    condition = compile_condition("(['ab'] * 3)|join == 'ababab' and ([1, 2] + [3])|length == 3")
+    assert condition.evaluate({}, Engagement()) is True
