@@ -46,7 +46,7 @@ from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Sender
-from nurture.core.rendering import ComposedEmail, RenderedEmail
+from nurture.core.rendering import ComposedEmail, RenderedEmail, ascii_address
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.errors import NurtureError, SendError
 from nurture.store import audience as audience_store
@@ -290,7 +290,8 @@ def _message(
         reply_to=sender.reply_to,
         to_email=row.email,
         to_name="",  # as the body: nothing the visitor typed but the address
-        message_id=f"<{key}@{sender.email.rpartition('@')[2]}>",
+        # 7-bit, as sequence emails write it: a Unicode domain in A-labels.
+        message_id=f"<{key}@{ascii_address(sender.email, utf8=True).rpartition('@')[2]}>",
         date=now,
     )
 

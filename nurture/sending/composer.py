@@ -14,9 +14,10 @@ from urllib.parse import quote
 
 from nurture.core.loader import LoadedSequence
 from nurture.core.model import Step
-from nurture.core.rendering import ComposedEmail, Links, TemplateLibrary, track
+from nurture.core.rendering import ComposedEmail, Links, TemplateLibrary, ascii_address, track
 from nurture.core.subscriber import Subscriber
 from nurture.core.tokens import CLICK, MANAGE, REF, sign, verify
+from nurture.errors import RenderError
 
 
 def build_links(
@@ -151,8 +152,9 @@ class Composer:
                     else None
                 ),
             )
-        domain = sequence.sender.email.rpartition("@")[2]
-        return ComposedEmail(
+        # The Message-ID is written as it is, 7-bit: a Unicode domain in A-labels.
+        domain = ascii_address(sequence.sender.email, utf8=True).rpartition("@")[2]
+        composed = ComposedEmail(
             rendered=rendered,
             sender_name=sequence.sender.name,
             sender_email=sequence.sender.email,
@@ -164,6 +166,13 @@ class Composer:
             message_id=f"<{key}.{step.id}@{domain}>",
             date=now,
         )
+        # Refused here, the email fails as unrenderable; a transport writing
+        # the bytes would raise inside the provider call instead, which reads
+        # as "outcome unknown" though nothing left the machine.
+        problem = composed.unicode_problem()
+        if problem is not None:
+            raise RenderError(problem)
+        return composed
 
     def _tracked(self, key: str, now: datetime) -> Callable[[str], str]:
         base_url, secret_key = self.base_url, self.secret_key

@@ -54,6 +54,7 @@ from nurture.core.rendering.loader import (
     locale_search_path,
     present,
 )
+from nurture.core.rendering.message import NotUnicode
 from nurture.core.rendering.placeholders import finalize, remember
 from nurture.core.undefined import explain_undefined
 from nurture.errors import Diagnostic, RenderError
@@ -107,6 +108,8 @@ def describe(
         explained = explain_undefined(exc.message or "", source, scope)
         if explained is not None:
             return explained.message
+    if isinstance(exc, NotUnicode):
+        return str(exc)
     if isinstance(exc, BudgetExceeded):
         return f"rendering stopped: {exc}"
     if isinstance(exc, TemplateRefused):

@@ -22,7 +22,12 @@ from email.message import EmailMessage
 from functools import cached_property
 from typing import TypeVar
 
-from nurture.core.rendering.message import RenderedEmail, header_text, needs_smtputf8
+from nurture.core.rendering.message import (
+    RenderedEmail,
+    header_text,
+    needs_smtputf8,
+    unicode_problem,
+)
 
 _T = TypeVar("_T")
 
@@ -58,6 +63,21 @@ class ComposedEmail:
     def headers(self) -> dict[str, str]:
         """The pipeline's own headers (List-*, X-Nurture-*)."""
         return self.rendered.headers
+
+    def unicode_problem(self) -> str | None:
+        """Why :attr:`raw` could not be written, or None: a lone surrogate in a
+        header's text (a name, an address, the base URL in ``List-Unsubscribe``).
+
+        The rendered parts were checked when rendered; click tracking and the
+        pixel add only URLs under the base URL, which ``List-Unsubscribe``
+        holds too. Cheap (short texts), so a sender can ask before sending.
+        """
+        texts = [self.subject, self.sender_name, self.sender_email, self.to_name,
+                 self.to_email, self.reply_to or "", self.message_id]  # fmt: skip
+        for name, value in self.headers.items():
+            texts += (name, value)
+        problem = unicode_problem("".join(texts))
+        return None if problem is None else f"{problem} in a header"
 
     @cached_property
     def raw(self) -> bytes:

@@ -31,6 +31,7 @@ from jinja2.runtime import Context
 from markupsafe import Markup
 
 from nurture.core.budget import CURRENT_BUDGET
+from nurture.core.rendering.message import NotUnicode, unicode_problem
 from nurture.core.sandbox import SIZED
 
 SLOTS_VAR = "__nurture_slots__"
@@ -84,6 +85,12 @@ def finalize(context: Context, value: Any) -> Any:
             budget.produce(0)  # raises BudgetExceeded
     if hasattr(value, "__html__"):
         return value  # markup (macro output, blocks, |safe): part of the structure
+    if isinstance(value, str) and not value.isascii():
+        # Refused here, inside the template, so the failure names its line;
+        # the email's parts are checked again whole (templates.py).
+        problem = unicode_problem(value)
+        if problem is not None:
+            raise NotUnicode(problem)
     slots = context.parent.get(SLOTS_VAR)
     if slots is not None:
         text = value if type(value) is str else str(value)  # UndefinedError raised here

@@ -49,7 +49,7 @@ from nurture.core.rendering.compiled import (
 from nurture.core.rendering.context import template_context
 from nurture.core.rendering.links import Links, footer_problem, list_headers, with_text_footer
 from nurture.core.rendering.loader import MARKDOWN_VAR
-from nurture.core.rendering.message import RenderedEmail
+from nurture.core.rendering.message import RenderedEmail, unicode_problem
 from nurture.core.rendering.placeholders import (
     EMPTY_MARK,
     EMPTY_VAR,
@@ -184,7 +184,11 @@ class TemplateLibrary(CompiledTemplates):
         html, derive_text = self._render_html(plan, context)
         text = self.render_template(plan, plan.text, context) if plan.text else derive_text()
         text = with_text_footer(text, links, postal_address, context["t"]["unsubscribe"])
-        problem = footer_problem(html, links, postal_address) if check_footer else None
+        # finalize refused a bad {{ value }} at its line already; what is left
+        # (a |safe value, the footer's settings) is found here, at line 1.
+        problem = unicode_problem(html) or unicode_problem(text)
+        if problem is None and check_footer:
+            problem = footer_problem(html, links, postal_address)
         if problem:
             raise RenderFailure(Diagnostic(plan.source, 1, 1, problem))
         headers = list_headers(
@@ -286,8 +290,9 @@ class TemplateLibrary(CompiledTemplates):
             )  # fmt: skip
         try:
             return self._inliner.inline(html)
-        except ValueError as exc:  # css_inline.InlineError
-            raise RenderFailure(Diagnostic(plan.source, 1, 1, f"cannot inline CSS: {exc}")) from exc
+        except ValueError as exc:  # css_inline.InlineError, or a lone surrogate (|safe)
+            problem = unicode_problem(html) or f"cannot inline CSS: {exc}"
+            raise RenderFailure(Diagnostic(plan.source, 1, 1, problem)) from exc
 
     def first_lines(
         self,
@@ -350,6 +355,10 @@ class TemplateLibrary(CompiledTemplates):
                     f"{field} of step {step.id!r} is {len(lines[field])} characters long "
                     f"(at most {MAX_LINE})"
                 )
+                raise RenderFailure(Diagnostic(f"<sequence {sequence.id}>", 1, 1, message), key)
+            problem = unicode_problem(lines[field])  # a text without "{" is not rendered
+            if problem is not None:
+                message = f"{field} of step {step.id!r}: {problem}"
                 raise RenderFailure(Diagnostic(f"<sequence {sequence.id}>", 1, 1, message), key)
         return lines
 
