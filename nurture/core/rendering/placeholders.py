@@ -32,7 +32,7 @@ from markupsafe import Markup
 
 from nurture.core.budget import CURRENT_BUDGET
 from nurture.core.rendering.message import NotUnicode, unicode_problem
-from nurture.core.sandbox import SIZED
+from nurture.core.sandbox import SIZED, printed_size
 
 SLOTS_VAR = "__nurture_slots__"
 INERT_VAR = "__nurture_markdown_text__"
@@ -80,7 +80,7 @@ def finalize(context: Context, value: Any) -> Any:
     # constants, so no token is ever baked into a compiled template.
     budget = CURRENT_BUDGET.get()
     if budget is not None:  # every {{ value }} counts towards the render's output budget
-        budget.produced += len(value) if isinstance(value, SIZED) else 1
+        budget.produced += printed_size(value) if isinstance(value, SIZED) else 1
         if budget.produced > budget.limits.output:
             budget.produce(0)  # raises BudgetExceeded
     if hasattr(value, "__html__"):
