@@ -40,6 +40,12 @@ KINDS: Mapping[str, EventKind] = MappingProxyType(
     }
 )
 
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""An event ``timestamp`` before this is no time SendGrid reports (as for
+purchases, :data:`nurture.audience.purchases.EARLIEST`): it is taken as missing."""
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Nor is one from this on (a future time is taken as the receive time anyway)."""
+
 # A bounce with ``type: blocked`` is the receiving server refusing the message
 # (the sending IP's reputation, content), not the address: this message failed,
 # but marking the subscriber as bounced would suppress a good address.
@@ -53,8 +59,9 @@ class SendGridEvent:
 
     kind: EventKind
     occurred_at: datetime | None
-    """From ``timestamp``, aware UTC; None when missing or not a number (the
-    caller then uses the time it received the post)."""
+    """From ``timestamp``, aware UTC; None when missing, not a number or not a
+    plausible time (see :data:`EARLIEST`): the caller then uses the time it
+    received the post."""
     provider_event_id: str | None
     message_id: str | None
     """``sg_message_id`` up to its first dot: the ``X-Message-Id`` the Mail
@@ -129,6 +136,12 @@ def _timestamp(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        return datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError):
+        moment = datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):  # too large, or not finite
         return None
+    # A signed event may still carry any number. One outside these years is no
+    # time SendGrid reports, so it counts as missing like any other bad
+    # timestamp (the receive time is used) instead of being stored: near
+    # datetime.min or max, shifting it into a time zone overflows, and the
+    # admin pages that show it fail.
+    return moment if EARLIEST <= moment < LATEST else None

@@ -60,7 +60,8 @@ class SignatureVerifier:
             return False
         if not (timestamp.isascii() and timestamp.isdigit()):
             return False
-        if max_age > 0 and abs(now.timestamp() - int(timestamp)) > max_age:
+        # In integers: a timestamp of 309 or more digits does not fit a float.
+        if max_age > 0 and abs(int(now.timestamp()) - int(timestamp)) > max_age:
             return False
         try:
             # Strictly base64: the library's decoder would skip stray characters.

@@ -91,6 +91,7 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
     app.add_exception_handler(ClientDisconnect, _client_gone)
 
     @app.get("/healthz")
+    @app.head("/healthz", include_in_schema=False)  # uptime monitors ask with HEAD
     def healthz() -> JSONResponse:
         """200 ``ok``, or 503 with ``degraded`` (and why) or ``error`` (no database).
 

@@ -6,7 +6,8 @@
   GET page's own form posts here too, with a CSRF token and a ``scope``
   (``sequence``: only the sequence the email came from; ``all``).
 * ``GET /unsubscribe/{token}`` changes nothing (mail scanners follow links): it
-  shows the choice and one button.
+  shows the choice and one button. Both GET pages answer ``HEAD`` too (link
+  checkers use it; RFC 9110 asks it of every GET).
 * ``GET /preferences/{token}`` shows the address (masked), the sequences the
   subscriber is in, "unsubscribe from all" and, once unsubscribed, "resubscribe";
   ``POST /preferences/{token}`` applies the form (CSRF-checked).
@@ -33,10 +34,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse
 
 from nurture.app.runtime import Runtime
+from nurture.audience.input import InvalidSubscriberError
 from nurture.audience.leaving import resubscribe, unsubscribe
 from nurture.audience.subscribers import get_subscriber, subscriber_enrollments
 from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
 from nurture.sending.composer import read_link_token
+from nurture.store.audience import subscriber_by_email
 from nurture.store.db import session_factory
 from nurture.store.tables import SubscriberRow
 from nurture.web.common import client_address, read_body
@@ -76,10 +79,15 @@ def parse_form(content_type: str | None, body: bytes) -> Form:
                 continue
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
-                charset = part.get_content_charset() or "utf-8"
                 try:
-                    value = payload.decode(charset, errors="replace")
-                except LookupError:  # an unknown charset name
+                    value = payload.decode(part.get_content_charset() or "utf-8", errors="replace")
+                except Exception:
+                    # The charset is the client's word, and codecs fail in their
+                    # own ways: LookupError for an unknown name, ValueError for a
+                    # name with a NUL, UnicodeError from "undefined", "idna" and
+                    # "punycode" (which refuse errors="replace" or fail anyway),
+                    # a DeprecationWarning from "unicode_escape" where warnings
+                    # are errors. Such a part is read as UTF-8.
                     value = payload.decode("utf-8", errors="replace")
                 fields.setdefault(name, []).append(value)
         return fields
@@ -100,6 +108,32 @@ def mask_email(address: str) -> str:
     if len(local) <= 2:
         return f"{local[:1]}***@{domain}"
     return f"{local[0]}***{local[-1]}@{domain}"
+
+
+def _subscriber_of(session: Session, address: str) -> SubscriberRow | None:
+    """The subscriber a genuine link's address names, or None.
+
+    The link carries the address as stored. One stored before today's address
+    check (imported by an older version) no longer normalises, yet its owner
+    must still be able to leave: it is then looked up exactly as written. Text
+    no row can hold (a NUL, a lone surrogate: the database driver would refuse
+    the query itself) is nobody.
+    """
+    try:
+        return get_subscriber(session, address)
+    except InvalidSubscriberError:
+        pass
+    if "\x00" in address or not _encodable(address):
+        return None
+    return subscriber_by_email(session, address)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -123,7 +157,7 @@ def routes(runtime: Runtime) -> APIRouter:
         if found is None:
             return None
         address, sequence_id = found
-        subscriber = get_subscriber(session, address)
+        subscriber = _subscriber_of(session, address)
         if subscriber is None or subscriber.id is None:
             return None
         return _Holder(subscriber, sequence_id, token)
@@ -175,6 +209,7 @@ def routes(runtime: Runtime) -> APIRouter:
         )
 
     @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+    @router.head("/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
     def unsubscribe_get(token: str, request: Request) -> HTMLResponse:
         """The choice and one button; changes nothing (scanners follow links)."""
         now = runtime.clock()
@@ -248,6 +283,7 @@ def routes(runtime: Runtime) -> APIRouter:
         )
 
     @router.get("/preferences/{token}", response_class=HTMLResponse)
+    @router.head("/preferences/{token}", response_class=HTMLResponse, include_in_schema=False)
     def preferences_get(token: str, request: Request) -> HTMLResponse:
         """What the subscriber receives, and the form to change it."""
         now = runtime.clock()

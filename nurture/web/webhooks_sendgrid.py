@@ -10,8 +10,9 @@ malformed part gets the same terse answer and nothing is stored:
   the configured key cannot be read (the log says so, without the key);
 * 413 for a body over 1 MiB (SendGrid batches stay well under it);
 * 403 for a missing, malformed or wrong signature or a stale timestamp;
-* 400 for a body that is not UTF-8 JSON, 422 for JSON that is not an array of
-  event objects (or holds text no database column can).
+* 400 for a body that is not UTF-8 JSON (a number that is not finite, ``NaN``
+  or ``1e999``, included), 422 for JSON that is not an array of event objects
+  (or holds text no database column can).
 
 A verified batch is applied in one transaction
 (:func:`nurture.audience.provider_events.apply_sendgrid_events`) and answered
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,9 +82,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    # 1e999 is JSON, and Python reads it as infinity: which PostgreSQL would not
+    # store either (the event's payload), so it is refused as NaN is.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
+
+
 def _parse(body: bytes) -> list[SendGridEvent]:
     try:
-        parsed = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        parsed = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise HTTPException(status_code=400, detail="body is not JSON") from None
     if not isinstance(parsed, list) or not all(isinstance(item, dict) for item in parsed):
