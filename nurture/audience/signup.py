@@ -425,7 +425,11 @@ def confirm(
     if payload is None:
         return None
     subscriber_id, address = payload.get("s"), payload.get("e")
-    if not isinstance(subscriber_id, int) or not isinstance(address, str):
+    # Only a signed token gets here, but its payload is still checked like input:
+    # an id the database cannot hold (10**30) or a bool (True is an int) is nobody.
+    if type(subscriber_id) is not int or not 0 < subscriber_id < 2**63:
+        return None
+    if not isinstance(address, str):
         return None
     row = store.subscriber_by_id(session, subscriber_id)
     if row is None or row.email != address:

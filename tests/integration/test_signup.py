@@ -274,7 +274,13 @@ def test_an_expired_or_tampered_or_foreign_token_changes_nothing(site: Site) -> 
         site.runtime.settings.secret_keys, tokens.CONFIRM, {"s": row.id, "e": "x@example.com"},
         now=NOW,
     )  # fmt: skip
-    for bad in (tampered, manage, other_key, wrong_address, "garbage", "a" * 300):
+    # Signed, yet no id a row can have: 10**30 was a 500, True was subscriber #1.
+    odd_ids = [
+        tokens.sign(site.runtime.settings.secret_keys, tokens.CONFIRM, {"s": s, "e": row.email},
+                    now=NOW)
+        for s in (10**30, True, -1, 0, 2**63)
+    ]  # fmt: skip
+    for bad in (tampered, manage, other_key, wrong_address, "garbage", "a" * 300, *odd_ids):
         answer = site.client.get(f"/confirm/{bad}")
         assert answer.status_code == 404, bad
         assert "This link does not work" in answer.text
