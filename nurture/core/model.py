@@ -37,6 +37,7 @@ from nurture.core.schedule import (
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 ID_LIMIT = 100
+_LOCALE_TAG = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 """The longest sequence or step id: the database's columns hold 100."""
 TEMPLATE_NAME_LIMIT = 200
 """The longest template name (a path inside ``templates/``)."""
@@ -343,8 +344,15 @@ class Sequence(Strict):
     @field_validator("locale")
     @classmethod
     def _locale(cls, value: str) -> str:
-        # Checked, but kept as written: step texts are keyed by this exact tag.
-        check_locale(value)
+        # Kept as written (step texts are keyed by this exact tag), so it must be
+        # written as the tag it names: "en_US.UTF-8" or "und" passed the check,
+        # then templates were looked up in no locale folder at all.
+        tag = check_locale(value)
+        if tag != value.replace("_", "-"):  # sv_SE is sv-SE as written; en_US.UTF-8 is not
+            raise ValueError(f"write the locale {value!r} as the tag {tag!r}")
+        # "sr@latin" is Babel's, but names no template folder.
+        if not _LOCALE_TAG.fullmatch(value.replace("_", "-")):
+            raise ValueError(f"write the locale {value!r} as a tag such as sv or en-GB")
         return value
 
     @model_validator(mode="after")

@@ -67,3 +67,18 @@ def test_unknown_locales_are_refused_alike(tag: str) -> None:
     with pytest.raises(ValueError, match="unknown locale") as refused:
         check_locale(tag)
     assert _sequence_problems(locale=tag) == [f"locale: {refused.value}"]
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("en_US.UTF-8", "write the locale 'en_US.UTF-8' as the tag 'en-US'"),
+        ("und", "write the locale 'und' as the tag 'en-US'"),
+        ("EN", "write the locale 'EN' as the tag 'en'"),
+        ("sr@latin", "write the locale 'sr@latin' as a tag such as sv or en-GB"),
+    ],
+)
+def test_a_sequence_locale_must_be_written_as_the_tag_it_names(written: str, message: str) -> None:
+    """Babel reads these, but templates were then looked up in no locale folder
+    ('template not found') while preview wrote files under another tag."""
+    assert _sequence_problems(locale=written) == [f"locale: {message}"]
