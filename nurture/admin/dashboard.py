@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import Engine
 
+from nurture.admin.users import admin_zone
 from nurture.audience.complaints import WINDOW, ComplaintLimit
 from nurture.core.vocabulary import EventKind, SendStatus
 from nurture.store import deliverability, heartbeat
@@ -128,16 +128,9 @@ class Dashboard:
         return sum(self.week.values())
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def period_starts(now: datetime, zone: str) -> tuple[datetime, datetime]:
     """Local midnight today and on this week's Monday in ``zone``, as aware datetimes."""
-    tz = _zone(zone)
+    tz = admin_zone(zone)
     local = now.astimezone(tz)
     today = datetime.combine(local.date(), time(0), tzinfo=tz)
     monday = datetime.combine(local.date() - timedelta(days=local.weekday()), time(0), tzinfo=tz)
@@ -164,7 +157,7 @@ def load(
 ) -> Dashboard:
     """The dashboard at ``now`` for an admin whose zone is ``zone`` (UTC when
     it is not an IANA zone)."""
-    zone = _zone(zone).key
+    zone = admin_zone(zone).key
     today_since, week_since = period_starts(now, zone)
     since = now - WINDOW
     late = late_after(dispatch_interval)

@@ -26,12 +26,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import Engine
 
+from nurture.admin.users import admin_zone
 from nurture.core.vocabulary import SendStatus
 from nurture.store import sendlog as store
+from nurture.store.ids import parse_id
 from nurture.store.sendlog import Position, SendFilter
 
 __all__ = [
@@ -148,13 +149,6 @@ class SendPage:
 # ------------------------------------------------------------------ reading input
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def parse_moment(text: str, zone: str = "UTC", *, end: bool = False) -> datetime:
     """A date (``2026-11-27``: the start of that day in ``zone``, or with
     ``end`` the start of the next) or an ISO 8601 time (without an offset: in
@@ -165,13 +159,30 @@ def parse_moment(text: str, zone: str = "UTC", *, end: bool = False) -> datetime
             day = date.fromisoformat(text)
             if end:
                 day += timedelta(days=1)
-            return datetime.combine(day, time(0), tzinfo=_zone(zone))
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            moment = datetime.combine(day, time(0), tzinfo=admin_zone(zone))
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=admin_zone(zone))
     except ValueError as exc:
         raise SendLogError(
             f"{text!r} is not a date (2026-11-27) or an ISO 8601 time (2026-11-27T14:30:00Z)"
         ) from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_zone(zone))
+    except OverflowError as exc:  # the day after 9999-12-31
+        raise SendLogError(f"{text!r} is out of range: use a year from 1 to 9999") from exc
+    if not _in_utc(moment):
+        raise SendLogError(f"{text!r} is out of range: use a year from 1 to 9999")
+    return moment
+
+
+def _in_utc(moment: datetime) -> bool:
+    """Whether ``moment`` is also a datetime in UTC, as the database stores it
+    (``0001-01-01T00:00+14:00`` is not: in UTC it is in year 0)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def _given(value: str | None) -> str | None:
@@ -225,10 +236,13 @@ def _decode(cursor: str) -> tuple[str, Position]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
         direction, at, number = raw.split("|")
         moment = datetime.fromisoformat(at)
-        send_id = int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise bad from exc
-    if direction not in ("o", "n") or moment.tzinfo is None or send_id < 0:
+    # An id no row can have (nurture.store.ids): the database would fail on it, a 500.
+    send_id = parse_id(number, minimum=0)
+    if direction not in ("o", "n") or moment.tzinfo is None or send_id is None:
+        raise bad
+    if not _in_utc(moment):  # hand-made: ours are written in UTC
         raise bad
     return direction, Position(moment, send_id)
 
@@ -314,9 +328,13 @@ def neutralise(value: object) -> str:
 
 def csv_rows(engine: Engine, where: SendFilter, *, batch: int = 1000) -> Iterator[str]:
     """The filtered log as CSV text, a header and then one chunk per batch of
-    :func:`walk`: for a streamed download, never the whole log in memory."""
+    :func:`walk`: for a streamed download, never the whole log in memory.
+
+    Every cell is quoted: a spreadsheet whose list separator is ``;`` (Excel
+    in Swedish, German, French...) splits an unquoted ``Anna;=cmd|...`` at the
+    ``;`` into a cell that starts with ``=``, past :func:`neutralise`."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
     writer.writerow(CSV_HEADER)
     for count, line in enumerate(walk(engine, where, batch=batch), start=1):
         event = line.latest_event

@@ -19,11 +19,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pwdlib import PasswordHash
 from sqlmodel import Session
 
+from nurture.core.places import check_timezone
 from nurture.errors import NurtureError
 from nurture.store import admins
 from nurture.store.tables import AdminUserRow
@@ -34,6 +35,8 @@ __all__ = [
     "MIN_PASSWORD_LENGTH",
     "AdminUserError",
     "LoginResult",
+    "admin_zone",
+    "check_zone",
     "create_user",
     "delete_user",
     "list_users",
@@ -72,14 +75,27 @@ def login_delay(failures: int) -> float:
 
 
 def check_zone(zone: str) -> str:
-    """``zone`` when it is an IANA time zone, else :class:`AdminUserError`."""
+    """``zone`` when it is an IANA time zone, else :class:`AdminUserError`.
+
+    The check subscribers and sequence files get (:func:`check_timezone`): a
+    lookup in the known names, so a folder of tzdata (``Europe``), a name too
+    long for a file, ``localtime`` or ``Factory`` are refused, never opened.
+    """
     try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+        return check_timezone(zone)
+    except ValueError:
         raise AdminUserError(
-            f"{zone!r} is not a time zone (for example Europe/Stockholm)"
+            f"{zone[:100]!r} is not a time zone (for example Europe/Stockholm)"
         ) from None
-    return zone
+
+
+def admin_zone(zone: str) -> ZoneInfo:
+    """The zone an admin's pages show times in: UTC for a stored name
+    :func:`check_zone` would refuse (one saved before it refused it)."""
+    try:
+        return ZoneInfo(check_zone(zone))
+    except AdminUserError:
+        return ZoneInfo("UTC")
 
 
 def create_user(

@@ -26,12 +26,24 @@ from enum import StrEnum
 
 from sqlalchemy.engine import Connection, Engine
 
+from nurture.audience.input import InvalidSubscriberError, check_text
 from nurture.core.vocabulary import EnrollmentStatus, SendStatus
 from nurture.errors import NurtureError
 from nurture.store import resolve as store
+from nurture.store.ids import parse_id
 from nurture.store.resolve import UnknownSend
 
-__all__ = ["Resolution", "ResolveError", "resend_problem", "resolve_in", "resolve_sends"]
+__all__ = [
+    "WHY_LIMIT",
+    "Resolution",
+    "ResolveError",
+    "resend_problem",
+    "resolve_in",
+    "resolve_sends",
+]
+
+WHY_LIMIT = 500
+"""The most characters the reason an admin gives may have."""
 
 
 class Resolution(StrEnum):
@@ -56,7 +68,9 @@ class ResolveError(NurtureError):
 def _targets(conn: Connection, refs: Sequence[str]) -> tuple[list[UnknownSend], list[str]]:
     """The sends named by ``refs`` (a ledger id, or the send id the provider
     got), and the refs that name none."""
-    ids = {int(ref) for ref in refs if ref.isdigit()}
+    # A number no row can have is no send (the database would fail on it);
+    # a send id the provider got is never all digits.
+    ids = {number for ref in refs if (number := parse_id(ref)) is not None}
     keys = {ref for ref in refs if not ref.isdigit()}
     found = store.find_sends(conn, ids=ids, keys=keys)
     known = {str(send.id) for send in found} | {send.key for send in found}
@@ -97,7 +111,8 @@ def resolve_sends(
     or every ``unknown`` one with ``all_unknown``; return them as they were.
 
     Raises :class:`ResolveError` (and changes nothing) when a send is missing
-    or not ``unknown``, when a resend cannot be done, or when ``why`` is empty.
+    or not ``unknown``, when a resend cannot be done, or when ``why`` is empty,
+    longer than :data:`WHY_LIMIT` or not one line of text.
     """
     with engine.begin() as conn:
         return resolve_in(
@@ -121,6 +136,12 @@ def resolve_in(
     why = why.strip()
     if not why:
         raise ResolveError("say why (--why): it is kept with the send")
+    try:
+        # Kept with the send and in the admin's action record, and shown by the
+        # pages and the CLI: one line of plain text, like the other notes.
+        check_text("why", why, WHY_LIMIT)
+    except InvalidSubscriberError as exc:
+        raise ResolveError(f"{exc}: nothing was changed") from None
     if all_unknown == bool(refs):
         raise ResolveError("name the sends to resolve, or give --all-unknown (not both)")
     missing: list[str] = []

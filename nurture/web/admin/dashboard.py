@@ -2,7 +2,8 @@
 this week's sends, the queue, the workers' last ticks, the 7-day bounce and
 complaint rates against the 0.1 % / 0.3 % spam-rate lines, paused sequences.
 The same data as JSON at ``GET /admin/api/dashboard`` (in UTC; the week and
-day start in the zone of the ``zone`` parameter, default UTC).
+day start in the zone of the ``zone`` parameter, default UTC; a name that is
+not a time zone is a 400).
 
 The rates are drawn as server-rendered SVG bars (no JavaScript): the scale
 runs to 0.5 % (further when a rate is higher), with the two lines marked.
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from nurture.admin import dashboard
+from nurture.admin import dashboard, users
 from nurture.app.runtime import Runtime
 from nurture.audience.complaints import ComplaintLimit, percent
 from nurture.web.admin.auth import Admin
@@ -80,6 +81,10 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
     @api.get("/dashboard")
     def dashboard_api(zone: str = "UTC", token: str = Depends(auth.api)) -> JSONResponse:
         """The dashboard's numbers; ``today`` and ``week`` start in ``zone``."""
+        try:
+            users.check_zone(zone)
+        except users.AdminUserError as exc:
+            raise HTTPException(400, str(exc)) from exc
         return JSONResponse(dashboard.as_json(_load(zone)), headers=NO_STORE)
 
     router.include_router(page)

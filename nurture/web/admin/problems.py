@@ -30,7 +30,7 @@ from nurture.app.runtime import Runtime
 from nurture.sending.resolve import Resolution, ResolveError
 from nurture.store.problems import PROBLEM_STATUSES
 from nurture.web.admin.auth import Admin
-from nurture.web.admin.layout import NO_STORE, AdminPages, read_form
+from nurture.web.admin.layout import NO_STORE, AdminPages, read_form, send_in_path
 
 __all__ = ["routes"]
 
@@ -115,7 +115,9 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
 
     @page.post("/problems/sends/{send_id}/resolve")
     async def resolve(
-        request: Request, send_id: int, admin: Admin = Depends(auth.page)
+        request: Request,
+        admin: Admin = Depends(auth.page),
+        send_id: int = Depends(send_in_path),
     ) -> Response:
         form = await read_form(request)
         auth.check_csrf(admin, form.get("csrf"))

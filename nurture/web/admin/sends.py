@@ -38,7 +38,7 @@ from nurture.admin.sendlog import (
 from nurture.app.runtime import Runtime
 from nurture.sending.composer import Composer
 from nurture.web.admin.auth import Admin
-from nurture.web.admin.layout import NO_STORE, AdminPages
+from nurture.web.admin.layout import NO_STORE, AdminPages, send_in_path
 
 __all__ = ["routes"]
 
@@ -144,7 +144,11 @@ def _pages(runtime: Runtime, pages: AdminPages) -> APIRouter:
         return StreamingResponse(rows, media_type="text/csv; charset=utf-8", headers=headers)
 
     @router.get("/sends/{send_id}")
-    def send_page(send_id: int, request: Request, admin: Admin = Depends(auth.page)) -> Response:
+    def send_page(
+        request: Request,
+        admin: Admin = Depends(auth.page),
+        send_id: int = Depends(send_in_path),
+    ) -> Response:
         detail = _detail(runtime, send_id)
         return pages.render(request, admin, "send.html", {"send": detail})
 
@@ -186,7 +190,9 @@ def _api(runtime: Runtime, pages: AdminPages) -> APIRouter:
         return JSONResponse(body, headers=NO_STORE)
 
     @router.get("/sends/{send_id}")
-    def api_send(send_id: int, token: str = Depends(auth.api)) -> JSONResponse:
+    def api_send(
+        token: str = Depends(auth.api), send_id: int = Depends(send_in_path)
+    ) -> JSONResponse:
         """One send: the ledger row, its events in order, and its re-rendering."""
         del token
         return JSONResponse(_detail(runtime, send_id).to_json(), headers=NO_STORE)

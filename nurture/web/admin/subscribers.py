@@ -17,8 +17,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from nurture.admin import explain, subscribers
 from nurture.admin.subscribers import NoSuchSubscriber, SubscriberActionError
 from nurture.app.runtime import Runtime
+from nurture.store.ids import parse_id
 from nurture.web.admin.auth import Admin
-from nurture.web.admin.layout import NO_STORE, AdminPages, local_time, read_form
+from nurture.web.admin.layout import (
+    NO_STORE,
+    AdminPages,
+    local_time,
+    read_form,
+    subscriber_in_path,
+)
 
 __all__ = ["routes"]
 
@@ -32,10 +39,14 @@ NOTICES = {
 
 
 def _after(value: str | None) -> int:
-    try:
-        return max(int(value or 0), 0)
-    except ValueError:
+    """The ``after`` of a page link: 0 (the first page) when not given, else 400
+    unless it is an id a row can have (a bigger number never reaches the database)."""
+    if not value:
         return 0
+    after = parse_id(value, minimum=0)
+    if after is None:
+        raise HTTPException(400, "after: the id of the previous page's last subscriber")
+    return after
 
 
 def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
@@ -66,7 +77,9 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
 
     @html.get("/subscribers/{subscriber_id}")
     def subscriber_page(
-        request: Request, subscriber_id: int, admin: Admin = Depends(auth.page)
+        request: Request,
+        admin: Admin = Depends(auth.page),
+        subscriber_id: int = Depends(subscriber_in_path),
     ) -> Response:
         found = explained(subscriber_id)
         notice = NOTICES.get(request.query_params.get("notice", ""), "")
@@ -79,7 +92,9 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
 
     @html.post("/subscribers/{subscriber_id}/unsubscribe")
     async def unsubscribe(
-        request: Request, subscriber_id: int, admin: Admin = Depends(auth.page)
+        request: Request,
+        admin: Admin = Depends(auth.page),
+        subscriber_id: int = Depends(subscriber_in_path),
     ) -> Response:
         form = await read_form(request)
         auth.check_csrf(admin, form.get("csrf"))
@@ -99,7 +114,11 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
         return RedirectResponse(f"/admin/subscribers/{subscriber_id}?notice={notice}", 303)
 
     @html.get("/subscribers/{subscriber_id}/export")
-    def export(request: Request, subscriber_id: int, admin: Admin = Depends(auth.page)) -> Response:
+    def export(
+        request: Request,
+        admin: Admin = Depends(auth.page),
+        subscriber_id: int = Depends(subscriber_in_path),
+    ) -> Response:
         try:
             data = subscribers.export(
                 runtime.engine, subscriber_id, admin=admin.name, now=runtime.clock()
@@ -115,7 +134,9 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
 
     @html.get("/subscribers/{subscriber_id}/erase")
     def erase_page(
-        request: Request, subscriber_id: int, admin: Admin = Depends(auth.page)
+        request: Request,
+        admin: Admin = Depends(auth.page),
+        subscriber_id: int = Depends(subscriber_in_path),
     ) -> Response:
         found = explained(subscriber_id)
         wrong = request.query_params.get("error") == "mismatch"
@@ -125,7 +146,9 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
 
     @html.post("/subscribers/{subscriber_id}/erase")
     async def erase(
-        request: Request, subscriber_id: int, admin: Admin = Depends(auth.page)
+        request: Request,
+        admin: Admin = Depends(auth.page),
+        subscriber_id: int = Depends(subscriber_in_path),
     ) -> Response:
         form = await read_form(request)
         auth.check_csrf(admin, form.get("csrf"))
@@ -147,10 +170,10 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
     @html.get("/subscribers/{subscriber_id}/preview/{sequence_id}/{step_id}")
     def preview(
         request: Request,
-        subscriber_id: int,
         sequence_id: str,
         step_id: str,
         admin: Admin = Depends(auth.page),
+        subscriber_id: int = Depends(subscriber_in_path),
     ) -> Response:
         settings = runtime.settings
         shown = subscribers.preview_step(
@@ -200,7 +223,9 @@ def routes(runtime: Runtime, pages: AdminPages) -> APIRouter:
         )
 
     @api.get("/subscribers/{subscriber_id}/explain")
-    def api_explain(subscriber_id: int, token: str = Depends(auth.api)) -> JSONResponse:
+    def api_explain(
+        token: str = Depends(auth.api), subscriber_id: int = Depends(subscriber_in_path)
+    ) -> JSONResponse:
         """One subscriber's profile and, per enrollment, every step: sent,
         skipped, pending or projected, and why (as ``nurture explain --json``)."""
         return JSONResponse(explained(subscriber_id).as_json(), headers=NO_STORE)
