@@ -392,3 +392,22 @@ def test_the_csv_quotes_every_cell_so_a_semicolon_cannot_start_a_formula(
     assert f',"{name}",' in lines[1]
     assert lines[1].endswith(',"\'=1+1;""q"""')  # still neutralised, now quoted too
     assert all(line.startswith('"') and line.endswith('"') for line in lines)
+
+
+@pytest.mark.parametrize(
+    "payload", [{"u": 10**30, "e": 0}, {"u": True, "e": 0}, {"u": 1, "e": 2**40}]
+)
+def test_a_signed_session_naming_no_possible_admin_is_logged_out_not_a_500(
+    admin: AdminApp, payload: dict[str, object]
+) -> None:
+    """Only our key signs these, but the payload is still read like input."""
+    from nurture.core import tokens
+    from nurture.web.admin.auth import COOKIE
+
+    cookie = tokens.sign(
+        admin.settings.secret_keys, tokens.ADMIN_SESSION, payload, now=admin.clock()
+    )
+    client = admin.anonymous()
+    client.cookies.set(COOKIE, cookie)
+    answer = client.get("/admin", follow_redirects=False)
+    assert answer.status_code == 303 and "/admin/login" in answer.headers["location"]

@@ -31,6 +31,7 @@ from nurture.app.runtime import Runtime
 from nurture.audience.tokens import Scope, allows, authenticate
 from nurture.core import tokens
 from nurture.store.db import session_factory
+from nurture.store.ids import MAX_ID
 
 __all__ = ["COOKIE", "SESSION_MAX_AGE", "Admin", "AdminAuth", "safe_next"]
 
@@ -85,7 +86,11 @@ class AdminAuth:
         if payload is None:
             return None
         user_id, epoch = payload.get("u"), payload.get("e")
-        if not isinstance(user_id, int) or not isinstance(epoch, int):
+        # Signed, but still read like input: a bool is an int, and a number no
+        # id column holds would fail the query (a 500) instead of finding no one.
+        if type(user_id) is not int or type(epoch) is not int:
+            return None
+        if not (0 < user_id <= MAX_ID and 0 <= epoch <= MAX_ID):
             return None
         with self.sessions() as session:
             row = users.session_user(session, user_id, epoch)
