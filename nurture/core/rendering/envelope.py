@@ -72,12 +72,14 @@ class ComposedEmail:
         pixel add only URLs under the base URL, which ``List-Unsubscribe``
         holds too. Cheap (short texts), so a sender can ask before sending.
         """
-        texts = [self.subject, self.sender_name, self.sender_email, self.to_name,
-                 self.to_email, self.reply_to or "", self.message_id]  # fmt: skip
-        for name, value in self.headers.items():
-            texts += (name, value)
-        problem = unicode_problem("".join(texts))
-        return None if problem is None else f"{problem} in a header"
+        texts = (self.subject, self.sender_name, self.sender_email, self.to_name,
+                 self.to_email, self.reply_to or "", self.message_id)  # fmt: skip
+        for text in (*texts, *self.headers.keys(), *self.headers.values()):
+            if not text.isascii():  # most are: nothing more to look at
+                problem = unicode_problem(text)
+                if problem is not None:
+                    return f"{problem} in a header"
+        return None
 
     @cached_property
     def raw(self) -> bytes:

@@ -80,7 +80,10 @@ def finalize(context: Context, value: Any) -> Any:
     # constants, so no token is ever baked into a compiled template.
     budget = CURRENT_BUDGET.get()
     if budget is not None:  # every {{ value }} counts towards the render's output budget
-        budget.produced += printed_size(value) if isinstance(value, SIZED) else 1
+        if type(value) is str:  # most values: no call
+            budget.produced += len(value)
+        else:
+            budget.produced += printed_size(value) if isinstance(value, SIZED) else 1
         if budget.produced > budget.limits.output:
             budget.produce(0)  # raises BudgetExceeded
     if hasattr(value, "__html__"):
@@ -88,9 +91,10 @@ def finalize(context: Context, value: Any) -> Any:
     if isinstance(value, str) and not value.isascii():
         # Refused here, inside the template, so the failure names its line;
         # the email's parts are checked again whole (templates.py).
-        problem = unicode_problem(value)
-        if problem is not None:
-            raise NotUnicode(problem)
+        try:
+            value.encode("utf-8")  # strict: only a lone surrogate fails (one call, no scan)
+        except UnicodeEncodeError:
+            raise NotUnicode(unicode_problem(value) or "not valid Unicode") from None
     slots = context.parent.get(SLOTS_VAR)
     if slots is not None:
         text = value if type(value) is str else str(value)  # UndefinedError raised here
