@@ -37,6 +37,7 @@ from nurture.app.runtime import Runtime
 from nurture.audience.input import InvalidSubscriberError
 from nurture.audience.leaving import resubscribe, unsubscribe
 from nurture.audience.subscribers import get_subscriber, subscriber_enrollments
+from nurture.core.rendering.message import unicode_problem
 from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
 from nurture.sending.composer import read_link_token
 from nurture.store.audience import subscriber_by_email
@@ -123,17 +124,9 @@ def _subscriber_of(session: Session, address: str) -> SubscriberRow | None:
         return get_subscriber(session, address)
     except InvalidSubscriberError:
         pass
-    if "\x00" in address or not _encodable(address):
+    if "\x00" in address or unicode_problem(address) is not None:
         return None
     return subscriber_by_email(session, address)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
