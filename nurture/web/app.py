@@ -7,10 +7,15 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
+from starlette.types import Scope
 
 from nurture.app.runtime import Runtime
 from nurture.app.worker import Worker, WorkerHealth
@@ -72,6 +77,45 @@ async def _client_gone(request: Request, _exc: Exception) -> Response:
     return Response(status_code=400)
 
 
+# What a path may keep unescaped in a ``Location`` header (RFC 3986's pchar and "/").
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def _routed(app: FastAPI, scope: Scope) -> bool:
+    return any(route.matches(scope)[0] is not Match.NONE for route in app.router.routes)
+
+
+def other_slash(app: FastAPI, scope: Scope) -> str | None:
+    """The relative URL of ``scope``'s path with its trailing slash added or
+    taken away, when no route takes the path as it is and one takes the other;
+    else None. Starlette's own redirect builds an absolute URL from the
+    request's ``Host`` header, so anyone could make the app point a browser
+    (or a cache) at a host of their choosing; this one stays on ours."""
+    path: str = scope["path"]
+    if path == "/" or _routed(app, scope):
+        return None
+    other = path.rstrip("/") if path.endswith("/") else path + "/"
+    # "//host" or "/\\host" would read as another host to a browser.
+    if not other.startswith("/") or other[1:2] in ("/", "\\"):
+        return None
+    if not _routed(app, {**scope, "path": other}):
+        return None
+    query = scope.get("query_string", b"").decode("latin-1")
+    return quote(other, safe=_PATH_SAFE) + (f"?{query}" if query else "")
+
+
+def _slash_redirect(app: FastAPI) -> Any:
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            target = other_slash(app, request.scope)
+            if target is not None:
+                return RedirectResponse(target, status_code=307)
+        return await http_exception_handler(request, exc)
+
+    return handler
+
+
 def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
     """The app over ``runtime``. With ``worker``, its scheduler runs alongside the
     app (``nurture run``) and stops with it (the emails in flight are confirmed)."""
@@ -87,6 +131,9 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
                 worker.stop()
 
     app = FastAPI(title="nurture", lifespan=lifespan)
+    # "/admin/" still leads to "/admin", by a relative redirect (other_slash).
+    app.router.redirect_slashes = False
+    app.add_exception_handler(StarletteHTTPException, _slash_redirect(app))
     add_security_headers(app)
     app.add_exception_handler(ClientDisconnect, _client_gone)
 
