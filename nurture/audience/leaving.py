@@ -24,6 +24,7 @@ flushes but does not commit: the caller owns the transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,9 +34,17 @@ from sqlmodel import Session
 from nurture.audience.events import record_event
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SubscriberStatus
 from nurture.store import leaving as store
-from nurture.store.tables import SubscriberRow
+from nurture.store.tables import SubscriberRow, SuppressionRow
 
-__all__ = ["UNSUBSCRIBE_SOURCE", "Left", "block", "resubscribe", "unsubscribe"]
+__all__ = [
+    "UNSUBSCRIBE_SOURCE",
+    "Block",
+    "Left",
+    "block",
+    "block_all",
+    "resubscribe",
+    "unsubscribe",
+]
 
 UNSUBSCRIBE_SOURCE = "unsubscribe"
 """The suppression source of an unsubscribe: the only one a resubscribe lifts."""
@@ -115,6 +124,17 @@ def unsubscribe(
     return left
 
 
+@dataclass(frozen=True)
+class Block:
+    """One address to stop mailing for good (see :func:`block`)."""
+
+    email: str
+    subscriber: SubscriberRow | None
+    status: SubscriberStatus
+    reason: str
+    now: datetime
+
+
 def block(
     session: Session,
     email: str,
@@ -128,27 +148,54 @@ def block(
     """Stop mailing ``email`` (normalised) for good: a hard bounce, an address
     the provider dropped, a spam complaint. ``subscriber`` may be None (an
     event about an address we no longer hold): the address is still suppressed."""
-    ended: list[str] = []
-    status_changed = False
-    if subscriber is not None and subscriber.id is not None:
-        ended = store.end_enrollments(
-            session,
-            subscriber.id,
-            sequence_ids=None,
-            status=EnrollmentStatus.EXITED,
-            reason=reason,
-            now=now,
-        )
-        if subscriber.status in _MAILABLE or (
-            subscriber.status == SubscriberStatus.UNSUBSCRIBED and status != subscriber.status
-        ):
-            status_changed = subscriber.status != status
-            subscriber.status = status
-            subscriber.status_reason = reason[:500]
-            subscriber.updated_at = now
-    newly = store.suppress(session, email, reason=reason, source=source, now=now)
+    return block_all(session, [Block(email, subscriber, status, reason, now)], source=source)[0]
+
+
+def block_all(session: Session, blocks: Sequence[Block], *, source: str) -> list[Left]:
+    """:func:`block` for each of ``blocks`` in turn, in a few queries for all
+    of them (a webhook post can bounce thousands of addresses): the same
+    changes, and the same :class:`Left` for each, as one call per block."""
+    subscriber_ids = [
+        b.subscriber.id for b in blocks if b.subscriber and b.subscriber.id is not None
+    ]
+    live = store.active_enrollments(session, subscriber_ids)
+    sources = store.suppression_sources(session, {b.email for b in blocks})
+    endings: list[store.Ending] = []
+    suppressions: list[SuppressionRow] = []
+    results: list[Left] = []
+    for item in blocks:
+        ended: list[str] = []
+        status_changed = False
+        subscriber = item.subscriber
+        if subscriber is not None and subscriber.id is not None:
+            rows = live.pop(subscriber.id, [])
+            endings += [
+                store.Ending(enrollment_id, EnrollmentStatus.EXITED, item.reason, item.now)
+                for enrollment_id, _ in rows
+            ]
+            ended = sorted({sequence_id for _, sequence_id in rows})
+            if subscriber.status in _MAILABLE or (
+                subscriber.status == SubscriberStatus.UNSUBSCRIBED
+                and item.status != subscriber.status
+            ):
+                status_changed = subscriber.status != item.status
+                subscriber.status = item.status
+                subscriber.status_reason = item.reason[:500]
+                subscriber.updated_at = item.now
+        newly = item.email not in sources
+        if newly:
+            sources[item.email] = source
+            suppressions.append(
+                SuppressionRow(
+                    email=item.email, reason=item.reason[:500], source=source[:50],
+                    created_at=item.now,
+                )
+            )  # fmt: skip
+        results.append(Left(ended=tuple(ended), status_changed=status_changed, suppressed=newly))
+    store.end_enrollment_ids(session, endings)
+    store.add_suppressions(session, suppressions)
     session.flush()
-    return Left(ended=tuple(ended), status_changed=status_changed, suppressed=newly)
+    return results
 
 
 def resubscribe(

@@ -34,8 +34,9 @@ from sqlmodel import Session
 
 from nurture.audience.complaints import ComplaintLimit, check_complaint_rates
 from nurture.audience.input import InvalidSubscriberError, normalise_email
-from nurture.audience.leaving import block, unsubscribe
+from nurture.audience.leaving import Block, block_all, unsubscribe
 from nurture.core.vocabulary import EventKind, SendStatus, SubscriberStatus
+from nurture.store import leaving as store_leaving
 from nurture.store import provider_events as store
 from nurture.store.resolve import settle_send
 from nurture.store.tables import SubscriberRow
@@ -165,14 +166,19 @@ def apply_sendgrid_events(
     inserted = store.insert_new_events(conn, [_row(p, now) for p in fresh])
     applied.duplicates += len(planned) - len(inserted)
     applied.recorded += len(inserted)
+    acting = [p for p in fresh if p.identifier in inserted]
+    subscribers = store_leaving.subscribers_by_id(
+        session, [p.subscriber_id for p in acting if p.subscriber_id is not None and _changes(p)]
+    )
+    blocks: list[Block] = []  # applied together, before anything that reads them
     complained: set[str] = set()
-    for item in fresh:
-        if item.identifier in inserted:
-            _act(session, item, now, applied)
-            if item.event.kind == EventKind.COMPLAINED:
-                sequence = item.send.sequence_id if item.send else _name(item.event.sequence_id)
-                if sequence is not None:
-                    complained.add(sequence)
+    for item in acting:
+        _act(session, item, subscribers, blocks, now, applied)
+        if item.event.kind == EventKind.COMPLAINED:
+            sequence = item.send.sequence_id if item.send else _name(item.event.sequence_id)
+            if sequence is not None:
+                complained.add(sequence)
+    block_all(session, blocks, source=SOURCE)
     session.flush()
     if complaint_limit is not None and complained:
         applied.paused = check_complaint_rates(
@@ -210,9 +216,21 @@ def _row(item: _Planned, now: datetime) -> dict[str, Any]:
     }
 
 
-def _act(session: Session, item: _Planned, now: datetime, applied: Applied) -> None:
+def _changes(item: _Planned) -> bool:
+    """Whether the event blocks an address or unsubscribes someone."""
+    return _blocking_status(item.event) is not None or item.event.kind == EventKind.UNSUBSCRIBED
+
+
+def _act(
+    session: Session,
+    item: _Planned,
+    subscribers: dict[int, SubscriberRow],
+    blocks: list[Block],
+    now: datetime,
+    applied: Applied,
+) -> None:
     """What a newly recorded event changes: an ``unknown`` send confirmed, an
-    address blocked, a subscriber unsubscribed."""
+    address blocked (added to ``blocks``), a subscriber unsubscribed."""
     event, send = item.event, item.send
     if send is not None and send.status == SendStatus.UNKNOWN and event.kind != EventKind.UNKNOWN:
         settled = settle_send(
@@ -224,22 +242,19 @@ def _act(session: Session, item: _Planned, now: datetime, applied: Applied) -> N
             now=now,
         )
         applied.confirmed += int(settled)
-    status = _blocking_status(event)
-    unsubscribes = event.kind == EventKind.UNSUBSCRIBED
-    if status is None and not unsubscribes:
+    if not _changes(item):
         return
-    subscriber = (
-        session.get(SubscriberRow, item.subscriber_id) if item.subscriber_id is not None else None
-    )
+    subscriber = subscribers.get(item.subscriber_id) if item.subscriber_id is not None else None
+    status = _blocking_status(event)
     if status is not None:
         address = subscriber.email if subscriber is not None else item.email
         if address is not None:
-            block(
-                session, address, subscriber, status=status, source=SOURCE, now=item.occurred,
-                reason=_reason(event),
-            )  # fmt: skip
+            blocks.append(Block(address, subscriber, status, _reason(event), item.occurred))
             applied.blocked += 1
     elif subscriber is not None:
+        # The blocks before it in the post come first, as they happened.
+        block_all(session, blocks, source=SOURCE)
+        blocks.clear()
         left = unsubscribe(
             session, subscriber, now=item.occurred, via=SOURCE,
             payload={"provider_event_id": item.identifier, "event": event.provider_event},

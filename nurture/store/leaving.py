@@ -4,13 +4,15 @@ suppressing an address, resubscribing. Services in ``nurture.audience.leaving``.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, or_, update
 from sqlmodel import Session, col, select
 
 from nurture.core.vocabulary import EnrollmentStatus, SendStatus
-from nurture.store.tables import EnrollmentRow, SendRow, SuppressionRow
+from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow, SuppressionRow
 
 PENDING = (SendStatus.QUEUED, SendStatus.RETRY)
 """Ledger rows not yet handed to the provider (``reserved`` ones are in flight)."""
@@ -82,3 +84,117 @@ def lift_suppression(session: Session, email: str, *, sources: Collection[str]) 
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- batches
+# A webhook post can block thousands of addresses at once: these read and write
+# them one query (or one executemany) per chunk, not a few queries per address.
+
+_CHUNK = 500
+_T = TypeVar("_T")
+
+
+def _chunks(values: list[_T]) -> list[list[_T]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+def subscribers_by_id(session: Session, ids: Collection[int]) -> dict[int, SubscriberRow]:
+    """The subscriber rows with these ids (loaded into ``session``), by id."""
+    found: dict[int, SubscriberRow] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        for row in session.exec(select(SubscriberRow).where(col(SubscriberRow.id).in_(chunk))):
+            assert row.id is not None
+            found[row.id] = row
+    return found
+
+
+def active_enrollments(
+    session: Session, subscriber_ids: Collection[int]
+) -> dict[int, list[tuple[int, str]]]:
+    """Each subscriber's active enrollments, as (enrollment id, sequence id)."""
+    found: dict[int, list[tuple[int, str]]] = {}
+    for chunk in _chunks(sorted(set(subscriber_ids))):
+        query = select(
+            EnrollmentRow.subscriber_id, EnrollmentRow.id, EnrollmentRow.sequence_id
+        ).where(
+            col(EnrollmentRow.subscriber_id).in_(chunk),
+            col(EnrollmentRow.status) == EnrollmentStatus.ACTIVE,
+        )
+        for subscriber_id, enrollment_id, sequence_id in session.exec(query):
+            assert enrollment_id is not None
+            found.setdefault(subscriber_id, []).append((enrollment_id, sequence_id))
+    return found
+
+
+@dataclass(frozen=True)
+class Ending:
+    """One enrollment to end, as :func:`end_enrollments` ends it."""
+
+    enrollment_id: int
+    status: EnrollmentStatus
+    reason: str
+    now: datetime
+
+
+def end_enrollment_ids(session: Session, endings: list[Ending]) -> None:
+    """End these enrollments and skip their pending ledger rows: one
+    executemany per table, where :func:`end_enrollments` is a few queries per
+    subscriber."""
+    if not endings:
+        return
+    enrollment, send = EnrollmentRow.__table__, SendRow.__table__  # type: ignore[attr-defined]
+    conn = session.connection()
+    conn.execute(
+        update(enrollment)
+        .where(enrollment.c.id == bindparam("e_id"))
+        .values(
+            status=bindparam("e_status"),
+            status_reason=bindparam("e_short"),
+            next_due_at=None,
+            claimed_by=None,
+            claimed_until=None,
+            updated_at=bindparam("e_now"),
+        ),
+        [_binds(ending) for ending in endings],
+    )
+    conn.execute(
+        update(send)
+        # An IN list is not allowed in an executemany: one comparison each.
+        .where(
+            send.c.enrollment_id == bindparam("e_id"),
+            or_(*(send.c.status == status for status in PENDING)),
+        )
+        .values(
+            status=SendStatus.SKIPPED,
+            reason=bindparam("e_reason"),
+            next_attempt_at=None,
+            sent_at=bindparam("e_now"),
+        ),
+        [_binds(ending) for ending in endings],
+    )
+
+
+def _binds(ending: Ending) -> dict[str, Any]:
+    return {
+        "e_id": ending.enrollment_id,
+        "e_status": ending.status,
+        "e_short": ending.reason[:500],
+        "e_reason": ending.reason,
+        "e_now": ending.now,
+    }
+
+
+def suppression_sources(session: Session, emails: Collection[str]) -> dict[str, str]:
+    """The suppression source of each of ``emails`` that is suppressed."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(emails))):
+        query = select(SuppressionRow.email, SuppressionRow.source).where(
+            col(SuppressionRow.email).in_(chunk)
+        )
+        found.update(dict(session.exec(query).all()))
+    return found
+
+
+def add_suppressions(session: Session, rows: list[SuppressionRow]) -> None:
+    """Insert these suppressions (none of them suppressed yet: the caller checked)."""
+    session.add_all(rows)

@@ -5,13 +5,14 @@ changes nothing."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, select
 
-from nurture.audience.leaving import block, resubscribe, unsubscribe
+from nurture.audience.leaving import Block, block, block_all, resubscribe, unsubscribe
 from nurture.audience.suppression import is_suppressed
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus, SubscriberStatus
-from nurture.store.tables import EnrollmentRow, EventRow, SendRow, SubscriberRow
+from nurture.store.tables import EnrollmentRow, EventRow, SendRow, SubscriberRow, SuppressionRow
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -147,3 +148,138 @@ def test_resubscribing_after_an_unsubscribe_records_fresh_consent(session: Sessi
     assert not is_suppressed(session, "karin@example.com")
     assert len(_events(session, EventKind.SUBSCRIBED)) == 1
     assert not resubscribe(session, karin, now=later, consent={})  # already back
+
+
+# -- block_all: many blocks in a few queries, the same as one call each ----------
+
+
+def _blocking_world(session: Session, prefix: str) -> list[Block]:
+    """Subscribers in every state a block meets, and the blocks of one post."""
+    active = _subscriber(session, f"{prefix}-active@example.com")
+    for sequence in ("welcome", "offer"):
+        enrollment = _enrollment(session, active, sequence)
+        for step, status in (("a", SendStatus.QUEUED), ("b", SendStatus.RETRY)):
+            _send(session, enrollment, step, status)
+        _send(session, enrollment, "c", SendStatus.RESERVED)
+    left = _subscriber(session, f"{prefix}-left@example.com")
+    _enrollment(session, left, "welcome")
+    unsubscribe(session, left, now=NOW)
+    unconfirmed = _subscriber(session, f"{prefix}-new@example.com")
+    unconfirmed.status = SubscriberStatus.UNCONFIRMED
+    block(
+        session, f"{prefix}-old@example.com", None, status=SubscriberStatus.BOUNCED,
+        reason="earlier", source="manual", now=NOW,
+    )  # fmt: skip
+    later = NOW + timedelta(minutes=1)
+    return [
+        Block(active.email, active, SubscriberStatus.BOUNCED, "bounce: 550", later),
+        Block(active.email, active, SubscriberStatus.COMPLAINED, "spam report", later),
+        Block(left.email, left, SubscriberStatus.BOUNCED, "x" * 600, later),
+        Block(unconfirmed.email, unconfirmed, SubscriberStatus.INVALID, "dropped", later),
+        Block(f"{prefix}-gone@example.com", None, SubscriberStatus.BOUNCED, "bounce", later),
+        Block(f"{prefix}-gone@example.com", None, SubscriberStatus.COMPLAINED, "spam", NOW),
+        Block(f"{prefix}-old@example.com", None, SubscriberStatus.BOUNCED, "again", later),
+    ]
+
+
+def _state(session: Session, prefix: str) -> dict[str, list[Any]]:
+    """Everything a block writes, for the addresses starting with ``prefix``."""
+    session.flush()
+
+    def mine(email: str) -> bool:
+        return email.startswith(f"{prefix}-")
+
+    def name(email: str) -> str:
+        return email.removeprefix(f"{prefix}-")
+
+    subscribers = {
+        row.id: name(row.email) for row in session.exec(select(SubscriberRow)) if mine(row.email)
+    }
+    return {
+        "subscribers": sorted(
+            (name(r.email), r.status, r.status_reason, r.updated_at)
+            for r in session.exec(select(SubscriberRow))
+            if mine(r.email)
+        ),
+        "enrollments": sorted(
+            (
+                subscribers[r.subscriber_id],
+                r.sequence_id,
+                r.status,
+                r.status_reason,
+                r.next_due_at,
+                r.updated_at,
+            )
+            for r in session.exec(select(EnrollmentRow))
+            if r.subscriber_id in subscribers
+        ),
+        "sends": sorted(
+            (
+                subscribers[r.subscriber_id],
+                r.sequence_id,
+                r.step_id,
+                r.status,
+                r.reason,
+                r.next_attempt_at,
+                r.sent_at,
+            )
+            for r in session.exec(select(SendRow))
+            if r.subscriber_id in subscribers
+        ),
+        "suppressions": sorted(
+            (name(r.email), r.reason, r.source, r.created_at)
+            for r in session.exec(select(SuppressionRow))
+            if mine(r.email)
+        ),
+    }
+
+
+def test_block_all_changes_what_one_block_each_would(session: Session) -> None:
+    one_by_one = [
+        block(
+            session,
+            item.email,
+            item.subscriber,
+            status=item.status,
+            reason=item.reason,
+            source="sendgrid",
+            now=item.now,
+        )
+        for item in _blocking_world(session, "one")
+    ]
+    together = block_all(session, _blocking_world(session, "all"), source="sendgrid")
+
+    assert together == one_by_one
+    assert _state(session, "all") == _state(session, "one")
+    # And it did something: the case is not one where nothing changes.
+    assert [left.changed for left in together] == [True, False, True, True, True, False, False]
+    assert together[0].ended == ("offer", "welcome")
+    state = _state(session, "all")
+    assert {row[0]: row[1] for row in state["subscribers"]} == {
+        "active@example.com": SubscriberStatus.BOUNCED,
+        "left@example.com": SubscriberStatus.BOUNCED,
+        "new@example.com": SubscriberStatus.INVALID,
+    }
+    assert {row[2] for row in state["enrollments"]} == {EnrollmentStatus.EXITED}
+    # What waited is skipped; what was in flight stays in flight.
+    assert {(row[2], row[3]) for row in state["sends"]} == {
+        ("a", SendStatus.SKIPPED),
+        ("b", SendStatus.SKIPPED),
+        ("c", SendStatus.RESERVED),
+    }
+    assert {row[0]: (row[1][:7], row[2]) for row in state["suppressions"]} == {
+        "active@example.com": ("bounce:", "sendgrid"),
+        "left@example.com": ("unsubsc", "unsubscribe"),
+        "new@example.com": ("dropped", "sendgrid"),
+        "gone@example.com": ("bounce", "sendgrid"),
+        "old@example.com": ("earlier", "manual"),
+    }
+
+
+def test_block_all_of_nothing_changes_nothing(session: Session) -> None:
+    karin = _subscriber(session)
+    _enrollment(session, karin, "welcome")
+
+    assert block_all(session, [], source="sendgrid") == []
+    assert karin.status == SubscriberStatus.ACTIVE
+    assert not is_suppressed(session, karin.email)

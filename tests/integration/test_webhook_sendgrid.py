@@ -395,6 +395,31 @@ def test_either_order_ends_in_the_same_state(engine: Engine, tmp_path: Path) -> 
     assert states == [("bounced", "sent"), ("bounced", "sent")]
 
 
+def test_bounces_and_unsubscribes_in_one_post_apply_in_their_order(world: World) -> None:
+    """The bounces of a post are applied together, but never after an
+    unsubscribe that came later in it: the suppression says which came first."""
+    world.add("a@example.com", "b@example.com")
+    answer = world.post(
+        [
+            event("unsubscribe", "a@example.com", "ev-1"),
+            event("bounce", "a@example.com", "ev-2", type="bounce"),
+            event("bounce", "b@example.com", "ev-3", type="bounce"),
+            event("unsubscribe", "b@example.com", "ev-4"),
+            event("bounce", "gone@example.com", "ev-5", type="bounce"),
+        ]
+    )
+    assert answer.status_code == 200
+    assert answer.json() == {"received": 5, "new": 5, "duplicates": 0}
+    assert world.status("a@example.com") == "bounced"
+    assert world.status("b@example.com") == "bounced"
+    assert world.suppressed() == {
+        "a@example.com": "unsubscribe",
+        "b@example.com": "sendgrid",
+        "gone@example.com": "sendgrid",
+    }
+    assert world.counts()["active enrollments"] == 0
+
+
 def test_blocked_bounce_and_harmless_drop_leave_the_address_alone(world: World) -> None:
     world.add("a@example.com")
     world.runtime.dispatcher.dispatch(NOW)
