@@ -131,8 +131,13 @@ def compile_condition(source: str) -> Condition:
             f"the condition is {len(source):,} characters long; at most {MAX_CONDITION:,}"
         )
     try:
-        compiled = _ENV.compile_expression(source, undefined_to_none=False)
-        referenced = _referenced_steps(source)
+        # Jinja folds constant parts while compiling: under the condition's
+        # limits, as the rest is evaluated, not a render's larger ones.
+        with spending(CONDITION_LIMITS):
+            compiled = _ENV.compile_expression(source, undefined_to_none=False)
+            referenced = _referenced_steps(source)
+    except BudgetExceeded as exc:
+        raise ConditionError(f"condition stopped: {exc}") from exc
     except TemplateSyntaxError as exc:
         raise ConditionError(f"invalid condition {source!r}: {exc.message}") from exc
     except RecursionError as exc:  # Jinja's parser and compiler recurse per level

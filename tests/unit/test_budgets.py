@@ -271,6 +271,28 @@ def test_a_hostile_condition_fails_fast(source: str) -> None:
         compile_condition(source).evaluate({"company": "Acme"}, Engagement())
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "('%0200000d'|format(1))|length > 0",
+        "('x'|center(200000))|length > 0",
+        "('ab' * 60000)|length > 0",
+        "('{:0>200000}'.format(1))|length > 0",
+    ],
+)
+def test_a_constant_the_compiler_folds_has_the_condition_limits(source: str) -> None:
+    """Jinja computes constant parts while compiling, outside any evaluation:
+    they are held to a condition's value limit (100,000), not a render's
+    (500,000)."""
+    with pytest.raises(ConditionError, match=r"limit 100000"):
+        compile_condition(source).evaluate({}, Engagement())
+
+
+def test_a_folded_constant_under_the_condition_limit_is_allowed() -> None:
+    condition = compile_condition("('%090000d'|format(1))|length == 90000")
+    assert condition.evaluate({}, Engagement()) is True
+
+
 def test_an_ordinary_condition_still_evaluates() -> None:
     condition = compile_condition("subscriber.company ~ '!' == 'Acme!' and 2 ** 10 == 1024")
     assert condition.evaluate({"company": "Acme"}, Engagement()) is True
