@@ -206,10 +206,14 @@ class SkipDates(Strict):
         # the one country's module. (``list_supported_countries()`` imports
         # all 250 of them: a quarter of a second on every command that loads
         # a sequence with holidays.)
-        written_country, _, written_subdiv = value.partition("-")
+        written_country, dash, written_subdiv = value.partition("-")
         country, subdiv = written_country.upper(), written_subdiv.upper()
         if country not in EntityLoader.get_country_codes():
             raise ValueError(f"unknown holiday country {value!r} (use an ISO code such as SE)")
+        if dash and not subdiv:
+            known = sorted(getattr(holidays_lib, country).subdivisions)
+            such = f", or a subdivision such as {country}-{known[0]}" if known else ""
+            raise ValueError(f"no subdivision after the dash in {value!r}: write {country}{such}")
         if subdiv and subdiv not in getattr(holidays_lib, country).subdivisions:
             raise ValueError(f"unknown subdivision {written_subdiv!r} for {country}")
         return value.upper()

@@ -200,6 +200,8 @@ def test_unknown_holiday_country() -> None:
         ("us-zz", "unknown subdivision 'zz' for US"),
         ("NYSE", "unknown holiday country 'NYSE'"),  # a stock exchange's calendar
         ("S E", "unknown holiday country 'S E'"),
+        ("SE-", "no subdivision after the dash in 'SE-': write SE"),
+        ("us-", "no subdivision after the dash in 'us-': write US, or a subdivision such as US-AK"),
     ],
 )
 def test_unknown_holiday_codes(code: str, needle: str) -> None:
