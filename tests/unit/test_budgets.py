@@ -102,6 +102,19 @@ def test_an_included_link_out_of_the_folder_is_refused(templates: Path) -> None:
         render(templates)
 
 
+@pytest.mark.parametrize("name", ["../nurture.toml", "en/../../secret", "../en/partial.html"])
+def test_an_include_going_up_a_folder_says_so(templates: Path, name: str) -> None:
+    (templates.parent / "nurture.toml").write_text("secret_key = 'x'\n", "utf-8")
+    (templates / "en" / "partial.html").write_text("partial", "utf-8")
+    welcome(templates, f'Hi {{% include "{name}" %}}\n')
+    with pytest.raises(RenderError) as raised:
+        render(templates)
+    message = str(raised.value)
+    assert f"template {name!r} goes up a folder with '..'" in message
+    assert f"templates are named from {templates}" in message
+    assert "secret_key" not in message
+
+
 def test_a_template_too_large_is_refused(templates: Path) -> None:
     welcome(templates, "x" * (MAX_TEMPLATE_BYTES + 1))
     with pytest.raises(RenderError, match=r"welcome.md:1:1: file too large \(\d+ bytes > 524288\)"):

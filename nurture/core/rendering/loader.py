@@ -92,7 +92,14 @@ class LocaleLoader(BaseLoader):
         self.files: set[str] = set()
 
     def candidates(self, folders: tuple[str, ...], template: str) -> list[Path]:
-        pieces = split_template_path(template)  # rejects "..": no way out of the root
+        try:
+            pieces = split_template_path(template)  # rejects "..": no way out of the root
+        except TemplateNotFound:
+            raise TemplateNotFound(
+                template,
+                f"template {template!r} goes up a folder with '..': templates are named "
+                f"from {self.root}, and only files in it can be used",
+            ) from None
         return [self.root.joinpath(folder, *pieces) for folder in folders]
 
     def resolve(self, folders: tuple[str, ...], template: str) -> Path | None:
