@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from nurture.audience.provider_events import apply_sendgrid_events  # noqa: E402
 from nurture.store.db import make_engine, session_factory  # noqa: E402
 from nurture.store.migrate import upgrade  # noqa: E402
-from nurture.web.webhooks_sendgrid import _parse  # noqa: E402
+from nurture.transports.sendgrid_events import read_events  # noqa: E402
 from tests.integration.test_webhook_sendgrid import NOW, event, make_world  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def one_run(count: int) -> float:
                 for i in range(count - len(known))
             ]
             body = json.dumps(events).encode()
-            parsed = _parse(body)
+            parsed = read_events(json.loads(body))
             with session_factory(engine)() as session:
                 started = time.perf_counter()
                 applied = apply_sendgrid_events(session, parsed, now=NOW)
