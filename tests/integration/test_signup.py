@@ -234,6 +234,30 @@ def test_the_confirmation_email_writes_a_unicode_domain_in_idna(site: Site) -> N
     assert b"To: anna@xn--exmple-cua.se\r\n" in raw
 
 
+def test_a_unicode_sender_domain_is_in_idna_in_from_and_message_id(
+    engine: Engine, tmp_path: Path
+) -> None:
+    settings = example_workdir(tmp_path)
+    settings.base_url = "https://news.example.com"
+    sequence = settings.sequences_dir / "sales-process.yaml"
+    text = sequence.read_text("utf-8")
+    assert "  email: anna@example.com\n" in text
+    sequence.write_text(text.replace("anna@example.com", "anna@bergdesign-ö.se"), "utf-8")
+    transport = MemoryTransport()
+    runtime = build_runtime(
+        settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
+    )
+    with TestClient(create_app(runtime), client=CLIENT) as client:
+        answer = client.post("/subscribe", json={"email": "karin@example.se"})
+    assert answer.status_code == 202
+    message = email.message_from_bytes(transport.sent[0].raw_bytes(), policy=email.policy.default)
+    assert message["From"].addresses[0].domain == "xn--bergdesign--1fb.se"
+    message_id = str(message["Message-ID"])
+    assert message_id.isascii()
+    assert message_id.endswith("@xn--bergdesign--1fb.se>"), message_id
+    assert not message.defects
+
+
 def test_the_confirmation_email_carries_nothing_the_visitor_typed_but_the_address(
     site: Site,
 ) -> None:
