@@ -9,6 +9,7 @@ password.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,22 +48,44 @@ def backup_database(database_url: str, target: Path, *, force: bool = False) -> 
         raise UsePgDump(pg_dump_command(database_url, target))
     if url.database in (None, "", ":memory:"):
         raise ConfigurationError("an in-memory SQLite database has nothing to back up")
-    source = Path(str(url.database)).resolve()
-    if not source.is_file():
-        raise ConfigurationError(f"no database file at {source} (check database_url)")
-    target = target.resolve()
+    try:
+        source = Path(str(url.database)).resolve()
+        if not source.is_file():
+            raise ConfigurationError(f"no database file at {source} (check database_url)")
+        target = _checked_target(source, target.resolve(), force=force)
+        size = backup_sqlite(source, target)
+    except OSError as exc:  # a name too long, a folder that is a file, a full disk ...
+        raise ConfigurationError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except sqlite3.Error as exc:
+        raise ConfigurationError(f"the backup failed: {exc}") from None
+    return Backup(source, target, size)
+
+
+# The files SQLite keeps beside a database while it is open: replacing one
+# of them under a running worker loses what it holds (the write-ahead log
+# holds the latest commits).
+_SIBLINGS = ("-wal", "-shm", "-journal")
+
+
+def _checked_target(source: Path, target: Path, *, force: bool) -> Path:
     if target == source:
         raise ConfigurationError(f"{target} is the database itself: give another path")
+    for suffix in _SIBLINGS:
+        if target == source.with_name(source.name + suffix):
+            raise ConfigurationError(
+                f"{target} is the database's own {suffix[1:]} file: give another path"
+            )
     if not target.parent.is_dir():
         raise ConfigurationError(f"{target.parent}: no such folder")
     if target.is_dir():
         raise ConfigurationError(
             f"{target} is a folder: give a file name, e.g. {target}/nurture.db"
         )
+    if target.exists() and not target.is_file():
+        raise ConfigurationError(f"{target} is not a regular file (a device?): give a file path")
     if target.exists() and not force:
         raise ConfigurationError(f"{target} exists: pass --force to overwrite it")
-    size = backup_sqlite(source, target)
-    return Backup(source, target, size)
+    return target
 
 
 def pg_dump_command(database_url: str, target: Path) -> str:

@@ -12,7 +12,9 @@ while a worker runs is not safe; this is.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 BUSY_TIMEOUT = 30.0
@@ -21,23 +23,26 @@ BUSY_TIMEOUT = 30.0
 
 def backup_sqlite(source: Path, target: Path) -> int:
     """Copy the SQLite database ``source`` to ``target`` (a new file); return its
-    size in bytes. ``target`` is written beside its final name, then renamed,
-    so a failed copy never leaves a half-written backup under that name."""
-    partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
-    src = sqlite3.connect(source, timeout=BUSY_TIMEOUT)
+    size in bytes. ``target`` is written beside its final name under a fresh
+    temporary name, then renamed, so a failed copy never leaves a half-written
+    backup under that name (nor touches any other file)."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(handle)
+    partial = Path(name)
     try:
-        dst = sqlite3.connect(partial)
+        src = sqlite3.connect(source, timeout=BUSY_TIMEOUT)
         try:
-            src.backup(dst)
-            # A single file: the copy does not need the source's WAL mode.
-            dst.execute("PRAGMA journal_mode=DELETE")
+            dst = sqlite3.connect(partial)
+            try:
+                src.backup(dst)
+                # A single file: the copy does not need the source's WAL mode.
+                dst.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                dst.close()
         finally:
-            dst.close()
+            src.close()
+        partial.replace(target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    finally:
-        src.close()
-    partial.replace(target)
     return target.stat().st_size
