@@ -348,8 +348,20 @@ def message_id_of(message: email.message.EmailMessage | ComposedEmail) -> str | 
 def redact(text: str, *secrets: str | None) -> str:
     """``text`` with every non-empty secret replaced, for messages and logs.
 
-    Longest first, so a secret containing another is not left half shown.
+    Longest first, so a secret containing another is not left half shown;
+    a dotted secret's long parts are redacted on their own as well.
     """
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "[redacted]")
+    pieces: set[str] = set()
+    for secret in filter(None, secrets):
+        pieces.add(secret)
+        # A key such as SendGrid's "SG.<id>.<secret>" may come back in parts
+        # (an answer quoting it without its prefix): each long part is secret too.
+        pieces.update(part for part in secret.split(".") if len(part) >= _SECRET_PART)
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = text.replace(piece, "[redacted]")
     return text
+
+
+_SECRET_PART = 8
+"""The shortest part of a dotted secret redacted on its own (shorter ones, such
+as SendGrid's ``SG`` prefix, are words of ordinary text)."""

@@ -146,6 +146,22 @@ def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
     return None
 
 
+def check_api_host(host: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``host`` is an http(s) URL."""
+    try:
+        parts = urllib.parse.urlsplit(host)
+        # .port raises ValueError for a port that is not a number.
+        valid_host = parts.scheme in ("http", "https") and bool(parts.hostname)
+        valid_host = valid_host and (parts.port or 0) >= 0
+    except ValueError:
+        valid_host = False
+    if not valid_host:
+        raise ConfigurationError(
+            "setting 'sendgrid_api_host' (NURTURE_SENDGRID_API_HOST) must be an "
+            f"http:// or https:// URL, got {host!r}"
+        )
+
+
 # -- logging -------------------------------------------------------------------
 
 
@@ -209,18 +225,7 @@ class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
                 "setting 'sendgrid_api_key' (in nurture.toml as sendgrid_api_key, or "
                 "NURTURE_SENDGRID_API_KEY) is required for transport 'sendgrid'"
             )
-        try:
-            parts = urllib.parse.urlsplit(host)
-            # .port raises ValueError for a port that is not a number.
-            valid_host = parts.scheme in ("http", "https") and bool(parts.hostname)
-            valid_host = valid_host and (parts.port or 0) >= 0
-        except ValueError:
-            valid_host = False
-        if not valid_host:
-            raise ConfigurationError(
-                "setting 'sendgrid_api_host' (NURTURE_SENDGRID_API_HOST) must be an "
-                f"http:// or https:// URL, got {host!r}"
-            )
+        check_api_host(host)
         _quiet_library_logs()
         self._api_key = api_key
         self.host = host.rstrip("/")

@@ -59,6 +59,23 @@ def test_an_error_echoing_the_key_does_not_show_it(fake: FakeSendGrid) -> None:
     assert check.fix is not None and "Sender Identity" in check.fix
 
 
+def test_an_error_echoing_part_of_the_key_does_not_show_it(fake: FakeSendGrid) -> None:
+    secret = API_KEY.split(".")[2]  # the key without "SG." and its id
+    fake.enqueue("403", message=f"key {API_KEY.removeprefix('SG.')} ({secret}) may not send")
+    check = sendgrid_check(sendgrid_settings(fake.url), timeout=2, sender=SENDER)
+    assert check.status == "fail"
+    assert secret not in check.detail and "doctor-test-key" not in check.detail
+    assert check.detail.count("[redacted]") == 3, check.detail
+
+
+@pytest.mark.parametrize("host", ["not-a-url", "https://[::1", "ftp://api.sendgrid.com"])
+def test_an_api_host_that_is_no_url_fails_with_what_to_set(host: str) -> None:
+    check = sendgrid_check(sendgrid_settings(host), timeout=1, sender=SENDER)
+    assert check.status == "fail"
+    assert "sendgrid_api_host" in check.detail and repr(host) in check.detail
+    assert check.fix is not None and "NURTURE_SENDGRID_API_HOST" in check.fix
+
+
 def test_no_key_and_no_server_fail() -> None:
     no_key = sendgrid_check(sendgrid_settings("http://127.0.0.1:9", None), timeout=1, sender=SENDER)
     assert no_key.status == "fail" and "NURTURE_SENDGRID_API_KEY" in (no_key.fix or "")

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nurture.errors import ConfigurationError
 from nurture.ops.doctor.report import Check, first_line
 from nurture.ops.doctor.setup import delivers_mail
 
@@ -77,11 +78,13 @@ def _sendgrid_errors(raw: bytes, key: str) -> str:
     except (ValueError, AttributeError, TypeError):
         messages = []
     text = "; ".join(messages) or raw.decode("utf-8", "replace")[:200]
-    return text.replace(key, "[redacted]") if key else text
+    from nurture.transports.base import redact
+
+    return redact(text, key)
 
 
 def sendgrid_check(settings: Settings, *, timeout: float, sender: str | None) -> Check:
-    from nurture.transports.sendgrid import MAIL_SEND_PATH
+    from nurture.transports.sendgrid import MAIL_SEND_PATH, check_api_host
 
     key = settings.sendgrid_api_key
     if not key:
@@ -98,6 +101,15 @@ def sendgrid_check(settings: Settings, *, timeout: float, sender: str | None) ->
             "warn",
             "sendgrid: no sequence names a sender, so no sandbox request was made",
             "fix the sequence files (see the sequences check)",
+        )
+    try:
+        check_api_host(settings.sendgrid_api_host)
+    except ConfigurationError as exc:
+        return Check(
+            "transport",
+            "fail",
+            f"sendgrid: {exc}",
+            "set NURTURE_SENDGRID_API_HOST to https://api.sendgrid.com (or leave it unset)",
         )
     url = settings.sendgrid_api_host.rstrip("/") + MAIL_SEND_PATH
     request = urllib.request.Request(
