@@ -40,8 +40,10 @@ __all__ = [
     "UNSUBSCRIBE_SOURCE",
     "Block",
     "Left",
+    "Unsubscribe",
     "block",
     "block_all",
+    "leave_all",
     "resubscribe",
     "unsubscribe",
 ]
@@ -81,35 +83,17 @@ def unsubscribe(
     ``admin`` ...): it is in the enrollments' reason and the event's payload.
     """
     assert subscriber.id is not None
-    if sequence_id is not None:
-        ended = store.end_enrollments(
-            session,
-            subscriber.id,
-            sequence_ids=[sequence_id],
-            status=EnrollmentStatus.EXITED,
-            reason=f"unsubscribed from this sequence ({via})",
-            now=now,
-        )
-        left = Left(ended=tuple(ended))
-    else:
-        ended = store.end_enrollments(
-            session,
-            subscriber.id,
-            sequence_ids=None,
-            status=EnrollmentStatus.EXITED,
-            reason=f"unsubscribed ({via})",
-            now=now,
-        )
-        status_changed = subscriber.status in _MAILABLE
-        if status_changed:
-            subscriber.status = SubscriberStatus.UNSUBSCRIBED
-            subscriber.status_reason = f"unsubscribed ({via})"
-            subscriber.updated_at = now
-        newly = store.suppress(
-            session, subscriber.email, reason=f"unsubscribed ({via})", source=UNSUBSCRIBE_SOURCE,
-            now=now,
-        )  # fmt: skip
-        left = Left(ended=tuple(ended), status_changed=status_changed, suppressed=newly)
+    if sequence_id is None:
+        return leave_all(session, [Unsubscribe(subscriber, now, via, payload)], source="")[0]
+    ended = store.end_enrollments(
+        session,
+        subscriber.id,
+        sequence_ids=[sequence_id],
+        status=EnrollmentStatus.EXITED,
+        reason=f"unsubscribed from this sequence ({via})",
+        now=now,
+    )
+    left = Left(ended=tuple(ended))
     if left.changed:
         session.flush()
         record_event(
@@ -119,7 +103,7 @@ def unsubscribe(
             sequence_id=sequence_id,
             occurred_at=now,
             received_at=now,
-            payload={"via": via, "scope": "sequence" if sequence_id else "all", **(payload or {})},
+            payload={"via": via, "scope": "sequence", **(payload or {})},
         )
     return left
 
@@ -135,6 +119,16 @@ class Block:
     now: datetime
 
 
+@dataclass(frozen=True)
+class Unsubscribe:
+    """One subscriber leaving all email (see :func:`unsubscribe`)."""
+
+    subscriber: SubscriberRow
+    now: datetime
+    via: str
+    payload: dict[str, Any] | None = None
+
+
 def block(
     session: Session,
     email: str,
@@ -148,54 +142,85 @@ def block(
     """Stop mailing ``email`` (normalised) for good: a hard bounce, an address
     the provider dropped, a spam complaint. ``subscriber`` may be None (an
     event about an address we no longer hold): the address is still suppressed."""
-    return block_all(session, [Block(email, subscriber, status, reason, now)], source=source)[0]
+    return leave_all(session, [Block(email, subscriber, status, reason, now)], source=source)[0]
 
 
 def block_all(session: Session, blocks: Sequence[Block], *, source: str) -> list[Left]:
-    """:func:`block` for each of ``blocks`` in turn, in a few queries for all
-    of them (a webhook post can bounce thousands of addresses): the same
-    changes, and the same :class:`Left` for each, as one call per block."""
-    subscriber_ids = [
-        b.subscriber.id for b in blocks if b.subscriber and b.subscriber.id is not None
-    ]
-    live = store.active_enrollments(session, subscriber_ids)
-    sources = store.suppression_sources(session, {b.email for b in blocks})
+    """:func:`block` for each of ``blocks``: :func:`leave_all` of them."""
+    return leave_all(session, blocks, source=source)
+
+
+def leave_all(session: Session, items: Sequence[Block | Unsubscribe], *, source: str) -> list[Left]:
+    """:func:`block` (with ``source``) or :func:`unsubscribe` from all email for
+    each of ``items`` in turn, in a few queries for all of them (a webhook post
+    can bounce or unsubscribe thousands of addresses): the same changes, and
+    the same :class:`Left` for each, as one call per item."""
+    subscribers = [i.subscriber for i in items if i.subscriber is not None]
+    live = store.active_enrollments(session, [s.id for s in subscribers if s.id is not None])
+    sources = store.suppression_sources(session, {_email(item) for item in items})
     endings: list[store.Ending] = []
     suppressions: list[SuppressionRow] = []
+    unsubscribed: list[Unsubscribe] = []
     results: list[Left] = []
-    for item in blocks:
+    for item in items:
+        if isinstance(item, Block):
+            reason, status, suppress_as = item.reason, item.status, source
+        else:
+            reason = f"unsubscribed ({item.via})"
+            status, suppress_as = SubscriberStatus.UNSUBSCRIBED, UNSUBSCRIBE_SOURCE
         ended: list[str] = []
         status_changed = False
         subscriber = item.subscriber
         if subscriber is not None and subscriber.id is not None:
             rows = live.pop(subscriber.id, [])
             endings += [
-                store.Ending(enrollment_id, EnrollmentStatus.EXITED, item.reason, item.now)
+                store.Ending(enrollment_id, EnrollmentStatus.EXITED, reason, item.now)
                 for enrollment_id, _ in rows
             ]
             ended = sorted({sequence_id for _, sequence_id in rows})
+            # An unsubscribe changes only a mailable subscriber; a block also
+            # one who unsubscribed (the bounce says more about the address).
             if subscriber.status in _MAILABLE or (
-                subscriber.status == SubscriberStatus.UNSUBSCRIBED
-                and item.status != subscriber.status
+                isinstance(item, Block)
+                and subscriber.status == SubscriberStatus.UNSUBSCRIBED
+                and status != subscriber.status
             ):
-                status_changed = subscriber.status != item.status
-                subscriber.status = item.status
-                subscriber.status_reason = item.reason[:500]
+                status_changed = subscriber.status != status
+                subscriber.status = status
+                subscriber.status_reason = reason[:500]
                 subscriber.updated_at = item.now
-        newly = item.email not in sources
+        email = _email(item)
+        newly = email not in sources
         if newly:
-            sources[item.email] = source
+            sources[email] = suppress_as
             suppressions.append(
                 SuppressionRow(
-                    email=item.email, reason=item.reason[:500], source=source[:50],
+                    email=email, reason=reason[:500], source=suppress_as[:50],
                     created_at=item.now,
                 )
             )  # fmt: skip
-        results.append(Left(ended=tuple(ended), status_changed=status_changed, suppressed=newly))
+        left = Left(ended=tuple(ended), status_changed=status_changed, suppressed=newly)
+        if isinstance(item, Unsubscribe) and left.changed:
+            unsubscribed.append(item)
+        results.append(left)
     store.end_enrollment_ids(session, endings)
     store.add_suppressions(session, suppressions)
     session.flush()
+    for leaving in unsubscribed:
+        record_event(
+            session.connection(),
+            kind=EventKind.UNSUBSCRIBED,
+            subscriber_id=leaving.subscriber.id,
+            sequence_id=None,
+            occurred_at=leaving.now,
+            received_at=leaving.now,
+            payload={"via": leaving.via, "scope": "all", **(leaving.payload or {})},
+        )
     return results
+
+
+def _email(item: Block | Unsubscribe) -> str:
+    return item.email if isinstance(item, Block) else item.subscriber.email
 
 
 def resubscribe(

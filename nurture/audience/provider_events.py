@@ -34,7 +34,7 @@ from sqlmodel import Session
 
 from nurture.audience.complaints import ComplaintLimit, check_complaint_rates
 from nurture.audience.input import InvalidSubscriberError, normalise_email
-from nurture.audience.leaving import Block, block_all, unsubscribe
+from nurture.audience.leaving import Block, Unsubscribe, leave_all
 from nurture.core.vocabulary import EventKind, SendStatus, SubscriberStatus
 from nurture.store import leaving as store_leaving
 from nurture.store import provider_events as store
@@ -170,15 +170,17 @@ def apply_sendgrid_events(
     subscribers = store_leaving.subscribers_by_id(
         session, [p.subscriber_id for p in acting if p.subscriber_id is not None and _changes(p)]
     )
-    blocks: list[Block] = []  # applied together, before anything that reads them
+    leaving: list[Block | Unsubscribe] = []  # applied together, in their order
     complained: set[str] = set()
     for item in acting:
-        _act(session, item, subscribers, blocks, now, applied)
+        _act(session, item, subscribers, leaving, now, applied)
         if item.event.kind == EventKind.COMPLAINED:
             sequence = item.send.sequence_id if item.send else _name(item.event.sequence_id)
             if sequence is not None:
                 complained.add(sequence)
-    block_all(session, blocks, source=SOURCE)
+    for action, left in zip(leaving, leave_all(session, leaving, source=SOURCE), strict=True):
+        if isinstance(action, Unsubscribe) and left.changed:
+            applied.unsubscribed += 1
     session.flush()
     if complaint_limit is not None and complained:
         applied.paused = check_complaint_rates(
@@ -225,12 +227,12 @@ def _act(
     session: Session,
     item: _Planned,
     subscribers: dict[int, SubscriberRow],
-    blocks: list[Block],
+    leaving: list[Block | Unsubscribe],
     now: datetime,
     applied: Applied,
 ) -> None:
-    """What a newly recorded event changes: an ``unknown`` send confirmed, an
-    address blocked (added to ``blocks``), a subscriber unsubscribed."""
+    """What a newly recorded event changes: an ``unknown`` send confirmed now;
+    an address blocked or a subscriber unsubscribed, added to ``leaving``."""
     event, send = item.event, item.send
     if send is not None and send.status == SendStatus.UNKNOWN and event.kind != EventKind.UNKNOWN:
         settled = settle_send(
@@ -249,18 +251,11 @@ def _act(
     if status is not None:
         address = subscriber.email if subscriber is not None else item.email
         if address is not None:
-            blocks.append(Block(address, subscriber, status, _reason(event), item.occurred))
+            leaving.append(Block(address, subscriber, status, _reason(event), item.occurred))
             applied.blocked += 1
     elif subscriber is not None:
-        # The blocks before it in the post come first, as they happened.
-        block_all(session, blocks, source=SOURCE)
-        blocks.clear()
-        left = unsubscribe(
-            session, subscriber, now=item.occurred, via=SOURCE,
-            payload={"provider_event_id": item.identifier, "event": event.provider_event},
-        )  # fmt: skip
-        if left.changed:
-            applied.unsubscribed += 1
+        payload = {"provider_event_id": item.identifier, "event": event.provider_event}
+        leaving.append(Unsubscribe(subscriber, item.occurred, SOURCE, payload))
 
 
 def _blocking_status(event: SendGridEvent) -> SubscriberStatus | None:

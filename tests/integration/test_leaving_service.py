@@ -9,7 +9,15 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from nurture.audience.leaving import Block, block, block_all, resubscribe, unsubscribe
+from nurture.audience.leaving import (
+    Block,
+    Unsubscribe,
+    block,
+    block_all,
+    leave_all,
+    resubscribe,
+    unsubscribe,
+)
 from nurture.audience.suppression import is_suppressed
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus, SubscriberStatus
 from nurture.store.tables import EnrollmentRow, EventRow, SendRow, SubscriberRow, SuppressionRow
@@ -171,6 +179,10 @@ def _blocking_world(session: Session, prefix: str) -> list[Block]:
         reason="earlier", source="manual", now=NOW,
     )  # fmt: skip
     later = NOW + timedelta(minutes=1)
+    twice = _subscriber(session, f"{prefix}-twice@example.com")
+    _enrollment(session, twice, "welcome")
+    then_bounced = _subscriber(session, f"{prefix}-then-bounced@example.com")
+    _enrollment(session, then_bounced, "offer")
     return [
         Block(active.email, active, SubscriberStatus.BOUNCED, "bounce: 550", later),
         Block(active.email, active, SubscriberStatus.COMPLAINED, "spam report", later),
@@ -179,6 +191,11 @@ def _blocking_world(session: Session, prefix: str) -> list[Block]:
         Block(f"{prefix}-gone@example.com", None, SubscriberStatus.BOUNCED, "bounce", later),
         Block(f"{prefix}-gone@example.com", None, SubscriberStatus.COMPLAINED, "spam", NOW),
         Block(f"{prefix}-old@example.com", None, SubscriberStatus.BOUNCED, "again", later),
+        Unsubscribe(twice, later, "sendgrid", {"n": 1}),
+        Unsubscribe(twice, later, "sendgrid", {"n": 2}),
+        Unsubscribe(active, later, "sendgrid"),
+        Unsubscribe(then_bounced, NOW, "link"),
+        Block(then_bounced.email, then_bounced, SubscriberStatus.BOUNCED, "bounce", later),
     ]
 
 
@@ -245,22 +262,44 @@ def test_block_all_changes_what_one_block_each_would(session: Session) -> None:
             source="sendgrid",
             now=item.now,
         )
+        if isinstance(item, Block)
+        else unsubscribe(session, item.subscriber, now=item.now, via=item.via, payload=item.payload)
         for item in _blocking_world(session, "one")
     ]
-    together = block_all(session, _blocking_world(session, "all"), source="sendgrid")
+    together = leave_all(session, _blocking_world(session, "all"), source="sendgrid")
 
     assert together == one_by_one
     assert _state(session, "all") == _state(session, "one")
     # And it did something: the case is not one where nothing changes.
-    assert [left.changed for left in together] == [True, False, True, True, True, False, False]
+    assert [left.changed for left in together] == [
+        True,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        True,
+    ]
     assert together[0].ended == ("offer", "welcome")
     state = _state(session, "all")
     assert {row[0]: row[1] for row in state["subscribers"]} == {
         "active@example.com": SubscriberStatus.BOUNCED,
         "left@example.com": SubscriberStatus.BOUNCED,
         "new@example.com": SubscriberStatus.INVALID,
+        "twice@example.com": SubscriberStatus.UNSUBSCRIBED,
+        "then-bounced@example.com": SubscriberStatus.BOUNCED,
     }
     assert {row[2] for row in state["enrollments"]} == {EnrollmentStatus.EXITED}
+    # One event per unsubscribe that changed something, with its payload.
+    events = [e for e in _events(session, EventKind.UNSUBSCRIBED) if e.payload.get("via")]
+    mine = {row.id for row in session.exec(select(SubscriberRow)) if row.email.startswith("all-")}
+    found = [(e.payload.get("n"), e.payload["scope"]) for e in events if e.subscriber_id in mine]
+    assert sorted(found, key=repr) == [(1, "all"), (None, "all"), (None, "all")]
     # What waited is skipped; what was in flight stays in flight.
     assert {(row[2], row[3]) for row in state["sends"]} == {
         ("a", SendStatus.SKIPPED),
@@ -273,6 +312,8 @@ def test_block_all_changes_what_one_block_each_would(session: Session) -> None:
         "new@example.com": ("dropped", "sendgrid"),
         "gone@example.com": ("bounce", "sendgrid"),
         "old@example.com": ("earlier", "manual"),
+        "twice@example.com": ("unsubsc", "unsubscribe"),
+        "then-bounced@example.com": ("unsubsc", "unsubscribe"),
     }
 
 
