@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from jinja2 import TemplateError
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from nurture.app.runtime import Runtime
@@ -39,6 +40,7 @@ from nurture.audience.input import split_tags
 from nurture.audience.signup import (
     FORM_ID,
     ConfirmationEmail,
+    SignedUp,
     SignupForm,
     SignupInvalid,
     confirm,
@@ -290,20 +292,27 @@ def routes(runtime: Runtime) -> APIRouter:
                 language, form=shown_form, values=values, errors=exc.errors, status_code=422
             )
         now = runtime.clock()
-        with sessions() as session:
-            done = sign_up(
-                session,
-                signup,
-                ip=address,
-                user_agent=request.headers.get("user-agent"),
-                consent_text=pages.words(language)["signup_consent"],
-                now=now,
-                sequences=runtime.registry.sequences(),
-                send=runtime.transport.send,
-                render=render_confirmation,
-                base_url=settings.base_url,
-                keys=settings.secret_keys,
-            )
+        agent = request.headers.get("user-agent")
+
+        def store() -> SignedUp:
+            with sessions() as session:
+                return sign_up(
+                    session,
+                    signup,
+                    ip=address,
+                    user_agent=agent,
+                    consent_text=pages.words(language)["signup_consent"],
+                    now=now,
+                    sequences=runtime.registry.sequences(),
+                    send=runtime.transport.send,
+                    render=render_confirmation,
+                    base_url=settings.base_url,
+                    keys=settings.secret_keys,
+                )
+
+        # Off the event loop: the database may wait for another writer, and
+        # the confirmation email is sent here; every other request goes on.
+        done = await run_in_threadpool(store)
         log.info(
             "sign-up via form %s: subscriber #%s, %s, confirmation %s",
             signup.form,

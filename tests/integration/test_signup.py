@@ -11,6 +11,7 @@ import email
 import email.policy
 import json
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -256,6 +257,45 @@ def test_a_unicode_sender_domain_is_in_idna_in_from_and_message_id(
     assert message_id.isascii()
     assert message_id.endswith("@xn--bergdesign--1fb.se>"), message_id
     assert not message.defects
+
+
+def test_a_sign_up_waiting_on_its_email_does_not_hold_up_other_requests(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The sign-up's database work and its confirmation email run off the
+    event loop: while one waits (for the provider, or for SQLite's lock),
+    every other request is answered."""
+    sending, release = threading.Event(), threading.Event()
+
+    def slow(_email: object) -> None:
+        sending.set()
+        release.wait(30)
+
+    settings = example_workdir(tmp_path)
+    settings.base_url = "https://news.example.com"
+    transport = MemoryTransport(hook=slow)
+    runtime = build_runtime(
+        settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
+    )
+    answers: list[int] = []
+    with TestClient(create_app(runtime), client=CLIENT) as client:
+        signing_up = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/subscribe", json={"email": "karin@example.se"}).status_code
+            )
+        )
+        signing_up.start()
+        try:
+            assert sending.wait(30)
+            assert client.get("/healthz").status_code in (200, 503)
+            assert client.get("/subscribe/default").status_code == 200
+            # Both answered while the sign-up still waits on its email.
+            assert signing_up.is_alive() and answers == []
+        finally:
+            release.set()
+            signing_up.join(30)
+    assert answers == [202]
+    assert len(transport.sent) == 1
 
 
 def test_the_confirmation_email_carries_nothing_the_visitor_typed_but_the_address(
