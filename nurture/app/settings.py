@@ -9,9 +9,11 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 from __future__ import annotations
 
 import difflib
+import errno
 import ipaddress
 import os
 import re
+import stat
 from contextlib import suppress
 from ipaddress import ip_address
 from pathlib import Path
@@ -19,11 +21,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -33,6 +36,29 @@ from nurture.transports import known_transports
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "placeholder"})
 CONFIG_FILE = "nurture.toml"
+
+MINUTE = 60.0
+DAY = 86400.0
+SECONDS_LIMITS: dict[str, tuple[float, str]] = {
+    "sendgrid_timeout": (10 * MINUTE, "10 minutes"),
+    "dispatch_interval": (DAY, "a day"),
+    "retry_base": (DAY, "a day"),
+    "retry_max": (30 * DAY, "30 days"),
+    "lease_seconds": (DAY, "a day"),
+    "sendgrid_webhook_max_age": (30 * DAY, "30 days"),
+    "unknown_retry_after": (30 * DAY, "30 days"),
+    "attribution_window": (365 * DAY, "a year"),
+    "confirm_token_max_age": (365 * DAY, "a year"),
+}
+"""The longest each duration setting (seconds) may be. Each is turned into a
+``timedelta`` or added to the current time; a bound keeps that arithmetic in
+the calendar and a typo (an extra zero or three) from passing unnoticed."""
+
+DATABASES = ("sqlite", "postgresql")
+DATABASE_EXAMPLES = "e.g. sqlite:///nurture.db or postgresql+psycopg://user:password@host/nurture"
+# Characters that may not appear in a URL as they are (RFC 3986): whitespace,
+# controls, and the delimiters that end a URL in text and headers.
+_NOT_IN_URL = re.compile(r'[\x00-\x20\x7f-\x9f<>"{}|\\^`\s\u200b-\u200f\u202a-\u202e\u2066-\u2069]')
 
 
 class Settings(BaseSettings):
@@ -48,11 +74,13 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(
         default=5,
         ge=1,
+        le=1000,
         description="connections a process keeps open to a server database (not SQLite)",
     )
     database_max_overflow: int = Field(
         default=10,
         ge=0,
+        le=1000,
         description="connections a process may open beyond database_pool_size at a peak",
     )
     # Delivery
@@ -61,7 +89,7 @@ class Settings(BaseSettings):
     outbox_dir: Path = Path("outbox")
     sendgrid_api_key: str | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
-    sendgrid_timeout: float = Field(default=10.0, gt=0)
+    sendgrid_timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_username: str | None = None
@@ -94,23 +122,38 @@ class Settings(BaseSettings):
         ),
     )
     # Dispatching
-    dispatch_interval: float = Field(default=30.0, gt=0, description="seconds between ticks")
-    batch_size: int = Field(default=500, ge=1)
-    rate_limit: float = Field(default=50.0, gt=0, description="emails per second")
+    dispatch_interval: float = Field(
+        default=30.0, gt=0, description="seconds between ticks", allow_inf_nan=False
+    )
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    rate_limit: float = Field(
+        default=50.0,
+        ge=0.0001,
+        le=1_000_000,
+        allow_inf_nan=False,
+        description="emails per second",
+    )
     send_concurrency: int = Field(
         default=8, ge=1, le=512, description="parallel provider calls (HTTP APIs want many)"
     )
     max_attempts: int = Field(
         default=20,
         ge=1,
+        le=1000,
         description="tries for a transient failure (the defaults span 1.5 to 3 days)",
     )
-    retry_base: float = Field(default=60.0, gt=0, description="first backoff, seconds")
-    retry_max: float = Field(default=6 * 3600.0, gt=0, description="longest backoff, seconds")
-    error_budget: int = Field(
-        default=20, ge=1, description="failed sends in a row that pause a sequence"
+    retry_base: float = Field(
+        default=60.0, gt=0, description="first backoff, seconds", allow_inf_nan=False
     )
-    lease_seconds: float = Field(default=300.0, gt=0, description="claim lease before reconcile")
+    retry_max: float = Field(
+        default=6 * 3600.0, gt=0, description="longest backoff, seconds", allow_inf_nan=False
+    )
+    error_budget: int = Field(
+        default=20, ge=1, le=1_000_000, description="failed sends in a row that pause a sequence"
+    )
+    lease_seconds: float = Field(
+        default=300.0, gt=0, description="claim lease before reconcile", allow_inf_nan=False
+    )
     complaint_pause_rate: float = Field(
         default=0.003,
         ge=0,
@@ -118,7 +161,10 @@ class Settings(BaseSettings):
         description="a sequence whose 7-day complaint rate reaches this is paused (0: never)",
     )
     complaint_pause_min_sends: int = Field(
-        default=1000, ge=1, description="sends in 7 days before the complaint rate can pause"
+        default=1000,
+        ge=1,
+        le=1_000_000_000,
+        description="sends in 7 days before the complaint rate can pause",
     )
     # The web loop: webhooks, tracking, sign-up
     sendgrid_webhook_public_key: str | None = Field(
@@ -127,11 +173,13 @@ class Settings(BaseSettings):
     sendgrid_webhook_max_age: float = Field(
         default=0.0,
         ge=0,
+        allow_inf_nan=False,
         description="refuse signed batches older than this, seconds (0: no age check)",
     )
     unknown_retry_after: float = Field(
         default=3600.0,
         gt=0,
+        allow_inf_nan=False,
         description="seconds an unknown send waits for a webhook event before it is retried once",
     )
     checkout_webhook_secret: str | None = Field(
@@ -145,10 +193,16 @@ class Settings(BaseSettings):
     track_clicks: bool = Field(default=True, description="send links through /c/{token}")
     track_opens: bool = Field(default=False, description="a 1x1 pixel at /o/{token}")
     attribution_window: float = Field(
-        default=7 * 86400.0, gt=0, description="seconds a click earns a purchase"
+        default=7 * 86400.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a click earns a purchase",
     )
     confirm_token_max_age: float = Field(
-        default=7 * 86400.0, gt=0, description="seconds a confirmation link works"
+        default=7 * 86400.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a confirmation link works",
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
@@ -192,12 +246,30 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown transport {value!r}; known transports: {choices}")
         return value
 
+    @field_validator(*SECONDS_LIMITS)
+    @classmethod
+    def _seconds(cls, value: float, info: ValidationInfo) -> float:
+        # Finite and positive already (the Field constraints); here, not absurd.
+        limit, words = SECONDS_LIMITS[str(info.field_name)]
+        if value > limit:
+            raise ValueError(f"must be at most {limit:,.0f} seconds ({words}), not {value:g}")
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        problem = database_url_problem(value.strip())
+        if problem is not None:
+            raise ValueError(problem)
+        return value.strip()
 
     @field_validator("unsubscribe_mailbox")
     @classmethod
@@ -259,6 +331,73 @@ class Settings(BaseSettings):
         return self.secret_key.strip().lower() in PLACEHOLDER_SECRETS
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a well-formed absolute http(s) address to put links
+    under, or None. The links are ``url`` plus a path (``/unsubscribe/...``):
+    a path prefix is fine; a query, a fragment or a user name would end up in
+    the middle of every link."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    bad = _NOT_IN_URL.search(url)
+    if bad is not None:
+        shown = repr(bad.group())
+        return f'must not contain spaces, control characters or any of <>"{{}}|\\^` (found {shown})'
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"is not a valid URL: {exc}"
+    if not host:
+        return "has no host name after the // (e.g. https://mail.example.com)"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain a user name or password (user@host)"
+    if parts.query or url.endswith("?"):
+        return "must not have a query (?...): links are built by adding a path to it"
+    if parts.fragment or "#" in url:
+        return "must not have a fragment (#...): links are built by adding a path to it"
+    return None
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why nurture cannot keep its data at ``url``, or None. Only the shape is
+    checked here (SQLAlchemy is not imported to read settings, see
+    :mod:`nurture.cli.main`); the store reads the URL itself when it connects
+    (:func:`nurture.store.db.make_engine`). Never quotes ``url``: it may hold a
+    password."""
+    if not url:
+        return f"is empty: name the database, {DATABASE_EXAMPLES}"
+    scheme = re.match(r"([\w+]+)://", url)
+    if scheme is None:
+        return f"is not a database URL (no name://): {DATABASE_EXAMPLES}"
+    backend = scheme.group(1).partition("+")[0].lower()
+    if backend not in DATABASES:
+        hint = " (write postgresql+psycopg://)" if backend in ("postgres", "psql", "pg") else ""
+        return (
+            f"unsupported database {backend!r}{hint}: nurture runs on SQLite and "
+            f"PostgreSQL, {DATABASE_EXAMPLES}"
+        )
+    if backend == "sqlite" and sqlite_in_memory(url):
+        return (
+            "is an in-memory SQLite database, which is gone when the command exits: "
+            "every command would lose its writes; name a file instead, e.g. sqlite:///nurture.db"
+        )
+    return None
+
+
+def sqlite_in_memory(url: str) -> bool:
+    """Whether the SQLite URL ``url`` names an in-memory database: ``sqlite://``,
+    ``sqlite:///:memory:``, or an SQLite URI ``file::memory:`` or with
+    ``mode=memory``."""
+    rest = url.partition("://")[2]
+    location, _, query = rest.partition("?")
+    database = location.partition("/")[2]
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        return True
+    parameters = [part.lower() for part in re.split(r"[?&]", f"{database}?{query}")]
+    return database.startswith("file:") and "mode=memory" in parameters
+
+
 def base_url_problem(base_url: str) -> str | None:
     """Why subscribers could not use links to ``base_url``, or None when it is public https.
 
@@ -267,8 +406,11 @@ def base_url_problem(base_url: str) -> str | None:
     need an address the whole internet reaches. ``http://localhost:8000`` is
     fine for the outbox, never for a real provider.
     """
-    parts = urlsplit(base_url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(base_url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return "is not a valid URL"
     if host == "localhost" or host.endswith(".localhost"):
         return "points at localhost"
     with suppress(ValueError):
@@ -353,6 +495,47 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
+def config_file_present(toml: Path) -> bool:
+    """Whether ``toml`` is there to be read: False when nothing is at that
+    path; ConfigurationError when something is, but not a file that can be
+    read (a folder, a dangling symlink, a symlink loop, a device): running on
+    the defaults instead would ignore the project's settings silently."""
+    try:
+        mode = toml.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if not os.path.lexists(toml):
+            return False
+        problem = f"is a symlink to {os.readlink(toml)}, which does not exist"
+    except OSError as exc:  # a symlink loop, a name too long, no access to the folder
+        loop = exc.errno == errno.ELOOP
+        problem = "is a symlink loop" if loop else (exc.strerror or type(exc).__name__)
+    else:
+        if stat.S_ISREG(mode):
+            return True
+        problem = "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
+    raise ConfigurationError(f"cannot read {toml}: {problem}")
+
+
+def _source_error(toml: Path, exc: SettingsError) -> str:
+    """A value pydantic-settings could not parse: a list or table setting
+    from the environment that is not JSON, named as the variable it came from."""
+    found = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    if found is None:
+        return f"cannot read {toml}: {exc}"
+    key, source = found.groups()
+    variable = f"NURTURE_{key.upper()}"
+    if source != "EnvSettingsSource":
+        return f"cannot read {toml}: setting {key!r}: {exc}"
+    example = {
+        "trusted_proxies": '\'["127.0.0.1", "10.0.0.0/8"]\'',
+        "old_secret_keys": "'[\"the-former-secret-key\"]'",
+        "brand": '\'{"name": "Acme", "colour": "#0a7"}\'',
+    }.get(key)
+    shape = "a JSON object" if key == "brand" else "a JSON list"
+    hint = f", e.g. {variable}={example}" if example else ""
+    return f"setting {key!r} (from the environment variable {variable}): must be {shape}{hint}"
+
+
 def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
     """Read ``nurture.toml`` from ``folder`` (default: the current directory) and the env.
 
@@ -362,19 +545,22 @@ def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
     """
     base = (folder or Path.cwd()).resolve()
     toml = base / CONFIG_FILE
+    present = config_file_present(toml)
 
     class LocatedSettings(Settings):
         # The working folder is only known at run time, hence a subclass.
-        model_config = SettingsConfigDict(toml_file=toml if toml.is_file() else None)
+        model_config = SettingsConfigDict(toml_file=toml if present else None)
 
     try:
         settings: Settings = LocatedSettings(**overrides)
     except ValidationError as exc:
         lines = [_setting_error(toml, error) for error in exc.errors()]
         raise ConfigurationError("\n".join(lines)) from exc
+    except SettingsError as exc:
+        raise ConfigurationError(_source_error(toml, exc)) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigurationError(f"cannot read {toml}: {exc}") from exc
-    settings._config_file = toml if toml.is_file() else None
+    settings._config_file = toml if present else None
     for name in ("sequences_dir", "templates_dir", "outbox_dir"):
         path = getattr(settings, name)
         if not path.is_absolute():

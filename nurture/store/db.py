@@ -2,17 +2,75 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, create_engine
 
+from nurture.errors import ConfigurationError
+
 BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite connection waits for another writer (every connection)."""
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+SETTING = "setting 'database_url' (in nurture.toml as database_url, or NURTURE_DATABASE_URL)"
+
+
+def read_database_url(url: str) -> URL:
+    """``url`` parsed; ConfigurationError naming the ``database_url`` setting
+    when it is not a URL of a database nurture runs on. The message never
+    shows the password."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        number = re.match(r"invalid literal for int\(\) with base 10: (.*)", str(exc))
+        reason = (
+            f"the host:port part is malformed, port {number.group(1)}"
+            if number
+            else "it is not name://..."
+        )
+        raise ConfigurationError(
+            f"{SETTING}: cannot be read as a URL ({_hide_password(reason, url)}), e.g. "
+            "sqlite:///nurture.db or postgresql+psycopg://user:password@host/nurture"
+        ) from exc
+    backend = parsed.drivername.partition("+")[0]
+    if backend not in SUPPORTED_DATABASES:
+        raise ConfigurationError(
+            f"{SETTING}: unsupported database {backend!r} (nurture runs on SQLite and PostgreSQL)"
+        )
+    return parsed
+
+
+def _hide_password(text: str, url: str) -> str:
+    """``text`` without the password of ``url`` (which may not parse)."""
+    found = re.search(r"://[^:/@]*:([^@]*)@", url)
+    return text.replace(found.group(1), "***") if found and found.group(1) else text
+
+
+def _create_engine(parsed: URL, **kwargs: Any) -> Engine:
+    """SQLAlchemy's engine for ``parsed``; a driver that is not installed or
+    not known is a ConfigurationError naming the setting."""
+    shown = parsed.render_as_string(hide_password=True)
+    usable = "use sqlite:///FILE or postgresql+psycopg://... (psycopg comes with nurture)"
+    try:
+        return create_engine(parsed, **kwargs)
+    except NoSuchModuleError as exc:
+        driver = parsed.drivername.partition("+")[2]
+        raise ConfigurationError(
+            f"{SETTING}: {shown}: unknown driver {driver!r} for "
+            f"{parsed.get_backend_name()}: {usable}"
+        ) from exc
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        raise ConfigurationError(
+            f"{SETTING}: {shown}: its driver ({missing}) is not installed: {usable}"
+        ) from exc
 
 
 def make_engine(
@@ -24,11 +82,11 @@ def make_engine(
     database (SQLAlchemy's defaults, 5 and 10, when None); SQLite ignores
     them (one file, no server connections to ration).
     """
-    parsed = make_url(url)
+    parsed = read_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         _register_sqlite_adapters()
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        engine = _create_engine(
+            parsed, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
 
         @event.listens_for(engine, "connect")
@@ -47,7 +105,7 @@ def make_engine(
         kwargs.setdefault("pool_size", pool_size)
     if max_overflow is not None:
         kwargs.setdefault("max_overflow", max_overflow)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return _create_engine(parsed, pool_pre_ping=True, **kwargs)
 
 
 def _none(_value: None) -> None:

@@ -55,14 +55,16 @@ def database_checks(settings: Settings) -> list[Check]:
 def _database_state(settings: Settings) -> tuple[Check, bool | None]:
     """The database's check, and PostgreSQL's autovacuum setting (None for
     SQLite, or when the database did not answer)."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
-    from nurture.store.db import autovacuum_enabled, make_engine
+    from nurture.store.db import autovacuum_enabled, make_engine, read_database_url
     from nurture.store.heartbeat import check_database
     from nurture.store.migrate import current_revision
 
-    url = make_url(settings.database_url)
+    try:
+        url = read_database_url(settings.database_url)
+    except NurtureError as exc:
+        return Check("database", "fail", str(exc), "fix database_url"), None
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         path = Path(str(url.database))
@@ -77,6 +79,8 @@ def _database_state(settings: Settings) -> tuple[Check, bool | None]:
             return missing, None
     try:
         engine = make_engine(settings.database_url, poolclass=NullPool)
+    except NurtureError as exc:  # a driver that is not installed or not known
+        return Check("database", "fail", str(exc), "fix database_url"), None
     except Exception as exc:  # a bad URL, a missing driver
         return Check("database", "fail", f"{shown}: {first_line(exc)}", "fix database_url"), None
     try:
