@@ -169,7 +169,10 @@ def parse_moment(text: str, zone: str = "UTC", *, end: bool = False) -> datetime
             f"{text!r} is not a date (2026-11-27) or an ISO 8601 time (2026-11-27T14:30:00Z)"
         ) from exc
     except OverflowError as exc:  # the day after 9999-12-31
-        raise SendLogError(f"{text!r} is out of range: use a year from 1 to 9999") from exc
+        raise SendLogError(
+            f"{text!r} is out of range: use a year from 1 to 9999, and a date up to "
+            "9999-12-30 (the day after 9999-12-31 is past the calendar) or a time"
+        ) from exc
     if not _in_utc(moment):
         raise SendLogError(f"{text!r} is out of range: use a year from 1 to 9999")
     return moment

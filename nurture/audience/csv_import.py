@@ -40,6 +40,7 @@ values, so it is not passed on).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 from collections import Counter
@@ -85,6 +86,12 @@ longer cell than a field allows is that row's error, reported with the rest,
 so one megabyte-long name does not refuse the whole file; a cell beyond this
 limit still refuses it (naming its line)."""
 csv.field_size_limit(max(csv.field_size_limit(), CELL_LIMIT))
+
+LINE_LIMIT = CELL_LIMIT + 1024 * 1024
+"""The longest line the reader takes (characters): a cell at :data:`CELL_LIMIT`
+and the rest of its row. Lines are read at most this long, so a file with no
+line break (a binary file, ``/dev/zero``) is refused with its line number once
+this much is read, not after the whole of it is held in memory."""
 """Rows per transaction in :func:`import_csv`: one commit per row is slow on
 SQLite (an fsync each), one for the whole file holds a write lock for minutes
 (and memory); 2,000 rows take a fraction of a second."""
@@ -128,16 +135,22 @@ def _chunks(items: Iterable[_T], size: int) -> Iterator[Sequence[_T]]:
 
 
 def _bad_utf8_line(path: Path) -> int:
-    """The first line of ``path`` that is not UTF-8 (read a line at a time: a
-    line break is one byte, never inside a UTF-8 sequence)."""
+    """The first line of ``path`` that is not UTF-8 (read in pieces, whatever
+    its lines' length: a line break is one byte, never inside a UTF-8 sequence)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     number = 1
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        while piece := handle.read(_PIECE):
+            held = len(decoder.getstate()[0])  # the start of a character cut in two
             try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
+                decoder.decode(piece)
+            except UnicodeDecodeError as exc:
+                return number + piece.count(b"\n", 0, max(exc.start - held, 0))
+            number += piece.count(b"\n")
     return number
+
+
+_PIECE = 1024 * 1024
 
 
 @contextmanager
@@ -152,8 +165,16 @@ def _lines(path: Path) -> Iterator[Iterator[str]]:
         raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
     def lines() -> Iterator[str]:
+        number = 0
         try:
-            yield from handle
+            while text := handle.readline(LINE_LIMIT + 1):
+                number += 1
+                if len(text) > LINE_LIMIT:
+                    raise ImportFileError(
+                        f"{path}:{number}: the line is longer than {LINE_LIMIT:,} characters "
+                        "(is this a CSV file?)"
+                    )
+                yield text
         except UnicodeDecodeError as exc:
             line = _bad_utf8_line(path)
             raise ImportFileError(

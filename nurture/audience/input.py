@@ -56,6 +56,7 @@ __all__ = [
     "InvalidSubscriberError",
     "SubscriberInput",
     "check_length",
+    "check_name",
     "check_text",
     "given",
     "normalise_email",
@@ -317,13 +318,40 @@ def _attributes(values: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(result)
 
 
+_QUOTED = 40
+"""Characters of a refused value an error quotes (a hostile one may be megabytes)."""
+
+
 def _place(check: Callable[[str], str], value: str | None) -> str | None:
     if value is None:
         return None
     try:
         return check(value)
     except ValueError as exc:
-        raise InvalidSubscriberError(str(exc)) from exc
+        message = str(exc)
+        if len(value) > _QUOTED:
+            message = message.replace(repr(value), repr(value[:_QUOTED] + "…"))
+        raise InvalidSubscriberError(message) from exc
+
+
+# Bidirectional embeddings, overrides and isolates (U+202A-U+202E,
+# U+2066-U+2069): "\u202eevil" shows as "live" and turns the rest of a subject
+# ("Welcome, {{ first_name }}") around. Names in any script read right without
+# them (the marks U+200E/U+200F stay allowed); addresses refuse them too.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def check_name(what: str, value: str, limit: int) -> str:
+    """A name (one line, at most ``limit``, no control character) without
+    bidirectional overrides or isolates; else a refusal naming ``what``."""
+    check_text(what, value, limit)
+    bidi = _BIDI_CONTROLS.search(value)
+    if bidi is not None:
+        raise InvalidSubscriberError(
+            f"{what} contains a bidirectional override or isolate "
+            f"(U+{ord(bidi.group()):04X}), which turns text around"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -364,8 +392,8 @@ class SubscriberInput:
         first = given(first_name)
         return cls(
             email=check_length("email address", normalise_email(email), LIMITS["email"]),
-            name=check_text("name", name.strip(), LIMITS["name"]),
-            first_name=check_text("first name", first, LIMITS["first_name"]) if first else None,
+            name=check_name("name", name.strip(), LIMITS["name"]),
+            first_name=check_name("first name", first, LIMITS["first_name"]) if first else None,
             timezone=_place(check_timezone, given(timezone)),
             locale=_place(check_locale, given(locale)),
             tags=_tags(tags),

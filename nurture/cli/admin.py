@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nurture.cli.console import err, errors, examples, out, safe
+from nurture.cli.console import err, errors, examples, fail, out, safe
 from nurture.cli.context import app_context, store_session
 
 admin_app = typer.Typer(
@@ -60,11 +60,20 @@ def create_user_command(
 ) -> None:
     """Create an admin; the password is asked twice (or read from standard input)."""
     from nurture.admin.users import create_user
+    from nurture.audience.input import InvalidSubscriberError, given, normalise_email
 
     app = app_context(ctx)
+    address = given(email)
+    if address is not None:
+        # "Send me a test" mails it: checked as every subscriber's address is
+        # (no CR/LF, no "not-an-email"), before the password is asked for.
+        try:
+            address = normalise_email(address)
+        except InvalidSubscriberError as exc:
+            raise fail(f"--email: {exc}") from exc
     password = _read_password()
     with errors(), store_session(app) as session:
-        create_user(session, name, password, now=app.now(), email=email, zone=zone)
+        create_user(session, name, password, now=app.now(), email=address, zone=zone)
         session.commit()
     err.print(safe(f"Created the admin {name!r}; log in at /admin/login."), soft_wrap=True)
 

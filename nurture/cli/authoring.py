@@ -21,12 +21,15 @@ from nurture.authoring.workbench import find_sequence, preview_sequence, validat
 from nurture.cli.console import (
     EXIT_CONFIGURATION,
     EXIT_FAILED,
+    clip,
     err,
     errors,
     examples,
     fail,
+    file_errors,
     out,
     print_json,
+    quoted,
     safe,
 )
 from nurture.core.decisions import Event, subscriber_zone
@@ -191,15 +194,18 @@ def preview(
         try:
             locale = check_locale(locale)  # the check subscribers' locales get
         except ValueError as exc:
-            raise fail(f"--locale: {exc}", EXIT_CONFIGURATION) from exc
+            raise fail(f"--locale: {quoted(exc, locale)}", EXIT_CONFIGURATION) from exc
     settings = _settings(ctx)
+    target = ctx.obj.folder / out_dir
     with errors():
         loaded = find_sequence(settings, ctx.obj.folder, sequence)
         subscriber = _one_subscriber(data, ctx)
+    # A file where the folder should be, a name too long: said, never a traceback.
+    with errors(), file_errors(target, f"--out {clip(str(out_dir), 60)}"):
         written = preview_sequence(
             settings,
             loaded,
-            ctx.obj.folder / out_dir,
+            target,
             step_id=step,
             locale=locale,
             subscriber=subscriber,
@@ -245,13 +251,13 @@ def simulate_command(
         try:
             check_timezone(tz)  # the check subscribers and sequence files get
         except ValueError as exc:
-            raise fail(f"--tz: {exc}") from exc
+            raise fail(f"--tz: {quoted(exc, tz)}") from exc
         subscriber = replace(subscriber, timezone=tz)
     zone = subscriber_zone(subscriber, seq)  # the zone the simulation uses
     if start:
         begin = _parse_time(start, zone, "--start", EXIT_CONFIGURATION)
     else:
-        now = ctx.obj.now()
+        now = ctx.obj.calendar_now()
         begin = _in_calendar(now, zone, f"--now {now.isoformat()}", EXIT_CONFIGURATION)
     written = [(text, parse_event(text, zone)) for text in event or []]
     events = [parsed for _, parsed in written]

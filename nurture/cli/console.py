@@ -15,11 +15,13 @@ cannot recolour, retitle or clear the admin's terminal.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -37,12 +39,15 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_HALTED",
     "clean",
+    "clip",
     "err",
     "errors",
     "examples",
     "fail",
+    "file_errors",
     "out",
     "print_json",
+    "quoted",
     "safe",
     "say",
 ]
@@ -82,6 +87,17 @@ def clean(text: str, *, lines: bool = False) -> str:
 # DEL, the C1 controls (0x9b starts an escape sequence on some terminals) and
 # the marks and separators above. JSON's own escapes for C0 already apply.
 _JSON_RAW_CONTROLS = re.compile(f"[\x7f-\x9f{_BIDI_AND_SEPARATORS}]")
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """``text``, or its first ``limit`` characters and "…" when it is longer:
+    how an error quotes a value that may be megabytes long."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quoted(exc: Exception, value: str) -> str:
+    """``exc``'s message with the value it quotes (``repr(value)``) shortened by :func:`clip`."""
+    return str(exc).replace(repr(value), repr(clip(value)))
 
 
 def print_json(data: object) -> None:
@@ -149,3 +165,41 @@ def _database_message(exc: SQLAlchemyError) -> str:
         return type(exc).__name__
     first_line = (str(original).strip().splitlines() or [""])[0]
     return f"{type(original).__name__}: {first_line}" if first_line else type(original).__name__
+
+
+def _not_a_folder(path: Path) -> Path | None:
+    """The first of ``path`` and its parents, from the top, that exists but is no folder."""
+    for part in (*reversed(path.parents), path):
+        try:
+            if part.exists() and not part.is_dir():
+                return part
+        except OSError:  # a name too long, a loop: not "a file in the way"
+            return None
+    return None
+
+
+def path_problem(exc: OSError, path: Path) -> str:
+    """What ``exc`` (raised writing in the folder ``path``) means, in one line
+    that names the path (shortened when it is long)."""
+    where = Path(exc.filename) if isinstance(exc.filename, str) and exc.filename else path
+    if exc.errno == errno.ENAMETOOLONG:
+        named = "" if where == path else f"{clip(str(where), 60)}: "
+        return f"{named}a name in the path is too long (at most 255 bytes a name, 4,096 in all)"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = _not_a_folder(where) or _not_a_folder(path) or where
+        if blocker.is_file():
+            return f"{clip(str(blocker), 80)} is a file, not a folder"
+        return f"{clip(str(blocker), 80)} is not a folder"
+    if exc.errno == errno.ELOOP:
+        return f"{clip(str(where), 80)}: too many symbolic links (a loop?)"
+    return f"{clip(str(where), 80)}: {exc.strerror or type(exc).__name__}"
+
+
+@contextmanager
+def file_errors(path: Path, what: str) -> Iterator[None]:
+    """An :class:`OSError` while writing in the folder ``path`` becomes
+    ``error: WHAT: why`` (exit 1), never a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise fail(f"{what}: {path_problem(exc, path)}") from exc

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
 
-from nurture.app.clock import parse_instant
 from nurture.app.settings import Settings
 from nurture.cli.console import EXIT_CONFIGURATION, errors, examples, fail, out, safe
+from nurture.cli.times import parse_time
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -80,14 +80,20 @@ def add_command(
 
     if kind not in KINDS:
         raise fail(f"KIND {kind!r}: one of {', '.join(KINDS)}", EXIT_CONFIGURATION)
+    if not product.strip():
+        # A goal names the product it waits for: a purchase of nothing meets none.
+        raise fail("--product is empty: say what was bought (what a goal names)")
+    try:
+        # The bounds every typed time gets (nurture.cli.times): no purchase
+        # from year 9999, which the attribution window would overflow on.
+        occurred_at = parse_time(at) if at else None
+    except ValueError as exc:
+        raise fail(f"--at: {exc}", EXIT_CONFIGURATION) from None
     app: EventsContext = ctx.obj
     with errors():
         settings = app.store_settings()
         now = app.now()
-        try:
-            occurred = parse_instant(at) if at else now
-        except ValueError as exc:
-            raise fail(f"--at: {exc}", EXIT_CONFIGURATION) from None
+        occurred = occurred_at or now
         order = order_id or f"manual-{uuid.uuid4().hex[:16]}"
         purchase = purchase_input(
             source="manual",

@@ -30,7 +30,11 @@ EXPLAIN_EXAMPLES = examples(
 def _when(moment: datetime | None, zone: ZoneInfo, approximate: bool = False) -> str:
     if moment is None:
         return "-"
-    return ("~" if approximate else "") + f"{moment.astimezone(zone):%a %Y-%m-%d %H:%M %Z}"
+    try:
+        local = moment.astimezone(zone)
+    except OverflowError:  # due past the end of the calendar (timing.NEVER), in a zone ahead of UTC
+        return "never (past the year 9999)"
+    return ("~" if approximate else "") + f"{local:%a %Y-%m-%d %H:%M %Z}"
 
 
 def print_explain(found: SubscriberExplain) -> None:

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nurture.app.clock import Clock, FixedClock, parse_instant, system_clock
+from nurture.app.clock import Clock, FixedClock, system_clock
 from nurture.app.settings import Settings, check_project, load_settings
 from nurture.authoring.workbench import (
     validate_paths,
 )
 from nurture.cli.admin import admin_app
 from nurture.cli.authoring import register_authoring_commands
-from nurture.cli.console import examples
+from nurture.cli.console import EXIT_CONFIGURATION, examples, fail
 from nurture.cli.doctor import DOCTOR_EXAMPLES, doctor_command
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.enroll import (
@@ -42,6 +42,7 @@ from nurture.cli.project import init_command
 from nurture.cli.sends import sends_app
 from nurture.cli.stats import STATS_EXAMPLES, stats_command
 from nurture.cli.subscribers import subscribers_app
+from nurture.cli.times import CALENDAR_END, CALENDAR_START, check_time, parse_time
 from nurture.cli.tokens import tokens_app
 from nurture.core.loader import LoadedSequence
 from nurture.errors import NurtureError
@@ -79,10 +80,23 @@ class Context:
         return settings
 
     def clock(self) -> Clock:
-        return FixedClock(self.fixed_now) if self.fixed_now is not None else system_clock
+        """The clock of a command that stores, sends or plans: a ``--now`` the
+        engine cannot work with (see :mod:`nurture.cli.times`) is refused here,
+        exit 2, before anything is written."""
+        if self.fixed_now is None:
+            return system_clock
+        try:
+            return FixedClock(check_time(self.fixed_now, self.fixed_now.isoformat()))
+        except ValueError as exc:
+            raise fail(f"--now: {exc}; only simulate goes further", EXIT_CONFIGURATION) from None
 
     def now(self) -> datetime:
         return self.clock()()
+
+    def calendar_now(self) -> datetime:
+        """``--now`` as given (or the system time): for ``simulate``, which
+        takes any time of the calendar and handles steps due past its end."""
+        return self.fixed_now if self.fixed_now is not None else system_clock()
 
     def open_store(self) -> tuple[Engine, sessionmaker[Session]]:
         from nurture.app.runtime import open_engine
@@ -100,9 +114,11 @@ def _now_option(value: str | None) -> datetime | None:
     if value is None or value == "":
         return None
     try:
-        return parse_instant(value)
+        # The whole calendar (simulate takes it); commands that store, send or
+        # plan take less: see Context.clock.
+        return parse_time(value, earliest=CALENDAR_START, latest=CALENDAR_END)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(str(exc), param_hint="'--now'") from exc
 
 
 @app.callback()

@@ -18,6 +18,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from nurture.cli.bounds import MAX_ROWS
 from nurture.cli.console import clean, errors, fail, out, print_json, safe
 
 if TYPE_CHECKING:  # imported by the command itself: `nurture --help` needs none of it
@@ -308,7 +309,12 @@ def plan_command(
     ] = None,
     limit: Annotated[
         int,
-        typer.Option(min=0, metavar="N", help="Example subscribers per group (earliest first)."),
+        typer.Option(
+            min=0,
+            max=MAX_ROWS,
+            metavar="N",
+            help="Example subscribers per group (earliest first).",
+        ),
     ] = 3,
     subscriber: Annotated[
         str | None,

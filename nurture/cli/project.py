@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -28,7 +27,7 @@ from nurture.authoring.project import (
     parse_sender,
     write_project,
 )
-from nurture.cli.console import err, fail, out, safe
+from nurture.cli.console import EXIT_CONFIGURATION, clip, err, fail, file_errors, out, safe
 from nurture.core.model import Sender
 from nurture.demo.examples import example_root
 
@@ -92,7 +91,7 @@ def _project_choices(
 
 def init_command(
     ctx: typer.Context,
-    directory: Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder to create.")],
+    directory: Annotated[str, typer.Argument(metavar="FOLDER", help="Folder to create.")],
     sender: Annotated[
         Sender | None,
         typer.Option(
@@ -125,11 +124,21 @@ def init_command(
     Without --from, --postal-address and --base-url it asks for them on a
     terminal; elsewhere it writes placeholders, which `validate` points out.
     """
+    if not directory.strip():
+        # Path("") is the current folder: an empty argument is a mistake (an
+        # unset shell variable), not a request to initialise where we stand.
+        raise fail(
+            "FOLDER is empty: name the folder to create (e.g. nurture init shop; "
+            "`nurture init .` for this one)",
+            EXIT_CONFIGURATION,
+        )
     target = (ctx.obj.folder / directory).resolve()
-    if (target / CONFIG_FILE).exists() and not force:
-        raise fail(f"{target / CONFIG_FILE} already exists (use --force to overwrite)")
-    choices = _project_choices(sender, postal_address, base_url)
-    write_project(target, example_root(), choices, secrets.token_urlsafe(32))
+    # A file where the folder should be, a name too long: said, never a traceback.
+    with file_errors(target, clip(directory, 60)):
+        if (target / CONFIG_FILE).exists() and not force:
+            raise fail(f"{target / CONFIG_FILE} already exists (use --force to overwrite)")
+        choices = _project_choices(sender, postal_address, base_url)
+        write_project(target, example_root(), choices, secrets.token_urlsafe(32))
     out.print(Text.assemble("Created ", (str(target), "bold")))
     out.print(Text(f"  {EXAMPLE_SEQUENCE} is the example, disabled: it sends nothing"))
     out.print(Text(f"  cd {directory} && nurture validate"))

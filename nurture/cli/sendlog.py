@@ -15,6 +15,7 @@ from rich import box
 from rich.table import Column, Table
 from rich.text import Text
 
+from nurture.cli.bounds import MAX_ROWS
 from nurture.cli.console import (
     EXIT_CONFIGURATION,
     errors,
@@ -67,7 +68,7 @@ def log_command(
         ),
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=1, max=100_000, metavar="N", help="Rows to show (newest first).")
+        int, typer.Option(min=1, max=MAX_ROWS, metavar="N", help="Rows to show (newest first).")
     ] = 50,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON array of rows (see the README).")
@@ -82,12 +83,16 @@ def log_command(
     for option, value in (("--since", since), ("--until", until)):
         try:
             if value is not None:
-                parse_moment(value)
+                # As parse_filter reads it: a date --until is the start of the next day.
+                parse_moment(value, end=option == "--until")
         except SendLogError as exc:
             raise fail(f"{option}: {exc}", EXIT_CONFIGURATION) from exc
-    where = parse_filter(
-        status=status, sequence=sequence, step=step, email=email, since=since, until=until
-    )
+    try:
+        where = parse_filter(
+            status=status, sequence=sequence, step=step, email=email, since=since, until=until
+        )
+    except SendLogError as exc:
+        raise fail(str(exc), EXIT_CONFIGURATION) from exc
     with errors():
         engine = open_engine(ctx.obj.store_settings())
         try:

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from nurture.cli.bounds import MAX_ROWS
 from nurture.cli.console import EXIT_CONFIGURATION, errors, examples, fail, out, safe
 from nurture.core.vocabulary import SendStatus
 
@@ -46,7 +47,8 @@ def list_command(
         ),
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=1, metavar="N", help="At most this many (newest first).")
+        int,
+        typer.Option(min=1, max=MAX_ROWS, metavar="N", help="At most this many (newest first)."),
     ] = 50,
 ) -> None:
     """Sends, newest first, with the id `sends resolve` takes."""

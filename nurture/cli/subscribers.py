@@ -27,6 +27,7 @@ from rich import box
 from rich.table import Column, Table
 from rich.text import Text
 
+from nurture.cli.bounds import MAX_OFFSET, MAX_ROWS
 from nurture.cli.console import errors, examples, fail, out, print_json, safe, say
 from nurture.cli.context import app_context, store_session
 from nurture.cli.csv_import import IMPORT_EXAMPLES, import_command
@@ -65,6 +66,22 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
             raise fail(f"--attr {pair!r}: write it as key=value")
         attributes[key.strip()] = value.strip()
     return attributes
+
+
+def _check_consent(source: str, consent: str | None) -> None:
+    """Refuse --source and --consent as the service would, naming the options
+    as typed (the service says "consent source": the web form's words)."""
+    from nurture.audience.consent import Consent
+    from nurture.audience.input import InvalidSubscriberError
+
+    try:
+        Consent.parse(source, consent)
+    except InvalidSubscriberError as exc:
+        message = str(exc)
+        for field, option in (("consent source", "--source"), ("consent text", "--consent")):
+            if message.startswith(field):
+                message = option + message[len(field) :]
+        raise fail(message) from exc
 
 
 @subscribers_app.command(
@@ -119,6 +136,7 @@ def add_command(
 
     app = app_context(ctx)
     attributes = _attributes(attr or [])
+    _check_consent(source, consent)
     with errors(), store_session(app) as session:
         now = app.now()
         sequences = app.sequences()
@@ -168,8 +186,12 @@ def list_command(
         str | None,
         typer.Option(metavar="STATUS", help=f"Only this status ({SUBSCRIBER_STATUSES})."),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many.")] = 50,
-    offset: Annotated[int, typer.Option(min=0, metavar="N", help="Skip this many first.")] = 0,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_ROWS, metavar="N", help="At most this many.")
+    ] = 50,
+    offset: Annotated[
+        int, typer.Option(min=0, max=MAX_OFFSET, metavar="N", help="Skip this many first.")
+    ] = 0,
 ) -> None:
     """List subscribers in the order they were added."""
     from nurture.audience.subscribers import list_subscribers
