@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from nurture.app.clock import Clock
 from nurture.app.registry import SequenceRegistry
-from nurture.app.settings import Settings, base_url_problem
+from nurture.app.settings import Settings
 from nurture.errors import ConfigurationError
 from nurture.sending.composer import Composer
 from nurture.sending.dispatcher import Dispatcher, DispatchPolicy
@@ -21,6 +21,7 @@ from nurture.store.db import make_engine
 from nurture.store.migrate import upgrade
 from nurture.transports import create_transport, delivers, transport_class
 from nurture.transports.base import Transport
+from nurture.urls import base_url_problem
 
 log = logging.getLogger("nurture")
 

@@ -9,16 +9,10 @@ Each key is written in ``nurture.toml`` as named here, and in the environment as
 from __future__ import annotations
 
 import difflib
-import errno
 import ipaddress
 import os
-import re
-import stat
-from contextlib import suppress
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
@@ -30,12 +24,19 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from nurture.app.config_file import (
+    CONFIG_FILE,
+    config_file_present,
+    key_position,
+    shown_path,
+    source_error,
+)
 from nurture.core.model import Brand
 from nurture.errors import ConfigurationError
 from nurture.transports import known_transports
+from nurture.urls import database_url_problem, url_problem
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "placeholder"})
-CONFIG_FILE = "nurture.toml"
 
 MINUTE = 60.0
 DAY = 86400.0
@@ -53,12 +54,6 @@ SECONDS_LIMITS: dict[str, tuple[float, str]] = {
 """The longest each duration setting (seconds) may be. Each is turned into a
 ``timedelta`` or added to the current time; a bound keeps that arithmetic in
 the calendar and a typo (an extra zero or three) from passing unnoticed."""
-
-DATABASES = ("sqlite", "postgresql")
-DATABASE_EXAMPLES = "e.g. sqlite:///nurture.db or postgresql+psycopg://user:password@host/nurture"
-# Characters that may not appear in a URL as they are (RFC 3986): whitespace,
-# controls, and the delimiters that end a URL in text and headers.
-_NOT_IN_URL = re.compile(r'[\x00-\x20\x7f-\x9f<>"{}|\\^`\s\u200b-\u200f\u202a-\u202e\u2066-\u2069]')
 
 
 class Settings(BaseSettings):
@@ -331,97 +326,6 @@ class Settings(BaseSettings):
         return self.secret_key.strip().lower() in PLACEHOLDER_SECRETS
 
 
-def url_problem(url: str) -> str | None:
-    """Why ``url`` is not a well-formed absolute http(s) address to put links
-    under, or None. The links are ``url`` plus a path (``/unsubscribe/...``):
-    a path prefix is fine; a query, a fragment or a user name would end up in
-    the middle of every link."""
-    if not url.startswith(("http://", "https://")):
-        return "must start with http:// or https://"
-    bad = _NOT_IN_URL.search(url)
-    if bad is not None:
-        shown = repr(bad.group())
-        return f'must not contain spaces, control characters or any of <>"{{}}|\\^` (found {shown})'
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        return f"is not a valid URL: {exc}"
-    if not host:
-        return "has no host name after the // (e.g. https://mail.example.com)"
-    if parts.username is not None or parts.password is not None:
-        return "must not contain a user name or password (user@host)"
-    if parts.query or url.endswith("?"):
-        return "must not have a query (?...): links are built by adding a path to it"
-    if parts.fragment or "#" in url:
-        return "must not have a fragment (#...): links are built by adding a path to it"
-    return None
-
-
-def database_url_problem(url: str) -> str | None:
-    """Why nurture cannot keep its data at ``url``, or None. Only the shape is
-    checked here (SQLAlchemy is not imported to read settings, see
-    :mod:`nurture.cli.main`); the store reads the URL itself when it connects
-    (:func:`nurture.store.db.make_engine`). Never quotes ``url``: it may hold a
-    password."""
-    if not url:
-        return f"is empty: name the database, {DATABASE_EXAMPLES}"
-    scheme = re.match(r"([\w+]+)://", url)
-    if scheme is None:
-        return f"is not a database URL (no name://): {DATABASE_EXAMPLES}"
-    backend = scheme.group(1).partition("+")[0].lower()
-    if backend not in DATABASES:
-        hint = " (write postgresql+psycopg://)" if backend in ("postgres", "psql", "pg") else ""
-        return (
-            f"unsupported database {backend!r}{hint}: nurture runs on SQLite and "
-            f"PostgreSQL, {DATABASE_EXAMPLES}"
-        )
-    if backend == "sqlite" and sqlite_in_memory(url):
-        return (
-            "is an in-memory SQLite database, which is gone when the command exits: "
-            "every command would lose its writes; name a file instead, e.g. sqlite:///nurture.db"
-        )
-    return None
-
-
-def sqlite_in_memory(url: str) -> bool:
-    """Whether the SQLite URL ``url`` names an in-memory database: ``sqlite://``,
-    ``sqlite:///:memory:``, or an SQLite URI ``file::memory:`` or with
-    ``mode=memory``."""
-    rest = url.partition("://")[2]
-    location, _, query = rest.partition("?")
-    database = location.partition("/")[2]
-    if database in ("", ":memory:") or database.startswith("file::memory:"):
-        return True
-    parameters = [part.lower() for part in re.split(r"[?&]", f"{database}?{query}")]
-    return database.startswith("file:") and "mode=memory" in parameters
-
-
-def base_url_problem(base_url: str) -> str | None:
-    """Why subscribers could not use links to ``base_url``, or None when it is public https.
-
-    Unsubscribe links and RFC 8058's one-click ``List-Unsubscribe`` (which a
-    mail provider POSTs to, and which Gmail and Yahoo only honour over https)
-    need an address the whole internet reaches. ``http://localhost:8000`` is
-    fine for the outbox, never for a real provider.
-    """
-    try:
-        parts = urlsplit(base_url)
-        host = (parts.hostname or "").lower()
-    except ValueError:
-        return "is not a valid URL"
-    if host == "localhost" or host.endswith(".localhost"):
-        return "points at localhost"
-    with suppress(ValueError):
-        address = ip_address(host)
-        if address.is_loopback or address.is_unspecified:
-            return "points at this machine"
-    if parts.scheme != "https":
-        return "is not https://"
-    return None
-
-
 def check_project(folder: Path, settings: Settings) -> None:
     """Refuse to create a database in a folder that is not a nurture project.
 
@@ -468,74 +372,6 @@ def _setting_error(toml: Path, error: Any) -> str:
     )
 
 
-def key_position(toml: Path, key: str, table: str | None = None) -> tuple[int, int] | None:
-    """The 1-based line and column of ``key`` in ``[table]`` of ``toml`` (at
-    the top level without ``table``), if written there."""
-    try:
-        lines = toml.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
-    assignment = re.compile(rf"^(\s*){re.escape(key)}\s*=")
-    inside = table is None
-    for number, line in enumerate(lines, start=1):
-        opened = header.match(line)
-        if opened:
-            inside = opened.group(1) == table
-        elif inside and (found := assignment.match(line)):
-            return number, len(found.group(1)) + 1
-    return None
-
-
-def shown_path(path: Path) -> str:
-    """``path`` relative to the current directory when it is below it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def config_file_present(toml: Path) -> bool:
-    """Whether ``toml`` is there to be read: False when nothing is at that
-    path; ConfigurationError when something is, but not a file that can be
-    read (a folder, a dangling symlink, a symlink loop, a device): running on
-    the defaults instead would ignore the project's settings silently."""
-    try:
-        mode = toml.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        if not os.path.lexists(toml):
-            return False
-        problem = f"is a symlink to {os.readlink(toml)}, which does not exist"
-    except OSError as exc:  # a symlink loop, a name too long, no access to the folder
-        loop = exc.errno == errno.ELOOP
-        problem = "is a symlink loop" if loop else (exc.strerror or type(exc).__name__)
-    else:
-        if stat.S_ISREG(mode):
-            return True
-        problem = "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
-    raise ConfigurationError(f"cannot read {toml}: {problem}")
-
-
-def _source_error(toml: Path, exc: SettingsError) -> str:
-    """A value pydantic-settings could not parse: a list or table setting
-    from the environment that is not JSON, named as the variable it came from."""
-    found = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
-    if found is None:
-        return f"cannot read {toml}: {exc}"
-    key, source = found.groups()
-    variable = f"NURTURE_{key.upper()}"
-    if source != "EnvSettingsSource":
-        return f"cannot read {toml}: setting {key!r}: {exc}"
-    example = {
-        "trusted_proxies": '\'["127.0.0.1", "10.0.0.0/8"]\'',
-        "old_secret_keys": "'[\"the-former-secret-key\"]'",
-        "brand": '\'{"name": "Acme", "colour": "#0a7"}\'',
-    }.get(key)
-    shape = "a JSON object" if key == "brand" else "a JSON list"
-    hint = f", e.g. {variable}={example}" if example else ""
-    return f"setting {key!r} (from the environment variable {variable}): must be {shape}{hint}"
-
-
 def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
     """Read ``nurture.toml`` from ``folder`` (default: the current directory) and the env.
 
@@ -557,7 +393,7 @@ def load_settings(folder: Path | None = None, **overrides: Any) -> Settings:
         lines = [_setting_error(toml, error) for error in exc.errors()]
         raise ConfigurationError("\n".join(lines)) from exc
     except SettingsError as exc:
-        raise ConfigurationError(_source_error(toml, exc)) from exc
+        raise ConfigurationError(source_error(toml, exc)) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigurationError(f"cannot read {toml}: {exc}") from exc
     settings._config_file = toml if present else None

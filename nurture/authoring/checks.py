@@ -12,16 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from nurture.app.settings import (
-    CONFIG_FILE,
-    Settings,
-    base_url_problem,
-    key_position,
-    shown_path,
-)
+from nurture.app.config_file import CONFIG_FILE, key_position, shown_path
+from nurture.app.settings import Settings
 from nurture.authoring.project import SAMPLE_POSTAL_ADDRESSES
 from nurture.core.loader import LoadedSequence
 from nurture.errors import Diagnostic
+from nurture.urls import base_url_problem
 
 # Domains reserved for documentation and tests (RFC 2606, RFC 6761): mail to
 # them goes nowhere, so a sender there is an example someone forgot.

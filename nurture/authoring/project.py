@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from nurture.app.settings import CONFIG_FILE
+from nurture.app.config_file import CONFIG_FILE
 from nurture.core.model import Sender
 
 EXAMPLE_SEQUENCE = "sequences/sales-process.yaml"

@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.text import Text
 
-from nurture.app.settings import CONFIG_FILE
+from nurture.app.config_file import CONFIG_FILE
 from nurture.authoring.project import (
     EXAMPLE_SEQUENCE,
     LOCAL_BASE_URL,

@@ -14,11 +14,11 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, create_engine
 
 from nurture.errors import ConfigurationError
+from nurture.urls import DATABASE_EXAMPLES, DATABASES
 
 BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite connection waits for another writer (every connection)."""
 
-SUPPORTED_DATABASES = ("sqlite", "postgresql")
 SETTING = "setting 'database_url' (in nurture.toml as database_url, or NURTURE_DATABASE_URL)"
 
 
@@ -36,11 +36,11 @@ def read_database_url(url: str) -> URL:
             else "it is not name://..."
         )
         raise ConfigurationError(
-            f"{SETTING}: cannot be read as a URL ({_hide_password(reason, url)}), e.g. "
-            "sqlite:///nurture.db or postgresql+psycopg://user:password@host/nurture"
+            f"{SETTING}: cannot be read as a URL ({_hide_password(reason, url)}), "
+            f"{DATABASE_EXAMPLES}"
         ) from exc
     backend = parsed.drivername.partition("+")[0]
-    if backend not in SUPPORTED_DATABASES:
+    if backend not in DATABASES:
         raise ConfigurationError(
             f"{SETTING}: unsupported database {backend!r} (nurture runs on SQLite and PostgreSQL)"
         )

@@ -8,9 +8,10 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from nurture.app.settings import SECONDS_LIMITS, Settings, sqlite_in_memory, url_problem
+from nurture.app.settings import SECONDS_LIMITS, Settings
 from nurture.errors import ConfigurationError
 from nurture.store.db import make_engine
+from nurture.urls import sqlite_in_memory, url_problem
 
 
 @pytest.mark.parametrize("key", sorted(SECONDS_LIMITS))

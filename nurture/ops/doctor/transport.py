@@ -207,7 +207,7 @@ def smtp_check(settings: Settings, *, timeout: float) -> Check:
 
 
 def base_url_checks(settings: Settings, *, timeout: float) -> list[Check]:
-    from nurture.app.settings import base_url_problem
+    from nurture.urls import base_url_problem
 
     base = settings.base_url
     problem = base_url_problem(base)
