@@ -6,68 +6,17 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import bindparam, delete, or_, update
 from sqlmodel import Session, col, select
 
 from nurture.core.vocabulary import EnrollmentStatus, SendStatus
+from nurture.store.chunks import chunked
 from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow, SuppressionRow
 
 PENDING = (SendStatus.QUEUED, SendStatus.RETRY)
 """Ledger rows not yet handed to the provider (``reserved`` ones are in flight)."""
-
-
-def end_enrollments(
-    session: Session,
-    subscriber_id: int,
-    *,
-    sequence_ids: Collection[str] | None,
-    status: EnrollmentStatus,
-    reason: str,
-    now: datetime,
-) -> list[str]:
-    """End the subscriber's active enrollments (all, or those of ``sequence_ids``)
-    and skip their pending ledger rows; the sequences whose enrollment ended."""
-    query = select(EnrollmentRow.id, EnrollmentRow.sequence_id).where(
-        col(EnrollmentRow.subscriber_id) == subscriber_id,
-        col(EnrollmentRow.status) == EnrollmentStatus.ACTIVE,
-    )
-    if sequence_ids is not None:
-        query = query.where(col(EnrollmentRow.sequence_id).in_(list(sequence_ids)))
-    rows = list(session.exec(query))
-    if not rows:
-        return []
-    ids = [row[0] for row in rows]
-    session.execute(
-        update(EnrollmentRow)
-        .where(col(EnrollmentRow.id).in_(ids))
-        .values(
-            status=status,
-            status_reason=reason[:500],
-            next_due_at=None,
-            claimed_by=None,
-            claimed_until=None,
-            updated_at=now,
-        )
-    )
-    session.execute(
-        update(SendRow)
-        .where(col(SendRow.enrollment_id).in_(ids), col(SendRow.status).in_(PENDING))
-        .values(status=SendStatus.SKIPPED, reason=reason, next_attempt_at=None, sent_at=now)
-    )
-    return sorted({row[1] for row in rows})
-
-
-def suppress(session: Session, email: str, *, reason: str, source: str, now: datetime) -> bool:
-    """Put the normalised ``email`` on the suppression list; False when it was already."""
-    if suppression_source(session, email) is not None:
-        return False
-    session.add(
-        SuppressionRow(email=email, reason=reason[:500], source=source[:50], created_at=now)
-    )
-    session.flush()
-    return True
 
 
 def suppression_source(session: Session, email: str) -> str | None:
@@ -90,18 +39,11 @@ def lift_suppression(session: Session, email: str, *, sources: Collection[str]) 
 # A webhook post can block thousands of addresses at once: these read and write
 # them one query (or one executemany) per chunk, not a few queries per address.
 
-_CHUNK = 500
-_T = TypeVar("_T")
-
-
-def _chunks(values: list[_T]) -> list[list[_T]]:
-    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
-
 
 def subscribers_by_id(session: Session, ids: Collection[int]) -> dict[int, SubscriberRow]:
     """The subscriber rows with these ids (loaded into ``session``), by id."""
     found: dict[int, SubscriberRow] = {}
-    for chunk in _chunks(sorted(set(ids))):
+    for chunk in chunked(sorted(set(ids))):
         for row in session.exec(select(SubscriberRow).where(col(SubscriberRow.id).in_(chunk))):
             assert row.id is not None
             found[row.id] = row
@@ -113,7 +55,7 @@ def active_enrollments(
 ) -> dict[int, list[tuple[int, str]]]:
     """Each subscriber's active enrollments, as (enrollment id, sequence id)."""
     found: dict[int, list[tuple[int, str]]] = {}
-    for chunk in _chunks(sorted(set(subscriber_ids))):
+    for chunk in chunked(sorted(set(subscriber_ids))):
         query = select(
             EnrollmentRow.subscriber_id, EnrollmentRow.id, EnrollmentRow.sequence_id
         ).where(
@@ -128,7 +70,7 @@ def active_enrollments(
 
 @dataclass(frozen=True)
 class Ending:
-    """One enrollment to end, as :func:`end_enrollments` ends it."""
+    """One enrollment to end: its new status and why, from ``now``."""
 
     enrollment_id: int
     status: EnrollmentStatus
@@ -138,8 +80,7 @@ class Ending:
 
 def end_enrollment_ids(session: Session, endings: list[Ending]) -> None:
     """End these enrollments and skip their pending ledger rows: one
-    executemany per table, where :func:`end_enrollments` is a few queries per
-    subscriber."""
+    executemany per table, however many there are."""
     if not endings:
         return
     enrollment, send = EnrollmentRow.__table__, SendRow.__table__  # type: ignore[attr-defined]
@@ -174,6 +115,27 @@ def end_enrollment_ids(session: Session, endings: list[Ending]) -> None:
     )
 
 
+def end_enrollments(
+    session: Session,
+    subscriber_id: int,
+    *,
+    sequence_ids: Collection[str] | None,
+    status: EnrollmentStatus,
+    reason: str,
+    now: datetime,
+) -> list[str]:
+    """End the subscriber's active enrollments (all, or those of ``sequence_ids``)
+    and skip their pending ledger rows; the sequences whose enrollment ended."""
+    active = active_enrollments(session, [subscriber_id]).get(subscriber_id, [])
+    ending = [
+        (enrollment_id, sequence_id)
+        for enrollment_id, sequence_id in active
+        if sequence_ids is None or sequence_id in sequence_ids
+    ]
+    end_enrollment_ids(session, [Ending(id_, status, reason, now) for id_, _ in ending])
+    return sorted({sequence_id for _, sequence_id in ending})
+
+
 def _binds(ending: Ending) -> dict[str, Any]:
     return {
         "e_id": ending.enrollment_id,
@@ -187,7 +149,7 @@ def _binds(ending: Ending) -> dict[str, Any]:
 def suppression_sources(session: Session, emails: Collection[str]) -> dict[str, str]:
     """The suppression source of each of ``emails`` that is suppressed."""
     found: dict[str, str] = {}
-    for chunk in _chunks(sorted(set(emails))):
+    for chunk in chunked(sorted(set(emails))):
         query = select(SuppressionRow.email, SuppressionRow.source).where(
             col(SuppressionRow.email).in_(chunk)
         )

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from nurture.core.vocabulary import EventKind, SendStatus
+from nurture.store.chunks import chunked
 from nurture.store.tables import EventRow, SendRow, SubscriberRow
 
 __all__ = [
@@ -104,18 +105,12 @@ def unconfirmed_sends(conn: Connection, *, before: datetime) -> list[tuple[int, 
 # One webhook post carries up to a few thousand events: each lookup below is
 # one query per chunk of values, not one per event.
 
-_CHUNK = 500
-
-
-def _chunks(values: list[str]) -> list[list[str]]:
-    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
-
 
 def sends_by_key(conn: Connection, keys: Iterable[str]) -> dict[str, EventSend]:
     """The ledger rows with these send ids (our ``nurture_send_id``), by key."""
     wanted = sorted({key for key in keys if len(key) <= 32})
     found: dict[str, EventSend] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunked(wanted):
         for row in conn.execute(select(*_COLUMNS).where(SEND.c.key.in_(chunk))):
             found[row.key] = EventSend(**row._mapping)
     return found
@@ -126,7 +121,7 @@ def sends_by_message_id(conn: Connection, message_ids: Iterable[str]) -> dict[st
     row of each), by message id."""
     wanted = sorted({value for value in message_ids if len(value) <= 200})
     found: dict[str, EventSend] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunked(wanted):
         rows = conn.execute(
             select(SEND.c.provider_message_id, *_COLUMNS)
             .where(SEND.c.provider_message_id.in_(chunk))
@@ -141,7 +136,7 @@ def sends_by_message_id(conn: Connection, message_ids: Iterable[str]) -> dict[st
 def subscriber_ids_by_email(conn: Connection, emails: Iterable[str]) -> dict[str, int]:
     """The ids of the subscribers stored under these (normalised) addresses."""
     found: dict[str, int] = {}
-    for chunk in _chunks(sorted(set(emails))):
+    for chunk in chunked(sorted(set(emails))):
         rows = conn.execute(
             select(SUBSCRIBER.c.email, SUBSCRIBER.c.id).where(SUBSCRIBER.c.email.in_(chunk))
         )
@@ -152,7 +147,7 @@ def subscriber_ids_by_email(conn: Connection, emails: Iterable[str]) -> dict[str
 def recorded_event_ids(conn: Connection, event_ids: Iterable[str]) -> set[str]:
     """Those of ``event_ids`` already recorded."""
     found: set[str] = set()
-    for chunk in _chunks(sorted(set(event_ids))):
+    for chunk in chunked(sorted(set(event_ids))):
         rows = conn.execute(
             select(EVENT.c.provider_event_id).where(EVENT.c.provider_event_id.in_(chunk))
         )
@@ -173,7 +168,7 @@ def insert_new_events(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         .returning(EVENT.c.provider_event_id)
     )
     inserted: set[str] = set()
-    for start in range(0, len(rows), _CHUNK):
-        result = conn.execute(statement, rows[start : start + _CHUNK])
+    for chunk in chunked(rows):
+        result = conn.execute(statement, list(chunk))
         inserted.update(row.provider_event_id for row in result)
     return inserted

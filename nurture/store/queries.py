@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from nurture.core import decisions as core
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
+from nurture.store.chunks import chunked
 from nurture.store.tables import (
     EnrollmentRow,
     EventRow,
@@ -256,8 +257,7 @@ def sqlite_rows_in(conn: Connection, query: str, values: Sequence[Any]) -> list[
     """SQLite: the rows of ``query IN (values)`` (``query`` ends with the
     column tested), through the driver, in pieces of :data:`SQLITE_IN_PIECE`."""
     found: list[Any] = []
-    for start in range(0, len(values), SQLITE_IN_PIECE):
-        piece = tuple(values[start : start + SQLITE_IN_PIECE])
+    for piece in chunked(values, SQLITE_IN_PIECE):
         sql = f"{query} IN ({', '.join('?' * len(piece))})"
         found.extend(conn.exec_driver_sql(sql, piece).all())  # fetched at once, not row by row
     return found

@@ -30,9 +30,8 @@ from nurture.core import tokens
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.errors import TransientSendError
 from nurture.store.db import session_factory
-from nurture.store.leaving import suppress
 from nurture.store.sendlog import SendFilter, with_confirmations
-from nurture.store.tables import SubscriberRow
+from nurture.store.tables import SubscriberRow, SuppressionRow
 from nurture.testing import MemoryTransport
 from nurture.web.app import create_app
 from nurture.web.signup import RATE, TIMEZONE_SCRIPT
@@ -506,7 +505,7 @@ def test_the_answer_never_tells_whether_an_address_was_known(site: Site) -> None
     site.set_status("gone@example.com", SubscriberStatus.UNSUBSCRIBED)
     unsubscribed = both("gone@example.com")
     with site.session() as session:
-        suppress(session, "blocked@example.com", reason="complaint", source="manual", now=NOW)
+        session.add(SuppressionRow(email="blocked@example.com", reason="complaint", created_at=NOW))
         session.commit()
     suppressed = both("blocked@example.com")
     assert new == unconfirmed == active == unsubscribed == suppressed
@@ -577,7 +576,7 @@ def test_a_bad_form_id_in_the_url_is_not_found(site: Site) -> None:
 def test_a_confirm_link_of_a_since_suppressed_address_changes_nothing(site: Site) -> None:
     site.post_form(email="ola@example.com", tags="b2b")
     with site.session() as session:
-        suppress(session, "ola@example.com", reason="complaint", source="manual", now=NOW)
+        session.add(SuppressionRow(email="ola@example.com", reason="complaint", created_at=NOW))
         session.commit()
     assert site.client.get(_link(site)).status_code == 404
     row = site.subscriber("ola@example.com")
