@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from functools import lru_cache
@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from nurture.audience.events import record_event
 from nurture.audience.input import InvalidSubscriberError, check_text, normalise_email
+from nurture.core.timing import EARLIEST
 from nurture.core.tokens import read_ref
 from nurture.core.vocabulary import EventKind
 from nurture.errors import NurtureError
@@ -55,9 +56,6 @@ MAX_AMOUNT = Decimal("1e14")
 # The order id is also part of the event's id (``purchase:<source>:<order id>``,
 # at most 200 characters), hence 170.
 _TEXT_LIMITS = {"order id": 170, "product": 200}
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-"""A purchase dated before this is a mistake (and near ``datetime.min`` the
-attribution window's arithmetic would overflow)."""
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _NOT_MONEY = frozenset({"XXX", "XTS"})  # ISO 4217's "no currency" and "for testing"
 

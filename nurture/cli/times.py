@@ -11,9 +11,8 @@ Two ranges:
   plans works with. The engine adds days and years to "now" (a lease, a retry,
   a wait of five years, a time shown in a subscriber's zone); near year 9999
   that overflows, and a subscriber enrolled in year 9999 or in year 1 gets no
-  email at all. :data:`LATEST` is the bound SendGrid events already get
-  (:data:`nurture.transports.sendgrid_events.LATEST`), :data:`EARLIEST` the
-  one purchases get (:data:`nurture.audience.purchases.EARLIEST`).
+  email at all. They are the bounds SendGrid events and purchases get too
+  (:data:`nurture.core.timing.EARLIEST` and ``LATEST``).
 """
 
 from __future__ import annotations
@@ -22,20 +21,17 @@ from datetime import UTC, datetime, timedelta
 
 from nurture.app.clock import parse_instant
 from nurture.cli.console import clip
+from nurture.core.timing import EARLIEST, LATEST
 
 __all__ = [
     "CALENDAR_END",
     "CALENDAR_START",
-    "EARLIEST",
-    "LATEST",
     "check_time",
     "parse_time",
 ]
 
 CALENDAR_START = datetime(1, 1, 2, tzinfo=UTC)
 CALENDAR_END = datetime(9999, 12, 31, tzinfo=UTC)
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 # No ISO 8601 time is longer (2026-11-27T15:30:00.123456+01:00:00.000000 is 46).
 _LONGEST = 64

@@ -68,6 +68,16 @@ any time that can be written, so waiting for it is waiting forever."""
 BEYOND_CALENDAR = "beyond the calendar (year 9999)"
 """Why a step is due :data:`NEVER`, as ``simulate`` says it."""
 
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""The earliest time nurture stores as something that happened: a purchase,
+a provider event's timestamp, a ``--now`` that sends. Before it is a mistake
+(and near ``datetime.min`` the arithmetic on it, an attribution window, a
+lease, would overflow)."""
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Times from this on are not stored or sent at either: the engine adds days
+and years to "now" (a lease, a retry, a wait of five years, a time shown in a
+subscriber's zone), and near year 9999 that overflows."""
+
 
 def require_aware(moment: datetime, name: str = "datetime") -> datetime:
     """Return ``moment`` if it carries a time zone, else raise TimingError."""

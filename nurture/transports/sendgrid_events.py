@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from nurture.core.timing import EARLIEST, LATEST
 from nurture.core.vocabulary import EventKind
 
 KINDS: Mapping[str, EventKind] = MappingProxyType(
@@ -40,11 +41,8 @@ KINDS: Mapping[str, EventKind] = MappingProxyType(
     }
 )
 
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-"""An event ``timestamp`` before this is no time SendGrid reports (as for
-purchases, :data:`nurture.audience.purchases.EARLIEST`): it is taken as missing."""
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-"""Nor is one from this on (a future time is taken as the receive time anyway)."""
+# An event ``timestamp`` outside EARLIEST..LATEST is no time SendGrid reports:
+# it is taken as missing (a future time is taken as the receive time anyway).
 
 # A bounce with ``type: blocked`` is the receiving server refusing the message
 # (the sending IP's reputation, content), not the address: this message failed,

@@ -16,7 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nurture.transports.sendgrid_events import EARLIEST, read_event
+from nurture.core.timing import EARLIEST
+from nurture.transports.sendgrid_events import read_event
 from nurture.transports.sendgrid_signature import SignatureVerifier
 
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
