@@ -25,6 +25,17 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 
+def clip(text: str, limit: int = 40) -> str:
+    """``text``, or its first ``limit`` characters and "…" when it is longer:
+    how a message quotes a value that may be megabytes long."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quoted(exc: Exception, value: str) -> str:
+    """``exc``'s message with the value it quotes (``repr(value)``) shortened by :func:`clip`."""
+    return str(exc).replace(repr(value), repr(clip(value)))
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One problem in a file, with its position (1-based line and column)."""

@@ -48,7 +48,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from nurture.core.places import check_locale, check_timezone
-from nurture.errors import NurtureError
+from nurture.errors import NurtureError, quoted
 
 __all__ = [
     "LIMITS",
@@ -318,20 +318,13 @@ def _attributes(values: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(result)
 
 
-_QUOTED = 40
-"""Characters of a refused value an error quotes (a hostile one may be megabytes)."""
-
-
 def _place(check: Callable[[str], str], value: str | None) -> str | None:
     if value is None:
         return None
     try:
         return check(value)
     except ValueError as exc:
-        message = str(exc)
-        if len(value) > _QUOTED:
-            message = message.replace(repr(value), repr(value[:_QUOTED] + "…"))
-        raise InvalidSubscriberError(message) from exc
+        raise InvalidSubscriberError(quoted(exc, value)) from exc
 
 
 # Bidirectional embeddings, overrides and isolates (U+202A-U+202E,

@@ -21,7 +21,6 @@ from nurture.authoring.workbench import find_sequence, preview_sequence, validat
 from nurture.cli.console import (
     EXIT_CONFIGURATION,
     EXIT_FAILED,
-    clip,
     err,
     errors,
     examples,
@@ -29,7 +28,6 @@ from nurture.cli.console import (
     file_errors,
     out,
     print_json,
-    quoted,
     safe,
 )
 from nurture.core.decisions import Event, subscriber_zone
@@ -40,7 +38,7 @@ from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import early_engagement, simulate, unknown_step
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EventKind
-from nurture.errors import SequenceError
+from nurture.errors import SequenceError, clip, quoted
 
 
 def _settings(ctx: typer.Context) -> Settings:

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from nurture.errors import ConfigurationError, NurtureError
+from nurture.errors import ConfigurationError, NurtureError, clip
 
 if TYPE_CHECKING:
     from sqlalchemy.exc import SQLAlchemyError
@@ -39,7 +39,6 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_HALTED",
     "clean",
-    "clip",
     "err",
     "errors",
     "examples",
@@ -47,7 +46,6 @@ __all__ = [
     "file_errors",
     "out",
     "print_json",
-    "quoted",
     "safe",
     "say",
 ]
@@ -87,17 +85,6 @@ def clean(text: str, *, lines: bool = False) -> str:
 # DEL, the C1 controls (0x9b starts an escape sequence on some terminals) and
 # the marks and separators above. JSON's own escapes for C0 already apply.
 _JSON_RAW_CONTROLS = re.compile(f"[\x7f-\x9f{_BIDI_AND_SEPARATORS}]")
-
-
-def clip(text: str, limit: int = 40) -> str:
-    """``text``, or its first ``limit`` characters and "…" when it is longer:
-    how an error quotes a value that may be megabytes long."""
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def quoted(exc: Exception, value: str) -> str:
-    """``exc``'s message with the value it quotes (``repr(value)``) shortened by :func:`clip`."""
-    return str(exc).replace(repr(value), repr(clip(value)))
 
 
 def print_json(data: object) -> None:

@@ -27,9 +27,10 @@ from nurture.authoring.project import (
     parse_sender,
     write_project,
 )
-from nurture.cli.console import EXIT_CONFIGURATION, clip, err, fail, file_errors, out, safe
+from nurture.cli.console import EXIT_CONFIGURATION, err, fail, file_errors, out, safe
 from nurture.core.model import Sender
 from nurture.demo.examples import example_root
+from nurture.errors import clip
 
 _T = TypeVar("_T")
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from nurture.app.clock import parse_instant
-from nurture.cli.console import clip
 from nurture.core.timing import EARLIEST, LATEST
+from nurture.errors import clip
 
 __all__ = [
     "CALENDAR_END",

@@ -20,6 +20,8 @@ from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor, Safe
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.tokens import TagToken
 
+from nurture.errors import clip
+
 _SCALARS = {
     "tag:yaml.org,2002:timestamp": "date or time",
     "tag:yaml.org,2002:int": "number",
@@ -43,7 +45,7 @@ def _placed(base: type[Any]) -> type[Any]:
             try:
                 return construct(self, node)
             except (ValueError, OverflowError) as exc:
-                shown = str(node.value)[:40] + ("…" if len(str(node.value)) > 40 else "")
+                shown = clip(str(node.value))
                 reason = str(exc).split(":")[0]  # not Python's advice on limits
                 problem = f"{shown} is not a valid {kind} ({reason})"
                 raise ConstructorError(None, None, problem, node.start_mark) from exc
