@@ -26,17 +26,27 @@ class Consent:
     ip: str | None
 
     @classmethod
-    def parse(cls, source: str, text: str | None = None, ip: str | None = None) -> Consent:
-        """Check the consent fields; raises :class:`InvalidSubscriberError` naming the field."""
+    def parse(
+        cls,
+        source: str,
+        text: str | None = None,
+        ip: str | None = None,
+        *,
+        names: tuple[str, str] = ("consent source", "consent text"),
+    ) -> Consent:
+        """Check the consent fields; raises :class:`InvalidSubscriberError`
+        naming the field as ``names`` say (the source's, the text's): the web
+        form's words by default, the options' on the command line."""
+        source_name, text_name = names
         source = source.strip()
         if not source:
             raise InvalidSubscriberError(
-                "consent source is empty (say where the address came from)"
+                f"{source_name} is empty (say where the address came from)"
             )
         wording = given(text)
         return cls(
-            source=check_text("consent source", source, 100),
-            text=check_text("consent text", wording, 2000, one_line=False) if wording else None,
+            source=check_text(source_name, source, 100),
+            text=check_text(text_name, wording, 2000, one_line=False) if wording else None,
             ip=_ip(ip),
         )
 

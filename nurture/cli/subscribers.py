@@ -69,19 +69,14 @@ def _attributes(pairs: list[str]) -> dict[str, str]:
 
 
 def _check_consent(source: str, consent: str | None) -> None:
-    """Refuse --source and --consent as the service would, naming the options
-    as typed (the service says "consent source": the web form's words)."""
+    """Refuse --source and --consent as the service would, naming the options."""
     from nurture.audience.consent import Consent
     from nurture.audience.input import InvalidSubscriberError
 
     try:
-        Consent.parse(source, consent)
+        Consent.parse(source, consent, names=("--source", "--consent"))
     except InvalidSubscriberError as exc:
-        message = str(exc)
-        for field, option in (("consent source", "--source"), ("consent text", "--consent")):
-            if message.startswith(field):
-                message = option + message[len(field) :]
-        raise fail(message) from exc
+        raise fail(str(exc)) from exc
 
 
 @subscribers_app.command(
