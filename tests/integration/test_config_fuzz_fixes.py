@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,14 @@ def clean_failure(result: Result, *needles: str) -> str:
     for needle in needles:
         assert needle in output, output
     return output
+
+
+def refused_by_each(
+    project: Path, key: str, value: str, commands: Iterable[list[str]], *needles: str
+) -> list[str]:
+    """Set ``key`` to ``value``; each of ``commands`` fails cleanly naming ``needles``."""
+    set_setting(project, key, json.dumps(value))
+    return [clean_failure(nurture(project, *command), *needles) for command in commands]
 
 
 @pytest.fixture
@@ -150,14 +159,13 @@ def test_durations_up_to_their_bound_are_accepted(project: Path) -> None:
 def test_a_base_url_that_is_no_url_is_refused_by_every_command(
     project: Path, url: str, why: str
 ) -> None:
-    set_setting(project, "base_url", json.dumps(url))
-    for command in (
+    commands = (
         ["validate"],
         ["doctor", "--skip-dns", "--timeout", "1"],
         ["subscribers", "add", "q@example.com"],
         ["dispatch"],
-    ):
-        clean_failure(nurture(project, *command), "setting 'base_url'", why)
+    )
+    refused_by_each(project, "base_url", url, commands, "setting 'base_url'", why)
     set_setting(project, "base_url", json.dumps(PUBLIC_BASE_URL))
     assert nurture(project, "subscribers", "show", "q@example.com").exit_code == 1  # not added
 
@@ -195,9 +203,8 @@ def test_a_well_formed_base_url_is_still_accepted(project: Path, url: str) -> No
 def test_a_database_url_nurture_cannot_use_is_named_without_its_password(
     project: Path, url: str, why: str
 ) -> None:
-    set_setting(project, "database_url", json.dumps(url))
-    for command in (["subscribers", "list"], ["dispatch"]):
-        output = clean_failure(nurture(project, *command), "database_url", why)
+    commands = (["subscribers", "list"], ["dispatch"])
+    for output in refused_by_each(project, "database_url", url, commands, "database_url", why):
         assert PASSWORD not in output
     doctor = nurture(project, "doctor", "--skip-dns", "--timeout", "1")
     assert "Traceback" not in doctor.output and not isinstance(doctor.exception, ValueError)

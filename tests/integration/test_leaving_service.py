@@ -199,6 +199,14 @@ def _blocking_world(session: Session, prefix: str) -> list[Block]:
     ]
 
 
+ENROLLMENT_FIELDS = ("sequence_id", "status", "status_reason", "next_due_at", "updated_at")
+SEND_FIELDS = ("sequence_id", "step_id", "status", "reason", "next_attempt_at", "sent_at")
+
+
+def _fields(row: object, names: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(getattr(row, name) for name in names)
+
+
 def _state(session: Session, prefix: str) -> dict[str, list[Any]]:
     """Everything a block writes, for the addresses starting with ``prefix``."""
     session.flush()
@@ -219,27 +227,12 @@ def _state(session: Session, prefix: str) -> dict[str, list[Any]]:
             if mine(r.email)
         ),
         "enrollments": sorted(
-            (
-                subscribers[r.subscriber_id],
-                r.sequence_id,
-                r.status,
-                r.status_reason,
-                r.next_due_at,
-                r.updated_at,
-            )
+            (subscribers[r.subscriber_id], *_fields(r, ENROLLMENT_FIELDS))
             for r in session.exec(select(EnrollmentRow))
             if r.subscriber_id in subscribers
         ),
         "sends": sorted(
-            (
-                subscribers[r.subscriber_id],
-                r.sequence_id,
-                r.step_id,
-                r.status,
-                r.reason,
-                r.next_attempt_at,
-                r.sent_at,
-            )
+            (subscribers[r.subscriber_id], *_fields(r, SEND_FIELDS))
             for r in session.exec(select(SendRow))
             if r.subscriber_id in subscribers
         ),
