@@ -321,7 +321,7 @@ def _send_confirmation(
     try:
         words = render(row, confirm_url(base_url, keys, row, now), sender.name)
         message = _message(sender, row, words, key, now)
-        send(OutgoingEmail(message, key, "signup", "confirmation", row.email))
+        send(OutgoingEmail(message, key, "signup", "confirmation", row.email, transactional=True))
     except (SendError, ValueError) as exc:
         # The subscriber row stays; the address can ask again after RESEND_INTERVAL.
         log.warning("confirmation email to subscriber #%s not sent: %s", row.id, type(exc).__name__)

@@ -75,6 +75,10 @@ class OutgoingEmail:
     step_id: str
     to_email: str
     """The recipient's address (the envelope recipient)."""
+    transactional: bool = False
+    """An email the recipient asked for just now (the sign-up confirmation):
+    not list mail, so it carries no List-Unsubscribe, and a transport that
+    insists on one-click unsubscribe for list mail sends it without."""
 
     @property
     def composed(self) -> ComposedEmail | None:

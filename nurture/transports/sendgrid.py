@@ -262,7 +262,8 @@ class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
 
     def build_request(self, email: OutgoingEmail) -> dict[str, Any]:
         body = build_mail_body(email)
-        problems = validate_mail_body(body, required_headers=self.required_headers)
+        required = () if email.transactional else self.required_headers
+        problems = validate_mail_body(body, required_headers=required)
         if problems:
             raise PermanentSendError(
                 "the SendGrid request would be rejected: " + "; ".join(problems),

@@ -32,7 +32,8 @@ from nurture.errors import TransientSendError
 from nurture.store.db import session_factory
 from nurture.store.sendlog import SendFilter, with_confirmations
 from nurture.store.tables import SubscriberRow, SuppressionRow
-from nurture.testing import MemoryTransport
+from nurture.testing import FakeSendGrid, MemoryTransport
+from nurture.transports.sendgrid import SendGridTransport
 from nurture.web.app import create_app
 from nurture.web.signup import RATE, TIMEZONE_SCRIPT
 from tests.factories import example_workdir
@@ -620,3 +621,39 @@ def test_a_form_without_a_locale_takes_the_browsers_language(site: Site) -> None
     assert site.transport.sent[0].as_message()["Subject"] == "Bekräfta din prenumeration"
     row = site.subscriber("karin@example.com")
     assert row is not None and row.locale == "sv"
+
+
+# --------------------------------------------------------------------------- through SendGrid
+
+
+def test_the_confirmation_email_goes_out_through_sendgrid_and_its_link_confirms(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The confirmation is not list mail: it has no List-Unsubscribe, which the
+    SendGrid transport insists on for sequence emails. It must still be sent
+    (it was refused as permanent before, while the form said "check your inbox")."""
+    settings = example_workdir(tmp_path)
+    settings.base_url = "https://news.example.com"
+    with FakeSendGrid(api_key="SG.fake-key") as fake:
+        transport = SendGridTransport("SG.fake-key", host=fake.url, timeout=5.0)
+        runtime = build_runtime(
+            settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
+        )
+        with TestClient(create_app(runtime), client=CLIENT) as client:
+            answer = client.post("/subscribe", data={"email": "karin@example.com", "tag": "b2b"})
+            assert answer.status_code == 200 and CHECK_INBOX in answer.text
+            (body,) = fake.delivered
+            assert body["personalizations"][0]["to"][0]["email"] == "karin@example.com"
+            assert "List-Unsubscribe" not in (body.get("headers") or {})
+            text = next(c["value"] for c in body["content"] if c["type"] == "text/plain")
+            found = re.search(r"https://news\.example\.com(/confirm/[A-Za-z0-9_.\-]+)", text)
+            assert found is not None, text
+            assert client.get(found.group(1)).status_code == 200
+        transport.close()
+    with session_factory(engine)() as session:
+        row = get_subscriber(session, "karin@example.com")
+        assert row is not None and row.status == SubscriberStatus.ACTIVE
+        logged = with_confirmations(
+            session.connection(), SendFilter(email="karin@example.com"), limit=10
+        )
+    assert [entry["status"] for entry in logged if entry["step_id"] == "confirmation"] == ["sent"]
