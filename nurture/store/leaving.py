@@ -9,10 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, or_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from nurture.core.vocabulary import EnrollmentStatus, SendStatus
 from nurture.store.chunks import chunked
+from nurture.store.queries import SUPPRESSION
 from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow, SuppressionRow
 
 PENDING = (SendStatus.QUEUED, SendStatus.RETRY)
@@ -158,5 +161,19 @@ def suppression_sources(session: Session, emails: Collection[str]) -> dict[str, 
 
 
 def add_suppressions(session: Session, rows: list[SuppressionRow]) -> None:
-    """Insert these suppressions (none of them suppressed yet: the caller checked)."""
-    session.add_all(rows)
+    """Insert these suppressions (none of them suppressed yet: the caller checked).
+
+    Another transaction (a second unsubscribe click, a bounce for the same
+    address) may insert one of them between that check and this insert: that
+    row is left as it is (insert ... on conflict do nothing), not an error."""
+    if not rows:
+        return
+    conn = session.connection()
+    insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    statement = insert(SUPPRESSION).on_conflict_do_nothing(index_elements=[SUPPRESSION.c.email])
+    values = [
+        {"email": r.email, "reason": r.reason, "source": r.source, "created_at": r.created_at}
+        for r in sorted(rows, key=lambda row: row.email)
+    ]
+    for chunk in chunked(values):
+        conn.execute(statement, list(chunk))

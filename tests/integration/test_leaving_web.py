@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +32,7 @@ from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SubscriberStatus
 from nurture.store.db import session_factory
-from nurture.store.tables import EnrollmentRow, EventRow, SubscriberRow
+from nurture.store.tables import EnrollmentRow, EventRow, SubscriberRow, SuppressionRow
 from nurture.testing import MemoryTransport
 from nurture.web.app import create_app
 from nurture.web.leaving import mask_email, parse_form
@@ -559,3 +561,24 @@ def test_parse_form_reads_both_encodings() -> None:
 def test_mask_email() -> None:
     assert mask_email("karin@example.com") == "k***n@example.com"
     assert mask_email("al@example.com") == "a***@example.com"
+
+
+def test_one_click_from_many_at_once_unsubscribes_once_without_an_error(mailed: Site) -> None:
+    """A mail client retrying, two of the subscriber's links clicked at once:
+    every answer is the confirmation page, never a 500 from two transactions
+    suppressing the same address, and the address is suppressed once."""
+    paths = [_path_of(mailed, "sales-process"), _path_of(mailed, "follow-up")] * 4
+    start = threading.Barrier(len(paths))
+
+    def click(path: str) -> int:
+        start.wait()
+        return mailed.client.post(path, data=ONE_CLICK).status_code
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        statuses = list(pool.map(click, paths))
+
+    assert statuses == [200] * len(paths)
+    _assert_left_everything(mailed)
+    with mailed.session() as session:
+        rows = session.exec(select(SuppressionRow).where(SuppressionRow.email == KARIN)).all()
+    assert len(rows) == 1
