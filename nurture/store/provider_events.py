@@ -167,8 +167,14 @@ def insert_new_events(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         .on_conflict_do_nothing(index_elements=[EVENT.c.provider_event_id])
         .returning(EVENT.c.provider_event_id)
     )
+    # One order for every post (by send, then kind): concurrent posts about
+    # the same sends then take the locks of the event and funnel rows in the
+    # same order, rather than deadlocking over them.
+    ordered = sorted(
+        rows, key=lambda row: (row.get("send_id") or 0, str(row["kind"]), row["provider_event_id"])
+    )
     inserted: set[str] = set()
-    for chunk in chunked(rows):
+    for chunk in chunked(ordered):
         result = conn.execute(statement, list(chunk))
         inserted.update(row.provider_event_id for row in result)
     return inserted

@@ -42,6 +42,7 @@ from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
 from nurture.sending.composer import read_link_token
 from nurture.store.audience import subscriber_by_email
 from nurture.store.db import session_factory
+from nurture.store.retry import retrying
 from nurture.store.tables import SubscriberRow
 from nurture.web.common import client_address, read_body
 from nurture.web.pages import Pages
@@ -222,32 +223,34 @@ def routes(runtime: Runtime) -> APIRouter:
 
     def leave(token: str, request: Request, form: Form) -> HTMLResponse:
         now = runtime.clock()
-        with sessions() as session:
-            found = holder(session, token, now)
-            if found is None:
-                return invalid(request)
-            subscriber = found.subscriber
-            language = language_of(request, subscriber, form)
-            if "csrf" not in form and _first(form, ONE_CLICK[0]) == ONE_CLICK[1]:
-                scope, via = "all", "one-click"
-            else:
-                if not pages.csrf_ok(f"leave:{subscriber.id}", _first(form, "csrf"), now=now):
-                    return forbidden(language)
-                scope, via = _first(form, "scope") or "all", "link"
-                if scope not in ("all", "sequence"):
-                    return unsubscribe_page(
-                        session, found, language, now, error="unsubscribe_choose"
-                    )
-            sequence_id = found.sequence_id if scope == "sequence" else None
-            unsubscribe(session, subscriber, now=now, sequence_id=sequence_id, via=via)
-            session.commit()
-            return pages.render(
-                "unsubscribed.html",
-                language=language,
-                scope=scope,
-                sequence_name=sequence_name(found.sequence_id),
-                preferences_url=f"/preferences/{token}",
-            )
+        return retrying(sessions, lambda session: leave_in(session, token, request, form, now))
+
+    def leave_in(
+        session: Session, token: str, request: Request, form: Form, now: datetime
+    ) -> HTMLResponse:
+        found = holder(session, token, now)
+        if found is None:
+            return invalid(request)
+        subscriber = found.subscriber
+        language = language_of(request, subscriber, form)
+        if "csrf" not in form and _first(form, ONE_CLICK[0]) == ONE_CLICK[1]:
+            scope, via = "all", "one-click"
+        else:
+            if not pages.csrf_ok(f"leave:{subscriber.id}", _first(form, "csrf"), now=now):
+                return forbidden(language)
+            scope, via = _first(form, "scope") or "all", "link"
+            if scope not in ("all", "sequence"):
+                return unsubscribe_page(session, found, language, now, error="unsubscribe_choose")
+        sequence_id = found.sequence_id if scope == "sequence" else None
+        unsubscribe(session, subscriber, now=now, sequence_id=sequence_id, via=via)
+        session.commit()
+        return pages.render(
+            "unsubscribed.html",
+            language=language,
+            scope=scope,
+            sequence_name=sequence_name(found.sequence_id),
+            preferences_url=f"/preferences/{token}",
+        )
 
     # ------------------------------------------------------------------ preferences
 

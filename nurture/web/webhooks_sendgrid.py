@@ -30,12 +30,14 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 
 from nurture.app.runtime import Runtime
 from nurture.audience.complaints import ComplaintLimit
 from nurture.audience.provider_events import Applied, apply_sendgrid_events
 from nurture.ops.metrics import count_webhook_events
 from nurture.store.db import session_factory
+from nurture.store.retry import retrying
 from nurture.transports.sendgrid_events import SendGridEvent, read_events
 from nurture.transports.sendgrid_signature import (
     SIGNATURE_HEADER,
@@ -123,12 +125,16 @@ def routes(runtime: Runtime) -> APIRouter:
     complaints = ComplaintLimit(settings.complaint_pause_rate, settings.complaint_pause_min_sends)
 
     def apply(events: list[SendGridEvent]) -> Applied:
-        with sessions() as session:
-            applied = apply_sendgrid_events(
-                session, events, now=runtime.clock(), complaint_limit=complaints
-            )
+        now = runtime.clock()
+
+        def work(session: Session) -> Applied:
+            applied = apply_sendgrid_events(session, events, now=now, complaint_limit=complaints)
             session.commit()
-        return applied
+            return applied
+
+        # Concurrent posts about the same sends can deadlock on PostgreSQL:
+        # the aborted one is run again rather than answered with a 500.
+        return retrying(sessions, work)
 
     @router.post(PATH, include_in_schema=False)
     async def sendgrid_events(request: Request) -> JSONResponse:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -606,3 +608,51 @@ def test_reconcile_never_retries_without_the_webhook(engine: Engine, tmp_path: P
             )  # fmt: skip
         world.runtime.dispatcher.reconcile(NOW + timedelta(hours=1, minutes=1))
         assert world.send("a@example.com") == ("unknown", None, None)
+
+
+def test_concurrent_posts_about_the_same_sends_are_all_applied(world: World) -> None:
+    """SendGrid posts in parallel, and retries: posts about the same sends, in
+    different orders, at once. Each is answered 200 (on PostgreSQL a post the
+    database aborts as a deadlock victim is run again, not a 500) and all their
+    bounces and unsubscribes hold."""
+    names = [f"p{index:02d}" for index in range(12)]
+    world.add(*(f"{name}@example.com" for name in names))
+    world.runtime.dispatcher.dispatch(NOW)
+    keys = {name: world.key(f"{name}@example.com") for name in names}
+    posts: list[list[dict[str, Any]]] = []
+    for post in range(8):
+        batch = []
+        for name in names:
+            address, key = f"{name}@example.com", keys[name]
+            batch += [
+                event("delivered", address, f"d-{post}-{name}", nurture_send_id=key),
+                event("open", address, f"o-{post}-{name}", nurture_send_id=key),
+                event("click", address, f"c-{post}-{name}", nurture_send_id=key,
+                      url="https://example.com/offer"),
+            ]  # fmt: skip
+            if name < "p04":
+                batch.append(event("unsubscribe", address, f"u-{post}-{name}", nurture_send_id=key))
+            elif name < "p08":
+                batch.append(event("bounce", address, f"b-{post}-{name}", nurture_send_id=key,
+                                   type="bounce", reason="550 5.1.1 no such user"))  # fmt: skip
+        batch = batch[post % 2 :: 2] + batch[1 - post % 2 :: 2]  # another order
+        posts.append(batch if post % 3 else list(reversed(batch)))
+    start = threading.Barrier(len(posts))
+
+    def deliver(batch: list[dict[str, Any]]) -> int:
+        start.wait()
+        return world.post(batch).status_code
+
+    with ThreadPoolExecutor(len(posts)) as pool:
+        statuses = list(pool.map(deliver, posts))
+
+    assert statuses == [200] * len(posts)
+    posted = {item["sg_event_id"] for batch in posts for item in batch}
+    assert posted <= {row["provider_event_id"] for row in world.events()}
+    assert world.suppressed() == {
+        **{f"{name}@example.com": "unsubscribe" for name in names[:4]},
+        **{f"{name}@example.com": "sendgrid" for name in names[4:8]},
+    }
+    assert [world.status(f"{name}@example.com") for name in names] == (
+        ["unsubscribed"] * 4 + ["bounced"] * 4 + ["active"] * 4
+    )
