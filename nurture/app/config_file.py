@@ -1,26 +1,49 @@
-"""Finding and reading ``nurture.toml``: whether it is there to be read, and
-where a key is written in it, so that an error can name ``file:line:column``."""
+"""Finding and reading ``nurture.toml``: whether it is there to be read, its
+data (:class:`ConfigFileSource`), and where a key is written in it, so that an
+error can name ``file:line:column``."""
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import re
 import stat
+import tomllib
+from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
-from pydantic_settings import SettingsError
+from pydantic_settings import SettingsError, TomlConfigSettingsSource
 
 from nurture.errors import ConfigurationError
 
 CONFIG_FILE = "nurture.toml"
 
 
+def read_toml(path: Path | Traversable) -> dict[str, Any]:
+    """The data in the TOML file ``path``. A UTF-8 byte-order mark at its start
+    (Notepad and some Windows editors write one) is skipped: TOML's reader
+    takes it for the first character of a key and says "Invalid statement"."""
+    text = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    return tomllib.loads(text)
+
+
+class ConfigFileSource(TomlConfigSettingsSource):
+    """The settings in ``nurture.toml`` (the file named by ``model_config["toml_file"]``),
+    read by :func:`read_toml`. pydantic-settings reads each file through
+    ``_read_file``; this is the one place nurture changes how (tested by the
+    byte-order-mark cases of ``tests/unit/test_settings_file_errors.py``)."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        return read_toml(file_path)
+
+
 def key_position(toml: Path, key: str, table: str | None = None) -> tuple[int, int] | None:
     """The 1-based line and column of ``key`` in ``[table]`` of ``toml`` (at
     the top level without ``table``), if written there."""
     try:
-        lines = toml.read_text(encoding="utf-8").splitlines()
+        lines = toml.read_text(encoding="utf-8-sig").splitlines()  # as read_toml reads it
     except (OSError, UnicodeDecodeError):
         return None
     header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")

@@ -21,11 +21,11 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
-    TomlConfigSettingsSource,
 )
 
 from nurture.app.config_file import (
     CONFIG_FILE,
+    ConfigFileSource,
     config_file_present,
     key_position,
     shown_path,
@@ -291,7 +291,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence: explicit arguments, then the environment, then nurture.toml
         # (the file named by model_config["toml_file"]; see load_settings).
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, ConfigFileSource(settings_cls))
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -350,25 +350,49 @@ def check_project(folder: Path, settings: Settings) -> None:
     )
 
 
+LIST_ITEMS = {
+    "trusted_proxies": 'an IP address or network in quotes, e.g. ["127.0.0.1", "10.0.0.0/8"]',
+    "old_secret_keys": 'a former secret key in quotes, e.g. ["the-former-secret-key"]',
+}
+"""What each item of a list setting must be, as its error says."""
+
+
 def _setting_error(toml: Path, error: Any) -> str:
     """One invalid setting, named as it is written in ``nurture.toml`` and in the
-    environment; a key of a table (``[brand]``) with its line in the file."""
-    loc = [str(part) for part in error["loc"]]
-    key = ".".join(loc)
+    environment, with its line in the file when the value came from there: a
+    setting, an item of a list setting, a key of a table (``[brand]``)."""
+    loc = tuple(error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return f"settings: {message}"
+    name, last = str(loc[0]), str(loc[-1])
     if error.get("type") == "extra_forbidden":
-        known = Brand.model_fields if loc[:-1] == ["brand"] else Settings.model_fields
-        near = difflib.get_close_matches(loc[-1], list(known), n=1)
-        message = f"unknown key {loc[-1]!r}" + (f" — did you mean {near[0]!r}?" if near else "")
+        known = Brand.model_fields if loc[:-1] == ("brand",) else Settings.model_fields
+        near = difflib.get_close_matches(last, list(known), n=1)
+        message = f"unknown key {last!r}" + (f" — did you mean {near[0]!r}?" if near else "")
+    variable = f"NURTURE_{name.upper()}"
+    from_env = any(set_name.upper() == variable for set_name in os.environ)
+
+    def place(key: str, table: str | None = None) -> str:
+        where = None if from_env else key_position(toml, key, table)
+        return f"{shown_path(toml)}:{where[0]}:{where[1]}: " if where else ""
+
     if len(loc) == 1:
-        return f"setting {key!r} (in {CONFIG_FILE} as {key}, or NURTURE_{key.upper()}): {message}"
-    variable = f"NURTURE_{loc[0].upper()}"
-    from_env = any(name.upper() == variable for name in os.environ)
-    where = None if from_env else key_position(toml, loc[1], loc[0])
-    place = f"{shown_path(toml)}:{where[0]}:{where[1]}: " if where else ""
+        named = f"setting {name!r} (in {CONFIG_FILE} as {name}, or {variable})"
+        return f"{place(name)}{named}: {message}"
+    if isinstance(loc[1], int):  # an item of a list setting: ("trusted_proxies", 0)
+        string = error.get("type") == "string_type"
+        problem = "is not a string" if string else f"is refused: {message}"
+        shape = LIST_ITEMS.get(name)
+        each = f"; each item must be {shape}" if shape else ""
+        return (
+            f"{place(name)}setting {name!r} (in {CONFIG_FILE} as {name}, or {variable} as a "
+            f"JSON list): item {loc[1] + 1} {problem}{each}"
+        )
+    key = ".".join(str(part) for part in loc)
     return (
-        f"{place}setting {key!r} (in {CONFIG_FILE} as {loc[1]} under [{loc[0]}], or "
-        f"{variable} as JSON): {message}"
+        f"{place(str(loc[1]), name)}setting {key!r} (in {CONFIG_FILE} as {loc[1]} under "
+        f"[{name}], or {variable} as JSON): {message}"
     )
 
 

@@ -36,7 +36,8 @@ def is_example_address(address: str) -> bool:
 def example_values(settings: Settings, sequences: Iterable[LoadedSequence]) -> list[Diagnostic]:
     """Warnings for example values still in place: in the sequence files
     (disabled, an example sender) and in the settings (the sample postal
-    address, a base URL no subscriber can open)."""
+    address, a base URL no subscriber can open, an empty or placeholder secret
+    key)."""
     found: list[Diagnostic] = []
     for loaded in sequences:
         found.extend(_in_sequence(loaded))
@@ -90,6 +91,18 @@ def _in_settings(settings: Settings) -> list[Diagnostic]:
                 "base_url",
                 f"{settings.base_url!r} {problem}: links in sent emails would not open. "
                 "Fine for the outbox; set your public https:// address before sending for real",
+            )
+        )
+    if settings.has_placeholder_secret:
+        # The value itself is not shown: a secret key is never printed.
+        what = "is empty" if not settings.secret_key.strip() else "is a placeholder"
+        found.append(
+            _setting(
+                settings,
+                "secret_key",
+                f"{what}: anyone could forge unsubscribe and preferences links. Fine for "
+                "the outbox; set a long random value (`nurture init` writes one) before "
+                "sending for real",
             )
         )
     return found
