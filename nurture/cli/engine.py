@@ -47,6 +47,12 @@ if TYPE_CHECKING:  # the store and the sender are imported by the commands that 
 
 log = logging.getLogger("nurture")
 
+PORT_MIN, PORT_MAX = 0, 65535
+"""The ports ``run`` and ``web`` take (``--port``): a number past them is a usage
+error naming the option, exit 2, not a traceback from ``bind()`` after the
+database was migrated. 0 lets the system pick a free port (the tests pass
+``--port 0`` to a command that must stop before it serves)."""
+
 db_app = typer.Typer(
     name="db", help="The database schema (Alembic migrations).", no_args_is_help=True
 )
@@ -205,7 +211,9 @@ def run_command(
     host: Annotated[
         str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", min=PORT_MIN, max=PORT_MAX, help="Port to listen on.")
+    ] = 8000,
 ) -> None:
     """Migrate, then run the worker and the web app together in one process."""
     _serve(ctx, host, port, with_worker=True)
@@ -216,7 +224,9 @@ def web_command(
     host: Annotated[
         str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", min=PORT_MIN, max=PORT_MAX, help="Port to listen on.")
+    ] = 8000,
 ) -> None:
     """Migrate, then run only the web app (for deployments with separate workers)."""
     _serve(ctx, host, port, with_worker=False)

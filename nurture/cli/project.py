@@ -7,6 +7,7 @@ only gathers the choices and says what was done.
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from collections.abc import Callable
@@ -31,15 +32,68 @@ from nurture.cli.console import EXIT_CONFIGURATION, err, fail, file_errors, out,
 from nurture.core.model import Sender
 from nurture.demo.examples import example_root
 from nurture.errors import clip
+from nurture.urls import url_problem
 
 _T = TypeVar("_T")
+
+# What no value init writes may hold: control characters (DEL and the C1
+# range too), the Unicode line and paragraph separators and the
+# non-characters U+FFFE and U+FFFF. With them nurture.toml or the sequence
+# file (TOML and YAML, quoted alike) would not load, or would read another
+# value. Nor a lone surrogate (_SURROGATE): no UTF-8 can carry it, and a byte
+# of the command line that is not UTF-8 arrives as one.
+_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufffe\uffff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _writable(value: str, where: str) -> str:
+    """``value`` if it can be written into ``where`` as it is; ValueError says why not."""
+    _utf8(value)
+    bad = _UNWRITABLE.search(value)
+    if bad is not None:
+        raise ValueError(
+            f"{clip(value, 60)!r} has {bad.group()!r} in it: "
+            f"{where} takes printable characters on one line only"
+        )
+    return value
+
+
+def _utf8(value: str) -> None:
+    bad = _SURROGATE.search(value)
+    if bad is not None:
+        raise ValueError(
+            f"{clip(value, 60)!r} has {bad.group()!r} in it, which is not UTF-8 text "
+            "(is the terminal's locale UTF-8?)"
+        )
+
+
+def _sender(text: str) -> Sender:
+    """``--from`` (or the answer to its prompt) as a sender the sequence file can hold."""
+    _utf8(text)
+    sender = parse_sender(text)
+    _writable(sender.name, EXAMPLE_SEQUENCE)
+    return sender
+
+
+def _postal_address(text: str) -> str:
+    return _writable(check_postal_address(text), CONFIG_FILE)
+
+
+def _base_url(text: str) -> str:
+    """``--base-url`` as the settings will read it: a URL they accept (no line
+    break, space, quote, query ...), never one every later command refuses."""
+    value = check_base_url(text)
+    problem = url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{clip(value, 60)!r} {problem}")
+    return _writable(value, CONFIG_FILE)
 
 
 def _from_flag(value: str | None) -> Sender | None:
     if value is None:
         return None
     try:
-        return parse_sender(value)
+        return _sender(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -76,17 +130,15 @@ def _project_choices(
     if sender is None:
         sender = parse_sender(PLACEHOLDER_SENDER)
         if interactive:
-            sender = _ask("Sender, as subscribers see it", PLACEHOLDER_SENDER, parse_sender)
+            sender = _ask("Sender, as subscribers see it", PLACEHOLDER_SENDER, _sender)
     if postal_address is None:
         postal_address = PLACEHOLDER_POSTAL_ADDRESS
         if interactive:
-            postal_address = _ask(
-                "Postal address for the footer", postal_address, check_postal_address
-            )
+            postal_address = _ask("Postal address for the footer", postal_address, _postal_address)
     if base_url is None:
         base_url = LOCAL_BASE_URL
         if interactive:
-            base_url = _ask("Public https:// address of `nurture run`", base_url, check_base_url)
+            base_url = _ask("Public https:// address of `nurture run`", base_url, _base_url)
     return ProjectChoices(sender, postal_address, base_url)
 
 
@@ -105,7 +157,7 @@ def init_command(
     postal_address: Annotated[
         str | None,
         typer.Option(
-            callback=_checked(check_postal_address),
+            callback=_checked(_postal_address),
             metavar="'STREET, CITY, COUNTRY'",
             help="Your postal address, shown in every footer.",
         ),
@@ -113,7 +165,7 @@ def init_command(
     base_url: Annotated[
         str | None,
         typer.Option(
-            callback=_checked(check_base_url),
+            callback=_checked(_base_url),
             metavar="URL",
             help="Public https:// address of `nurture run`, for links (e.g. https://mail.shop.se).",
         ),
