@@ -29,7 +29,8 @@ subscriber: the later rows are merged into it like a re-add, and each is
 reported in :attr:`ImportReport.duplicates` with the line it repeats.
 
 Errors: :class:`ImportFileError` (a file that cannot be imported at all);
-a bad row is reported in :class:`ImportReport` and skipped.
+a bad row is reported in :class:`ImportReport` and skipped, a record longer
+than :data:`RECORD_LIMIT` over its lines too.
 
 One bad row never costs the others: input checks catch nearly everything, and
 should the database still refuse a chunk, its rows are retried one by one and
@@ -40,15 +41,13 @@ values, so it is not passed on).
 
 from __future__ import annotations
 
-import codecs
-import csv
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,6 +55,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from nurture.audience.consent import Consent
+from nurture.audience.csv_records import (
+    ImportFileError,
+    Record,
+    read_csv,
+)
 from nurture.audience.enrollment import triggered_on_subscribe
 from nurture.audience.input import (
     LIMITS,
@@ -66,7 +70,6 @@ from nurture.audience.input import (
 from nurture.audience.subscribers import bulk_upsert_subscribers
 from nurture.core.loader import LoadedSequence
 from nurture.core.vocabulary import SubscriberStatus
-from nurture.errors import NurtureError
 from nurture.store.db import refresh_statistics
 from nurture.store.queries import ENROLLMENT, SUBSCRIBER
 
@@ -75,30 +78,13 @@ __all__ = ["IMPORT_CHUNK", "TAG_SEPARATORS", "ImportFileError", "ImportReport", 
 _T = TypeVar("_T")
 
 IMPORT_CHUNK = 2000
-
-STATISTICS_AFTER = 1000
-"""Rows an import must write (new, updated or enrolled) before it refreshes
-PostgreSQL's planner statistics of the tables it filled."""
-
-CELL_LIMIT = 16 * 1024 * 1024
-"""The longest cell the reader takes (the csv module's default is 128 KiB). A
-longer cell than a field allows is that row's error, reported with the rest,
-so one megabyte-long name does not refuse the whole file; a cell beyond this
-limit still refuses it (naming its line)."""
-csv.field_size_limit(max(csv.field_size_limit(), CELL_LIMIT))
-
-LINE_LIMIT = CELL_LIMIT + 1024 * 1024
-"""The longest line the reader takes (characters): a cell at :data:`CELL_LIMIT`
-and the rest of its row. Lines are read at most this long, so a file with no
-line break (a binary file, ``/dev/zero``) is refused with its line number once
-this much is read, not after the whole of it is held in memory."""
 """Rows per transaction in :func:`import_csv`: one commit per row is slow on
 SQLite (an fsync each), one for the whole file holds a write lock for minutes
 (and memory); 2,000 rows take a fraction of a second."""
 
-
-class ImportFileError(NurtureError):
-    """A whole CSV file cannot be imported (unreadable, not UTF-8, bad header)."""
+STATISTICS_AFTER = 1000
+"""Rows an import must write (new, updated or enrolled) before it refreshes
+PostgreSQL's planner statistics of the tables it filled."""
 
 
 @dataclass
@@ -132,65 +118,6 @@ def _chunks(items: Iterable[_T], size: int) -> Iterator[Sequence[_T]]:
     iterator = iter(items)
     while chunk := tuple(islice(iterator, size)):
         yield chunk
-
-
-def _bad_utf8_line(path: Path) -> int:
-    """The first line of ``path`` that is not UTF-8 (read in pieces, whatever
-    its lines' length: a line break is one byte, never inside a UTF-8 sequence)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    number = 1
-    with path.open("rb") as handle:
-        while piece := handle.read(_PIECE):
-            held = len(decoder.getstate()[0])  # the start of a character cut in two
-            try:
-                decoder.decode(piece)
-            except UnicodeDecodeError as exc:
-                return number + piece.count(b"\n", 0, max(exc.start - held, 0))
-            number += piece.count(b"\n")
-    return number
-
-
-_PIECE = 1024 * 1024
-
-
-@contextmanager
-def _lines(path: Path) -> Iterator[Iterator[str]]:
-    """The file's text, streamed (utf-8-sig drops the byte-order mark Excel writes).
-
-    A read or decoding error is an :class:`ImportFileError` naming the line.
-    """
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-
-    def lines() -> Iterator[str]:
-        number = 0
-        try:
-            while text := handle.readline(LINE_LIMIT + 1):
-                number += 1
-                if len(text) > LINE_LIMIT:
-                    raise ImportFileError(
-                        f"{path}:{number}: the line is longer than {LINE_LIMIT:,} characters "
-                        "(is this a CSV file?)"
-                    )
-                yield text
-        except UnicodeDecodeError as exc:
-            line = _bad_utf8_line(path)
-            raise ImportFileError(
-                f"{path}:{line}: not UTF-8 (save the file as 'CSV UTF-8')"
-            ) from exc
-        except OSError as exc:
-            raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-
-    with handle:
-        yield lines()
-
-
-def _delimiter(header_line: str) -> str:
-    counts = {d: header_line.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
 
 
 _ATTR_PREFIX = "attr."
@@ -317,34 +244,10 @@ def _row_input(columns: _Columns, cells: list[str]) -> SubscriberInput:
 
 
 @contextmanager
-def _reader(path: Path) -> Iterator[tuple[_Columns, Iterator[tuple[int, list[str]]]]]:
+def _reader(path: Path) -> Iterator[tuple[_Columns, Iterator[Record]]]:
     """The file's columns and its non-blank records with their first line, streamed."""
-    with _lines(path) as lines:
-        first = next(lines, "")
-        delimiter = _delimiter(first)
-        reader = csv.reader(chain((first,), lines) if first else lines, delimiter=delimiter)
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise ImportFileError(
-                    f"{path}:1: the file is empty (expected a header with 'email')"
-                )
-            columns = _columns(path, header)
-        except csv.Error as exc:
-            raise ImportFileError(f"{path}:{reader.line_num}: {exc}") from exc
-
-        def records() -> Iterator[tuple[int, list[str]]]:
-            line = reader.line_num + 1
-            try:
-                for cells in reader:
-                    # A quoted cell may span lines: report the record's first line.
-                    if "".join(cells).strip():
-                        yield line, cells
-                    line = reader.line_num + 1
-            except csv.Error as exc:
-                raise ImportFileError(f"{path}:{reader.line_num}: {exc}") from exc
-
-        yield columns, records()
+    with read_csv(path) as (header, records):
+        yield _columns(path, header), records
 
 
 def _check(path: Path) -> tuple[_Columns, int]:
@@ -423,9 +326,13 @@ def import_csv(
     with _reader(path) as (_, records):
         for chunk in _chunks(records, chunk_size):
             valid: list[tuple[int, SubscriberInput]] = []
-            for line, cells in chunk:
+            for record in chunk:
+                line = record.line
+                if record.problem is not None:
+                    report.errors.append((line, record.problem))
+                    continue
                 try:
-                    data = _row_input(columns, cells)
+                    data = _row_input(columns, record.cells)
                 except InvalidSubscriberError as exc:
                     report.errors.append((line, str(exc)))
                     continue

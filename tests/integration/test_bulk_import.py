@@ -13,7 +13,8 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from nurture.audience.csv_import import CELL_LIMIT, STATISTICS_AFTER, ImportFileError, import_csv
+from nurture.audience.csv_import import STATISTICS_AFTER, ImportFileError, import_csv
+from nurture.audience.csv_records import CELL_LIMIT
 from nurture.audience.input import InvalidSubscriberError, normalise_email
 from nurture.core.loader import LoadedSequence, parse_sequence
 from nurture.store.queries import hashed_address
