@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +24,10 @@ from nurture.core.subscriber import Subscriber
 from nurture.errors import Diagnostic, RenderError
 from nurture.sending.composer import Composer
 from tests.factories import sequence_dict
+from tests.unit import test_rendering
 from tests.unit.test_rendering import (
     ADDRESS,
-    LAYOUT,
     OFFER_HTML,
-    WELCOME_MD,
     render,
     sequence,
     validate,
@@ -39,13 +37,9 @@ from tests.unit.test_rendering import (
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
 LONE = "the email has text that is not valid Unicode (a lone surrogate U+{})"
 
-
-@pytest.fixture
-def templates(tmp_path: Path) -> Path:
-    root = tmp_path / "templates"
-    root.mkdir()
-    shutil.copy(LAYOUT, root / "layout.html")
-    return write(root, {"en/welcome.md": WELCOME_MD, "en/offer.html": OFFER_HTML})
+# The rendering tests' folder (layout, en/welcome.md, en/offer.html), shared
+# rather than written again here.
+templates = test_rendering.templates
 
 
 @pytest.mark.parametrize(
