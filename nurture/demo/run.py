@@ -28,9 +28,8 @@ from rich.text import Text
 from nurture.app.clock import AcceleratedClock
 from nurture.app.runtime import build_runtime, freeze_startup_objects
 from nurture.app.settings import load_settings
-from nurture.audience.events import record_event
-from nurture.audience.subscribers import add_subscriber, get_subscriber
-from nurture.core.vocabulary import EventKind
+from nurture.audience.purchases import purchase_input, record_purchase
+from nurture.audience.subscribers import add_subscriber
 from nurture.demo.examples import example_root
 from nurture.store.db import session_factory
 from nurture.store.queries import next_due_time
@@ -60,6 +59,7 @@ def prepare(folder: Path) -> None:
     if folder.exists():
         if not (folder / MARKER).exists():
             sys.exit(f"{folder} exists and is not a demo folder; choose another with --dir")
+        print(f"Replacing the earlier demo in {folder} (its database and outbox start afresh)")
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / MARKER).write_text("created by `make demo`; safe to delete\n", encoding="utf-8")
@@ -128,15 +128,18 @@ def main(argv: list[str] | None = None) -> int:
         return moment, (f"{moment:%a %d %b %H:%M}", f"{local:%a %H:%M %Z}", email, step, what)
 
     def buy(now: datetime) -> None:
-        """Tom's purchase, recorded as the shop would report it."""
-        with factory() as session:
-            row = get_subscriber(session, PURCHASE[0])
-            assert row is not None and row.id is not None
-            subscriber_id = row.id
+        """Tom's purchase, recorded as the shop's checkout would report it:
+        stored, credited to the email that earned it (his last one: the demo
+        has no clicks), counted in `nurture stats`, and ending his sequence."""
+        purchase = purchase_input(
+            source="checkout", order_id="demo-1001", product=PURCHASE[2],
+            amount="4900", currency="SEK", occurred_at=PURCHASE[1], email=PURCHASE[0],
+        )  # fmt: skip
         with runtime.engine.begin() as conn:
-            record_event(
-                conn, kind=EventKind.PURCHASED, subscriber_id=subscriber_id,
-                occurred_at=PURCHASE[1], received_at=now, product=PURCHASE[2],
+            record_purchase(
+                conn, purchase, keys=runtime.settings.secret_keys,
+                attribution_window=timedelta(seconds=runtime.settings.attribution_window),
+                now=now,
             )  # fmt: skip
 
     def view(now: datetime) -> Group:
@@ -186,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         "\nEach is a complete RFC 5322 message: open it in a mail client, or read it with\n"
         "Python's email parser. Every decision (sent, skipped and why) is in the send log:\n"
         f"  .venv/bin/nurture -C {args.dir} log\n\n"
-        "Run the real thing (worker + web app, real clock):\n"
+        "Run the real thing (worker + web app, real clock; Ctrl-C stops it):\n"
         f"  .venv/bin/nurture -C {args.dir} run\n"
-        "and add subscribers with `nurture subscribers add EMAIL --tag b2b`."
+        "then, in another terminal, add a subscriber and an admin for /admin:\n"
+        f"  .venv/bin/nurture -C {args.dir} subscribers add you@example.com --tag b2b\n"
+        f"  .venv/bin/nurture -C {args.dir} admin create-user you\n"
+        "Running `make demo` again starts a fresh demo folder."
     )
     return 0
 

@@ -79,3 +79,12 @@ def test_demo_sends_the_whole_series(tmp_path: Path) -> None:
     )  # fmt: skip
     assert again.returncode == 0
     assert len(list((folder / "outbox").glob("*.eml"))) == 27
+    assert "Replacing the earlier demo" in again.stdout
+
+    # Tom's purchase is stored and credited as a shop's would be: stats show it.
+    stats = subprocess.run(
+        [sys.executable, "-m", "nurture", "-C", str(folder), "stats", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert stats.returncode == 0, stats.stdout + stats.stderr
+    assert "4900" in stats.stdout and "SEK" in stats.stdout, stats.stdout
