@@ -18,8 +18,9 @@ never as console markup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -32,7 +33,11 @@ from nurture.cli.console import errors, examples, fail, out, print_json, safe, s
 from nurture.cli.context import app_context, store_session
 from nurture.cli.csv_import import IMPORT_EXAMPLES, import_command
 from nurture.cli.enroll import enrolled_lines, find_subscriber
-from nurture.core.vocabulary import SubscriberStatus
+from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
+
+if TYPE_CHECKING:
+    from nurture.admin.timeline import StepLine
+    from nurture.store.tables import EnrollmentRow
 
 # The store and nurture.audience (SQLAlchemy, SQLModel) are imported inside the
 # functions that use them: see nurture.cli.main on why imports are deferred.
@@ -217,12 +222,29 @@ def list_command(
         say("no subscribers" + (f" with status {status}" if status else ""))
 
 
+NEXT_STATES = ("pending", "would send")
+"""The timeline states of an email still to go out (``nurture explain``'s)."""
+
+
+def _next_email(
+    enrollment: EnrollmentRow, line: StepLine | None, zone_for: Callable[[str], str]
+) -> str:
+    """The enrollment's next email and when it goes out, in the sequence's zone
+    for this subscriber; "-" when none will."""
+    if enrollment.status != EnrollmentStatus.ACTIVE:
+        return "-"
+    if line is None or line.at is None:
+        return "-"
+    return f"{line.step}: {_local(line.at, zone_for(enrollment.sequence_id))}"
+
+
 @subscribers_app.command("show", epilog=examples("nurture subscribers show karin@example.com"))
 def show_command(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
 ) -> None:
     """Show a subscriber: details, consent, enrollments and the send log."""
+    from nurture.admin.explain import explain_subscriber
     from nurture.audience.subscribers import subscriber_enrollments, subscriber_sends
 
     app = app_context(ctx)
@@ -231,6 +253,17 @@ def show_command(
         enrollments = subscriber_enrollments(session, row)
         sends = subscriber_sends(session, row)
         sequences = app.sequences()
+        assert row.id is not None
+        # When each enrollment's next email really goes out (the send window,
+        # skip dates and `when` applied), as `nurture explain` projects it.
+        explained = explain_subscriber(session.get_bind(), sequences, row.id, app.now())  # type: ignore[arg-type]
+    upcoming = {
+        item.id: next(
+            (line for line in item.steps if line.state in NEXT_STATES and line.at is not None),
+            None,
+        )
+        for item in (explained.enrollments if explained else ())
+    }
 
     def zone_for(sequence_id: str) -> str:
         # The dispatcher's rule: the subscriber's zone, else the sequence's.
@@ -263,7 +296,7 @@ def show_command(
         Column("sequence (version)", overflow="fold"),
         Column("status", overflow="fold"),
         Column("last step", overflow="fold"),
-        Column("next due", no_wrap=True),
+        Column("next email", no_wrap=True),
         title="Enrollments",
         title_justify="left",
         box=box.SIMPLE_HEAD,
@@ -275,7 +308,7 @@ def show_command(
                 f"{enrollment.sequence_id} ({enrollment.sequence_version})",
                 enrollment.status + reason,
                 enrollment.position or "-",
-                _local(enrollment.next_due_at, zone_for(enrollment.sequence_id)),
+                _next_email(enrollment, upcoming.get(enrollment.id or 0), zone_for),
             )
         )
     out.print(enrolled if enrollments else "not enrolled in any sequence")

@@ -792,3 +792,23 @@ def test_import_isolates_a_row_the_database_refuses(
     assert "Private" not in report.errors[0][1]
     assert get_subscriber(session, "bo@example.com") is None
     assert get_subscriber(session, "cia@example.com") is not None
+
+
+def test_cli_show_gives_when_the_next_email_really_goes_out(engine: Engine) -> None:
+    """01:30 in Los Angeles is outside the send window: the welcome email goes
+    out when it opens, and that is what `show` says, not the stored due time."""
+    data = sequence_dict(
+        id="windowed", trigger={"tags": []},
+        send_window={"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "18:00"},
+    )  # fmt: skip
+    loaded, problems = parse_sequence(json.dumps(data), "windowed.yaml")
+    assert loaded is not None, problems
+    app = FakeApp(engine.url.render_as_string(hide_password=False), {"windowed": loaded})
+    added = _run(app, "subscribers", "add", "lee@example.com", "--tz", "America/Los_Angeles")
+    assert added.exit_code == 0, added.output
+    assert "enrolled in windowed" in added.stdout
+    result = _run(app, "subscribers", "show", "lee@example.com")
+    assert result.exit_code == 0, result.output
+    enrollments = result.stdout.split("Enrollments", 1)[1]
+    assert "welcome: 2025-03-04 08:00 PST" in enrollments, result.stdout
+    assert "01:30" not in enrollments
