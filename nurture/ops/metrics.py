@@ -33,7 +33,7 @@ milliseconds per hundred thousand rows: scrape every 15-60 s, not faster.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -78,9 +78,17 @@ def count_webhook_events(provider: str, types: list[str]) -> None:
 class DatabaseCollector(Collector):
     """Reads the ledger counts, the queue depth and the heartbeats at each scrape."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        sequences: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        # The sequences loaded now: each has its series from the first scrape,
+        # at 0 before it sends, so a rate() or an alert has something to read.
+        self.sequences = sequences
 
     def collect(self) -> Iterator[Metric]:
         from nurture.store.metrics import heartbeats, ledger_counts, queue_depth
@@ -126,6 +134,11 @@ class DatabaseCollector(Collector):
             SendStatus.FAILED: failed,
             SendStatus.UNKNOWN: unknown,
         }
+        known = dict.fromkeys(
+            (sequence, status) for sequence in self.sequences() for status in by_status
+        )
+        for key in known:
+            counts.setdefault(key, 0)
         for (sequence, status), rows in sorted(counts.items()):
             family = by_status.get(SendStatus(status))
             if family is not None:
@@ -153,10 +166,15 @@ class DatabaseCollector(Collector):
         yield ok
 
 
-def metrics_registry(engine: Engine, clock: Callable[[], datetime]) -> CollectorRegistry:
-    """A registry with the database's numbers and this process's instruments."""
+def metrics_registry(
+    engine: Engine,
+    clock: Callable[[], datetime],
+    sequences: Callable[[], Iterable[str]] = tuple,
+) -> CollectorRegistry:
+    """A registry with the database's numbers and this process's instruments;
+    ``sequences`` names the sequences whose series are shown even at zero."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine, clock))
+    registry.register(DatabaseCollector(engine, clock, sequences))
     registry.register(PASS_SECONDS)
     registry.register(WEBHOOK_EVENTS)
     return registry

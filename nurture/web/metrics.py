@@ -35,7 +35,9 @@ def authorized(header: str | None, token: str | None) -> bool:
 
 def routes(runtime: Runtime) -> APIRouter:
     router = APIRouter()
-    registry = metrics_registry(runtime.engine, runtime.clock)
+    registry = metrics_registry(
+        runtime.engine, runtime.clock, lambda: runtime.registry.sequences().keys()
+    )
     token = runtime.settings.metrics_token
 
     @router.get(PATH, include_in_schema=False)
