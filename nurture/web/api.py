@@ -38,6 +38,7 @@ from nurture.audience.input import InvalidSubscriberError, SubscriberInput, norm
 from nurture.audience.personal_data import export_personal_data
 from nurture.audience.tokens import Scope, allows, authenticate
 from nurture.store.db import session_factory
+from nurture.store.retry import retrying
 from nurture.web.common import read_body
 
 __all__ = ["EventIn", "EventOut", "SubscriberIn", "SubscriberOut", "routes"]
@@ -247,7 +248,7 @@ def routes(runtime: Runtime) -> APIRouter:
     sessions = session_factory(runtime.engine)
 
     def in_transaction(token: str, needed: Scope, work: Callable[[Session], Result]) -> Result:
-        with sessions() as session:
+        def attempt(session: Session) -> Result:
             _authorize(session, token, needed, runtime.clock())
             try:
                 result = work(session)
@@ -256,6 +257,9 @@ def routes(runtime: Runtime) -> APIRouter:
                 raise Refused(409, "a concurrent request changed this; retry") from None
             session.commit()  # not reached when anything above raised: nothing written
             return result
+
+        # A deadlock victim on PostgreSQL is run again rather than answered 500.
+        return retrying(sessions, attempt)
 
     async def ingested(
         request: Request, work: Callable[[Session, bytes], tuple[int, BaseModel]]

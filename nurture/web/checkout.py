@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import stripe
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from nurture.app.runtime import Runtime
@@ -32,10 +33,13 @@ from nurture.audience.purchases import (
     InvalidPurchaseError,
     Outcome,
     PurchaseInput,
+    Recorded,
     check_currency,
     purchase_input,
     record_purchase,
 )
+from nurture.store.db import session_factory
+from nurture.store.retry import retrying
 from nurture.web.common import read_body
 
 WEBHOOK_BODY_LIMIT = 1024 * 1024
@@ -306,14 +310,22 @@ def routes(runtime: Runtime) -> APIRouter:
     router = APIRouter()
     settings = runtime.settings
     window = timedelta(seconds=settings.attribution_window)
+    sessions = session_factory(runtime.engine)
 
     def record(purchase: PurchaseInput) -> JSONResponse:
         now = runtime.clock()
+
+        def attempt(session: Session) -> Recorded:
+            done = record_purchase(
+                session.connection(), purchase, keys=settings.secret_keys,
+                attribution_window=window, now=now,
+            )  # fmt: skip
+            session.commit()
+            return done
+
         try:
-            with runtime.engine.begin() as conn:
-                done = record_purchase(
-                    conn, purchase, keys=settings.secret_keys, attribution_window=window, now=now
-                )
+            # A deadlock victim on PostgreSQL is run again rather than answered 500.
+            done = retrying(sessions, attempt)
         except InvalidPurchaseError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
         if done.outcome == Outcome.NO_SUBSCRIBER:

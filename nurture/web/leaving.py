@@ -305,47 +305,59 @@ def routes(runtime: Runtime) -> APIRouter:
         token: str, request: Request, form: Form, consent_context: Mapping[str, str | None]
     ) -> HTMLResponse:
         now = runtime.clock()
-        with sessions() as session:
-            found = holder(session, token, now)
-            if found is None:
-                return invalid(request)
-            subscriber = found.subscriber
-            language = language_of(request, subscriber, form)
-            if not pages.csrf_ok(f"prefs:{subscriber.id}", _first(form, "csrf"), now=now):
-                return forbidden(language)
-            action = _first(form, "action")
-            if action == "resubscribe":
-                consent = {
-                    "consent_at": now,
-                    "consent_source": "preferences",
-                    "consent_form": "preferences",
-                    "consent_text": pages.words(language)["resubscribe_consent"],
-                    **consent_context,
-                }
-                if not resubscribe(session, subscriber, now=now, consent=consent):
-                    session.rollback()
-                    return preferences_page(
-                        session, token, subscriber, language, now,
-                        error="resubscribe_refused", status_code=409,
-                    )  # fmt: skip
-                session.commit()
-                return preferences_page(
-                    session, token, subscriber, language, now, notice="resubscribed"
-                )
-            if action != "save":
+        return retrying(
+            sessions,
+            lambda session: preferences_in(session, token, request, form, consent_context, now),
+        )
+
+    def preferences_in(
+        session: Session,
+        token: str,
+        request: Request,
+        form: Form,
+        consent_context: Mapping[str, str | None],
+        now: datetime,
+    ) -> HTMLResponse:
+        found = holder(session, token, now)
+        if found is None:
+            return invalid(request)
+        subscriber = found.subscriber
+        language = language_of(request, subscriber, form)
+        if not pages.csrf_ok(f"prefs:{subscriber.id}", _first(form, "csrf"), now=now):
+            return forbidden(language)
+        action = _first(form, "action")
+        if action == "resubscribe":
+            consent = {
+                "consent_at": now,
+                "consent_source": "preferences",
+                "consent_form": "preferences",
+                "consent_text": pages.words(language)["resubscribe_consent"],
+                **consent_context,
+            }
+            if not resubscribe(session, subscriber, now=now, consent=consent):
+                session.rollback()
                 return preferences_page(
                     session, token, subscriber, language, now,
-                    error="preferences_unknown_action", status_code=400,
+                    error="resubscribe_refused", status_code=409,
                 )  # fmt: skip
-            if _first(form, "all") is not None:
-                unsubscribe(session, subscriber, now=now, via="preferences")
-            else:
-                active = {sequence_id for sequence_id, _ in active_sequences(session, subscriber)}
-                for sequence_id in sorted(set(form.get("leave", [])) & active):
-                    unsubscribe(
-                        session, subscriber, now=now, sequence_id=sequence_id, via="preferences"
-                    )
             session.commit()
-            return preferences_page(session, token, subscriber, language, now, notice="saved")
+            return preferences_page(
+                session, token, subscriber, language, now, notice="resubscribed"
+            )
+        if action != "save":
+            return preferences_page(
+                session, token, subscriber, language, now,
+                error="preferences_unknown_action", status_code=400,
+            )  # fmt: skip
+        if _first(form, "all") is not None:
+            unsubscribe(session, subscriber, now=now, via="preferences")
+        else:
+            active = {sequence_id for sequence_id, _ in active_sequences(session, subscriber)}
+            for sequence_id in sorted(set(form.get("leave", [])) & active):
+                unsubscribe(
+                    session, subscriber, now=now, sequence_id=sequence_id, via="preferences"
+                )
+        session.commit()
+        return preferences_page(session, token, subscriber, language, now, notice="saved")
 
     return router

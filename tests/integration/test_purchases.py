@@ -12,8 +12,10 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -227,6 +229,27 @@ def test_a_replay_is_a_no_op(shop: Shop) -> None:
     assert again.json() == {"status": "duplicate"}
     assert shop.purchases() == before
     assert len(shop.purchase_events()) == 1
+
+
+def test_orders_and_replays_posted_at_once_are_each_stored_once(shop: Shop) -> None:
+    """A shop's retries and parallel deliveries: four orders, each posted three
+    times at once. Every post is answered 200 (never a 500 from two
+    transactions racing), and each order is stored, and its event recorded, once."""
+    bodies = [checkout_body(order_id=f"P-{n}", email="karin@example.com") for n in range(4)] * 3
+    start = threading.Barrier(len(bodies))
+
+    def deliver(body: bytes) -> tuple[int, str]:
+        start.wait()
+        answer = post_checkout(shop, body)
+        return answer.status_code, answer.json()["status"]
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(deliver, bodies))
+
+    assert {status for status, _ in answers} == {200}
+    assert sorted(outcome for _, outcome in answers) == ["duplicate"] * 8 + ["recorded"] * 4
+    assert sorted(row.order_id for row in shop.purchases()) == ["P-0", "P-1", "P-2", "P-3"]
+    assert len(shop.purchase_events()) == 4
 
 
 def test_a_human_click_beats_the_ref(shop: Shop) -> None:
