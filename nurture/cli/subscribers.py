@@ -18,7 +18,6 @@ never as console markup.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
@@ -36,8 +35,7 @@ from nurture.cli.enroll import enrolled_lines, find_subscriber
 from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
 
 if TYPE_CHECKING:
-    from nurture.admin.timeline import StepLine
-    from nurture.store.tables import EnrollmentRow
+    from nurture.admin.timeline import EnrollmentExplain
 
 # The store and nurture.audience (SQLAlchemy, SQLModel) are imported inside the
 # functions that use them: see nurture.cli.main on why imports are deferred.
@@ -226,16 +224,19 @@ NEXT_STATES = ("pending", "would send")
 """The timeline states of an email still to go out (``nurture explain``'s)."""
 
 
-def _next_email(
-    enrollment: EnrollmentRow, line: StepLine | None, zone_for: Callable[[str], str]
-) -> str:
-    """The enrollment's next email and when it goes out, in the sequence's zone
-    for this subscriber; "-" when none will."""
+def _next_email(enrollment: EnrollmentExplain, zone: str) -> str:
+    """The enrollment's next email and when it goes out (the send window, skip
+    dates and `when` applied, as `nurture explain` projects it), in ``zone``;
+    "-" when none will."""
     if enrollment.status != EnrollmentStatus.ACTIVE:
         return "-"
+    line = next(
+        (line for line in enrollment.steps if line.state in NEXT_STATES and line.at is not None),
+        None,
+    )
     if line is None or line.at is None:
         return "-"
-    return f"{line.step}: {_local(line.at, zone_for(enrollment.sequence_id))}"
+    return f"{line.step}: {_local(line.at, zone)}"
 
 
 @subscribers_app.command("show", epilog=examples("nurture subscribers show karin@example.com"))
@@ -245,25 +246,18 @@ def show_command(
 ) -> None:
     """Show a subscriber: details, consent, enrollments and the send log."""
     from nurture.admin.explain import explain_subscriber
-    from nurture.audience.subscribers import subscriber_enrollments, subscriber_sends
+    from nurture.audience.subscribers import subscriber_sends
 
     app = app_context(ctx)
     with errors(), store_session(app) as session:
         row = find_subscriber(session, email)
-        enrollments = subscriber_enrollments(session, row)
         sends = subscriber_sends(session, row)
         sequences = app.sequences()
         assert row.id is not None
-        # When each enrollment's next email really goes out (the send window,
-        # skip dates and `when` applied), as `nurture explain` projects it.
+        # The enrollments as `nurture explain` reads them: with each one's
+        # timeline, so the next email's real time is known.
         explained = explain_subscriber(session.get_bind(), sequences, row.id, app.now())  # type: ignore[arg-type]
-    upcoming = {
-        item.id: next(
-            (line for line in item.steps if line.state in NEXT_STATES and line.at is not None),
-            None,
-        )
-        for item in (explained.enrollments if explained else ())
-    }
+    enrollments = explained.enrollments if explained is not None else ()
 
     def zone_for(sequence_id: str) -> str:
         # The dispatcher's rule: the subscriber's zone, else the sequence's.
@@ -305,10 +299,10 @@ def show_command(
         reason = f": {enrollment.status_reason}" if enrollment.status_reason else ""
         enrolled.add_row(
             *_cells(
-                f"{enrollment.sequence_id} ({enrollment.sequence_version})",
+                f"{enrollment.sequence_id} ({enrollment.version})",
                 enrollment.status + reason,
                 enrollment.position or "-",
-                _next_email(enrollment, upcoming.get(enrollment.id or 0), zone_for),
+                _next_email(enrollment, zone_for(enrollment.sequence_id)),
             )
         )
     out.print(enrolled if enrollments else "not enrolled in any sequence")

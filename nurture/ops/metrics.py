@@ -134,11 +134,9 @@ class DatabaseCollector(Collector):
             SendStatus.FAILED: failed,
             SendStatus.UNKNOWN: unknown,
         }
-        known = dict.fromkeys(
-            (sequence, status) for sequence in self.sequences() for status in by_status
-        )
-        for key in known:
-            counts.setdefault(key, 0)
+        for sequence in self.sequences():
+            for kind in by_status:
+                counts.setdefault((sequence, kind), 0)
         for (sequence, status), rows in sorted(counts.items()):
             family = by_status.get(SendStatus(status))
             if family is not None:

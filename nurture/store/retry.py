@@ -49,13 +49,14 @@ def retrying(
     all) while the database aborts it as a deadlock victim. ``work`` commits;
     anything it did before the abort was rolled back with it, so it must not
     have changed anything outside the database."""
-    for attempt in range(1, attempts + 1):
+    attempt = 1
+    while True:
         with sessions() as session:
             try:
                 return work(session)
             except DBAPIError as exc:
                 session.rollback()
-                if not is_retryable(exc) or attempt == attempts:
+                if not is_retryable(exc) or attempt >= attempts:
                     raise
                 log.info(
                     "transaction aborted by the database (%s), attempt %d of %d: running it again",
@@ -63,4 +64,4 @@ def retrying(
                     extra={"action": "db.retry"},
                 )  # fmt: skip
         pause(random.uniform(0.005, 0.02 * 2**attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
+        attempt += 1
