@@ -32,6 +32,7 @@ from nurture.core.batch import (
 from nurture.core.decisions import EnrollmentState, Event, LedgerEntry, state_from_ledger
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
+from nurture.store.arrays import among, bound, column_arrays, unnested
 from nurture.store.prepared import prepared
 from nurture.store.queries import (
     ENROLLMENT,
@@ -108,7 +109,7 @@ def hold_claims(
     result = conn.execute(
         update(ENROLLMENT)
         .where(
-            ENROLLMENT.c.id.in_(wanted),
+            among(conn, ENROLLMENT.c.id, wanted),
             ENROLLMENT.c.claimed_by == worker_id,
             # Written as an expression (status || ''), not the bare column:
             # SQLite (no statistics) otherwise chose ix_enrollment_due for
@@ -139,7 +140,7 @@ def keys_present(
     conn: Connection, keys: Sequence[str], status: SendStatus | None = None
 ) -> set[str]:
     """Which of these ledger keys have a row (with ``status``, if given)."""
-    query = select(SEND.c.key).where(SEND.c.key.in_(keys))
+    query = select(SEND.c.key).where(among(conn, SEND.c.key, keys))
     if status is not None:
         query = query.where(SEND.c.status == status)
     return set(conn.execute(query).scalars())
@@ -178,13 +179,10 @@ def write_plan(
     lost: set[int] = set()
     if mine.inserts:
         # ON CONFLICT DO NOTHING: a step another worker recorded is skipped,
-        # not a crash. Run by the driver (one executemany); only when rows
-        # were skipped do we ask which of our keys landed.
-        statement = prepared(
-            conn, "insert_send", lambda: (_insert_statement(conn), list(_INSERT_COLUMNS))
-        )
+        # not a crash. Run by the driver (see _insert_send_rows); only when
+        # rows were skipped do we ask which of our keys landed.
         rows = [_insert_row(row, now) for row in mine.inserts]
-        if statement.run(conn, rows) < len(rows):
+        if _insert_send_rows(conn, rows) < len(rows):
             written = keys_present(conn, [row.key for row in mine.inserts])
             lost.update(w.enrollment_id for w in mine.inserts if w.key not in written)
     for change in mine.changes:  # retries: few, one statement each
@@ -249,6 +247,9 @@ def update_enrollments(
     who unenrolled someone meanwhile wins)."""
     if not changes:
         return
+    if conn.dialect.name == "postgresql":
+        _update_enrollments_postgresql(conn, worker_id, changes, now)
+        return
     prepared(conn, "update_enrollments", _update_enrollment_statement).run(
         conn,
         [
@@ -265,6 +266,75 @@ def update_enrollments(
             for c in changes
         ],
     )
+
+
+_CHANGED = ("id", "status", "status_reason", "next_due_at", "position", "sequence_version")
+
+
+def _update_enrollments_postgresql(
+    conn: Connection, worker_id: str, changes: Sequence[EnrollmentChange], now: datetime
+) -> None:
+    """:func:`update_enrollments` in one statement, the changes as arrays. An
+    enrollment changed twice keeps its first change, as one statement per
+    change did (the first released the claim the second needed).
+
+    The claim is compared as ``coalesce(claimed_by, '') = :me``, which
+    neither ``ix_enrollment_claimed_by`` nor its ``IS NOT NULL`` predicate
+    serves: statistics are always taken while this worker holds nothing (its
+    id is new at each start), so PostgreSQL took the bare ``claimed_by =
+    :me`` for one row and started from that index, reading every enrollment
+    the worker held for each statement instead of the ids given (see
+    ``tests/integration/test_plans.py``)."""
+    first: dict[int, EnrollmentChange] = {}
+    for change in changes:
+        first.setdefault(change.id, change)
+    rows = [
+        {
+            "id": c.id,
+            "status": c.status,
+            "status_reason": c.status_reason,
+            "next_due_at": c.next_due_at,
+            "position": c.position,
+            "sequence_version": c.sequence_version,
+        }
+        for c in first.values()
+    ]
+    dialect = conn.dialect
+    columns = {name: ENROLLMENT.c[name] for name in _CHANGED}
+    values: dict[str, Any] = column_arrays(dialect, columns, rows)
+    values["me"] = worker_id
+    values["now"] = bound(dialect, ENROLLMENT.c.updated_at, now)
+    conn.exec_driver_sql(update_enrollments_sql(dialect), values)
+
+
+def update_enrollments_sql(dialect: Any) -> str:
+    """PostgreSQL's statement of :func:`update_enrollments` (parameters: one
+    array per name of :data:`_CHANGED`, ``me`` and ``now``)."""
+    columns = {name: ENROLLMENT.c[name] for name in _CHANGED}
+    return f"""UPDATE enrollment SET status = v.status, status_reason = v.status_reason,
+  next_due_at = v.next_due_at, position = v.position,
+  sequence_version = coalesce(v.sequence_version, enrollment.sequence_version),
+  claimed_by = NULL, claimed_until = NULL, updated_at = %(now)s
+FROM {unnested(dialect, columns)} AS v({", ".join(columns)})
+WHERE enrollment.id = v.id AND coalesce(enrollment.claimed_by, '') = %(me)s
+  AND enrollment.status = 'active'"""
+
+
+def _insert_send_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert ledger rows, skipping a key already present; how many landed.
+    PostgreSQL: one statement, the columns as arrays; SQLite: one executemany."""
+    if conn.dialect.name == "postgresql":
+        columns = {name: SEND.c[name] for name in _INSERT_COLUMNS}
+        sql = (
+            f"INSERT INTO send ({', '.join(columns)}) "
+            f"SELECT * FROM {unnested(conn.dialect, columns)} ON CONFLICT DO NOTHING"
+        )
+        result = conn.exec_driver_sql(sql, column_arrays(conn.dialect, columns, rows))
+        return int(result.rowcount)
+    statement = prepared(
+        conn, "insert_send", lambda: (_insert_statement(conn), list(_INSERT_COLUMNS))
+    )
+    return statement.run(conn, rows)
 
 
 def release_claims(
@@ -284,6 +354,6 @@ def release_claims(
         )
     conn.execute(
         update(ENROLLMENT)
-        .where(ENROLLMENT.c.id.in_(wanted), ENROLLMENT.c.claimed_by == worker_id)
+        .where(among(conn, ENROLLMENT.c.id, wanted), ENROLLMENT.c.claimed_by == worker_id)
         .values(values)
     )

@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from nurture.core import decisions as core
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
+from nurture.store.arrays import among
 from nurture.store.chunks import chunked
 from nurture.store.tables import (
     EnrollmentRow,
@@ -124,12 +125,12 @@ _SUBSCRIBER_COLUMNS = (
 
 def load_enrollments(conn: Connection, ids: Sequence[int]) -> list[Row[Any]]:
     columns = [ENROLLMENT.c[name] for name in _ENROLLMENT_COLUMNS]
-    return list(conn.execute(select(*columns).where(ENROLLMENT.c.id.in_(ids))))
+    return list(conn.execute(select(*columns).where(among(conn, ENROLLMENT.c.id, ids))))
 
 
 def load_subscribers(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
     columns = [SUBSCRIBER.c[name] for name in _SUBSCRIBER_COLUMNS]
-    rows = conn.execute(select(*columns).where(SUBSCRIBER.c.id.in_(list(set(ids)))))
+    rows = conn.execute(select(*columns).where(among(conn, SUBSCRIBER.c.id, set(ids))))
     return {row.id: row for row in rows}
 
 
@@ -148,7 +149,7 @@ def load_ledger(conn: Connection, enrollment_ids: Sequence[int]) -> dict[int, li
     )
     rows = conn.execute(
         select(*[SEND.c[name] for name in columns])
-        .where(SEND.c.enrollment_id.in_(enrollment_ids))
+        .where(among(conn, SEND.c.enrollment_id, enrollment_ids))
         .order_by(SEND.c.enrollment_id, SEND.c.due_at, SEND.c.id)
     )
     ledger: dict[int, list[Row[Any]]] = {}
@@ -178,7 +179,7 @@ def load_decision_events(
     rows = conn.execute(
         select(EVENT)
         .where(
-            EVENT.c.subscriber_id.in_(list(set(subscriber_ids))),
+            among(conn, EVENT.c.subscriber_id, set(subscriber_ids)),
             EVENT.c.kind.in_(DECISION_EVENT_KINDS),
             EVENT.c.occurred_at <= now,
             EVENT.c.machine.is_(False),
@@ -243,7 +244,9 @@ def suppressed_among(conn: Connection, emails: Iterable[str]) -> dict[str, str]:
         )
         return {keys[email]: reason for email, reason in found}
     rows = conn.execute(
-        select(SUPPRESSION.c.email, SUPPRESSION.c.reason).where(SUPPRESSION.c.email.in_(list(keys)))
+        select(SUPPRESSION.c.email, SUPPRESSION.c.reason).where(
+            among(conn, SUPPRESSION.c.email, keys)
+        )
     )
     return {keys[row.email]: row.reason for row in rows}
 
@@ -265,7 +268,7 @@ def sqlite_rows_in(conn: Connection, query: str, values: Sequence[Any]) -> list[
 
 def subscriber_statuses(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     rows = conn.execute(
-        select(SUBSCRIBER.c.id, SUBSCRIBER.c.status).where(SUBSCRIBER.c.id.in_(list(set(ids))))
+        select(SUBSCRIBER.c.id, SUBSCRIBER.c.status).where(among(conn, SUBSCRIBER.c.id, set(ids)))
     )
     return {row.id: row.status for row in rows}
 

@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from nurture.core.vocabulary import SendStatus
 from nurture.store import reservations
+from nurture.store.arrays import among
 from nurture.store.db import BUSY_TIMEOUT_MS, make_engine, session_factory
 from nurture.store.migrate import upgrade
 from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow
@@ -20,6 +21,7 @@ from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=5)
 SEND = SendRow.__table__  # type: ignore[attr-defined]
+ENROLLMENT = EnrollmentRow.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -111,6 +113,49 @@ def test_one_commit_settles_the_last_answer_and_reserves_the_next(any_engine: En
     with reservations.SerialLedger(engine, "someone-else", "memory") as ledger:
         assert ledger.step(answer("k1"), None, LEASE) is False
     assert statuses(engine) == {"k0": "sent", "k1": "sent"}
+
+
+def test_a_pool_round_reserves_only_what_this_worker_holds(any_engine: Engine) -> None:
+    """The send pool's reservation of a round (one statement per key on one
+    cursor): the keys reserved come back, with their lease and counted
+    attempt; a key already reserved, unknown, or of an enrollment another
+    worker took, is not."""
+    engine = any_engine
+    with engine.begin() as conn:
+        conn.execute(
+            update(ENROLLMENT)
+            .where(
+                ENROLLMENT.c.subscriber_id.in_(
+                    select(SEND.c.subscriber_id).where(SEND.c.key == "k1")
+                )
+            )
+            .values(claimed_by="someone-else")
+        )
+    with engine.begin() as conn:
+        got = reservations.reserve(conn, ["k0", "k1", "absent"], "me", LEASE, "sendgrid")
+    assert got == {"k0"}
+    assert statuses(engine) == {"k0": "reserved", "k1": "queued"}
+    with engine.connect() as conn:
+        row = conn.execute(select(SEND).where(SEND.c.key == "k0")).one()
+    assert (row.attempts, row.transport, row.lease_until) == (1, "sendgrid", LEASE)
+    with engine.begin() as conn:
+        assert reservations.reserve(conn, ["k0"], "me", LEASE, "sendgrid") == set()
+        assert reservations.reserve(conn, ["k1"], "someone-else", LEASE, "sendgrid") == {"k1"}
+        assert reservations.reserve(conn, [], "me", LEASE, "sendgrid") == set()
+    assert statuses(engine) == {"k0": "reserved", "k1": "reserved"}
+
+
+def test_among_finds_each_value_and_nothing_for_none(any_engine: Engine) -> None:
+    with any_engine.connect() as conn:
+
+        def keys(values: list[str]) -> set[str]:
+            return set(
+                conn.execute(select(SEND.c.key).where(among(conn, SEND.c.key, values))).scalars()
+            )
+
+        assert keys(["k1", "absent", "k0", "k1"]) == {"k0", "k1"}
+        assert keys(["k1"]) == {"k1"}
+        assert keys([]) == set()
 
 
 def test_a_busy_database_is_waited_for_not_an_error(engine: Engine) -> None:

@@ -1,0 +1,113 @@
+"""PostgreSQL's plans for the per-email and per-round statements, with the
+statistics a real database has: taken while this worker held nothing.
+
+A worker's id is new at each start, so whenever ANALYZE runs (autovacuum, or
+the import's) no enrollment is claimed by it, and PostgreSQL takes
+``claimed_by = :me`` for one row. Statements that also name the row by its
+key or primary key must not start from ``ix_enrollment_claimed_by`` then: it
+reads every enrollment the worker holds, once per email or round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from nurture.store import batches
+from nurture.store.db import make_engine
+from nurture.store.migrate import upgrade
+from nurture.store.prepared import prepared_for
+from nurture.store.reservations import _reserve_one_statement
+
+NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
+PEOPLE = 3000
+
+
+@pytest.fixture
+def claimed(pg_schema_url: str) -> Iterator[Engine]:
+    """3,000 enrollments with a queued email each, analysed while unclaimed,
+    then 1,000 of them claimed by the worker ``me``."""
+    engine = make_engine(pg_schema_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscriber (email, name, status, tags, attributes, created_at,"
+                " updated_at) SELECT 's' || g || '@example.com', '', 'active', '[]', '{}',"
+                " :now, :now FROM generate_series(1, :n) g"
+            ),
+            {"now": NOW, "n": PEOPLE},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO enrollment (subscriber_id, sequence_id, sequence_version, status,"
+                " enrolled_at, next_due_at, updated_at, trigger_properties)"
+                " SELECT id, 'welcome', 'v1', 'active', :now, :now, :now, '{}' FROM subscriber"
+            ),
+            {"now": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO send (key, enrollment_id, subscriber_id, sequence_id,"
+                " sequence_version, step_id, status, due_at, decided_at, attempts)"
+                " SELECT 'k' || id, id, subscriber_id, 'welcome', 'v1', 'hello', 'queued',"
+                " :now, :now, 0 FROM enrollment"
+            ),
+            {"now": NOW},
+        )
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+        conn.commit()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE enrollment SET claimed_by = 'me', claimed_until = :until"
+                " WHERE id IN (SELECT id FROM enrollment ORDER BY id LIMIT 1000)"
+            ),
+            {"until": NOW + timedelta(minutes=5)},
+        )
+    yield engine
+    engine.dispose()
+
+
+def plan(engine: Engine, sql: str, params: dict[str, Any]) -> str:
+    with engine.connect() as conn:
+        cursor = conn.connection.cursor()
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_a_reservation_finds_its_row_by_key_whatever_the_worker_holds(claimed: Engine) -> None:
+    statement = prepared_for(claimed.dialect, "reserve_one_plan", _reserve_one_statement)
+    found = plan(
+        claimed,
+        statement.sql,
+        statement.params({"one_key": "k500", "me": "me", "lease": NOW, "transport": "sendgrid"}),
+    )
+    assert "uq_send_key" in found
+    assert "ix_enrollment_claimed_by" not in found, found
+
+
+def test_a_rounds_enrollment_updates_find_their_rows_by_id(claimed: Engine) -> None:
+    ids = list(range(400, 408))
+    found = plan(
+        claimed,
+        batches.update_enrollments_sql(claimed.dialect),
+        {
+            "id": ids,
+            "status": ["active"] * len(ids),
+            "status_reason": [None] * len(ids),
+            "next_due_at": [NOW] * len(ids),
+            "position": ["hello"] * len(ids),
+            "sequence_version": [None] * len(ids),
+            "me": "me",
+            "now": NOW,
+        },
+    )
+    assert "pk_enrollment" in found, found
+    assert "ix_enrollment_claimed_by" not in found, found
