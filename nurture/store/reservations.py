@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, literal_column, select, update
+from sqlalchemy import any_, bindparam, literal_column, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.vocabulary import SendStatus
@@ -42,6 +43,12 @@ def _held_by_me() -> Any:
 
 # Reserving one email: the statement each reservation runs (see SerialLedger and
 # reserve), once per email, so its cost is the hot path's.
+_RESERVED_VALUES = {
+    "status": SendStatus.RESERVED,
+    "attempts": SEND.c.attempts + 1,
+    "lease_until": bindparam("lease"),
+    "transport": bindparam("transport"),
+}
 _RESERVE_ONE = (
     update(SEND)
     .where(
@@ -49,12 +56,7 @@ _RESERVE_ONE = (
         SEND.c.status == SendStatus.QUEUED,
         _held_by_me(),
     )
-    .values(
-        status=SendStatus.RESERVED,
-        attempts=SEND.c.attempts + 1,
-        lease_until=bindparam("lease"),
-        transport=bindparam("transport"),
-    )
+    .values(_RESERVED_VALUES)
 )
 
 
@@ -198,6 +200,20 @@ class SerialLedger:
             delay = min(delay * 2, 0.002)
 
 
+def _reserve_many_statement() -> tuple[Any, list[str]]:
+    """PostgreSQL: :data:`_RESERVE_ONE` for an array of keys, returning those
+    reserved. The claim is checked by :func:`_held_by_me`'s subquery, per
+    row found, so the plan starts from the keys' unique index."""
+    keys = bindparam("keys", type_=ARRAY(SEND.c.key.type))
+    statement = (
+        update(SEND)
+        .where(SEND.c.key == any_(keys), SEND.c.status == SendStatus.QUEUED, _held_by_me())
+        .values(_RESERVED_VALUES)
+        .returning(SEND.c.key)
+    )
+    return statement, ["keys", "me", "lease", "transport"]
+
+
 def reserve(
     conn: Connection, keys: Sequence[str], worker_id: str, lease_until: datetime, transport: str
 ) -> set[str]:
@@ -206,14 +222,19 @@ def reserve(
     worker no longer holds, or that is no longer ``queued``, is not."""
     if not keys:
         return set()
-    # One statement per key, on one driver cursor, in the caller's
-    # transaction: rounds reserve a few emails at a time (the slots just
-    # freed). One statement for the whole round (``key = ANY(...)``) was
-    # measured slower on PostgreSQL: with statistics a little stale the
-    # planner started from this worker's claimed enrollments instead of the
-    # keys. A cursor per key cost about as much as the statement itself.
-    statement = prepared(conn, "reserve_one", _reserve_one_statement)
     fixed = {"me": worker_id, "lease": lease_until, "transport": transport}
+    if conn.dialect.name == "postgresql":
+        # The round in one statement and one round trip, its keys one array.
+        many = prepared(conn, "reserve_many", _reserve_many_statement)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(many.sql, many.params({**fixed, "keys": list(keys)}))
+            return {row[0] for row in cursor.fetchall()}
+        finally:
+            cursor.close()
+    # SQLite: one statement per key on one cursor (no round trips), in the
+    # caller's transaction.
+    statement = prepared(conn, "reserve_one", _reserve_one_statement)
     cursor = conn.connection.cursor()
     try:
         return {key for key in keys if statement.execute(cursor, {**fixed, "one_key": key}) == 1}
