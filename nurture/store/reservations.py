@@ -60,7 +60,8 @@ _RESERVE_ONE = (
 )
 
 
-def _reserve_one_statement() -> tuple[Any, list[str]]:
+def reserve_one_statement() -> tuple[Any, list[str]]:
+    """One email's reservation and its parameters (for :func:`prepared`)."""
     return _RESERVE_ONE, ["one_key", "me", "lease", "transport"]
 
 
@@ -104,7 +105,7 @@ class SerialLedger:
         self._errors: tuple[type[BaseException], ...] = (
             (dbapi.OperationalError,) if self._sqlite else ()
         )
-        self._reserve = prepared_for(dialect, "reserve_one", _reserve_one_statement)
+        self._reserve = prepared_for(dialect, "reserve_one", reserve_one_statement)
         self._settle = prepared_for(
             dialect, "settle_answer", lambda: (_SETTLE_ANSWER, _SETTLE_ANSWER_NAMES)
         )
@@ -200,7 +201,7 @@ class SerialLedger:
             delay = min(delay * 2, 0.002)
 
 
-def _reserve_many_statement() -> tuple[Any, list[str]]:
+def reserve_many_statement() -> tuple[Any, list[str]]:
     """PostgreSQL: :data:`_RESERVE_ONE` for an array of keys, returning those
     reserved. The claim is checked by :func:`_held_by_me`'s subquery, per
     row found, so the plan starts from the keys' unique index."""
@@ -225,7 +226,7 @@ def reserve(
     fixed = {"me": worker_id, "lease": lease_until, "transport": transport}
     if conn.dialect.name == "postgresql":
         # The round in one statement and one round trip, its keys one array.
-        many = prepared(conn, "reserve_many", _reserve_many_statement)
+        many = prepared(conn, "reserve_many", reserve_many_statement)
         cursor = conn.connection.cursor()
         try:
             cursor.execute(many.sql, many.params({**fixed, "keys": list(keys)}))
@@ -234,7 +235,7 @@ def reserve(
             cursor.close()
     # SQLite: one statement per key on one cursor (no round trips), in the
     # caller's transaction.
-    statement = prepared(conn, "reserve_one", _reserve_one_statement)
+    statement = prepared(conn, "reserve_one", reserve_one_statement)
     cursor = conn.connection.cursor()
     try:
         return {key for key in keys if statement.execute(cursor, {**fixed, "one_key": key}) == 1}

@@ -22,7 +22,7 @@ from nurture.store import batches
 from nurture.store.db import make_engine
 from nurture.store.migrate import upgrade
 from nurture.store.prepared import prepared_for
-from nurture.store.reservations import _reserve_many_statement, _reserve_one_statement
+from nurture.store.reservations import reserve_many_statement, reserve_one_statement
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 PEOPLE = 3000
@@ -87,7 +87,7 @@ def plan(engine: Engine, sql: str, params: dict[str, Any]) -> str:
 
 
 def test_a_reservation_finds_its_row_by_key_whatever_the_worker_holds(claimed: Engine) -> None:
-    statement = prepared_for(claimed.dialect, "reserve_one_plan", _reserve_one_statement)
+    statement = prepared_for(claimed.dialect, "reserve_one_plan", reserve_one_statement)
     found = plan(
         claimed,
         statement.sql,
@@ -98,7 +98,7 @@ def test_a_reservation_finds_its_row_by_key_whatever_the_worker_holds(claimed: E
 
 
 def test_a_pool_round_finds_its_rows_by_key(claimed: Engine) -> None:
-    statement = prepared_for(claimed.dialect, "reserve_many_plan", _reserve_many_statement)
+    statement = prepared_for(claimed.dialect, "reserve_many_plan", reserve_many_statement)
     keys = [f"k{n}" for n in range(500, 500 + ROUND)]
     found = plan(
         claimed,
