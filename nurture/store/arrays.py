@@ -52,7 +52,7 @@ def column_arrays(
     as its column's type binds it (aware datetimes in UTC, naive ones refused)."""
     arrays: dict[str, list[Any]] = {}
     for name, column in columns.items():
-        process = column.type.dialect_impl(dialect).bind_processor(dialect)
+        process = _processor(dialect, column)
         values = [row[name] for row in rows]
         if process is not None:
             values = [None if value is None else process(value) for value in values]
@@ -62,5 +62,10 @@ def column_arrays(
 
 def bound(dialect: Any, column: Any, value: Any) -> Any:
     """One value as ``column``'s type binds it (for a plain parameter beside the arrays)."""
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    process = _processor(dialect, column)
     return value if process is None or value is None else process(value)
+
+
+def _processor(dialect: Any, column: Any) -> Any:
+    """The column type's bind processor for ``dialect`` (None: values pass as they are)."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -268,7 +269,12 @@ def update_enrollments(
     )
 
 
-_CHANGED = ("id", "status", "status_reason", "next_due_at", "position", "sequence_version")
+_CHANGED = {
+    name: ENROLLMENT.c[name]
+    for name in ("id", "status", "status_reason", "next_due_at", "position", "sequence_version")
+}
+"""The columns of an :class:`EnrollmentChange` (its field names), as
+PostgreSQL's :func:`update_enrollments` passes them: one array each."""
 
 
 def _update_enrollments_postgresql(
@@ -288,49 +294,45 @@ def _update_enrollments_postgresql(
     first: dict[int, EnrollmentChange] = {}
     for change in changes:
         first.setdefault(change.id, change)
-    rows = [
-        {
-            "id": c.id,
-            "status": c.status,
-            "status_reason": c.status_reason,
-            "next_due_at": c.next_due_at,
-            "position": c.position,
-            "sequence_version": c.sequence_version,
-        }
-        for c in first.values()
-    ]
+    rows = [{name: getattr(c, name) for name in _CHANGED} for c in first.values()]
     dialect = conn.dialect
-    columns = {name: ENROLLMENT.c[name] for name in _CHANGED}
-    values: dict[str, Any] = column_arrays(dialect, columns, rows)
+    values: dict[str, Any] = column_arrays(dialect, _CHANGED, rows)
     values["me"] = worker_id
     values["now"] = bound(dialect, ENROLLMENT.c.updated_at, now)
     conn.exec_driver_sql(update_enrollments_sql(dialect), values)
 
 
+@cache
 def update_enrollments_sql(dialect: Any) -> str:
     """PostgreSQL's statement of :func:`update_enrollments` (parameters: one
-    array per name of :data:`_CHANGED`, ``me`` and ``now``)."""
-    columns = {name: ENROLLMENT.c[name] for name in _CHANGED}
+    array per name of :data:`_CHANGED`, ``me`` and ``now``), built once."""
     return f"""UPDATE enrollment SET status = v.status, status_reason = v.status_reason,
   next_due_at = v.next_due_at, position = v.position,
   sequence_version = coalesce(v.sequence_version, enrollment.sequence_version),
   claimed_by = NULL, claimed_until = NULL, updated_at = %(now)s
-FROM {unnested(dialect, columns)} AS v({", ".join(columns)})
+FROM {unnested(dialect, _CHANGED)} AS v({", ".join(_CHANGED)})
 WHERE enrollment.id = v.id AND coalesce(enrollment.claimed_by, '') = %(me)s
   AND enrollment.status = 'active'"""
+
+
+_INSERTED = {name: SEND.c[name] for name in _INSERT_COLUMNS}
+
+
+@cache
+def _insert_send_sql(dialect: Any) -> str:
+    """PostgreSQL: a batch's ledger rows in one statement, the columns as arrays."""
+    return (
+        f"INSERT INTO send ({', '.join(_INSERTED)}) "
+        f"SELECT * FROM {unnested(dialect, _INSERTED)} ON CONFLICT DO NOTHING"
+    )
 
 
 def _insert_send_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert ledger rows, skipping a key already present; how many landed.
     PostgreSQL: one statement, the columns as arrays; SQLite: one executemany."""
     if conn.dialect.name == "postgresql":
-        columns = {name: SEND.c[name] for name in _INSERT_COLUMNS}
-        sql = (
-            f"INSERT INTO send ({', '.join(columns)}) "
-            f"SELECT * FROM {unnested(conn.dialect, columns)} ON CONFLICT DO NOTHING"
-        )
-        result = conn.exec_driver_sql(sql, column_arrays(conn.dialect, columns, rows))
-        return int(result.rowcount)
+        values = column_arrays(conn.dialect, _INSERTED, rows)
+        return int(conn.exec_driver_sql(_insert_send_sql(conn.dialect), values).rowcount)
     statement = prepared(
         conn, "insert_send", lambda: (_insert_statement(conn), list(_INSERT_COLUMNS))
     )

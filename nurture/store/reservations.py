@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -224,23 +225,16 @@ def reserve(
     if not keys:
         return set()
     fixed = {"me": worker_id, "lease": lease_until, "transport": transport}
-    if conn.dialect.name == "postgresql":
-        # The round in one statement and one round trip, its keys one array.
-        many = prepared(conn, "reserve_many", reserve_many_statement)
-        cursor = conn.connection.cursor()
-        try:
+    with closing(conn.connection.cursor()) as cursor:
+        if conn.dialect.name == "postgresql":
+            # The round in one statement and one round trip, its keys one array.
+            many = prepared(conn, "reserve_many", reserve_many_statement)
             cursor.execute(many.sql, many.params({**fixed, "keys": list(keys)}))
             return {row[0] for row in cursor.fetchall()}
-        finally:
-            cursor.close()
-    # SQLite: one statement per key on one cursor (no round trips), in the
-    # caller's transaction.
-    statement = prepared(conn, "reserve_one", reserve_one_statement)
-    cursor = conn.connection.cursor()
-    try:
-        return {key for key in keys if statement.execute(cursor, {**fixed, "one_key": key}) == 1}
-    finally:
-        cursor.close()
+        # SQLite: one statement per key (no round trips), in the caller's
+        # transaction.
+        one = prepared(conn, "reserve_one", reserve_one_statement)
+        return {key for key in keys if one.execute(cursor, {**fixed, "one_key": key}) == 1}
 
 
 @dataclass(frozen=True)

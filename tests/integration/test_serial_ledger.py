@@ -116,8 +116,8 @@ def test_one_commit_settles_the_last_answer_and_reserves_the_next(any_engine: En
 
 
 def test_a_pool_round_reserves_only_what_this_worker_holds(any_engine: Engine) -> None:
-    """The send pool's reservation of a round (one statement per key on one
-    cursor): the keys reserved come back, with their lease and counted
+    """The send pool's reservation of a round (one statement on PostgreSQL,
+    one per key on SQLite): the keys reserved come back, with their lease and counted
     attempt; a key already reserved, unknown, or of an enrollment another
     worker took, is not."""
     engine = any_engine
