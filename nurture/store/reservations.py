@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import any_, bindparam, literal_column, select, update
+from sqlalchemy import any_, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
@@ -111,7 +111,7 @@ class SerialLedger:
             dialect, "settle_answer", lambda: (_SETTLE_ANSWER, _SETTLE_ANSWER_NAMES)
         )
         if not self._sqlite:
-            self._settle_with_id = prepared_for(dialect, "settle", lambda: (_SETTLE, _SETTLE_NAMES))
+            self._settle_with_id = prepared_for(dialect, "settle", settle_statement)
             self._both = prepared_for(dialect, "settle_and_reserve", _settle_and_reserve_statement)
         self._fixed = {"me": worker_id, "transport": transport}
         self._pooled = engine.raw_connection()
@@ -264,9 +264,18 @@ def _settle_statement(*, with_message_id: bool) -> Any:
     }
     if with_message_id:
         values["provider_message_id"] = bindparam("_pid")
+    # The expected status through coalesce (status is never null, so the test
+    # is the same): PostgreSQL matched a plain ``status = 'reserved'`` with
+    # the partial index ``ix_send_reserved`` and, with statistics taken while
+    # little was in flight, started there, reading every email in flight
+    # (a pool's worth per worker) to find one key. Now it has one plan: the
+    # key's unique index.
     return (
         update(SEND)
-        .where(SEND.c.key == bindparam("_key"), SEND.c.status == bindparam("_expected"))
+        .where(
+            SEND.c.key == bindparam("_key"),
+            func.coalesce(SEND.c.status, "") == bindparam("_expected"),
+        )
         .values(values)
     )
 
@@ -275,6 +284,11 @@ _SETTLE = _settle_statement(with_message_id=True)
 _SETTLE_NAMES = [
     "_key", "_expected", "_status", "_reason", "_attempts", "_next", "_sent", "_pid", "_transport",
 ]  # fmt: skip
+
+
+def settle_statement() -> tuple[Any, list[str]]:
+    """One answer with its provider id, and its parameters (for :func:`prepared`)."""
+    return _SETTLE, _SETTLE_NAMES
 
 
 # The answer as the serial path writes it with the next reservation: all but
@@ -330,9 +344,7 @@ def _settle_values(r: Settle) -> dict[str, Any]:
 def settle(conn: Connection, rows: Sequence[Settle]) -> None:
     if not rows:
         return
-    prepared(conn, "settle", lambda: (_SETTLE, _SETTLE_NAMES)).run(
-        conn, [_settle_values(r) for r in rows]
-    )
+    prepared(conn, "settle", settle_statement).run(conn, [_settle_values(r) for r in rows])
 
 
 def settle_values_for_journal(r: Settle) -> dict[str, Any]:
@@ -359,7 +371,7 @@ def settle_from_journal(conn: Connection, answers: Iterable[dict[str, Any]]) -> 
     written to rows still ``reserved``, in the caller's transaction."""
     rows = [_settle_from_journal(values) for values in answers]
     if rows:
-        prepared(conn, "settle", lambda: (_SETTLE, _SETTLE_NAMES)).run(conn, rows)
+        prepared(conn, "settle", settle_statement).run(conn, rows)
 
 
 _GIVE_BACK = (

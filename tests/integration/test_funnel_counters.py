@@ -194,3 +194,46 @@ def test_downgrading_0010_keeps_the_figures(pg: Engine) -> None:
         )
     upgrade(pg)
     assert _sent_per_step(pg) == {"welcome": 2, "offer": 1}
+
+
+def _counter_language(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(
+                text(
+                    "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+                    " WHERE p.proname = 'funnel_step_add'"
+                    " AND p.pronamespace = current_schema()::regnamespace"
+                )
+            ).scalar_one()
+        )
+
+
+def test_0011_keeps_the_upsert_planned_and_counts_the_same_both_ways(pg: Engine) -> None:
+    """0011 makes the counters' upsert PL/pgSQL (its plan kept per server
+    process, not made again for each settled email); the figures are the
+    same before and after, and after its downgrade."""
+    keys = _reserved_sends(pg, 2)
+    assert _counter_language(pg) == "plpgsql"
+    with pg.begin() as conn:
+        conn.execute(
+            text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(0, "welcome")]}
+        )
+        conn.execute(
+            text("UPDATE send SET status = 'unknown' WHERE key = :k"), {"k": keys[(0, "offer")]}
+        )
+    assert _sent_per_step(pg) == {"welcome": 1, "offer": 0}
+    downgrade(pg, "0010")
+    assert _counter_language(pg) == "sql"
+    with pg.begin() as conn:
+        conn.execute(
+            text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(1, "welcome")]}
+        )
+    assert _sent_per_step(pg) == {"welcome": 2, "offer": 0}
+    upgrade(pg)
+    assert _counter_language(pg) == "plpgsql"
+    with pg.begin() as conn:
+        conn.execute(
+            text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(0, "offer")]}
+        )
+    assert _sent_per_step(pg) == {"welcome": 2, "offer": 1}

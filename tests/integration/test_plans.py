@@ -22,7 +22,11 @@ from nurture.store import batches
 from nurture.store.db import make_engine
 from nurture.store.migrate import upgrade
 from nurture.store.prepared import prepared_for
-from nurture.store.reservations import reserve_many_statement, reserve_one_statement
+from nurture.store.reservations import (
+    reserve_many_statement,
+    reserve_one_statement,
+    settle_statement,
+)
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 PEOPLE = 3000
@@ -127,3 +131,38 @@ def test_a_rounds_enrollment_updates_find_their_rows_by_id(claimed: Engine) -> N
     )
     assert "pk_enrollment" in found, found
     assert "ix_enrollment_claimed_by" not in found, found
+
+
+def test_an_answer_finds_its_row_by_key_however_many_are_in_flight(claimed: Engine) -> None:
+    """The settle names the status it expects (``reserved``), which is also
+    ``ix_send_reserved``'s condition: with the ledger analysed empty and a
+    round in flight, it must still go by the key, not read every email in
+    flight."""
+    with claimed.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE send SET status = 'reserved', lease_until = :until"
+                " WHERE enrollment_id IN (SELECT id FROM enrollment WHERE claimed_by = 'me')"
+            ),
+            {"until": NOW + timedelta(minutes=5)},
+        )
+    statement = prepared_for(claimed.dialect, "settle_plan", settle_statement)
+    found = plan(
+        claimed,
+        statement.sql,
+        statement.params(
+            {
+                "_key": "k500",
+                "_expected": "reserved",
+                "_status": "sent",
+                "_reason": None,
+                "_attempts": 1,
+                "_next": None,
+                "_sent": NOW,
+                "_pid": "provider-1",
+                "_transport": "sendgrid",
+            }
+        ),
+    )
+    assert "uq_send_key" in found, found
+    assert "ix_send_reserved" not in found, found
