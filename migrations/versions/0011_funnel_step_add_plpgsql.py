@@ -8,10 +8,11 @@ Every ledger row that becomes ``sent`` or ``unknown`` (and every counted
 event mark) runs ``funnel_step_add`` from its trigger. It was a ``LANGUAGE
 sql`` function, and PostgreSQL keeps a SQL function's plan only for the
 statement that called it: the dispatcher settles one ledger row per
-statement, so each email parsed and planned the upsert again. Measured on
-the dispatcher's settle: the trigger was more than half of the statement's
-time. The same body as a PL/pgSQL function keeps its plan for the life of
-the server process. What it writes is unchanged.
+statement, so each email parsed and planned the upsert again: about half
+of a settle's time on the server (3,000 one-row settles: 184-214 us a row
+with the trigger off, 345-532 with it). The same body as a PL/pgSQL function
+keeps its plan for the life of the server process (225-279 us a row). What
+it writes is unchanged.
 """
 
 from __future__ import annotations
