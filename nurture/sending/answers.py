@@ -84,6 +84,48 @@ def write_answers(
     """Settle ``answers`` in the caller's transaction (``transport``: the name
     recorded for an answer that is not a provider's); what they add to the
     report."""
+    writes = answer_writes(answers, now=now, transport=transport)
+    write_answer_writes(conn, writes, now=now, worker_id=worker_id)
+    return writes.report
+
+
+def write_answer_writes(
+    conn: Connection, writes: AnswerWrites, *, now: datetime, worker_id: str
+) -> None:
+    """The writes of :func:`answer_writes`, in the caller's transaction."""
+    reservations.settle(conn, writes.settles)
+    reservations.record_message_ids(conn, writes.message_ids)
+    batches.update_enrollments(conn, worker_id, writes.changes, now)
+    if writes.invalid:
+        queries.mark_subscribers(
+            conn,
+            writes.invalid,
+            SubscriberStatus.INVALID,
+            "the provider rejected the address",
+            now,
+        )
+
+
+@dataclass
+class AnswerWrites:
+    """What a batch of answers writes (see :func:`answer_writes`)."""
+
+    report: DispatchReport
+    settles: list[reservations.Settle]
+    changes: list[EnrollmentChange]
+    invalid: list[int]  # subscribers whose address the provider rejected
+    message_ids: list[tuple[str, str, SendStatus]]  # of answers settled already
+
+    @property
+    def settles_and_moves_only(self) -> bool:
+        """Only ledger rows settled and enrollments moved on (what a send
+        pool's round statement writes, :func:`reservations.reserve_and_confirm`)."""
+        return not self.invalid and not self.message_ids
+
+
+def answer_writes(answers: list[Answer], *, now: datetime, transport: str) -> AnswerWrites:
+    """The writes of ``answers`` and what they add to the report (the
+    transport's unexpected errors are logged here, once)."""
     report = DispatchReport()
     rows: list[reservations.Settle] = []
     changes: list[EnrollmentChange] = []
@@ -122,18 +164,7 @@ def write_answers(
             change, completed = after_send(email, verdict.status, now)  # type: ignore[arg-type]
             report.completed += completed
             changes.append(change)
-    reservations.settle(conn, rows)
-    reservations.record_message_ids(conn, message_ids)
-    batches.update_enrollments(conn, worker_id, changes, now)
-    if invalid:
-        queries.mark_subscribers(
-            conn,
-            invalid,
-            SubscriberStatus.INVALID,
-            "the provider rejected the address",
-            now,
-        )
-    return report
+    return AnswerWrites(report, rows, changes, invalid, message_ids)
 
 
 def settle_row(answer: Answer, *, now: datetime, transport: str) -> reservations.Settle:

@@ -129,15 +129,23 @@ class PassGuard:
         """(sequence, failures in a row, count the budget ran out at or None)
         for every sequence whose counter or pause is not saved yet; from now
         on they count as saved."""
+        return self._unsaved(mark=True)
+
+    def budget_saved(self) -> bool:
+        """Whether :meth:`unsaved_budget` has nothing to give (nothing is marked)."""
+        return not self._unsaved(mark=False)
+
+    def _unsaved(self, *, mark: bool) -> list[tuple[str, int, int | None]]:
         changes = []
         with self._lock:
             for seq_id, count in self.failures.items():
                 newly_spent = seq_id in self.spent and seq_id not in self._saved_spent
                 if count != self._saved.get(seq_id, 0) or newly_spent:
                     changes.append((seq_id, count, self.spent[seq_id] if newly_spent else None))
-                    self._saved[seq_id] = count
-                    if newly_spent:
-                        self._saved_spent.add(seq_id)
+                    if mark:
+                        self._saved[seq_id] = count
+                        if newly_spent:
+                            self._saved_spent.add(seq_id)
         return changes
 
 

@@ -35,7 +35,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.batch import PlannedEmail
 from nurture.errors import NurtureError
-from nurture.sending.answers import Answer, DispatchReport, save_budget, settle_row, write_answers
+from nurture.sending.answers import (
+    Answer,
+    AnswerWrites,
+    DispatchReport,
+    answer_writes,
+    save_budget,
+    settle_row,
+    write_answer_writes,
+)
 from nurture.sending.guard import OUTAGE_AFTER, OutageBreaker, PassGuard
 from nurture.sending.outcomes import NotAttempted, SendOutcome, classify
 from nurture.sending.ratelimit import RateLimiter
@@ -192,6 +200,10 @@ class Sender:
         keys = reservations.reserve(
             conn, [e.key for e in emails], self.worker_id, lease, self.transport.name
         )
+        return self._kept(emails, keys)
+
+    def _kept(self, emails: list[PlannedEmail], keys: set[str]) -> list[PlannedEmail]:
+        """The emails whose keys were reserved (a warning for the others)."""
         if len(keys) == len(emails):
             return emails
         lost = [e for e in emails if e.key not in keys]
@@ -303,13 +315,19 @@ class Sender:
     def _write_answers_in(self, conn: Connection, answers: list[Answer]) -> DispatchReport:
         """Settle ``answers`` in the caller's transaction (and renew the leases
         if due); what they add to the report."""
+        return self._write_in(conn, self._writes(answers))
+
+    def _writes(self, answers: list[Answer]) -> AnswerWrites:
+        assert self._now is not None
+        return answer_writes(answers, now=self._now, transport=self.transport.name)
+
+    def _write_in(self, conn: Connection, writes: AnswerWrites) -> DispatchReport:
+        """:meth:`_write_answers_in` of answers' writes already worked out."""
         assert self._now is not None
         self._maybe_renew(conn)
-        report = write_answers(
-            conn, answers, now=self._now, worker_id=self.worker_id, transport=self.transport.name
-        )
+        write_answer_writes(conn, writes, now=self._now, worker_id=self.worker_id)
         save_budget(conn, self.guard, self._now)
-        return report
+        return writes.report
 
     def _settle_row(self, answer: Answer) -> reservations.Settle:
         assert self._now is not None

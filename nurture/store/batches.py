@@ -291,15 +291,25 @@ def _update_enrollments_postgresql(
     :me`` for one row and started from that index, reading every enrollment
     the worker held for each statement instead of the ids given (see
     ``tests/integration/test_plans.py``)."""
+    conn.exec_driver_sql(
+        update_enrollments_sql(conn.dialect),
+        update_enrollments_values(conn.dialect, worker_id, changes, now),
+    )
+
+
+def update_enrollments_values(
+    dialect: Any, worker_id: str, changes: Sequence[EnrollmentChange], now: datetime
+) -> dict[str, Any]:
+    """The parameters of :func:`update_enrollments_sql` for ``changes`` (the
+    first change of an enrollment changed twice)."""
     first: dict[int, EnrollmentChange] = {}
     for change in changes:
         first.setdefault(change.id, change)
     rows = [{name: getattr(c, name) for name in _CHANGED} for c in first.values()]
-    dialect = conn.dialect
     values: dict[str, Any] = column_arrays(dialect, _CHANGED, rows)
     values["me"] = worker_id
     values["now"] = bound(dialect, ENROLLMENT.c.updated_at, now)
-    conn.exec_driver_sql(update_enrollments_sql(dialect), values)
+    return values
 
 
 @cache

@@ -15,13 +15,17 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import any_, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
+from nurture.core.batch import EnrollmentChange
 from nurture.core.vocabulary import SendStatus
+from nurture.store.arrays import column_arrays, unnested
+from nurture.store.batches import update_enrollments_sql, update_enrollments_values
 from nurture.store.db import BUSY_TIMEOUT_MS
 from nurture.store.prepared import prepared, prepared_for
 from nurture.store.queries import ENROLLMENT, SEND
@@ -44,8 +48,11 @@ def _held_by_me() -> Any:
 
 # Reserving one email: the statement each reservation runs (see SerialLedger and
 # reserve), once per email, so its cost is the hot path's.
+# Its literals are named: a pool's round (round_sql) runs it beside
+# statements whose parameters have the column names.
+_QUEUED = bindparam("r_queued", SendStatus.QUEUED, type_=SEND.c.status.type)
 _RESERVED_VALUES = {
-    "status": SendStatus.RESERVED,
+    "status": bindparam("r_reserved", SendStatus.RESERVED, type_=SEND.c.status.type),
     "attempts": SEND.c.attempts + 1,
     "lease_until": bindparam("lease"),
     "transport": bindparam("transport"),
@@ -54,7 +61,7 @@ _RESERVE_ONE = (
     update(SEND)
     .where(
         SEND.c.key == bindparam("one_key"),
-        SEND.c.status == SendStatus.QUEUED,
+        SEND.c.status == _QUEUED,
         _held_by_me(),
     )
     .values(_RESERVED_VALUES)
@@ -209,7 +216,7 @@ def reserve_many_statement() -> tuple[Any, list[str]]:
     keys = bindparam("keys", type_=ARRAY(SEND.c.key.type))
     statement = (
         update(SEND)
-        .where(SEND.c.key == any_(keys), SEND.c.status == SendStatus.QUEUED, _held_by_me())
+        .where(SEND.c.key == any_(keys), SEND.c.status == _QUEUED, _held_by_me())
         .values(_RESERVED_VALUES)
         .returning(SEND.c.key)
     )
@@ -235,6 +242,111 @@ def reserve(
         # transaction.
         one = prepared(conn, "reserve_one", reserve_one_statement)
         return {key for key in keys if one.execute(cursor, {**fixed, "one_key": key}) == 1}
+
+
+_ANSWERED = {
+    "s_key": SEND.c.key,
+    "s_expected": SEND.c.status,
+    "s_status": SEND.c.status,
+    "s_reason": SEND.c.reason,
+    "s_attempts": SEND.c.attempts,
+    "s_next": SEND.c.next_attempt_at,
+    "s_sent": SEND.c.sent_at,
+    "s_pid": SEND.c.provider_message_id,
+    "s_transport": SEND.c.transport,
+}
+"""A round's answers as PostgreSQL's :func:`reserve_and_confirm` passes them:
+one array per :class:`Settle` field."""
+
+
+@cache
+def round_sql(dialect: Any) -> str:
+    """PostgreSQL: a send pool's whole round as one statement. The answers
+    settled (as :data:`_SETTLE` does, per row: the key and the status it
+    expects), their enrollments moved on and released
+    (:func:`~nurture.store.batches.update_enrollments_sql`), and the next
+    keys reserved (:func:`reserve_many_statement`, whose keys it returns).
+
+    The three parts touch different rows (an answer's key is never one being
+    reserved, and a reserved email's enrollment has no answer in the round),
+    so it does not matter that they see the database as it was before the
+    statement. The settle finds its rows through ``key = ANY``, the form the
+    planner takes the key's index for whatever the statistics say."""
+    names = ", ".join(_ANSWERED)
+    settle_many = f"""UPDATE send SET status = v.s_status, reason = v.s_reason,
+  attempts = v.s_attempts, next_attempt_at = v.s_next, sent_at = v.s_sent,
+  transport = v.s_transport, provider_message_id = v.s_pid, lease_until = NULL
+FROM {unnested(dialect, _ANSWERED)} AS v({names})
+WHERE send.key = ANY(%(s_key)s::varchar[]) AND send.key = v.s_key
+  AND coalesce(send.status, '') = v.s_expected"""
+    reserve = prepared_for(dialect, "reserve_many", reserve_many_statement).sql
+    return (
+        f"WITH settled AS ({settle_many} RETURNING 1),\n"
+        f"moved AS ({update_enrollments_sql(dialect)} RETURNING 1)\n{reserve}"
+    )
+
+
+def reserve_and_confirm(
+    conn: Connection,
+    keys: Sequence[str],
+    worker_id: str,
+    lease_until: datetime,
+    transport: str,
+    answers: Sequence[Settle],
+    changes: Sequence[EnrollmentChange],
+    now: datetime,
+) -> set[str]:
+    """PostgreSQL, outside a transaction: :func:`reserve`, :func:`settle` and
+    :func:`~nurture.store.batches.update_enrollments` of one round in one
+    statement (:func:`round_sql`), which is its own transaction: one round
+    trip and one commit. Returns the keys reserved."""
+    sql, values = round_statement(
+        conn.dialect, keys, worker_id, lease_until, transport, answers, changes, now
+    )
+    driver: Any = conn.connection.driver_connection
+    driver.autocommit = True  # the statement is the transaction
+    try:
+        with closing(driver.cursor()) as cursor:
+            cursor.execute(sql, values)
+            return {row[0] for row in cursor.fetchall()}
+    finally:
+        driver.autocommit = False  # as SQLAlchemy expects it between transactions
+
+
+def round_statement(
+    dialect: Any,
+    keys: Sequence[str],
+    worker_id: str,
+    lease_until: datetime,
+    transport: str,
+    answers: Sequence[Settle],
+    changes: Sequence[EnrollmentChange],
+    now: datetime,
+) -> tuple[str, dict[str, Any]]:
+    """:func:`round_sql` and its parameters for one round."""
+    answered = {a.key for a in answers}
+    assert answered.isdisjoint(keys), "an answer's key is being reserved again"
+    many = prepared_for(dialect, "reserve_many", reserve_many_statement)
+    values = many.params(
+        {"keys": list(keys), "me": worker_id, "lease": lease_until, "transport": transport}
+    )
+    values.update(update_enrollments_values(dialect, worker_id, changes, now))
+    values.update(column_arrays(dialect, _ANSWERED, [_answered_values(a) for a in answers]))
+    return round_sql(dialect), values
+
+
+def _answered_values(r: Settle) -> dict[str, Any]:
+    return {
+        "s_key": r.key,
+        "s_expected": r.expected,
+        "s_status": r.status,
+        "s_reason": r.reason,
+        "s_attempts": r.attempts,
+        "s_next": r.next_attempt_at,
+        "s_sent": r.sent_at,
+        "s_pid": r.provider_message_id,
+        "s_transport": r.transport,
+    }
 
 
 @dataclass(frozen=True)

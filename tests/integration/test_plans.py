@@ -15,16 +15,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
+from nurture.core.batch import EnrollmentChange
+from nurture.core.vocabulary import EnrollmentStatus, SendStatus
 from nurture.store import batches
 from nurture.store.db import make_engine
 from nurture.store.migrate import upgrade
 from nurture.store.prepared import prepared_for
 from nurture.store.reservations import (
+    Settle,
+    reserve_and_confirm,
     reserve_many_statement,
     reserve_one_statement,
+    round_statement,
     settle_statement,
 )
 
@@ -166,3 +171,97 @@ def test_an_answer_finds_its_row_by_key_however_many_are_in_flight(claimed: Engi
     )
     assert "uq_send_key" in found, found
     assert "ix_send_reserved" not in found, found
+
+
+def _answer(key: str, expected: SendStatus) -> Settle:
+    return Settle(
+        key=key,
+        expected=expected,
+        status=SendStatus.SENT,
+        reason=None,
+        attempts=1,
+        next_attempt_at=None,
+        sent_at=NOW,
+        provider_message_id=f"provider-{key}",
+        transport="sendgrid",
+    )
+
+
+def _moved_on(enrollment_id: int) -> EnrollmentChange:
+    return EnrollmentChange(
+        id=enrollment_id,
+        status=EnrollmentStatus.ACTIVE,
+        status_reason=None,
+        next_due_at=NOW + timedelta(days=2),
+        position="hello",
+    )
+
+
+def test_a_pool_round_in_one_statement_goes_by_key_and_id(claimed: Engine) -> None:
+    """A send pool's round on PostgreSQL (answers settled, their enrollments
+    moved on, the next keys reserved: one statement) reads the ledger by key
+    and the enrollments by id, with a round in flight and stale statistics."""
+    with claimed.begin() as conn:
+        conn.execute(
+            text("UPDATE send SET status = 'reserved' WHERE key IN ('k1', 'k2', 'k3', 'k4')")
+        )
+    sql, values = round_statement(
+        claimed.dialect,
+        [f"k{n}" for n in range(500, 500 + ROUND)],
+        "me",
+        NOW,
+        "sendgrid",
+        [_answer(f"k{n}", SendStatus.RESERVED) for n in range(1, 5)],
+        [_moved_on(n) for n in range(1, 5)],
+        NOW,
+    )
+    found = plan(claimed, sql, values)
+    assert found.count("uq_send_key") == 2, found
+    assert "pk_enrollment" in found, found
+    for unwanted in ("ix_send_reserved", "ix_enrollment_claimed_by", "Seq Scan"):
+        assert unwanted not in found, found
+
+
+def _ledger(engine: Engine) -> dict[str, tuple[str, str | None]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT key, status, provider_message_id FROM send WHERE key IN :keys").bindparams(
+                bindparam("keys", expanding=True)
+            ),
+            {"keys": ["k1", "k2", "k3", "k2001"]},
+        ).all()
+    return {key: (status, pid) for key, status, pid in rows}
+
+
+def test_a_pool_round_in_one_statement_writes_only_what_it_may(claimed: Engine) -> None:
+    """Each part keeps its condition: a key whose enrollment this worker does
+    not hold is not reserved, an answer whose row is not in the status it
+    expects is not written, and only the enrollments moved on are released."""
+    with claimed.connect() as conn:
+        first = reserve_and_confirm(conn, ["k1", "k2", "k2001"], "me", NOW, "memory", [], [], NOW)
+    assert first == {"k1", "k2"}  # enrollment 2001 is not this worker's
+    with claimed.connect() as conn:
+        second = reserve_and_confirm(
+            conn,
+            ["k3"],
+            "me",
+            NOW,
+            "memory",
+            [_answer("k1", SendStatus.RESERVED), _answer("k2", SendStatus.QUEUED)],
+            [_moved_on(1)],
+            NOW,
+        )
+    assert second == {"k3"}
+    assert _ledger(claimed) == {
+        "k1": ("sent", "provider-k1"),
+        "k2": ("reserved", None),  # it expected queued: left as it was
+        "k3": ("reserved", None),
+        "k2001": ("queued", None),
+    }
+    with claimed.connect() as conn:
+        claims = dict(
+            conn.execute(
+                text("SELECT id, claimed_by FROM enrollment WHERE id IN (1, 2, 3) ORDER BY id")
+            ).all()
+        )
+    assert claims == {1: None, 2: "me", 3: "me"}
