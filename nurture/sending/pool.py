@@ -211,8 +211,8 @@ class PooledSender(Sender):
         moves in one statement, its own transaction: one round trip and one
         commit where a transaction of its statements took five round trips."""
         assert self._now is not None
-        keys = reservations.reserve_and_confirm(
-            conn,
+        statement = reservations.round_statement(
+            conn.dialect,
             [e.key for e in wanted],
             self.worker_id,
             self.lease_until(),
@@ -221,6 +221,7 @@ class PooledSender(Sender):
             [] if writes is None else writes.changes,
             self._now,
         )
+        keys = reservations.reserve_and_confirm(conn, statement)
         return self._kept(wanted, keys)
 
     def _send_in_pool(self, email: PlannedEmail) -> None:

@@ -245,18 +245,18 @@ def reserve(
 
 
 _ANSWERED = {
-    "s_key": SEND.c.key,
-    "s_expected": SEND.c.status,
-    "s_status": SEND.c.status,
-    "s_reason": SEND.c.reason,
-    "s_attempts": SEND.c.attempts,
-    "s_next": SEND.c.next_attempt_at,
-    "s_sent": SEND.c.sent_at,
-    "s_pid": SEND.c.provider_message_id,
-    "s_transport": SEND.c.transport,
+    "_key": SEND.c.key,
+    "_expected": SEND.c.status,
+    "_status": SEND.c.status,
+    "_reason": SEND.c.reason,
+    "_attempts": SEND.c.attempts,
+    "_next": SEND.c.next_attempt_at,
+    "_sent": SEND.c.sent_at,
+    "_pid": SEND.c.provider_message_id,
+    "_transport": SEND.c.transport,
 }
 """A round's answers as PostgreSQL's :func:`reserve_and_confirm` passes them:
-one array per :class:`Settle` field."""
+one array per parameter of the one-row settle (:func:`_settle_values`)."""
 
 
 @cache
@@ -273,12 +273,12 @@ def round_sql(dialect: Any) -> str:
     statement. The settle finds its rows through ``key = ANY``, the form the
     planner takes the key's index for whatever the statistics say."""
     names = ", ".join(_ANSWERED)
-    settle_many = f"""UPDATE send SET status = v.s_status, reason = v.s_reason,
-  attempts = v.s_attempts, next_attempt_at = v.s_next, sent_at = v.s_sent,
-  transport = v.s_transport, provider_message_id = v.s_pid, lease_until = NULL
+    settle_many = f"""UPDATE send SET status = v._status, reason = v._reason,
+  attempts = v._attempts, next_attempt_at = v._next, sent_at = v._sent,
+  transport = v._transport, provider_message_id = v._pid, lease_until = NULL
 FROM {unnested(dialect, _ANSWERED)} AS v({names})
-WHERE send.key = ANY(%(s_key)s::varchar[]) AND send.key = v.s_key
-  AND coalesce(send.status, '') = v.s_expected"""
+WHERE send.key = ANY(%(_key)s::varchar[]) AND send.key = v._key
+  AND coalesce(send.status, '') = v._expected"""
     reserve = prepared_for(dialect, "reserve_many", reserve_many_statement).sql
     return (
         f"WITH settled AS ({settle_many} RETURNING 1),\n"
@@ -286,23 +286,12 @@ WHERE send.key = ANY(%(s_key)s::varchar[]) AND send.key = v.s_key
     )
 
 
-def reserve_and_confirm(
-    conn: Connection,
-    keys: Sequence[str],
-    worker_id: str,
-    lease_until: datetime,
-    transport: str,
-    answers: Sequence[Settle],
-    changes: Sequence[EnrollmentChange],
-    now: datetime,
-) -> set[str]:
+def reserve_and_confirm(conn: Connection, statement: tuple[str, dict[str, Any]]) -> set[str]:
     """PostgreSQL, outside a transaction: :func:`reserve`, :func:`settle` and
     :func:`~nurture.store.batches.update_enrollments` of one round in one
-    statement (:func:`round_sql`), which is its own transaction: one round
-    trip and one commit. Returns the keys reserved."""
-    sql, values = round_statement(
-        conn.dialect, keys, worker_id, lease_until, transport, answers, changes, now
-    )
+    statement (:func:`round_statement`), which is its own transaction: one
+    round trip and one commit. Returns the keys reserved."""
+    sql, values = statement
     driver: Any = conn.connection.driver_connection
     driver.autocommit = True  # the statement is the transaction
     try:
@@ -331,22 +320,8 @@ def round_statement(
         {"keys": list(keys), "me": worker_id, "lease": lease_until, "transport": transport}
     )
     values.update(update_enrollments_values(dialect, worker_id, changes, now))
-    values.update(column_arrays(dialect, _ANSWERED, [_answered_values(a) for a in answers]))
+    values.update(column_arrays(dialect, _ANSWERED, [_settle_values(a) for a in answers]))
     return round_sql(dialect), values
-
-
-def _answered_values(r: Settle) -> dict[str, Any]:
-    return {
-        "s_key": r.key,
-        "s_expected": r.expected,
-        "s_status": r.status,
-        "s_reason": r.reason,
-        "s_attempts": r.attempts,
-        "s_next": r.next_attempt_at,
-        "s_sent": r.sent_at,
-        "s_pid": r.provider_message_id,
-        "s_transport": r.transport,
-    }
 
 
 @dataclass(frozen=True)

@@ -238,18 +238,26 @@ def test_a_pool_round_in_one_statement_writes_only_what_it_may(claimed: Engine) 
     not hold is not reserved, an answer whose row is not in the status it
     expects is not written, and only the enrollments moved on are released."""
     with claimed.connect() as conn:
-        first = reserve_and_confirm(conn, ["k1", "k2", "k2001"], "me", NOW, "memory", [], [], NOW)
+        first = reserve_and_confirm(
+            conn,
+            round_statement(
+                claimed.dialect, ["k1", "k2", "k2001"], "me", NOW, "memory", [], [], NOW
+            ),
+        )
     assert first == {"k1", "k2"}  # enrollment 2001 is not this worker's
     with claimed.connect() as conn:
         second = reserve_and_confirm(
             conn,
-            ["k3"],
-            "me",
-            NOW,
-            "memory",
-            [_answer("k1", SendStatus.RESERVED), _answer("k2", SendStatus.QUEUED)],
-            [_moved_on(1)],
-            NOW,
+            round_statement(
+                claimed.dialect,
+                ["k3"],
+                "me",
+                NOW,
+                "memory",
+                [_answer("k1", SendStatus.RESERVED), _answer("k2", SendStatus.QUEUED)],
+                [_moved_on(1)],
+                NOW,
+            ),
         )
     assert second == {"k3"}
     assert _ledger(claimed) == {
