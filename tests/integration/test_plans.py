@@ -36,6 +36,9 @@ from nurture.store.reservations import (
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 PEOPLE = 3000
 ROUND = 128
+POOL = 10
+"""Keys reserved in a round of a small pool (the default is 8): as many as
+PostgreSQL's generic plan takes an array parameter to hold."""
 """Keys reserved in one round: a pool of 128 (the SendGrid benchmark's) starts with that many."""
 
 
@@ -273,3 +276,101 @@ def test_a_pool_round_in_one_statement_writes_only_what_it_may(claimed: Engine) 
             ).all()
         )
     assert claims == {1: None, 2: "me", 3: "me"}
+
+
+def test_a_pool_round_is_planned_on_the_ledger_as_it_is_now(pg_schema_url: str) -> None:
+    """A worker's rounds start on a new ledger of a few rows and go on while
+    it grows (with autovacuum off, nothing analyses it): the round read on a
+    ledger of thousands is still by key, however many rounds ran on it
+    small. A plan kept from those (a prepared statement's generic plan)
+    scanned the whole ledger at every round."""
+    engine = make_engine(pg_schema_url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        superuser = conn.execute(
+            text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        ).scalar()
+    if not superuser:
+        engine.dispose()
+        pytest.skip("reading the plan of a round needs LOAD 'auto_explain' (a superuser)")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO subscriber (email, name, status, tags, attributes, created_at,"
+                    " updated_at) SELECT 's' || g || '@example.com', '', 'active', '[]', '{}',"
+                    " :now, :now FROM generate_series(1, :n) g"
+                ),
+                {"now": NOW, "n": PEOPLE},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO enrollment (subscriber_id, sequence_id, sequence_version,"
+                    " status, enrolled_at, next_due_at, updated_at, trigger_properties,"
+                    " claimed_by, claimed_until) SELECT id, 'welcome', 'v1', 'active', :now,"
+                    " :now, :now, '{}', 'me', :until FROM subscriber"
+                ),
+                {"now": NOW, "until": NOW + timedelta(minutes=5)},
+            )
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE"))
+            conn.commit()
+        _queue(engine, 1, 200)  # the ledger of a new install: a few pages
+        plans: list[str] = []
+        with engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            driver.add_notice_handler(
+                lambda notice: (
+                    plans.append(notice.message_primary or "")
+                    if "WITH settled" in (notice.message_primary or "")
+                    else None
+                )
+            )
+            answered: list[int] = []
+            for round_ in range(17):
+                if round_ == 16:  # the ledger has grown since the first rounds
+                    _queue(engine, 201, PEOPLE)
+                    for step in range(2, 8):  # the later steps of the first emails
+                        _queue(engine, 1, PEOPLE, step=f"step-{step}")
+                    conn.exec_driver_sql("LOAD 'auto_explain'")
+                    conn.exec_driver_sql("SET auto_explain.log_min_duration = 0")
+                    conn.exec_driver_sql("SET client_min_messages = log")
+                    conn.commit()
+                wanted = list(range(POOL * round_ + 1, POOL * (round_ + 1) + 1))
+                reserved = reserve_and_confirm(
+                    conn,
+                    round_statement(
+                        engine.dialect,
+                        [f"k{n}" for n in wanted],
+                        "me",
+                        NOW + timedelta(minutes=5),
+                        "memory",
+                        [_answer(f"k{n}", SendStatus.RESERVED) for n in answered],
+                        [_moved_on(n) for n in answered],
+                        NOW,
+                    ),
+                )
+                assert reserved == {f"k{n}" for n in wanted}
+                answered = wanted
+        assert len(plans) == 1, plans
+        assert "uq_send_key" in plans[0], plans[0]
+        assert "Seq Scan on send" not in plans[0], plans[0]
+        assert _ledger(engine)["k1"] == ("sent", "provider-k1")
+    finally:
+        engine.dispose()
+
+
+def _queue(engine: Engine, first: int, last: int, step: str = "hello") -> None:
+    """A queued ledger row of ``step`` for enrollments ``first`` to ``last``
+    (its key ``k<id>`` for the step ``hello``, ``k<id>-<step>`` for others)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO send (key, enrollment_id, subscriber_id, sequence_id,"
+                " sequence_version, step_id, status, due_at, decided_at, attempts)"
+                " SELECT 'k' || id || CASE WHEN :step = 'hello' THEN '' ELSE '-' || :step END,"
+                " id, subscriber_id, 'welcome', 'v1', :step, 'queued', :now, :now, 0"
+                " FROM enrollment WHERE id BETWEEN :first AND :last"
+            ),
+            {"now": NOW, "first": first, "last": last, "step": step},
+        )
