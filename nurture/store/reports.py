@@ -25,7 +25,7 @@ def active_enrollment_count(conn: Connection) -> int:
 def due_enrollment_count(conn: Connection, now: datetime) -> int:
     """How many active enrollments are due at ``now``: the size of the pass
     ``nurture dispatch`` is about to make (for its progress bar). The same
-    range scan on ``ix_enrollment_due (status, next_due_at)`` as the claim."""
+    range scan on ``ix_enrollment_due (status, next_due_at, id)`` as the claim."""
     count = conn.execute(
         select(func.count())
         .select_from(ENROLLMENT)

@@ -9,8 +9,8 @@ Invariants (docs/architecture.md explains the ledger):
 * ``send`` is the ledger and the send log: one row per step decision, unique
   (enrollment, step), so a step can never be sent twice.
 * ``event.provider_event_id`` is unique: a replayed webhook is a no-op.
-* ``ix_enrollment_due`` on (status, next_due_at) makes "what is due now" a
-  range scan.
+* ``ix_enrollment_due`` on (status, next_due_at, id) makes "what is due now" a
+  range scan, in the order the claim takes it.
 * every status column and ``event.kind`` holds a word of its vocabulary
   (``nurture.core.vocabulary``): named CHECK constraints, ``ck_<table>_<column>``.
 """
@@ -106,8 +106,10 @@ class SubscriberRow(SQLModel, table=True):
 class EnrollmentRow(SQLModel, table=True):
     __tablename__ = "enrollment"
     __table_args__ = (
-        # "What is due now": WHERE status = 'active' AND next_due_at <= :now.
-        Index("ix_enrollment_due", "status", "next_due_at"),
+        # "What is due now": WHERE status = 'active' AND next_due_at <= :now,
+        # in the claim's order (next_due_at, id), so it stops at its limit
+        # instead of sorting everything due (migration 0012).
+        Index("ix_enrollment_due", "status", "next_due_at", "id"),
         # At most one active enrollment per subscriber and sequence.
         Index(
             "uq_enrollment_active",

@@ -199,7 +199,7 @@ def test_active_enrollment_index_is_partial(engine: Engine) -> None:
     assert active["column_names"] == ["subscriber_id", "sequence_id"]
     where = active["dialect_options"][f"{engine.dialect.name}_where"]
     assert "active" in str(where)
-    assert indexes["ix_enrollment_due"]["column_names"] == ["status", "next_due_at"]
+    assert indexes["ix_enrollment_due"]["column_names"] == ["status", "next_due_at", "id"]
 
 
 def test_a_workers_lease_renewal_reads_only_what_it_holds(engine: Engine) -> None:

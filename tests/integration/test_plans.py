@@ -24,6 +24,7 @@ from nurture.store import batches
 from nurture.store.db import make_engine
 from nurture.store.migrate import upgrade
 from nurture.store.prepared import prepared_for
+from nurture.store.queries import claim_due_enrollments
 from nurture.store.reservations import (
     Settle,
     reserve_and_confirm,
@@ -36,6 +37,7 @@ from nurture.store.reservations import (
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 PEOPLE = 3000
 ROUND = 128
+DUE_AT_ONCE = 30_000
 POOL = 10
 """Keys reserved in a round of a small pool (the default is 8): as many as
 PostgreSQL's generic plan takes an array parameter to hold."""
@@ -286,14 +288,10 @@ def test_a_pool_round_is_planned_on_the_ledger_as_it_is_now(pg_schema_url: str) 
     scanned the whole ledger at every round."""
     engine = make_engine(pg_schema_url)
     upgrade(engine)
-    with engine.connect() as conn:
-        superuser = conn.execute(
-            text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        ).scalar()
-    if not superuser:
-        engine.dispose()
-        pytest.skip("reading the plan of a round needs LOAD 'auto_explain' (a superuser)")
     try:
+        with engine.connect() as conn:
+            if not _superuser(conn):
+                pytest.skip("reading the plan of a round needs LOAD 'auto_explain' (a superuser)")
         with engine.begin() as conn:
             conn.execute(
                 text(
@@ -318,24 +316,13 @@ def test_a_pool_round_is_planned_on_the_ledger_as_it_is_now(pg_schema_url: str) 
         _queue(engine, 1, 200)  # the ledger of a new install: a few pages
         plans: list[str] = []
         with engine.connect() as conn:
-            driver: Any = conn.connection.driver_connection
-            driver.add_notice_handler(
-                lambda notice: (
-                    plans.append(notice.message_primary or "")
-                    if "WITH settled" in (notice.message_primary or "")
-                    else None
-                )
-            )
             answered: list[int] = []
             for round_ in range(17):
                 if round_ == 16:  # the ledger has grown since the first rounds
                     _queue(engine, 201, PEOPLE)
                     for step in range(2, 8):  # the later steps of the first emails
                         _queue(engine, 1, PEOPLE, step=f"step-{step}")
-                    conn.exec_driver_sql("LOAD 'auto_explain'")
-                    conn.exec_driver_sql("SET auto_explain.log_min_duration = 0")
-                    conn.exec_driver_sql("SET client_min_messages = log")
-                    conn.commit()
+                    plans = _explained(conn, "WITH settled")
                 wanted = list(range(POOL * round_ + 1, POOL * (round_ + 1) + 1))
                 reserved = reserve_and_confirm(
                     conn,
@@ -374,3 +361,75 @@ def _queue(engine: Engine, first: int, last: int, step: str = "hello") -> None:
             ),
             {"now": NOW, "first": first, "last": last, "step": step},
         )
+
+
+def test_the_claim_reads_a_batch_however_many_are_due(pg_schema_url: str) -> None:
+    """Everyone enrolled at one instant (an import) is due at one instant:
+    the claim takes its batch in ``ix_enrollment_due``'s order and stops at
+    its limit, instead of reading and sorting every due row per batch."""
+    engine = make_engine(pg_schema_url)
+    upgrade(engine)
+    try:
+        with engine.begin() as conn:
+            if not _superuser(conn):
+                pytest.skip("reading the claim's plan needs LOAD 'auto_explain' (a superuser)")
+            conn.execute(
+                text(
+                    "INSERT INTO subscriber (email, name, status, tags, attributes, created_at,"
+                    " updated_at) SELECT 's' || g || '@example.com', '', 'active', '[]', '{}',"
+                    " :now, :now FROM generate_series(1, :n) g"
+                ),
+                {"now": NOW, "n": DUE_AT_ONCE},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO enrollment (subscriber_id, sequence_id, sequence_version,"
+                    " status, enrolled_at, next_due_at, updated_at, trigger_properties)"
+                    " SELECT id, 'welcome', 'v1', 'active', :now, :now, :now, '{}'"
+                    " FROM subscriber"
+                ),
+                {"now": NOW},
+            )
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE"))
+            conn.commit()
+            plans = _explained(conn, "claimed_by")
+            with conn.begin():
+                claimed = claim_due_enrollments(
+                    conn,
+                    now=NOW,
+                    lease_until=NOW + timedelta(minutes=5),
+                    worker_id="me",
+                    sequence_ids=["welcome"],
+                    limit=1000,
+                )
+        assert claimed == list(range(1, 1001))  # the oldest, then by id
+        assert len(plans) == 1, plans
+        assert "ix_enrollment_due" in plans[0], plans[0]
+        assert "Sort" not in plans[0], plans[0]
+    finally:
+        engine.dispose()
+
+
+def _superuser(conn: Any) -> bool:
+    return bool(
+        conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
+    )
+
+
+def _explained(conn: Any, marker: str) -> list[str]:
+    """From now on, the plan of each statement of ``conn`` whose text holds
+    ``marker``, as ``auto_explain`` logs it (a superuser's session only)."""
+    found: list[str] = []
+
+    def keep(notice: Any) -> None:
+        message = notice.message_primary or ""
+        if "Query Text:" in message and marker in message:
+            found.append(message)
+
+    conn.connection.driver_connection.add_notice_handler(keep)
+    conn.exec_driver_sql("LOAD 'auto_explain'")
+    conn.exec_driver_sql("SET auto_explain.log_min_duration = 0")
+    conn.exec_driver_sql("SET client_min_messages = log")
+    conn.commit()
+    return found
