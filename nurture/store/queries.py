@@ -63,9 +63,10 @@ def claim_due_enrollments(
     Due means ``status = 'active' AND next_due_at <= now``, a range scan on
     ``ix_enrollment_due (status, next_due_at, id)``, oldest first (then by id)
     so late work is not starved; the index gives that order, so the claim
-    reads about ``limit`` rows however many are due. A row is claimable when nobody holds it or its
-    lease expired; leases are times on the workers' wall clock (``lease_now``,
-    by default ``now``), which may differ from the pass's ``now``.
+    reads about ``limit`` rows however many are due. A row is claimable when
+    nobody holds it or its lease expired; leases are times on the workers'
+    wall clock (``lease_now``, by default ``now``), which may differ from the
+    pass's ``now``.
 
     Two dispatchers must never take the same row:
 
