@@ -119,7 +119,7 @@ class AnswerWrites:
     @property
     def settles_and_moves_only(self) -> bool:
         """Only ledger rows settled and enrollments moved on (what a send
-        pool's round statement writes, :func:`reservations.reserve_and_confirm`)."""
+        pool's round statement writes, :func:`nurture.store.rounds.reserve_and_confirm`)."""
         return not self.invalid and not self.message_ids
 
 

@@ -4,7 +4,7 @@ The coordinator reserves in chunks of at most the free send slots, hands
 them to the pool and confirms answers as they come (each of its
 transactions reserves the next chunk and carries the answers collected so
 far: one commit per round; on PostgreSQL the round is one statement when it
-can be, :func:`nurture.store.reservations.reserve_and_confirm`). The dispatcher
+can be, :func:`nurture.store.rounds.reserve_and_confirm`). The dispatcher
 plans the next batch meanwhile; :meth:`PooledSender.wait_below` keeps it
 about one batch ahead.
 """
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from nurture.core.batch import PlannedEmail
 from nurture.sending.answers import Answer, AnswerWrites
 from nurture.sending.sender import Sender
-from nurture.store import reservations
+from nurture.store import rounds
 
 log = logging.getLogger("nurture.sending.sender")
 
@@ -192,7 +192,7 @@ class PooledSender(Sender):
 
     def _fits_one_statement(self, writes: AnswerWrites | None) -> bool:
         """Can this round be PostgreSQL's one statement
-        (:func:`reservations.reserve_and_confirm`)? Not when the leases are
+        (:func:`rounds.reserve_and_confirm`)? Not when the leases are
         due for renewal, a sequence's failure count is to be saved, or an
         answer writes more than its ledger row and enrollment (an address
         the provider rejected): those rounds take a transaction of several
@@ -211,7 +211,7 @@ class PooledSender(Sender):
         moves in one statement, its own transaction: one round trip and one
         commit where a transaction of its statements took five round trips."""
         assert self._now is not None
-        statement = reservations.round_statement(
+        statement = rounds.round_statement(
             conn.dialect,
             [e.key for e in wanted],
             self.worker_id,
@@ -221,7 +221,7 @@ class PooledSender(Sender):
             [] if writes is None else writes.changes,
             self._now,
         )
-        keys = reservations.reserve_and_confirm(conn, statement)
+        keys = rounds.reserve_and_confirm(conn, statement)
         return self._kept(wanted, keys)
 
     def _send_in_pool(self, email: PlannedEmail) -> None:

@@ -27,12 +27,11 @@ from nurture.store.prepared import prepared_for
 from nurture.store.queries import claim_due_enrollments
 from nurture.store.reservations import (
     Settle,
-    reserve_and_confirm,
     reserve_many_statement,
     reserve_one_statement,
-    round_statement,
     settle_statement,
 )
+from nurture.store.rounds import reserve_and_confirm, round_statement
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 PEOPLE = 3000
@@ -50,37 +49,8 @@ def claimed(pg_schema_url: str) -> Iterator[Engine]:
     then a queued email each, and 1,000 of them claimed by the worker ``me``."""
     engine = make_engine(pg_schema_url)
     upgrade(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO subscriber (email, name, status, tags, attributes, created_at,"
-                " updated_at) SELECT 's' || g || '@example.com', '', 'active', '[]', '{}',"
-                " :now, :now FROM generate_series(1, :n) g"
-            ),
-            {"now": NOW, "n": PEOPLE},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO enrollment (subscriber_id, sequence_id, sequence_version, status,"
-                " enrolled_at, next_due_at, updated_at, trigger_properties)"
-                " SELECT id, 'welcome', 'v1', 'active', :now, :now, :now, '{}' FROM subscriber"
-            ),
-            {"now": NOW},
-        )
-    with engine.connect() as conn:
-        # The ledger analysed empty (its rows are written by the passes after).
-        conn.execute(text("ANALYZE"))
-        conn.commit()
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO send (key, enrollment_id, subscriber_id, sequence_id,"
-                " sequence_version, step_id, status, due_at, decided_at, attempts)"
-                " SELECT 'k' || id, id, subscriber_id, 'welcome', 'v1', 'hello', 'queued',"
-                " :now, :now, 0 FROM enrollment"
-            ),
-            {"now": NOW},
-        )
+    _enrolled(engine, PEOPLE)  # the ledger analysed empty: its rows come with the passes after
+    _queue(engine, 1, PEOPLE)
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -292,27 +262,7 @@ def test_a_pool_round_is_planned_on_the_ledger_as_it_is_now(pg_schema_url: str) 
         with engine.connect() as conn:
             if not _superuser(conn):
                 pytest.skip("reading the plan of a round needs LOAD 'auto_explain' (a superuser)")
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO subscriber (email, name, status, tags, attributes, created_at,"
-                    " updated_at) SELECT 's' || g || '@example.com', '', 'active', '[]', '{}',"
-                    " :now, :now FROM generate_series(1, :n) g"
-                ),
-                {"now": NOW, "n": PEOPLE},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO enrollment (subscriber_id, sequence_id, sequence_version,"
-                    " status, enrolled_at, next_due_at, updated_at, trigger_properties,"
-                    " claimed_by, claimed_until) SELECT id, 'welcome', 'v1', 'active', :now,"
-                    " :now, :now, '{}', 'me', :until FROM subscriber"
-                ),
-                {"now": NOW, "until": NOW + timedelta(minutes=5)},
-            )
-        with engine.connect() as conn:
-            conn.execute(text("ANALYZE"))
-            conn.commit()
+        _enrolled(engine, PEOPLE, claimed_by="me")
         _queue(engine, 1, 200)  # the ledger of a new install: a few pages
         plans: list[str] = []
         with engine.connect() as conn:
@@ -370,29 +320,11 @@ def test_the_claim_reads_a_batch_however_many_are_due(pg_schema_url: str) -> Non
     engine = make_engine(pg_schema_url)
     upgrade(engine)
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn:
             if not _superuser(conn):
                 pytest.skip("reading the claim's plan needs LOAD 'auto_explain' (a superuser)")
-            conn.execute(
-                text(
-                    "INSERT INTO subscriber (email, name, status, tags, attributes, created_at,"
-                    " updated_at) SELECT 's' || g || '@example.com', '', 'active', '[]', '{}',"
-                    " :now, :now FROM generate_series(1, :n) g"
-                ),
-                {"now": NOW, "n": DUE_AT_ONCE},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO enrollment (subscriber_id, sequence_id, sequence_version,"
-                    " status, enrolled_at, next_due_at, updated_at, trigger_properties)"
-                    " SELECT id, 'welcome', 'v1', 'active', :now, :now, :now, '{}'"
-                    " FROM subscriber"
-                ),
-                {"now": NOW},
-            )
+        _enrolled(engine, DUE_AT_ONCE)
         with engine.connect() as conn:
-            conn.execute(text("ANALYZE"))
-            conn.commit()
             plans = _explained(conn, "claimed_by")
             with conn.begin():
                 claimed = claim_due_enrollments(
@@ -409,6 +341,34 @@ def test_the_claim_reads_a_batch_however_many_are_due(pg_schema_url: str) -> Non
         assert "Sort" not in plans[0], plans[0]
     finally:
         engine.dispose()
+
+
+def _enrolled(engine: Engine, people: int, *, claimed_by: str | None = None) -> None:
+    """``people`` subscribers, each enrolled and due at ``NOW`` (held by
+    ``claimed_by`` if given), then every table analysed."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscriber (email, name, status, tags, attributes, created_at,"
+                " updated_at) SELECT 's' || g || '@example.com', '', 'active', '[]', '{}',"
+                " :now, :now FROM generate_series(1, :n) g"
+            ),
+            {"now": NOW, "n": people},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO enrollment (subscriber_id, sequence_id, sequence_version,"
+                " status, enrolled_at, next_due_at, updated_at, trigger_properties,"
+                " claimed_by, claimed_until) SELECT id, 'welcome', 'v1', 'active', :now,"
+                " :now, :now, '{}', CAST(:me AS VARCHAR),"
+                " CASE WHEN :me IS NULL THEN NULL ELSE CAST(:until AS TIMESTAMPTZ) END"
+                " FROM subscriber"
+            ),
+            {"now": NOW, "me": claimed_by, "until": NOW + timedelta(minutes=5)},
+        )
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+        conn.commit()
 
 
 def _superuser(conn: Any) -> bool:
