@@ -238,7 +238,7 @@ def run_workers(
     sent = sum(o[0] for o in outcomes)
     delivered = provider_us = None
     if fake is not None:
-        provider_us = provider_cpu_us(fake, provider_cpu, sent)
+        provider_us = provider_cpu_us(fake.pid, provider_cpu, sent)
         delivered = fake.stats().get("delivered")
         fake.stop()
     drop()
@@ -265,10 +265,11 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def provider_cpu_us(fake: Any, before: float | None, sent: int) -> int | None:
-    """The fake SendGrid's CPU per email since ``before``: on a two-core machine
-    it is taken from the workers being measured, so it is reported beside theirs."""
-    after = process_cpu(fake.pid)
+def provider_cpu_us(pid: int, before: float | None, sent: int) -> int | None:
+    """The fake SendGrid's (process ``pid``) CPU per email since ``before``: on a
+    two-core machine it is taken from the workers being measured, so it is
+    reported beside theirs."""
+    after = process_cpu(pid)
     if before is None or after is None:
         return None
     return round((after - before) / max(sent, 1) * 1e6)
@@ -319,7 +320,7 @@ def run_scenario(
     cpu = time.process_time() - cpu_started  # every thread of this process
     delivered = provider_us = None
     if fake is not None:
-        provider_us = provider_cpu_us(fake, provider_cpu, report.sent)
+        provider_us = provider_cpu_us(fake.pid, provider_cpu, report.sent)
         delivered = fake.stats().get("delivered")
         fake.stop()
     runtime.close()

@@ -193,8 +193,9 @@ class Handler(BaseHTTPRequestHandler):
         The standard library parses headers with the email package, about a
         third of the fake's time per mail send, which on a two-core machine is
         taken from the workers it measures. A plain ``METHOD PATH HTTP/1.x``
-        request with well-formed header lines is read here; anything else goes
-        to the standard library's parser, which answers the errors.
+        request line is followed here, and a malformed header line answered
+        400 (too many, 431); any other request line goes to the standard
+        library's parser, which answers its errors.
         """
         words = self.raw_requestline.split()
         if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
