@@ -99,6 +99,14 @@ def safe(text: object, style: str = "", *, lines: bool = False) -> Text:
     return Text(clean(str(text), lines=lines), style=style)
 
 
+def with_reason(status: str, reason: str | None) -> str:
+    """A status and why, once: ``unsubscribed (one-click)`` rather than
+    ``unsubscribed (unsubscribed (one-click))`` when the reason names the status."""
+    if not reason:
+        return status
+    return reason if reason.startswith(status) else f"{status} ({reason})"
+
+
 def say(text: str) -> None:
     """Print a line on stdout that contains outside text (an address, an id) literally."""
     out.print(safe(text), soft_wrap=True)

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from nurture.cli.console import errors, examples, fail, out, print_json, safe
+from nurture.cli.console import errors, examples, fail, out, print_json, safe, with_reason
 
 if TYPE_CHECKING:
     from nurture.admin.explain import SubscriberExplain
@@ -39,7 +39,7 @@ def _when(moment: datetime | None, zone: ZoneInfo, approximate: bool = False) ->
 
 def print_explain(found: SubscriberExplain) -> None:
     p = found.profile
-    status = p.status + (f" ({p.status_reason})" if p.status_reason else "")
+    status = with_reason(p.status, p.status_reason)
     out.print(Text.assemble((p.email, "bold"), "  ", safe(p.name)))
     out.print(safe(f"status: {status}; time zone: {p.timezone or '- (the sequence’s)'}"))
     if p.suppressed:

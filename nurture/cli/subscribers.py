@@ -28,7 +28,16 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from nurture.cli.bounds import MAX_OFFSET, MAX_ROWS
-from nurture.cli.console import errors, examples, fail, out, print_json, safe, say
+from nurture.cli.console import (
+    errors,
+    examples,
+    fail,
+    out,
+    print_json,
+    safe,
+    say,
+    with_reason,
+)
 from nurture.cli.context import app_context, store_session
 from nurture.cli.csv_import import IMPORT_EXAMPLES, import_command
 from nurture.cli.enroll import enrolled_lines, find_subscriber
@@ -270,9 +279,7 @@ def show_command(
     details.add_row("email", safe(row.email))
     details.add_row("name", safe(row.name or "-"))
     details.add_row("first name", safe(row.first_name or "-"))
-    details.add_row(
-        "status", safe(row.status + (f" ({row.status_reason})" if row.status_reason else ""))
-    )
+    details.add_row("status", safe(with_reason(row.status, row.status_reason)))
     details.add_row("time zone", safe(row.timezone or "- (the sequence's)"))
     details.add_row("locale", safe(row.locale or "- (the sequence's)"))
     details.add_row("tags", safe(", ".join(row.tags) or "-"))

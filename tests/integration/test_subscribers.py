@@ -812,3 +812,14 @@ def test_cli_show_gives_when_the_next_email_really_goes_out(engine: Engine) -> N
     enrollments = result.stdout.split("Enrollments", 1)[1]
     assert "welcome: 2025-03-04 08:00 PST" in enrollments, result.stdout
     assert "01:30" not in enrollments
+
+
+def test_cli_show_names_the_status_once(fake_app: FakeApp) -> None:
+    assert _run(fake_app, "subscribers", "add", "anna@example.com").exit_code == 0
+    result = _run(fake_app, "subscribers", "unsubscribe", "anna@example.com")
+    assert result.exit_code == 0, result.output
+    shown = _run(fake_app, "subscribers", "show", "anna@example.com")
+    assert shown.exit_code == 0, shown.output
+    # The reason already says "unsubscribed (how)": not "unsubscribed (unsubscribed (...))".
+    assert "status      unsubscribed (admin)" in shown.stdout, shown.stdout
+    assert "(unsubscribed" not in shown.stdout, shown.stdout
