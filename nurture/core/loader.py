@@ -39,7 +39,7 @@ from nurture.core.conditions import (
     name_problems,
 )
 from nurture.core.files import MEGABYTE, FileRefused, read_text
-from nurture.core.messages import key_path, schema_diagnostics, yaml_hint
+from nurture.core.messages import key_path, schema_diagnostics, yaml_problem
 from nurture.core.model import Path as KeyPath
 from nurture.core.model import Sequence
 from nurture.core.yamltext import (
@@ -225,15 +225,7 @@ def parse_sequence(
         message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"
         return None, [Diagnostic(display, 1, 1, message)]
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = exc.problem or "invalid YAML"
-        if exc.context and "duplicate" not in problem:
-            problem = f"{exc.context}: {problem}"
-        problem = problem.strip().split("\n")[0]
-        if "duplicate" not in problem:
-            problem = yaml_hint(problem)
-        return None, [Diagnostic(display, line, column, problem)]
+        return None, [Diagnostic(display, *yaml_problem(exc))]
     except YAMLError as exc:
         return None, [Diagnostic(display, 1, 1, f"invalid YAML: {exc}")]
     except (AttributeError, TypeError, ValueError, KeyError) as exc:

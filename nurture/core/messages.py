@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+from ruamel.yaml.error import MarkedYAMLError
 
 from nurture.core.model import SLUG
 from nurture.core.model import Sequence as SequenceModel
@@ -198,10 +199,47 @@ _YAML_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
         "a quote that is not closed: end the text with the same quote it starts with",
     ),
     (
+        ("while parsing a flow sequence",),
+        "a '[' list that is not closed: end it with ']' and separate its items with ','",
+    ),
+    (
+        ("while parsing a flow mapping",),
+        "a '{' mapping that is not closed: end it with '}' and separate its entries with ','",
+    ),
+    (
         ("that cannot start any token",),
         "a value that starts with a character YAML reserves (@, `, %): put it in quotes",
     ),
 )
+
+
+# Where the parser gives up on these, the cause is where the thing opened.
+_OPENED = (
+    "while scanning a quoted scalar",
+    "while parsing a flow sequence",
+    "while parsing a flow mapping",
+)
+
+
+def yaml_problem(exc: MarkedYAMLError) -> tuple[int, int, str]:
+    """The YAML parser's error as (line, column, message with a hint).
+
+    A quote, ``[`` or ``{`` left open is reported where it opens, not where
+    the parser gave up (often the end of the file): the message says both.
+    """
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    problem = (exc.problem or "invalid YAML").strip().split("\n")[0]
+    if "duplicate" in problem:
+        return line, column, problem
+    context = (exc.context or "").strip()
+    if context:
+        problem = f"{context}: {problem}"
+    opened = exc.context_mark
+    if context in _OPENED and opened is not None and exc.problem_mark is not None:
+        problem = f"{problem} at line {line}, column {column}"
+        line, column = opened.line + 1, opened.column + 1
+    return line, column, yaml_hint(problem)
 
 
 def yaml_hint(problem: str) -> str:

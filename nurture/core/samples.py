@@ -22,6 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from nurture.core.files import MEGABYTE, FileRefused
 from nurture.core.loader import SAMPLE_SUFFIX, Positions, display_path, read_file, symlink_loop
+from nurture.core.messages import yaml_problem
 from nurture.core.model import Sequence
 from nurture.core.places import check_locale, check_timezone
 from nurture.core.subscriber import Subscriber
@@ -188,9 +189,7 @@ def _load(text: str, shown: str) -> Any:
     try:
         data = safe_yaml().load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = (exc.problem or "invalid YAML").strip().split("\n")[0]
+        line, column, problem = yaml_problem(exc)
         raise refuse(line, column, f"cannot read sample data: {problem}") from exc
     except RecursionError as exc:
         message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"

@@ -111,6 +111,25 @@ def test_yaml_syntax_error_position() -> None:
     assert 12 <= line <= 18
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "where", "hint"),
+    [
+        ("  - id: offer", "  - id: [offer", "seq.yaml:12:9:", "a '[' list that is not closed"),
+        ("sender: {name", "sender: {{name", "seq.yaml:4:9:", "a '{' mapping that is not closed"),
+        ("name: Demo", "name: 'Demo", "seq.yaml:3:7:", "a quote that is not closed"),
+        ("subject: Offer", "subject: 'Offer", "seq.yaml:15:14:", "a quote that is not closed"),
+    ],
+)
+def test_an_unclosed_bracket_or_quote_is_named_where_it_opens(
+    old: str, new: str, where: str, hint: str
+) -> None:
+    # The parser gives up further down (often at the end of the file); the
+    # message names that place too.
+    [message] = problems(GOOD.replace(old, new))
+    assert message.startswith(f"{where} {hint}"), message
+    assert " at line " in message, message
+
+
 def test_yaml_12_keeps_on_and_times_as_strings() -> None:
     # YAML 1.1 loaders turn `on` into True and 1:30 into 90; ruamel does not.
     [message] = problems(GOOD.replace("wait: 2 days", "wait: 1:30"))

@@ -139,8 +139,15 @@ def test_preview_never_builds_a_path_from_an_unchecked_locale(tmp_path: Path, wh
             "email: a@b.com\nname: !!binary aGVsbG8A\n",
             'bad.yaml:2:7: YAML tags such as "!!binary" are not supported',
         ),
-        ("email: a@b.com\nname: [unclosed\n", "bad.yaml:3:1: cannot read sample data: "),
-        ("- email: a@b.com\n  name: 'x\n", "bad.yaml:3:1: cannot read sample data: "),
+        # An unclosed bracket or quote is named where it opens, not at the end.
+        (
+            "email: a@b.com\nname: [unclosed\n",
+            "bad.yaml:2:7: cannot read sample data: a '[' list that is not closed",
+        ),
+        (
+            "- email: a@b.com\n  name: 'x\n",
+            "bad.yaml:2:9: cannot read sample data: a quote that is not closed",
+        ),
         ("email: " + "[" * 3000 + "]" * 3000 + "\n", "bad.yaml:1:58: the file nests"),
         (
             "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
