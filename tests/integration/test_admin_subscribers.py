@@ -163,6 +163,10 @@ def test_unsubscribing_on_the_page_ends_the_enrollment_and_is_recorded(admin: Ad
     assert answer.headers["location"] == f"/admin/subscribers/{sid}?notice=unsubscribed"
     shown = admin.client.get(answer.headers["location"])
     assert "Unsubscribed from all email" in shown.text
+    # The status is named once, and the button that can no longer change anything is gone.
+    assert '<span class="status">unsubscribed</span> (admin)</dd>' in shown.text
+    assert "Unsubscribe from all email</button>" in page.text
+    assert "Unsubscribe from all email</button>" not in shown.text
     steps = steps_of(explain(admin, sid, token(admin)))
     assert steps["welcome"]["state"] == "sent"
     assert steps["three-models"]["state"] == "not reached"
