@@ -16,6 +16,7 @@ transaction, ``last_used_at`` of its token included.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -242,6 +243,43 @@ def _subscriber_errors(body: SubscriberIn) -> dict[str, str]:
     return errors
 
 
+def _parse_subscriber(raw: bytes) -> SubscriberIn:
+    """``raw`` as a subscriber, or every refused field at once.
+
+    A field of the wrong type stops the model before the checks of the others
+    run; they are run here too, on the fields that had the right type, so one
+    answer names every field to fix (not the wrong type first, then the rest).
+    """
+    try:
+        body = _parse(SubscriberIn, raw)
+    except Refused as refused:
+        if refused.status == 422:
+            refused.errors = {**refused.errors, **_errors_of_the_other_fields(raw, refused.errors)}
+        raise
+    errors = _subscriber_errors(body)
+    if errors:
+        raise Refused(422, "the subscriber was refused", errors)
+    return body
+
+
+def _errors_of_the_other_fields(raw: bytes, refused: dict[str, str]) -> dict[str, str]:
+    data = json.loads(raw)  # valid JSON: _parse answered 400 otherwise
+    if not isinstance(data, dict):
+        return {}
+    broken = {key.split(".")[0] for key in refused}
+    given = {
+        key: value
+        for key, value in data.items()
+        if key in SubscriberIn.model_fields and key not in broken
+    }
+    try:
+        # The email is checked below only if it was given with the right type.
+        body = SubscriberIn.model_validate_json(json.dumps({"email": "", **given}))
+    except ValidationError:
+        return {}
+    return {key: message for key, message in _subscriber_errors(body).items() if key in given}
+
+
 def routes(runtime: Runtime) -> APIRouter:
     """The ``/api/v1`` routes over ``runtime``."""
     router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -293,10 +331,7 @@ def routes(runtime: Runtime) -> APIRouter:
         """
 
         def work(session: Session, raw: bytes) -> tuple[int, SubscriberOut]:
-            body = _parse(SubscriberIn, raw)
-            errors = _subscriber_errors(body)
-            if errors:
-                raise Refused(422, "the subscriber was refused", errors)
+            body = _parse_subscriber(raw)
             data = SubscriberInput.parse(
                 email=body.email,
                 name=body.name,

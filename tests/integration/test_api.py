@@ -151,6 +151,14 @@ def test_refused_subscribers_get_an_error_per_field_and_change_nothing(api: Api)
     wrong_types = api.post("/api/v1/subscribers", {**KARIN, "tags": "b2b", "name": 5})
     assert wrong_types.status_code == 422
     assert {"tags", "name"} <= set(wrong_types.json()["errors"])
+    # A wrong type and a refused value, in one answer: every field to fix at once.
+    both = {**bad, "tags": "b2b", "consent": {"source": "x", "at": "2026-01-01T00:00:00Z"}}
+    answer = api.post("/api/v1/subscribers", both)
+    assert answer.status_code == 422
+    assert set(answer.json()["errors"]) == {"tags", "email", "timezone", "locale"}, answer.text
+    assert "Mars/Olympus" in answer.json()["errors"]["timezone"]
+    missing = api.post("/api/v1/subscribers", {"timezone": "Mars/Olympus"})
+    assert set(missing.json()["errors"]) == {"email", "timezone"}, missing.text
     unknown = api.post("/api/v1/subscribers", {**KARIN, "admin": True})
     assert unknown.status_code == 422
     future = {**KARIN, "consent": {"source": "x", "at": "2030-01-01T00:00:00Z"}}
