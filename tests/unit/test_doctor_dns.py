@@ -3,15 +3,22 @@ over a resolver that answers from a table (no network)."""
 
 from __future__ import annotations
 
-from nurture.ops.doctor import Check, LookupFailed, domain_checks, worst
+from nurture.ops.doctor import Check, LookupFailed, NoSuchDomain, domain_checks, worst
 
 DOMAIN = "acme.example"
 
 
-def table(records: dict[tuple[str, str], list[str]], *, down: bool = False):  # type: ignore[no-untyped-def]
+def table(  # type: ignore[no-untyped-def]
+    records: dict[tuple[str, str], list[str]], *, down: bool = False, names: bool = False
+):
+    """A resolver over ``records``; ``names``: a name with no record at all is
+    NXDOMAIN, as a real resolver answers, rather than an empty answer."""
+
     def resolve(name: str, rdtype: str) -> list[str]:
         if down:
             raise LookupFailed("Timeout")
+        if names and not any(known == name for known, _ in records):
+            raise NoSuchDomain(name)
         return records.get((name, rdtype), [])
 
     return resolve
@@ -68,3 +75,21 @@ def test_no_dns_answer_is_a_warning_not_a_failure() -> None:
     checks = domain_checks(DOMAIN, table({}, down=True), sendgrid=True)
     assert [check.status for check in checks] == ["warn", "warn", "warn"]
     assert all("could not resolve" in check.detail for check in checks)
+
+
+def test_a_domain_that_does_not_exist_is_one_warning_naming_it() -> None:
+    checks = domain_checks("acme.exmaple", table({}, names=True), sendgrid=True)
+    assert [(check.name, check.status) for check in checks] == [("DNS acme.exmaple", "warn")]
+    assert "does not exist in DNS" in checks[0].detail
+    assert "a typo?" in (checks[0].fix or "")
+
+
+def test_a_selector_or_dmarc_name_that_does_not_exist_is_a_missing_record() -> None:
+    resolve = table({(DOMAIN, "TXT"): ["v=spf1 include:sendgrid.net ~all"]}, names=True)
+    checks = by_name(domain_checks(DOMAIN, resolve, sendgrid=True))
+    assert {name: check.status for name, check in checks.items()} == {
+        "SPF": "ok",
+        "DKIM": "warn",
+        "DMARC": "warn",
+    }
+    assert "no DMARC record" in checks["DMARC"].detail

@@ -29,6 +29,7 @@ from pathlib import Path
 from nurture.errors import NurtureError
 from nurture.ops.doctor.dns_records import (
     LookupFailed,
+    NoSuchDomain,
     Resolver,
     dns_checks,
     dnspython_resolver,
@@ -57,6 +58,7 @@ __all__ = [
     "SANDBOX_SUBJECT",
     "Check",
     "LookupFailed",
+    "NoSuchDomain",
     "Resolver",
     "Status",
     "autovacuum_check",

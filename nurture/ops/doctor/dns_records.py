@@ -17,10 +17,16 @@ class LookupFailed(Exception):
     """A DNS question got no answer (timeout, no reachable server)."""
 
 
+class NoSuchDomain(Exception):
+    """The name does not exist in DNS at all (NXDOMAIN), not merely without that record."""
+
+
 Resolver = Callable[[str, str], list[str]]
 """``(name, "TXT" | "CNAME") -> records``: the texts of TXT records (joined),
-the targets of CNAMEs; ``[]`` when the name or the type does not exist. Raises
-:class:`LookupFailed` when the question could not be answered."""
+the targets of CNAMEs; ``[]`` when the name has no record of the type. Raises
+:class:`NoSuchDomain` when the name does not exist (a resolver that cannot
+tell may return ``[]``) and :class:`LookupFailed` when the question could not
+be answered."""
 
 
 def dnspython_resolver(timeout: float) -> Resolver | None:
@@ -36,7 +42,9 @@ def dnspython_resolver(timeout: float) -> Resolver | None:
     def resolve(name: str, rdtype: str) -> list[str]:
         try:
             answer = resolver.resolve(name, rdtype)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        except dns.resolver.NXDOMAIN as exc:
+            raise NoSuchDomain(name) from exc
+        except dns.resolver.NoAnswer:
             return []
         except dns.exception.DNSException as exc:
             raise LookupFailed(type(exc).__name__) from exc
@@ -71,6 +79,8 @@ def dns_checks(
 def _lookup(resolve: Resolver, name: str, rdtype: str) -> list[str] | None:
     try:
         return resolve(name, rdtype)
+    except NoSuchDomain:
+        return []  # for a selector or _dmarc name, the usual way to have none
     except LookupFailed:
         return None
 
@@ -89,7 +99,21 @@ def domain_checks(domain: str, resolve: Resolver, *, sendgrid: bool) -> list[Che
     """SPF, DKIM and DMARC of ``domain``; at worst warnings."""
     checks = []
 
-    txt = _lookup(resolve, domain, "TXT")
+    try:
+        txt: list[str] | None = resolve(domain, "TXT")
+    except NoSuchDomain:
+        # Three "no record" warnings would hide the cause: the domain itself.
+        return [
+            Check(
+                f"DNS {domain}",
+                "warn",
+                f"{domain} does not exist in DNS (NXDOMAIN), as this machine's resolver sees it",
+                f"check the domain of the sender's address (a typo?); if it is right, "
+                f"check `dig TXT {domain}` from a machine with the internet's DNS",
+            )
+        ]
+    except LookupFailed:
+        txt = None
     name = f"SPF {domain}"
     if txt is None:
         checks.append(_unresolved(name, domain, "TXT"))
