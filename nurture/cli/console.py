@@ -104,7 +104,7 @@ def with_reason(status: str, reason: str | None) -> str:
     ``unsubscribed (unsubscribed (one-click))`` when the reason names the status."""
     if not reason:
         return status
-    return reason if reason.startswith(status) else f"{status} ({reason})"
+    return reason if reason.startswith(f"{status} (") else f"{status} ({reason})"
 
 
 def say(text: str) -> None:

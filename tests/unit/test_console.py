@@ -14,6 +14,7 @@ from nurture.cli.console import with_reason
         ("active", "", "active"),
         ("unsubscribed", "unsubscribed (one-click)", "unsubscribed (one-click)"),
         ("active", "resubscribed (link)", "active (resubscribed (link))"),
+        ("active", "activated by hand", "active (activated by hand)"),
         ("bounced", "hard bounce: 550 no such user", "bounced (hard bounce: 550 no such user)"),
     ],
 )
