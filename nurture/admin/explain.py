@@ -43,6 +43,7 @@ from nurture.admin.timeline import EnrollmentExplain, StepLine, explain_enrollme
 from nurture.core.loader import LoadedSequence
 from nurture.core.planner import blocked_reason
 from nurture.core.subscriber import Subscriber
+from nurture.core.vocabulary import LEAVABLE, reason_names_status
 from nurture.store import explain as store
 
 __all__ = [
@@ -73,6 +74,18 @@ class Profile:
     created_at: datetime
     updated_at: datetime
     suppressed: str | None
+
+    @property
+    def leavable(self) -> bool:
+        """Whether an unsubscribe would change this subscriber."""
+        return self.status in LEAVABLE
+
+    @property
+    def reason_names_status(self) -> bool:
+        """Whether the status reason already says the status (``unsubscribed (...)``)."""
+        return self.status_reason is not None and reason_names_status(
+            self.status, self.status_reason
+        )
 
 
 @dataclass(frozen=True)

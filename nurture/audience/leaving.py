@@ -32,7 +32,7 @@ from typing import Any
 from sqlmodel import Session
 
 from nurture.audience.events import record_event
-from nurture.core.vocabulary import EnrollmentStatus, EventKind, SubscriberStatus
+from nurture.core.vocabulary import LEAVABLE, EnrollmentStatus, EventKind, SubscriberStatus
 from nurture.store import leaving as store
 from nurture.store.tables import SubscriberRow, SuppressionRow
 
@@ -50,8 +50,6 @@ __all__ = [
 
 UNSUBSCRIBE_SOURCE = "unsubscribe"
 """The suppression source of an unsubscribe: the only one a resubscribe lifts."""
-
-_MAILABLE = (SubscriberStatus.ACTIVE, SubscriberStatus.UNCONFIRMED)
 
 
 @dataclass(frozen=True)
@@ -180,7 +178,7 @@ def leave_all(session: Session, items: Sequence[Block | Unsubscribe], *, source:
             ended = sorted({sequence_id for _, sequence_id in rows})
             # An unsubscribe changes only a mailable subscriber; a block also
             # one who unsubscribed (the bounce says more about the address).
-            if subscriber.status in _MAILABLE or (
+            if subscriber.status in LEAVABLE or (
                 isinstance(item, Block)
                 and subscriber.status == SubscriberStatus.UNSUBSCRIBED
                 and status != subscriber.status
@@ -241,7 +239,7 @@ def resubscribe(
     source = store.suppression_source(session, subscriber.email)
     if source is not None and source != UNSUBSCRIBE_SOURCE:
         return False
-    if subscriber.status not in (SubscriberStatus.UNSUBSCRIBED, *_MAILABLE):
+    if subscriber.status not in (SubscriberStatus.UNSUBSCRIBED, *LEAVABLE):
         return False
     if subscriber.status == SubscriberStatus.ACTIVE and source is None:
         return False  # nothing to undo

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from nurture.core.vocabulary import reason_names_status
 from nurture.errors import ConfigurationError, NurtureError, clip
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def with_reason(status: str, reason: str | None) -> str:
     ``unsubscribed (unsubscribed (one-click))`` when the reason names the status."""
     if not reason:
         return status
-    return reason if reason.startswith(f"{status} (") else f"{status} ({reason})"
+    return reason if reason_names_status(status, reason) else f"{status} ({reason})"
 
 
 def say(text: str) -> None:

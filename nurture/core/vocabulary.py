@@ -29,6 +29,16 @@ class SubscriberStatus(StrEnum):
     COMPLAINED = "complained"
 
 
+LEAVABLE = frozenset({SubscriberStatus.ACTIVE, SubscriberStatus.UNCONFIRMED})
+"""The subscriber statuses an unsubscribe changes: mailed, or about to be."""
+
+
+def reason_names_status(status: str, reason: str) -> bool:
+    """Whether ``reason`` already says ``status`` (``unsubscribed (one-click)``
+    for ``unsubscribed``), so a page shows the status once."""
+    return reason.startswith(f"{status} (")
+
+
 class EnrollmentStatus(StrEnum):
     """``active`` until every step is decided (completed), the subscriber left
     or was blocked (exited), or the goal was reached (converted)."""
