@@ -20,8 +20,10 @@ def backup_command(
     path: Annotated[Path, typer.Argument(metavar="PATH", help="The backup file to write.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
 ) -> None:
-    """Copy the SQLite database to PATH, safely while the worker runs (SQLite's
-    online backup API). For PostgreSQL it prints the pg_dump command to run."""
+    """Copy the SQLite database to PATH, safely while the worker runs.
+
+    It uses SQLite's online backup API. For PostgreSQL it prints the pg_dump
+    command to run."""
     from nurture.ops.backup import UsePgDump, backup_database
 
     target = path if path.is_absolute() else Path.cwd() / path

@@ -44,9 +44,10 @@ def doctor_command(
         ),
     ] = 5.0,
 ) -> None:
-    """Check the configuration, database, transport, sequences, base_url and DNS,
-    and say what to fix. Exit 1 when any check fails, 2 when the settings
-    cannot be read."""
+    """Check configuration, database, transport, sequences, base_url and DNS.
+
+    Each problem says what to fix. Exit 1 when any check fails, 2 when the
+    settings cannot be read."""
     from nurture.ops.doctor import run_checks, unreadable_configuration, worst
 
     checks = run_checks(ctx.obj.folder, timeout=timeout, dns=not skip_dns)

@@ -74,8 +74,10 @@ def add_command(
         typer.Option(metavar="TIME", help="When it was bought, ISO 8601 (default: now)."),
     ] = None,
 ) -> None:
-    """Record a purchase: credited to the send that earned it; a sequence whose
-    goal it meets ends `converted` at the next dispatch pass."""
+    """Record a purchase, credited to the email that earned it.
+
+    A sequence whose goal it meets ends `converted` at the next dispatch
+    pass."""
     from nurture.audience.purchases import Outcome, purchase_input, record_purchase
 
     if kind not in KINDS:

@@ -86,8 +86,10 @@ def explain_command(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's address.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Why a subscriber got each email, and when the next ones are due: every
-    step of every enrollment, sent, skipped, pending or projected, and why."""
+    """Why a subscriber got each email, and when the next ones are due.
+
+    Every step of every enrollment: sent, skipped, pending or projected, and
+    why."""
     from nurture.admin.explain import explain_subscriber, subscriber_id_of
     from nurture.app.runtime import open_engine
     from nurture.audience.input import InvalidSubscriberError, normalise_email

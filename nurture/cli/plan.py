@@ -324,8 +324,10 @@ def plan_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (see the README).")] = False,
 ) -> None:
-    """What the dispatcher will do next, grouped by effect, and what edits to the
-    sequence files change for subscribers mid-way."""
+    """What the dispatcher will do next, and what your edits change mid-way.
+
+    The due emails grouped by effect, and what edits to the sequence files
+    change for subscribers already part-way through them."""
 
     from nurture.app.runtime import open_engine
     from nurture.audience.input import InvalidSubscriberError, normalise_email

@@ -69,8 +69,10 @@ def stats_command(
         bool, typer.Option("--rebuild", help="Recompute the summary from the raw tables first.")
     ] = False,
 ) -> None:
-    """The funnel per step — sent, delivered, opened, clicked (people, not
-    scanners), conversions and revenue per currency — with rates."""
+    """The funnel per step: sent, delivered, opened, clicked, converted, with rates.
+
+    Opens and clicks count people, not link scanners; conversions and revenue
+    are per currency."""
     from nurture.admin.funnels import all_funnels, rebuild_funnels, sequence_funnel
     from nurture.core.loader import load_sequences
 
