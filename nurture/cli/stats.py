@@ -12,10 +12,14 @@ configuration error.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
+from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 from nurture.cli.console import err, errors, examples, fail, out, print_json, safe
 from nurture.cli.context import app_context
@@ -32,30 +36,58 @@ def _percent(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
-def _table(funnel: SequenceFunnel) -> Table:
+def funnel_table(funnel: SequenceFunnel, width: int = 80) -> Table:
+    """One sequence's funnel for a terminal ``width`` columns wide: each count
+    with its rate on the line below, step ids whole, the ``unknown`` column
+    only when some send's outcome is unknown. When the steps' revenue does
+    not fit as a column, the caption names it per step instead."""
     from nurture.admin.funnels import money
+
+    def revenue_of(amounts: dict[str, Decimal]) -> str:
+        return ", ".join(f"{money(amount)} {cur}" for cur, amount in amounts.items())
+
+    with_unknown = any(step.unknown for step in funnel.steps)
+    headers = ["step", "sent", *(["unknown"] if with_unknown else [])]
+    headers += ["delivered", "opened", "clicked", "converted"]
+    rows: list[list[Text | str]] = [
+        [
+            safe(step.step_id + ("" if step.in_file else " (gone)")),
+            str(step.sent),
+            *([str(step.unknown)] if with_unknown else []),
+            f"{step.delivered}\n{_percent(step.delivered_rate)}",
+            f"{step.opened}\n{_percent(step.open_rate)}",
+            f"{step.clicked}\n{_percent(step.click_rate)}",
+            f"{step.conversions}\n{_percent(step.conversion_rate)}",
+        ]
+        for step in funnel.steps
+    ]
+    # Each column as wide as its widest line, plus a border and padding each;
+    # the revenue column gets what is left, and needs room for one amount.
+    widths = [
+        max([len(header)] + [cell_len(line) for row in rows for line in str(row[i]).splitlines()])
+        for i, header in enumerate(headers)
+    ]
+    revenues = [revenue_of(step.revenue) for step in funnel.steps]
+    longest_amount = max((cell_len(part) for r in revenues for part in r.split(", ")), default=1)
+    left = width - sum(widths) - 3 * len(widths) - 4
+    revenue_column = left >= max(len("revenue"), longest_amount)
 
     title = funnel.sequence_id + (f" ({funnel.name})" if funnel.name else " (no file now)")
     table = Table(
-        "step", "sent", "unknown", "delivered", "opened", "clicked", "conversions", "revenue",
-        title=safe(title),
-        title_justify="left",
-    )  # fmt: skip
-    for step in funnel.steps:
-        revenue = ", ".join(f"{money(amount)} {cur}" for cur, amount in step.revenue.items())
-        table.add_row(
-            safe(step.step_id + ("" if step.in_file else " (gone)")),
-            str(step.sent),
-            str(step.unknown),
-            f"{step.delivered} ({_percent(step.delivered_rate)})",
-            f"{step.opened} ({_percent(step.open_rate)})",
-            f"{step.clicked} ({_percent(step.click_rate)})",
-            f"{step.conversions} ({_percent(step.conversion_rate)})",
-            safe(revenue or "-"),
-        )
-    total = ", ".join(f"{money(amount)} {cur}" for cur, amount in funnel.revenue.items())
-    table.caption = safe(f"revenue: {total or 'none'}")
-    table.caption_justify = "left"
+        title=safe(title), title_justify="left", box=box.SIMPLE_HEAD, caption_justify="left"
+    )
+    table.add_column(headers[0], overflow="fold")  # folds only past 80 columns of figures
+    for header in headers[1:]:
+        table.add_column(header, justify="right", no_wrap=True)
+    if revenue_column:
+        table.add_column("revenue", justify="right")
+    for row, revenue in zip(rows, revenues, strict=True):
+        table.add_row(*row, *([safe(revenue or "-")] if revenue_column else []))
+    caption = f"revenue: {revenue_of(funnel.revenue) or 'none'}"
+    by_step = [f"{step.step_id} {r}" for step, r in zip(funnel.steps, revenues, strict=True) if r]
+    if not revenue_column and by_step:
+        caption += f" ({'; '.join(by_step)})"
+    table.caption = safe(caption)
     return table
 
 
@@ -101,4 +133,4 @@ def stats_command(
     if not shown:
         out.print("No sequences yet.")
     for funnel in shown:
-        out.print(_table(funnel))
+        out.print(funnel_table(funnel, out.width))
