@@ -13,6 +13,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -280,18 +281,26 @@ def simulate_command(
         return
     enrolled = begin.astimezone(zone)
     # Ids, addresses and reasons come from files and subscribers: safe(), not markup.
+    # The subscriber's local time with UTC on the line below, so the reasons
+    # keep most of an 80-column terminal; step ids and times never wrap.
     table = Table(
         title=safe(
             f"{seq.id}: {subscriber.email} ({zone.key}), enrolled {enrolled:%a %Y-%m-%d %H:%M}"
-        )
+        ),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
-    for column in ("step", "local time", "UTC", "action", "why"):
-        table.add_column(column)
+    table.add_column("step", no_wrap=True)
+    table.add_column("when (local, then UTC)", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("why")
     for entry in timeline:
         table.add_row(
             safe(entry.step or "-"),
-            f"{entry.at:%a %Y-%m-%d %H:%M %Z}",
-            f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M}",
+            Text.assemble(
+                f"{entry.at:%a %Y-%m-%d %H:%M %Z}\n",
+                (f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC", "dim"),
+            ),
             entry.action,
             safe(entry.reason),
         )
