@@ -13,7 +13,9 @@ import getpass
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from nurture.cli.bounds import MAX_ROWS
 from nurture.cli.console import EXIT_CONFIGURATION, errors, examples, fail, out, safe
@@ -70,15 +72,20 @@ def list_command(
     if not rows:
         out.print(f"no {status or ''} sends".replace("  ", " "), highlight=False)
         return
-    table = Table(title="sends (newest first)")
-    for column in ("id", "decided (UTC)", "email", "step", "status"):
-        table.add_column(column, overflow="fold")
+    # As the send log lays it out: the address over its sequence/step, so
+    # an 80-column terminal folds neither a step id nor a time.
+    table = Table(title="sends (newest first)", box=box.SIMPLE_HEAD)
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("decided (UTC)", no_wrap=True)
+    table.add_column("subscriber / step", overflow="fold")
+    table.add_column("status", no_wrap=True)
     for row in rows:
         table.add_row(
             str(row.id),
             f"{row.decided_at:%Y-%m-%d %H:%M}",
-            safe(row.email),
-            safe(f"{row.sequence_id}/{row.step_id}"),
+            Text.assemble(
+                safe(row.email), "\n", safe(f"{row.sequence_id}/{row.step_id}", style="dim")
+            ),
             row.status,
         )
     out.print(table)

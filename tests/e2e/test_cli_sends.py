@@ -67,7 +67,11 @@ def test_an_unknown_send_is_listed_resent_once_and_settled(
     assert listed.returncode == 0, listed.stderr
     assert "karin@example.com" in listed.stdout
     assert max(len(line) for line in listed.stdout.splitlines()) <= 80, listed.stdout
-    [send_id] = re.findall(r"^\S\s*(\d+)\s", listed.stdout, re.MULTILINE)
+    [send_id] = re.findall(r"^\s*(\d+)\s+\d{4}-\d\d-\d\d ", listed.stdout, re.MULTILINE)
+    # The address over its sequence/step, neither folded.
+    lines = listed.stdout.splitlines()
+    row = next(i for i, line in enumerate(lines) if "karin@example.com" in line)
+    assert lines[row + 1].split() == ["sales-process/welcome"], listed.stdout
 
     no_flag = run("sends", "resolve", send_id, "--why", "x", cwd=work, db_url=db_url)
     assert no_flag.returncode == 2
