@@ -76,7 +76,8 @@ def funnel_table(funnel: SequenceFunnel, width: int = 80) -> Table:
     table = Table(
         title=safe(title), title_justify="left", box=box.SIMPLE_HEAD, caption_justify="left"
     )
-    table.add_column(headers[0], overflow="fold")  # folds only past 80 columns of figures
+    # A step id folds (whole, over two lines) only when the figures leave too little room.
+    table.add_column(headers[0], overflow="fold")
     for header in headers[1:]:
         table.add_column(header, justify="right", no_wrap=True)
     if revenue_column:
