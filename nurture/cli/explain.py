@@ -58,24 +58,22 @@ def print_explain(found: SubscriberExplain) -> None:
             safe(f" — {e.status_reason}" if e.status_reason else ""),
         )  # fmt: skip
         out.print(title)
-        out.print(
-            safe(
-                f"  at step {e.position or '- (not started)'}, version {version}; "
-                f"next due {_when(e.next_due_at, zone)} ({e.zone})"
-            )
-        )
+        out.print(safe(f"  at step {e.position or '- (not started)'}, version {version}"))
+        out.print(safe(f"  next due {_when(e.next_due_at, zone)} ({e.zone})"))
         for note in e.notes:
             out.print(safe(f"  {note}", "yellow"))
+        # What happened over when, in one column, so the reasons keep most of
+        # an 80-column terminal (three columns left them 20 characters).
         table = Table(show_edge=False, pad_edge=False, show_lines=True)
-        for column in ("step", "what", "when", "why"):
-            table.add_column(column, overflow="fold")
+        table.add_column("step", overflow="fold")
+        table.add_column("what, when", no_wrap=True)
+        table.add_column("why", overflow="fold")
         for line in e.steps:
             what = line.state + (" (projected)" if line.projected else "")
             why = line.why + (f"\n{line.timing}" if line.timing else "")
             table.add_row(
                 safe(line.step),
-                safe(what),
-                _when(line.at, zone, line.projected),
+                Text.assemble(safe(what), "\n", _when(line.at, zone, line.projected)),
                 safe(why, lines=True),
             )
         out.print(table)

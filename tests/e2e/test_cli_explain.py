@@ -4,13 +4,14 @@ passes (run in this process with the dispatcher ``nurture dispatch`` runs)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 from nurture.core.loader import load_sequence_file
 from nurture.core.simulation import simulate
 from nurture.core.subscriber import Subscriber
-from tests.e2e.test_cli_engine import run
+from tests.e2e.test_cli_engine import NURTURE, env, run
 from tests.e2e.test_cli_plan import FRIDAY, add, dispatch_in_process, make_work
 
 
@@ -26,6 +27,22 @@ def test_explain_prints_the_timeline_and_its_json(tmp_path: Path, db_url: str) -
     assert "three-models" in shown.stdout and "pending" in shown.stdout
     assert "Sun is not a sending day" in shown.stdout
     assert "(projected)" in shown.stdout
+    # An 80-column terminal: what happened over when, in one column, neither
+    # folded, and every line within 80 (the due line was cut at 80 in the
+    # middle of its zone, and the when column folded "CET" to a line of its
+    # own, leaving the reasons 20 characters).
+    narrow = subprocess.run(
+        [*NURTURE, "--now", now, "explain", "karin@example.com"],
+        cwd=work, env={**env(db_url), "COLUMNS": "80"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), narrow.stdout
+    row = next(i for i, line in enumerate(lines) if line.startswith("three-models"))
+    assert lines[row].split("│")[1].strip() == "pending", narrow.stdout
+    assert lines[row + 1].split("│")[1].strip() == "Mon 2026-11-30 09:30 CET", narrow.stdout
+    assert "  next due Mon 2026-11-30 09:30 CET (Europe/Stockholm)" in lines
 
     data = run("--now", now, "explain", "karin@example.com", "--json", cwd=work, db_url=db_url)
     assert data.returncode == 0, data.stderr
