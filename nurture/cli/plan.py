@@ -89,6 +89,14 @@ def print_plan(plans: list[SequencePlan], console: Console) -> None:
         _print_one(plan, console)
 
 
+def _indented(console: Console, indent: int, text: str) -> None:
+    """A line of outside text, indented; what wraps keeps the indent (a long
+    line wrapped back to the first column, and read as a line of its own)."""
+    for line in safe(text).wrap(console, max(console.width - indent, 20)):
+        line.rstrip()
+        console.print(Text(" " * indent) + line, soft_wrap=True)
+
+
 def _print_one(plan: SequencePlan, console: Console) -> None:
     where = (
         Text(f"file version {plan.current_version}")
@@ -105,51 +113,51 @@ def _print_one(plan: SequencePlan, console: Console) -> None:
         )
     )
     if plan.paused is not None:
-        console.print(
-            safe(
-                f"  paused: {plan.paused}; nothing is sent until "
-                f"`nurture resume {plan.sequence_id}` (the times below assume it is)"
-            )
+        _indented(
+            console,
+            2,
+            f"paused: {plan.paused}; nothing is sent until "
+            f"`nurture resume {plan.sequence_id}` (the times below assume it is)",
         )
     if plan.positions:
         shown = " · ".join(
             f"{step or 'not started'} {count:,}" for step, count in plan.ordered_positions()
         )
-        console.print(safe(f"  at step (last decided): {shown}"))
+        _indented(console, 2, f"at step (last decided): {shown}")
     for summary in plan.versions:
         current = " (current)" if summary.current else ""
-        console.print(
-            safe(
-                f"  on version {summary.version}{current}: {summary.active:,} active, "
-                f"{summary.completed:,} completed"
-            )
+        _indented(
+            console,
+            2,
+            f"on version {summary.version}{current}: {summary.active:,} active, "
+            f"{summary.completed:,} completed",
         )
         if summary.current or plan.current_version is None:
             continue
         if not summary.recorded:
-            console.print("    changes since: unknown (that version was not recorded)")
+            _indented(console, 4, "changes since: unknown (that version was not recorded)")
         elif not summary.changes:
-            console.print("    changes since: none in the steps (other fields changed)")
+            _indented(console, 4, "changes since: none in the steps (other fields changed)")
         else:
-            console.print("    changes since:")
+            _indented(console, 4, "changes since:")
         for change in summary.changes:
             detail = f" ({change.detail})" if change.detail else ""
-            console.print(safe(f"      {change.kind} step {change.step_id!r}{detail}"))
+            _indented(console, 6, f"{change.kind} step {change.step_id!r}{detail}")
     if plan.groups:
-        console.print("  what happens next:")
+        _indented(console, 2, "what happens next:")
     for group in plan.groups:
-        console.print(safe(f"    {describe(group)}"))
+        _indented(console, 4, describe(group))
         for example in group.examples:
             if group.effect.kind in ("completed", "waiting") or example.at is None:
-                console.print(safe(f"      {example.email}"))
+                _indented(console, 6, example.email)
             else:
                 place = f"at {example.position}" if example.position else "not started"
-                console.print(safe(f"      {example.email}  {place}  {_when(example.at)}"))
+                _indented(console, 6, f"{example.email}  {place}  {_when(example.at)}")
         more = group.count - len(group.examples)
         if more > 0 and group.examples:
-            console.print(f"      … and {more:,} more")
+            _indented(console, 6, f"… and {more:,} more")
     if plan.active and all(s.current for s in plan.versions if s.active):
-        console.print("  every active enrollment is on the current version: no surprises")
+        _indented(console, 2, "every active enrollment is on the current version: no surprises")
 
 
 def plan_json(plans: list[SequencePlan], now: datetime) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from nurture.app.settings import Settings, load_settings
 from nurture.audience.subscribers import add_subscriber
 from nurture.store import queries
 from nurture.store.db import make_engine, session_factory
-from tests.e2e.test_cli_engine import run
+from tests.e2e.test_cli_engine import NURTURE, env, run
 from tests.factories import EXAMPLES
 
 END_ENROLLED = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)  # a Monday, 08:00 in Stockholm
@@ -318,6 +319,26 @@ def test_plan_groups_many_subscribers_by_effect(crowd: Path, db_url: str) -> Non
     one = plan(crowd, db_url, "--sequence", "sales-process", "--limit", "1")
     assert len([line for line in one.splitlines() if "@example.com" in line]) == 3  # per group
     assert f"… and {MANY - 1:,} more" in one
+
+    # In an 80-column terminal a long line wraps under its own indent; it
+    # wrapped back to the first column, where it read as a line of its own.
+    narrow = subprocess.run(
+        [*NURTURE, "--now", EDITED.isoformat(), "plan"],
+        cwd=crowd, env={**env(db_url), "COLUMNS": "80"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert narrow.returncode == 0, narrow.stderr
+    shown = narrow.stdout.splitlines()
+    after = shown[shown.index("  what happens next:") + 1 :]
+    assert all(len(line) <= 80 for line in shown), narrow.stdout
+    assert all(line.startswith("    ") for line in after if line and "every active" not in line), (
+        narrow.stdout
+    )
+    first = next(i for i, line in enumerate(after) if "will get 'three-models' next" in line)
+    assert after[first + 1].startswith("    "), narrow.stdout
+    assert " ".join(" ".join(after[first : first + 3]).split()).startswith(
+        f"{MANY} will get 'three-models' next, first on Mon 2026-11-30 10:00 CET, last on"
+    )
 
 
 def test_plan_json_has_the_documented_shape(crowd: Path, db_url: str) -> None:
