@@ -254,10 +254,12 @@ def _user_agent(value: str | None) -> str | None:
     return cleaned[:USER_AGENT_LIMIT] or None
 
 
-def sender_for(sequences: Mapping[str, LoadedSequence], tags: Sequence[str]) -> Sender | None:
-    """Who confirmation emails come from: the sender of the first enabled sequence
-    (by id) the subscriber's tags start, else of the first enabled sequence with
-    a trigger, else of the first sequence; None when there is none."""
+def _speaking_for(
+    sequences: Mapping[str, LoadedSequence], tags: Sequence[str]
+) -> LoadedSequence | None:
+    """The sequence a sign-up with ``tags`` hears from first: the first enabled
+    sequence (by id) the tags start, else the first enabled sequence with a
+    trigger, else the first sequence; None when there is none."""
     ordered = [sequences[key] for key in sorted(sequences)]
     enabled = [loaded for loaded in ordered if loaded.sequence.enabled]
     for group in (
@@ -266,8 +268,31 @@ def sender_for(sequences: Mapping[str, LoadedSequence], tags: Sequence[str]) -> 
         ordered,
     ):
         if group:
-            return group[0].sequence.sender
+            return group[0]
     return None
+
+
+def sender_for(sequences: Mapping[str, LoadedSequence], tags: Sequence[str]) -> Sender | None:
+    """Who confirmation emails come from: the sender of the sequence a sign-up
+    with ``tags`` hears from first (see :func:`_speaking_for`)."""
+    first = _speaking_for(sequences, tags)
+    return None if first is None else first.sequence.sender
+
+
+def page_brand(
+    sequences: Mapping[str, LoadedSequence], tags: Sequence[str], project: str | None
+) -> str:
+    """The name the sign-up pages go by (their titles): the project's
+    ``[brand]`` name, else the brand name of the sequence a sign-up with
+    ``tags`` hears from first, else its sender's name; empty without any
+    sequence. Never the tool's own name: subscribers never chose nurture."""
+    if project:
+        return project
+    first = _speaking_for(sequences, tags)
+    if first is None:
+        return ""
+    brand = first.sequence.brand
+    return (brand.name if brand is not None and brand.name else None) or first.sequence.sender.name
 
 
 def _message(

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -44,6 +44,7 @@ from nurture.audience.signup import (
     SignupForm,
     SignupInvalid,
     confirm,
+    page_brand,
     parse_signup,
     sign_up,
 )
@@ -159,8 +160,8 @@ def routes(runtime: Runtime) -> APIRouter:
     router = APIRouter()
     brand_name = settings.brand.name if settings.brand is not None else None
 
-    def brand(language: str) -> str:
-        return brand_name or pages.words(language).get("brand_fallback", "")
+    def brand(tags: Sequence[str] = ()) -> str:
+        return page_brand(runtime.registry.sequences(), tags, brand_name)
 
     def form_page(
         language: str,
@@ -182,7 +183,7 @@ def routes(runtime: Runtime) -> APIRouter:
             language=language,
             status_code=status_code,
             headers={"Content-Security-Policy": FORM_CSP},
-            brand_name=brand(language),
+            brand_name=brand(split_tags(values.get("tags") or [])),
             form=form,
             values=values,
             tags=split_tags(values.get("tags") or []),
@@ -225,7 +226,7 @@ def routes(runtime: Runtime) -> APIRouter:
         if not FORM_ID.fullmatch(form):
             return pages.render(
                 "invalid_link.html", language=language, status_code=404,
-                brand_name=brand(language),
+                brand_name=brand(),
             )  # fmt: skip
         tags = request.query_params.getlist("tag")[:20]
         return form_page(language, form=form, values={"tags": tags, "locale": language})
@@ -247,7 +248,7 @@ def routes(runtime: Runtime) -> APIRouter:
             language = pages.language(accept_language=accept_language)
             return pages.render(
                 "signup_message.html", language=language, status_code=429, headers=retry,
-                brand_name=brand(language), kind="slow_down",
+                brand_name=brand(), kind="slow_down",
             )  # fmt: skip
         body = await read_body(request)
         media = _media_type(request)
@@ -331,7 +332,7 @@ def routes(runtime: Runtime) -> APIRouter:
                 status_code=202,
             )
         return pages.render(
-            "signup_message.html", language=language, brand_name=brand(language), kind="check_inbox"
+            "signup_message.html", language=language, brand_name=brand(), kind="check_inbox"
         )
 
     @router.get("/confirm/{token}")
@@ -354,7 +355,7 @@ def routes(runtime: Runtime) -> APIRouter:
                 session.rollback()
                 language = pages.language(accept_language=accept_language)
                 return pages.render(
-                    "signup_message.html", language=language, brand_name=brand(language),
+                    "signup_message.html", language=language, brand_name=brand(),
                     kind="confirmed",
                 )  # fmt: skip
             if done is None:
@@ -362,16 +363,17 @@ def routes(runtime: Runtime) -> APIRouter:
                 language = pages.language(accept_language=accept_language)
                 return pages.render(
                     "invalid_link.html", language=language, status_code=404,
-                    brand_name=brand(language),
+                    brand_name=brand(),
                 )  # fmt: skip
             locale, subscriber_id = done.subscriber.locale, done.subscriber.id
+            tags = list(done.subscriber.tags or [])
             enrolled = ", ".join(e.sequence_id for e in done.enrollments) or "nothing"
             session.commit()
         if not done.already:
             log.info("subscriber #%s confirmed, enrolled in %s", subscriber_id, enrolled)
         language = pages.language(locale, accept_language=accept_language)
         return pages.render(
-            "signup_message.html", language=language, brand_name=brand(language), kind="confirmed"
+            "signup_message.html", language=language, brand_name=brand(tags), kind="confirmed"
         )
 
     return router

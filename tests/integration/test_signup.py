@@ -27,6 +27,7 @@ from nurture.app.clock import FixedClock
 from nurture.app.runtime import Runtime, build_runtime
 from nurture.audience.subscribers import get_subscriber, subscriber_enrollments
 from nurture.core import tokens
+from nurture.core.model import Brand
 from nurture.core.vocabulary import SubscriberStatus
 from nurture.errors import TransientSendError
 from nurture.store.db import session_factory
@@ -590,6 +591,51 @@ def test_the_thank_you_page_speaks_the_subscribers_language(site: Site) -> None:
     page = site.client.get(_link(site), headers={"Accept-Language": "en"})
     assert page.status_code == 200
     assert "Din prenumeration är bekräftad" in page.text
+
+
+def _title(html: str) -> str:
+    found = re.search(r"<title>(.*?)</title>", html, re.S)
+    assert found is not None, html
+    return found.group(1).strip()
+
+
+def test_the_pages_go_by_the_business_name_never_the_tools(site: Site) -> None:
+    """Without ``[brand]`` in nurture.toml the sign-up pages were titled
+    "Subscribe – nurture": a subscriber saw the tool's name, not the
+    business's. They go by the brand of the sequence a sign-up hears from
+    (the example's "Exempel AB"), as the confirmation email goes by its
+    sender."""
+    assert site.runtime.settings.brand is None
+    form = site.client.get("/subscribe/newsletter?tag=b2b")
+    assert _title(form.text) == "Subscribe – Exempel AB"
+    answer = site.post_form(email="karin@example.com", tags="b2b")
+    assert _title(answer.text) == "Check your inbox – Exempel AB"
+    confirmed = site.client.get(_link(site))
+    assert _title(confirmed.text) == "Thank you! – Exempel AB"
+    assert all("nurture" not in _title(page.text) for page in (form, answer, confirmed))
+
+
+def test_the_projects_brand_name_wins_and_no_sequence_leaves_the_title_bare(
+    engine: Engine, tmp_path: Path
+) -> None:
+    settings = example_workdir(tmp_path)
+    settings.brand = Brand(name="Lindqvist Verkstad")
+    runtime = build_runtime(
+        settings, FixedClock(NOW), transport=MemoryTransport(), engine=engine, migrate=False
+    )
+    with TestClient(create_app(runtime), client=CLIENT) as client:
+        assert _title(client.get("/subscribe/newsletter").text) == "Subscribe – Lindqvist Verkstad"
+    for file in settings.sequences_dir.glob("*.yaml"):
+        file.unlink()
+    bare = build_runtime(
+        settings.model_copy(update={"brand": None}),
+        FixedClock(NOW),
+        transport=MemoryTransport(),
+        engine=engine,
+        migrate=False,
+    )
+    with TestClient(create_app(bare), client=CLIENT) as client:
+        assert _title(client.get("/subscribe/newsletter").text) == "Subscribe"
 
 
 def test_a_project_overrides_the_form_and_its_words(site: Site) -> None:
