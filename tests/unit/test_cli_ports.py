@@ -16,14 +16,6 @@ import nurture.cli.engine as engine_cli
 from nurture.cli.main import app
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    made = CliRunner().invoke(app, ["init", "shop"])
-    assert made.exit_code == 0, made.output
-    return tmp_path / "shop"
-
-
 def nurture(project: Path, *args: str) -> Any:
     return CliRunner().invoke(app, ["--dir", str(project), *args], env={"COLUMNS": "500"})
 

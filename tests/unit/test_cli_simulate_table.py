@@ -7,18 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from nurture.cli.main import app
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    made = CliRunner().invoke(app, ["init", "shop"])
-    assert made.exit_code == 0, made.output
-    return tmp_path / "shop"
 
 
 def test_the_timeline_fits_80_columns_with_local_time_over_utc(project: Path) -> None:
