@@ -39,6 +39,8 @@ def backup_command(
             )
             out.print(safe(use.command), highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_CONFIGURATION) from None
+    made = "" if done.created is None else f"; made the folder {done.created}"
     out.print(
-        safe(f"backed up {done.source} to {done.target} ({done.size:,} bytes)"), soft_wrap=True
+        safe(f"backed up {done.source} to {done.target} ({done.size:,} bytes{made})"),
+        soft_wrap=True,
     )

@@ -29,13 +29,15 @@ class Backup:
     source: Path
     target: Path
     size: int
+    created: Path | None = None  # the outermost folder made for the target, if any
 
 
 def backup_database(database_url: str, target: Path, *, force: bool = False) -> Backup:
     """Copy the database of ``database_url`` to ``target``.
 
-    Raises :class:`ConfigurationError` for a target that exists (without
-    ``force``), is the database itself, or sits in a missing folder, and for an
+    Missing folders on the way to ``target`` are made (and removed again if
+    the copy fails). Raises :class:`ConfigurationError` for a target that
+    exists (without ``force``) or is the database itself, and for an
     in-memory or missing source; :class:`UsePgDump` for PostgreSQL (or any
     server database).
     """
@@ -53,12 +55,39 @@ def backup_database(database_url: str, target: Path, *, force: bool = False) -> 
         if not source.is_file():
             raise ConfigurationError(f"no database file at {source} (check database_url)")
         target = _checked_target(source, target.resolve(), force=force)
-        size = backup_sqlite(source, target)
+        created = _make_folders(target.parent)
+        try:
+            size = backup_sqlite(source, target)
+        except BaseException:
+            _remove_empty(target.parent, created)
+            raise
     except OSError as exc:  # a name too long, a folder that is a file, a full disk ...
         raise ConfigurationError(f"cannot write {target}: {exc.strerror or exc}") from None
     except sqlite3.Error as exc:
         raise ConfigurationError(f"the backup failed: {exc}") from None
-    return Backup(source, target, size)
+    return Backup(source, target, size, created)
+
+
+def _make_folders(folder: Path) -> Path | None:
+    """Make ``folder`` and its missing parents; the outermost one made, if any."""
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
+    if not missing:
+        return None
+    folder.mkdir(parents=True)
+    return missing[-1]
+
+
+def _remove_empty(folder: Path, created: Path | None) -> None:
+    """Undo :func:`_make_folders` as far as the folders are still empty."""
+    if created is None:
+        return
+    for made in (folder, *folder.parents):
+        try:
+            made.rmdir()
+        except OSError:
+            return
+        if made == created:
+            return
 
 
 # The files SQLite keeps beside a database while it is open: replacing one
@@ -75,8 +104,11 @@ def _checked_target(source: Path, target: Path, *, force: bool) -> Path:
             raise ConfigurationError(
                 f"{target} is the database's own {suffix[1:]} file: give another path"
             )
-    if not target.parent.is_dir():
-        raise ConfigurationError(f"{target.parent}: no such folder")
+    for folder in (target.parent, *target.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigurationError(f"{folder} is a file, not a folder: give another path")
+            break
     if target.is_dir():
         raise ConfigurationError(
             f"{target} is a folder: give a file name, e.g. {target}/nurture.db"

@@ -143,8 +143,7 @@ def test_backup_copies_a_live_database_and_restores(
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert run("--now", NOW, "dispatch", cwd=work, db_url=db_url).returncode == 0
-    target = tmp_path / "backups" / "nurture.db"
-    target.parent.mkdir()
+    target = tmp_path / "backups" / "nurture.db"  # the folder is made
 
     if db_url.startswith("postgresql"):
         done = run("db", "backup", str(target), cwd=work, db_url=db_url)
@@ -173,7 +172,7 @@ def test_backup_copies_a_live_database_and_restores(
         stop.set()
         writer.join()
     assert done.returncode == 0, done.stderr
-    assert "backed up" in done.stdout
+    assert "backed up" in done.stdout and "made the folder" in done.stdout
     with sqlite3.connect(target) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 

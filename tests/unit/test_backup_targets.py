@@ -90,3 +90,33 @@ def test_a_backup_leaves_no_partial_file_and_touches_no_other(live: Path, tmp_pa
     assert _rows(target) == [("karin@example.com",)]
     assert neighbour.read_text("utf-8") == "someone's file"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and p != neighbour]
+
+
+def test_missing_folders_on_the_way_are_made(live: Path, tmp_path: Path) -> None:
+    target = tmp_path / "backups" / "daily" / "nurture.db"
+
+    done = backup_database(f"sqlite:///{live}", target)
+
+    assert done.created == tmp_path / "backups"
+    assert _rows(target) == [("karin@example.com",)]
+    again = backup_database(f"sqlite:///{live}", target, force=True)
+    assert again.created is None  # nothing made the second time
+
+
+def test_a_failed_copy_takes_back_the_folders_it_made(tmp_path: Path) -> None:
+    source = tmp_path / "nurture.db"
+    source.write_bytes(b"not a database, but a file all the same " * 200)
+    (tmp_path / "backups").mkdir()  # there already: stays
+
+    with pytest.raises(ConfigurationError, match="the backup failed"):
+        backup_database(f"sqlite:///{source}", tmp_path / "backups" / "a" / "b" / "n.db")
+    assert (tmp_path / "backups").is_dir()
+    assert list((tmp_path / "backups").iterdir()) == []
+
+
+def test_a_file_where_a_folder_should_be_is_a_message(live: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine", "utf-8")
+
+    with pytest.raises(ConfigurationError, match=r"notes\.txt is a file, not a folder"):
+        backup_database(f"sqlite:///{live}", tmp_path / "notes.txt" / "deeper" / "n.db")
+    assert (tmp_path / "notes.txt").read_text("utf-8") == "mine"
