@@ -286,13 +286,27 @@ def page_brand(
     ``[brand]`` name, else the brand name of the sequence a sign-up with
     ``tags`` hears from first, else its sender's name; empty without any
     sequence. Never the tool's own name: subscribers never chose nurture."""
-    if project:
-        return project
-    first = _speaking_for(sequences, tags)
-    if first is None:
+    return project or _name_of(_speaking_for(sequences, tags))
+
+
+def sequence_brand(
+    sequences: Mapping[str, LoadedSequence], sequence_id: str, project: str | None
+) -> str:
+    """The name the unsubscribe and preferences pages of an email of
+    ``sequence_id`` go by: the one at the top of the email, that sequence's
+    brand name, else the project's ``[brand]`` name (a sequence's own brand
+    keys win, as in the email), else the sequence's sender's name; the
+    project's name, or empty, for a sequence no longer loaded."""
+    loaded = sequences.get(sequence_id)
+    brand = None if loaded is None else loaded.sequence.brand
+    return (brand.name if brand is not None else None) or project or _name_of(loaded)
+
+
+def _name_of(loaded: LoadedSequence | None) -> str:
+    if loaded is None:
         return ""
-    brand = first.sequence.brand
-    return (brand.name if brand is not None and brand.name else None) or first.sequence.sender.name
+    brand = loaded.sequence.brand
+    return (brand.name if brand is not None else None) or loaded.sequence.sender.name
 
 
 def _message(

@@ -36,6 +36,7 @@ from starlette.responses import HTMLResponse
 from nurture.app.runtime import Runtime
 from nurture.audience.input import InvalidSubscriberError
 from nurture.audience.leaving import resubscribe, unsubscribe
+from nurture.audience.signup import sequence_brand
 from nurture.audience.subscribers import get_subscriber, subscriber_enrollments
 from nurture.core.rendering.message import unicode_problem
 from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
@@ -145,6 +146,11 @@ def routes(runtime: Runtime) -> APIRouter:
     pages = Pages(settings.templates_dir, settings.secret_keys)
     sessions = session_factory(runtime.engine)
     router = APIRouter()
+    project_brand = settings.brand.name if settings.brand is not None else None
+
+    def brand(sequence_id: str) -> str:
+        """Whose emails these are: the page's title and heading name them."""
+        return sequence_brand(runtime.registry.sequences(), sequence_id, project_brand)
 
     def holder(session: Session, token: str, now: datetime) -> _Holder | None:
         found = read_link_token(settings.secret_keys, token, now=now)
@@ -194,6 +200,7 @@ def routes(runtime: Runtime) -> APIRouter:
             "unsubscribe.html",
             language=language,
             status_code=400 if error else 200,
+            brand_name=brand(found.sequence_id),
             email=mask_email(subscriber.email),
             sequence_name=sequence_name(found.sequence_id) if in_sequence else None,
             unsubscribed=subscriber.status == SubscriberStatus.UNSUBSCRIBED,
@@ -247,6 +254,7 @@ def routes(runtime: Runtime) -> APIRouter:
         return pages.render(
             "unsubscribed.html",
             language=language,
+            brand_name=brand(found.sequence_id),
             scope=scope,
             sequence_name=sequence_name(found.sequence_id),
             preferences_url=f"/preferences/{token}",
@@ -256,8 +264,7 @@ def routes(runtime: Runtime) -> APIRouter:
 
     def preferences_page(
         session: Session,
-        token: str,
-        subscriber: SubscriberRow,
+        found: _Holder,
         language: str,
         now: datetime,
         *,
@@ -265,15 +272,17 @@ def routes(runtime: Runtime) -> APIRouter:
         error: str | None = None,
         status_code: int = 200,
     ) -> HTMLResponse:
+        subscriber = found.subscriber
         return pages.render(
             "preferences.html",
             language=language,
             status_code=status_code,
+            brand_name=brand(found.sequence_id),
             email=mask_email(subscriber.email),
             status=subscriber.status,
             sequences=active_sequences(session, subscriber),
             csrf=pages.csrf_token(f"prefs:{subscriber.id}", now=now),
-            unsubscribe_url=f"/unsubscribe/{token}",
+            unsubscribe_url=f"/unsubscribe/{found.token}",
             notice=notice,
             error=error,
         )
@@ -288,7 +297,7 @@ def routes(runtime: Runtime) -> APIRouter:
             if found is None:
                 return invalid(request)
             language = language_of(request, found.subscriber)
-            return preferences_page(session, token, found.subscriber, language, now)
+            return preferences_page(session, found, language, now)
 
     @router.post("/preferences/{token}", response_class=HTMLResponse)
     async def preferences_post(token: str, request: Request) -> HTMLResponse:
@@ -337,16 +346,14 @@ def routes(runtime: Runtime) -> APIRouter:
             if not resubscribe(session, subscriber, now=now, consent=consent):
                 session.rollback()
                 return preferences_page(
-                    session, token, subscriber, language, now,
+                    session, found, language, now,
                     error="resubscribe_refused", status_code=409,
                 )  # fmt: skip
             session.commit()
-            return preferences_page(
-                session, token, subscriber, language, now, notice="resubscribed"
-            )
+            return preferences_page(session, found, language, now, notice="resubscribed")
         if action != "save":
             return preferences_page(
-                session, token, subscriber, language, now,
+                session, found, language, now,
                 error="preferences_unknown_action", status_code=400,
             )  # fmt: skip
         if _first(form, "all") is not None:
@@ -358,6 +365,6 @@ def routes(runtime: Runtime) -> APIRouter:
                     session, subscriber, now=now, sequence_id=sequence_id, via="preferences"
                 )
         session.commit()
-        return preferences_page(session, token, subscriber, language, now, notice="saved")
+        return preferences_page(session, found, language, now, notice="saved")
 
     return router

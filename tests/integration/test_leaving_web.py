@@ -30,6 +30,7 @@ from nurture.audience.leaving import block
 from nurture.audience.subscribers import add_subscriber, get_subscriber
 from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
+from nurture.core.model import Brand
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SubscriberStatus
 from nurture.store.db import session_factory
 from nurture.store.tables import EnrollmentRow, EventRow, SubscriberRow, SuppressionRow
@@ -512,6 +513,66 @@ def test_a_swedish_subscriber_gets_swedish_pages(mailed: Site) -> None:
     assert '<html lang="sv">' in leave.text and "<h1>Avsluta prenumeration</h1>" in leave.text
     assert "<h1>Dina mejlinställningar</h1>" in prefs.text
     assert "Unsubscribe" not in leave.text
+
+
+def _title(page: Response) -> str:
+    found = re.search(r"<title>(.*?)</title>", page.text, re.S)
+    assert found is not None, page.text
+    return found.group(1).strip()
+
+
+def test_the_pages_say_whose_emails_they_are(engine: Engine, tmp_path: Path) -> None:
+    """The pages said "all email from us" without a name: a subscriber of
+    several lists could not tell whose emails the link was about. Each page
+    names the business behind the email the link came from: its sequence's
+    brand (the follow-up here has its own), in the title and above it."""
+    site = make_site(engine, tmp_path)
+    follow_up = site.runtime.settings.sequences_dir / "follow-up.yaml"
+    follow_up.write_text(
+        follow_up.read_text(encoding="utf-8").replace("name: Exempel AB", "name: Verkstan", 1),
+        encoding="utf-8",
+    )
+    site.runtime.registry.reload()
+    site.add()
+    assert site.dispatch() == 2
+
+    for sequence_id, name in (("sales-process", "Exempel AB"), ("follow-up", "Verkstan")):
+        path = _path_of(site, sequence_id)
+        leave = site.client.get(path)
+        prefs = site.client.get(path.replace("/unsubscribe/", "/preferences/"))
+        assert _title(leave) == f"Avsluta prenumeration – {name}"
+        assert _title(prefs) == f"Dina mejlinställningar – {name}"
+        assert f'<p class="brand">{name}</p>' in leave.text and name in prefs.text
+    left = site.client.post(
+        _path_of(site, "follow-up"), data={"csrf": _csrf(leave), "scope": "all"}
+    )
+    assert _title(left) == "Din prenumeration är avslutad – Verkstan"
+    site.runtime.dispatcher.close()
+
+
+def test_the_pages_fall_back_on_the_projects_brand_then_the_sender(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """As in the email: a sequence's own brand name first, then the project's
+    ``[brand]``, then the sender's name."""
+    for brand, then, email in (
+        (Brand(name="Lindqvist Verkstad"), "Lindqvist Verkstad", KARIN),
+        (None, "Anna på Exempel AB", "jamie@example.com"),  # one database: someone new
+    ):
+        site = make_site(engine, tmp_path / then, brand=brand)
+        site.add(email)
+        assert site.dispatch() == 2
+        assert _title(site.client.get(site.unsubscribe_path())).endswith("– Exempel AB")
+
+        for file in site.runtime.settings.sequences_dir.glob("*.yaml"):
+            file.write_text(
+                file.read_text(encoding="utf-8").replace("  name: Exempel AB\n", "", 1),
+                encoding="utf-8",
+            )
+        site.runtime.registry.reload()
+        assert _title(site.client.get(site.unsubscribe_path())).endswith(f"– {then}")
+        assert _title(site.client.get(site.preferences_path())).endswith(f"– {then}")
+        site.runtime.dispatcher.close()
 
 
 def test_a_project_can_override_the_words(engine: Engine, tmp_path: Path) -> None:
