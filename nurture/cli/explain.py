@@ -59,7 +59,10 @@ def print_explain(found: SubscriberExplain) -> None:
         )  # fmt: skip
         out.print(title)
         out.print(safe(f"  at step {e.position or '- (not started)'}, version {version}"))
-        out.print(safe(f"  next due {_when(e.next_due_at, zone)} ({e.zone})"))
+        if e.next_due_at is None:  # exited or completed: no zone to read a time in
+            out.print("  nothing more is due", highlight=False)
+        else:
+            out.print(safe(f"  next due {_when(e.next_due_at, zone)} ({e.zone})"))
         for note in e.notes:
             out.print(safe(f"  {note}", "yellow"))
         # What happened over when, in one column, so the reasons keep most of

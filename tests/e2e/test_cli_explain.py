@@ -64,6 +64,26 @@ def test_explain_prints_the_timeline_and_its_json(tmp_path: Path, db_url: str) -
     assert due == expected
 
 
+def test_a_left_sequence_has_nothing_due_and_says_so(tmp_path: Path, db_url: str) -> None:
+    work = make_work(tmp_path)
+    add(work, db_url, FRIDAY, ("karin@example.com", "Europe/Stockholm"))
+    left = run(
+        "subscribers", "unsubscribe", "karin@example.com", "--sequence", "sales-process",
+        cwd=work, db_url=db_url,
+    )  # fmt: skip
+    assert left.returncode == 0, left.stderr
+
+    shown = run(
+        "--now", FRIDAY.isoformat(), "explain", "karin@example.com", cwd=work, db_url=db_url
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert "sales-process: exited" in shown.stdout
+    # It said "next due - (Europe/Stockholm)": a zone for no time at all.
+    assert "  nothing more is due" in shown.stdout.splitlines()
+    assert "next due" not in shown.stdout
+
+
 def test_an_unknown_address_is_a_clear_error(tmp_path: Path, db_url: str) -> None:
     work = make_work(tmp_path)
     missing = run("explain", "nobody@example.com", cwd=work, db_url=db_url)
