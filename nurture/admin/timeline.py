@@ -227,8 +227,8 @@ def explain_enrollment(
         rest_why = "no valid sequence file"
     elif record.status != EnrollmentStatus.ACTIVE:
         next_due = None
-        ended = record.status_reason or "no reason recorded"
-        rest_why = f"the enrollment is {record.status}: {ended}"
+        # Why it ended is the enrollment's own line: each step says only that.
+        rest_why = f"the enrollment ended first ({record.status})"
         if record.status == EnrollmentStatus.COMPLETED:
             rest_why = "added to the file after the enrollment completed: never sent"
     elif blocked is not None:

@@ -82,6 +82,10 @@ def test_a_left_sequence_has_nothing_due_and_says_so(tmp_path: Path, db_url: str
     # It said "next due - (Europe/Stockholm)": a zone for no time at all.
     assert "  nothing more is due" in shown.stdout.splitlines()
     assert "next due" not in shown.stdout
+    # Why it ended is said once, on the enrollment's line, not again on each
+    # of the five steps it never reached.
+    assert shown.stdout.count("unsubscribed from this sequence") == 1, shown.stdout
+    assert shown.stdout.count("the enrollment ended first (exited)") == 5, shown.stdout
 
 
 def test_an_unknown_address_is_a_clear_error(tmp_path: Path, db_url: str) -> None:

@@ -167,10 +167,13 @@ def test_unsubscribing_on_the_page_ends_the_enrollment_and_is_recorded(admin: Ad
     assert '<span class="status">unsubscribed</span> (admin)</dd>' in shown.text
     assert "Unsubscribe from all email</button>" in page.text
     assert "Unsubscribe from all email</button>" not in shown.text
-    steps = steps_of(explain(admin, sid, token(admin)))
+    data = explain(admin, sid, token(admin))
+    [enrollment] = data["enrollments"]
+    assert (enrollment["status"], enrollment["status_reason"]) == ("exited", "unsubscribed (admin)")
+    steps = steps_of(data)
     assert steps["welcome"]["state"] == "sent"
     assert steps["three-models"]["state"] == "not reached"
-    assert "exited: unsubscribed (admin)" in steps["three-models"]["why"]
+    assert steps["three-models"]["why"] == "the enrollment ended first (exited)"
     action = actions(admin.engine)[0]
     assert (action.admin, action.action, action.target) == (
         "ana",
@@ -209,9 +212,10 @@ def test_a_purchase_that_meets_the_goal_ends_the_timeline(admin: AdminApp) -> No
     data = explain(admin, sid, headers)
     [enrollment] = data["enrollments"]
     assert enrollment["status"] == "converted" and enrollment["next_due_at"] is None
+    assert enrollment["status_reason"] == "goal reached: purchased sales-audit"
     steps = steps_of(data)
     assert steps["welcome"]["state"] == "sent"
-    assert "converted: goal reached: purchased sales-audit" in steps["offer"]["why"]
+    assert steps["offer"]["why"] == "the enrollment ended first (converted)"
 
 
 def test_times_are_shown_in_the_subscribers_zone_and_the_admins(admin: AdminApp) -> None:
