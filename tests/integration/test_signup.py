@@ -608,6 +608,7 @@ def test_the_pages_go_by_the_business_name_never_the_tools(site: Site) -> None:
     assert site.runtime.settings.brand is None
     form = site.client.get("/subscribe/newsletter?tag=b2b")
     assert _title(form.text) == "Subscribe – Exempel AB"
+    assert '<p class="brand">Exempel AB</p>' in form.text  # above "Subscribe": whose list
     answer = site.post_form(email="karin@example.com", tags="b2b")
     assert _title(answer.text) == "Check your inbox – Exempel AB"
     confirmed = site.client.get(_link(site))
