@@ -1,7 +1,7 @@
 """The worker: APScheduler 3 ticks, the database holds every bit of state.
 
-Three jobs on one ``BlockingScheduler`` (or a background one inside
-``nurture run``):
+Three jobs on one ``BackgroundScheduler`` (its own thread; ``nurture worker``'s
+main thread waits for a signal, ``nurture run``'s serves the web app):
 
 * ``dispatch`` every ``dispatch_interval`` seconds, ``max_instances=1`` and
   ``coalesce=True``: a slow pass is never overlapped by the next, and ticks
@@ -34,7 +34,6 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 
 from nurture.app.runtime import Runtime
 from nurture.ops.metrics import observe_pass
@@ -42,6 +41,21 @@ from nurture.sending.dispatcher import DispatchHalted, DispatchReport
 from nurture.store.heartbeat import record_tick
 
 log = logging.getLogger("nurture.app.worker")
+
+
+class _SkippedWhileRunning(logging.Filter):
+    """Drops APScheduler's warning that a tick was skipped because the pass
+    before it still runs: with ``max_instances=1`` that is the design (a long
+    pass is never overlapped), and it was logged every interval of a long
+    pass, as if something were wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(
+            'Execution of job "%s" skipped: maximum number of running instances'
+        )
+
+
+_SKIPPED_WHILE_RUNNING = _SkippedWhileRunning()
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,7 @@ class Worker:
         scheduler.add_job(self.reload, "interval", seconds=2, id="reload", **common)
         scheduler.add_job(self.reconcile, "interval", seconds=60, id="reconcile", **common)
         self._scheduler = scheduler
+        logging.getLogger("apscheduler.scheduler").addFilter(_SKIPPED_WHILE_RUNNING)
         return scheduler
 
     def _pause_dispatch(self) -> None:
@@ -213,17 +228,20 @@ class Worker:
             scheduler.shutdown(wait=True)
 
     def run_blocking(self) -> None:
-        scheduler = self.configure(BlockingScheduler(timezone="UTC"))
+        """Run until SIGTERM or SIGINT, then stop the pass in flight cleanly.
+
+        The handler only records the signal. Python runs a handler on the main
+        thread between two bytecodes, maybe in the middle of a log call that
+        holds the log handler's lock; stopping there (joining the dispatching
+        thread, which may be waiting for that very lock to log) deadlocked
+        the process. So the scheduler runs in its own thread, and the main
+        thread, woken by the handler, does the stopping outside it."""
+        signals: list[int] = []
+        stop_requested = threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info(
-                "signal %d: finishing the emails in flight, then exiting",
-                signum,
-                extra={"action": "worker.stopping"},
-            )
-            # The handler runs on the main thread while the job runs in the
-            # executor's thread: waiting here lets the pass in flight stop cleanly.
-            self.stop()
+            signals.append(signum)  # no logging, no locks: see the docstring
+            stop_requested.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -233,7 +251,15 @@ class Worker:
             self.runtime.settings.dispatch_interval,
             extra={"action": "worker.started"},
         )
-        scheduler.start()  # returns once shut down
+        self.start_background()
+        while not stop_requested.wait(1.0):
+            pass
+        log.info(
+            "signal %d: finishing the emails in flight, then exiting",
+            signals[0],
+            extra={"action": "worker.stopping"},
+        )
+        self.stop()
         log.info("worker %s stopped", self.worker_id, extra={"action": "worker.stopped"})
 
     def start_background(self) -> BackgroundScheduler:

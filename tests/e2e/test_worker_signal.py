@@ -1,0 +1,111 @@
+"""SIGTERM stops ``nurture worker`` whatever its main thread was doing.
+
+Python runs a signal handler on the main thread between two bytecodes, so it
+may run in the middle of a log call, holding the log handler's lock. The
+worker once stopped from inside its handler: it joined the dispatching
+thread, which waited for that lock to log the end of its pass, and the
+process hung until killed (seen in CI: ``nurture worker`` outlived SIGTERM by
+a minute). This test makes that moment happen on purpose: a log handler sends
+the signal from inside ``emit`` on the main thread while a pass is in flight
+(the scheduler logged there then); where the main thread logs nothing during
+a pass, the signal comes from another thread, still while the pass runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import logging, os, signal, sys, threading, time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nurture.app.clock import FixedClock
+from nurture.app.runtime import build_runtime
+from nurture.app.worker import Worker
+from nurture.audience.subscribers import add_subscriber
+from nurture.store.db import session_factory
+from nurture.testing import MemoryTransport
+from tests.factories import example_workdir
+
+work = Path(sys.argv[1])
+NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
+settings = example_workdir(work).model_copy(
+    update={"database_url": f"sqlite:///{work / 'nurture.db'}", "dispatch_interval": 0.05}
+)
+transport = MemoryTransport()
+runtime = build_runtime(settings, FixedClock(NOW), transport=transport)
+with session_factory(runtime.engine)() as session:
+    for n in range(20):
+        add_subscriber(
+            session, email=f"p{n}@example.com", tags=("b2b",), locale="en",
+            consent_source="test", now=NOW, sequences=runtime.registry.sequences(),
+        )
+    session.commit()
+
+in_flight = threading.Event()
+signalled = threading.Event()
+
+
+def signal_now() -> None:
+    if not signalled.is_set():
+        signalled.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SignalInsideEmit(logging.Handler):
+    # The signal arrives while this handler's lock is held (``handle`` holds
+    # it around ``emit``): the moment that deadlocked the worker.
+    def emit(self, record: logging.LogRecord) -> None:
+        if threading.current_thread() is threading.main_thread() and in_flight.is_set():
+            signal_now()
+            time.sleep(0.2)  # the Python-level handler runs here, lock still held
+
+
+def hold_the_pass(_email: object) -> None:
+    # The first email of the pass: wait for the signal, so that the pass is
+    # still running (and logs its end) when the worker is asked to stop.
+    in_flight.set()
+    threading.Timer(1.0, signal_now).start()
+    signalled.wait(5)
+
+
+runtime.dispatcher.sender.after_send = hold_the_pass
+logging.basicConfig(level=logging.INFO, format="%(threadName)s %(message)s")
+logging.getLogger().addHandler(SignalInsideEmit())
+worker = Worker(runtime)
+worker.run_blocking()
+print("sent", len(transport.sent), flush=True)
+"""
+
+
+def test_sigterm_while_the_main_thread_holds_a_log_lock_still_stops_the_worker(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as hung:
+        raise AssertionError(f"the worker did not stop on SIGTERM:\n{hung.stderr!r}") from None
+    assert done.returncode == 0, done.stderr
+    assert "signal 15: finishing the emails in flight, then exiting" in done.stderr
+    assert "stopped" in done.stderr.splitlines()[-1]
+    # The ticks skipped while the held pass ran (every 0.05 s for a second)
+    # are the design (one pass at a time), not a warning on every interval.
+    assert "Running job" in done.stderr
+    assert "skipped: maximum number of running instances" not in done.stderr
+    # The pass in flight finished what it had handed over before exiting.
+    sent = int(done.stdout.split()[-1])
+    assert 1 <= sent <= 20
