@@ -14,11 +14,13 @@ main thread waits for a signal, ``nurture run``'s serves the web app):
 * ``reconcile`` every minute: reservations whose lease expired (a worker died
   mid-send) become ``unknown``; they are never resent automatically. On
   PostgreSQL it also folds the funnel's per-process counters
-  (:func:`nurture.store.funnels.fold_all`).
+  (:func:`nurture.store.funnels.fold_all`). And it forgets the heartbeats of
+  workers silent for a day (:func:`nurture.store.heartbeat.prune`).
 
 SIGTERM / SIGINT: the emails already with the provider are confirmed and
 committed; those still queued are recorded as not attempted (retried a
-second later); then the process exits.
+second later); the worker's heartbeat row is deleted (a clean exit is not a
+late worker); then the process exits.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from nurture.app.runtime import Runtime
 from nurture.ops.metrics import observe_pass
 from nurture.sending.dispatcher import DispatchHalted, DispatchReport
-from nurture.store.heartbeat import record_tick
+from nurture.store.heartbeat import forget, prune, record_tick
 
 log = logging.getLogger("nurture.app.worker")
 
@@ -170,7 +172,16 @@ class Worker:
             )
 
     def reconcile(self) -> None:
-        self.runtime.dispatcher.reconcile(self.runtime.clock())
+        now = self.runtime.clock()
+        self.runtime.dispatcher.reconcile(now)
+        with self.runtime.engine.begin() as conn:
+            gone = prune(conn, now)
+        if gone:
+            log.info(
+                "forgot %d worker(s) silent for a day (stopped without a clean exit)",
+                gone,
+                extra={"action": "worker.forgotten"},
+            )
 
     def _heartbeat(self, now: datetime, error: str | None) -> bool:
         try:
@@ -226,6 +237,15 @@ class Worker:
         scheduler = getattr(self, "_scheduler", None)
         if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=True)
+        # A clean exit: this worker id will never tick again, so it leaves the
+        # dashboard, /healthz and /metrics now rather than showing as late.
+        try:
+            with self.runtime.engine.begin() as conn:
+                forget(conn, self.worker_id)
+        except Exception:
+            log.exception(
+                "could not remove the worker's heartbeat", extra={"action": "worker.heartbeat"}
+            )
 
     def run_blocking(self) -> None:
         """Run until SIGTERM or SIGINT, then stop the pass in flight cleanly.

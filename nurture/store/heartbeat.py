@@ -1,20 +1,28 @@
 """The workers' heartbeat: one row per worker with its last tick.
 
-The worker writes it after every dispatch pass; ``/healthz`` reads it to show
-how long ago each worker last ticked and what its last error was.
+The worker writes it after every dispatch pass; ``/healthz``, ``/metrics`` and
+the admin's dashboard read it to show how long ago each worker last ticked
+and what its last error was. A worker id is new at every start, so a row must
+not outlive its worker: a clean stop deletes it (:func:`forget`), and the
+row of a worker that was killed is deleted by a live worker's reconcile once
+it has been silent for :data:`FORGET_AFTER` (:func:`prune`). Until then it
+shows as late: that worker stopped without saying so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from nurture.store.tables import WorkerTickRow
 
 TICKS = WorkerTickRow.__table__  # type: ignore[attr-defined]
+
+FORGET_AFTER = timedelta(days=1)
+"""How long a worker that stopped without a word stays listed (as late)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,17 @@ def record_tick(conn: Connection, worker_id: str, now: datetime, error: str | No
                 worker_id=worker_id, started_at=now, last_tick_at=now, last_error=error
             )
         )
+
+
+def forget(conn: Connection, worker_id: str) -> None:
+    """``worker_id`` stopped cleanly: it is no longer a worker to watch."""
+    conn.execute(delete(TICKS).where(TICKS.c.worker_id == worker_id))
+
+
+def prune(conn: Connection, now: datetime) -> int:
+    """Delete the rows of workers silent for :data:`FORGET_AFTER` at ``now``
+    (killed, never restarted under that id); returns how many."""
+    return conn.execute(delete(TICKS).where(TICKS.c.last_tick_at < now - FORGET_AFTER)).rowcount
 
 
 def check_database(conn: Connection) -> None:

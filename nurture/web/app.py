@@ -145,8 +145,10 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
         Degraded: the in-process worker (``nurture run``) is halted, its last
         pass failed, or it has not finished a pass for too long; or a worker
         that ticked recently had its last pass fail; or workers are known but
-        none ticked recently. The body has counts, ages and error kinds only:
-        an error's text can quote a subscriber, so it stays in the log.
+        none ticked recently (a worker that exits cleanly deletes its row, one
+        that was killed stays known for a day). The body has counts, ages and
+        error kinds only: an error's text can quote a subscriber, so it stays
+        in the log.
         """
         now = runtime.clock()
         settings = runtime.settings

@@ -80,6 +80,9 @@ logging.basicConfig(level=logging.INFO, format="%(threadName)s %(message)s")
 logging.getLogger().addHandler(SignalInsideEmit())
 worker = Worker(runtime)
 worker.run_blocking()
+from nurture.store.heartbeat import worker_ticks
+with runtime.engine.connect() as conn:
+    print("heartbeats", len(worker_ticks(conn)))
 print("sent", len(transport.sent), flush=True)
 """
 
@@ -109,3 +112,5 @@ def test_sigterm_while_the_main_thread_holds_a_log_lock_still_stops_the_worker(
     # The pass in flight finished what it had handed over before exiting.
     sent = int(done.stdout.split()[-1])
     assert 1 <= sent <= 20
+    # A clean exit takes the worker's heartbeat row with it.
+    assert "heartbeats 0" in done.stdout

@@ -16,6 +16,7 @@ from nurture.app.runtime import build_runtime
 from nurture.app.worker import Worker
 from nurture.audience.subscribers import add_subscriber
 from nurture.errors import AuthenticationError
+from nurture.store import heartbeat
 from nurture.store.db import session_factory
 from nurture.testing import MemoryTransport
 from nurture.web.app import create_app
@@ -113,4 +114,33 @@ def test_tick_heartbeat_and_healthz(engine: Engine, tmp_path: Path) -> None:
     # The kind of error, not its text (which may quote a subscriber).
     assert body["workers"][0]["error_kind"] == "DispatchHalted"
     assert "API key" not in answer.text
+    runtime.close()
+
+
+def test_a_clean_stop_forgets_the_worker_and_reconcile_forgets_the_silent(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Worker ids are new at every start: without this, every restart left a
+    row behind, late forever on the dashboard, /healthz and /metrics."""
+    runtime = build_runtime(
+        example_workdir(tmp_path), FixedClock(NOW), transport=MemoryTransport(), engine=engine,
+        migrate=False,
+    )  # fmt: skip
+    with engine.begin() as conn:
+        heartbeat.record_tick(conn, "killed-two-days-ago", NOW - timedelta(days=2), None)
+        heartbeat.record_tick(conn, "killed-an-hour-ago", NOW - timedelta(hours=1), "Boom")
+    worker = Worker(runtime)
+    worker.tick()
+    with engine.connect() as conn:
+        ids = [tick.worker_id for tick in heartbeat.worker_ticks(conn)]
+    assert ids == [worker.worker_id, "killed-an-hour-ago", "killed-two-days-ago"]
+    # An hour's silence is shown (as late): a day's is forgotten.
+    worker.reconcile()
+    with engine.connect() as conn:
+        ids = [tick.worker_id for tick in heartbeat.worker_ticks(conn)]
+    assert ids == [worker.worker_id, "killed-an-hour-ago"]
+    worker.stop()
+    with engine.connect() as conn:
+        ids = [tick.worker_id for tick in heartbeat.worker_ticks(conn)]
+    assert ids == ["killed-an-hour-ago"]
     runtime.close()
