@@ -66,31 +66,21 @@ class Phases:
                 self.seconds[self.phase()] += now - self._since
             self._since, self.planning = now, planning
 
-    def wrap_pass(self, owner: Any, name: str) -> None:
-        """The pass: the phases are counted from its start to its end."""
+    def wrap(self, owner: Any, name: str, *, planning: bool) -> None:
+        """Count ``owner.name``'s time as planning, or (the pass itself) count
+        the phases from its start to its end."""
         method: Callable[..., Any] = getattr(owner, name)
 
-        def whole(*args: Any, **kwargs: Any) -> Any:
-            self.switch(False)
+        def phased(*args: Any, **kwargs: Any) -> Any:
+            self.switch(planning)
             try:
                 return method(*args, **kwargs)
             finally:
                 self.switch(False)
-                self._since = None
+                if not planning:
+                    self._since = None
 
-        setattr(owner, name, whole)
-
-    def wrap_planning(self, owner: Any, name: str) -> None:
-        method: Callable[..., Any] = getattr(owner, name)
-
-        def planning(*args: Any, **kwargs: Any) -> Any:
-            self.switch(True)
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.switch(False)
-
-        setattr(owner, name, planning)
+        setattr(owner, name, phased)
 
     def wrap_rounds(self, launch_name: str, statement_name: str) -> None:
         launch: Callable[..., Any] = getattr(pool.PooledSender, launch_name)
@@ -124,9 +114,9 @@ def main() -> None:
     parser.add_argument("--database", default="sqlite")
     args = parser.parse_args()
     phases = Phases()
-    phases.wrap_pass(dispatching.Dispatcher, "dispatch")
-    phases.wrap_planning(dispatching.Dispatcher, "_claim_and_plan")
-    phases.wrap_planning(dispatching.Dispatcher, "_write")
+    phases.wrap(dispatching.Dispatcher, "dispatch", planning=False)
+    phases.wrap(dispatching.Dispatcher, "_claim_and_plan", planning=True)
+    phases.wrap(dispatching.Dispatcher, "_write", planning=True)
     phases.wrap_rounds("_launch_and_confirm", "reserve_and_confirm")
     result = bench.run_scenario(
         "memory", args.count, args.batch, 128, args.database, args.concurrency

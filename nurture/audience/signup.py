@@ -298,15 +298,19 @@ def sequence_brand(
     keys win, as in the email), else the sequence's sender's name; the
     project's name, or empty, for a sequence no longer loaded."""
     loaded = sequences.get(sequence_id)
+    return _brand_name(loaded) or project or _name_of(loaded)
+
+
+def _brand_name(loaded: LoadedSequence | None) -> str | None:
+    """The sequence's own ``brand.name``, if it sets one."""
     brand = None if loaded is None else loaded.sequence.brand
-    return (brand.name if brand is not None else None) or project or _name_of(loaded)
+    return None if brand is None else brand.name
 
 
 def _name_of(loaded: LoadedSequence | None) -> str:
     if loaded is None:
         return ""
-    brand = loaded.sequence.brand
-    return (brand.name if brand is not None else None) or loaded.sequence.sender.name
+    return _brand_name(loaded) or loaded.sequence.sender.name
 
 
 def _message(
