@@ -20,12 +20,14 @@ main thread waits for a signal, ``nurture run``'s serves the web app):
 SIGTERM / SIGINT: the emails already with the provider are confirmed and
 committed; those still queued are recorded as not attempted (retried a
 second later); the worker's heartbeat row is deleted (a clean exit is not a
-late worker); then the process exits.
+late worker); then the process exits. A second signal meanwhile exits at
+once, as SIGKILL would.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -76,6 +78,19 @@ class WorkerHealth:
     """Since the last pass ended, or since the worker was created."""
     pass_running_for: float | None
     """How long the pass in flight has run; None between passes."""
+
+
+def _exit_now(signum: int, _frame: FrameType | None) -> None:
+    """A second SIGTERM or Ctrl-C while the worker finishes its emails in
+    flight: leave at once, as after SIGKILL (what was with the provider
+    becomes ``unknown`` when its lease runs out; nothing is sent twice).
+    Written with ``os.write``: a handler must not take the logging locks."""
+    os.write(
+        2,
+        f"signal {signum} again: exiting now; the emails in flight become "
+        "unknown when their lease runs out (`nurture sends list --status unknown`)\n".encode(),
+    )
+    os._exit(128 + signum)
 
 
 class Worker:
@@ -274,8 +289,11 @@ class Worker:
         self.start_background()
         while not stop_requested.wait(1.0):
             pass
+        signal.signal(signal.SIGTERM, _exit_now)
+        signal.signal(signal.SIGINT, _exit_now)
         log.info(
-            "signal %d: finishing the emails in flight, then exiting",
+            "signal %d: finishing the emails in flight, then exiting "
+            "(a second signal exits at once)",
             signals[0],
             extra={"action": "worker.stopping"},
         )

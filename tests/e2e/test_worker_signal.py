@@ -14,9 +14,16 @@ a pass, the signal comes from another thread, still while the pass runs.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from nurture.store.db import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +40,7 @@ from nurture.store.db import session_factory
 from nurture.testing import MemoryTransport
 from tests.factories import example_workdir
 
-work = Path(sys.argv[1])
+work, mode = Path(sys.argv[1]), sys.argv[2]
 NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
 settings = example_workdir(work).model_copy(
     update={"database_url": f"sqlite:///{work / 'nurture.db'}", "dispatch_interval": 0.05}
@@ -68,16 +75,22 @@ class SignalInsideEmit(logging.Handler):
 
 
 def hold_the_pass(_email: object) -> None:
-    # The first email of the pass: wait for the signal, so that the pass is
-    # still running (and logs its end) when the worker is asked to stop.
     in_flight.set()
-    threading.Timer(1.0, signal_now).start()
-    signalled.wait(5)
+    if mode == "trap":
+        # The first email of the pass: wait for the signal, so that the pass
+        # is still running (and logs its end) when the worker is asked to stop.
+        threading.Timer(1.0, signal_now).start()
+        signalled.wait(5)
+    else:
+        # "hang": the provider never answers; only a second signal ends this.
+        print("held", flush=True)
+        threading.Event().wait(120)
 
 
 runtime.dispatcher.sender.after_send = hold_the_pass
 logging.basicConfig(level=logging.INFO, format="%(threadName)s %(message)s")
-logging.getLogger().addHandler(SignalInsideEmit())
+if mode == "trap":
+    logging.getLogger().addHandler(SignalInsideEmit())
 worker = Worker(runtime)
 worker.run_blocking()
 from nurture.store.heartbeat import worker_ticks
@@ -93,7 +106,7 @@ def test_sigterm_while_the_main_thread_holds_a_log_lock_still_stops_the_worker(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         done = subprocess.run(
-            [sys.executable, "-c", SCRIPT, str(tmp_path)],
+            [sys.executable, "-c", SCRIPT, str(tmp_path), "trap"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -114,3 +127,44 @@ def test_sigterm_while_the_main_thread_holds_a_log_lock_still_stops_the_worker(
     assert 1 <= sent <= 20
     # A clean exit takes the worker's heartbeat row with it.
     assert "heartbeats 0" in done.stdout
+
+
+@pytest.mark.timeout(180)
+def test_a_second_sigterm_exits_at_once_while_a_send_hangs(tmp_path: Path) -> None:
+    """The first signal waits for the emails in flight; when the provider
+    hangs, a second one (Ctrl-C again, or an impatient supervisor) leaves at
+    once, as SIGKILL would: the hung email stays reserved, for reconcile to
+    make unknown, never to be sent twice."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), "hang"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "held"
+        process.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        assert process.poll() is None  # still waiting for the hung send
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "finishing the emails in flight" in stderr
+    assert "signal 15 again: exiting now" in stderr
+    engine = make_engine(f"sqlite:///{tmp_path / 'nurture.db'}")
+    try:
+        with engine.connect() as conn:
+            statuses = dict(
+                conn.execute(text("SELECT status, count(*) FROM send GROUP BY status")).all()
+            )
+    finally:
+        engine.dispose()
+    assert statuses.get("reserved", 0) >= 1
+    assert "sent" not in statuses  # nothing was confirmed after the forced exit
