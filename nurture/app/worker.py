@@ -80,7 +80,7 @@ class WorkerHealth:
     """How long the pass in flight has run; None between passes."""
 
 
-def _exit_now(signum: int, _frame: FrameType | None) -> None:
+def exit_now(signum: int, _frame: FrameType | None) -> None:
     """A second SIGTERM or Ctrl-C while the worker finishes its emails in
     flight: leave at once, as after SIGKILL (what was with the provider
     becomes ``unknown`` when its lease runs out; nothing is sent twice).
@@ -289,8 +289,8 @@ class Worker:
         self.start_background()
         while not stop_requested.wait(1.0):
             pass
-        signal.signal(signal.SIGTERM, _exit_now)
-        signal.signal(signal.SIGINT, _exit_now)
+        signal.signal(signal.SIGTERM, exit_now)
+        signal.signal(signal.SIGINT, exit_now)
         log.info(
             "signal %d: finishing the emails in flight, then exiting "
             "(a second signal exits at once)",

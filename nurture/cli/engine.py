@@ -42,6 +42,8 @@ from nurture.cli.passes import PassProgress, shows_progress, trouble
 from nurture.errors import NurtureError
 
 if TYPE_CHECKING:  # the store and the sender are imported by the commands that use them
+    from types import FrameType
+
     from nurture.app.runtime import Runtime
     from nurture.sending.answers import DispatchReport
 
@@ -235,11 +237,21 @@ def web_command(
 def _graceful_server_class() -> type:
     import uvicorn
 
+    from nurture.app.worker import exit_now
+
     class GracefulServer(uvicorn.Server):
         """Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the
         process would die of the signal; here a signal only asks the server to
         stop (the worker stops its pass in the lifespan's shutdown) and the
         process exits 0."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit:
+                # A second signal: as in `nurture worker`, leave at once (the
+                # lifespan's shutdown may be waiting for a provider that hangs,
+                # and it blocks the loop that would act on uvicorn's own flag).
+                exit_now(sig, frame)
+            super().handle_exit(sig, frame)
 
         @contextmanager
         def capture_signals(self) -> Iterator[None]:

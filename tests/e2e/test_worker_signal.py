@@ -9,6 +9,9 @@ a minute). This test makes that moment happen on purpose: a log handler sends
 the signal from inside ``emit`` on the main thread while a pass is in flight
 (the scheduler logged there then); where the main thread logs nothing during
 a pass, the signal comes from another thread, still while the pass runs.
+
+And a second signal, while the first waits for a provider that hangs, ends
+``nurture worker`` and ``nurture run`` at once, as SIGKILL would.
 """
 
 from __future__ import annotations
@@ -24,8 +27,14 @@ import pytest
 from sqlalchemy import text
 
 from nurture.store.db import make_engine
+from nurture.testing.fake_sendgrid import FakeSendGrid
+from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
+from tests.e2e.test_cli_engine import NOW, NURTURE, free_port
+from tests.e2e.test_cli_engine import env as cli_env
+from tests.e2e.test_cli_engine import run as run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "SG.e2e-signal-key.not-a-real-one"
 
 SCRIPT = r"""
 import logging, os, signal, sys, threading, time
@@ -168,3 +177,61 @@ def test_a_second_sigterm_exits_at_once_while_a_send_hangs(tmp_path: Path) -> No
         engine.dispose()
     assert statuses.get("reserved", 0) >= 1
     assert "sent" not in statuses  # nothing was confirmed after the forced exit
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("command", ["worker", "run"])
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_second_signal_ends_the_command_while_the_provider_hangs(
+    tmp_path: Path, db_url: str, command: str
+) -> None:
+    """The same through the real executables, `nurture run` included (its
+    worker stops in the web app's shutdown, which blocks the loop that would
+    act on uvicorn's own second-signal flag)."""
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        assert run_cli("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
+        work = tmp_path / "work"
+        enable_example(work)
+        toml = work / "nurture.toml"
+        config = toml.read_text("utf-8").replace(
+            'transport = "outbox"',
+            f'transport = "sendgrid"\nsendgrid_api_host = "{fake.url}"\nsendgrid_timeout = 60',
+        )
+        toml.write_text(
+            config.replace('base_url = "http://localhost:8000"', f'base_url = "{PUBLIC_BASE_URL}"'),
+            "utf-8",
+        )
+        added = run_cli(
+            "--now", NOW, "subscribers", "add", "karin@example.com", "--tag", "b2b",
+            cwd=work, db_url=db_url,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        fake.enqueue("hang", seconds=90)  # the provider never answers in time
+        args = ["run", "--port", str(free_port())] if command == "run" else ["worker"]
+        process = subprocess.Popen(
+            [*NURTURE, "--now", NOW, *args],
+            cwd=work,
+            env={**cli_env(db_url), "NURTURE_SENDGRID_API_KEY": API_KEY},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            # (A mail send is counted when answered: a connection is the sign.)
+            while fake.stats()["connections"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert fake.stats()["connections"] == 1
+            time.sleep(0.5)  # the request reaches the hang
+            process.send_signal(signal.SIGTERM)
+            time.sleep(2)
+            assert process.poll() is None  # the first signal waits for the hung send
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 128 + signal.SIGTERM, output
+        assert "signal 15 again: exiting now" in output
+        assert fake.stats()["delivered"] == 0
