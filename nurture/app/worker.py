@@ -190,7 +190,7 @@ class Worker:
         now = self.runtime.clock()
         self.runtime.dispatcher.reconcile(now)
         with self.runtime.engine.begin() as conn:
-            gone = prune(conn, now)
+            gone = prune(conn, now, keep=self.worker_id)
         if gone:
             log.info(
                 "forgot %d worker(s) silent for a day (stopped without a clean exit)",

@@ -139,8 +139,14 @@ def test_a_clean_stop_forgets_the_worker_and_reconcile_forgets_the_silent(
     with engine.connect() as conn:
         ids = [tick.worker_id for tick in heartbeat.worker_ticks(conn)]
     assert ids == [worker.worker_id, "killed-an-hour-ago"]
-    worker.stop()
+    # Never the reconciling worker's own row, however long since its last
+    # tick (the demo's clock runs a day a second).
+    runtime.clock = FixedClock(NOW + timedelta(days=3))
+    worker.reconcile()
     with engine.connect() as conn:
         ids = [tick.worker_id for tick in heartbeat.worker_ticks(conn)]
-    assert ids == ["killed-an-hour-ago"]
+    assert ids == [worker.worker_id]
+    worker.stop()
+    with engine.connect() as conn:
+        assert heartbeat.worker_ticks(conn) == []
     runtime.close()
