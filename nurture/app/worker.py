@@ -27,19 +27,17 @@ once, as SIGKILL would.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
 from nurture.app.runtime import Runtime
+from nurture.app.signals import StopSignals
 from nurture.ops.metrics import observe_pass
 from nurture.sending.dispatcher import DispatchHalted, DispatchReport
 from nurture.store.heartbeat import forget, prune, record_tick
@@ -78,19 +76,6 @@ class WorkerHealth:
     """Since the last pass ended, or since the worker was created."""
     pass_running_for: float | None
     """How long the pass in flight has run; None between passes."""
-
-
-def exit_now(signum: int, _frame: FrameType | None) -> None:
-    """A second SIGTERM or Ctrl-C while the worker finishes its emails in
-    flight: leave at once, as after SIGKILL (what was with the provider
-    becomes ``unknown`` when its lease runs out; nothing is sent twice).
-    Written with ``os.write``: a handler must not take the logging locks."""
-    os.write(
-        2,
-        f"signal {signum} again: exiting now; the emails in flight become "
-        "unknown when their lease runs out (`nurture sends list --status unknown`)\n".encode(),
-    )
-    os._exit(128 + signum)
 
 
 class Worker:
@@ -263,41 +248,26 @@ class Worker:
             )
 
     def run_blocking(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop the pass in flight cleanly.
-
-        The handler only records the signal. Python runs a handler on the main
-        thread between two bytecodes, maybe in the middle of a log call that
-        holds the log handler's lock; stopping there (joining the dispatching
-        thread, which may be waiting for that very lock to log) deadlocked
-        the process. So the scheduler runs in its own thread, and the main
-        thread, woken by the handler, does the stopping outside it."""
-        signals: list[int] = []
-        stop_requested = threading.Event()
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            signals.append(signum)  # no logging, no locks: see the docstring
-            stop_requested.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        log.info(
-            "worker %s started (dispatch every %ss)",
-            self.worker_id,
-            self.runtime.settings.dispatch_interval,
-            extra={"action": "worker.started"},
-        )
-        self.start_background()
-        while not stop_requested.wait(1.0):
-            pass
-        signal.signal(signal.SIGTERM, exit_now)
-        signal.signal(signal.SIGINT, exit_now)
-        log.info(
-            "signal %d: finishing the emails in flight, then exiting "
-            "(a second signal exits at once)",
-            signals[0],
-            extra={"action": "worker.stopping"},
-        )
-        self.stop()
+        """Run until SIGTERM or SIGINT, then stop the pass in flight cleanly
+        (:mod:`nurture.app.signals`: the handler only records the signal; the
+        scheduler runs in its own thread and this, the main thread, does the
+        stopping; a second signal exits at once)."""
+        with StopSignals() as signals:
+            log.info(
+                "worker %s started (dispatch every %ss)",
+                self.worker_id,
+                self.runtime.settings.dispatch_interval,
+                extra={"action": "worker.started"},
+            )
+            self.start_background()
+            signum = signals.wait()
+            log.info(
+                "signal %d: finishing the emails in flight, then exiting "
+                "(a second signal exits at once)",
+                signum,
+                extra={"action": "worker.stopping"},
+            )
+            self.stop()
         log.info("worker %s stopped", self.worker_id, extra={"action": "worker.stopped"})
 
     def start_background(self) -> BackgroundScheduler:

@@ -15,8 +15,9 @@ refused API key).
 from __future__ import annotations
 
 import logging
+import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
@@ -120,18 +121,25 @@ def dispatch_command(
 
     Exit code 0: every email due was sent (or skipped by the rules); 1: some
     failed, are unknown or will be retried (the summary says why); 2: a
-    configuration error; 3: the provider refused the API key. For "as if it
-    were" another time, use the global --now: nurture --now TIME dispatch.
+    configuration error; 3: the provider refused the API key; 130 or 143:
+    Ctrl-C or SIGTERM ended the pass early (the emails with the provider are
+    waited for; a second signal exits at once). For "as if it were" another
+    time, use the global --now: nurture --now TIME dispatch.
     """
+    from nurture.app.signals import StopSignals
+
     del once  # one pass is all `dispatch` does; `nurture worker` keeps going
     with _runtime(ctx) as runtime:
         moment = runtime.clock()
         with errors():
             runtime.dispatcher.reconcile(moment)
-            try:
-                report = _dispatch_pass(runtime, moment)
-            except NurtureError as exc:
-                raise fail(str(exc), EXIT_HALTED) from exc
+            # Ctrl-C or SIGTERM ends the pass cleanly (see nurture.app.signals);
+            # a second one exits at once.
+            with StopSignals(on_first=_stop_pass(runtime)) as signals:
+                try:
+                    report = _dispatch_pass(runtime, moment)
+                except NurtureError as exc:
+                    raise fail(str(exc), EXIT_HALTED) from exc
     out.print(
         f"dispatch at {moment.isoformat()}: {report.summary()}", highlight=False, soft_wrap=True
     )
@@ -139,8 +147,32 @@ def dispatch_command(
     for kind, count, first in problems:
         why = f"first: {first}" if first else "see `nurture log`"
         out.print(safe(f"  {kind} {count}, {why}"), soft_wrap=True)
+    if signals.first is not None:
+        err.print(
+            f"stopped by signal {signals.first} before the pass ended: the emails not "
+            "attempted go out at the next pass",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(128 + signals.first)
     if problems:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _stop_pass(runtime: Runtime) -> Callable[[int], None]:
+    """What the first signal does to a `dispatch` pass: ask it to stop (an
+    Event no thread waits on) and say so with ``os.write`` (no log locks in
+    a signal handler)."""
+
+    def stop(signum: int) -> None:
+        runtime.dispatcher.stop()
+        os.write(
+            2,
+            f"signal {signum}: finishing the emails with the provider, then stopping "
+            "(a second signal exits at once)\n".encode(),
+        )
+
+    return stop
 
 
 def _dispatch_pass(runtime: Runtime, moment: datetime) -> DispatchReport:
@@ -237,7 +269,7 @@ def web_command(
 def _graceful_server_class() -> type:
     import uvicorn
 
-    from nurture.app.worker import exit_now
+    from nurture.app.signals import exit_now
 
     class GracefulServer(uvicorn.Server):
         """Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the

@@ -66,6 +66,7 @@ with session_factory(runtime.engine)() as session:
 
 in_flight = threading.Event()
 signalled = threading.Event()
+first_held = threading.Lock()
 
 
 def signal_now() -> None:
@@ -92,7 +93,9 @@ def hold_the_pass(_email: object) -> None:
         signalled.wait(5)
     else:
         # "hang": the provider never answers; only a second signal ends this.
-        print("held", flush=True)
+        # (Every send thread of the pool comes here: one says so.)
+        if first_held.acquire(blocking=False):
+            print("held", flush=True)
         threading.Event().wait(120)
 
 
@@ -180,34 +183,20 @@ def test_a_second_sigterm_exits_at_once_while_a_send_hangs(tmp_path: Path) -> No
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("command", ["worker", "run"])
+@pytest.mark.parametrize("command", ["worker", "run", "dispatch"])
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_second_signal_ends_the_command_while_the_provider_hangs(
     tmp_path: Path, db_url: str, command: str
 ) -> None:
-    """The same through the real executables, `nurture run` included (its
-    worker stops in the web app's shutdown, which blocks the loop that would
-    act on uvicorn's own second-signal flag)."""
+    """The same through the real executables: `nurture run` (its worker
+    stops in the web app's shutdown, which blocks the loop that would act on
+    uvicorn's own second-signal flag) and the one pass of `nurture dispatch`
+    (a second Ctrl-C waited for the hung send as well, and then for the send
+    threads at the interpreter's exit)."""
     with FakeSendGrid(api_key=API_KEY) as fake:
-        assert run_cli("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
-        work = tmp_path / "work"
-        enable_example(work)
-        toml = work / "nurture.toml"
-        config = toml.read_text("utf-8").replace(
-            'transport = "outbox"',
-            f'transport = "sendgrid"\nsendgrid_api_host = "{fake.url}"\nsendgrid_timeout = 60',
-        )
-        toml.write_text(
-            config.replace('base_url = "http://localhost:8000"', f'base_url = "{PUBLIC_BASE_URL}"'),
-            "utf-8",
-        )
-        added = run_cli(
-            "--now", NOW, "subscribers", "add", "karin@example.com", "--tag", "b2b",
-            cwd=work, db_url=db_url,
-        )  # fmt: skip
-        assert added.returncode == 0, added.stderr
+        work = _project_on(fake, tmp_path, db_url)
         fake.enqueue("hang", seconds=90)  # the provider never answers in time
-        args = ["run", "--port", str(free_port())] if command == "run" else ["worker"]
+        args = ["run", "--port", str(free_port())] if command == "run" else [command]
         process = subprocess.Popen(
             [*NURTURE, "--now", NOW, *args],
             cwd=work,
@@ -217,12 +206,7 @@ def test_a_second_signal_ends_the_command_while_the_provider_hangs(
             text=True,
         )
         try:
-            deadline = time.monotonic() + 60
-            # (A mail send is counted when answered: a connection is the sign.)
-            while fake.stats()["connections"] == 0 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert fake.stats()["connections"] == 1
-            time.sleep(0.5)  # the request reaches the hang
+            _wait_for_a_connection(fake)
             process.send_signal(signal.SIGTERM)
             time.sleep(2)
             assert process.poll() is None  # the first signal waits for the hung send
@@ -235,3 +219,70 @@ def test_a_second_signal_ends_the_command_while_the_provider_hangs(
         assert process.returncode == 128 + signal.SIGTERM, output
         assert "signal 15 again: exiting now" in output
         assert fake.stats()["delivered"] == 0
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_one_signal_ends_a_dispatch_pass_cleanly(tmp_path: Path, db_url: str) -> None:
+    """One Ctrl-C or SIGTERM during `nurture dispatch`: the send with the
+    provider is waited for and recorded (here the provider drops it: unknown,
+    never resent), the summary is printed, and the exit code says a signal
+    ended the pass (it used to raise KeyboardInterrupt wherever the main
+    thread was)."""
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        work = _project_on(fake, tmp_path, db_url)
+        fake.enqueue("hang", seconds=3)  # then the connection closes: unknown
+        process = subprocess.Popen(
+            [*NURTURE, "--now", NOW, "dispatch"],
+            cwd=work,
+            env={**cli_env(db_url), "NURTURE_SENDGRID_API_KEY": API_KEY},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for_a_connection(fake)
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "signal 15: finishing the emails with the provider" in stderr
+    assert "stopped by signal 15 before the pass ended" in stderr
+    assert "unknown 1, first: karin@example.com (sales-process/welcome)" in stdout
+    listed = run_cli("sends", "list", "--status", "unknown", cwd=work, db_url=db_url)
+    assert "karin@example.com" in listed.stdout, listed.stdout
+
+
+def _project_on(fake: FakeSendGrid, tmp_path: Path, db_url: str) -> Path:
+    """A project sending through ``fake``, with one subscriber due now."""
+    assert run_cli("init", "work", cwd=tmp_path, db_url=db_url).returncode == 0
+    work = tmp_path / "work"
+    enable_example(work)
+    toml = work / "nurture.toml"
+    config = toml.read_text("utf-8").replace(
+        'transport = "outbox"',
+        f'transport = "sendgrid"\nsendgrid_api_host = "{fake.url}"\nsendgrid_timeout = 60',
+    )
+    toml.write_text(
+        config.replace('base_url = "http://localhost:8000"', f'base_url = "{PUBLIC_BASE_URL}"'),
+        "utf-8",
+    )
+    added = run_cli(
+        "--now", NOW, "subscribers", "add", "karin@example.com", "--tag", "b2b",
+        cwd=work, db_url=db_url,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    return work
+
+
+def _wait_for_a_connection(fake: FakeSendGrid) -> None:
+    """Until the sender is with ``fake`` (a mail send is counted only when
+    answered: a connection is the sign)."""
+    deadline = time.monotonic() + 60
+    while fake.stats()["connections"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fake.stats()["connections"] == 1
+    time.sleep(0.5)  # the request reaches the hang
