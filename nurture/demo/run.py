@@ -28,6 +28,7 @@ from rich.text import Text
 from nurture.app.clock import AcceleratedClock
 from nurture.app.runtime import build_runtime, freeze_startup_objects
 from nurture.app.settings import load_settings
+from nurture.app.signals import StopSignals
 from nurture.audience.purchases import purchase_input, record_purchase
 from nurture.audience.subscribers import add_subscriber
 from nurture.demo.examples import example_root
@@ -149,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     end = START + timedelta(days=args.days)
     freeze_startup_objects()
     clock.restart()  # the simulated clock starts now that everything is set up
-    with Live(view(START), console=console, refresh_per_second=8, transient=True) as live:
-        while True:
+    # Ctrl-C ends the pass in flight cleanly and shows what happened so far.
+    with (
+        StopSignals(on_first=lambda _signum: runtime.dispatcher.stop()) as signals,
+        Live(view(START), console=console, refresh_per_second=8, transient=True) as live,
+    ):
+        while signals.first is None:
             now = clock()
             # Dispatch at each due time the clock has passed, in order, so the
             # emails carry the times the schedule gives them (as `simulate`
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 report = runtime.dispatcher.dispatch(moment)
                 for email, _sequence, step, what in report.log:
                     lines.append(line(moment, email, step, what))
-                if moment == now:
+                if moment == now or signals.first is not None:
                     break
             live.update(view(now))
             with runtime.engine.connect() as conn:
@@ -182,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     ordered = sorted(lines, key=lambda item: (item[0], item[1][2]))
     console.print(decisions([cells for _, cells in ordered], title="every decision, in order"))
     emails = sorted((folder / "outbox").glob("*.eml"))
+    if signals.first is not None:
+        console.print(
+            f"\nStopped (signal {signals.first}) at simulated {now:%a %Y-%m-%d %H:%M} UTC, "
+            f"with {len(emails)} emails in {folder / 'outbox'}; the others are still due. "
+            f"Every decision so far: .venv/bin/nurture -C {args.dir} log\n"
+            "Running `make demo` again starts a fresh demo folder."
+        )
+        return 128 + signals.first
     console.print(f"\n[bold green]{len(emails)} emails[/] are in {folder / 'outbox'}, e.g.:")
     for path in emails[:3]:
         console.print(f"  {path.name}")

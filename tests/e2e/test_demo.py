@@ -6,8 +6,10 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -88,3 +90,33 @@ def test_demo_sends_the_whole_series(tmp_path: Path) -> None:
     )  # fmt: skip
     assert stats.returncode == 0, stats.stdout + stats.stderr
     assert "4900" in stats.stdout and "SEK" in stats.stdout, stats.stdout
+
+
+def test_ctrl_c_stops_the_demo_with_what_happened_so_far(tmp_path: Path) -> None:
+    """A new user pressing Ctrl-C in `make demo` got a KeyboardInterrupt
+    traceback. Now the pass in flight ends, and the decisions so far and the
+    emails already in the outbox are shown."""
+    folder = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    process = subprocess.Popen(
+        # A simulated day per 1.5 s: still running when the signal comes.
+        [sys.executable, "-m", "nurture.demo", "--dir", str(folder), "--speed", "57600"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list((folder / "outbox").glob("*.eml")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGINT, stdout + stderr
+    assert "Traceback" not in stderr, stderr
+    sent = len(list((folder / "outbox").glob("*.eml")))
+    assert 1 <= sent < 27
+    assert "Stopped (signal 2) at simulated" in stdout, stdout
+    assert f"with {sent} emails in" in " ".join(stdout.split()), stdout
+    assert TITLE in stdout  # the decisions so far
