@@ -326,6 +326,18 @@ class Settings(BaseSettings):
         return self.secret_key.strip().lower() in PLACEHOLDER_SECRETS
 
 
+def new_database_file(settings: Settings) -> Path | None:
+    """The SQLite file ``database_url`` names when it does not exist yet (opening
+    the store would create it), else None (it exists, or a server database)."""
+    url = settings.database_url
+    if not url.startswith("sqlite:///"):
+        return None  # a server database: connecting creates nothing
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    if path in ("", ":memory:") or Path(path).exists():
+        return None
+    return Path(path)
+
+
 def check_project(folder: Path, settings: Settings) -> None:
     """Refuse to create a database in a folder that is not a nurture project.
 
@@ -338,11 +350,7 @@ def check_project(folder: Path, settings: Settings) -> None:
         return
     if any(key.upper() == "NURTURE_DATABASE_URL" for key in os.environ):
         return
-    url = settings.database_url
-    if not url.startswith("sqlite:///"):
-        return  # a server database: connecting creates nothing
-    path = url.removeprefix("sqlite:///").partition("?")[0]
-    if path in ("", ":memory:") or Path(path).exists():
+    if new_database_file(settings) is None:
         return
     raise ConfigurationError(
         f"no {CONFIG_FILE} here ({folder}) — run `nurture init`, or pass --dir with the "

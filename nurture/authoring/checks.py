@@ -117,5 +117,6 @@ def _setting(settings: Settings, key: str, message: str) -> Diagnostic:
         return Diagnostic(shown, 1, 1, f"{key} (from {variable}) {message}")
     position = key_position(config, key) if config is not None else None
     if position is None:
-        return Diagnostic(shown, 1, 1, f"{key} (not set in {CONFIG_FILE}) {message}")
+        where = f"set neither in {CONFIG_FILE} nor in {variable}"
+        return Diagnostic(shown, 1, 1, f"{key} ({where}) {message}")
     return Diagnostic(shown, *position, f"{key} {message}")

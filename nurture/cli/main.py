@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
 from nurture.app.clock import Clock, FixedClock, system_clock
-from nurture.app.settings import Settings, check_project, load_settings
+from nurture.app.settings import Settings, check_project, load_settings, new_database_file
 from nurture.authoring.workbench import (
     validate_paths,
 )
 from nurture.cli.admin import admin_app
 from nurture.cli.authoring import register_authoring_commands
-from nurture.cli.console import EXIT_CONFIGURATION, examples, fail
+from nurture.cli.console import EXIT_CONFIGURATION, err, examples, fail, safe
 from nurture.cli.doctor import DOCTOR_EXAMPLES, doctor_command
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.enroll import (
@@ -77,6 +78,21 @@ class Context:
         is no project (see :func:`~nurture.app.settings.check_project`)."""
         settings = self.settings()
         check_project(self.folder, settings)
+        fresh = new_database_file(settings)
+        if fresh is not None:
+            # Said, not refused: a new project's first command makes its database.
+            # But an operator who forgot NURTURE_DATABASE_URL sees it at once.
+            err.print(
+                Text.assemble(
+                    ("note: ", "yellow"),
+                    safe(
+                        f"no database at {fresh}: creating a new, empty one. If yours is "
+                        "elsewhere (PostgreSQL), set NURTURE_DATABASE_URL or database_url "
+                        "in nurture.toml"
+                    ),
+                ),
+                soft_wrap=True,
+            )
         return settings
 
     def clock(self) -> Clock:

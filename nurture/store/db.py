@@ -57,7 +57,7 @@ def _create_engine(parsed: URL, **kwargs: Any) -> Engine:
     """SQLAlchemy's engine for ``parsed``; a driver that is not installed or
     not known is a ConfigurationError naming the setting."""
     shown = parsed.render_as_string(hide_password=True)
-    usable = "use sqlite:///FILE or postgresql+psycopg://... (psycopg comes with nurture)"
+    usable = "use sqlite:///FILE or postgresql+psycopg://..."
     try:
         return create_engine(parsed, **kwargs)
     except NoSuchModuleError as exc:
@@ -68,8 +68,13 @@ def _create_engine(parsed: URL, **kwargs: Any) -> Engine:
         ) from exc
     except ImportError as exc:
         missing = exc.name or str(exc)
+        install = (
+            "install it with pip install 'nurture[postgres]'"
+            if parsed.get_backend_name() == "postgresql"
+            else usable
+        )
         raise ConfigurationError(
-            f"{SETTING}: {shown}: its driver ({missing}) is not installed: {usable}"
+            f"{SETTING}: {shown}: its driver ({missing}) is not installed: {install}"
         ) from exc
 
 

@@ -121,3 +121,16 @@ def test_the_pool_settings_size_each_process_s_connection_pool() -> None:
         assert engine.pool._max_overflow == 1  # type: ignore[attr-defined]
     finally:
         engine.dispose()
+
+
+def test_the_image_has_the_database_driver_compose_uses() -> None:
+    """compose.yaml runs on PostgreSQL: the image it builds needs psycopg, which
+    comes only with the ``postgres`` extra (a bare ``pip install .`` lacks it)."""
+    compose = _compose()
+    assert compose["x-nurture"]["build"] == "."
+    installs = re.findall(r"pip install[^\n]*", (ROOT / "Dockerfile").read_text(encoding="utf-8"))
+    assert installs, "the Dockerfile installs nurture with pip"
+    extras = re.findall(r"\.\[([a-z,]+)\]", " ".join(installs))
+    assert any("postgres" in found.split(",") for found in extras), installs
+    # Every footer shows the postal address: compose names the variable to set.
+    assert "NURTURE_POSTAL_ADDRESS" in compose["x-nurture"]["environment"]

@@ -99,7 +99,8 @@ def test_a_secret_key_set_nowhere_is_the_default_placeholder(tmp_path: Path) -> 
         re.sub(r"(?m)^secret_key = .*\n", "", text), encoding="utf-8"
     )
     [warning] = secret_warnings(folder)
-    assert warning.message.startswith("secret_key (not set in nurture.toml) is a placeholder")
+    where = "set neither in nurture.toml nor in NURTURE_SECRET_KEY"
+    assert warning.message.startswith(f"secret_key ({where}) is a placeholder")
 
 
 def test_validate_of_a_fresh_project_warns_about_the_secret_key_only_when_it_is_one(
