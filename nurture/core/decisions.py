@@ -42,6 +42,8 @@ class Event:
     at: datetime
     step: str | None = None
     product: str | None = None
+    sequence: str | None = None
+    """The sequence an unsubscribe was from (None: from all email)."""
 
 
 LATE_AFTER = timedelta(minutes=15)
@@ -277,9 +279,22 @@ def engagement_from(events: Iterable[Event]) -> Engagement:
     return Engagement(frozenset(opened), frozenset(clicked), converted)
 
 
-def _exit_for(sequence: Sequence, events: list[Event]) -> Exit | None:
+def leaves(event: Event, sequence_id: str, enrolled_at: datetime) -> bool:
+    """Whether ``event`` is an unsubscribe that ends an enrollment in
+    ``sequence_id`` that began at ``enrolled_at``: one from all email or from
+    this sequence, made since. Leaving another series ends only that one, and an
+    unsubscribe from before (the subscriber came back and was enrolled again)
+    ends nothing now."""
+    return (
+        event.kind == EventKind.UNSUBSCRIBED
+        and event.sequence in (None, sequence_id)
+        and event.at >= enrolled_at
+    )
+
+
+def _exit_for(sequence: Sequence, state: EnrollmentState, events: list[Event]) -> Exit | None:
     for event in sorted(events, key=lambda e: e.at):
-        if event.kind == EventKind.UNSUBSCRIBED:
+        if leaves(event, sequence.id, state.enrolled_at):
             return Exit("unsubscribed", EnrollmentStatus.EXITED, event.at)
         if event.kind == EventKind.PURCHASED and sequence.goal is not None:
             wanted = sequence.goal.product
@@ -299,7 +314,7 @@ def decide_next_step(
     """Decide what to do for one enrollment at ``now``. Events after ``now`` are ignored."""
     require_aware(now, "now")
     seen = [e for e in events if require_aware(e.at, "event time") <= now]
-    leave = _exit_for(sequence, seen)
+    leave = _exit_for(sequence, state, seen)
     if leave is not None:
         return leave
     step = next_step(sequence, state)

@@ -89,7 +89,10 @@ def load_batch(conn: Connection, ids: Sequence[int], now: datetime) -> BatchInpu
         eid: [ledger_entry(row) for row in rows] for eid, rows in load_ledger(conn, ids).items()
     }
     events = {
-        sid: [Event(EventKind(r.kind), r.occurred_at, r.step_id, r.product) for r in rows]
+        sid: [
+            Event(EventKind(r.kind), r.occurred_at, r.step_id, r.product, r.sequence_id)
+            for r in rows
+        ]
         for sid, rows in load_decision_events(conn, subscribers, now).items()
     }
     suppressed = suppressed_among(conn, (r.email for r in recipients.values()))

@@ -164,7 +164,11 @@ def events_of(rows: Iterable[Row[Any]]) -> list[core.Event]:
     """The core's view of event rows (from :func:`load_decision_events`)."""
     return [
         core.Event(
-            kind=EventKind(row.kind), at=row.occurred_at, step=row.step_id, product=row.product
+            kind=EventKind(row.kind),
+            at=row.occurred_at,
+            step=row.step_id,
+            product=row.product,
+            sequence=row.sequence_id,
         )
         for row in rows
     ]

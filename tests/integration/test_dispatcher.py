@@ -24,8 +24,12 @@ from sqlalchemy.engine import Connection, Engine
 from nurture.app.clock import FixedClock
 from nurture.app.runtime import Runtime, build_runtime
 from nurture.app.settings import Settings
-from nurture.audience.subscribers import add_subscriber, subscriber_view
+from nurture.audience.enrollment import enroll
+from nurture.audience.events import record_event
+from nurture.audience.leaving import unsubscribe
+from nurture.audience.subscribers import add_subscriber, get_subscriber, subscriber_view
 from nurture.core.simulation import simulate
+from nurture.core.vocabulary import EventKind
 from nurture.errors import (
     AmbiguousSendError,
     AuthenticationError,
@@ -250,6 +254,33 @@ def test_unsubscribed_in_a_claimed_batch_is_not_sent_to(setup: Setup) -> None:
         statuses = sorted(row.status for row in conn.execute(select(ENROLLMENT)))
     assert reasons == {"not sent: subscriber is unsubscribed (checked just before sending)"}
     assert statuses == ["active", "exited"]
+
+
+def test_leaving_one_series_or_an_earlier_one_does_not_stop_this_one(setup: Setup) -> None:
+    """An unsubscribe from another series ends only that one, and one from
+    before an admin enrolled the subscriber again ends nothing now."""
+    setup.add("karin@example.com", now=FRIDAY - timedelta(hours=2))
+    runtime = setup.runtime
+    sequences = runtime.registry.sequences()
+    with session_factory(runtime.engine)() as session:
+        karin = get_subscriber(session, "karin@example.com")
+        assert karin is not None and karin.id is not None
+        # Karin left this series an hour ago; the admin enrolled her again since.
+        unsubscribe(session, karin, now=FRIDAY - timedelta(hours=1), sequence_id="sales-process")
+        enroll(session, karin, sequences["sales-process"], FRIDAY - timedelta(minutes=30))
+        # And just now she left another series (its emails only).
+        record_event(
+            session.connection(), kind=EventKind.UNSUBSCRIBED, subscriber_id=karin.id,
+            sequence_id="tips", occurred_at=FRIDAY - timedelta(minutes=1),
+            received_at=FRIDAY - timedelta(minutes=1), payload={"scope": "sequence"},
+        )  # fmt: skip
+        session.commit()
+    report = runtime.dispatcher.dispatch(FRIDAY)
+    assert [e.to_email for e in setup.transport.sent] == ["karin@example.com"]
+    assert report.sent == 1 and report.exited == 0
+    with runtime.engine.connect() as conn:
+        statuses = sorted(row.status for row in conn.execute(select(ENROLLMENT)))
+    assert statuses == ["active", "exited"]  # the one she left, and the one running
 
 
 def test_invalid_address_fails_and_marks_subscriber(setup: Setup) -> None:

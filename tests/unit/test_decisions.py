@@ -153,11 +153,35 @@ def test_goal_event_is_still_checked() -> None:
 
 def test_unsubscribe_exits() -> None:
     seq = three_steps()
-    leave = Event(EventKind.UNSUBSCRIBED, t(2026, 11, 24, 9, 0))
+    leave = Event(EventKind.UNSUBSCRIBED, t(2026, 11, 24, 10, 0))
     action = decide_next_step(
-        seq, EnrollmentState(t(2026, 11, 24, 10, 0)), KARIN, [leave], t(2026, 11, 24, 10, 0)
+        seq, EnrollmentState(t(2026, 11, 24, 9, 0)), KARIN, [leave], t(2026, 11, 24, 11, 0)
     )
     assert action == Exit("unsubscribed", EnrollmentStatus.EXITED, leave.at)
+
+
+@pytest.mark.parametrize(
+    ("sequence", "at", "exits"),
+    [
+        (None, t(2026, 11, 24, 10, 0), True),  # from all email
+        ("test-seq", t(2026, 11, 24, 10, 0), True),  # from this series
+        ("tips", t(2026, 11, 24, 10, 0), False),  # from another series only
+        (None, t(2026, 11, 24, 8, 0), False),  # before this enrollment began
+        ("test-seq", t(2026, 11, 24, 8, 0), False),  # left before, enrolled again since
+    ],
+)
+def test_an_unsubscribe_ends_only_what_it_was_from_and_only_since(
+    sequence: str | None, at: datetime, exits: bool
+) -> None:
+    seq = three_steps()
+    assert seq.id == "test-seq"
+    leave = Event(EventKind.UNSUBSCRIBED, at, sequence=sequence)
+    state = EnrollmentState(t(2026, 11, 24, 9, 0))
+    action = decide_next_step(seq, state, KARIN, [leave], t(2026, 11, 24, 11, 0))
+    if exits:
+        assert action == Exit("unsubscribed", EnrollmentStatus.EXITED, at)
+    else:
+        assert isinstance(action, Send), action
 
 
 def test_complete_after_last_step() -> None:
