@@ -22,7 +22,7 @@ from nurture.core.batch import EnrollmentChange, PlannedEmail
 from nurture.core.planner import after_send, exit_after, retry_later
 from nurture.core.vocabulary import SendStatus, SubscriberStatus
 from nurture.sending.guard import PassGuard
-from nurture.sending.outcomes import SendOutcome, Verdict
+from nurture.sending.outcomes import NotAttempted, SendOutcome, Verdict
 from nurture.store import batches, queries, reservations
 from nurture.transports.base import SendResult
 
@@ -39,6 +39,9 @@ class DispatchReport:
     failed: int = 0
     unknown: int = 0
     retried: int = 0
+    not_attempted: int = 0
+    """Of ``retried``, those never handed to the provider (the worker stopping,
+    dispatching halted, the sequence paused): held for a later pass, not failed."""
     exited: int = 0
     completed: int = 0
     batches: int = 0
@@ -47,15 +50,19 @@ class DispatchReport:
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
+        retry = f"retry later {self.retried}"
+        if self.not_attempted:
+            retry += f" ({self.not_attempted} not attempted)"
         return (
             f"sent {self.sent}, skipped {self.skipped}, failed {self.failed}, "
-            f"unknown {self.unknown}, retry later {self.retried}, exited {self.exited}, "
+            f"unknown {self.unknown}, {retry}, exited {self.exited}, "
             f"completed {self.completed}"
         )
 
     def merge(self, other: DispatchReport) -> None:
         for name in (
-            "sent", "skipped", "failed", "unknown", "retried", "exited", "completed", "batches",
+            "sent", "skipped", "failed", "unknown", "retried", "not_attempted", "exited",
+            "completed", "batches",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.log.extend(other.log)
@@ -148,6 +155,7 @@ def answer_writes(answers: list[Answer], *, now: datetime, transport: str) -> An
             report.sent += 1
         elif verdict.status == SendStatus.RETRY:
             report.retried += 1
+            report.not_attempted += isinstance(outcome, NotAttempted)
         elif verdict.status == SendStatus.FAILED:
             report.failed += 1
         else:

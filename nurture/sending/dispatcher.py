@@ -238,6 +238,7 @@ class Dispatcher:
         report.exited += plan.exited
         report.completed += plan.completed
         report.retried += plan.held
+        report.not_attempted += plan.held
         report.log.extend(plan.notes)
         return self._write_part(plan, sorted(plan.enrollment_ids), now)
 

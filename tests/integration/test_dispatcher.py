@@ -480,7 +480,8 @@ def test_stopping_hands_back_the_queued_emails_at_once(engine: Engine, tmp_path:
         setup.add(f"s{number}@example.com", now=FRIDAY)
     report = setup.runtime.dispatcher.dispatch(FRIDAY)
     setup.runtime.dispatcher.close()
-    assert report.sent == 2 and report.retried == 2
+    assert report.sent == 2 and report.retried == 2 and report.not_attempted == 2
+    assert "retry later 2 (2 not attempted)" in report.summary()
     assert sorted(e.to_email for e in setup.transport.sent) == ["s0@example.com", "s1@example.com"]
     with engine.connect() as conn:
         rows = conn.execute(
@@ -643,7 +644,7 @@ def test_429_then_202_delivers_once_after_the_reset(
     setup.add("karin@example.com", now=FRIDAY)
     fake.enqueue("429", reset_in=30.0)
     report = setup.runtime.dispatcher.dispatch(FRIDAY)
-    assert report.retried == 1 and report.sent == 0
+    assert report.retried == 1 and report.sent == 0 and report.not_attempted == 0
     with engine.connect() as conn:
         row = conn.execute(select(SEND)).one()
     assert row.status == "retry"
