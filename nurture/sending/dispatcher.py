@@ -23,8 +23,10 @@ reconcile job makes them ``unknown`` once their lease expires, and makes the
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -75,6 +77,15 @@ def time_ordered_key() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
+def new_worker_id() -> str:
+    """``host:pid:random``: which machine and process a claim, a heartbeat or a
+    metric is from (``/healthz``, ``/metrics``, the log). The random part keeps it
+    new at every start, even for a restarted container whose pid is 1 again, so
+    a new process never takes a dead one's claims for its own."""
+    host = socket.gethostname().split(".")[0][:40] or "host"
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 class Dispatcher:
     """Drives the pure planner over the store. ``now`` (the pass's time) is an
     argument; leases use ``wall_clock``, the worker's real time."""
@@ -98,7 +109,7 @@ class Dispatcher:
         self.sequences = sequences
         self.compose = compose
         self.transport = transport
-        self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self.worker_id = worker_id or new_worker_id()
         policy = policy or DispatchPolicy()
         # One send at a time, or a pool (checked against Sender's signature).
         kind: type[Sender] = PooledSender if policy.concurrency > 1 else SerialSender
