@@ -28,7 +28,7 @@ from nurture.authoring.workbench import (
 )
 from nurture.cli.admin import admin_app
 from nurture.cli.authoring import register_authoring_commands
-from nurture.cli.console import EXIT_CONFIGURATION, err, examples, fail, safe
+from nurture.cli.console import EXIT_CONFIGURATION, err, examples, fail, out, safe
 from nurture.cli.doctor import DOCTOR_EXAMPLES, doctor_command
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.enroll import (
@@ -137,6 +137,19 @@ def _now_option(value: str | None) -> datetime | None:
         raise typer.BadParameter(str(exc), param_hint="'--now'") from exc
 
 
+def _show_version(value: bool) -> None:
+    """``--version``: the package and the database schema it migrates to, so
+    the machines of a rolling deploy can be compared."""
+    if not value:
+        return
+    from importlib.metadata import version
+
+    from nurture.store.migrate import head_revision
+
+    out.print(f"nurture {version('nurture')} (database schema {head_revision()})", highlight=False)
+    raise typer.Exit()
+
+
 @app.callback()
 def _main(
     ctx: typer.Context,
@@ -161,6 +174,15 @@ def _main(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version (and its database schema) and exit.",
+        ),
+    ] = False,
     log_format: Annotated[
         str | None,
         typer.Option(
