@@ -122,7 +122,8 @@ def _checked_target(source: Path, target: Path, *, force: bool) -> Path:
 
 def pg_dump_command(database_url: str, target: Path) -> str:
     """The ``pg_dump`` command line for ``database_url`` (password left out:
-    pg_dump reads PGPASSWORD or ~/.pgpass)."""
+    pg_dump reads PGPASSWORD or ~/.pgpass), after a ``mkdir -p`` of the
+    target's folder when it is missing."""
     import shlex
 
     from sqlalchemy.engine import make_url
@@ -140,4 +141,9 @@ def pg_dump_command(database_url: str, target: Path) -> str:
         schema = options.split("search_path=", 1)[1].split()[0].split(",")[0]
         parts.append(f"--schema={schema}")
     parts.append(url.database or "nurture")
-    return shlex.join(parts)
+    command = shlex.join(parts)
+    if not target.parent.exists():
+        # pg_dump does not make folders (the SQLite backup does): the line as
+        # printed must work as it is, in a cron job too.
+        command = f"mkdir -p {shlex.quote(str(target.parent))} && {command}"
+    return command

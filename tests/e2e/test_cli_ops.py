@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -148,9 +149,18 @@ def test_backup_copies_a_live_database_and_restores(
     if db_url.startswith("postgresql"):
         done = run("db", "backup", str(target), cwd=work, db_url=db_url)
         assert done.returncode == 2
-        assert done.stdout.startswith("pg_dump ")
+        # The folder is missing: the line makes it, as the SQLite backup would.
+        assert done.stdout.startswith(f"mkdir -p {target.parent} && pg_dump ")
         assert "--format=custom" in done.stdout and str(target) in done.stdout
         assert not target.exists()
+        if shutil.which("pg_dump") is not None:  # the line works as printed
+            dumped = subprocess.run(
+                done.stdout.strip(), shell=True, capture_output=True, text=True, timeout=120
+            )
+            assert dumped.returncode == 0, dumped.stderr
+            assert target.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format
+            again = run("db", "backup", str(target), cwd=work, db_url=db_url)
+            assert again.stdout.startswith("pg_dump ")  # the folder is there now
         return
 
     source = Path(db_url.removeprefix("sqlite:///"))
