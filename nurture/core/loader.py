@@ -251,7 +251,7 @@ def parse_sequence(
     try:
         sequence = Sequence.model_validate(data, context={"problems": problems})
     except ValidationError as exc:
-        return None, schema_diagnostics(display, data, positions.of, exc)
+        return None, schema_diagnostics(display, data, positions.of, exc, text)
     diagnostics = [Diagnostic(display, *positions.of(p), m) for p, m in problems]
     diagnostics.extend(_condition_diagnostics(sequence, display, data, positions))
     if diagnostics:

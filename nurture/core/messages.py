@@ -54,6 +54,8 @@ def key_path(loc: Iterable[str | int], data: Any) -> str:
             named = isinstance(item_id, str) and _SLUG.match(item_id)
             text += f"[{item_id}]" if named else f"[#{part + 1}]"
         elif isinstance(part, str) and isinstance(node, Mapping):
+            if part not in node and _is_member(part):
+                continue  # a union member's name (``dict[str,str]``), not a key
             text += f".{part}" if text else part
             node = node.get(part)
         else:
@@ -110,6 +112,12 @@ def _message(error: Mapping[str, Any]) -> str:
         if kind == "too_long":
             return f"at most {ctx.get('max_length')} items here; this list has {len(value)}"
         return f"at least {ctx.get('min_length')} item(s) here; this list has {len(value)}"
+    if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
+        return f'{value} is a number here, and this is a text: put it in quotes ("{value}")'
+    if kind in ("date_from_datetime_parsing", "date_parsing", "date_type") and isinstance(
+        value, str
+    ):
+        return f"{value!r} is not a date: write it as YYYY-MM-DD, for example 2026-12-24"
     if kind == "literal_error":
         expected = (error.get("ctx") or {}).get("expected", "")
         return f"{value!r} is not allowed here: use {expected}"
@@ -159,10 +167,14 @@ def schema_diagnostics(
     data: Any,
     position: Callable[[tuple[str | int, ...]], tuple[int, int]],
     exc: ValidationError,
+    text: str | None = None,
 ) -> list[Diagnostic]:
-    """pydantic's errors as ``file:line:column: key: message`` diagnostics."""
+    """pydantic's errors as ``file:line:column: key: message`` diagnostics
+    (``text``, the file's, lets an empty value's message say why it is empty)."""
     errors = list(exc.errors())
     unknown, explained = _unknown_key_messages(errors)
+    explained |= _other_branches(errors, data)
+    lines = text.splitlines() if text is not None else []
     found: dict[tuple[int, int, str], Diagnostic] = {}
     for index, error in enumerate(errors):
         if index in explained:
@@ -171,9 +183,84 @@ def schema_diagnostics(
         line, column = position(loc)
         key = key_path(loc, data)
         message = unknown.get(index) or _message(error)
-        text = f"{key}: {message}" if key else message
-        found.setdefault((line, column, text), Diagnostic(display, line, column, text))
+        if error.get("input", "") is None and error.get("type") != "missing":
+            message = _empty_value(lines[line - 1] if 0 < line <= len(lines) else "", message)
+        shown = f"{key}: {message}" if key else message
+        found.setdefault((line, column, shown), Diagnostic(display, line, column, shown))
     return list(found.values())
+
+
+def _empty_value(line: str, message: str) -> str:
+    """The message for a value YAML read as empty (null): most often a text
+    that starts with ``#``, which YAML takes for a comment."""
+    if "#" in line:
+        return (
+            "this value is empty: YAML reads an unquoted # as the start of a comment; "
+            'put the text in quotes ("#1 ...")'
+        )
+    return f"this value is empty: write it after the ':' ({message.lower()})"
+
+
+def _union_branch(loc: Sequence[str | int], data: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """Where ``loc`` goes through one member of a union (pydantic names it:
+    ``str``, ``dict[str,str]``): the path to the union and that member's name;
+    None when every part of ``loc`` is in the file."""
+    node = data
+    for at, part in enumerate(loc):
+        in_list = isinstance(part, int) and isinstance(node, list) and part < len(node)
+        if in_list or (isinstance(part, str) and isinstance(node, Mapping) and part in node):
+            node = node[part]
+        elif isinstance(part, str) and not isinstance(node, Mapping | list):
+            return tuple(loc[:at]), part
+        elif isinstance(part, str) and isinstance(node, Mapping) and part not in node:
+            # A member name (``dict[str,str]``) inside a mapping the file wrote.
+            return (tuple(loc[:at]), part) if _is_member(part) else None
+        else:
+            return None
+    return None
+
+
+_MEMBERS = frozenset({"str", "int", "float", "bool", "list", "dict", "date", "datetime"})
+"""pydantic's names of union members that are not keys of the file."""
+
+
+def _is_member(part: str) -> bool:
+    return "[" in part or part in _MEMBERS
+
+
+def _other_branches(errors: Sequence[Mapping[str, Any]], data: Any) -> set[int]:
+    """The errors of union members that do not match what the file wrote.
+
+    A text given per language (``str | dict[str, str]``) with one language
+    left empty fails both members: "should be a valid string" for the whole
+    mapping, and for the empty language. The file wrote a mapping, so only
+    the mapping's error is about it."""
+    branches: dict[tuple[str | int, ...], list[tuple[int, str]]] = {}
+    for index, error in enumerate(errors):
+        found = _union_branch(tuple(error["loc"]), data)
+        if found is not None:
+            branches.setdefault(found[0], []).append((index, found[1]))
+    dropped: set[int] = set()
+    for where, members in branches.items():
+        if len({member for _, member in members}) < 2:
+            continue
+        node = _node_at(data, where)
+        wanted = (
+            "dict" if isinstance(node, Mapping) else "list" if isinstance(node, list) else "str"
+        )
+        if any(member.startswith(wanted) for _, member in members):
+            dropped |= {index for index, member in members if not member.startswith(wanted)}
+    return dropped
+
+
+def _node_at(data: Any, where: Sequence[str | int]) -> Any:
+    node = data
+    for part in where:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
 
 
 # (words in the parser's message, what to do about it), first match wins.

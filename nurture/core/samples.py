@@ -9,6 +9,7 @@ never a crash or a path outside the preview folder.
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
@@ -168,12 +169,27 @@ def read_subscribers(path: Path, *, inside: Path | None = None) -> list[Subscrib
                 loc = tuple(error["loc"])
                 where = ".".join(str(part) for part in loc)
                 message = str(error["msg"]).removeprefix("Value error, ")
+                if error.get("type") == "extra_forbidden" and loc:
+                    message = _unknown_key(str(loc[-1]), SampleSubscriber, loc[:-1])
                 what = f"subscriber {index + 1}: " + (f"{where}: " if where else "")
                 errors.append(((*inside_list, *loc), what + message))
     if errors:
         at = _positions(text)
         raise SequenceError([Diagnostic(shown, *at(where), message) for where, message in errors])
     return subscribers
+
+
+def _unknown_key(key: str, model: type[BaseModel], parent: tuple[str | int, ...]) -> str:
+    """An unknown key of a sample subscriber, with the nearest known one."""
+    if parent == ("trigger",):
+        model = SampleTrigger
+    elif parent:
+        return f"unknown key {key!r}"
+    known = list(model.model_fields)
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if near:
+        return f"unknown key {key!r} — did you mean {near[0]!r}?"
+    return f"unknown key {key!r} (known keys here: {', '.join(known)})"
 
 
 def _load(text: str, shown: str) -> Any:

@@ -57,6 +57,18 @@ def test_a_near_miss_gets_the_hint_subscribers_get(here: Path) -> None:
     ]
 
 
+def test_a_misspelt_key_gets_the_nearest_known_one(here: Path) -> None:
+    text = "- email: a@b.com\n  tag: [b2b]\n- email: c@d.com\n  colour: red\n"
+    assert problems(here / "keys.yaml", text) == [
+        "keys.yaml:2:3: subscriber 1: tag: unknown key 'tag' — did you mean 'tags'?",
+        "keys.yaml:4:3: subscriber 2: colour: unknown key 'colour' (known keys here: email, "
+        "name, first_name, locale, timezone, tags, attributes, trigger)",
+    ]
+    trigger = "email: a@b.com\ntrigger: {event: x, propertys: {}}\n"
+    [message] = problems(here / "trigger.yaml", trigger)
+    assert "unknown key 'propertys' — did you mean 'properties'?" in message
+
+
 @pytest.mark.parametrize("locale", ["../../x", "en/../../../etc", "x" * 300, "/tmp/y"])
 def test_a_locale_that_is_no_locale_is_refused(here: Path, locale: str) -> None:
     found = problems(here / "bad.yaml", f"- email: a@b.com\n  locale: {locale!r}\n")
