@@ -130,6 +130,13 @@ def compile_condition(source: str) -> Condition:
         raise ConditionError(
             f"the condition is {len(source):,} characters long; at most {MAX_CONDITION:,}"
         )
+    curly = _TYPOGRAPHIC_QUOTES.search(source)
+    if curly is not None:
+        raise ConditionError(
+            f"invalid condition {source!r}: {curly.group()} is a typographic quote (a word "
+            "processor's); write texts in straight quotes, ' or \"",
+            offset=curly.start(),
+        )
     try:
         # Jinja folds constant parts while compiling: under the condition's
         # limits, as the rest is evaluated, not a render's larger ones.
@@ -139,7 +146,8 @@ def compile_condition(source: str) -> Condition:
     except BudgetExceeded as exc:
         raise ConditionError(f"condition stopped: {exc}") from exc
     except TemplateSyntaxError as exc:
-        raise ConditionError(f"invalid condition {source!r}: {exc.message}") from exc
+        hint, offset = _syntax_hint(source, exc.message or "")
+        raise ConditionError(f"invalid condition {source!r}: {hint}", offset=offset) from exc
     except RecursionError as exc:  # Jinja's parser and compiler recurse per level
         raise ConditionError(TOO_DEEP) from exc
     except (ValueError, OverflowError, MemoryError) as exc:  # e.g. a 5,000-digit number
@@ -147,14 +155,53 @@ def compile_condition(source: str) -> Condition:
     return Condition(source, referenced, compiled)
 
 
+_TYPOGRAPHIC_QUOTES = re.compile(
+    "[\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u00ab\u00bb\u2039\u203a]"
+)
+"""Quotes a word processor puts in (‘ ’ “ ” „ « »): Jinja knows only ' and "."""
+
+_LONE_EQUALS = re.compile(r"(?<![=!<>])=(?!=)")
+
+
+def _syntax_hint(source: str, message: str) -> tuple[str, int | None]:
+    """Jinja's syntax error as something to do, and where (an offset in ``source``)."""
+    lone = _LONE_EQUALS.search(source)
+    if lone is not None and ("expected token" in message or "chunk after" in message):
+        return "to compare, write == (one = is not a comparison)", lone.start()
+    unknown = re.fullmatch(r"No filter named '([^']*)'\.?", message)
+    if unknown is not None:
+        name = unknown.group(1)
+        found = re.search(rf"\|\s*({re.escape(name)})\b", source)
+        near = difflib.get_close_matches(name, list(_ENV.filters), n=1)
+        hint = f"no filter named {name!r}" + (f" — did you mean {near[0]!r}?" if near else "")
+        return hint, found.start(1) if found else None
+    char = re.fullmatch(r"unexpected char '(.+)' at (\d+)", message)
+    if char is not None:
+        return f"{char.group(1)!r} cannot be written here", int(char.group(2))
+    if "end of template" in message:
+        closing = re.search(r"expected '(.)'", message)
+        what = (
+            f"a bracket is not closed: end it with {closing.group(1)!r}"
+            if closing
+            else "a comparison, 'and', 'or' or 'not' without what follows it"
+        )
+        return f"the condition ends too soon: {what}", None
+    if "chunk after expression" in message:
+        return f"{message}: a condition is one expression (join parts with and / or)", None
+    return message, None
+
+
 def check_references(condition: Condition, earlier_steps: Iterable[str]) -> list[str]:
     """Problems with step ids the condition names: each must be an earlier step."""
-    earlier = set(earlier_steps)
-    return [
-        f"condition refers to {step_id!r}, which is not an earlier step of this sequence"
-        for step_id in condition.referenced_steps
-        if step_id not in earlier
-    ]
+    earlier = list(earlier_steps)
+    problems = []
+    for step_id in condition.referenced_steps:
+        if step_id in earlier:
+            continue
+        message = f"condition refers to {step_id!r}, which is not an earlier step of this sequence"
+        near = difflib.get_close_matches(step_id, earlier, n=1)
+        problems.append(message + (f" — did you mean {near[0]!r}?" if near else ""))
+    return problems
 
 
 @dataclass(frozen=True)

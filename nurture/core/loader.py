@@ -102,9 +102,15 @@ class Positions:
         path = tuple(path)
         line, column = self.value_of(path)
         word = _WORD.match(value, offset)
-        if word is None or not self.text:
+        if not self.text or not 0 <= offset < len(value):
             return line, column
-        pattern = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(word.group()) + r"(?![A-Za-z0-9_])")
+        if word is not None:
+            bounded = r"(?<![A-Za-z0-9_])" + re.escape(word.group()) + r"(?![A-Za-z0-9_])"
+            pattern = re.compile(bounded)
+        elif value[offset] in "\\\"'" or value[offset].isspace():
+            return line, column  # quoting or folding may change these
+        else:
+            pattern = re.compile(re.escape(value[offset]))  # a sign: = | ( ‘ ...
         before = len(pattern.findall(value[:offset]))
         lines = self.text.splitlines(keepends=True)
         start = sum(len(text) for text in lines[: line - 1]) + column - 1
@@ -277,6 +283,8 @@ def _condition_diagnostics(
             try:
                 condition = compile_condition(step.when)
             except ConditionError as exc:
+                if exc.offset is not None:
+                    where = positions.within(path, step.when, exc.offset)
                 diagnostics.append(Diagnostic(display, *where, f"{key}: {exc}"))
             else:
                 for problem in name_problems(step.when):

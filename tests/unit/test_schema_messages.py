@@ -75,3 +75,31 @@ def test_a_date_in_another_form_says_which_form(written: str) -> None:
         f"skip_dates.dates[#1]: '{written}' is not a date: write it as YYYY-MM-DD, "
         "for example 2026-12-24"
     )
+
+
+WHEN = "    when: \"'customer' not in subscriber.tags\""
+
+
+@pytest.mark.parametrize(
+    ("condition", "column", "says"),
+    [
+        ("\u2018customer\u2019 not in subscriber.tags", 12,
+         "\u2018 is a typographic quote (a word processor's); write texts in straight quotes"),
+        ("subscriber.locale = 'sv'", 30, "to compare, write == (one = is not a comparison)"),
+        ("subscriber.first_name | uppr == 'X'", 36,
+         "no filter named 'uppr' — did you mean 'upper'?"),
+        ("subscriber.first_name ==", 11,
+         "the condition ends too soon: a comparison, 'and', 'or' or 'not' without"),
+        ("(subscriber.first_name == 'X'", 11,
+         "the condition ends too soon: a bracket is not closed: end it with ')'"),
+        ("not clicked('welcom')", 11,
+         "condition refers to 'welcom', which is not an earlier step of this sequence — "
+         "did you mean 'welcome'?"),
+    ],
+)  # fmt: skip
+def test_a_condition_s_slip_says_what_to_write_where(
+    condition: str, column: int, says: str
+) -> None:
+    [message] = problems(WHEN, f'    when: "{condition}"')
+    assert message.startswith(f"{line_of(WHEN)}:{column}: steps[case-study].when: ")
+    assert says in message
