@@ -119,7 +119,61 @@ def examples(*commands: str) -> str:
     Typer renders the epilog as console markup, so the commands are escaped
     (``[OPTIONS]`` or ``[b2b]`` is shown as written).
     """
-    return "Examples:\n\n" + "\n".join(f"$ {escape(command)}" for command in commands)
+    lines = [line for command in commands for line in _continued(f"$ {command}")]
+    # A trailing backslash is kept out of escape(), which would double it.
+    shown = [escape(line[:-2]) + " \\" if line.endswith(" \\") else escape(line) for line in lines]
+    return "Examples:\n\n" + "\n".join(shown)
+
+
+EXAMPLE_WIDTH = 76
+"""An example's longest line: ``--help`` at 80 columns indents the epilog by one."""
+
+
+def _continued(command: str, width: int = EXAMPLE_WIDTH) -> list[str]:
+    """``command`` in lines of at most ``width``, as a shell reads it: broken at
+    spaces outside quotes (an option kept with its value), each line but the
+    last ending in `` \\``, the next indented. A trailing ``# comment`` that
+    does not fit goes on a line of its own, without a continuation (a crontab
+    line has none)."""
+    if len(command) <= width:
+        return [command]
+    words: list[str] = []
+    word, quote = "", ""
+    for char in command:
+        if char == " " and not quote:
+            if word:
+                words.append(word)
+            word = ""
+            continue
+        if char in "'\"" and (not quote or char == quote):
+            quote = "" if quote else char
+        word += char
+    words.append(word)
+    cut = next((i for i, w in enumerate(words) if w.startswith("#")), len(words))
+    words, comment = words[:cut], " ".join(words[cut:])
+    # An option stays on the line of its value (--tz Europe/Stockholm).
+    paired: list[str] = []
+    for word in words:
+        if paired and paired[-1].startswith("-") and " " not in paired[-1] and word[:1] != "-":
+            paired[-1] += " " + word
+        else:
+            paired.append(word)
+    lines: list[str] = []
+    line = ""
+    for word in paired:
+        candidate = f"{line} {word}" if line else word
+        if line and len(candidate) + 2 > width:
+            lines.append(line + " \\")
+            line = "    " + word
+        else:
+            line = candidate
+    lines.append(line)
+    if comment:
+        if len(lines[-1]) + 3 + len(comment) <= width:
+            lines[-1] += "   " + comment
+        else:
+            lines.append("    " + comment)
+    return lines
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:

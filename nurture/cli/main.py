@@ -218,7 +218,7 @@ app.command(
     "init",
     epilog=examples(
         "nurture init shop",
-        "nurture init shop --from 'Acme <hello@acme.com>' --base-url https://mail.acme.com",
+        "nurture init shop --from 'Acme <hi@acme.com>' --base-url https://acme.com",
     ),
 )(init_command)
 app.add_typer(subscribers_app, name="subscribers")

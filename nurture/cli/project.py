@@ -151,7 +151,7 @@ def init_command(
             "--from",
             parser=_from_flag,
             metavar="'NAME <EMAIL>'",
-            help="Who the emails come from, e.g. 'Maja Berg <maja@bergdesign.se>'.",
+            help="Who the emails come from, e.g. 'Maja <maja@shop.se>'.",
         ),
     ] = None,
     postal_address: Annotated[
@@ -167,7 +167,7 @@ def init_command(
         typer.Option(
             callback=_checked(_base_url),
             metavar="URL",
-            help="Public https:// address of `nurture run`, for links (e.g. https://mail.shop.se).",
+            help="The public https address of `nurture run`: the links in emails lead there.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Write into a folder that has nurture.toml.")] = False,
