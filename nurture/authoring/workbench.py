@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nurture.app.settings import Settings
 from nurture.authoring.checks import example_values
+from nurture.authoring.locales import locale_warnings
 from nurture.core.conditions import ConditionError, Engagement, compile_condition
 from nurture.core.loader import (
     BrokenFile,
@@ -163,7 +164,12 @@ def validate_paths(settings: Settings, paths: list[Path]) -> ValidationResult:
         else:
             broken.append(BrokenFile(item.path, item.display, seq_id))
     result.sequences.broken = tuple(broken)
+    result.warnings.extend(locale_warnings(library, result.sequences.values()))
     result.warnings.extend(example_values(settings, result.sequences.values()))
+    # Sequences that share a template or a layout share its problems: each is
+    # reported once, where it is written.
+    result.diagnostics = list(dict.fromkeys(result.diagnostics))
+    result.warnings = list(dict.fromkeys(result.warnings))
     return result
 
 

@@ -94,6 +94,78 @@ def test_validate_catches_removed_unsubscribe_link(workdir: Path, tmp_path: Path
     assert "unsubscribe" in result.stdout.lower()
 
 
+def line_of(path: Path, text: str) -> int:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if text in line)
+
+
+UNSUBSCRIBE = '<a href="{{ unsubscribe_url }}">{{ t.unsubscribe }}</a>'
+
+
+@pytest.mark.parametrize(
+    ("link", "why"),
+    [
+        ("", "has no unsubscribe link"),
+        (f"<!-- {UNSUBSCRIBE} -->", "the unsubscribe link is inside an HTML comment"),
+        (
+            '<a href="{{ unsubscribe_url }}" style="display:none">x</a>',
+            "the unsubscribe link is hidden",
+        ),
+    ],
+    ids=["removed", "commented-out", "hidden"],
+)
+def test_validate_reports_the_layouts_unsubscribe_link_once_at_the_layout(
+    workdir: Path, tmp_path: Path, link: str, why: str
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(workdir, broken)
+    layout = broken / "templates" / "layout.html"
+    footer = line_of(layout, 'class="footer"')
+    layout.write_text(layout.read_text(encoding="utf-8").replace(UNSUBSCRIBE, link), "utf-8")
+    result = run("validate", cwd=broken)
+    assert result.returncode == 1
+    [problem] = [line for line in result.stdout.splitlines() if "warning:" not in line]
+    line = line_of(layout, "unsubscribe_url") if link else footer
+    assert problem.startswith(f"templates/layout.html:{line}:"), result.stdout
+    assert why in problem
+    assert "1 problem(s)" in result.stderr
+
+
+def test_validate_puts_a_bad_link_at_the_link(workdir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(workdir, broken)
+    tips = "## Tips (en)\n\nOne #1 tip, then a link.\n\n[Book a class](#)\n"
+    (broken / "templates" / "en" / "welcome.md").write_text(tips, encoding="utf-8")
+    result = run("validate", cwd=broken)
+    assert result.returncode == 1
+    assert (
+        "templates/en/welcome.md:5:1: link '#' is not an absolute https:// address\n"
+    ) in result.stdout, result.stdout
+
+
+def test_validate_reports_a_shared_templates_problem_once(workdir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(workdir, broken)
+    sequences = broken / "sequences"
+    for suffix in (".yaml", ".sample.yaml"):
+        text = (sequences / f"sales-process{suffix}").read_text(encoding="utf-8")
+        (sequences / f"copy{suffix}").write_text(
+            text.replace("id: sales-process", "id: copy", 1), encoding="utf-8"
+        )
+    offer = broken / "templates" / "en" / "offer.html"
+    offer.write_text(
+        offer.read_text(encoding="utf-8").replace("{{ offer.price }}", "{{ offer.price }"), "utf-8"
+    )
+    result = run("validate", cwd=broken)
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if "warning:" not in line]
+    assert problems == [
+        f"templates/en/offer.html:{line_of(offer, '{{ offer.price }')}:1: syntax error: "
+        "unexpected '}'"
+    ], result.stdout
+    assert "1 problem(s) in 2 file(s)" in result.stderr
+
+
 def test_preview_writes_html_txt_eml(workdir: Path) -> None:
     result = run("preview", "sales-process", "--step", "offer", "--locale", "en", cwd=workdir)
     assert result.returncode == 0, result.stderr

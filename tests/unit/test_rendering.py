@@ -701,3 +701,178 @@ def test_every_locale_folder_is_validated(bilingual: Path) -> None:
     write(bilingual, {"sv/welcome.md": "Hej {{ subscriber.efternamn }}\n"})
     [problem] = validate(bilingual)
     assert problem.file == str(bilingual / "sv" / "welcome.md")
+
+
+# -- where validate points: the link itself, the layout once ---------------------------------
+
+UNSUBSCRIBE_LINK = '<a href="{{ unsubscribe_url }}">{{ t.unsubscribe }}</a>'
+
+
+def where(path: Path, text: str, occurrence: int = 1) -> tuple[str, int, int]:
+    """(file, line, column) of the ``occurrence``-th ``text`` in ``path``."""
+    source = path.read_text(encoding="utf-8")
+    index = -1
+    for _ in range(occurrence):
+        index = source.index(text, index + 1)
+    before = source[:index]
+    return str(path), before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+def places(problems: list[Diagnostic]) -> list[tuple[str, int, int]]:
+    return [(p.file, p.line, p.column) for p in problems]
+
+
+@pytest.mark.parametrize(
+    ("source", "link"),
+    [
+        # "#" first appears in the heading's "##"
+        ("## Tips (en)\n\nRead on.\n\n[Book a class](#)\n", "[Book a class]"),
+        # the address first appears as plain text, then as the link
+        ("See http://example.com/x today.\n\nOr [go](http://example.com/x).\n", "[go]"),
+        ("Prices on /pricing.\n\n- [Pricing](/pricing)\n", "[Pricing]"),
+        ("Step #1.\n\n[Book][b] now.\n\n[b]: #\n", "[b]: #"),
+        ("Mail http://example.com/y.\n\n<http://example.com/y>\n", "<http://example.com/y>"),
+        ("Text [a [nested] label](/x) and /x\n", "[a [nested]"),
+        ("/x and <p><a class='b' href='/x'>x</a></p>\n", "<a class='b'"),
+        ("Escaped \\# then [here](\\#).\n", "[here]"),
+    ],
+    ids=["heading", "plain-text", "list", "reference", "autolink", "nested", "raw-html", "escape"],
+)
+def test_a_bad_link_in_markdown_is_reported_at_the_link(
+    templates: Path, source: str, link: str
+) -> None:
+    write(templates, {"en/welcome.md": source})
+    problems = validate(templates)
+    assert places(problems) == [where(templates / "en" / "welcome.md", link)], problems
+    assert "absolute https://" in problems[0].message or "not https" in problems[0].message
+
+
+def test_a_bad_link_in_html_is_reported_at_the_link(templates: Path) -> None:
+    offer = OFFER_HTML.replace(
+        "<h1>", '<p style="color: #333">#1 offer, see /faq</p>\n<h1>'
+    ).replace(
+        "{% endblock %}", '<p><a href="#">Top</a> · <a\n  href="/faq">FAQ</a></p>\n{% endblock %}'
+    )
+    write(templates, {"en/offer.html": offer})
+    path = templates / "en" / "offer.html"
+    assert sorted(places(validate(templates))) == sorted(
+        [where(path, '<a href="#">'), where(path, "<a\n")]
+    )
+
+
+def test_a_link_from_a_value_is_found_by_the_text_around_it(templates: Path) -> None:
+    offer = OFFER_HTML.replace(
+        "{% endblock %}",
+        '{% set page = "faq" %}<p>faq</p>\n<p><a href="/help/{{ page }}">Help</a></p>\n'
+        "{% endblock %}",
+    )
+    write(templates, {"en/offer.html": offer})
+    path = templates / "en" / "offer.html"
+    assert places(validate(templates)) == [where(path, '<a href="/help/')]
+
+
+def test_a_bad_link_in_the_layout_is_reported_once_at_the_layout(bilingual: Path) -> None:
+    write(bilingual, {"en/welcome.md": "## Hello\n\n" + WELCOME_MD})
+    for name in ("layout.html", "sv/layout.html"):
+        path = bilingual / name
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace("</body>", '<p><a href="#">Top</a></p>\n</body>'), "utf-8")
+    problems = validate(bilingual)
+    assert sorted(set(places(problems))) == sorted(
+        [
+            where(bilingual / "layout.html", '<a href="#">'),
+            where(bilingual / "sv" / "layout.html", '<a href="#">'),
+        ]
+    )
+    assert len(problems) == 2  # once per layout, not per template and locale
+
+
+@pytest.mark.parametrize(
+    ("link", "why"),
+    [
+        (f"<!-- {UNSUBSCRIBE_LINK} -->", "inside an HTML comment"),
+        ('<a href="{{ unsubscribe_url }}" style="display:none">x</a>', "is hidden"),
+        (
+            '<a style="color: red; DISPLAY : None !important" href="{{ unsubscribe_url }}">x</a>',
+            "is hidden",
+        ),
+        (
+            '<span style="visibility: hidden"><b><a href="{{ unsubscribe_url }}">x</a></b></span>',
+            "is hidden",
+        ),
+        ('<div hidden><p>Bye: <a href="{{ unsubscribe_url }}">x</a></p></div>', "is hidden"),
+        (
+            '<a class="gone" href="{{ unsubscribe_url }}">x</a>'
+            "<style>.gone { display: none }</style>",
+            "is hidden",
+        ),
+    ],
+    ids=["comment", "display-none", "important", "ancestor-visibility", "hidden-attr", "css-class"],
+)
+def test_an_unsubscribe_link_no_reader_sees_does_not_count(
+    bilingual: Path, link: str, why: str
+) -> None:
+    for name in ("layout.html", "sv/layout.html"):
+        path = bilingual / name
+        path.write_text(path.read_text(encoding="utf-8").replace(UNSUBSCRIBE_LINK, link), "utf-8")
+    problems = validate(bilingual)
+    # At the link, once per layout: not once per template and locale.
+    assert sorted(set(places(problems))) == sorted(
+        [tag_of(bilingual / "layout.html"), tag_of(bilingual / "sv" / "layout.html")]
+    ), problems
+    assert all(why in p.message and "unsubscribe link" in p.message for p in problems), problems
+    assert len(validate(bilingual)) == len(set(validate(bilingual))) == 2
+
+
+def tag_of(path: Path, needle: str = "unsubscribe_url") -> tuple[str, int, int]:
+    """Where the ``<a`` tag holding ``needle`` starts."""
+    source = path.read_text(encoding="utf-8")
+    index = source.rindex("<a", 0, source.index(needle))
+    before = source[:index]
+    return str(path), before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        f"<p hidden>Not this one</p><p style='display: none'>nor this</p>{UNSUBSCRIBE_LINK}",
+        f"<!--[if !mso]><!-->{UNSUBSCRIBE_LINK}<!--<![endif]-->",
+        f"<!-- {UNSUBSCRIBE_LINK} -->{UNSUBSCRIBE_LINK}",
+        f"<p style='display:none'>x<p>{UNSUBSCRIBE_LINK}",  # the second <p> closes the first
+    ],
+    ids=["hidden-siblings", "revealed-comment", "commented-copy", "implied-end"],
+)
+def test_a_shown_unsubscribe_link_next_to_hidden_things_counts(templates: Path, link: str) -> None:
+    path = templates / "layout.html"
+    path.write_text(path.read_text(encoding="utf-8").replace(UNSUBSCRIBE_LINK, link), "utf-8")
+    assert validate(templates) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "missing"),
+    [(UNSUBSCRIBE_LINK, "no unsubscribe link"), ("{{ postal_address }}", "no postal address")],
+)
+def test_a_footer_the_layout_lacks_is_reported_once_at_its_footer(
+    bilingual: Path, old: str, missing: str
+) -> None:
+    layouts = [bilingual / "layout.html", bilingual / "sv" / "layout.html"]
+    for path in layouts:
+        path.write_text(path.read_text(encoding="utf-8").replace(old, ""), "utf-8")
+    # Two templates, each in two locales: the problem is the layouts', once each.
+    problems = validate(bilingual)
+    footers = [where(path, '<td class="footer">') for path in layouts]
+    assert sorted(set(places(problems))) == sorted(footers), problems
+    assert all(missing in p.message for p in problems)
+    assert len(validate(bilingual)) == 2
+
+
+def test_a_postal_address_no_reader_sees_does_not_count(templates: Path) -> None:
+    path = templates / "layout.html"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("<p>{{ postal_address }}</p>", "<p><!-- {{ postal_address }} --></p>"),
+        "utf-8",
+    )
+    [problem] = validate(templates)
+    assert "postal address" in problem.message and "comment" in problem.message
+    assert problem.file == str(path)

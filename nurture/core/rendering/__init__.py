@@ -11,6 +11,8 @@ The rest of nurture imports only what ``__all__`` lists, from here:
   :class:`~nurture.errors.Diagnostic` (``nurture validate``).
 - :func:`sparse_warnings`: where a subscriber with only an email address
   (:data:`SPARSE_SUBSCRIBER`) would read an empty value (``Hi ,``).
+- :func:`footer_language`: which shipped footer texts a locale gets (``de-AT``
+  → ``de``), or None: its emails get the sequence's language's, else English.
 - :class:`RenderPlan`: the prepared shape of one template for one locale pair
   (:meth:`TemplateLibrary.plan`).
 - :class:`Links`: the subscriber's signed URLs, built by the caller.
@@ -24,8 +26,9 @@ per structure), ``context`` (template variables, footer texts), ``links``
 (URLs, List-* headers, footer and link rules), ``compiled`` (a folder's
 templates compiled and cached, :class:`RenderPlan`, failures' file:line),
 ``templates`` (:class:`TemplateLibrary`: one email from them), ``message``
-(:class:`RenderedEmail` and its MIME form), ``envelope`` (:class:`ComposedEmail`)
-and ``validation`` (:func:`check`).
+(:class:`RenderedEmail` and its MIME form), ``envelope`` (:class:`ComposedEmail`),
+``validation`` (:func:`check`) and ``sources`` (where a link or the footer is
+written in a template, for its ``file:line:column``).
 Their other public names are for each other and for the unit tests of those
 pieces.
 """
@@ -33,6 +36,7 @@ pieces.
 from __future__ import annotations
 
 from nurture.core.rendering.compiled import KeyPath, RenderPlan
+from nurture.core.rendering.context import footer_language
 from nurture.core.rendering.envelope import ComposedEmail
 from nurture.core.rendering.links import Links
 from nurture.core.rendering.message import (
@@ -63,6 +67,7 @@ __all__ = [
     "TemplateLibrary",
     "ascii_address",
     "check",
+    "footer_language",
     "header_text",
     "needs_smtputf8",
     "render",

@@ -34,6 +34,7 @@ from jinja2 import (
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
+    meta,
     nodes,
     select_autoescape,
 )
@@ -56,10 +57,41 @@ from nurture.core.rendering.loader import (
 )
 from nurture.core.rendering.message import NotUnicode
 from nurture.core.rendering.placeholders import finalize, remember
+from nurture.core.rendering.sources import (
+    LinkIndex,
+    LinkSite,
+    footer_position,
+    link_sites,
+    mention,
+)
 from nurture.core.undefined import explain_undefined
 from nurture.errors import Diagnostic, RenderError
 
 KeyPath = tuple[str | int, ...]
+
+_MOST_SOURCES = 50  # files read to place a link: a layout and a few includes
+_NAMING = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)  # name a template
+
+
+@dataclass(frozen=True)
+class WrittenSource:
+    """One template file an email is made of, with the links written in it."""
+
+    file: str
+    text: str
+    links: list[LinkSite]
+    layout: bool  # extended by another file: a layout, where the footer is
+
+
+def _names(template: nodes.Expr) -> list[str]:
+    """The template names an ``extends``/``include``/``import`` writes out."""
+    if isinstance(template, nodes.Const) and isinstance(template.value, str):
+        return [template.value]
+    if isinstance(template, nodes.Const) and isinstance(template.value, (list, tuple)):
+        return [name for name in template.value if isinstance(name, str)]
+    if isinstance(template, (nodes.List, nodes.Tuple)):
+        return [n for item in template.items for n in _names(item)]
+    return []
 
 
 @dataclass(frozen=True)
@@ -149,6 +181,8 @@ class CompiledTemplates:
         self._templates: dict[str, Template] = {}
         self._lines: dict[str, Template] = {}
         self._plans: dict[tuple[str, str | None, str], RenderPlan] = {}
+        self._sources_of: dict[RenderPlan, list[WrittenSource]] = {}
+        self._link_index: dict[RenderPlan, LinkIndex] = {}
 
     def find(self, template: str, locale: str | None, default_locale: str) -> Path | None:
         """The file ``template`` resolves to for a subscriber's locale, or None."""
@@ -166,6 +200,43 @@ class CompiledTemplates:
             if rest in names and is_locale_tag(folder):
                 found.add(folder)
         return [sequence.locale, *sorted(found - {sequence.locale})]
+
+    def own_template(self, template: str, locale: str) -> Path | None:
+        """``template`` in ``locale``'s own folders (``en-GB/``, then ``en/``), or
+        None: a subscriber in ``locale`` then gets the email of the sequence's
+        locale, its subject included."""
+        try:
+            return self._loader.resolve(locale_search_path(locale, "")[:-1], template)
+        except TemplateNotFound:  # a name with "..": reported when it is rendered
+            return None
+
+    def footer_layout(self, locale: str, default_locale: str) -> Path | None:
+        """The layout emails in ``locale`` are put into, when it (or a template
+        it includes) shows the footer texts ``t``; None when it writes its own
+        footer, or cannot be read (rendering reports why)."""
+        folders = locale_search_path(locale, default_locale)
+        try:
+            path = self._loader.resolve(folders, LAYOUT)
+        except TemplateNotFound:
+            return None
+        if path is None:
+            return None
+        seen: set[str] = set()
+        names = [LAYOUT]
+        while names:
+            name = names.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                source, _, _ = self._loader.get_source(self.env, internal_name(folders, name))
+                tree = self.env.parse(source)
+            except Exception:  # reported with its place when it is rendered
+                continue
+            if "t" in meta.find_undeclared_variables(tree):
+                return path
+            names.extend(n for n in meta.find_referenced_templates(tree) if n is not None)
+        return None
 
     def body_structure(self, plan: RenderPlan) -> tuple[str, nodes.Template] | None:
         """The body template's source and parsed tree, or None when it cannot be
@@ -276,6 +347,66 @@ class CompiledTemplates:
             return None
         column = explained.offset + 1 if explained.offset is not None else 1
         return Diagnostic(file, line, column, explained.message)
+
+    def link_places(self, plan: RenderPlan, href: str) -> list[tuple[str, int, int]]:
+        """Where the link to ``href`` in an email of ``plan`` is written: (file,
+        line, column) of each link written out with that target in the files
+        the email is made of (the body, the layout, what they include), else
+        of the one link built from values that fits it best, else the body's
+        first line."""
+        index = self._link_index.get(plan)
+        if index is None:
+            files = [(source.file, source.links) for source in self._sources(plan)]
+            index = remember(self._link_index, plan, LinkIndex(files))
+        return index.places(href) or [(plan.source, 1, 1)]
+
+    def footer_place(self, plan: RenderPlan, *, unseen_link: bool) -> tuple[str, int, int]:
+        """Where to look when an email of ``plan`` lacks its footer: with
+        ``unseen_link``, the unsubscribe link no reader sees; else the footer of
+        the layout at the top of what the body extends (1:1 when it has none
+        to point at)."""
+        sources = self._sources(plan)
+        if unseen_link:
+            for source in sorted(sources, key=lambda s: not s.layout):  # the layout's first
+                found = mention(source.text, "unsubscribe_url")
+                if found is not None:
+                    return (source.file, *found)
+        layout = next((s for s in reversed(sources) if s.layout), None)
+        if layout is None:
+            return plan.source, 1, 1
+        found = footer_position(layout.text) or mention(layout.text, "postal_address")
+        return (layout.file, *(found or (1, 1)))
+
+    def _sources(self, plan: RenderPlan) -> list[WrittenSource]:
+        """The files an email of ``plan`` is made of, read: the body, then what
+        it extends, includes and imports (by a name written out), in turn."""
+        cached = self._sources_of.get(plan)
+        if cached is not None:
+            return cached
+        pending = [(plan.body, False), *([(plan.page, True)] if plan.markdown else [])]
+        seen: set[str] = set()
+        found: list[WrittenSource] = []
+        while pending and len(seen) < _MOST_SOURCES:
+            name, extended = pending.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                text, filename, _ = self._loader.get_source(self.env, name)
+                tree = self.env.parse(text, filename=filename)
+            except Exception:  # unreadable or broken: rendering says where
+                continue
+            for node in tree.find_all(_NAMING):
+                assert isinstance(node, _NAMING)
+                for other in _names(node.template):
+                    pending.append(
+                        (self.env.join_path(other, name), isinstance(node, nodes.Extends))
+                    )
+            if filename is None or filename.startswith("<"):
+                continue  # the page a Markdown body is put into: nothing written there
+            links = link_sites(text, markdown=filename.endswith(".md"))
+            found.append(WrittenSource(filename, text, links, layout=extended))
+        return remember(self._sources_of, plan, found)
 
     def locate(self, plan: RenderPlan, needles: tuple[str, ...]) -> tuple[str, int]:
         """The file and line where one of ``needles`` is written (body, then layout)."""

@@ -21,16 +21,107 @@ FOOTER_STRINGS: dict[str, dict[str, str]] = {
         "preferences": "E-postinställningar",
         "reason": "Du får det här mejlet eftersom du har anmält dig till det.",
     },
+    "da": {
+        "unsubscribe": "Afmeld",
+        "preferences": "E-mailindstillinger",
+        "reason": "Du modtager denne e-mail, fordi du har tilmeldt dig.",
+    },
+    "de": {
+        "unsubscribe": "Abmelden",
+        "preferences": "E-Mail-Einstellungen",
+        "reason": "Sie erhalten diese E-Mail, weil Sie sich dafür angemeldet haben.",
+    },
+    "es": {
+        "unsubscribe": "Cancelar suscripción",
+        "preferences": "Preferencias de correo electrónico",
+        "reason": "Recibes este correo electrónico porque te suscribiste para recibirlo.",
+    },
+    "fi": {
+        "unsubscribe": "Peru tilaus",
+        "preferences": "Sähköpostiasetukset",
+        "reason": "Saat tämän sähköpostin, koska olet tilannut sen.",
+    },
+    "fr": {
+        "unsubscribe": "Se désabonner",
+        "preferences": "Préférences d’e-mail",
+        "reason": "Vous recevez cet e-mail suite à votre inscription.",
+    },
+    "it": {
+        "unsubscribe": "Annulla l’iscrizione",
+        "preferences": "Preferenze email",
+        "reason": "Ricevi questa email in seguito alla tua iscrizione.",
+    },
+    "nb": {
+        "unsubscribe": "Meld deg av",
+        "preferences": "E-postinnstillinger",
+        "reason": "Du mottar denne e-posten fordi du har meldt deg på.",
+    },
+    "nl": {
+        "unsubscribe": "Afmelden",
+        "preferences": "E-mailvoorkeuren",
+        "reason": "Je ontvangt deze e-mail omdat je je hiervoor hebt aangemeld.",
+    },
+    "pl": {
+        "unsubscribe": "Wypisz się",
+        "preferences": "Ustawienia e-mail",
+        "reason": "Otrzymujesz tę wiadomość, ponieważ zapisałeś(-aś) się na jej otrzymywanie.",
+    },
+    "pt": {
+        "unsubscribe": "Cancelar subscrição",
+        "preferences": "Preferências de e-mail",
+        "reason": "Recebe este e-mail porque se inscreveu para o receber.",
+    },
+    "pt-BR": {
+        "unsubscribe": "Cancelar inscrição",
+        "preferences": "Preferências de e-mail",
+        "reason": "Você está recebendo este e-mail porque se inscreveu para recebê-lo.",
+    },
 }
-"""Footer texts by language, given to templates as ``t`` (``{{ t.unsubscribe }}``)."""
+"""Footer texts by language, given to templates as ``t`` (``{{ t.unsubscribe }}``).
+
+A key is a language (``de``), or a language in one region where its written
+form differs (``pt-BR``); every other regional locale uses its language's.
+"""
+
+FOOTER_ALIASES: dict[str, str] = {"no": "nb"}
+"""Languages written with another's texts: ``no`` (Norwegian) is Bokmål, ``nb``."""
+
+FOOTER_LANGUAGE_NAMES: dict[str, str] = {
+    "da": "Danish",
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "fi": "Finnish",
+    "fr": "French",
+    "it": "Italian",
+    "nb": "Norwegian",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "sv": "Swedish",
+}
+"""What ``nurture validate`` calls the language of a footer (the English name)."""
+
+_BY_TAG = {tag.lower(): tag for tag in FOOTER_STRINGS}
+
+
+def footer_language(locale: str) -> str | None:
+    """The key of :data:`FOOTER_STRINGS` for ``locale`` (``de-AT`` → ``de``,
+    ``pt_BR`` → ``pt-BR``, ``no`` → ``nb``), or None when its language has none."""
+    tag = locale.strip().replace("_", "-").lower()
+    language = tag.split("-")[0]
+    for candidate in (tag, language, FOOTER_ALIASES.get(language, "")):
+        if candidate in _BY_TAG:
+            return _BY_TAG[candidate]
+    return None
 
 
 def footer_strings(locale: str, default_locale: str) -> dict[str, str]:
     """The footer texts in ``locale``'s language, else the sequence's, else English."""
     for tag in (locale, default_locale):
-        strings = FOOTER_STRINGS.get(tag.replace("_", "-").split("-")[0].lower())
-        if strings is not None:
-            return strings
+        language = footer_language(tag)
+        if language is not None:
+            return FOOTER_STRINGS[language]
     return FOOTER_STRINGS["en"]
 
 

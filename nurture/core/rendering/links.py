@@ -5,11 +5,13 @@ Pure functions of strings. The caller (the shell) builds :class:`Links` from the
 base URL and signed tokens; rendering puts them into the template context and
 the ``List-*`` headers, checks the footer of every email
 (:func:`footer_problem`, :func:`with_text_footer`), and validation checks every
-link (:func:`hrefs`, :func:`link_problem`).
+link (:func:`hrefs`, :func:`link_problem`) and that a reader sees the footer
+(:func:`examine_footer`).
 """
 
 from __future__ import annotations
 
+import html as html_lib
 from contextlib import suppress
 from dataclasses import dataclass
 from email.header import Header
@@ -212,6 +214,157 @@ def footer_problem(html: str, links: Links, postal_address: str) -> str | None:
     if not missing:
         return None
     return f"the email has {' and '.join(missing)}: the layout's footer must show them"
+
+
+_HIDING_STYLES = {"display": ("none",), "visibility": ("hidden", "collapse"), "mso-hide": ("all",)}
+_NOT_SHOWN = frozenset({"script", "style", "template", "title"})
+_VOID = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+     "source", "track", "wbr"}
+)  # fmt: skip
+_CLOSES_P = frozenset(
+    {"address", "article", "aside", "blockquote", "div", "dl", "fieldset", "footer", "form",
+     "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "main", "nav", "ol", "p", "pre",
+     "section", "table", "ul"}
+)  # fmt: skip
+# An element these open ends the one of the same group still open, up to a boundary:
+# a second <li> ends the first, but not the <li> of the list around its own list.
+_SIBLINGS = (
+    (frozenset({"li"}), frozenset({"ul", "ol"})),
+    (frozenset({"dt", "dd"}), frozenset({"dl"})),
+    (frozenset({"tr"}), frozenset({"table", "thead", "tbody", "tfoot"})),
+    (frozenset({"td", "th"}), frozenset({"tr", "table"})),
+    (frozenset({"thead", "tbody", "tfoot"}), frozenset({"table"})),
+    (frozenset({"option"}), frozenset({"select", "datalist"})),
+)
+
+
+def _hidden_by(attrs: list[tuple[str, str | None]]) -> bool:
+    """Whether an element with ``attrs`` is hidden from readers: the ``hidden``
+    attribute, or ``display: none``, ``visibility: hidden`` or (Outlook's)
+    ``mso-hide: all`` in its style."""
+    for name, value in attrs:
+        if name == "hidden":
+            return True
+        if name == "style" and value:
+            for declaration in value.split(";"):
+                prop, _, setting = declaration.partition(":")
+                words = setting.lower().replace("!important", " ").split()
+                if words and words[0] in _HIDING_STYLES.get(prop.strip().lower(), ()):
+                    return True
+    return False
+
+
+class _FooterScan(HTMLParser):
+    """What a reader of the HTML sees of the footer: whether the unsubscribe
+    link is shown, hidden or inside a comment, and the text shown."""
+
+    def __init__(self, unsubscribe_url: str, postal_address: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.url = unsubscribe_url
+        self.postal = postal_address
+        self.open: list[tuple[str, bool]] = []  # (tag, hidden) of the open elements
+        self.link: set[str] = set()  # "shown", "hidden", "comment"
+        self.postal_commented = False
+        self.shown: list[str] = []  # the text a reader sees
+
+    def _hidden(self) -> bool:
+        return bool(self.open) and self.open[-1][1]
+
+    def _close_implied(self, tag: str) -> None:
+        if tag in _CLOSES_P:
+            self._close_to("p", frozenset({"button", "td", "th", "li", "table"}))
+        for group, boundary in _SIBLINGS:
+            if tag in group:
+                for sibling in group:
+                    self._close_to(sibling, boundary)
+
+    def _close_to(self, tag: str, boundary: frozenset[str]) -> None:
+        for index in range(len(self.open) - 1, -1, -1):
+            name = self.open[index][0]
+            if name == tag:
+                del self.open[index:]
+                return
+            if name in boundary:
+                return
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._close_implied(tag)
+        hidden = self._hidden() or _hidden_by(attrs) or tag in _NOT_SHOWN
+        if tag in ("a", "area"):
+            href = next((v for k, v in attrs if k == "href" and v is not None), None)
+            if href is not None and href.strip() == self.url:
+                self.link.add("hidden" if hidden else "shown")
+        if tag not in _VOID:
+            self.open.append((tag, hidden))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID and self.open and self.open[-1][0] == tag:
+            self.open.pop()
+
+    def handle_endtag(self, tag: str) -> None:
+        self._close_to(tag, frozenset())
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden():
+            self.shown.append(data)
+
+    def handle_comment(self, data: str) -> None:
+        text = html_lib.unescape(data)
+        if self.url in text:
+            self.link.add("comment")
+        if self.postal in text:
+            self.postal_commented = True
+
+
+@dataclass(frozen=True)
+class FooterProblem:
+    """What a reader would miss of the legally required footer."""
+
+    message: str
+    unseen_link: bool
+    """The unsubscribe link is written but no reader sees it (hidden, or inside
+    an HTML comment): it is where to look, rather than the footer."""
+
+
+def examine_footer(html: str, links: Links, postal_address: str) -> FooterProblem | None:
+    """:func:`footer_problem` as a reader sees the HTML, for ``nurture validate``
+    (which the registry also runs before a sequence goes live): an unsubscribe
+    link or postal address inside an HTML comment, or hidden (on the element or
+    one around it: the ``hidden`` attribute, ``display: none``, ``visibility:
+    hidden``, ``mso-hide: all``), does not count. It parses the HTML: too slow
+    for every email sent, where :func:`footer_problem` looks for the text."""
+    scan = _FooterScan(links.unsubscribe_url, postal_address)
+    scan.feed(html)
+    scan.close()
+    missing: list[str] = []
+    unseen: list[str] = []
+    if "shown" not in scan.link:
+        if "hidden" in scan.link:
+            unseen.append(
+                "the unsubscribe link is hidden (display: none, visibility: hidden, mso-hide: all "
+                "or the hidden attribute, on it or an element around it), so no reader sees it"
+            )
+        elif "comment" in scan.link:
+            unseen.append(
+                "the unsubscribe link is inside an HTML comment (<!-- -->), so no reader sees it"
+            )
+        else:
+            missing.append("no unsubscribe link (an href equal to unsubscribe_url)")
+    shown = " ".join("".join(scan.shown).split())
+    if " ".join(postal_address.split()) not in shown:
+        if _appears(html, postal_address) or scan.postal_commented:
+            unseen.append(
+                "the postal address is hidden or inside an HTML comment, so no reader sees it"
+            )
+        else:
+            missing.append("no postal address")
+    if not missing and not unseen:
+        return None
+    parts = [*([f"the email has {' and '.join(missing)}"] if missing else []), *unseen]
+    message = f"{'; '.join(parts)}: the layout's footer must show them"
+    return FooterProblem(message, unseen_link=bool(scan.link) and "shown" not in scan.link)
 
 
 def with_text_footer(text: str, links: Links, postal_address: str, unsubscribe_label: str) -> str:

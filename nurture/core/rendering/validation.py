@@ -17,11 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from jinja2 import nodes
-from markupsafe import escape
 
 from nurture.core.model import Sequence
 from nurture.core.rendering.compiled import KeyPath, RenderFailure, RenderPlan
-from nurture.core.rendering.links import Links, footer_problem, hrefs, link_problem, offer_url
+from nurture.core.rendering.links import Links, examine_footer, hrefs, link_problem, offer_url
 from nurture.core.rendering.loader import LAYOUT
 from nurture.core.rendering.message import RenderedEmail
 from nurture.core.rendering.placeholders import EMPTY_MARK
@@ -102,15 +101,16 @@ def _email_problems(
     offer_link: str | None,
 ) -> list[Diagnostic]:
     problems: list[Diagnostic] = []
-    missing = footer_problem(email.html, links, postal_address)
-    if missing:
-        problems.append(Diagnostic(plan.source, 1, 1, missing))
+    footer = examine_footer(email.html, links, postal_address)
+    if footer is not None:  # the layout's, once: not at each template that uses it
+        where = library.footer_place(plan, unseen_link=footer.unseen_link)
+        problems.append(Diagnostic(*where, footer.message))
     targets = hrefs(email.html)
-    for href in targets:
+    for href in dict.fromkeys(targets):
         problem = link_problem(href, links)
         if problem:
-            file, line = library.locate(plan, (href, str(escape(href))))
-            problems.append(Diagnostic(file, line, 1, problem))
+            for place in library.link_places(plan, href):
+                problems.append(Diagnostic(*place, problem))
     if offer_link is not None and offer_link not in targets:
         message = (
             "the offer email does not link to the offer: link to {{ offer.url }} "
