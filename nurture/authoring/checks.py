@@ -10,7 +10,9 @@ configuration errors name it (``nurture.toml`` and its ``NURTURE_*`` variable).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from nurture.app.config_file import CONFIG_FILE, key_position, shown_path
 from nurture.app.settings import Settings
@@ -69,7 +71,49 @@ def _in_sequence(loaded: LoadedSequence) -> list[Diagnostic]:
                 "(an inbox someone reads)",
             )
         )
+    brand = sequence.brand.name if sequence.brand is not None else None
+    if brand in EXAMPLE_BRANDS:
+        found.append(
+            loaded.value_diagnostic(
+                ("brand", "name"),
+                f"brand name {brand!r} is the example's: every email and sign-up page shows "
+                "it; put your business's name",
+            )
+        )
+    for index, step in enumerate(sequence.steps):
+        if step.offer is not None:
+            host = (urlsplit(step.offer.checkout_url).hostname or "").lower()
+            if is_example_address(f"x@{host}"):
+                found.append(
+                    loaded.value_diagnostic(
+                        ("steps", index, "offer", "checkout_url"),
+                        f"checkout_url {step.offer.checkout_url} is an example address: "
+                        "purchases would go nowhere; put your shop's checkout page",
+                    )
+                )
+        texts = step.subject if isinstance(step.subject, dict) else {"": step.subject}
+        for locale, subject in texts.items():
+            length = len(_JINJA.sub("x", subject))
+            if length > LONG_SUBJECT:
+                path = ("steps", index, "subject", *((locale,) if locale else ()))
+                found.append(
+                    loaded.value_diagnostic(
+                        path,
+                        f"step {step.id!r}: the subject is {length} characters; inboxes show "
+                        f"about the first 60 (phones fewer): keep it under {LONG_SUBJECT}, "
+                        "what matters first",
+                    )
+                )
     return found
+
+
+EXAMPLE_BRANDS = frozenset({"Exempel AB", "Your Company"})
+"""The brand names of the example sequence and of ``nurture init``'s nurture.toml."""
+
+LONG_SUBJECT = 100
+"""Characters of a subject above which ``validate`` warns (a Jinja tag counts one)."""
+
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
 
 def _in_settings(settings: Settings) -> list[Diagnostic]:

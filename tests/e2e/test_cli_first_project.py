@@ -221,7 +221,13 @@ def test_validate_warns_about_example_values_still_in_place(fresh: Path) -> None
     postal_line = next(i for i, line in enumerate(config) if line.startswith("postal_address")) + 1
     assert f"nurture.toml:{postal_line}:1: warning: postal_address is the sample" in text
     assert "warning: base_url 'http://localhost:8000' points at localhost" in text
-    assert len(warnings) == 4, result.stdout
+    # What subscribers would see of the example: its brand and its checkout.
+    assert "warning: brand name 'Exempel AB' is the example's" in text
+    assert (
+        "warning: checkout_url https://shop.example.com/checkout/sales-audit is an example "
+        "address: purchases would go nowhere"
+    ) in text
+    assert len(warnings) == 6, result.stdout
     assert "ok: 1 file(s), sequences: sales-process" in result.stdout
 
 

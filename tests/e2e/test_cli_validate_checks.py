@@ -30,6 +30,8 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     enable_example(base / "work")
+    edit(base / "work" / SEQUENCE, "  name: Exempel AB", "  name: Acme")
+    edit(base / "work" / SEQUENCE, "https://shop.example.com/", "https://shop.acme-saas.com/")
     return base / "work"
 
 
@@ -265,3 +267,97 @@ def test_a_fixed_offset_timezone_is_a_warning(work: Path) -> None:
         "changes for daylight saving time"
     ) in result.stdout
     assert "America/New_York" in result.stdout
+
+
+# -- 6. languages: footer texts, a subject without its template -----------------------------
+
+
+def test_a_language_without_footer_texts_is_one_warning_at_its_first_use(work: Path) -> None:
+    templates = work / "templates"
+    shutil.copytree(templates / "sv", templates / "cs")  # Czech: no footer texts shipped
+    (templates / "cs-CZ").mkdir()
+    shutil.copy(templates / "sv" / "offer.html", templates / "cs-CZ" / "offer.html")
+    edit(
+        work / SEQUENCE,
+        "      en: Three ways",
+        "      cs: Tři způsoby nákupu\n      en: Three ways",
+    )
+    result = run("validate", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning, not a problem
+    where = position(work / SEQUENCE, "template: welcome.md", "welcome.md")
+    assert (
+        f"{SEQUENCE}:{where}: warning: no footer texts in 'cs' (emails in cs get the Swedish "
+        "footer): copy templates/layout.html to templates/cs/layout.html and write the footer "
+        "in cs there, in place of {{ t.reason }}, {{ t.unsubscribe }} and {{ t.preferences }}"
+    ) in result.stdout, result.stdout
+    assert result.stdout.count("no footer texts") == 1, result.stdout  # once, not per step
+    assert "1 warning(s)" in result.stderr
+
+    # The documented workaround: the layout of Czech emails with the footer written out.
+    layout = (templates / "layout.html").read_text(encoding="utf-8")
+    czech = {
+        "{{ t.reason }}": "Tento e-mail dostáváte, protože jste se k jeho odběru přihlásili.",
+        "{{ t.unsubscribe }}": "Odhlásit se",
+        "{{ t.preferences }}": "Nastavení e-mailů",
+    }
+    for variable, text in czech.items():
+        layout = layout.replace(variable, text)
+    (templates / "cs" / "layout.html").write_text(layout, encoding="utf-8")
+    fixed = run("validate", cwd=work)
+    assert fixed.returncode == 0, fixed.stdout
+    assert "warning" not in fixed.stdout + fixed.stderr
+
+
+def test_a_sequence_in_a_language_without_footer_texts_names_its_locale(work: Path) -> None:
+    path = work / SEQUENCE
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        .replace("locale: sv", "locale: is")
+        .replace("      sv: ", "      is: "),
+        encoding="utf-8",
+    )
+    (work / "templates" / "sv").rename(work / "templates" / "is")
+    result = run("validate", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    where = position(path, "locale: is", "is")
+    assert (
+        f"{SEQUENCE}:{where}: warning: no footer texts in 'is' (emails in is get the English "
+        "footer)"
+    ) in result.stdout, result.stdout
+
+
+def test_german_emails_get_the_german_footer(work: Path, tmp_path: Path) -> None:
+    templates = work / "templates"
+    shutil.copytree(templates / "sv", templates / "de")
+    result = run("validate", cwd=work)
+    assert result.returncode == 0, result.stdout
+    assert "warning" not in result.stdout + result.stderr
+    out = tmp_path / "out"
+    shown = run(
+        "preview", "sales-process", "--step", "welcome", "--locale", "de-AT", "--out", str(out),
+        cwd=work,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    html = (out / "sales-process" / "welcome.de-AT.html").read_text(encoding="utf-8")
+    text = (out / "sales-process" / "welcome.de-AT.txt").read_text(encoding="utf-8")
+    assert "Sie erhalten diese E-Mail, weil Sie sich dafür angemeldet haben." in html
+    assert ">Abmelden</a>" in html and ">E-Mail-Einstellungen</a>" in html
+    assert "Abmelden" in text and "Unsubscribe" not in html + text
+
+
+def test_a_subject_in_a_language_without_its_template_is_a_warning(work: Path) -> None:
+    (work / "templates" / "en" / "choosing.md").unlink()
+    # A regional subject whose language has the template is fine: en-GB finds en/.
+    edit(
+        work / SEQUENCE,
+        "      en: Three ways",
+        "      en-GB: Three ways to buy – which one do your customers use?\n      en: Three ways",
+    )
+    result = run("validate", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    where = position(work / SEQUENCE, "en: Which sales process", "en:")
+    assert (
+        f"{SEQUENCE}:{where}: warning: step 'choosing' has an 'en' subject but no "
+        "templates/en/choosing.md: en subscribers get the sv email"
+    ) in result.stdout, result.stdout
+    assert "1 warning(s)" in result.stderr, result.stdout + result.stderr
