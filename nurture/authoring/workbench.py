@@ -242,7 +242,8 @@ def preview_sequence(
     moment = now or datetime.now(UTC)
     for step in steps:
         try:
-            message = composer(loaded, step, person, SAMPLE_KEY, moment).message
+            composed = composer(loaded, step, person, SAMPLE_KEY, moment)
+            message = composed.message
         except RenderFailure as failure:
             if failure.key is None:  # a template's own file and line
                 raise
@@ -263,6 +264,42 @@ def preview_sequence(
             path.write_text(content, encoding="utf-8")
             written.append(path)
         eml = stem.with_name(stem.name + ".eml")
-        eml.write_bytes(message.as_bytes())
+        # The bytes the outbox writes (and a provider gets), not a re-encoding.
+        eml.write_bytes(composed.raw_utf8 if composed.needs_smtputf8 else composed.raw)
         written.append(eml)
     return written
+
+
+def preview_locales(
+    settings: Settings,
+    loaded: LoadedSequence,
+    out_dir: Path,
+    *,
+    step_id: str | None = None,
+    now: datetime | None = None,
+) -> list[Path]:
+    """:func:`preview_sequence` in every language the sequence is written in (its
+    locale, then each locale folder holding its templates), each for the first
+    sample subscriber in that language (else the first one, in it)."""
+    library = TemplateLibrary(settings.templates_dir, brand=settings.brand)
+    samples = samples_for(loaded.sequence, loaded.path)
+    written: list[Path] = []
+    for locale in library.locales_for(loaded.sequence):
+        person = next(
+            (s for s in samples if (s.locale or loaded.sequence.locale).lower() == locale.lower()),
+            samples[0],
+        )
+        written += preview_sequence(
+            settings, loaded, out_dir, step_id=step_id, locale=locale, subscriber=person, now=now
+        )
+    return written
+
+
+def locale_fallback(settings: Settings, loaded: LoadedSequence, locale: str) -> str | None:
+    """The locale whose emails a subscriber in ``locale`` gets when no template
+    of the sequence is written in it (or a language of it), else None."""
+    library = TemplateLibrary(settings.templates_dir, brand=settings.brand)
+    sequence = loaded.sequence
+    if any(library.own_template(step.template, locale) for step in sequence.steps):
+        return None
+    return sequence.locale

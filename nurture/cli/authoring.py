@@ -18,7 +18,13 @@ from rich.table import Table
 from rich.text import Text
 
 from nurture.app.settings import Settings
-from nurture.authoring.workbench import find_sequence, preview_sequence, validate_paths
+from nurture.authoring.workbench import (
+    find_sequence,
+    locale_fallback,
+    preview_locales,
+    preview_sequence,
+    validate_paths,
+)
 from nurture.cli.console import (
     EXIT_CONFIGURATION,
     EXIT_FAILED,
@@ -188,7 +194,9 @@ def preview(
         Path, typer.Option("--out", metavar="FOLDER", help="Where to write the files.")
     ] = Path("preview"),
 ) -> None:
-    """Write each email as .html, .txt and .eml, exactly as it will be sent."""
+    """Write each email as .html, .txt and .eml, exactly as it will be sent.
+
+    Without --locale or --data, in every language the sequence is written in."""
     if locale is not None:
         try:
             locale = check_locale(locale)  # the check subscribers' locales get
@@ -200,16 +208,34 @@ def preview(
         loaded = find_sequence(settings, ctx.obj.folder, sequence)
         subscriber = _one_subscriber(data, ctx)
     # A file where the folder should be, a name too long: said, never a traceback.
+    if locale is not None:
+        with errors():
+            fallback = locale_fallback(settings, loaded, locale)
+        if fallback is not None and fallback.lower() != locale.lower():
+            err.print(
+                Text.assemble(
+                    ("warning: ", "yellow"),
+                    safe(
+                        f"no template of {loaded.sequence.id} is written in {locale!r}: "
+                        f"subscribers in {locale} get the {fallback} emails, as shown"
+                    ),
+                ),
+                soft_wrap=True,
+            )
+    # A file where the folder should be, a name too long: said, never a traceback.
     with errors(), file_errors(target, f"--out {clip(str(out_dir), 60)}"):
-        written = preview_sequence(
-            settings,
-            loaded,
-            target,
-            step_id=step,
-            locale=locale,
-            subscriber=subscriber,
-            now=ctx.obj.now(),
-        )
+        if locale is None and subscriber is None:
+            written = preview_locales(settings, loaded, target, step_id=step, now=ctx.obj.now())
+        else:
+            written = preview_sequence(
+                settings,
+                loaded,
+                target,
+                step_id=step,
+                locale=locale,
+                subscriber=subscriber,
+                now=ctx.obj.now(),
+            )
     for path in written:
         try:
             shown = path.relative_to(ctx.obj.folder)

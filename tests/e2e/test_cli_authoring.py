@@ -187,11 +187,33 @@ def test_preview_writes_html_txt_eml(workdir: Path) -> None:
     assert "Sales process review" in content
 
 
-def test_preview_all_steps_default_locale(workdir: Path) -> None:
+def test_preview_all_steps_in_every_language_the_sequence_is_written_in(workdir: Path) -> None:
     result = run("preview", "sales-process", "--out", "all", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.split()) == 15
+    assert len(result.stdout.split()) == 30  # 5 steps, sv and en, .html .txt .eml
     assert "all/sales-process/welcome.sv.eml" in result.stdout
+    assert "all/sales-process/welcome.en.eml" in result.stdout
+    english = (workdir / "all" / "sales-process" / "welcome.en.html").read_text(encoding="utf-8")
+    assert "Welcome" in english  # the English sample subscriber, in English
+    # The .eml is the outbox's bytes: List-Unsubscribe readable, not RFC 2047 words.
+    eml = (workdir / "all" / "sales-process" / "welcome.en.eml").read_bytes()
+    [header] = [line for line in eml.splitlines() if line.startswith(b"List-Unsubscribe:")]
+    assert header.startswith(b"List-Unsubscribe: <http") and b"=?" not in header
+
+
+def test_preview_in_a_language_nothing_is_written_in_says_which_one_is_shown(
+    workdir: Path,
+) -> None:
+    result = run("preview", "sales-process", "--step", "welcome", "--locale", "fr", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "warning: no template of sales-process is written in 'fr': subscribers in fr get "
+        "the sv emails, as shown"
+    ) in " ".join(result.stderr.split())
+    regional = run(
+        "preview", "sales-process", "--step", "welcome", "--locale", "en-GB", cwd=workdir
+    )
+    assert regional.returncode == 0 and "warning" not in regional.stderr  # en/ is its language
 
 
 def test_preview_unknown_step(workdir: Path) -> None:
