@@ -12,6 +12,8 @@
   sent its confirmation again, at most once per :data:`RESEND_INTERVAL`; an
   active, unsubscribed or suppressed one is sent nothing. The caller answers
   every case alike, so the answer never tells whether an address was known.
+  That rule is :func:`ask_to_confirm`'s, which the API's unconfirmed
+  subscribers are asked through too.
 * **The send log.** A confirmation email is no step of a sequence and has no
   ledger row; it is recorded as an ``event`` (kind ``sent`` or ``failed``,
   payload ``{"purpose": "confirmation"}``), which ``nurture log`` lists with
@@ -21,6 +23,9 @@
   say (:func:`~nurture.audience.enrollment.enroll_matching`); confirming again
   changes nothing. An expired, altered or foreign token, or one for an address
   that has since unsubscribed, bounced or been suppressed, changes nothing.
+  :func:`read_confirm_link` answers the same question and changes nothing
+  (what a link scanner's GET may do), and :func:`signup_form_of` names the
+  form of a genuine link that has expired, so its page can offer that form again.
 """
 
 from __future__ import annotations
@@ -59,14 +64,18 @@ log = logging.getLogger("nurture.audience.signup")
 __all__ = [
     "FORM_ID",
     "RESEND_INTERVAL",
+    "ConfirmLink",
     "Confirmed",
     "SignedUp",
     "SignupForm",
     "SignupInvalid",
+    "ask_to_confirm",
     "confirm",
     "confirm_url",
     "parse_signup",
+    "read_confirm_link",
     "sign_up",
+    "signup_form_of",
 ]
 
 FORM_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
@@ -220,6 +229,10 @@ Render = Callable[[SubscriberRow, str, str], ConfirmationEmail]
 sender's name (the web edge renders its templates, in the subscriber's language)."""
 
 
+CONFIRMATION = "confirmation"
+SENT_RECENTLY = "sent recently"
+
+
 @dataclass(frozen=True)
 class SignedUp:
     """What :func:`sign_up` did (for the log and tests; never shown to the visitor)."""
@@ -228,6 +241,19 @@ class SignedUp:
     created: bool
     emailed: bool
     reason: str
+
+    @property
+    def confirmation(self) -> str | None:
+        """What became of the confirmation email: ``sent``, ``failed`` (the
+        transport refused it; asking again retries), ``sent_recently`` (one went
+        out less than :data:`RESEND_INTERVAL` ago), or None when none was due."""
+        if self.emailed:
+            return "sent"
+        if self.reason == CONFIRMATION:
+            return "failed"
+        if self.reason == SENT_RECENTLY:
+            return "sent_recently"
+        return None
 
 
 def confirm_url(base_url: str, keys: Sequence[str], row: SubscriberRow, now: datetime) -> str:
@@ -423,21 +449,56 @@ def sign_up(
             row = audience_store.subscriber_by_email(session, data.email)
             if row is None:
                 raise
-    if row.status != SubscriberStatus.UNCONFIRMED or is_suppressed(session, row.email):
-        return SignedUp(row.id, created=False, emailed=False, reason=str(row.status))
+    return ask_to_confirm(
+        session, row, created=created, now=now, sequences=sequences, send=send, render=render,
+        base_url=base_url, keys=keys,
+    )  # fmt: skip
+
+
+def ask_to_confirm(
+    session: Session,
+    row: SubscriberRow,
+    *,
+    created: bool,
+    now: datetime,
+    sequences: Mapping[str, LoadedSequence],
+    send: Callable[[OutgoingEmail], object],
+    render: Render,
+    base_url: str,
+    keys: Sequence[str],
+) -> SignedUp:
+    """Send a stored, unconfirmed subscriber their confirmation email: a new
+    one (``created``) at once, a known one at most once per
+    :data:`RESEND_INTERVAL`; nothing to an address that is not unconfirmed or
+    is suppressed. Every sign-up path (the form, the API) asks through here.
+
+    **Commits**, as :func:`sign_up` does: the attempt is recorded after the send.
+    """
+    if row.status != SubscriberStatus.UNCONFIRMED:
+        return SignedUp(row.id, created=created, emailed=False, reason=str(row.status))
+    if is_suppressed(session, row.email):
+        return SignedUp(row.id, created=created, emailed=False, reason="suppressed")
     assert row.id is not None
     last = store.last_confirmation_at(session, row.id)
     if not created and last is not None and now - last < RESEND_INTERVAL:
-        return SignedUp(row.id, created=False, emailed=False, reason="sent recently")
+        return SignedUp(row.id, created=False, emailed=False, reason=SENT_RECENTLY)
     emailed = _send_confirmation(
         session, row, now=now, sequences=sequences, send=send, render=render,
         base_url=base_url, keys=keys,
     )  # fmt: skip
     session.commit()
-    return SignedUp(row.id, created=created, emailed=emailed, reason="confirmation")
+    return SignedUp(row.id, created=created, emailed=emailed, reason=CONFIRMATION)
 
 
 # --------------------------------------------------------------------------- confirming
+
+
+@dataclass(frozen=True)
+class ConfirmLink:
+    """The subscriber a confirmation link names, and whether they are ``active`` already."""
+
+    subscriber: SubscriberRow
+    confirmed: bool
 
 
 @dataclass(frozen=True)
@@ -447,6 +508,60 @@ class Confirmed:
     subscriber: SubscriberRow
     enrollments: list[EnrollmentRow]
     already: bool
+
+
+def _named_subscriber(session: Session, payload: Mapping[str, Any] | None) -> SubscriberRow | None:
+    """The subscriber a verified token's payload names, if they still have its address."""
+    if payload is None:
+        return None
+    subscriber_id, address = payload.get("s"), payload.get("e")
+    # Only a signed token gets here, but its payload is still checked like input:
+    # an id the database cannot hold (10**30) or a bool (True is an int) is nobody.
+    if type(subscriber_id) is not int or not 0 < subscriber_id < 2**63:
+        return None
+    if not isinstance(address, str):
+        return None
+    row = store.subscriber_by_id(session, subscriber_id)
+    if row is None or row.email != address:
+        return None
+    return row
+
+
+def read_confirm_link(
+    session: Session,
+    token: str,
+    *,
+    keys: Sequence[str],
+    max_age: timedelta,
+    now: datetime,
+) -> ConfirmLink | None:
+    """What following a confirmation token would confirm; changes nothing.
+
+    None exactly when :func:`confirm` would change nothing and return None: a
+    token that is not genuine, has expired or names a subscriber who no longer
+    has that address, an address that is neither unconfirmed nor active, or a
+    suppressed one.
+    """
+    payload = tokens.verify(keys, tokens.CONFIRM, token, now=now, max_age=max_age)
+    row = _named_subscriber(session, payload)
+    if row is None:
+        return None
+    if row.status == SubscriberStatus.ACTIVE:
+        return ConfirmLink(row, confirmed=True)
+    if row.status != SubscriberStatus.UNCONFIRMED or is_suppressed(session, row.email):
+        return None
+    return ConfirmLink(row, confirmed=False)
+
+
+def signup_form_of(
+    session: Session, token: str, *, keys: Sequence[str], now: datetime
+) -> str | None:
+    """The form (a :data:`FORM_ID`) the subscriber of a genuine confirmation
+    token signed up on, also when the token has expired; None for a token we
+    did not sign, a subscriber since gone, or a sign-up from no hosted form id."""
+    row = _named_subscriber(session, tokens.verify(keys, tokens.CONFIRM, token, now=now))
+    form = None if row is None else row.consent_form
+    return form if form is not None and FORM_ID.fullmatch(form) else None
 
 
 def confirm(
@@ -462,25 +577,15 @@ def confirm(
 
     None for a token that is not genuine, has expired or names a subscriber who
     no longer has that address, and for an address that is neither unconfirmed
-    nor active (unsubscribed, bounced ...) or is suppressed. Flushes, does not commit.
+    nor active (unsubscribed, bounced ...) or is suppressed (see
+    :func:`read_confirm_link`). Flushes, does not commit.
     """
-    payload = tokens.verify(keys, tokens.CONFIRM, token, now=now, max_age=max_age)
-    if payload is None:
+    link = read_confirm_link(session, token, keys=keys, max_age=max_age, now=now)
+    if link is None:
         return None
-    subscriber_id, address = payload.get("s"), payload.get("e")
-    # Only a signed token gets here, but its payload is still checked like input:
-    # an id the database cannot hold (10**30) or a bool (True is an int) is nobody.
-    if type(subscriber_id) is not int or not 0 < subscriber_id < 2**63:
-        return None
-    if not isinstance(address, str):
-        return None
-    row = store.subscriber_by_id(session, subscriber_id)
-    if row is None or row.email != address:
-        return None
-    if row.status == SubscriberStatus.ACTIVE:
+    row = link.subscriber
+    if link.confirmed:
         return Confirmed(row, [], already=True)
-    if row.status != SubscriberStatus.UNCONFIRMED or is_suppressed(session, row.email):
-        return None
     row.status = SubscriberStatus.ACTIVE
     row.updated_at = now
     session.flush()

@@ -1,6 +1,10 @@
 """``/api/v1``: the ingest API for sites and apps.
 
 * ``POST /api/v1/subscribers``: create (201) or update (200) a subscriber.
+  One left ``unconfirmed`` (no ``"confirmed": true``) is sent the double
+  opt-in email the sign-up form sends, by the same code and under the same
+  rule (a new one at once, a known one at most once per 5 minutes), after the
+  subscriber is committed; ``confirmation`` in the answer says what became of it.
 * ``POST /api/v1/events``: record an app event (201; a replayed ``id`` 200).
 * ``GET /api/v1/subscribers/{email}``: everything held about a person (admin).
 
@@ -17,6 +21,7 @@ transaction, ``last_used_at`` of its token included.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -37,10 +42,17 @@ from nurture.audience.ingest import (
 )
 from nurture.audience.input import InvalidSubscriberError, SubscriberInput, normalise_email
 from nurture.audience.personal_data import export_personal_data
+from nurture.audience.signup import SignedUp, ask_to_confirm
+from nurture.audience.subscribers import get_subscriber as find_subscriber
 from nurture.audience.tokens import Scope, allows, authenticate
+from nurture.core.vocabulary import SubscriberStatus
 from nurture.store.db import session_factory
 from nurture.store.retry import retrying
 from nurture.web.common import read_body
+from nurture.web.pages import Pages
+from nurture.web.signup import confirmation_renderer
+
+log = logging.getLogger("nurture.web.api")
 
 __all__ = ["EventIn", "EventOut", "SubscriberIn", "SubscriberOut", "routes"]
 
@@ -99,6 +111,15 @@ class SubscriberOut(BaseModel):
     created: bool
     suppressed: bool = Field(description="The address is never mailed (suppressed or erased).")
     enrolled_in: list[str]
+    confirmation: str | None = Field(
+        None,
+        description=(
+            "An unconfirmed subscriber's double opt-in email: sent (now), failed (the "
+            "provider refused it; post again to retry), sent_recently (one went out less "
+            "than 5 minutes ago); null when none is due (active, unsubscribed, suppressed)."
+        ),
+        examples=["sent"],
+    )
 
 
 class EventIn(_Body):
@@ -284,6 +305,11 @@ def routes(runtime: Runtime) -> APIRouter:
     """The ``/api/v1`` routes over ``runtime``."""
     router = APIRouter(prefix="/api/v1", tags=["api"])
     sessions = session_factory(runtime.engine)
+    settings = runtime.settings
+    render_confirmation = confirmation_renderer(
+        Pages(settings.templates_dir, settings.secret_keys),
+        settings.brand.name if settings.brand is not None else None,
+    )
 
     def in_transaction(token: str, needed: Scope, work: Callable[[Session], Result]) -> Result:
         def attempt(session: Session) -> Result:
@@ -299,17 +325,23 @@ def routes(runtime: Runtime) -> APIRouter:
         # A deadlock victim on PostgreSQL is run again rather than answered 500.
         return retrying(sessions, attempt)
 
+    async def ingest(
+        request: Request, work: Callable[[Session, bytes], tuple[int, Model]]
+    ) -> tuple[int, Model]:
+        """An ingest request: the bearer token (``ingest`` scope), the bounded
+        body, ``work`` in one transaction; :class:`Refused` when refused."""
+        token = _bearer(request)
+        raw = await read_body(request)
+        return await run_in_threadpool(
+            in_transaction, token, Scope.INGEST, lambda session: work(session, raw)
+        )
+
     async def ingested(
         request: Request, work: Callable[[Session, bytes], tuple[int, BaseModel]]
     ) -> Response:
-        """An ingest request: the bearer token (``ingest`` scope), the bounded
-        body, ``work`` in one transaction, and its answer as JSON."""
+        """:func:`ingest`, answered as JSON."""
         try:
-            token = _bearer(request)
-            raw = await read_body(request)
-            status, out = await run_in_threadpool(
-                in_transaction, token, Scope.INGEST, lambda session: work(session, raw)
-            )
+            status, out = await ingest(request, work)
         except Refused as refused:
             return refused.response()
         return JSONResponse(out.model_dump(mode="json"), status_code=status)
@@ -357,7 +389,34 @@ def routes(runtime: Runtime) -> APIRouter:
                 enrolled_in=[e.sequence_id for e in done.enrollments],
             )
 
-        return await ingested(request, work)
+        def ask(out: SubscriberOut) -> SignedUp | None:
+            """The double opt-in email, once the subscriber is committed (a send
+            is never inside a transaction that may be run again)."""
+            with sessions() as session:
+                row = find_subscriber(session, out.email)
+                if row is None:  # erased by another request in between
+                    return None
+                return ask_to_confirm(
+                    session, row, created=out.created, now=runtime.clock(),
+                    sequences=runtime.registry.sequences(), send=runtime.transport.send,
+                    render=render_confirmation, base_url=settings.base_url,
+                    keys=settings.secret_keys,
+                )  # fmt: skip
+
+        try:
+            status, out = await ingest(request, work)
+        except Refused as refused:
+            return refused.response()
+        if out.status == SubscriberStatus.UNCONFIRMED:
+            asked = await run_in_threadpool(ask, out)
+            if asked is not None:
+                out.confirmation = asked.confirmation
+                log.info(
+                    "API subscriber #%s unconfirmed, confirmation %s",
+                    asked.subscriber_id,
+                    asked.confirmation or f"not sent ({asked.reason})",
+                )
+        return JSONResponse(out.model_dump(mode="json"), status_code=status)
 
     @router.post(
         "/events",

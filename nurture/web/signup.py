@@ -1,4 +1,4 @@
-"""Sign-up with double opt-in: the hosted form, ``POST /subscribe``, ``GET /confirm/{token}``.
+"""Sign-up with double opt-in: the hosted form, ``POST /subscribe``, ``/confirm/{token}``.
 
 * ``GET /subscribe/{form}`` shows the hosted, accessible form (``?tag=`` adds
   tags); a tiny inline script fills the hidden time zone from the browser,
@@ -12,7 +12,17 @@
   active, unsubscribed or suppressed, and whether the honeypot was filled.
   :data:`RATE` posts per minute per client address (an in-memory token bucket
   per process), then 429 with ``Retry-After``.
-* ``GET /confirm/{token}`` confirms (idempotent), or shows the invalid-link page.
+* ``GET /confirm/{token}`` changes nothing: corporate mail scanners follow
+  every link in an email, so a GET that confirmed let anyone sign a company
+  address up. It shows one button, "Confirm my subscription", a form posting
+  to the same URL (or the confirmed page, for a subscriber already active);
+  ``HEAD`` answers as ``GET`` does. ``POST /confirm/{token}`` confirms
+  (idempotent). The token is the capability (only the address it was mailed
+  to has it), so the form carries no CSRF token. The confirmed page promises
+  a first email only when confirming started a sequence; a confirmation that
+  started none is logged as a warning naming the form and the tags. A bad or
+  expired link (404, nothing changed) offers the hosted form again, the one the
+  subscriber signed up on when the token is ours, else ``/subscribe/default``.
 
 The work is :mod:`nurture.audience.signup`'s; this module only speaks HTTP.
 """
@@ -32,6 +42,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from jinja2 import TemplateError
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
@@ -40,13 +51,16 @@ from nurture.audience.input import split_tags
 from nurture.audience.signup import (
     FORM_ID,
     ConfirmationEmail,
+    Render,
     SignedUp,
     SignupForm,
     SignupInvalid,
     confirm,
     page_brand,
     parse_signup,
+    read_confirm_link,
     sign_up,
+    signup_form_of,
 )
 from nurture.store.db import session_factory
 from nurture.store.tables import SubscriberRow
@@ -55,7 +69,7 @@ from nurture.web.pages import Pages
 
 log = logging.getLogger("nurture.web.signup")
 
-__all__ = ["RATE", "TIMEZONE_SCRIPT", "ClientBuckets", "routes"]
+__all__ = ["RATE", "TIMEZONE_SCRIPT", "ClientBuckets", "confirmation_renderer", "routes"]
 
 RATE = 10
 """Sign-up posts a client address may make per minute (and in one burst)."""
@@ -73,6 +87,41 @@ TIMEZONE_SCRIPT = (
 
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(TIMEZONE_SCRIPT.encode()).digest()).decode()
 FORM_CSP = SECURITY_HEADERS["Content-Security-Policy"] + f"; script-src 'sha256-{_SCRIPT_HASH}'"
+
+DEFAULT_FORM = "default"
+"""The hosted form a bad confirm link offers when its own form is unknown."""
+
+
+def confirmation_renderer(pages: Pages, brand_name: str | None) -> Render:
+    """How a confirmation email is written: the pages' templates in the
+    subscriber's language (``brand_name``, the project's ``[brand]`` name, else
+    the sender's). Shared by the sign-up form and the API."""
+
+    def render_confirmation(row: SubscriberRow, url: str, sender: str) -> ConfirmationEmail:
+        language = pages.language(row.locale)
+        words = pages.words(language)
+        context = {
+            "lang": language,
+            "t": words,
+            "url": url,
+            # Nothing the visitor typed but the address goes into the email:
+            # the address is not confirmed yet, and a name ("Win at
+            # http://...") would make the form send anyone a text of a
+            # stranger's choosing from our domain. Kept (empty) for templates
+            # a project overrides.
+            "name": None,
+            "brand_name": brand_name or sender,
+        }
+        try:
+            return ConfirmationEmail(
+                subject=words["confirm_email_subject"],
+                html=pages.env.get_template("confirm_email.html").render(**context),
+                text=pages.env.get_template("confirm_email.txt").render(**context),
+            )
+        except TemplateError as exc:  # a project's override is broken: the send fails
+            raise ValueError(f"confirmation email template: {exc}") from exc
+
+    return render_confirmation
 
 
 class ClientBuckets:
@@ -192,29 +241,7 @@ def routes(runtime: Runtime) -> APIRouter:
             script=TIMEZONE_SCRIPT,
         )
 
-    def render_confirmation(row: SubscriberRow, url: str, sender: str) -> ConfirmationEmail:
-        language = pages.language(row.locale)
-        words = pages.words(language)
-        context = {
-            "lang": language,
-            "t": words,
-            "url": url,
-            # Nothing the visitor typed but the address goes into the email:
-            # the address is not confirmed yet, and a name ("Win at
-            # http://...") would make the form send anyone a text of a
-            # stranger's choosing from our domain. Kept (empty) for templates
-            # a project overrides.
-            "name": None,
-            "brand_name": brand_name or sender,
-        }
-        try:
-            return ConfirmationEmail(
-                subject=words["confirm_email_subject"],
-                html=pages.env.get_template("confirm_email.html").render(**context),
-                text=pages.env.get_template("confirm_email.txt").render(**context),
-            )
-        except TemplateError as exc:  # a project's override is broken: the send fails
-            raise ValueError(f"confirmation email template: {exc}") from exc
+    render_confirmation = confirmation_renderer(pages, brand_name)
 
     @router.get("/subscribe/{form}")
     def hosted_form(request: Request, form: str) -> Response:
@@ -335,11 +362,56 @@ def routes(runtime: Runtime) -> APIRouter:
             "signup_message.html", language=language, brand_name=brand(), kind="check_inbox"
         )
 
+    def signup_url(form: str | None) -> str:
+        """The hosted form's address (as the confirm link's, under ``base_url``)."""
+        return f"{settings.base_url.rstrip('/')}/subscribe/{form or DEFAULT_FORM}"
+
+    def bad_link(session: Session, token: str, request: Request) -> Response:
+        """404, nothing changed, and a way forward: the sign-up form again."""
+        form = signup_form_of(session, token, keys=settings.secret_keys, now=runtime.clock())
+        language = pages.language(accept_language=request.headers.get("accept-language"))
+        return pages.render(
+            "invalid_link.html", language=language, status_code=404, brand_name=brand(),
+            signup_url=signup_url(form),
+        )  # fmt: skip
+
+    def confirmed_page(
+        request: Request, locale: str | None, tags: Sequence[str], *, started: bool
+    ) -> Response:
+        """The thank-you page; it promises a first email only when one is coming."""
+        language = pages.language(locale, accept_language=request.headers.get("accept-language"))
+        return pages.render(
+            "signup_message.html", language=language, brand_name=brand(tags),
+            kind="confirmed" if started else "subscribed",
+        )  # fmt: skip
+
     @router.get("/confirm/{token}")
+    @router.head("/confirm/{token}", include_in_schema=False)
+    def confirm_page(request: Request, token: str) -> Response:
+        """The confirm button (changes nothing: mail scanners follow links)."""
+        with sessions() as session:
+            link = read_confirm_link(
+                session,
+                token,
+                keys=settings.secret_keys,
+                max_age=timedelta(seconds=settings.confirm_token_max_age),
+                now=runtime.clock(),
+            )
+            if link is None:
+                return bad_link(session, token, request)
+            row = link.subscriber
+            locale, tags, address = row.locale, list(row.tags or []), row.email
+        if link.confirmed:
+            return confirmed_page(request, locale, tags, started=False)
+        language = pages.language(locale, accept_language=request.headers.get("accept-language"))
+        return pages.render(
+            "confirm.html", language=language, brand_name=brand(tags), email=address
+        )
+
+    @router.post("/confirm/{token}")
     def confirm_link(request: Request, token: str) -> Response:
         """Confirm a sign-up (twice is harmless); a bad or old link changes nothing."""
         now = runtime.clock()
-        accept_language = request.headers.get("accept-language")
         with sessions() as session:
             try:
                 done = confirm(
@@ -353,27 +425,27 @@ def routes(runtime: Runtime) -> APIRouter:
             except IntegrityError:
                 # A second click at the same moment: the first one enrolled.
                 session.rollback()
-                language = pages.language(accept_language=accept_language)
-                return pages.render(
-                    "signup_message.html", language=language, brand_name=brand(),
-                    kind="confirmed",
-                )  # fmt: skip
+                return confirmed_page(request, None, (), started=False)
             if done is None:
                 session.rollback()
-                language = pages.language(accept_language=accept_language)
-                return pages.render(
-                    "invalid_link.html", language=language, status_code=404,
-                    brand_name=brand(),
-                )  # fmt: skip
-            locale, subscriber_id = done.subscriber.locale, done.subscriber.id
-            tags = list(done.subscriber.tags or [])
-            enrolled = ", ".join(e.sequence_id for e in done.enrollments) or "nothing"
+                return bad_link(session, token, request)
+            row = done.subscriber
+            subscriber_id, locale, form = row.id, row.locale, row.consent_form
+            tags = list(row.tags or [])
+            started = [e.sequence_id for e in done.enrollments]
             session.commit()
-        if not done.already:
-            log.info("subscriber #%s confirmed, enrolled in %s", subscriber_id, enrolled)
-        language = pages.language(locale, accept_language=accept_language)
-        return pages.render(
-            "signup_message.html", language=language, brand_name=brand(tags), kind="confirmed"
-        )
+        if started:
+            log.info("subscriber #%s confirmed, enrolled in %s", subscriber_id, ", ".join(started))
+        elif not done.already:
+            # The form feeds nothing: its business should hear of it.
+            log.warning(
+                "subscriber #%s confirmed, enrolled in nothing: form %s with tags %s"
+                " starts no sequence",
+                subscriber_id,
+                form or "(none)",
+                ", ".join(tags) or "(none)",
+                extra={"action": "signup.confirmed_into_nothing"},
+            )
+        return confirmed_page(request, locale, tags, started=bool(started))
 
     return router

@@ -35,6 +35,7 @@ from tests.e2e.test_cli_engine import NURTURE, env, free_port, run
 NOW = "2026-11-27T14:30:00Z"  # Friday 15:30 in Stockholm: inside the example's window
 CHECKOUT_SECRET = "whsec-e2e-checkout"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0"
+SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel)"
 
 QUICK_OFFER = """\
 version: 1
@@ -194,8 +195,20 @@ def test_sign_up_confirm_receive_and_leave_with_one_click(work: Path, db_url: st
         assert scalar(db_url, "SELECT status FROM subscriber WHERE email = :e", e=address) == (
             "unconfirmed"
         )
+        # A mail scanner follows the link first: that changes nothing.
+        status, _, page = request(confirm_url, headers={"User-Agent": SCANNER})
+        assert status == 200 and "Confirm my subscription" in page, page
+        assert scalar(db_url, "SELECT status FROM subscriber WHERE email = :e", e=address) == (
+            "unconfirmed"
+        )
+        # The person presses the page's one button: a form posting to the link.
         status, _, page = request(confirm_url, headers={"User-Agent": BROWSER})
-        assert status == 200, page
+        assert status == 200 and '<form method="post">' in page, page
+        status, _, page = request(
+            confirm_url, data=b"",
+            headers={"User-Agent": BROWSER, "Content-Type": "application/x-www-form-urlencoded"},
+        )  # fmt: skip
+        assert status == 200 and "Your subscription is confirmed." in page, page
 
         welcome = wait_for("step 1", lambda: mail_to(outbox, address, "Välkommen"))
         assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

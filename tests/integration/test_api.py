@@ -4,9 +4,10 @@ app events that enroll, and every refused request changing nothing."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Engine
 from nurture.app.clock import FixedClock
 from nurture.app.runtime import Runtime, build_runtime
 from nurture.audience.tokens import create_token
+from nurture.errors import TransientSendError
 from nurture.store import planning
 from nurture.store.db import session_factory
 from nurture.store.tables import (
@@ -120,7 +122,9 @@ def test_a_confirmed_subscriber_is_created_enrolled_then_updated(api: Api) -> No
         "created": True,
         "suppressed": False,
         "enrolled_in": ["sales-process"],
+        "confirmation": None,  # consent collected by the caller: nothing to confirm
     }
+    assert [sent.sequence_id for sent in api.transport.sent] == []  # the dispatcher sends
     updated = api.post("/api/v1/subscribers", {"email": "karin@example.com", "tags": ["vip"]})
     assert updated.status_code == 200, updated.text
     assert updated.json()["created"] is False
@@ -133,13 +137,81 @@ def test_a_confirmed_subscriber_is_created_enrolled_then_updated(api: Api) -> No
         assert used.scalars().one().last_used_at == NOW  # type: ignore[attr-defined]
 
 
-def test_an_unconfirmed_subscriber_is_not_enrolled(api: Api) -> None:
+def _confirm_path(sent: Any) -> str:
+    text = sent.as_message().get_body(preferencelist=("plain",)).get_content()
+    found = re.search(r"https?://[^/\s]+(/confirm/[A-Za-z0-9_.\-]+)", text)
+    assert found is not None, text
+    return found.group(1)
+
+
+def test_an_unconfirmed_subscriber_is_sent_the_double_opt_in_email_and_enrolled_once_confirmed(
+    api: Api,
+) -> None:
+    """They were stored unconfirmed and never asked: stuck, "enrolled in
+    nothing until they confirm" with nothing to confirm with."""
     body = {**KARIN, "confirmed": False, "consent": {"source": "form", "at": NOW.isoformat()}}
     answer = api.post("/api/v1/subscribers", body)
     assert answer.status_code == 201, answer.text
     assert answer.json()["status"] == "unconfirmed"
     assert answer.json()["enrolled_in"] == []
+    assert answer.json()["confirmation"] == "sent"
     assert api.count(EnrollmentRow) == 0
+    # The sign-up form's email: same subject, sender, send-log entry.
+    [sent] = api.transport.sent
+    assert (sent.to_email, sent.sequence_id, sent.step_id) == (
+        "karin@example.com", "signup", "confirmation",
+    )  # fmt: skip
+    message = sent.as_message()
+    assert message["Subject"] == "Please confirm your subscription"
+    assert message["To"].addresses[0].display_name == ""  # nothing but the address
+
+    link = _confirm_path(sent)
+    assert "Confirm my subscription" in api.client.get(link).text
+    assert api.client.post(link).status_code == 200
+    with session_factory(api.engine)() as session:
+        row = session.exec(select(SubscriberRow)).scalars().one()  # type: ignore[call-overload]
+        assert row.status == "active"
+    assert api.count(EnrollmentRow) == 1
+
+
+def test_an_unconfirmed_subscriber_posted_again_is_asked_at_most_once_per_five_minutes(
+    api: Api,
+) -> None:
+    clock = api.runtime.clock
+    assert isinstance(clock, FixedClock)
+    body = {**KARIN, "confirmed": False}
+    assert api.post("/api/v1/subscribers", body).json()["confirmation"] == "sent"
+    again = api.post("/api/v1/subscribers", body)
+    assert again.status_code == 200
+    assert again.json()["confirmation"] == "sent_recently"
+    assert len(api.transport.sent) == 1
+    clock.instant = NOW + timedelta(minutes=6)
+    assert api.post("/api/v1/subscribers", body).json()["confirmation"] == "sent"
+    assert len(api.transport.sent) == 2
+
+    # A provider that refuses it: the subscriber stays, and the answer says so.
+    clock.instant = NOW + timedelta(minutes=12)
+    api.transport.fail_next(TransientSendError("provider down", status=503))
+    failed = api.post("/api/v1/subscribers", body)
+    assert (failed.status_code, failed.json()["confirmation"]) == (200, "failed")
+    assert api.post("/api/v1/subscribers", body).json()["confirmation"] == "sent"
+
+    # Confirmed by the caller, or already active: nothing to ask.
+    active = api.post("/api/v1/subscribers", {**body, "confirmed": True})
+    assert (active.json()["status"], active.json()["confirmation"]) == ("active", None)
+    later = api.post("/api/v1/subscribers", body)
+    assert (later.json()["status"], later.json()["confirmation"]) == ("active", None)
+    assert len(api.transport.sent) == 3
+
+
+def test_a_suppressed_address_posted_unconfirmed_is_sent_nothing(api: Api) -> None:
+    with session_factory(api.engine)() as session:
+        session.add(SuppressionRow(email="karin@example.com", reason="complaint", created_at=NOW))
+        session.commit()
+    answer = api.post("/api/v1/subscribers", {**KARIN, "confirmed": False})
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["suppressed"], answer.json()["confirmation"]) == (True, None)
+    assert api.transport.sent == []
 
 
 def test_refused_subscribers_get_an_error_per_field_and_change_nothing(api: Api) -> None:

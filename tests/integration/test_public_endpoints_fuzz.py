@@ -48,6 +48,8 @@ ENDPOINTS: list[tuple[str, str]] = [
     ("POST", "/subscribe"),
     ("GET", "/subscribe/{token}"),
     ("GET", "/confirm/{token}"),
+    ("HEAD", "/confirm/{token}"),
+    ("POST", "/confirm/{token}"),
     ("GET", "/unsubscribe/{token}"),
     ("POST", "/unsubscribe/{token}"),
     ("GET", "/preferences/{token}"),

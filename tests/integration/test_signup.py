@@ -1,4 +1,4 @@
-"""Sign-up with double opt-in over HTTP: the hosted form, POST /subscribe, GET /confirm.
+"""Sign-up with double opt-in over HTTP: the hosted form, POST /subscribe, /confirm.
 
 Every test drives the real app (``create_app``) over a runtime on the example
 sequences (``sales-process`` starts on the tag ``b2b``), with the memory
@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -47,6 +48,10 @@ CONSENT_EN = (
     "with the link in every email."
 )
 CHECK_INBOX = "Check your inbox"
+CONFIRM_BUTTON = "Confirm my subscription"
+CONFIRMED = "Your subscription is confirmed."
+PROMISE = "Our first email is on its way."
+SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel)"
 
 
 @dataclass
@@ -100,6 +105,20 @@ def _link(site: Site, index: int = -1) -> str:
     found = re.search(r"https://news\.example\.com(/confirm/[A-Za-z0-9_.\-]+)", text.get_content())
     assert found is not None, text.get_content()
     return found.group(1)
+
+
+def _click(site: Site, link: str, **kwargs: Any) -> Any:
+    """Follow a confirm link as a person does: open the page, press its one
+    button (a form posting to the page's own address). The page's answer when
+    it has no button (already confirmed, a bad link)."""
+    page = site.client.get(link, **kwargs)
+    if page.status_code != 200 or CONFIRM_BUTTON not in page.text:
+        return page
+    form = re.search(r"<form ([^>]*)>(.*?)</form>", _main(page.text), re.S)
+    assert form is not None, page.text
+    assert 'method="post"' in form.group(1) and "action=" not in form.group(1)
+    assert CONFIRM_BUTTON in form.group(2)
+    return site.client.post(link, **kwargs)
 
 
 def logged_for(site: Site, email: str) -> list[dict[str, Any]]:
@@ -162,18 +181,70 @@ def test_a_form_sign_up_is_unconfirmed_with_its_consent_until_the_emailed_link_c
     )  # fmt: skip
     assert logged["provider_message_id"] == message["Message-ID"]
 
-    confirmed = site.client.get(_link(site))
+    confirmed = _click(site, _link(site))
     assert confirmed.status_code == 200
-    assert "Your subscription is confirmed" in confirmed.text
+    assert f"{CONFIRMED} {PROMISE}" in confirmed.text  # sales-process has started
     row = site.subscriber("karin@example.com")
     assert row is not None and row.status == SubscriberStatus.ACTIVE
     assert site.enrolled_in("karin@example.com") == ["sales-process"]
 
-    # Twice is harmless: the same page, no second enrollment.
+    # Twice is harmless: the link shows the confirmed page, without a button;
+    # posting again enrolls nobody twice.
     again = site.client.get(_link(site))
     assert again.status_code == 200
-    assert _main(again.text) == _main(confirmed.text)
+    assert CONFIRMED in again.text and CONFIRM_BUTTON not in again.text
+    assert site.client.post(_link(site)).status_code == 200
     assert site.enrolled_in("karin@example.com") == ["sales-process"]
+
+
+def test_a_link_scanner_following_the_confirm_link_confirms_nothing(site: Site) -> None:
+    """Corporate mail scanners follow every link of an email: a GET that
+    confirmed let anyone sign a company address up. The link shows one button."""
+    site.post_form(email="karin@example.com", tags="b2b", form="newsletter")
+    link = _link(site)
+    for method in ("GET", "HEAD", "GET"):
+        seen = site.client.request(method, link, headers={"User-Agent": SCANNER})
+        assert seen.status_code == 200, method
+    page = site.client.get(link, headers={"User-Agent": SCANNER})
+    assert CONFIRM_BUTTON in page.text and "karin@example.com" in page.text
+    assert _main(page.text).count("<button") == 1
+    assert _title(page.text) == "Confirm your subscription – Exempel AB"
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
+    assert site.enrolled_in("karin@example.com") == []
+
+    confirmed = _click(site, link)  # the person presses the button
+    assert confirmed.status_code == 200 and PROMISE in confirmed.text
+    row = site.subscriber("karin@example.com")
+    assert row is not None and row.status == SubscriberStatus.ACTIVE
+    assert site.enrolled_in("karin@example.com") == ["sales-process"]
+
+
+def test_a_confirmation_that_starts_no_sequence_promises_no_email_and_warns(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The page said "Our first email is on its way" while the log said, at
+    INFO, "enrolled in nothing": a form that feeds no sequence went unnoticed."""
+    site.post_form(email="ola@example.com", tags="webinar", form="newsletter")
+    with caplog.at_level(logging.INFO, logger="nurture.web.signup"):
+        page = _click(site, _link(site))
+    assert page.status_code == 200
+    assert CONFIRMED in page.text and PROMISE not in page.text
+    assert _title(page.text).startswith("Thank you!")
+    row = site.subscriber("ola@example.com")
+    assert row is not None and row.status == SubscriberStatus.ACTIVE
+    assert site.enrolled_in("ola@example.com") == []
+    [warning] = [r for r in caplog.records if r.name == "nurture.web.signup" and "confirmed" in
+                 r.getMessage()]  # fmt: skip
+    assert warning.levelno == logging.WARNING
+    assert "form newsletter" in warning.getMessage() and "webinar" in warning.getMessage()
+
+    # A sign-up that starts a sequence is told so, and logged at INFO.
+    caplog.clear()
+    site.post_form(email="karin@example.com", tags="b2b", form="newsletter")
+    with caplog.at_level(logging.INFO, logger="nurture.web.signup"):
+        assert PROMISE in _click(site, _link(site)).text
+    assert [r.levelno for r in caplog.records if "confirmed" in r.getMessage()] == [logging.INFO]
 
 
 def test_json_sign_up_keeps_tags_and_attributes_and_says_check_your_inbox(site: Site) -> None:
@@ -346,22 +417,53 @@ def test_an_expired_or_tampered_or_foreign_token_changes_nothing(site: Site) -> 
         for s in (10**30, True, -1, 0, 2**63)
     ]  # fmt: skip
     for bad in (tampered, manage, other_key, wrong_address, "garbage", "a" * 300, *odd_ids):
-        answer = site.client.get(f"/confirm/{bad}")
-        assert answer.status_code == 404, bad
-        assert "This link does not work" in answer.text
+        for method in ("GET", "POST"):
+            answer = site.client.request(method, f"/confirm/{bad}")
+            assert answer.status_code == 404, (method, bad)
+            assert "This link does not work" in answer.text
 
     site.clock.instant = NOW + timedelta(seconds=site.runtime.settings.confirm_token_max_age + 60)
-    expired = site.client.get(link)
-    assert expired.status_code == 404
+    assert site.client.get(link).status_code == 404
+    assert site.client.post(link).status_code == 404
     row = site.subscriber("ola@example.com")
     assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
     assert site.enrolled_in("ola@example.com") == []
 
 
+def test_a_bad_confirm_link_offers_signing_up_again(site: Site) -> None:
+    """It was a dead end: "This link does not work", nothing more."""
+    site.post_form(email="ola@example.com", tags="b2b", form="newsletter")
+    link = _link(site)
+    garbage = site.client.get("/confirm/garbage")
+    assert garbage.status_code == 404
+    assert 'href="https://news.example.com/subscribe/default"' in garbage.text
+    assert "sign up again" in garbage.text.lower()
+    swedish = site.client.post("/confirm/garbage", headers={"Accept-Language": "sv"})
+    assert swedish.status_code == 404 and "Anmäl dig igen" in swedish.text
+
+    # An expired link of ours names its form: the page offers that one.
+    site.clock.instant = NOW + timedelta(seconds=site.runtime.settings.confirm_token_max_age + 60)
+    for method in ("GET", "POST"):
+        expired = site.client.request(method, link)
+        assert expired.status_code == 404, method
+        assert "This link does not work" in expired.text
+        assert 'href="https://news.example.com/subscribe/newsletter"' in expired.text
+    row = site.subscriber("ola@example.com")
+    assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
+
+    # And the way forward works: the form sends a new link, which confirms.
+    assert site.client.get("/subscribe/newsletter").status_code == 200
+    site.post_form(email="ola@example.com", form="newsletter")
+    assert len(site.transport.sent) == 2
+    assert PROMISE in _click(site, _link(site)).text
+    assert site.enrolled_in("ola@example.com") == ["sales-process"]
+
+
 def test_an_old_confirm_link_does_not_reactivate_an_unsubscribed_address(site: Site) -> None:
     site.post_form(email="ola@example.com", tags="b2b", form="newsletter")
     site.set_status("ola@example.com", SubscriberStatus.UNSUBSCRIBED)
-    answer = site.client.get(_link(site))
+    assert site.client.get(_link(site)).status_code == 404
+    answer = site.client.post(_link(site))
     assert answer.status_code == 404
     row = site.subscriber("ola@example.com")
     assert row is not None and row.status == SubscriberStatus.UNSUBSCRIBED
@@ -501,7 +603,7 @@ def test_the_answer_never_tells_whether_an_address_was_known(site: Site) -> None
     new = both("new@example.com")
     unconfirmed = both("new@example.com")  # asked again, not confirmed yet
     site.post_form(email="active@example.com")
-    site.client.get(_link(site))
+    assert CONFIRMED in _click(site, _link(site)).text
     active = both("active@example.com")
     site.post_form(email="gone@example.com")
     site.set_status("gone@example.com", SubscriberStatus.UNSUBSCRIBED)
@@ -529,7 +631,7 @@ def test_an_unconfirmed_address_is_sent_its_link_again_only_after_a_few_minutes(
     site.clock.instant = NOW + timedelta(minutes=6)
     site.post_form(email="karin@example.com")
     assert len(site.transport.sent) == 2
-    assert site.client.get(_link(site, 0)).status_code == 200  # the first link still works
+    assert CONFIRMED in _click(site, _link(site, 0)).text  # the first link still works
 
 
 def test_a_transport_failure_keeps_the_sign_up_and_is_logged(site: Site) -> None:
@@ -581,6 +683,7 @@ def test_a_confirm_link_of_a_since_suppressed_address_changes_nothing(site: Site
         session.add(SuppressionRow(email="ola@example.com", reason="complaint", created_at=NOW))
         session.commit()
     assert site.client.get(_link(site)).status_code == 404
+    assert site.client.post(_link(site)).status_code == 404
     row = site.subscriber("ola@example.com")
     assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
     assert site.enrolled_in("ola@example.com") == []
@@ -588,7 +691,10 @@ def test_a_confirm_link_of_a_since_suppressed_address_changes_nothing(site: Site
 
 def test_the_thank_you_page_speaks_the_subscribers_language(site: Site) -> None:
     site.client.post("/subscribe", data={"email": "karin@example.com", "locale": "sv-SE"})
-    page = site.client.get(_link(site), headers={"Accept-Language": "en"})
+    button = site.client.get(_link(site), headers={"Accept-Language": "en"})
+    assert button.status_code == 200 and '<html lang="sv">' in button.text
+    assert "Bekräfta min prenumeration" in button.text
+    page = site.client.post(_link(site), headers={"Accept-Language": "en"})
     assert page.status_code == 200
     assert "Din prenumeration är bekräftad" in page.text
 
@@ -611,9 +717,13 @@ def test_the_pages_go_by_the_business_name_never_the_tools(site: Site) -> None:
     assert '<p class="brand">Exempel AB</p>' in form.text  # above "Subscribe": whose list
     answer = site.post_form(email="karin@example.com", tags="b2b")
     assert _title(answer.text) == "Check your inbox – Exempel AB"
-    confirmed = site.client.get(_link(site))
+    button = site.client.get(_link(site))
+    assert _title(button.text) == "Confirm your subscription – Exempel AB"
+    assert '<p class="brand">Exempel AB</p>' in button.text
+    confirmed = site.client.post(_link(site))
     assert _title(confirmed.text) == "Thank you! – Exempel AB"
-    assert all("nurture" not in _title(page.text) for page in (form, answer, confirmed))
+    pages = (form, answer, button, confirmed)
+    assert all("nurture" not in _title(page.text) for page in pages)
 
 
 def test_the_projects_brand_name_wins_and_no_sequence_leaves_the_title_bare(
@@ -695,7 +805,8 @@ def test_the_confirmation_email_goes_out_through_sendgrid_and_its_link_confirms(
             text = next(c["value"] for c in body["content"] if c["type"] == "text/plain")
             found = re.search(r"https://news\.example\.com(/confirm/[A-Za-z0-9_.\-]+)", text)
             assert found is not None, text
-            assert client.get(found.group(1)).status_code == 200
+            assert CONFIRM_BUTTON in client.get(found.group(1)).text
+            assert client.post(found.group(1)).status_code == 200
         transport.close()
     with session_factory(engine)() as session:
         row = get_subscriber(session, "karin@example.com")

@@ -45,6 +45,30 @@ def test_a_project_overrides_words_and_pages_and_adds_a_language(tmp_path: Path)
     assert custom.body.decode() == "<p>This link does not work &lt;b&gt;x&lt;/b&gt;</p>"
 
 
+def test_every_shipped_language_has_every_word() -> None:
+    """A key added to one catalog only would show English on a Swedish page."""
+    catalogs = Pages(None, ["k"]).catalogs
+    assert {"en", "sv"} <= set(catalogs)
+    english = set(catalogs["en"])
+    for language, words in catalogs.items():
+        assert set(words) == english, (language, sorted(set(words) ^ english))
+
+
+def test_a_confirm_link_page_has_one_button_and_a_bad_one_a_way_forward() -> None:
+    pages = Pages(None, ["k"])
+    for language, button in (("en", "Confirm my subscription"), ("sv", "Bekräfta min")):
+        page = pages.render("confirm.html", language=language, email="a@example.com")
+        html = page.body.decode()
+        assert html.count("<button") == 1 and button in html
+        assert '<form method="post">' in html and "a@example.com" in html
+        bad = pages.render(
+            "invalid_link.html", language=language, signup_url="https://x.example/subscribe/f"
+        ).body.decode()
+        assert '<a href="https://x.example/subscribe/f">' in bad
+    # The other pages' bad links (unsubscribe, preferences) offer no sign-up.
+    assert "<a " not in pages.render("invalid_link.html", language="en").body.decode()
+
+
 def test_a_csrf_token_is_bound_to_its_form_and_expires() -> None:
     pages = Pages(None, ["key-1"])
     token = pages.csrf_token("prefs:7", now=NOW)
