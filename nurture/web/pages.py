@@ -6,9 +6,12 @@
   shipped ones are in ``nurture/web/templates/``.
 * **Language.** Every page speaks the subscriber's locale when nurture knows
   it, else the browser's (``Accept-Language``), else English. The words come
-  from ``messages.<lang>.json`` (Swedish and English shipped); a project's
-  ``templates/web/messages.<lang>.json`` overrides them key by key, or adds a
-  language.
+  from ``messages.<lang>.json`` (English, Swedish, Danish, Dutch, Finnish,
+  French, German, Italian, Norwegian Bokmål, Polish, Portuguese and Spanish
+  shipped); a project's ``templates/web/messages.<lang>.json`` overrides them
+  key by key, or adds a language. A catalog is a language (a regional tag
+  such as ``de-AT`` or ``pt-BR`` uses its language's), and ``no`` is Bokmål,
+  ``nb``, as for the email footers.
 * **CSRF.** State-changing HTML forms carry a signed token bound to what the
   form acts on (purpose :data:`nurture.core.tokens.API_CSRF`); it expires
   after :data:`CSRF_MAX_AGE`. The RFC 8058 one-click POST is the exception: it
@@ -29,6 +32,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, s
 from starlette.responses import HTMLResponse
 
 from nurture.core import tokens
+from nurture.core.rendering.context import FOOTER_ALIASES
 
 __all__ = ["CSRF_MAX_AGE", "DEFAULT_LANGUAGE", "Pages"]
 
@@ -37,7 +41,8 @@ CSRF_MAX_AGE = timedelta(hours=2)
 
 
 def _language(tag: str) -> str:
-    return tag.strip().replace("_", "-").split("-")[0].lower()
+    language = tag.strip().replace("_", "-").split("-")[0].lower()
+    return FOOTER_ALIASES.get(language, language)
 
 
 class Pages:
