@@ -28,7 +28,7 @@ def backup_command(
 
     target = path if path.is_absolute() else Path.cwd() / path
     with errors():
-        settings = ctx.obj.store_settings()
+        settings = ctx.obj.store_settings(creates=False)  # a missing file is an error here
         try:
             done = backup_database(settings.database_url, target, force=force)
         except UsePgDump as use:

@@ -73,12 +73,13 @@ class Context:
     def settings(self) -> Settings:
         return load_settings(self.folder)
 
-    def store_settings(self) -> Settings:
+    def store_settings(self, *, creates: bool = True) -> Settings:
         """The settings of a command that opens the database: refused where there
-        is no project (see :func:`~nurture.app.settings.check_project`)."""
+        is no project (see :func:`~nurture.app.settings.check_project`).
+        ``creates``: the command makes a missing SQLite file (and says so)."""
         settings = self.settings()
         check_project(self.folder, settings)
-        fresh = new_database_file(settings)
+        fresh = new_database_file(settings) if creates else None
         if fresh is not None:
             # Said, not refused: a new project's first command makes its database.
             # But an operator who forgot NURTURE_DATABASE_URL sees it at once.
