@@ -147,9 +147,14 @@ def test_init_takes_the_sender_postal_address_and_base_url_as_flags(tmp_path: Pa
     assert 'base_url = "https://mail.bergdesign.se"' in config
     checked = run("validate", cwd=folder)
     assert checked.returncode == 0, checked.stdout
-    # Only the reminder that the example is off: nothing of the example is left.
-    [warning] = [line for line in checked.stdout.splitlines() if "warning:" in line]
-    assert "sales-process is disabled" in warning
+    # The flags replaced the example's sender, address and base_url. What is
+    # left is the reminder that the example is off, and what only the marketer
+    # can replace: the example's brand name and checkout.
+    warnings = [line for line in checked.stdout.splitlines() if "warning:" in line]
+    assert len(warnings) == 3, checked.stdout
+    assert "sales-process is disabled" in warnings[0]
+    assert "brand name 'Exempel AB' is the example's" in warnings[1]
+    assert "checkout_url https://shop.example.com/checkout/sales-audit" in warnings[2]
     preview = run("preview", "sales-process", "--step", "welcome", "--locale", "en", cwd=folder)
     assert preview.returncode == 0, preview.stderr
     message = email.message_from_bytes(
