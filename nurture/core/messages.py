@@ -183,7 +183,9 @@ def schema_diagnostics(
         line, column = position(loc)
         key = key_path(loc, data)
         message = unknown.get(index) or _message(error)
-        if error.get("input", "") is None and error.get("type") != "missing":
+        # A type's error on an empty value (a validator's own message, which
+        # knows the field, stays as it is).
+        if error.get("input", "") is None and str(error.get("type", "")).endswith("_type"):
             message = _empty_value(lines[line - 1] if 0 < line <= len(lines) else "", message)
         shown = f"{key}: {message}" if key else message
         found.setdefault((line, column, shown), Diagnostic(display, line, column, shown))
