@@ -1,4 +1,6 @@
-"""Sign-up with double opt-in: :func:`parse_signup`, :func:`sign_up`, :func:`confirm`.
+"""Sign-up with double opt-in: :func:`parse_signup`, :func:`sign_up`, :func:`ask_to_confirm`.
+
+Confirming the link the email carries is :mod:`nurture.audience.confirming`.
 
 * **Checking.** :func:`parse_signup` checks every field of a sign-up on its
   own with :class:`~nurture.audience.input.SubscriberInput` (so a form can show
@@ -18,14 +20,6 @@
   ledger row; it is recorded as an ``event`` (kind ``sent`` or ``failed``,
   payload ``{"purpose": "confirmation"}``), which ``nurture log`` lists with
   the ledger (:mod:`nurture.store.signup`).
-* **Confirming.** :func:`confirm` takes the signed link's token: an unconfirmed
-  subscriber becomes ``active`` and is enrolled where the sequences' triggers
-  say (:func:`~nurture.audience.enrollment.enroll_matching`); confirming again
-  changes nothing. An expired, altered or foreign token, or one for an address
-  that has since unsubscribed, bounced or been suppressed, changes nothing.
-  :func:`read_confirm_link` answers the same question and changes nothing
-  (what a link scanner's GET may do), and :func:`signup_form_of` names the
-  form of a genuine link that has expired, so its page can offer that form again.
 """
 
 from __future__ import annotations
@@ -44,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from nurture.audience.consent import Consent
-from nurture.audience.enrollment import enroll_matching, triggered_on_subscribe
+from nurture.audience.enrollment import triggered_on_subscribe
 from nurture.audience.input import InvalidSubscriberError, SubscriberInput, check_text
 from nurture.audience.subscribers import upsert_subscribers
 from nurture.audience.suppression import is_suppressed
@@ -56,7 +50,7 @@ from nurture.core.vocabulary import SubscriberStatus
 from nurture.errors import NurtureError, SendError
 from nurture.store import audience as audience_store
 from nurture.store import signup as store
-from nurture.store.tables import EnrollmentRow, SubscriberRow
+from nurture.store.tables import SubscriberRow
 from nurture.transports.base import OutgoingEmail
 
 log = logging.getLogger("nurture.audience.signup")
@@ -64,18 +58,14 @@ log = logging.getLogger("nurture.audience.signup")
 __all__ = [
     "FORM_ID",
     "RESEND_INTERVAL",
-    "ConfirmLink",
-    "Confirmed",
+    "ConfirmationMail",
     "SignedUp",
     "SignupForm",
     "SignupInvalid",
     "ask_to_confirm",
-    "confirm",
     "confirm_url",
     "parse_signup",
-    "read_confirm_link",
     "sign_up",
-    "signup_form_of",
 ]
 
 FORM_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
@@ -229,6 +219,19 @@ Render = Callable[[SubscriberRow, str, str], ConfirmationEmail]
 sender's name (the web edge renders its templates, in the subscriber's language)."""
 
 
+@dataclass(frozen=True)
+class ConfirmationMail:
+    """What sending a confirmation email takes: the sequences (whose sender it
+    comes from), the transport's ``send``, how it is written (:data:`Render`),
+    and the base URL and keys its signed link is made with."""
+
+    sequences: Mapping[str, LoadedSequence]
+    send: Callable[[OutgoingEmail], object]
+    render: Render
+    base_url: str
+    keys: Sequence[str]
+
+
 CONFIRMATION = "confirmation"
 SENT_RECENTLY = "sent recently"
 
@@ -366,20 +369,12 @@ def _message(
 
 
 def _send_confirmation(
-    session: Session,
-    row: SubscriberRow,
-    *,
-    now: datetime,
-    sequences: Mapping[str, LoadedSequence],
-    send: Callable[[OutgoingEmail], object],
-    render: Render,
-    base_url: str,
-    keys: Sequence[str],
+    session: Session, row: SubscriberRow, *, now: datetime, mail: ConfirmationMail
 ) -> bool:
     """Send (and record) one confirmation email; True when the transport took it."""
     assert row.id is not None
     key = f"confirm.{row.id}.{secrets.token_hex(8)}"
-    sender = sender_for(sequences, row.tags)
+    sender = sender_for(mail.sequences, row.tags)
     if sender is None:
         log.error("no sequence names a sender: the confirmation email to #%s was not sent", row.id)
         store.add_confirmation_event(
@@ -388,9 +383,11 @@ def _send_confirmation(
         )  # fmt: skip
         return False
     try:
-        words = render(row, confirm_url(base_url, keys, row, now), sender.name)
+        words = mail.render(row, confirm_url(mail.base_url, mail.keys, row, now), sender.name)
         message = _message(sender, row, words, key, now)
-        send(OutgoingEmail(message, key, "signup", "confirmation", row.email, transactional=True))
+        mail.send(
+            OutgoingEmail(message, key, "signup", "confirmation", row.email, transactional=True)
+        )
     except (SendError, ValueError) as exc:
         # The subscriber row stays; the address can ask again after RESEND_INTERVAL.
         log.warning("confirmation email to subscriber #%s not sent: %s", row.id, type(exc).__name__)
@@ -414,11 +411,7 @@ def sign_up(
     user_agent: str | None,
     consent_text: str,
     now: datetime,
-    sequences: Mapping[str, LoadedSequence],
-    send: Callable[[OutgoingEmail], object],
-    render: Render,
-    base_url: str,
-    keys: Sequence[str],
+    mail: ConfirmationMail,
 ) -> SignedUp:
     """Store a new address ``unconfirmed`` and send its confirmation (see the module doc).
 
@@ -436,7 +429,7 @@ def sign_up(
         try:
             result = upsert_subscribers(
                 session, [data], consent=consent, status=SubscriberStatus.UNCONFIRMED,
-                now=now, sequences=sequences,
+                now=now, sequences=mail.sequences,
             )  # fmt: skip
             row = result.rows[0]
             row.consent_form = signup.form
@@ -449,10 +442,7 @@ def sign_up(
             row = audience_store.subscriber_by_email(session, data.email)
             if row is None:
                 raise
-    return ask_to_confirm(
-        session, row, created=created, now=now, sequences=sequences, send=send, render=render,
-        base_url=base_url, keys=keys,
-    )  # fmt: skip
+    return ask_to_confirm(session, row, created=created, now=now, mail=mail)
 
 
 def ask_to_confirm(
@@ -461,11 +451,7 @@ def ask_to_confirm(
     *,
     created: bool,
     now: datetime,
-    sequences: Mapping[str, LoadedSequence],
-    send: Callable[[OutgoingEmail], object],
-    render: Render,
-    base_url: str,
-    keys: Sequence[str],
+    mail: ConfirmationMail,
 ) -> SignedUp:
     """Send a stored, unconfirmed subscriber their confirmation email: a new
     one (``created``) at once, a known one at most once per
@@ -482,111 +468,6 @@ def ask_to_confirm(
     last = store.last_confirmation_at(session, row.id)
     if not created and last is not None and now - last < RESEND_INTERVAL:
         return SignedUp(row.id, created=False, emailed=False, reason=SENT_RECENTLY)
-    emailed = _send_confirmation(
-        session, row, now=now, sequences=sequences, send=send, render=render,
-        base_url=base_url, keys=keys,
-    )  # fmt: skip
+    emailed = _send_confirmation(session, row, now=now, mail=mail)
     session.commit()
     return SignedUp(row.id, created=created, emailed=emailed, reason=CONFIRMATION)
-
-
-# --------------------------------------------------------------------------- confirming
-
-
-@dataclass(frozen=True)
-class ConfirmLink:
-    """The subscriber a confirmation link names, and whether they are ``active`` already."""
-
-    subscriber: SubscriberRow
-    confirmed: bool
-
-
-@dataclass(frozen=True)
-class Confirmed:
-    """A confirmed subscriber, the enrollments confirming made, and whether it was new."""
-
-    subscriber: SubscriberRow
-    enrollments: list[EnrollmentRow]
-    already: bool
-
-
-def _named_subscriber(session: Session, payload: Mapping[str, Any] | None) -> SubscriberRow | None:
-    """The subscriber a verified token's payload names, if they still have its address."""
-    if payload is None:
-        return None
-    subscriber_id, address = payload.get("s"), payload.get("e")
-    # Only a signed token gets here, but its payload is still checked like input:
-    # an id the database cannot hold (10**30) or a bool (True is an int) is nobody.
-    if type(subscriber_id) is not int or not 0 < subscriber_id < 2**63:
-        return None
-    if not isinstance(address, str):
-        return None
-    row = store.subscriber_by_id(session, subscriber_id)
-    if row is None or row.email != address:
-        return None
-    return row
-
-
-def read_confirm_link(
-    session: Session,
-    token: str,
-    *,
-    keys: Sequence[str],
-    max_age: timedelta,
-    now: datetime,
-) -> ConfirmLink | None:
-    """What following a confirmation token would confirm; changes nothing.
-
-    None exactly when :func:`confirm` would change nothing and return None: a
-    token that is not genuine, has expired or names a subscriber who no longer
-    has that address, an address that is neither unconfirmed nor active, or a
-    suppressed one.
-    """
-    payload = tokens.verify(keys, tokens.CONFIRM, token, now=now, max_age=max_age)
-    row = _named_subscriber(session, payload)
-    if row is None:
-        return None
-    if row.status == SubscriberStatus.ACTIVE:
-        return ConfirmLink(row, confirmed=True)
-    if row.status != SubscriberStatus.UNCONFIRMED or is_suppressed(session, row.email):
-        return None
-    return ConfirmLink(row, confirmed=False)
-
-
-def signup_form_of(
-    session: Session, token: str, *, keys: Sequence[str], now: datetime
-) -> str | None:
-    """The form (a :data:`FORM_ID`) the subscriber of a genuine confirmation
-    token signed up on, also when the token has expired; None for a token we
-    did not sign, a subscriber since gone, or a sign-up from no hosted form id."""
-    row = _named_subscriber(session, tokens.verify(keys, tokens.CONFIRM, token, now=now))
-    form = None if row is None else row.consent_form
-    return form if form is not None and FORM_ID.fullmatch(form) else None
-
-
-def confirm(
-    session: Session,
-    token: str,
-    *,
-    keys: Sequence[str],
-    max_age: timedelta,
-    now: datetime,
-    sequences: Mapping[str, LoadedSequence],
-) -> Confirmed | None:
-    """Confirm the subscriber a confirmation token names; None changes nothing.
-
-    None for a token that is not genuine, has expired or names a subscriber who
-    no longer has that address, and for an address that is neither unconfirmed
-    nor active (unsubscribed, bounced ...) or is suppressed (see
-    :func:`read_confirm_link`). Flushes, does not commit.
-    """
-    link = read_confirm_link(session, token, keys=keys, max_age=max_age, now=now)
-    if link is None:
-        return None
-    row = link.subscriber
-    if link.confirmed:
-        return Confirmed(row, [], already=True)
-    row.status = SubscriberStatus.ACTIVE
-    row.updated_at = now
-    session.flush()
-    return Confirmed(row, enroll_matching(session, row, sequences, now), already=False)

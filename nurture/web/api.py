@@ -50,7 +50,7 @@ from nurture.store.db import session_factory
 from nurture.store.retry import retrying
 from nurture.web.common import read_body
 from nurture.web.pages import Pages
-from nurture.web.signup import confirmation_renderer
+from nurture.web.signup import confirmation_mail, confirmation_renderer
 
 log = logging.getLogger("nurture.web.api")
 
@@ -398,9 +398,7 @@ def routes(runtime: Runtime) -> APIRouter:
                     return None
                 return ask_to_confirm(
                     session, row, created=out.created, now=runtime.clock(),
-                    sequences=runtime.registry.sequences(), send=runtime.transport.send,
-                    render=render_confirmation, base_url=settings.base_url,
-                    keys=settings.secret_keys,
+                    mail=confirmation_mail(runtime, render_confirmation),
                 )  # fmt: skip
 
         try:

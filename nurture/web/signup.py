@@ -47,20 +47,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from nurture.app.runtime import Runtime
+from nurture.audience.confirming import confirm, read_confirm_link, signup_form_of
 from nurture.audience.input import split_tags
 from nurture.audience.signup import (
     FORM_ID,
     ConfirmationEmail,
+    ConfirmationMail,
     Render,
     SignedUp,
     SignupForm,
     SignupInvalid,
-    confirm,
     page_brand,
     parse_signup,
-    read_confirm_link,
     sign_up,
-    signup_form_of,
 )
 from nurture.store.db import session_factory
 from nurture.store.tables import SubscriberRow
@@ -69,7 +68,14 @@ from nurture.web.pages import Pages
 
 log = logging.getLogger("nurture.web.signup")
 
-__all__ = ["RATE", "TIMEZONE_SCRIPT", "ClientBuckets", "confirmation_renderer", "routes"]
+__all__ = [
+    "RATE",
+    "TIMEZONE_SCRIPT",
+    "ClientBuckets",
+    "confirmation_mail",
+    "confirmation_renderer",
+    "routes",
+]
 
 RATE = 10
 """Sign-up posts a client address may make per minute (and in one burst)."""
@@ -122,6 +128,19 @@ def confirmation_renderer(pages: Pages, brand_name: str | None) -> Render:
             raise ValueError(f"confirmation email template: {exc}") from exc
 
     return render_confirmation
+
+
+def confirmation_mail(runtime: Runtime, render: Render) -> ConfirmationMail:
+    """How this process sends a confirmation email now (the sequences as loaded
+    at this moment). Shared by the sign-up form and the API."""
+    settings = runtime.settings
+    return ConfirmationMail(
+        runtime.registry.sequences(),
+        runtime.transport.send,
+        render,
+        settings.base_url,
+        settings.secret_keys,
+    )
 
 
 class ClientBuckets:
@@ -331,11 +350,7 @@ def routes(runtime: Runtime) -> APIRouter:
                     user_agent=agent,
                     consent_text=pages.words(language)["signup_consent"],
                     now=now,
-                    sequences=runtime.registry.sequences(),
-                    send=runtime.transport.send,
-                    render=render_confirmation,
-                    base_url=settings.base_url,
-                    keys=settings.secret_keys,
+                    mail=confirmation_mail(runtime, render_confirmation),
                 )
 
         # Off the event loop: the database may wait for another writer, and
