@@ -6,6 +6,10 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 DEMO   ?= demo
+# The suite runs on every core (pytest-xdist); the browser tests share one
+# served site, so they stay together on one worker (tests/browser/conftest.py).
+# PYTEST_JOBS= runs it in one process.
+PYTEST_JOBS ?= -n auto --dist loadgroup
 
 .PHONY: demo test lint typecheck unit schema clean
 
@@ -26,7 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_JOBS)
 
 test: lint typecheck unit
 

@@ -31,6 +31,21 @@ def clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def clip_path(path: object, limit: int = 80) -> str:
+    """``path`` as text, shortened from the front when it is longer than
+    ``limit``: ``…/shop/afile``. The end of a path (the name the user typed)
+    is what tells them which one; a clipped end would hide it."""
+    text = str(path)
+    if len(text) <= limit:
+        return text
+    tail = text[-(limit - 1) :]
+    cut = tail.find("/")
+    if cut >= 0:
+        return "…" + tail[cut:]
+    # The last name alone is longer than the limit (a name too long).
+    return "…/" + clip(text.rsplit("/", 1)[-1], limit - 2)
+
+
 def quoted(exc: Exception, value: str) -> str:
     """``exc``'s message with the value it quotes (``repr(value)``) shortened by :func:`clip`."""
     return str(exc).replace(repr(value), repr(clip(value)))

@@ -22,6 +22,7 @@ import secrets
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -41,6 +42,29 @@ def _with_search_path(url: str, schema: str) -> str:
     extra = f"-csearch_path={schema}"
     combined = f"{options} {extra}" if isinstance(options, str) and options else extra
     return parsed.update_query_dict({"options": combined}).render_as_string(hide_password=False)
+
+
+BROWSER_TESTS = "tests/browser/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``pytest -n`` (``make test``): each test goes to whichever worker
+    is free, except the browser tests, which all go to one worker, so their
+    session-wide served site (``tests/browser/conftest.py``) is seeded once.
+
+    pytest-xdist's own ``xdist_group`` marker would say this, but its way of
+    passing the group (appending it to the test's node id) no longer takes
+    under pytest 9, so the groups are made here from the path instead.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class BrowserTestsTogether(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return BROWSER_TESTS if nodeid.startswith(BROWSER_TESTS) else nodeid
+
+    return BrowserTestsTogether(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -45,7 +45,7 @@ from nurture.core.schema import sequence_schema_text
 from nurture.core.simulation import early_engagement, simulate, unknown_step
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EventKind
-from nurture.errors import SequenceError, clip, quoted
+from nurture.errors import SequenceError, clip_path, quoted
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -223,7 +223,7 @@ def preview(
                 soft_wrap=True,
             )
     # A file where the folder should be, a name too long: said, never a traceback.
-    with errors(), file_errors(target, f"--out {clip(str(out_dir), 60)}"):
+    with errors(), file_errors(target, f"--out {clip_path(out_dir, 60)}"):
         if locale is None and subscriber is None:
             written = preview_locales(settings, loaded, target, step_id=step, now=ctx.obj.now())
         else:

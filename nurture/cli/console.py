@@ -30,7 +30,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from nurture.core.vocabulary import reason_names_status
-from nurture.errors import ConfigurationError, NurtureError, clip
+from nurture.errors import ConfigurationError, NurtureError, clip_path
 
 if TYPE_CHECKING:
     from sqlalchemy.exc import SQLAlchemyError
@@ -233,16 +233,16 @@ def path_problem(exc: OSError, path: Path) -> str:
     that names the path (shortened when it is long)."""
     where = Path(exc.filename) if isinstance(exc.filename, str) and exc.filename else path
     if exc.errno == errno.ENAMETOOLONG:
-        named = "" if where == path else f"{clip(str(where), 60)}: "
+        named = "" if where == path else f"{clip_path(where, 60)}: "
         return f"{named}a name in the path is too long (at most 255 bytes a name, 4,096 in all)"
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
         blocker = _not_a_folder(where) or _not_a_folder(path) or where
         if blocker.is_file():
-            return f"{clip(str(blocker), 80)} is a file, not a folder"
-        return f"{clip(str(blocker), 80)} is not a folder"
+            return f"{clip_path(blocker)} is a file, not a folder"
+        return f"{clip_path(blocker)} is not a folder"
     if exc.errno == errno.ELOOP:
-        return f"{clip(str(where), 80)}: too many symbolic links (a loop?)"
-    return f"{clip(str(where), 80)}: {exc.strerror or type(exc).__name__}"
+        return f"{clip_path(where)}: too many symbolic links (a loop?)"
+    return f"{clip_path(where)}: {exc.strerror or type(exc).__name__}"
 
 
 @contextmanager
