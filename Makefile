@@ -30,6 +30,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
+	@# The tests start nurture as a subprocess hundreds of times: with the
+	@# bytecode written once here, none of them compiles nurture's modules
+	@# anew (as each would where PYTHONDONTWRITEBYTECODE is set).
+	$(BIN)/python -m compileall -q nurture
 	$(BIN)/pytest -q $(PYTEST_JOBS)
 
 test: lint typecheck unit
