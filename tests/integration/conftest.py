@@ -1,7 +1,8 @@
 """Store fixtures: the same integration tests run on SQLite and PostgreSQL.
 
 * ``engine``: an engine on ``db_url`` (see ``tests/conftest.py``), migrated to
-  head with :func:`nurture.store.migrate.upgrade`, disposed afterwards;
+  head with :func:`nurture.store.migrate.upgrade` (on SQLite, ``db_url`` is a
+  copy of a file migrated once per process), disposed afterwards;
 * ``session``: a SQLModel session from :func:`nurture.store.db.session_factory`;
 * ``admin``: the web app with an admin logged in (:mod:`tests.admin_kit`).
 """
@@ -23,7 +24,7 @@ from tests.admin_kit import AdminApp, admin_app
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
-    upgrade(engine)
+    upgrade(engine)  # on SQLite at head already: db_url copied a migrated file
     try:
         yield engine
     finally:
