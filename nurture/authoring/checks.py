@@ -27,12 +27,17 @@ EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
 EXAMPLE_TOP_LEVEL = ("example", "test", "invalid", "localhost")
 
 
-def is_example_address(address: str) -> bool:
-    """Whether ``address`` is at a domain reserved for examples."""
-    domain = address.rpartition("@")[2].lower().rstrip(".")
+def is_example_domain(domain: str) -> bool:
+    """Whether ``domain`` (a host name) is reserved for examples."""
+    domain = domain.lower().rstrip(".")
     return domain.rpartition(".")[2] in EXAMPLE_TOP_LEVEL or any(
         domain == reserved or domain.endswith("." + reserved) for reserved in EXAMPLE_DOMAINS
     )
+
+
+def is_example_address(address: str) -> bool:
+    """Whether ``address`` is at a domain reserved for examples."""
+    return is_example_domain(address.rpartition("@")[2])
 
 
 def example_values(settings: Settings, sequences: Iterable[LoadedSequence]) -> list[Diagnostic]:
@@ -81,16 +86,15 @@ def _in_sequence(loaded: LoadedSequence) -> list[Diagnostic]:
             )
         )
     for index, step in enumerate(sequence.steps):
-        if step.offer is not None:
-            host = (urlsplit(step.offer.checkout_url).hostname or "").lower()
-            if is_example_address(f"x@{host}"):
-                found.append(
-                    loaded.value_diagnostic(
-                        ("steps", index, "offer", "checkout_url"),
-                        f"checkout_url {step.offer.checkout_url} is an example address: "
-                        "purchases would go nowhere; put your shop's checkout page",
-                    )
+        offer = step.offer
+        if offer is not None and is_example_domain(urlsplit(offer.checkout_url).hostname or ""):
+            found.append(
+                loaded.value_diagnostic(
+                    ("steps", index, "offer", "checkout_url"),
+                    f"checkout_url {offer.checkout_url} is an example address: "
+                    "purchases would go nowhere; put your shop's checkout page",
                 )
+            )
         texts = step.subject if isinstance(step.subject, dict) else {"": step.subject}
         for locale, subject in texts.items():
             length = len(_JINJA.sub("x", subject))

@@ -153,13 +153,16 @@ def _unknown_key_messages(errors: Sequence[Mapping[str, Any]]) -> tuple[dict[int
             explained.add(beside[guess])
             messages[index] = f"unknown key {key!r} — did you mean {guess!r}? (it is missing)"
             continue
-        near = _closest(key, _known_keys(parent))
-        if near is not None:
-            messages[index] = f"unknown key {key!r} — did you mean {near!r}?"
-        else:
-            known = ", ".join(_known_keys(parent))
-            messages[index] = f"unknown key {key!r} (known keys here: {known})"
+        messages[index] = unknown_key_message(key, _known_keys(parent))
     return messages, explained
+
+
+def unknown_key_message(key: str, known: Sequence[str]) -> str:
+    """``unknown key 'x'``, with the nearest of the ``known`` keys, or all of them."""
+    near = _closest(key, known)
+    if near is not None:
+        return f"unknown key {key!r} — did you mean {near!r}?"
+    return f"unknown key {key!r} (known keys here: {', '.join(known)})"
 
 
 def schema_diagnostics(

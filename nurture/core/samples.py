@@ -9,7 +9,6 @@ never a crash or a path outside the preview folder.
 
 from __future__ import annotations
 
-import difflib
 import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,7 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from nurture.core.files import MEGABYTE, FileRefused
 from nurture.core.loader import SAMPLE_SUFFIX, Positions, display_path, read_file, symlink_loop
-from nurture.core.messages import yaml_problem
+from nurture.core.messages import unknown_key_message, yaml_problem
 from nurture.core.model import Sequence
 from nurture.core.places import check_locale, check_timezone
 from nurture.core.subscriber import Subscriber
@@ -185,11 +184,7 @@ def _unknown_key(key: str, model: type[BaseModel], parent: tuple[str | int, ...]
         model = SampleTrigger
     elif parent:
         return f"unknown key {key!r}"
-    known = list(model.model_fields)
-    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if near:
-        return f"unknown key {key!r} — did you mean {near[0]!r}?"
-    return f"unknown key {key!r} (known keys here: {', '.join(known)})"
+    return unknown_key_message(key, list(model.model_fields))
 
 
 def _load(text: str, shown: str) -> Any:
