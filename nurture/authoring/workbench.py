@@ -209,8 +209,11 @@ def preview_sequence(
     locale: str | None = None,
     subscriber: Subscriber | None = None,
     now: datetime | None = None,
+    library: TemplateLibrary | None = None,
 ) -> list[Path]:
-    """Write ``<step>.html``, ``.txt`` and ``.eml`` per step; return the paths."""
+    """Write ``<step>.html``, ``.txt`` and ``.eml`` per step; return the paths.
+    ``library``: templates already compiled (by :func:`preview_locales`, for
+    each of its languages), else the project's, compiled here."""
     sequence = loaded.sequence
     steps = sequence.steps
     if step_id is not None:
@@ -228,9 +231,9 @@ def preview_sequence(
     except ValueError as exc:
         raise NurtureError(f"preview of {sequence.id}: {exc}") from exc
     person = replace(person, locale=shown_locale)
-    library = TemplateLibrary(settings.templates_dir, brand=settings.brand)
+    templates = library or TemplateLibrary(settings.templates_dir, brand=settings.brand)
     composer = Composer(
-        lambda: library,
+        lambda: templates,
         base_url=settings.base_url,
         secret_key=settings.secret_key,
         postal_address=settings.postal_address,
@@ -290,7 +293,14 @@ def preview_locales(
             samples[0],
         )
         written += preview_sequence(
-            settings, loaded, out_dir, step_id=step_id, locale=locale, subscriber=person, now=now
+            settings,
+            loaded,
+            out_dir,
+            step_id=step_id,
+            locale=locale,
+            subscriber=person,
+            now=now,
+            library=library,
         )
     return written
 
