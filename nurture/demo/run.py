@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -82,9 +83,20 @@ def prepare(folder: Path) -> None:
 def decisions(rows: list[tuple[str, ...]], title: str | None = None) -> Table:
     """The demo's table: one row per decision (and the purchase). The live view
     (no title) fills the terminal; the final table is as wide as its rows."""
-    table = Table(title=title, expand=title is None, show_lines=False)
-    for column in ("simulated UTC", "their local time", "subscriber", "step", "what happened"):
-        table.add_column(column, overflow="fold")
+    # Without borders, and only the last column wrapping: at 80 columns each
+    # decision is one line, its address and step whole.
+    table = Table(
+        title=title,
+        title_justify="left",
+        expand=title is None,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in ("UTC", "local time", "subscriber", "step"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("what happened", overflow="fold")
     for cells in rows:
         table.add_row(*cells)
     return table
@@ -126,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         moment: datetime, email: str, step: str, what: str
     ) -> tuple[datetime, tuple[str, ...]]:
         local = moment.astimezone(zones.get(email, UTC))
-        return moment, (f"{moment:%a %d %b %H:%M}", f"{local:%a %H:%M %Z}", email, step, what)
+        return moment, (f"{moment:%d %b %H:%M}", f"{local:%a %H:%M %Z}", email, step, what)
 
     def buy(now: datetime) -> None:
         """Tom's purchase, recorded as the shop's checkout would report it:

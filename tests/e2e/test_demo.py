@@ -16,13 +16,26 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 TITLE = "every decision, in order"
 
 
+COLUMNS = ("UTC", "local time", "subscriber", "step", "what happened")
+
+
 def table_rows(text: str) -> list[tuple[str, ...]]:
-    """The cells of each row of a Rich table (``│ a │ b │``), stripped."""
-    return [
-        tuple(cell.strip() for cell in line.strip().strip("│").split("│"))
-        for line in text.splitlines()
-        if line.strip().startswith("│")
-    ]
+    """The cells of each row of the demo's table, stripped: its columns start
+    where their headers do, and a line whose first cells are blank continues
+    the last cell of the row above (a reason wrapped in a narrow terminal)."""
+    lines = text.splitlines()
+    [at] = [i for i, line in enumerate(lines) if line.startswith(COLUMNS[0] + " ")]
+    starts = [lines[at].index(name) for name in COLUMNS]
+    rows: list[tuple[str, ...]] = []
+    for line in lines[at + 2 :]:  # past the header's rule
+        if not line.strip():
+            break
+        cells = tuple(line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True))
+        if rows and not any(cells[:-1]):
+            rows[-1] = (*rows[-1][:-1], f"{rows[-1][-1]} {cells[-1]}")
+        else:
+            rows.append(cells)
+    return rows
 
 
 def readme_demo_table() -> str:
@@ -74,14 +87,19 @@ def test_demo_sends_the_whole_series(tmp_path: Path) -> None:
     [bought] = [row for row in printed if row[4].startswith("bought")]
     [left] = [row for row in printed if row[2] == "tom@example.com" and row[4].startswith("exit")]
     assert left[:2] == bought[:2], (bought, left)
-    # Running it again replaces the demo folder instead of piling up.
+    # Running it again replaces the demo folder instead of piling up. In an
+    # 80-column terminal the same table fits: each decision on a line of its
+    # own, only a long reason wrapped below itself.
     again = subprocess.run(
         [sys.executable, "-m", "nurture.demo", "--dir", str(folder), "--speed", "864000"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env={**env, "COLUMNS": "80"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert again.returncode == 0
     assert len(list((folder / "outbox").glob("*.eml"))) == 27
     assert "Replacing the earlier demo" in again.stdout
+    narrow = again.stdout.split(TITLE, 1)[-1].split("\n\n", 1)[0]
+    assert max(len(line) for line in narrow.splitlines()) <= 80, narrow
+    assert table_rows(narrow) == printed, narrow
 
     # Tom's purchase is stored and credited as a shop's would be: stats show it.
     stats = subprocess.run(
