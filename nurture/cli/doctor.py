@@ -7,9 +7,10 @@ command's configuration error; nothing else could be checked).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.text import Text
 
 from nurture.cli.console import (
@@ -29,6 +30,34 @@ DOCTOR_EXAMPLES = examples(
 )
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+
+if TYPE_CHECKING:
+    from nurture.ops.doctor import Check
+
+
+def print_checks(console: Console, checks: list[Check]) -> None:
+    """A line per check, and a ``fix:`` line under a problem. In a terminal
+    a long line wraps under its own text (not back at the first column, where
+    it would read as a check of its own); in a pipe or a log each stays one
+    line, whole, for grep."""
+    for check in checks:
+        _print_hanging(
+            console,
+            Text(f"{check.status:<4}  ", style=_STYLE[check.status]),
+            safe(f"{check.name}: {check.detail}"),
+        )
+        if check.fix and check.status != "ok":
+            _print_hanging(console, Text("      fix: "), safe(check.fix))
+
+
+def _print_hanging(console: Console, head: Text, body: Text) -> None:
+    if not console.is_terminal:
+        console.print(head + body, soft_wrap=True)
+        return
+    indent = head.cell_len
+    for number, line in enumerate(body.wrap(console, max(console.width - indent, 20))):
+        line.rstrip()
+        console.print((head if number == 0 else Text(" " * indent)) + line, soft_wrap=True)
 
 
 def doctor_command(
@@ -55,17 +84,7 @@ def doctor_command(
     if as_json:
         print_json({"status": status, "checks": [check.as_json() for check in checks]})
     else:
-        for check in checks:
-            out.print(
-                Text.assemble(
-                    (f"{check.status:<4}", _STYLE[check.status]),
-                    "  ",
-                    safe(f"{check.name}: {check.detail}"),
-                ),
-                soft_wrap=True,
-            )
-            if check.fix and check.status != "ok":
-                out.print(Text.assemble("      fix: ", safe(check.fix)), soft_wrap=True)
+        print_checks(out, checks)
         failed = sum(check.status == "fail" for check in checks)
         warned = sum(check.status == "warn" for check in checks)
         out.print(
