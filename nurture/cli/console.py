@@ -100,6 +100,16 @@ def safe(text: object, style: str = "", *, lines: bool = False) -> Text:
     return Text(clean(str(text), lines=lines), style=style)
 
 
+def print_hanging(console: Console, head: Text, body: Text) -> None:
+    """``head`` then ``body``, wrapped to the console's width under the body's
+    own first column (a line wrapped back to the first column would read as a
+    line of its own)."""
+    indent = head.cell_len
+    for number, line in enumerate(body.wrap(console, max(console.width - indent, 20))):
+        line.rstrip()
+        console.print((head if number == 0 else Text(" " * indent)) + line, soft_wrap=True)
+
+
 def with_reason(status: str, reason: str | None) -> str:
     """A status and why, once: ``unsubscribed (one-click)`` rather than
     ``unsubscribed (unsubscribed (one-click))`` when the reason names the status."""

@@ -19,6 +19,7 @@ from nurture.cli.console import (
     err,
     examples,
     out,
+    print_hanging,
     print_json,
     safe,
 )
@@ -41,23 +42,20 @@ def print_checks(console: Console, checks: list[Check]) -> None:
     it would read as a check of its own); in a pipe or a log each stays one
     line, whole, for grep."""
     for check in checks:
-        _print_hanging(
+        _print_check_line(
             console,
             Text(f"{check.status:<4}  ", style=_STYLE[check.status]),
             safe(f"{check.name}: {check.detail}"),
         )
         if check.fix and check.status != "ok":
-            _print_hanging(console, Text("      fix: "), safe(check.fix))
+            _print_check_line(console, Text("      fix: "), safe(check.fix))
 
 
-def _print_hanging(console: Console, head: Text, body: Text) -> None:
-    if not console.is_terminal:
+def _print_check_line(console: Console, head: Text, body: Text) -> None:
+    if console.is_terminal:
+        print_hanging(console, head, body)
+    else:
         console.print(head + body, soft_wrap=True)
-        return
-    indent = head.cell_len
-    for number, line in enumerate(body.wrap(console, max(console.width - indent, 20))):
-        line.rstrip()
-        console.print((head if number == 0 else Text(" " * indent)) + line, soft_wrap=True)
 
 
 def doctor_command(

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nurture.cli.bounds import MAX_ROWS
-from nurture.cli.console import clean, errors, fail, out, print_json, safe
+from nurture.cli.console import clean, errors, fail, out, print_hanging, print_json, safe
 
 if TYPE_CHECKING:  # imported by the command itself: `nurture --help` needs none of it
     from nurture.authoring.plan import EnrollmentDetail, Group, SequencePlan
@@ -92,9 +92,7 @@ def print_plan(plans: list[SequencePlan], console: Console) -> None:
 def _indented(console: Console, indent: int, text: str) -> None:
     """A line of outside text, indented; what wraps keeps the indent (a long
     line wrapped back to the first column, and read as a line of its own)."""
-    for line in safe(text).wrap(console, max(console.width - indent, 20)):
-        line.rstrip()
-        console.print(Text(" " * indent) + line, soft_wrap=True)
+    print_hanging(console, Text(" " * indent), safe(text))
 
 
 def _print_one(plan: SequencePlan, console: Console) -> None:
