@@ -49,11 +49,6 @@ def claimed(pg_schema_url: str) -> Iterator[Engine]:
     then a queued email each, and 1,000 of them claimed by the worker ``me``."""
     engine = make_engine(pg_schema_url)
     upgrade(engine)
-    with engine.begin() as conn:
-        # The statistics are the ANALYZE below, not whatever autovacuum's
-        # analyze (woken by other tests' writes) happens to find mid-fixture.
-        for table in ("enrollment", "send"):
-            conn.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
     _enrolled(engine, PEOPLE)  # the ledger analysed empty: its rows come with the passes after
     _queue(engine, 1, PEOPLE)
     with engine.begin() as conn:
@@ -348,10 +343,20 @@ def test_the_claim_reads_a_batch_however_many_are_due(pg_schema_url: str) -> Non
         engine.dispose()
 
 
+_TABLES = ("subscriber", "enrollment", "send")
+
+
 def _enrolled(engine: Engine, people: int, *, claimed_by: str | None = None) -> None:
     """``people`` subscribers, each enrolled and due at ``NOW`` (held by
-    ``claimed_by`` if given), then every table analysed."""
+    ``claimed_by`` if given), then this schema's tables analysed.
+
+    Those statistics are the only ones the tables get: autovacuum is off on
+    them, and the ANALYZE names its tables, since a bare ``ANALYZE`` is the
+    whole database's, every other test's schema included, and would analyse
+    another test's ledger in the middle of its fixture."""
     with engine.begin() as conn:
+        for table in _TABLES:
+            conn.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
         conn.execute(
             text(
                 "INSERT INTO subscriber (email, name, status, tags, attributes, created_at,"
@@ -372,7 +377,7 @@ def _enrolled(engine: Engine, people: int, *, claimed_by: str | None = None) -> 
             {"now": NOW, "me": claimed_by, "until": NOW + timedelta(minutes=5)},
         )
     with engine.connect() as conn:
-        conn.execute(text("ANALYZE"))
+        conn.execute(text(f"ANALYZE {', '.join(_TABLES)}"))
         conn.commit()
 
 
