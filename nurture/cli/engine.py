@@ -203,7 +203,9 @@ def worker_command(ctx: typer.Context) -> None:
             with errors():
                 try:
                     stop_metrics = serve_worker_metrics(
-                        settings.worker_metrics_host, settings.worker_metrics_port
+                        settings.worker_metrics_host,
+                        settings.worker_metrics_port,
+                        settings.metrics_token,
                     )
                 except OSError as exc:
                     raise fail(

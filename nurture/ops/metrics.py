@@ -8,8 +8,9 @@ Two sources:
   reads the same rows, so however many workers and web processes share the
   database, every scrape agrees; nothing is lost when a process restarts.
 * **This process** (:data:`PASS_SECONDS`, :data:`WEBHOOK_EVENTS`): how long the
-  dispatch passes of the worker in this process take (``nurture run``; a
-  separate ``nurture worker`` serves its own on ``worker_metrics_port``, see
+  dispatch passes of the worker in this process take (``nurture run``; left
+  out of ``nurture web``, which dispatches nothing; a separate ``nurture
+  worker`` serves its own on ``worker_metrics_port``, see
   :func:`serve_worker_metrics`) and the provider events the webhook here
   received, by type.
 
@@ -32,10 +33,14 @@ milliseconds per hundred thousand rows: scrape every 15-60 s, not faster.
 
 from __future__ import annotations
 
+import hmac
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -44,6 +49,7 @@ from prometheus_client.registry import Collector
 from nurture.core.vocabulary import SendStatus
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from sqlalchemy.engine import Engine
 
 log = logging.getLogger("nurture.ops.metrics")
@@ -168,12 +174,19 @@ def metrics_registry(
     engine: Engine,
     clock: Callable[[], datetime],
     sequences: Callable[[], Iterable[str]] = tuple,
+    *,
+    dispatches: bool = True,
 ) -> CollectorRegistry:
     """A registry with the database's numbers and this process's instruments;
-    ``sequences`` names the sequences whose series are shown even at zero."""
+    ``sequences`` names the sequences whose series are shown even at zero.
+
+    ``dispatches`` is whether a worker runs in this process (``nurture
+    run``): without one (``nurture web``) the pass histogram is left out,
+    since it would stay at zero passes however busy the workers are."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(engine, clock, sequences))
-    registry.register(PASS_SECONDS)
+    if dispatches:
+        registry.register(PASS_SECONDS)
     registry.register(WEBHOOK_EVENTS)
     return registry
 
@@ -185,12 +198,74 @@ def worker_registry() -> CollectorRegistry:
     return registry
 
 
-def serve_worker_metrics(host: str, port: int) -> Callable[[], None]:
-    """Serve :func:`worker_registry` on ``host:port`` from a daemon thread;
-    return the function that stops it."""
-    from prometheus_client import start_http_server
+def authorized(header: str | None, token: str | None) -> bool:
+    """Whether ``header`` (an ``Authorization`` value) carries ``token`` as a
+    bearer token (compared in constant time); always true without a token."""
+    if not token:
+        return True
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))
 
-    server, thread = start_http_server(port, addr=host, registry=worker_registry())
+
+def worker_metrics_app(registry: CollectorRegistry, token: str | None) -> WSGIApplication:
+    """The WSGI app of a worker's metrics port: ``GET /metrics`` (with the
+    bearer ``token`` when one is set), and a 404 for every other path, as
+    the web process answers."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def plain(status: str, text: str, *extra: tuple[str, str]) -> list[bytes]:
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *extra])
+            return [text.encode()]
+
+        if environ.get("PATH_INFO") != "/metrics":
+            return plain("404 Not Found", "not found: this port serves /metrics only\n")
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return plain("405 Method Not Allowed", "method not allowed\n", ("Allow", "GET, HEAD"))
+        if not authorized(environ.get("HTTP_AUTHORIZATION"), token):
+            return plain("401 Unauthorized", "unauthorized\n", ("WWW-Authenticate", "Bearer"))
+        body, content_type = render(registry)
+        start_response("200 OK", [("Content-Type", content_type), ("Cache-Control", "no-store")])
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+    return app
+
+
+class _Quiet(WSGIRequestHandler):
+    """No line on stderr per scrape, and no Python version in the answer."""
+
+    server_version = "nurture-worker"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def serve_worker_metrics(host: str, port: int, token: str | None = None) -> Callable[[], None]:
+    """Serve :func:`worker_registry` at ``http://host:port/metrics`` from a
+    daemon thread, behind the bearer ``token`` when one is set (the
+    ``metrics_token`` of the web side); return the function that stops it."""
+    server = make_server(
+        host,
+        port,
+        worker_metrics_app(worker_registry(), token),
+        server_class=_ThreadingServer,
+        handler_class=_Quiet,
+    )
+    thread = threading.Thread(target=server.serve_forever, name="nurture-metrics", daemon=True)
+    thread.start()
+    log.info(
+        "serving metrics at http://%s:%d/metrics%s",
+        host,
+        server.server_port,
+        " (bearer token)" if token else "",
+        extra={"action": "metrics.serve"},
+    )
 
     def stop() -> None:
         server.shutdown()

@@ -208,5 +208,5 @@ def create_app(runtime: Runtime, worker: Worker | None = None) -> FastAPI:
     app.include_router(tracking.routes(runtime))
     app.include_router(api.routes(runtime))
     app.include_router(admin.routes(runtime))
-    app.include_router(metrics.routes(runtime))
+    app.include_router(metrics.routes(runtime, dispatches=worker is not None))
     return app

@@ -9,34 +9,25 @@ counts, ages and sequence ids: no address or other personal data.
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from nurture.app.runtime import Runtime
-from nurture.ops.metrics import metrics_registry, render
+from nurture.ops.metrics import authorized, metrics_registry, render
 
 __all__ = ["PATH", "routes"]
 
 PATH = "/metrics"
 
 
-def authorized(header: str | None, token: str | None) -> bool:
-    """Whether ``header`` (an ``Authorization`` value) carries ``token``; always
-    true without a token."""
-    if not token:
-        return True
-    scheme, _, given = (header or "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))
-
-
-def routes(runtime: Runtime) -> APIRouter:
+def routes(runtime: Runtime, *, dispatches: bool) -> APIRouter:
+    """``GET /metrics``; ``dispatches`` is whether a worker runs in this process."""
     router = APIRouter()
     registry = metrics_registry(
-        runtime.engine, runtime.clock, lambda: runtime.registry.sequences().keys()
+        runtime.engine,
+        runtime.clock,
+        lambda: runtime.registry.sequences().keys(),
+        dispatches=dispatches,
     )
     token = runtime.settings.metrics_token
 

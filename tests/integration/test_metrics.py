@@ -75,7 +75,8 @@ def test_ledger_counts_queue_depth_and_heartbeats_come_from_the_database(
     transport = MemoryTransport()
     runtime = runtime_for(engine, tmp_path, transport)
     enroll(runtime, "anna@example.com", "bo@example.com", "cecilia@example.com")
-    client = TestClient(create_app(runtime))
+    worker = Worker(runtime)  # as `nurture run`: the app with its worker (not started here)
+    client = TestClient(create_app(runtime, worker))
 
     before = scrape(client)
     assert before[("nurture_database_up", ())] == 1
@@ -91,7 +92,6 @@ def test_ledger_counts_queue_depth_and_heartbeats_come_from_the_database(
 
     transport.fail_next(PermanentSendError("rejected"), AmbiguousSendError("timed out"))
     passes = before.get(("nurture_dispatch_pass_seconds_count", ()), 0.0)
-    worker = Worker(runtime)
     worker.tick()
 
     # A second app over the same database (another web process) sees the same.
@@ -110,6 +110,12 @@ def test_ledger_counts_queue_depth_and_heartbeats_come_from_the_database(
     # The pass was timed in this process.
     after = scrape(client)
     assert after[("nurture_dispatch_pass_seconds_count", ())] == passes + 1
+
+    # A web process without a worker (`nurture web`) has no pass histogram
+    # of its own to show: it would say zero passes however busy the workers are.
+    web_only = scrape(TestClient(create_app(runtime)))
+    assert ("nurture_dispatch_pass_seconds_count", ()) not in web_only
+    assert web_only[("nurture_emails_sent_total", seq)] == 1
 
     # Later, with no new tick, the heartbeat ages.
     runtime.clock = FixedClock(NOW + timedelta(seconds=90))
@@ -182,22 +188,37 @@ def test_a_database_that_does_not_answer_is_a_zero_not_an_error(
     assert ("nurture_queue_depth", ()) not in values
 
 
-def test_a_separate_worker_serves_its_pass_durations(engine: Engine, tmp_path: Path) -> None:
+def _free_port() -> int:
     import socket
-    import urllib.request
-
-    from nurture.ops.metrics import serve_worker_metrics
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str, **headers: str) -> tuple[int, dict[str, str], str]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, dict(answer.headers), answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def test_a_separate_worker_serves_its_pass_durations(engine: Engine, tmp_path: Path) -> None:
+    from nurture.ops.metrics import serve_worker_metrics
+
+    port = _free_port()
     runtime = runtime_for(engine, tmp_path, MemoryTransport())
     stop = serve_worker_metrics("127.0.0.1", port)
     try:
 
         def passes() -> float:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-                text = answer.read().decode()
+            status, _, text = _get(f"http://127.0.0.1:{port}/metrics")
+            assert status == 200, text
             [family] = [
                 f for f in text_string_to_metric_families(text)
                 if f.name == "nurture_dispatch_pass_seconds"
@@ -208,5 +229,30 @@ def test_a_separate_worker_serves_its_pass_durations(engine: Engine, tmp_path: P
         before = passes()
         Worker(runtime).tick()
         assert passes() == before + 1
+        # Only /metrics: any other path is a 404, as on the web side.
+        for path in ("/", "/favicon.ico", "/metrics/", "/healthz"):
+            status, _, text = _get(f"http://127.0.0.1:{port}{path}")
+            assert status == 404, (path, status)
+            assert "nurture_" not in text
+    finally:
+        stop()
+
+
+def test_the_worker_port_wants_the_metrics_token_when_one_is_set() -> None:
+    from nurture.ops.metrics import serve_worker_metrics
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    stop = serve_worker_metrics("127.0.0.1", port, TOKEN)
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                        {"Authorization": f"Basic {TOKEN}"}):  # fmt: skip
+            status, answer_headers, text = _get(url, **headers)
+            assert status == 401, headers
+            assert answer_headers["WWW-Authenticate"] == "Bearer"
+            assert "nurture_" not in text
+        status, _, text = _get(url, Authorization=f"Bearer {TOKEN}")
+        assert status == 200
+        assert "nurture_dispatch_pass_seconds_count" in text
     finally:
         stop()
