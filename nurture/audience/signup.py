@@ -330,6 +330,20 @@ def sequence_brand(
     return _brand_name(loaded) or project or _name_of(loaded)
 
 
+def sequence_contact(sequences: Mapping[str, LoadedSequence], sequence_id: str) -> str | None:
+    """Where a subscriber whose emails of ``sequence_id`` the pages show can
+    write: that sequence's sender's reply-to address (else its From), or,
+    for a sequence no longer loaded, that of the first loaded one by id;
+    None without any sequence."""
+    loaded = sequences.get(sequence_id)
+    if loaded is None and sequences:
+        loaded = sequences[min(sequences)]
+    if loaded is None:
+        return None
+    sender = loaded.sequence.sender
+    return sender.reply_to or sender.email
+
+
 def _brand_name(loaded: LoadedSequence | None) -> str | None:
     """The sequence's own ``brand.name``, if it sets one."""
     brand = None if loaded is None else loaded.sequence.brand

@@ -36,7 +36,7 @@ from starlette.responses import HTMLResponse
 from nurture.app.runtime import Runtime
 from nurture.audience.input import InvalidSubscriberError
 from nurture.audience.leaving import resubscribe, unsubscribe
-from nurture.audience.signup import sequence_brand
+from nurture.audience.signup import sequence_brand, sequence_contact
 from nurture.audience.subscribers import get_subscriber, subscriber_enrollments
 from nurture.core.rendering.message import unicode_problem
 from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus
@@ -280,6 +280,7 @@ def routes(runtime: Runtime) -> APIRouter:
             brand_name=brand(found.sequence_id),
             email=mask_email(subscriber.email),
             status=subscriber.status,
+            contact=sequence_contact(runtime.registry.sequences(), found.sequence_id),
             sequences=active_sequences(session, subscriber),
             csrf=pages.csrf_token(f"prefs:{subscriber.id}", now=now),
             unsubscribe_url=f"/unsubscribe/{found.token}",

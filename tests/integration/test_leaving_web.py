@@ -353,6 +353,35 @@ def test_resubscribing_a_complained_address_is_refused(mailed: Site) -> None:
     assert mailed.suppressed()
 
 
+def test_a_blocked_address_is_told_where_to_write(engine: Engine, tmp_path: Path) -> None:
+    """The page of a bounced address cannot offer to subscribe again: it says
+    where to write instead, the sender's reply-to address, else its From."""
+    site = make_site(engine, tmp_path)
+    site.add(KARIN)
+    assert site.dispatch() == 2
+    with site.session() as session:
+        block(
+            session, KARIN, get_subscriber(session, KARIN), status=SubscriberStatus.BOUNCED,
+            reason="mailbox full", source="sendgrid", now=FRIDAY,
+        )  # fmt: skip
+        session.commit()
+    page = site.client.get(site.preferences_path())
+    assert "studsade" in page.text and "Prenumerera igen" not in page.text
+    assert 'Skriv till oss på <a href="mailto:anna@example.com">anna@example.com</a>' in page.text
+
+    for file in site.runtime.settings.sequences_dir.glob("*.yaml"):
+        text = file.read_text(encoding="utf-8")
+        file.write_text(
+            text.replace("  reply_to: anna@example.com\n", "  reply_to: svar@exempel.se\n"),
+            encoding="utf-8",
+        )
+    site.runtime.registry.reload()
+    page = site.client.get(site.preferences_path())
+    assert 'href="mailto:svar@exempel.se"' in page.text
+    assert "mailto:anna@example.com" not in page.text
+    site.runtime.dispatcher.close()
+
+
 def _csrf_for_prefs(site: Site) -> str:
     """A genuine preferences CSRF token (the blocked page shows no form)."""
     settings = site.runtime.settings

@@ -226,3 +226,28 @@ def test_the_layout_declares_light_and_dark_schemes(templates: Path) -> None:
     assert metas["supported-color-schemes"] == "light dark"
     assert ":root { color-scheme: light dark;" in html
     assert "@media (prefers-color-scheme: dark)" in html
+
+
+def test_where_a_subscriber_can_write_is_the_senders_reply_to_else_its_address() -> None:
+    from nurture.audience.signup import sequence_contact
+    from nurture.core.loader import LoadedSequence
+
+    def loaded(sequence_id: str, sender: str) -> LoadedSequence:
+        text = GOOD.replace("id: demo", f"id: {sequence_id}").replace(
+            "sender: {name: Anna, email: anna@example.com}", sender
+        )
+        found, diagnostics = parse_sequence(text, f"{sequence_id}.yaml")
+        assert found is not None, diagnostics
+        return found
+
+    sequences = {
+        "b-news": loaded("b-news", "sender: {name: Bo, email: bo@example.com}"),
+        "a-offer": loaded(
+            "a-offer", "sender: {name: Anna, email: anna@example.com, reply_to: svar@example.com}"
+        ),
+    }
+    assert sequence_contact(sequences, "a-offer") == "svar@example.com"
+    assert sequence_contact(sequences, "b-news") == "bo@example.com"
+    # A sequence since removed: the first loaded one's, by id.
+    assert sequence_contact(sequences, "gone") == "svar@example.com"
+    assert sequence_contact({}, "gone") is None
