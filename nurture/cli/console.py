@@ -19,10 +19,10 @@ import errno
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -121,6 +121,35 @@ def with_reason(status: str, reason: str | None) -> str:
 def say(text: str) -> None:
     """Print a line on stdout that contains outside text (an address, an id) literally."""
     out.print(safe(text), soft_wrap=True)
+
+
+def plain_help_types() -> None:
+    """Keep Python's type names out of ``--help``.
+
+    Typer 0.29 labels every parameter with its annotation: ``<bool>`` beside
+    each flag (``--help`` included), ``<str>`` or ``<list[Path]>`` beside an
+    argument whose name already says what it is. Our options name their
+    values themselves (``EMAIL``, ``ISO-TIME``), so a flag and an argument
+    show no type; an option's own metavar, or a type such as ``<int>``, is
+    left as it is. Versions without the label have nothing to change."""
+    from typer import core
+
+    def without(kind: type, keep: Callable[[Any], bool]) -> None:
+        labelled = getattr(kind, "display_type_rich", None)
+        if labelled is None or getattr(labelled, "_nurture_plain", False):
+            return
+
+        def display_type_rich(self: Any, ctx: Any) -> str | None:
+            return labelled(self, ctx) if keep(self) else None
+
+        display_type_rich._nurture_plain = True  # type: ignore[attr-defined]
+        setattr(kind, "display_type_rich", display_type_rich)  # noqa: B010
+
+    option, argument = getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)
+    if option is not None:
+        without(option, lambda param: not getattr(param, "is_flag", False))
+    if argument is not None:
+        without(argument, lambda param: False)
 
 
 def examples(*commands: str) -> str:

@@ -28,7 +28,15 @@ from nurture.authoring.workbench import (
 )
 from nurture.cli.admin import admin_app
 from nurture.cli.authoring import register_authoring_commands
-from nurture.cli.console import EXIT_CONFIGURATION, err, examples, fail, out, safe
+from nurture.cli.console import (
+    EXIT_CONFIGURATION,
+    err,
+    examples,
+    fail,
+    out,
+    plain_help_types,
+    safe,
+)
 from nurture.cli.doctor import DOCTOR_EXAMPLES, doctor_command
 from nurture.cli.engine import register_engine_commands
 from nurture.cli.enroll import (
@@ -54,6 +62,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
     from sqlmodel import Session
 
+plain_help_types()
 app = typer.Typer(
     name="nurture",
     help="Email nurture sequences: write, check, preview, simulate and send.",

@@ -324,6 +324,7 @@ def test_log_fits_80_columns(work: Path, db_url: str) -> None:
 
 
 GENERIC_TYPES = re.compile(r"<str>|<list\[str\]>|<path>|<list\[Path\]>|\bTEXT\b")
+PYTHON_TYPES = re.compile(r"<(bool|str|path|Path|list\[\w+\])>")
 
 
 def _help_problems(name: str, text: str) -> list[str]:
@@ -333,6 +334,10 @@ def _help_problems(name: str, text: str) -> list[str]:
     # An option that takes a value names it (EMAIL, ISO-TIME), not its type.
     for line in text.splitlines():
         if re.search(r"--[a-z]", line) and GENERIC_TYPES.search(line):
+            problems.append(f"{name}: {line.strip(' │')}")
+    # No Python type beside a flag (<bool>) or an argument (<str>, <list[Path]>).
+    for line in text.splitlines():
+        if PYTHON_TYPES.search(line):
             problems.append(f"{name}: {line.strip(' │')}")
     # Arguments too, in the usage line: {EMAIL}, not {email}.
     usage = next((line for line in text.splitlines() if "Usage:" in line), "")
