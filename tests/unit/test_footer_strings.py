@@ -7,7 +7,7 @@ import pytest
 from nurture.core.rendering import footer_language
 from nurture.core.rendering.context import FOOTER_LANGUAGE_NAMES, FOOTER_STRINGS, footer_strings
 
-SHIPPED = ("en", "sv", "de", "fr", "es", "it", "nl", "pt", "pt-BR", "da", "nb", "fi", "pl")
+SHIPPED = ("en", "sv", "de", "fr", "es", "it", "nl", "pt", "pt-BR", "da", "nb", "nn", "fi", "pl")
 
 
 def test_every_common_language_has_footer_texts() -> None:
@@ -30,7 +30,7 @@ def test_every_language_has_every_footer_text(language: str) -> None:
     [
         ("de", "de"), ("de-AT", "de"), ("de_CH", "de"), ("DE-de", "de"), ("en-GB", "en"),
         ("fr-CA", "fr"), ("es-MX", "es"), ("nl-BE", "nl"), ("pt-PT", "pt"), ("pt_br", "pt-BR"),
-        ("pt-BR", "pt-BR"), ("no", "nb"), ("nb-NO", "nb"), ("no_NO", "nb"), ("fi-FI", "fi"),
+        ("pt-BR", "pt-BR"), ("no", "nb"), ("nb-NO", "nb"), ("no_NO", "nb"), ("nn-NO", "nn"), ("fi-FI", "fi"),
         ("sv-FI", "sv"), ("da-DK", "da"), ("it-CH", "it"), ("pl-PL", "pl"),
     ],
 )  # fmt: skip

@@ -56,6 +56,11 @@ FOOTER_STRINGS: dict[str, dict[str, str]] = {
         "preferences": "E-postinnstillinger",
         "reason": "Du mottar denne e-posten fordi du har meldt deg på.",
     },
+    "nn": {
+        "unsubscribe": "Meld deg av",
+        "preferences": "E-postinnstillingar",
+        "reason": "Du får denne e-posten fordi du har meldt deg på.",
+    },
     "nl": {
         "unsubscribe": "Afmelden",
         "preferences": "E-mailvoorkeuren",
@@ -95,6 +100,7 @@ FOOTER_LANGUAGE_NAMES: dict[str, str] = {
     "fr": "French",
     "it": "Italian",
     "nb": "Norwegian",
+    "nn": "Norwegian Nynorsk",
     "nl": "Dutch",
     "pl": "Polish",
     "pt": "Portuguese",
