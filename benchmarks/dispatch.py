@@ -104,6 +104,7 @@ def bench_settings(url: str, batch: int, concurrency: int) -> Settings:
         secret_key="benchmark-secret-not-a-placeholder",
         # The sendgrid runs send through a real transport, which needs https.
         base_url="https://mail.example.se",
+        postal_address="Benchmark AB, Bänkgatan 2, 111 23 Stockholm, Sweden",
         rate_limit=1_000_000.0,
         batch_size=batch,
         send_concurrency=concurrency,

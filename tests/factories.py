@@ -44,6 +44,9 @@ def make_sequence(**overrides: Any) -> Sequence:
 
 
 EXAMPLES = Path(__file__).resolve().parents[1]
+POSTAL_ADDRESS = "Provbolaget AB, Provgatan 3, 111 29 Stockholm, Sweden"
+"""A postal address that is none of nurture's samples: a real provider's
+transport refuses to send with one of those (every footer shows it)."""
 
 
 def example_workdir(tmp_path: Path) -> Settings:
@@ -54,5 +57,6 @@ def example_workdir(tmp_path: Path) -> Settings:
         sequences_dir=tmp_path / "sequences",
         templates_dir=tmp_path / "templates",
         secret_key="test-secret-not-a-placeholder",
+        postal_address=POSTAL_ADDRESS,
         rate_limit=10_000.0,
     )

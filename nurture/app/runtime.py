@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from nurture.app.clock import Clock
 from nurture.app.registry import SequenceRegistry
 from nurture.app.settings import Settings
+from nurture.authoring.project import SAMPLE_POSTAL_ADDRESSES
 from nurture.errors import ConfigurationError
 from nurture.sending.composer import Composer
 from nurture.sending.dispatcher import Dispatcher, DispatchPolicy
@@ -50,8 +51,10 @@ def check_sending_settings(settings: Settings, transport: object) -> None:
     ``transport`` (a class or an instance) delivers to real inboxes unless its
     ``delivers`` attribute says otherwise (the outbox, the memory transport).
     A delivering transport needs a real secret (a placeholder makes unsubscribe
-    links forgeable) and a public https ``base_url``: the unsubscribe links and
-    the RFC 8058 one-click header point there.
+    links forgeable), a public https ``base_url`` (the unsubscribe links and
+    the RFC 8058 one-click header point there) and a postal address that is
+    not one of nurture's samples (every footer shows it, and the law wants
+    the sender's own).
     """
     if not delivers(transport):
         return
@@ -69,6 +72,14 @@ def check_sending_settings(settings: Settings, transport: object) -> None:
             f"List-Unsubscribe header (RFC 8058) need the public https:// address of "
             f"`nurture run` before sending through {settings.transport} "
             "(the outbox transport works with any base_url)"
+        )
+    if settings.postal_address.strip() in SAMPLE_POSTAL_ADDRESSES:
+        raise ConfigurationError(
+            "setting 'postal_address' (in nurture.toml as postal_address, or "
+            f"NURTURE_POSTAL_ADDRESS) is the sample {settings.postal_address.strip()!r}; "
+            "every email's footer shows it, and the law (CAN-SPAM, the EU's e-commerce "
+            f"rules) wants your own: set your real postal address before sending through "
+            f"{settings.transport} (the outbox transport works with the sample)"
         )
 
 

@@ -52,6 +52,7 @@ from tests.admin_kit import route_table
 from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
 from tests.e2e.test_cli_engine import NURTURE, env, free_port
 from tests.e2e.test_web_loop import wait_for
+from tests.factories import POSTAL_ADDRESS
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -188,7 +189,8 @@ def _seed(work: Path, db_url: str) -> dict[str, str]:
         fake.enqueue("hang", seconds=1.5)  # the pass ends with exit 1: an unknown send
         _cli(work, db_url, "dispatch", "--once", exits=1, NURTURE_TRANSPORT="sendgrid",
              NURTURE_SENDGRID_API_KEY=API_KEY, NURTURE_SENDGRID_API_HOST=fake.url,
-             NURTURE_SENDGRID_TIMEOUT="0.5", NURTURE_BASE_URL=PUBLIC_BASE_URL)  # fmt: skip
+             NURTURE_SENDGRID_TIMEOUT="0.5", NURTURE_BASE_URL=PUBLIC_BASE_URL,
+             NURTURE_POSTAL_ADDRESS=POSTAL_ADDRESS)  # fmt: skip
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:

@@ -2,13 +2,17 @@
 
 ``init`` writes its example sequence disabled and the base URL as localhost
 (see :mod:`nurture.authoring.project`); tests that enroll and send switch the
-example on, and give a public https base URL when they send through a real
+example on, and give a public https base URL and a postal address of their
+own (``tests.factories.POSTAL_ADDRESS``) when they send through a real
 provider's transport.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from nurture.authoring.project import LOCAL_BASE_URL, PLACEHOLDER_POSTAL_ADDRESS
+from tests.factories import POSTAL_ADDRESS
 
 EXAMPLE = Path("sequences") / "sales-process.yaml"
 PUBLIC_BASE_URL = "https://mail.nurture-tests.se"
@@ -22,3 +26,18 @@ def enable_example(folder: Path) -> None:
     path = folder / EXAMPLE
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("\nenabled: false", "\nenabled: true", 1), encoding="utf-8")
+
+
+def public_settings(config: str) -> str:
+    """``init``'s nurture.toml text ``config`` with the public https base URL
+    and a postal address of its own, as a real provider's transport wants."""
+    for line, public in (
+        (f'base_url = "{LOCAL_BASE_URL}"', f'base_url = "{PUBLIC_BASE_URL}"'),
+        (
+            f'postal_address = "{PLACEHOLDER_POSTAL_ADDRESS}"',
+            f'postal_address = "{POSTAL_ADDRESS}"',
+        ),
+    ):
+        assert line in config, line
+        config = config.replace(line, public)
+    return config

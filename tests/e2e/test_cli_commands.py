@@ -22,6 +22,7 @@ from nurture.cli.main import app
 from nurture.testing import FakeSendGrid
 from tests.e2e.folders import enable_example
 from tests.e2e.test_cli_engine import NOW, NURTURE, env, run
+from tests.factories import POSTAL_ADDRESS
 
 # NOW is Friday 2026-11-27 14:30 UTC: 15:30 in Stockholm, 20:00 in Kolkata
 # (after the example sequence's 08:00-18:00 weekday window).
@@ -227,6 +228,7 @@ def test_failed_sends_say_why_and_exit_1(work: Path, db_url: str) -> None:
             "NURTURE_SENDGRID_API_KEY": "SG.test.key",
             "NURTURE_SENDGRID_API_HOST": fake.url,
             "NURTURE_BASE_URL": "https://mail.example.com",  # a real provider needs https
+            "NURTURE_POSTAL_ADDRESS": POSTAL_ADDRESS,  # and an address of its own
         }
         # --once: what older crontabs pass (and what the code before this
         # change required), so this fails on the explanation, not the flag.
@@ -279,6 +281,7 @@ def test_a_long_pass_shows_progress_on_a_terminal_only(work: Path, db_url: str) 
             NURTURE_SENDGRID_API_KEY="SG.test.key",
             NURTURE_SENDGRID_API_HOST=fake.url,
             NURTURE_BASE_URL="https://mail.example.com",
+            NURTURE_POSTAL_ADDRESS=POSTAL_ADDRESS,
             TERM="xterm-256color",
         )
         code, stdout, terminal = _run_on_a_terminal(

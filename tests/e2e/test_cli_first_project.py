@@ -268,6 +268,7 @@ def sendgrid(fake: FakeSendGrid, base_url: str) -> dict[str, str]:
         "NURTURE_SENDGRID_API_KEY": API_KEY,
         "NURTURE_SENDGRID_API_HOST": fake.url,
         "NURTURE_BASE_URL": base_url,
+        "NURTURE_POSTAL_ADDRESS": "Berg Design AB, Verkstadsgatan 4, 117 43 Stockholm, Sweden",
     }
 
 
@@ -292,6 +293,35 @@ def test_a_real_transport_refuses_a_base_url_subscribers_cannot_open(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "setting 'base_url'" in result.stderr and "NURTURE_BASE_URL" in result.stderr
     assert "RFC 8058" in result.stderr and "https://" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [("dispatch", "--once"), ("worker",)], ids=lambda value: " ".join(value)
+)
+@pytest.mark.parametrize(
+    "address",
+    [
+        "Your Company, 1 Example Street, 12345 Your City, Country",  # nurture init's
+        "Example AB, Storgatan 1, 111 22 Stockholm, Sweden",  # the setting's default
+    ],
+)
+def test_a_real_transport_refuses_a_sample_postal_address(
+    fresh: Path, fake: FakeSendGrid, command: tuple[str, ...], address: str
+) -> None:
+    """Every footer shows the postal address: through a real provider the
+    sample would go out to real people in every email, so nothing starts."""
+    enable_example(fresh)
+    added = run("--now", NOW, "subscribers", "add", "k@bergdesign.se", "--tag", "b2b", cwd=fresh)
+    assert added.returncode == 0, added.stderr
+    settings = {**sendgrid(fake, PUBLIC_BASE_URL), "NURTURE_POSTAL_ADDRESS": address}
+    try:
+        result = run("--now", NOW, *command, cwd=fresh, timeout=30, **settings)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`nurture {' '.join(command)}` started with the sample postal address")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "setting 'postal_address'" in result.stderr, result.stderr
+    assert "NURTURE_POSTAL_ADDRESS" in result.stderr and address in result.stderr
+    assert fake.stats().get("delivered", 0) == 0
 
 
 def test_a_real_transport_sends_with_a_public_https_base_url(

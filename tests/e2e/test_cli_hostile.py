@@ -19,6 +19,7 @@ from nurture.store.tables import SendRow, SubscriberRow
 from nurture.testing import FakeSendGrid
 from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
 from tests.e2e.test_cli_engine import NOW, NURTURE, env, run
+from tests.factories import POSTAL_ADDRESS
 
 HOSTILE_NAME = "Anna\r\nBcc: everyone@example.com\x1b[31m\x1b]0;owned\x07"
 # A key in no format the patterns know (not "SG.x.y", no "Bearer").
@@ -108,6 +109,7 @@ def test_controls_in_a_stored_name_do_not_fail_a_sendgrid_send(work: Path, db_ur
             "NURTURE_SENDGRID_API_KEY": API_KEY,
             "NURTURE_SENDGRID_API_HOST": fake.url,
             "NURTURE_BASE_URL": PUBLIC_BASE_URL,
+            "NURTURE_POSTAL_ADDRESS": POSTAL_ADDRESS,
         }
         sent = _run_with(values, work, db_url, "--now", NOW, "dispatch", "--once")
         assert sent.returncode == 0, sent.stderr
@@ -137,6 +139,7 @@ def test_a_provider_error_echoing_the_key_is_redacted_by_value(work: Path, db_ur
             "NURTURE_SENDGRID_API_KEY": API_KEY,
             "NURTURE_SENDGRID_API_HOST": fake.url,
             "NURTURE_BASE_URL": PUBLIC_BASE_URL,
+            "NURTURE_POSTAL_ADDRESS": POSTAL_ADDRESS,
         }
         sent = _run_with(values, work, db_url, "--now", NOW, "dispatch", "--once")
         assert fake.stats()["received"] == 1

@@ -17,6 +17,7 @@ import pytest
 from nurture.store.db import autovacuum_enabled, make_engine
 from nurture.testing import FakeSendGrid
 from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
+from tests.factories import POSTAL_ADDRESS
 
 NURTURE = [sys.executable, "-m", "nurture"]
 NOW = "2026-11-27T14:30:00Z"  # Friday 15:30 in Stockholm
@@ -103,6 +104,7 @@ def test_doctor_checks_sendgrid_with_a_sandbox_request(work: Path, db_url: str) 
             "NURTURE_TRANSPORT": "sendgrid",
             "NURTURE_SENDGRID_API_HOST": fake.url,
             "NURTURE_BASE_URL": PUBLIC_BASE_URL,
+            "NURTURE_POSTAL_ADDRESS": POSTAL_ADDRESS,
         }
         code, checks = doctor(work, db_url, NURTURE_SENDGRID_API_KEY=API_KEY, **settings)
         assert checks["transport"]["status"] == "ok", checks["transport"]

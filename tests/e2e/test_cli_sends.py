@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nurture.testing.fake_sendgrid import FakeSendGrid
-from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
+from tests.e2e.folders import enable_example, public_settings
 
 NURTURE = [sys.executable, "-m", "nurture"]
 NOW = "2026-11-27T14:30:00Z"  # Friday 15:30 in Stockholm
@@ -36,8 +36,7 @@ def work(tmp_path: Path, db_url: str, fake: FakeSendGrid) -> Path:
     toml = folder / "nurture.toml"
     sendgrid = f'transport = "sendgrid"\nsendgrid_api_host = "{fake.url}"\nsendgrid_timeout = 0.5'
     text = toml.read_text("utf-8").replace('transport = "outbox"', sendgrid)
-    text = text.replace('base_url = "http://localhost:8000"', f'base_url = "{PUBLIC_BASE_URL}"')
-    toml.write_text(text, "utf-8")
+    toml.write_text(public_settings(text), "utf-8")
     return folder
 
 

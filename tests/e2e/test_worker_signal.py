@@ -28,7 +28,7 @@ from sqlalchemy import text
 
 from nurture.store.db import make_engine
 from nurture.testing.fake_sendgrid import FakeSendGrid
-from tests.e2e.folders import PUBLIC_BASE_URL, enable_example
+from tests.e2e.folders import enable_example, public_settings
 from tests.e2e.test_cli_engine import NOW, NURTURE, free_port
 from tests.e2e.test_cli_engine import env as cli_env
 from tests.e2e.test_cli_engine import run as run_cli
@@ -267,7 +267,7 @@ def _project_on(fake: FakeSendGrid, tmp_path: Path, db_url: str) -> Path:
         f'transport = "sendgrid"\nsendgrid_api_host = "{fake.url}"\nsendgrid_timeout = 60',
     )
     toml.write_text(
-        config.replace('base_url = "http://localhost:8000"', f'base_url = "{PUBLIC_BASE_URL}"'),
+        public_settings(config),
         "utf-8",
     )
     added = run_cli(

@@ -33,7 +33,7 @@ from sqlalchemy.pool import NullPool
 from nurture.store.db import make_engine
 from nurture.store.reports import due_enrollment_count
 from nurture.store.tables import EnrollmentRow, SendRow
-from tests.factories import sequence_dict
+from tests.factories import POSTAL_ADDRESS, sequence_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 NURTURE = [sys.executable, "-m", "nurture"]
@@ -87,6 +87,7 @@ def make_folder(
     values: dict[str, object] = {
         "transport": "sendgrid",
         "base_url": "https://mail.example.se",
+        "postal_address": POSTAL_ADDRESS,
         "sendgrid_api_host": fake_url,
         "sendgrid_timeout": 5.0,
         "secret_key": "worker-test-secret-not-a-placeholder",

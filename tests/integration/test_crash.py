@@ -48,7 +48,7 @@ from nurture.store.db import make_engine
 from nurture.store.tables import EnrollmentRow, SendRow
 from nurture.testing.fake_sendgrid import FakeSendGrid
 from nurture.testing.fake_sendgrid_process import FakeSendGridProcess
-from tests.factories import sequence_dict
+from tests.factories import POSTAL_ADDRESS, sequence_dict
 
 # Twelve kills, each a new process: about a minute on a quiet machine, so the
 # suite's 120 s default is no margin on a busy one.
@@ -137,6 +137,7 @@ def make_folder(tmp_path: Path, db_url: str, fake_url: str, plan: Plan = POOLED)
     (work / "nurture.toml").write_text(
         'transport = "sendgrid"\n'
         'base_url = "https://mail.example.se"\n'
+        f'postal_address = "{POSTAL_ADDRESS}"\n'
         f'sendgrid_api_host = "{fake_url}"\n'
         "sendgrid_timeout = 5.0\n"
         'secret_key = "crash-test-secret-not-a-placeholder"\n'

@@ -179,3 +179,32 @@ def test_smtp_is_checked_by_connecting(smtp_port: int) -> None:
     closed = free_port()
     gone = smtp_check(Settings(transport="smtp", smtp_port=closed), timeout=1)
     assert gone.status == "fail" and "smtp_host, smtp_port" in (gone.fix or "")
+
+
+@pytest.mark.parametrize(
+    ("transport", "status"), [("sendgrid", "fail"), ("smtp", "fail"), ("outbox", "ok")]
+)
+def test_a_sample_postal_address_fails_the_configuration_where_mail_goes_out(
+    tmp_path: Path, transport: str, status: str
+) -> None:
+    """The worker refuses to start with it through a real transport, so doctor
+    says so; with the outbox it stays the sequences check's warning."""
+    from nurture.app.settings import load_settings
+    from nurture.ops.doctor.setup import configuration_check
+
+    sample = "Your Company, 1 Example Street, 12345 Your City, Country"
+    (tmp_path / "nurture.toml").write_text(
+        f'transport = "{transport}"\nsecret_key = "doctor-test-secret-not-a-placeholder"\n'
+        f'postal_address = "{sample}"\n',
+        encoding="utf-8",
+    )
+    check = configuration_check(load_settings(tmp_path))
+    assert check.status == status, check
+    if status == "fail":
+        assert sample in check.detail and "NURTURE_POSTAL_ADDRESS" in (check.fix or "")
+    (tmp_path / "nurture.toml").write_text(
+        f'transport = "{transport}"\nsecret_key = "doctor-test-secret-not-a-placeholder"\n'
+        'postal_address = "Berg Design AB, Verkstadsgatan 4, 117 43 Stockholm"\n',
+        encoding="utf-8",
+    )
+    assert configuration_check(load_settings(tmp_path)).status == "ok"

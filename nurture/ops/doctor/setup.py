@@ -24,6 +24,8 @@ def delivers_mail(settings: Settings) -> bool:
 
 
 def configuration_check(settings: Settings) -> Check:
+    from nurture.authoring.project import SAMPLE_POSTAL_ADDRESSES
+
     where = str(settings.config_file) if settings.config_file else None
     if where is None:
         return Check(
@@ -40,6 +42,16 @@ def configuration_check(settings: Settings) -> Check:
             f"read {where}; secret_key is a placeholder (unsubscribe links could be forged)",
             "set secret_key (or NURTURE_SECRET_KEY) to a long random value, e.g. the output "
             "of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+        )
+    if settings.postal_address.strip() in SAMPLE_POSTAL_ADDRESSES and delivers_mail(settings):
+        # With the outbox it is only the sequences check's warning (validate's).
+        return Check(
+            "configuration",
+            "fail",
+            f"read {where}; postal_address is the sample {settings.postal_address.strip()!r} "
+            "(every footer shows it; the law wants your own)",
+            "set postal_address in nurture.toml (or NURTURE_POSTAL_ADDRESS) to your "
+            "company's real postal address",
         )
     return Check("configuration", "ok", f"read {where}")
 
