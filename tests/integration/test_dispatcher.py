@@ -46,6 +46,7 @@ from nurture.testing import MemoryTransport
 from nurture.testing.fake_sendgrid import FakeSendGrid
 from nurture.transports.base import OutgoingEmail, Transport, message_id_of
 from nurture.transports.sendgrid import SendGridTransport
+from tests.factories import POSTAL_ADDRESS
 
 ROOT = Path(__file__).resolve().parents[2]
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -61,6 +62,7 @@ def settings(tmp_path: Path, **overrides: object) -> Settings:
         "templates_dir": ROOT / "templates",
         "outbox_dir": tmp_path / "outbox",
         "secret_key": "test-secret-not-a-placeholder",
+        "postal_address": POSTAL_ADDRESS,
         "rate_limit": 10_000.0,
         "retry_base": 60.0,
     }

@@ -38,7 +38,7 @@ from nurture.store.tables import EnrollmentRow, SendRow, SubscriberRow
 from nurture.testing import MemoryTransport
 from nurture.testing.fake_sendgrid import FakeSendGrid
 from nurture.transports.base import OutgoingEmail
-from tests.factories import sequence_dict
+from tests.factories import POSTAL_ADDRESS, sequence_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)  # a Tuesday morning
@@ -247,6 +247,7 @@ def test_poison_rows_through_sendgrid(engine: Engine, tmp_path: Path) -> None:
             None,
             transport="sendgrid",
             base_url="https://mail.example.se",  # a real transport refuses localhost
+            postal_address=POSTAL_ADDRESS,  # and the sample address
             sendgrid_api_key=API_KEY,
             sendgrid_api_host=fake.url,
             sendgrid_timeout=5.0,
