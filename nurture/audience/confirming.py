@@ -5,6 +5,13 @@ becomes ``active`` and is enrolled where the sequences' triggers say
 (:func:`~nurture.audience.enrollment.enroll_matching`); confirming again
 changes nothing. An expired, altered or foreign token, or one for an address
 that has since unsubscribed, bounced or been suppressed, changes nothing.
+
+A link to **join** (sent by :func:`~nurture.audience.signup.ask_to_join` to
+an address already stored) carries the key of its email, whose recorded
+event holds the form's tags and consent: confirming adds those tags, makes an
+unsubscribed address active again with that consent (never one suppressed
+for a bounce or a complaint), records a ``subscribed`` event with the form
+and wording, and enrolls where the tags now lead.
 :func:`read_confirm_link` answers the same question and changes nothing (what
 a link scanner's GET may do), and :func:`signup_form_of` names the form of a
 genuine link that has expired, so its page can offer that form again.
@@ -20,23 +27,57 @@ from typing import Any
 from sqlmodel import Session
 
 from nurture.audience.enrollment import enroll_matching
+from nurture.audience.events import record_event
+from nurture.audience.leaving import resubscribable, resubscribe
 from nurture.audience.signup import FORM_ID
 from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
 from nurture.core.loader import LoadedSequence
-from nurture.core.vocabulary import SubscriberStatus
+from nurture.core.vocabulary import EventKind, SubscriberStatus
 from nurture.store import signup as store
 from nurture.store.tables import EnrollmentRow, SubscriberRow
 
-__all__ = ["ConfirmLink", "Confirmed", "confirm", "read_confirm_link", "signup_form_of"]
+__all__ = ["ConfirmLink", "Confirmed", "Join", "confirm", "read_confirm_link", "signup_form_of"]
+
+
+@dataclass(frozen=True)
+class Join:
+    """What a link to join asks: the tags to add, and the consent given on its form."""
+
+    tags: tuple[str, ...]
+    form: str | None
+    consent_text: str | None
+    consent_ip: str | None
+    user_agent: str | None
+
+    @classmethod
+    def of(cls, stored: Mapping[str, Any]) -> Join | None:
+        """The join recorded with a confirmation email, or None when it is not one."""
+        tags, form = stored.get("tags"), stored.get("form")
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            return None
+
+        def text(key: str) -> str | None:
+            value = stored.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            tuple(tags),
+            form if isinstance(form, str) else None,
+            text("consent_text"),
+            text("consent_ip"),
+            text("user_agent"),
+        )
 
 
 @dataclass(frozen=True)
 class ConfirmLink:
-    """The subscriber a confirmation link names, and whether they are ``active`` already."""
+    """The subscriber a confirmation link names, whether following it is done
+    already (``active``, with every tag a join asks), and the join it asks."""
 
     subscriber: SubscriberRow
     confirmed: bool
+    join: Join | None = None
 
 
 @dataclass(frozen=True)
@@ -82,13 +123,31 @@ def read_confirm_link(
     """
     payload = tokens.verify(keys, tokens.CONFIRM, token, now=now, max_age=max_age)
     row = _named_subscriber(session, payload)
-    if row is None:
+    if row is None or payload is None:
         return None
+    if "k" in payload:
+        return _join_link(session, row, payload["k"])
     if row.status == SubscriberStatus.ACTIVE:
         return ConfirmLink(row, confirmed=True)
     if row.status != SubscriberStatus.UNCONFIRMED or is_suppressed(session, row.email):
         return None
     return ConfirmLink(row, confirmed=False)
+
+
+def _join_link(session: Session, row: SubscriberRow, key: object) -> ConfirmLink | None:
+    """The link to join of ``row`` by the confirmation email ``key``, or None
+    when there is no such email or the address can no longer join."""
+    assert row.id is not None
+    stored = store.confirmation_join(session, row.id, key) if isinstance(key, str) else None
+    join = None if stored is None else Join.of(stored)
+    if join is None:
+        return None
+    if row.status == SubscriberStatus.ACTIVE and not is_suppressed(session, row.email):
+        done = set(join.tags) <= set(row.tags or [])
+        return ConfirmLink(row, confirmed=done, join=join)
+    if resubscribable(session, row):
+        return ConfirmLink(row, confirmed=False, join=join)
+    return None
 
 
 def signup_form_of(
@@ -124,7 +183,51 @@ def confirm(
     row = link.subscriber
     if link.confirmed:
         return Confirmed(row, [], already=True)
+    if link.join is not None:
+        return _joined(session, row, link.join, now, sequences)
     row.status = SubscriberStatus.ACTIVE
+    row.updated_at = now
+    session.flush()
+    return Confirmed(row, enroll_matching(session, row, sequences, now), already=False)
+
+
+def _joined(
+    session: Session,
+    row: SubscriberRow,
+    join: Join,
+    now: datetime,
+    sequences: Mapping[str, LoadedSequence],
+) -> Confirmed | None:
+    """Follow a link to join: the consent recorded, the tags added, enrolled."""
+    via = f"form:{join.form}" if join.form else "form"
+    if row.status == SubscriberStatus.UNSUBSCRIBED:
+        consent = {
+            "consent_at": now,
+            "consent_source": via,
+            "consent_text": join.consent_text,
+            "consent_ip": join.consent_ip,
+            "consent_form": join.form,
+            "consent_user_agent": join.user_agent,
+        }
+        if not resubscribe(session, row, now=now, consent=consent, via=via):
+            return None
+    else:
+        record_event(
+            session.connection(),
+            kind=EventKind.SUBSCRIBED,
+            subscriber_id=row.id,
+            occurred_at=now,
+            received_at=now,
+            payload={
+                "via": via,
+                "tags": list(join.tags),
+                "consent_text": join.consent_text,
+                "consent_ip": join.consent_ip,
+            },
+            user_agent=join.user_agent,
+        )
+    held = list(row.tags or [])
+    row.tags = [*held, *(tag for tag in join.tags if tag not in held)]
     row.updated_at = now
     session.flush()
     return Confirmed(row, enroll_matching(session, row, sequences, now), already=False)

@@ -44,6 +44,7 @@ __all__ = [
     "block",
     "block_all",
     "leave_all",
+    "resubscribable",
     "resubscribe",
     "unsubscribe",
 ]
@@ -219,6 +220,14 @@ def leave_all(session: Session, items: Sequence[Block | Unsubscribe], *, source:
 
 def _email(item: Block | Unsubscribe) -> str:
     return item.email if isinstance(item, Block) else item.subscriber.email
+
+
+def resubscribable(session: Session, subscriber: SubscriberRow) -> bool:
+    """Whether :func:`resubscribe` would make ``subscriber`` active again:
+    unsubscribed, and suppressed by nothing but their own unsubscribe."""
+    if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
+        return False
+    return store.suppression_source(session, subscriber.email) in (None, UNSUBSCRIBE_SOURCE)
 
 
 def resubscribe(

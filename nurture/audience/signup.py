@@ -11,11 +11,15 @@ Confirming the link the email carries is :mod:`nurture.audience.confirming`.
   shown), committed, and only then sent its confirmation email: a transport
   failure never loses the sign-up (it is logged and recorded). An address
   already stored is never changed by an anonymous post; an unconfirmed one is
-  sent its confirmation again, at most once per :data:`RESEND_INTERVAL`; an
-  active, unsubscribed or suppressed one is sent nothing. The caller answers
-  every case alike, so the answer never tells whether an address was known.
-  That rule is :func:`ask_to_confirm`'s, which the API's unconfirmed
-  subscribers are asked through too.
+  sent its confirmation again, at most once per :data:`RESEND_INTERVAL`
+  (:func:`ask_to_confirm`'s rule, which the API's unconfirmed subscribers are
+  asked through too). An active address on a form with tags it lacks, or an
+  unsubscribed one on any form, is sent a confirmation to **join**
+  (:func:`ask_to_join`): its link carries the key of the recorded email, whose
+  event keeps the form's tags and consent, and confirming adds the tags (and
+  resubscribes an unsubscribed address) with that consent. A bounced,
+  reported or suppressed address is sent nothing. The caller answers every
+  case alike, so the answer never tells whether an address was known.
 * **The send log.** A confirmation email is no step of a sequence and has no
   ledger row; it is recorded as an ``event`` (kind ``sent`` or ``failed``,
   payload ``{"purpose": "confirmation"}``), which ``nurture log`` lists with
@@ -40,6 +44,7 @@ from sqlmodel import Session
 from nurture.audience.consent import Consent
 from nurture.audience.enrollment import triggered_on_subscribe
 from nurture.audience.input import InvalidSubscriberError, SubscriberInput, check_text
+from nurture.audience.leaving import resubscribable
 from nurture.audience.subscribers import upsert_subscribers
 from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
@@ -63,6 +68,7 @@ __all__ = [
     "SignupForm",
     "SignupInvalid",
     "ask_to_confirm",
+    "ask_to_join",
     "confirm_url",
     "parse_signup",
     "sign_up",
@@ -259,9 +265,15 @@ class SignedUp:
         return None
 
 
-def confirm_url(base_url: str, keys: Sequence[str], row: SubscriberRow, now: datetime) -> str:
-    """The subscriber's signed confirmation link."""
-    token = tokens.sign(keys, tokens.CONFIRM, {"s": row.id, "e": row.email}, now=now)
+def confirm_url(
+    base_url: str, keys: Sequence[str], row: SubscriberRow, now: datetime, key: str | None = None
+) -> str:
+    """The subscriber's signed confirmation link; with ``key``, the link to
+    join that the recorded confirmation email ``key`` describes."""
+    payload: dict[str, Any] = {"s": row.id, "e": row.email}
+    if key is not None:
+        payload["k"] = key
+    token = tokens.sign(keys, tokens.CONFIRM, payload, now=now)
     return f"{base_url.rstrip('/')}/confirm/{token}"
 
 
@@ -383,12 +395,20 @@ def _message(
 
 
 def _send_confirmation(
-    session: Session, row: SubscriberRow, *, now: datetime, mail: ConfirmationMail
+    session: Session,
+    row: SubscriberRow,
+    *,
+    now: datetime,
+    mail: ConfirmationMail,
+    join: dict[str, Any] | None = None,
 ) -> bool:
-    """Send (and record) one confirmation email; True when the transport took it."""
+    """Send (and record) one confirmation email; True when the transport took it.
+
+    ``join`` (an address already stored, on a form again): what confirming
+    does, kept in the email's event, whose key the link carries."""
     assert row.id is not None
     key = f"confirm.{row.id}.{secrets.token_hex(8)}"
-    sender = sender_for(mail.sequences, row.tags)
+    sender = sender_for(mail.sequences, row.tags if join is None else join["tags"])
     if sender is None:
         log.error("no sequence names a sender: the confirmation email to #%s was not sent", row.id)
         store.add_confirmation_event(
@@ -397,7 +417,8 @@ def _send_confirmation(
         )  # fmt: skip
         return False
     try:
-        words = mail.render(row, confirm_url(mail.base_url, mail.keys, row, now), sender.name)
+        url = confirm_url(mail.base_url, mail.keys, row, now, None if join is None else key)
+        words = mail.render(row, url, sender.name)
         message = _message(sender, row, words, key, now)
         mail.send(
             OutgoingEmail(message, key, "signup", "confirmation", row.email, transactional=True)
@@ -412,7 +433,7 @@ def _send_confirmation(
         return False
     store.add_confirmation_event(
         session, key=key, subscriber_id=row.id, sent=True, at=now,
-        payload={"message_id": message.message_id},
+        payload={"message_id": message.message_id, **({} if join is None else {"join": join})},
     )  # fmt: skip
     return True
 
@@ -456,7 +477,66 @@ def sign_up(
             row = audience_store.subscriber_by_email(session, data.email)
             if row is None:
                 raise
+    if not created and row.status in JOINABLE:
+        return ask_to_join(
+            session, row, signup, ip=ip, user_agent=user_agent, consent_text=consent_text,
+            now=now, mail=mail,
+        )  # fmt: skip
     return ask_to_confirm(session, row, created=created, now=now, mail=mail)
+
+
+JOINABLE = (SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED)
+"""The statuses of a stored address that a form can ask to join (see :func:`ask_to_join`)."""
+
+
+def ask_to_join(
+    session: Session,
+    row: SubscriberRow,
+    signup: SignupForm,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+    consent_text: str,
+    now: datetime,
+    mail: ConfirmationMail,
+) -> SignedUp:
+    """A stored address on a form again: send it a confirmation to join.
+
+    An active subscriber is asked only when the form has tags they lack (the
+    same form twice changes nothing); an unsubscribed one on any form, since
+    signing up again is how someone who left comes back. Nothing goes to a
+    suppressed address (an unsubscribed one only by its own unsubscribe), and
+    at most one confirmation per :data:`RESEND_INTERVAL`. Nothing about the
+    subscriber changes until the link is confirmed
+    (:func:`nurture.audience.confirming.confirm`). **Commits**, as
+    :func:`ask_to_confirm` does.
+    """
+    assert row.id is not None
+    held = list(row.tags or [])
+    if row.status == SubscriberStatus.ACTIVE:
+        tags = [tag for tag in signup.data.tags if tag not in held]
+        if not tags:
+            return SignedUp(row.id, created=False, emailed=False, reason=str(row.status))
+        if is_suppressed(session, row.email):
+            return SignedUp(row.id, created=False, emailed=False, reason="suppressed")
+    else:
+        if not resubscribable(session, row):
+            return SignedUp(row.id, created=False, emailed=False, reason="suppressed")
+        tags = [tag for tag in signup.data.tags if tag not in held]
+    last = store.last_confirmation_at(session, row.id)
+    if last is not None and now - last < RESEND_INTERVAL:
+        return SignedUp(row.id, created=False, emailed=False, reason=SENT_RECENTLY)
+    consent = Consent.parse(f"form:{signup.form}", signup.consent_text or consent_text, _ip(ip))
+    join = {
+        "tags": tags,
+        "form": signup.form,
+        "consent_text": consent.text,
+        "consent_ip": consent.ip,
+        "user_agent": _user_agent(user_agent),
+    }
+    emailed = _send_confirmation(session, row, now=now, mail=mail, join=join)
+    session.commit()
+    return SignedUp(row.id, created=False, emailed=emailed, reason=CONFIRMATION)
 
 
 def ask_to_confirm(

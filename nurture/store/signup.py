@@ -24,6 +24,7 @@ from nurture.store.tables import EventRow, SubscriberRow
 __all__ = [
     "CONFIRMATION_PREFIX",
     "add_confirmation_event",
+    "confirmation_join",
     "confirmation_log",
     "last_confirmation_at",
     "subscriber_by_id",
@@ -59,6 +60,20 @@ def add_confirmation_event(
         )
     )
     session.flush()
+
+
+def confirmation_join(session: Session, subscriber_id: int, key: str) -> dict[str, Any] | None:
+    """What the confirmation email ``key`` sent to ``subscriber_id`` asks to
+    join (the ``join`` of its event's payload), or None: no such email sent
+    to that subscriber, or one that asked to confirm a new address."""
+    query = select(col(EventRow.payload)).where(
+        col(EventRow.provider_event_id) == f"{CONFIRMATION_PREFIX}{key}",
+        col(EventRow.subscriber_id) == subscriber_id,
+        col(EventRow.kind) == EventKind.SENT,
+    )
+    payload = session.execute(query).scalar_one_or_none()
+    join = payload.get("join") if isinstance(payload, dict) else None
+    return join if isinstance(join, dict) else None
 
 
 def last_confirmation_at(session: Session, subscriber_id: int) -> datetime | None:
