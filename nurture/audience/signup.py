@@ -505,8 +505,9 @@ def ask_to_join(
     An active subscriber is asked only when the form has tags they lack (the
     same form twice changes nothing); an unsubscribed one on any form, since
     signing up again is how someone who left comes back. Nothing goes to a
-    suppressed address (an unsubscribed one only by its own unsubscribe), and
-    at most one confirmation per :data:`RESEND_INTERVAL`. Nothing about the
+    suppressed address (an unsubscribed one only by its own unsubscribe), nor
+    a second ask to the same tags within :data:`RESEND_INTERVAL`, nor more
+    than :data:`JOIN_LIMIT` asks in an hour. Nothing about the
     subscriber changes until the link is confirmed
     (:func:`nurture.audience.confirming.confirm`). **Commits**, as
     :func:`ask_to_confirm` does.
@@ -523,8 +524,7 @@ def ask_to_join(
         if not resubscribable(session, row):
             return SignedUp(row.id, created=False, emailed=False, reason="suppressed")
         tags = [tag for tag in signup.data.tags if tag not in held]
-    last = store.last_confirmation_at(session, row.id)
-    if last is not None and now - last < RESEND_INTERVAL:
+    if _asked_lately(session, row.id, tags, now):
         return SignedUp(row.id, created=False, emailed=False, reason=SENT_RECENTLY)
     consent = Consent.parse(f"form:{signup.form}", signup.consent_text or consent_text, _ip(ip))
     join = {
@@ -537,6 +537,30 @@ def ask_to_join(
     emailed = _send_confirmation(session, row, now=now, mail=mail, join=join)
     session.commit()
     return SignedUp(row.id, created=False, emailed=emailed, reason=CONFIRMATION)
+
+
+JOIN_LIMIT = 3
+"""Confirmations to join one address may get in an hour, whatever their tags."""
+
+
+def _asked_lately(session: Session, subscriber_id: int, tags: Sequence[str], now: datetime) -> bool:
+    """Whether an address was asked to join these ``tags`` less than
+    :data:`RESEND_INTERVAL` ago, or asked :data:`JOIN_LIMIT` times this hour.
+
+    Only a join to the same tags waits the interval: the webinar form a
+    minute after the newsletter's confirmation is a new question. The hourly
+    limit keeps a form posted with ever new tags from filling a stranger's inbox
+    (each client address may also post only so often)."""
+    recent = store.recent_confirmations(session, subscriber_id, now - timedelta(hours=1))
+    joins = [
+        (at, payload["join"]) for at, payload in recent if isinstance(payload.get("join"), dict)
+    ]
+    if len(joins) >= JOIN_LIMIT:
+        return True
+    return any(
+        now - at < RESEND_INTERVAL and sorted(join.get("tags") or []) == sorted(tags)
+        for at, join in joins
+    )
 
 
 def ask_to_confirm(

@@ -27,6 +27,7 @@ __all__ = [
     "confirmation_join",
     "confirmation_log",
     "last_confirmation_at",
+    "recent_confirmations",
     "subscriber_by_id",
 ]
 
@@ -90,6 +91,27 @@ def last_confirmation_at(session: Session, subscriber_id: int) -> datetime | Non
     )
     found: datetime | None = session.execute(query).scalar_one_or_none()
     return found
+
+
+def recent_confirmations(
+    session: Session, subscriber_id: int, since: datetime
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """When each confirmation email sent to ``subscriber_id`` at or after
+    ``since`` went out, with its event's payload; newest first."""
+    query = (
+        select(col(EventRow.occurred_at), col(EventRow.payload))
+        .where(
+            col(EventRow.subscriber_id) == subscriber_id,
+            col(EventRow.kind) == EventKind.SENT,
+            col(EventRow.provider_event_id).startswith(CONFIRMATION_PREFIX),
+            col(EventRow.occurred_at) >= since,
+        )
+        .order_by(col(EventRow.occurred_at).desc())
+    )
+    return [
+        (at, payload if isinstance(payload, dict) else {})
+        for at, payload in session.execute(query).all()
+    ]
 
 
 def confirmation_log(

@@ -125,6 +125,20 @@ def test_an_active_subscriber_on_a_second_form_joins_its_series_once_confirmed(
     assert len(site.transport.sent) == 2
 
 
+def test_a_second_form_right_after_the_first_confirmation_is_asked_at_once(
+    site: Site,
+) -> None:
+    """The webinar form a minute after confirming the newsletter is a new
+    question: only an ask to the same tags waits the resend interval."""
+    site.post_form(email=KARIN, tags="b2b", form="newsletter")
+    assert CONFIRMED in _click(site, _link(site)).text
+    site.clock.instant += timedelta(minutes=1)
+    site.post_form(email=KARIN, tags="webinar", form="webinar")
+    assert len(site.transport.sent) == 2
+    assert f"{CONFIRMED} {PROMISE}" in _click(site, _link(site)).text
+    assert _tags(site) == ["b2b", "webinar"]
+
+
 def test_an_active_subscriber_is_asked_to_join_at_most_once_in_a_few_minutes(
     site: Site,
 ) -> None:
@@ -136,6 +150,21 @@ def test_an_active_subscriber_is_asked_to_join_at_most_once_in_a_few_minutes(
     site.post_form(email=KARIN, tags="webinar", form="webinar")
     assert len(site.transport.sent) == 3
     assert f"{CONFIRMED} {PROMISE}" in _click(site, _link(site, 1)).text  # the first still works
+
+
+def test_a_form_posted_with_ever_new_tags_asks_an_address_three_times_an_hour(
+    site: Site,
+) -> None:
+    """Tags are a form's hidden field: a stranger could post new ones each
+    time. Three asks to join an hour, whatever the tags, then nothing."""
+    _subscribed(site)
+    for n in range(5):
+        site.post_form(email=KARIN, tags=f"guess-{n}", form="webinar")
+        site.clock.instant += timedelta(minutes=1)
+    assert len(site.transport.sent) == 1 + 3
+    site.clock.instant += timedelta(hours=1)
+    site.post_form(email=KARIN, tags="webinar", form="webinar")
+    assert len(site.transport.sent) == 1 + 4
 
 
 def test_an_unsubscribed_address_signing_up_again_comes_back_with_fresh_consent(
