@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from nurture.app.clock import FixedClock
 from nurture.app.runtime import Runtime, build_runtime
@@ -493,7 +493,7 @@ def test_json_errors_come_back_per_field_and_nothing_is_stored(site: Site) -> No
         bad = site.client.post("/subscribe", content=body, headers={"Content-Type": content_type})
         assert bad.status_code == 422, body[:20]
     with site.session() as session:
-        assert session.query(SubscriberRow).count() == 0
+        assert session.exec(select(SubscriberRow)).all() == []
     assert site.transport.sent == []
 
 
