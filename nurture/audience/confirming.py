@@ -29,7 +29,7 @@ from sqlmodel import Session
 from nurture.audience.enrollment import enroll_matching
 from nurture.audience.events import record_event
 from nurture.audience.leaving import resubscribable, resubscribe
-from nurture.audience.signup import FORM_ID
+from nurture.audience.signup_form import FORM_ID
 from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
 from nurture.core.loader import LoadedSequence

@@ -1,11 +1,8 @@
-"""Sign-up with double opt-in: :func:`parse_signup`, :func:`sign_up`, :func:`ask_to_confirm`.
+"""Sign-up with double opt-in: :func:`sign_up`, :func:`ask_to_confirm`, :func:`ask_to_join`.
 
-Confirming the link the email carries is :mod:`nurture.audience.confirming`.
+Checking a posted form is :mod:`nurture.audience.signup_form`; confirming the
+link the email carries is :mod:`nurture.audience.confirming`.
 
-* **Checking.** :func:`parse_signup` checks every field of a sign-up on its
-  own with :class:`~nurture.audience.input.SubscriberInput` (so a form can show
-  every message next to its field at once) and raises :class:`SignupInvalid`
-  holding one message per refused field.
 * **Signing up.** A new address is stored ``unconfirmed`` with its consent
   record (when, the form, the client's IP and user agent, the exact wording
   shown), committed, and only then sent its confirmation email: a transport
@@ -30,7 +27,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -42,9 +38,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from nurture.audience.consent import Consent
-from nurture.audience.enrollment import triggered_on_subscribe
-from nurture.audience.input import InvalidSubscriberError, SubscriberInput, check_text
 from nurture.audience.leaving import resubscribable
+from nurture.audience.senders import sender_for
+from nurture.audience.signup_form import SignupForm
 from nurture.audience.subscribers import upsert_subscribers
 from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
@@ -52,7 +48,7 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.model import Sender
 from nurture.core.rendering import ComposedEmail, RenderedEmail, ascii_address
 from nurture.core.vocabulary import SubscriberStatus
-from nurture.errors import NurtureError, SendError
+from nurture.errors import SendError
 from nurture.store import audience as audience_store
 from nurture.store import signup as store
 from nurture.store.tables import SubscriberRow
@@ -61,151 +57,19 @@ from nurture.transports.base import OutgoingEmail
 log = logging.getLogger("nurture.audience.signup")
 
 __all__ = [
-    "FORM_ID",
     "RESEND_INTERVAL",
     "ConfirmationMail",
     "SignedUp",
-    "SignupForm",
-    "SignupInvalid",
     "ask_to_confirm",
     "ask_to_join",
     "confirm_url",
-    "parse_signup",
     "sign_up",
 ]
-
-FORM_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
-"""What a form id may be (it is in a URL and in the consent record)."""
 
 RESEND_INTERVAL = timedelta(minutes=5)
 """The least time between two confirmation emails to one address."""
 
-CONSENT_TEXT_LIMIT = 2000
 USER_AGENT_LIMIT = 500
-# A valid address, used to check each of the other fields on its own.
-_PROBE = "probe@example.com"
-
-
-class SignupInvalid(NurtureError):
-    """Refused fields of a sign-up: ``errors`` maps each field to its message."""
-
-    def __init__(self, errors: Mapping[str, str]) -> None:
-        super().__init__("; ".join(f"{key}: {value}" for key, value in errors.items()))
-        self.errors = dict(errors)
-
-
-@dataclass(frozen=True)
-class SignupForm:
-    """A checked sign-up: the subscriber's fields, the form and the consent wording sent."""
-
-    data: SubscriberInput
-    form: str
-    consent_text: str | None
-
-
-# --------------------------------------------------------------------------- checking
-
-
-def _string(values: Mapping[str, Any], key: str, errors: dict[str, str]) -> str | None:
-    value = values.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    errors[key] = "must be a string"
-    return None
-
-
-def _tags(values: Mapping[str, Any], errors: dict[str, str]) -> list[str]:
-    value = values.get("tags")
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return list(value)
-    errors["tags"] = "must be a string or a list of strings"
-    return []
-
-
-def _attributes(values: Mapping[str, Any], errors: dict[str, str]) -> dict[str, Any]:
-    value = values.get("attributes")
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    errors["attributes"] = "must be an object of names and values"
-    return {}
-
-
-def _refusal(errors: dict[str, str], key: str, check: Callable[[], object]) -> None:
-    try:
-        check()
-    except InvalidSubscriberError as exc:
-        errors[key] = str(exc)
-
-
-def parse_signup(
-    values: Mapping[str, Any], *, default_form: str, lenient_places: bool = False
-) -> SignupForm:
-    """Check a sign-up's raw values (JSON types, or strings from a form).
-
-    Keys: ``email`` (required), ``name``, ``tags`` (a string or a list),
-    ``attributes`` (an object), ``timezone``, ``locale``, ``form`` (else
-    ``default_form``) and ``consent_text``. ``lenient_places`` drops a refused
-    time zone or locale instead of refusing the sign-up (an HTML form's hidden
-    fields, which the visitor cannot correct). Raises :class:`SignupInvalid`
-    with a message for every refused field.
-    """
-    errors: dict[str, str] = {}
-    address = _string(values, "email", errors)
-    name = _string(values, "name", errors) or ""
-    zone = _string(values, "timezone", errors)
-    locale = _string(values, "locale", errors)
-    form = _string(values, "form", errors)
-    wording = _string(values, "consent_text", errors)
-    tags = _tags(values, errors)
-    attributes = _attributes(values, errors)
-
-    if "email" not in errors:
-        if not address or not address.strip():
-            errors["email"] = "email address is required"
-        else:
-            _refusal(errors, "email", lambda: SubscriberInput.parse(email=address))
-    _refusal(errors, "name", lambda: SubscriberInput.parse(email=_PROBE, name=name))
-    _refusal(errors, "tags", lambda: SubscriberInput.parse(email=_PROBE, tags=tags))
-    _refusal(
-        errors, "attributes", lambda: SubscriberInput.parse(email=_PROBE, attributes=attributes)
-    )
-    places: dict[str, str] = {}
-    _refusal(places, "timezone", lambda: SubscriberInput.parse(email=_PROBE, timezone=zone))
-    _refusal(places, "locale", lambda: SubscriberInput.parse(email=_PROBE, locale=locale))
-    if lenient_places:
-        zone = None if "timezone" in places else zone
-        locale = None if "locale" in places else locale
-    else:
-        errors.update(places)
-    form = (form or "").strip() or default_form
-    if "form" not in errors and not FORM_ID.fullmatch(form):
-        errors["form"] = "form id must be 1 to 50 letters, digits, '-' or '_'"
-    if wording is not None and "consent_text" not in errors:
-        wording = wording.strip() or None
-        if wording is not None:
-            _refusal(
-                errors,
-                "consent_text",
-                lambda: check_text("consent text", wording, CONSENT_TEXT_LIMIT, one_line=False),
-            )
-    if errors:
-        raise SignupInvalid(errors)
-    assert address is not None
-    data = SubscriberInput.parse(
-        email=address,
-        name=name,
-        timezone=zone,
-        locale=locale,
-        tags=tags,
-        attributes=attributes,
-    )
-    return SignupForm(data=data, form=form, consent_text=wording)
 
 
 # --------------------------------------------------------------------------- signing up
@@ -293,79 +157,6 @@ def _user_agent(value: str | None) -> str | None:
         return None
     cleaned = "".join(c for c in value if unicodedata.category(c) != "Cc").strip()
     return cleaned[:USER_AGENT_LIMIT] or None
-
-
-def _speaking_for(
-    sequences: Mapping[str, LoadedSequence], tags: Sequence[str]
-) -> LoadedSequence | None:
-    """The sequence a sign-up with ``tags`` hears from first: the first enabled
-    sequence (by id) the tags start, else the first enabled sequence with a
-    trigger, else the first sequence; None when there is none."""
-    ordered = [sequences[key] for key in sorted(sequences)]
-    enabled = [loaded for loaded in ordered if loaded.sequence.enabled]
-    for group in (
-        [loaded for loaded in enabled if triggered_on_subscribe(loaded, tags)],
-        [loaded for loaded in enabled if loaded.sequence.trigger is not None],
-        ordered,
-    ):
-        if group:
-            return group[0]
-    return None
-
-
-def sender_for(sequences: Mapping[str, LoadedSequence], tags: Sequence[str]) -> Sender | None:
-    """Who confirmation emails come from: the sender of the sequence a sign-up
-    with ``tags`` hears from first (see :func:`_speaking_for`)."""
-    first = _speaking_for(sequences, tags)
-    return None if first is None else first.sequence.sender
-
-
-def page_brand(
-    sequences: Mapping[str, LoadedSequence], tags: Sequence[str], project: str | None
-) -> str:
-    """The name the sign-up pages go by (their titles): the project's
-    ``[brand]`` name, else the brand name of the sequence a sign-up with
-    ``tags`` hears from first, else its sender's name; empty without any
-    sequence. Never the tool's own name: subscribers never chose nurture."""
-    return project or _name_of(_speaking_for(sequences, tags))
-
-
-def sequence_brand(
-    sequences: Mapping[str, LoadedSequence], sequence_id: str, project: str | None
-) -> str:
-    """The name the unsubscribe and preferences pages of an email of
-    ``sequence_id`` go by: the one at the top of the email, that sequence's
-    brand name, else the project's ``[brand]`` name (a sequence's own brand
-    keys win, as in the email), else the sequence's sender's name; the
-    project's name, or empty, for a sequence no longer loaded."""
-    loaded = sequences.get(sequence_id)
-    return _brand_name(loaded) or project or _name_of(loaded)
-
-
-def sequence_contact(sequences: Mapping[str, LoadedSequence], sequence_id: str) -> str | None:
-    """Where a subscriber whose emails of ``sequence_id`` the pages show can
-    write: that sequence's sender's reply-to address (else its From), or,
-    for a sequence no longer loaded, that of the first loaded one by id;
-    None without any sequence."""
-    loaded = sequences.get(sequence_id)
-    if loaded is None and sequences:
-        loaded = sequences[min(sequences)]
-    if loaded is None:
-        return None
-    sender = loaded.sequence.sender
-    return sender.reply_to or sender.email
-
-
-def _brand_name(loaded: LoadedSequence | None) -> str | None:
-    """The sequence's own ``brand.name``, if it sets one."""
-    brand = None if loaded is None else loaded.sequence.brand
-    return None if brand is None else brand.name
-
-
-def _name_of(loaded: LoadedSequence | None) -> str:
-    if loaded is None:
-        return ""
-    return _brand_name(loaded) or loaded.sequence.sender.name
 
 
 def _message(
@@ -514,16 +305,14 @@ def ask_to_join(
     """
     assert row.id is not None
     held = list(row.tags or [])
+    tags = [tag for tag in signup.data.tags if tag not in held]
     if row.status == SubscriberStatus.ACTIVE:
-        tags = [tag for tag in signup.data.tags if tag not in held]
         if not tags:
             return SignedUp(row.id, created=False, emailed=False, reason=str(row.status))
         if is_suppressed(session, row.email):
             return SignedUp(row.id, created=False, emailed=False, reason="suppressed")
-    else:
-        if not resubscribable(session, row):
-            return SignedUp(row.id, created=False, emailed=False, reason="suppressed")
-        tags = [tag for tag in signup.data.tags if tag not in held]
+    elif not resubscribable(session, row):
+        return SignedUp(row.id, created=False, emailed=False, reason="suppressed")
     if _asked_lately(session, row.id, tags, now):
         return SignedUp(row.id, created=False, emailed=False, reason=SENT_RECENTLY)
     consent = Consent.parse(f"form:{signup.form}", signup.consent_text or consent_text, _ip(ip))

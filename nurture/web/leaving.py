@@ -36,7 +36,7 @@ from starlette.responses import HTMLResponse
 from nurture.app.runtime import Runtime
 from nurture.audience.input import InvalidSubscriberError
 from nurture.audience.leaving import resubscribe, unsubscribe
-from nurture.audience.signup import sequence_brand, sequence_contact
+from nurture.audience.senders import sequence_brand, sequence_contact
 from nurture.audience.subscribers import get_subscriber, subscriber_enrollments
 from nurture.core.rendering.message import unicode_problem
 from nurture.core.vocabulary import EnrollmentStatus, SubscriberStatus

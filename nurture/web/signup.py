@@ -49,18 +49,15 @@ from starlette.responses import JSONResponse, Response
 from nurture.app.runtime import Runtime
 from nurture.audience.confirming import confirm, read_confirm_link, signup_form_of
 from nurture.audience.input import split_tags
+from nurture.audience.senders import page_brand
 from nurture.audience.signup import (
-    FORM_ID,
     ConfirmationEmail,
     ConfirmationMail,
     Render,
     SignedUp,
-    SignupForm,
-    SignupInvalid,
-    page_brand,
-    parse_signup,
     sign_up,
 )
+from nurture.audience.signup_form import FORM_ID, SignupForm, SignupInvalid, parse_signup
 from nurture.store.db import session_factory
 from nurture.store.tables import SubscriberRow
 from nurture.web.common import SECURITY_HEADERS, client_address, read_body

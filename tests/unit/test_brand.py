@@ -229,7 +229,7 @@ def test_the_layout_declares_light_and_dark_schemes(templates: Path) -> None:
 
 
 def test_where_a_subscriber_can_write_is_the_senders_reply_to_else_its_address() -> None:
-    from nurture.audience.signup import sequence_contact
+    from nurture.audience.senders import sequence_contact
     from nurture.core.loader import LoadedSequence
 
     def loaded(sequence_id: str, sender: str) -> LoadedSequence:
