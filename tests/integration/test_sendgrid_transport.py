@@ -7,6 +7,7 @@ identically.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -497,6 +498,114 @@ def test_https_to_an_untrusted_certificate_stops(https_fake: FakeSendGrid, poole
         transport.send(make_email())
     assert API_KEY not in str(error.value)
     assert https_fake.requests == []  # the key never left
+
+
+class ConnectProxy:
+    """An HTTP proxy that only tunnels (CONNECT), as corporate proxies do:
+    it records each CONNECT's header block, answers ``status``, and on 200
+    pipes bytes both ways until either side closes."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.requests: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._spawn(self._accept)
+
+    def _spawn(self, target: object, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._spawn(self._tunnel, client)
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        self.requests.append(head)
+        if self.status != 200:
+            client.sendall(b"HTTP/1.1 %d No\r\nContent-Length: 0\r\n\r\n" % self.status)
+            client.close()
+            return
+        target = head.split(b" ")[1].decode()
+        host, _, port = target.rpartition(":")
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self._spawn(self._pipe, upstream, client)
+        self._pipe(client, upstream)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_https_through_a_tunnelling_proxy(
+    https_fake: FakeSendGrid,
+    certificate: tuple[Path, Path],
+    pooled: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY as an office network sets it: both clients tunnel (CONNECT),
+    give the proxy its credentials, and verify SendGrid's certificate through
+    the tunnel."""
+    proxy = ConnectProxy()
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    monkeypatch.setenv("HTTPS_PROXY", f"http://anna:p%40ss@127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        transport = SendGridTransport(API_KEY, host=https_fake.url, timeout=2.0, pooled=pooled)
+        transport.send(make_email("a"))
+        transport.send(make_email("b"))
+        transport.close()
+    finally:
+        proxy.close()
+    assert len(https_fake.delivered) == 2
+    assert len(proxy.requests) == (1 if pooled else 2)  # the pool keeps its tunnel
+    first = proxy.requests[0].decode()
+    assert first.startswith(f"CONNECT 127.0.0.1:{https_fake.url.rsplit(':', 1)[1]} HTTP/1.")
+    assert "Proxy-Authorization: Basic YW5uYTpwQHNz" in first  # anna:p@ss
+    assert API_KEY not in first  # the key only ever goes inside the tunnel
+
+
+def test_a_proxy_that_refuses_the_tunnel_is_a_transient_failure(
+    https_fake: FakeSendGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = ConnectProxy(status=407)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        transport = SendGridTransport(API_KEY, host=https_fake.url, timeout=2.0)
+        with pytest.raises(TransientSendError, match="407"):
+            transport.send(make_email())
+        transport.close()
+    finally:
+        proxy.close()
+    assert https_fake.requests == []
 
 
 # -- the fake itself ---------------------------------------------------------------

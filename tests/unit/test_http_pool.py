@@ -1,6 +1,6 @@
 """The keep-alive pool under the SendGrid transport: stale-connection checks
-that work for any file descriptor, and the one-write request it relies on
-``http.client`` internals for.
+that work for any file descriptor, the request it writes (byte for byte what
+``http.client`` would), and how it reads every shape of answer HTTP/1.1 allows.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import http.client
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -58,12 +60,11 @@ def fds_above_1024() -> Iterator[None]:
 def test_peer_closed_watches_a_descriptor_above_1024() -> None:
     ours, theirs = socket.socketpair()
     assert ours.fileno() > FD_SETSIZE
-    connection = http.client.HTTPConnection("127.0.0.1")
-    connection.sock = ours
+    connection = http_pool.WireConnection(ours)
     try:
-        assert not http_pool.peer_closed(connection)  # open and quiet: reusable
+        assert not connection.peer_closed()  # open and quiet: reusable
         theirs.close()
-        assert http_pool.peer_closed(connection)  # the peer hung up
+        assert connection.peer_closed()  # the peer hung up
     finally:
         ours.close()
         theirs.close()
@@ -94,7 +95,7 @@ def test_a_connection_above_fd_1024_the_server_closed_is_replaced() -> None:
     transport.close()
 
 
-# -- one write per request ------------------------------------------------------
+# -- the request
 
 
 class RecordingSocket:
@@ -107,27 +108,194 @@ class RecordingSocket:
         self.writes.append(bytes(data))
 
 
-def writes_of(connection_class: type[http.client.HTTPConnection]) -> list[bytes]:
-    connection = connection_class("api.example.com")
+HEADERS = {"Authorization": "Bearer SG.x", "Content-Type": "application/json"}
+
+
+def standard_request(host: str, port: int | None, path: str, body: bytes) -> bytes:
+    """What http.client writes for the same POST."""
+    connection = http.client.HTTPConnection(host, port)
     recorder = RecordingSocket()
     connection.sock = recorder  # type: ignore[assignment]  # "connected": request() writes here
-    connection.request(
-        "POST", "/v3/mail/send", body=b'{"a": 1}', headers={"Content-Type": "application/json"}
+    connection.request("POST", path, body=body, headers=HEADERS)
+    return b"".join(recorder.writes)
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [("api.example.com", None), ("127.0.0.1", 8123), ("::1", 8123), ("bücher.example", None)],
+)
+def test_the_request_is_what_http_client_writes(host: str, port: int | None) -> None:
+    body = '{"subject": "Hej då"}'.encode()
+    before, after = http_pool.request_head(
+        "/v3/mail/send", http_pool.host_header(host, port or 80, 80), tuple(HEADERS.items())
     )
-    return recorder.writes
+    ours = before + b"%d" % len(body) + after + body
+    assert ours == standard_request(host, port, "/v3/mail/send", body)
 
 
-def test_one_write_still_fits_this_interpreter() -> None:
-    """The pool overrides private parts of http.client; this fails when they change."""
-    assert http_pool.SINGLE_WRITE, (
-        "http.client's HTTPConnection._send_output or _buffer changed in this Python: "
-        "pooled requests now go out in two writes (about 20% more CPU per email). "
-        "Adapt _send_output_in_one_write in nurture/transports/http_pool.py, or drop it."
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Evil": "a\r\nBcc: someone@example.com"},
+        {"X-Evil": "a\nb"},
+        {"Bad Name": "x"},
+        {"X-Colon:": "x"},
+        {"Content-Length": "5"},
+    ],
+)
+def test_a_header_that_would_break_the_request_is_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="Invalid header"):
+        http_pool.request_head("/v3/mail/send", "api.example.com", tuple(headers.items()))
+
+
+def test_a_path_with_spaces_is_refused() -> None:
+    with pytest.raises(http.client.InvalidURL):
+        http_pool.request_head("/v3/mail send HTTP/1.0\r\nX: y", "h", ())
+
+
+# -- the answer -------------------------------------------------------------------
+
+
+def answer(*chunks: bytes, close: bool = True) -> tuple[http_pool.Reply, bool, bytes]:
+    """Read one answer from a socket the "server" writes ``chunks`` to (a
+    write each, 5 ms apart, so the client reads them apart), then closes if
+    ``close``: the reply, whether the connection is reusable, and what the
+    client had sent."""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(2.0)
+
+    def serve() -> None:
+        for chunk in chunks:
+            theirs.sendall(chunk)
+            time.sleep(0.005)
+        if close:
+            theirs.shutdown(socket.SHUT_WR)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        connection = http_pool.WireConnection(ours)
+        connection.send(b"POST / HTTP/1.1\r\n\r\n")
+        reply, reusable = connection.read_reply()
+        theirs.settimeout(2.0)
+        return reply, reusable, theirs.recv(100)
+    finally:
+        server.join()
+        ours.close()
+        theirs.close()
+
+
+def test_a_plain_answer_with_a_length() -> None:
+    reply, reusable, sent = answer(
+        b"HTTP/1.1 202 Accepted\r\nX-Message-Id: abc\r\nContent-Length: 0\r\n\r\n", close=False
     )
+    assert (reply.status, reply.headers["x-message-id"], reply.body) == (202, "abc", b"")
+    assert reusable
+    assert sent == b"POST / HTTP/1.1\r\n\r\n"
 
 
-def test_a_pooled_connection_sends_the_standard_bytes_in_one_write() -> None:
-    standard = writes_of(http.client.HTTPConnection)
-    pooled = writes_of(http_pool.PooledHTTPConnection)
-    assert len(standard) == 2  # the header block, then the body
-    assert pooled == [b"".join(standard)]
+def test_an_answer_split_across_reads_and_bare_line_feeds() -> None:
+    reply, reusable, _ = answer(
+        b"HTTP/1.1 400 Bad Req", b"uest\nContent-Type: application/json\n", b"Content-Le",
+        b"ngth: 13\n\n{\"errors\"", b":[]}", close=False,
+    )  # fmt: skip
+    assert (reply.status, reply.body, reusable) == (400, b'{"errors":[]}', True)
+
+
+def test_a_chunked_answer_with_extensions_and_trailers() -> None:
+    reply, reusable, _ = answer(
+        b"HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\n"
+        b"X-RateLimit-Reset: 1700000000\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        close=False,
+    )
+    assert (reply.status, reply.body, reusable) == (429, b"hello world", True)
+    assert reply.headers["x-ratelimit-reset"] == "1700000000"
+
+
+def test_interim_answers_are_skipped() -> None:
+    reply, _, _ = answer(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok"
+    )
+    assert (reply.status, reply.body) == (202, b"ok")
+
+
+@pytest.mark.parametrize(
+    ("head", "reusable"),
+    [
+        (b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 0", False),
+        (b"HTTP/1.1 202 Accepted\r\nConnection: Keep-Alive, Close\r\nContent-Length: 0", False),
+        (b"HTTP/1.0 202 Accepted\r\nContent-Length: 0", False),
+        (b"HTTP/1.0 202 Accepted\r\nConnection: keep-alive\r\nContent-Length: 0", True),
+        (b"HTTP/1.1 204 No Content", True),
+        (b"HTTP/1.1 202 Accepted\r\nContent-Length: 3, 3", True),
+    ],
+)
+def test_whether_the_connection_carries_another_request(head: bytes, reusable: bool) -> None:
+    body = b"abc" if b"3, 3" in head else b""
+    assert answer(head + b"\r\n\r\n" + body, close=False)[1] is reusable
+
+
+def test_an_answer_without_a_length_runs_to_the_close() -> None:
+    reply, reusable, _ = answer(b"HTTP/1.1 500 Oops\r\n\r\n", b"internal ", b"error")
+    assert (reply.status, reply.body, reusable) == (500, b"internal error", False)
+
+
+def test_bytes_after_the_answer_make_the_connection_unusable() -> None:
+    reply, reusable, _ = answer(
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n", close=False
+    )
+    assert reply.status == 202
+    assert not reusable
+
+
+@pytest.mark.parametrize(
+    ("chunks", "error"),
+    [
+        ((), http.client.RemoteDisconnected),
+        ((b"HTTP/1.1 202 Acc",), http.client.IncompleteRead),
+        (
+            (b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nshort",),
+            http.client.IncompleteRead,
+        ),
+        (
+            (b"HTTP/1.1 202 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",),
+            http.client.IncompleteRead,
+        ),
+        ((b"SMTP ready\r\n\r\n",), http.client.BadStatusLine),
+        ((b"HTTP/1.1 2020 Accepted\r\n\r\n",), http.client.BadStatusLine),
+        ((b"HTTP/1.1 202 Accepted\r\nContent-Length: ten\r\n\r\n",), http.client.HTTPException),
+        ((b"HTTP/1.1 202 OK\r\nContent-Length: 3, 4\r\n\r\nabcd",), http.client.HTTPException),
+        ((b"HTTP/1.1 202 OK\r\nTransfer-Encoding: gzip\r\n\r\n",), http.client.HTTPException),
+        (
+            (b"HTTP/1.1 202 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",),
+            http.client.HTTPException,
+        ),
+        (
+            (b"HTTP/1.1 202 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n",),
+            http.client.HTTPException,
+        ),
+        ((b"HTTP/1.1 202 OK\r\nNo colon here\r\n\r\n",), http.client.HTTPException),
+        ((b"HTTP/1.1 202 OK\r\nX-Long: " + b"a" * 70_000,), http.client.LineTooLong),
+    ],
+)
+def test_an_answer_that_is_not_http_fails_as_http_client_does(
+    chunks: tuple[bytes, ...], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        answer(*chunks)
+
+
+def test_an_answer_that_never_comes_times_out() -> None:
+    with pytest.raises(TimeoutError):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.settimeout(0.2)
+            http_pool.WireConnection(ours).read_reply()
+
+
+def test_an_answer_too_large_is_refused() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (http_pool.MAX_BODY + 1)
+    with pytest.raises(http.client.HTTPException, match="too large"):
+        answer(head)
