@@ -10,8 +10,9 @@ A link to **join** (sent by :func:`~nurture.audience.signup.ask_to_join` to
 an address already stored) carries the key of its email, whose recorded
 event holds the form's tags and consent: confirming adds those tags, makes an
 unsubscribed address active again with that consent (never one suppressed
-for a bounce or a complaint), records a ``subscribed`` event with the form
-and wording, and enrolls where the tags now lead.
+for a bounce or a complaint) and an unconfirmed one active, records a
+``subscribed`` event with the form and wording, and enrolls where the tags
+now lead.
 :func:`read_confirm_link` answers the same question and changes nothing (what
 a link scanner's GET may do), and :func:`signup_form_of` names the form of a
 genuine link that has expired, so its page can offer that form again.
@@ -134,6 +135,10 @@ def read_confirm_link(
     return ConfirmLink(row, confirmed=False)
 
 
+_JOINS_AS_IS = (SubscriberStatus.ACTIVE, SubscriberStatus.UNCONFIRMED)
+"""The statuses a link to join adds tags to without a resubscribe."""
+
+
 def _join_link(session: Session, row: SubscriberRow, key: object) -> ConfirmLink | None:
     """The link to join of ``row`` by the confirmation email ``key``, or None
     when there is no such email or the address can no longer join."""
@@ -142,8 +147,8 @@ def _join_link(session: Session, row: SubscriberRow, key: object) -> ConfirmLink
     join = None if stored is None else Join.of(stored)
     if join is None:
         return None
-    if row.status == SubscriberStatus.ACTIVE and not is_suppressed(session, row.email):
-        done = set(join.tags) <= set(row.tags or [])
+    if row.status in _JOINS_AS_IS and not is_suppressed(session, row.email):
+        done = row.status == SubscriberStatus.ACTIVE and set(join.tags) <= set(row.tags or [])
         return ConfirmLink(row, confirmed=done, join=join)
     if resubscribable(session, row):
         return ConfirmLink(row, confirmed=False, join=join)
@@ -212,6 +217,9 @@ def _joined(
         if not resubscribe(session, row, now=now, consent=consent, via=via):
             return None
     else:
+        # An unconfirmed address confirms by this link as by its first one:
+        # whoever follows it has the address.
+        row.status = SubscriberStatus.ACTIVE
         record_event(
             session.connection(),
             kind=EventKind.SUBSCRIBED,

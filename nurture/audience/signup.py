@@ -10,8 +10,8 @@ link the email carries is :mod:`nurture.audience.confirming`.
   already stored is never changed by an anonymous post; an unconfirmed one is
   sent its confirmation again, at most once per :data:`RESEND_INTERVAL`
   (:func:`ask_to_confirm`'s rule, which the API's unconfirmed subscribers are
-  asked through too). An active address on a form with tags it lacks, or an
-  unsubscribed one on any form, is sent a confirmation to **join**
+  asked through too). An active or unconfirmed address on a form with tags
+  it lacks, or an unsubscribed one on any form, is sent a confirmation to **join**
   (:func:`ask_to_join`): its link carries the key of the recorded email, whose
   event keeps the form's tags and consent, and confirming adds the tags (and
   resubscribes an unsubscribed address) with that consent. A bounced,
@@ -268,7 +268,7 @@ def sign_up(
             row = audience_store.subscriber_by_email(session, data.email)
             if row is None:
                 raise
-    if not created and row.status in JOINABLE:
+    if not created and (row.status in JOINABLE or _more_tags(row, signup)):
         return ask_to_join(
             session, row, signup, ip=ip, user_agent=user_agent, consent_text=consent_text,
             now=now, mail=mail,
@@ -277,7 +277,16 @@ def sign_up(
 
 
 JOINABLE = (SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED)
-"""The statuses of a stored address that a form can ask to join (see :func:`ask_to_join`)."""
+"""The statuses of a stored address that a form can ask to join (see :func:`ask_to_join`);
+an unconfirmed one is asked when the form has tags it lacks."""
+
+
+def _more_tags(row: SubscriberRow, signup: SignupForm) -> bool:
+    """An unconfirmed address on a form with tags its sign-up did not have."""
+    held = set(row.tags or [])
+    return row.status == SubscriberStatus.UNCONFIRMED and any(
+        tag not in held for tag in signup.data.tags
+    )
 
 
 def ask_to_join(
@@ -294,8 +303,10 @@ def ask_to_join(
     """A stored address on a form again: send it a confirmation to join.
 
     An active subscriber is asked only when the form has tags they lack (the
-    same form twice changes nothing); an unsubscribed one on any form, since
-    signing up again is how someone who left comes back. Nothing goes to a
+    same form twice changes nothing); an unconfirmed one likewise (the same
+    form again only resends the first confirmation, :func:`ask_to_confirm`),
+    and either link then confirms the address; an unsubscribed one on any
+    form, since signing up again is how someone who left comes back. Nothing goes to a
     suppressed address (an unsubscribed one only by its own unsubscribe), nor
     a second ask to the same tags within :data:`RESEND_INTERVAL`, nor more
     than :data:`JOIN_LIMIT` asks in an hour. Nothing about the
@@ -306,7 +317,7 @@ def ask_to_join(
     assert row.id is not None
     held = list(row.tags or [])
     tags = [tag for tag in signup.data.tags if tag not in held]
-    if row.status == SubscriberStatus.ACTIVE:
+    if row.status in (SubscriberStatus.ACTIVE, SubscriberStatus.UNCONFIRMED):
         if not tags:
             return SignedUp(row.id, created=False, emailed=False, reason=str(row.status))
         if is_suppressed(session, row.email):

@@ -2,7 +2,8 @@
 
 An active subscriber who signs up on a second form (a webinar series, say)
 used to get "check your inbox" and nothing; an unsubscribed one who signs up
-again got the same. Both now get a confirmation email whose link, confirmed,
+again got the same, and an unconfirmed one only its first confirmation again.
+All now get a confirmation email whose link, confirmed,
 adds the form's tags (and resubscribes the one who left) with that form's
 consent, and enrolls where the tags lead. Nothing changes before the click.
 """
@@ -137,6 +138,56 @@ def test_a_second_form_right_after_the_first_confirmation_is_asked_at_once(
     assert len(site.transport.sent) == 2
     assert f"{CONFIRMED} {PROMISE}" in _click(site, _link(site)).text
     assert _tags(site) == ["b2b", "webinar"]
+
+
+@pytest.mark.parametrize("first", ["webinar", "newsletter"])
+def test_an_unconfirmed_address_on_a_second_form_gets_both_forms_series(
+    site: Site, first: str
+) -> None:
+    """Someone signs up for the newsletter, then for the webinar before
+    confirming either: each form's email confirms the address, and between
+    them the address gets both forms' tags, whichever link is followed first.
+    Before, the webinar form only resent the newsletter's confirmation, and
+    its tag was lost."""
+    site.post_form(email=KARIN, tags="b2b", form="newsletter")
+    site.clock.instant += timedelta(minutes=1)
+    site.post_form(email=KARIN, tags="webinar", form="webinar", consent_text=WEBINAR_CONSENT)
+    assert len(site.transport.sent) == 2
+    row = site.subscriber(KARIN)
+    assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
+    assert _tags(site) == ["b2b"]  # nothing changes before a click
+    links = {"newsletter": _link(site, 0), "webinar": _link(site, 1)}
+
+    assert f"{CONFIRMED} {PROMISE}" in _click(site, links[first]).text
+    row = site.subscriber(KARIN)
+    assert row is not None and row.status == SubscriberStatus.ACTIVE
+    expected = {"newsletter": ["sales-process"], "webinar": ["sales-process", "webinar"]}
+    assert sorted(site.enrolled_in(KARIN)) == expected[first]
+    second = "newsletter" if first == "webinar" else "webinar"
+    assert CONFIRMED in _click(site, links[second]).text
+    assert _tags(site) == ["b2b", "webinar"]
+    assert sorted(site.enrolled_in(KARIN)) == ["sales-process", "webinar"]
+    assert row.consent_form == "newsletter"  # the sign-up's own record stays
+    with site.session() as session:
+        [joined] = session.exec(
+            select(EventRow).where(
+                EventRow.subscriber_id == row.id, EventRow.kind == EventKind.SUBSCRIBED
+            )
+        ).all()
+    assert (joined.payload["via"], joined.payload["tags"]) == ("form:webinar", ["webinar"])
+    assert joined.payload["consent_text"] == WEBINAR_CONSENT
+
+
+def test_an_unconfirmed_address_on_the_same_form_again_is_only_reminded(site: Site) -> None:
+    site.post_form(email=KARIN, tags="b2b", form="newsletter")
+    site.clock.instant += timedelta(minutes=6)
+    site.post_form(email=KARIN, tags="b2b", form="newsletter")
+    assert len(site.transport.sent) == 2
+    with site.session() as session:
+        payloads = session.exec(
+            select(EventRow.payload).where(EventRow.kind == EventKind.SENT)
+        ).all()
+    assert [("join" in p) for p in payloads] == [False, False]  # two plain confirmations
 
 
 def test_an_active_subscriber_is_asked_to_join_at_most_once_in_a_few_minutes(
