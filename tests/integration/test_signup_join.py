@@ -25,7 +25,7 @@ from nurture.audience.leaving import block, unsubscribe
 from nurture.audience.suppression import is_suppressed
 from nurture.core import tokens
 from nurture.core.vocabulary import EventKind, SubscriberStatus
-from nurture.store.tables import EventRow
+from nurture.store.tables import EventRow, SuppressionRow
 from nurture.testing import MemoryTransport
 from nurture.web.app import create_app
 from tests.factories import example_workdir
@@ -188,6 +188,23 @@ def test_an_unconfirmed_address_on_the_same_form_again_is_only_reminded(site: Si
             select(EventRow.payload).where(EventRow.kind == EventKind.SENT)
         ).all()
     assert [("join" in p) for p in payloads] == [False, False]  # two plain confirmations
+
+
+def test_a_join_link_of_an_unconfirmed_address_suppressed_since_changes_nothing(
+    site: Site,
+) -> None:
+    site.post_form(email=KARIN, tags="b2b", form="newsletter")
+    site.post_form(email=KARIN, tags="webinar", form="webinar")
+    links = [_link(site, 0), _link(site, 1)]
+    with site.session() as session:
+        session.add(SuppressionRow(email=KARIN, reason="asked by phone", created_at=NOW))
+        session.commit()
+    for link in links:
+        assert site.client.post(link).status_code == 404
+    row = site.subscriber(KARIN)
+    assert row is not None and row.status == SubscriberStatus.UNCONFIRMED
+    assert _tags(site) == ["b2b"]
+    assert site.enrolled_in(KARIN) == []
 
 
 def test_an_active_subscriber_is_asked_to_join_at_most_once_in_a_few_minutes(
