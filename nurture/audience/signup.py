@@ -268,7 +268,10 @@ def sign_up(
             row = audience_store.subscriber_by_email(session, data.email)
             if row is None:
                 raise
-    if not created and (row.status in JOINABLE or _more_tags(row, signup)):
+    if not created and (
+        row.status in JOINABLE
+        or (row.status == SubscriberStatus.UNCONFIRMED and new_tags(row, signup))
+    ):
         return ask_to_join(
             session, row, signup, ip=ip, user_agent=user_agent, consent_text=consent_text,
             now=now, mail=mail,
@@ -281,12 +284,10 @@ JOINABLE = (SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED)
 an unconfirmed one is asked when the form has tags it lacks."""
 
 
-def _more_tags(row: SubscriberRow, signup: SignupForm) -> bool:
-    """An unconfirmed address on a form with tags its sign-up did not have."""
+def new_tags(row: SubscriberRow, signup: SignupForm) -> list[str]:
+    """The form's tags the stored address does not have yet, in the form's order."""
     held = set(row.tags or [])
-    return row.status == SubscriberStatus.UNCONFIRMED and any(
-        tag not in held for tag in signup.data.tags
-    )
+    return [tag for tag in signup.data.tags if tag not in held]
 
 
 def ask_to_join(
@@ -315,8 +316,7 @@ def ask_to_join(
     :func:`ask_to_confirm` does.
     """
     assert row.id is not None
-    held = list(row.tags or [])
-    tags = [tag for tag in signup.data.tags if tag not in held]
+    tags = new_tags(row, signup)
     if row.status in (SubscriberStatus.ACTIVE, SubscriberStatus.UNCONFIRMED):
         if not tags:
             return SignedUp(row.id, created=False, emailed=False, reason=str(row.status))

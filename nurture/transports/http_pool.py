@@ -271,6 +271,10 @@ class WireConnection:
     def close(self) -> None:
         self.sock.close()
 
+    def buffered(self) -> bool:
+        """True if bytes were read past the last answer (or head) returned."""
+        return bool(self._buffer)
+
     def peer_closed(self) -> bool:
         """True if this idle connection is readable: the server closed it (or sent junk)."""
         return bool(self._buffer) or socket_readable(self.sock)
@@ -278,7 +282,7 @@ class WireConnection:
     def read_reply(self) -> tuple[Reply, bool]:
         """The next answer, and whether the connection can be used again."""
         while True:
-            version, status, headers, fields = self._read_head()
+            version, status, headers, fields = self.read_head()
             if status >= 200 or status == 101:
                 break  # a 1xx other than 101 is interim: the answer follows
         connection = fields.get("connection", [])
@@ -303,7 +307,7 @@ class WireConnection:
             reusable = False
         return Reply(status, headers, body), reusable
 
-    def _read_head(self) -> tuple[tuple[int, int], int, dict[str, str], dict[str, list[str]]]:
+    def read_head(self) -> tuple[tuple[int, int], int, dict[str, str], dict[str, list[str]]]:
         """The status line and header fields: the version, the status, the
         headers by lower-case name (the last of a repeated one), and the
         values of the fields that frame the body, as lists."""
@@ -387,9 +391,9 @@ class WireConnection:
                     pass
                 return b"".join(parts)
             total += size
-            parts.append(self._read_exactly(size) if total <= MAX_BODY else b"")
             if total > MAX_BODY:
                 raise http.client.HTTPException("the answer is too large")
+            parts.append(self._read_exactly(size))
             if self._read_line():
                 raise http.client.HTTPException("a chunk does not end where its size says")
 
@@ -413,10 +417,10 @@ def open_tunnel(sock: socket.socket, host: str, port: int, headers: Mapping[str,
     lines += [f"{name}: {value}" for name, value in headers.items()]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     proxy = WireConnection(sock)
-    _, status, _, _ = proxy._read_head()
+    _, status, _, _ = proxy.read_head()
     if status != 200:
         raise OSError(f"Tunnel connection failed: {status}")
-    if proxy._buffer:  # the server's first bytes cannot come before our TLS hello
+    if proxy.buffered():  # the server's first bytes cannot come before our TLS hello
         raise http.client.HTTPException("the proxy sent data after its answer to CONNECT")
 
 

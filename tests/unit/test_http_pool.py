@@ -299,3 +299,13 @@ def test_an_answer_too_large_is_refused() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (http_pool.MAX_BODY + 1)
     with pytest.raises(http.client.HTTPException, match="too large"):
         answer(head)
+
+
+def test_a_chunked_answer_over_the_cap_is_refused_before_its_last_chunk_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_pool, "MAX_BODY", 10)
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    # The second chunk's size passes the cap; its bytes never come.
+    with pytest.raises(http.client.HTTPException, match="too large"):
+        answer(head + b"6\r\nabcdef\r\n6\r\n")
