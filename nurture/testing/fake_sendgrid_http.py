@@ -13,7 +13,8 @@ are listed in :mod:`nurture.testing.fake_sendgrid`.
 from __future__ import annotations
 
 import base64
-import http.client
+import email.utils
+import io
 import json
 import logging
 import math
@@ -22,7 +23,6 @@ import socket
 import ssl
 import struct
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,7 +84,44 @@ def _message(behaviour: Behaviour | None, default: str) -> str:
 
 def _new_message_id() -> str:
     # Real ids are 22 URL-safe base64 characters, e.g. "W8Vt2Nz9Rly6hJc0Hq2nGQ".
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+class Fields:
+    """A request's header fields: looked up by name in any case (the first of a
+    repeated one, as ``http.client.HTTPMessage.get``), listed as received.
+
+    ``HTTPMessage`` sanitizes every value again at each lookup; the fake looks
+    up three fields a request, on the machine whose workers it measures."""
+
+    __slots__ = ("_first", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, str]] = []
+        self._first: dict[str, str] = {}
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+        self._first.setdefault(name.lower(), value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._first.get(name.lower(), default)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+
+_DATE: list[tuple[int, str]] = [(0, "")]
+"""The ``Date`` of this second, formatted once: (epoch second, value)."""
+
+
+def _date() -> str:
+    now = int(time.time())
+    second, value = _DATE[0]
+    if second != now:
+        value = email.utils.formatdate(now, usegmt=True)
+        _DATE[0] = (now, value)
+    return value
 
 
 def _body_problem(body: Any) -> tuple[str, str | None, str | None] | None:
@@ -204,27 +241,60 @@ class Handler(BaseHTTPRequestHandler):
         self.command, path, version = (word.decode("iso-8859-1") for word in words)
         self.path = "/" + path.lstrip("/") if path.startswith("//") else path
         self.request_version = version
-        headers = http.client.HTTPMessage()
-        for _ in range(_MAX_HEADERS + 1):
-            line = self.rfile.readline(_MAX_HEADER_LINE + 1)
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, colon, value = line.decode("iso-8859-1").partition(":")
-            if not colon or len(line) > _MAX_HEADER_LINE or name != name.strip():
-                self.send_error(400, "Bad header line")
-                return False
-            headers.set_raw(name, value.strip())
-        else:
+        headers = self._read_fields()
+        if headers == 400:
+            self.send_error(400, "Bad header line")
+            return False
+        if headers == 431:
             self.send_error(431, "Too many headers")
             return False
-        self.headers = headers
-        connection = headers.get("Connection", "").lower()
+        assert isinstance(headers, Fields)
+        self.headers = headers  # type: ignore[assignment]  # what the handler reads of it
+        connection = (headers.get("Connection") or "").lower()
         self.close_connection = version == "HTTP/1.0" and connection != "keep-alive"
         if connection == "close":
             self.close_connection = True
-        if headers.get("Expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+        if (headers.get("Expect") or "").lower() == "100-continue" and version == "HTTP/1.1":
             return self.handle_expect_100()
         return True
+
+    def _read_fields(self) -> Fields | int:
+        """The header section, or the status that refuses it (400, 431).
+
+        When the whole section is already buffered and its lines end in CRLF
+        (a client's usual request), it is taken in one read; otherwise line by line.
+        """
+        reader = self.rfile
+        assert isinstance(reader, io.BufferedReader)  # socket.makefile("rb") with a buffer
+        buffered = reader.peek(_MAX_HEADER_LINE)
+        if buffered.startswith(b"\r\n"):  # no fields at all
+            self.rfile.read(2)
+            return Fields()
+        end = buffered.find(b"\r\n\r\n")
+        if end >= 0 and buffered.count(b"\n", 0, end) == buffered.count(b"\r\n", 0, end):
+            lines = self.rfile.read(end + 4)[:end].decode("iso-8859-1").split("\r\n")
+            if len(lines) > _MAX_HEADERS:
+                return 431
+            return self._fields(lines)
+        raw: list[str] = []
+        for _ in range(_MAX_HEADERS + 1):
+            line = self.rfile.readline(_MAX_HEADER_LINE + 1)
+            if line in (b"\r\n", b"\n", b""):
+                return self._fields(raw)
+            if len(line) > _MAX_HEADER_LINE:
+                return 400
+            raw.append(line.decode("iso-8859-1").rstrip("\r\n"))
+        return 431
+
+    @staticmethod
+    def _fields(lines: list[str]) -> Fields | int:
+        fields = Fields()
+        for line in lines:
+            name, colon, value = line.partition(":")
+            if not colon or len(line) + 2 > _MAX_HEADER_LINE or name != name.strip():
+                return 400
+            fields.add(name, value.strip())
+        return fields
 
     def handle_expect_100(self) -> bool:
         # The answer is buffered (wbufsize); the interim one must leave before the body.
@@ -353,12 +423,18 @@ class Handler(BaseHTTPRequestHandler):
         return 202, message_id, kind
 
     def _reply(self, status: int, payload: bytes, headers: Mapping[str, str] = {}) -> None:
+        """Write one answer as ``send_response`` and ``send_header`` would (the
+        same lines in the same order), in one piece."""
         self._answering = (status, headers.get("X-Message-Id"))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
+        self.log_request(status)
+        phrase = self.responses[status][0] if status in self.responses else ""
+        lines = [
+            f"{self.protocol_version} {status} {phrase}",
+            f"Server: {self.version_string()}",
+            f"Date: {_date()}",
+        ]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
         if payload:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+            lines.append("Content-Type: application/json")
+        lines.append(f"Content-Length: {len(payload)}")
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -145,3 +146,38 @@ def test_an_unusual_request_line_goes_to_the_standard_parser(
     # Its error page: without a status line, as the version was not understood.
     assert f"Error code: {status}" in received.decode()
     assert fake.stats()["received"] == 0
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        # The header section in two writes: it is read line by line.
+        lambda request: [request[:70], request[70:]],
+        # Bare LF line ends: also line by line.
+        lambda request: [request.replace(b"\r\n", b"\n", 3)],
+        # A field repeated: its first value counts, as HTTPMessage.get.
+        lambda request: [
+            request.replace(b"SG.key\r\n", b"SG.key\r\nAuthorization: Bearer SG.wrong\r\n")
+        ],
+    ],
+    ids=["split", "bare-lf", "repeated"],
+)
+def test_a_header_section_in_any_shape_a_client_may_send_is_read(
+    fake: FakeSendGrid, pieces: Callable[[bytes], list[bytes]]
+) -> None:
+    with connect(fake) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces(mail_send()):
+            sock.sendall(piece)
+            time.sleep(0.05)
+        status, _ = answer(sock)
+    assert status == 202
+    [request] = fake.requests
+    assert request.body["subject"] == "Hej"
+
+
+def test_a_request_with_no_header_fields_is_answered(fake: FakeSendGrid) -> None:
+    with connect(fake) as sock:
+        sock.sendall(b"GET /_fake/stats HTTP/1.1\r\n\r\n")
+        status, _ = answer(sock)
+    assert status == 200
