@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from nurture.core.conditions import (
     ConditionError,
@@ -39,7 +40,7 @@ from nurture.core.conditions import (
     name_problems,
 )
 from nurture.core.files import MEGABYTE, FileRefused, read_text
-from nurture.core.messages import key_path, schema_diagnostics, yaml_problem
+from nurture.core.messages import key_path, reader_problem, schema_diagnostics, yaml_problem
 from nurture.core.model import Path as KeyPath
 from nurture.core.model import Sequence
 from nurture.core.yamltext import (
@@ -232,6 +233,8 @@ def parse_sequence(
         return None, [Diagnostic(display, 1, 1, message)]
     except MarkedYAMLError as exc:
         return None, [Diagnostic(display, *yaml_problem(exc))]
+    except ReaderError as exc:
+        return None, [Diagnostic(display, *reader_problem(exc, text))]
     except YAMLError as exc:
         return None, [Diagnostic(display, 1, 1, f"invalid YAML: {exc}")]
     except (AttributeError, TypeError, ValueError, KeyError) as exc:

@@ -24,6 +24,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from nurture.core.model import SLUG
 from nurture.core.model import Sequence as SequenceModel
@@ -332,6 +333,25 @@ def yaml_problem(exc: MarkedYAMLError) -> tuple[int, int, str]:
         problem = f"{problem} at line {line}, column {column}"
         line, column = opened.line + 1, opened.column + 1
     return line, column, yaml_hint(problem)
+
+
+def reader_problem(exc: ReaderError, text: str) -> tuple[int, int, str]:
+    """A character YAML does not allow in a file (a control character, for one),
+    as (line, column, message): where it is in ``text``, and what to do."""
+    position = exc.position if isinstance(exc.position, int) else 0
+    position = min(max(position, 0), len(text))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    character = exc.character
+    if not isinstance(character, int):
+        return line, column, f"a character YAML does not allow: {exc.reason}"
+    escape = f"\\x{character:02x}" if character < 0x100 else f"\\u{character:04x}"
+    kind = ", a control character" if character < 0x20 or 0x7F <= character < 0xA0 else ""
+    message = (
+        f"a character YAML does not allow (U+{character:04X}{kind}):"
+        f' delete it, or write it as "{escape}" inside double quotes'
+    )
+    return line, column, message
 
 
 def yaml_hint(problem: str) -> str:

@@ -19,10 +19,11 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from nurture.core.files import MEGABYTE, FileRefused
 from nurture.core.loader import SAMPLE_SUFFIX, Positions, display_path, read_file, symlink_loop
-from nurture.core.messages import unknown_key_message, yaml_problem
+from nurture.core.messages import reader_problem, unknown_key_message, yaml_problem
 from nurture.core.model import Sequence
 from nurture.core.places import check_locale, check_timezone
 from nurture.core.subscriber import Subscriber
@@ -201,6 +202,9 @@ def _load(text: str, shown: str) -> Any:
         data = safe_yaml().load(text)
     except MarkedYAMLError as exc:
         line, column, problem = yaml_problem(exc)
+        raise refuse(line, column, f"cannot read sample data: {problem}") from exc
+    except ReaderError as exc:
+        line, column, problem = reader_problem(exc, text)
         raise refuse(line, column, f"cannot read sample data: {problem}") from exc
     except RecursionError as exc:
         message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"

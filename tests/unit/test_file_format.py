@@ -130,6 +130,30 @@ def test_an_unclosed_bracket_or_quote_is_named_where_it_opens(
     assert " at line " in message, message
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "where", "code"),
+    [
+        ("name: Demo", "name: De\x07mo", "seq.yaml:3:9:", "U+0007, a control character"),
+        (
+            "    subject: Hi",
+            "    subject: \x00Hi",
+            "seq.yaml:10:14:",
+            "U+0000, a control character",
+        ),
+        ("steps:", "# a comment \x1b\nsteps:", "seq.yaml:7:13:", "U+001B, a control character"),
+        ("name: Demo", "name: Demo\ufffe", "seq.yaml:3:11:", "U+FFFE"),
+    ],
+)
+def test_a_character_yaml_does_not_allow_is_named_at_its_place(
+    old: str, new: str, where: str, code: str
+) -> None:
+    # Invisible in most editors (pasted from a terminal or a PDF): the message
+    # says where it is, which it is and what to write instead.
+    [message] = problems(GOOD.replace(old, new, 1))
+    assert message.startswith(f"{where} a character YAML does not allow ({code})"), message
+    assert "position" not in message and "\\x0a" not in message, message
+
+
 def test_yaml_12_keeps_on_and_times_as_strings() -> None:
     # YAML 1.1 loaders turn `on` into True and 1:30 into 90; ruamel does not.
     [message] = problems(GOOD.replace("wait: 2 days", "wait: 1:30"))

@@ -68,6 +68,9 @@ def _check(text: str) -> None:
         assert found is not None, str(problem)
         line, column = int(found.group(1)), int(found.group(2))
         assert 1 <= line <= lines and column >= 1, str(problem)
+        # The YAML library's own wording of where it was is not for a marketer.
+        assert "<unicode string>" not in problem.message, str(problem)
+        assert not re.search(r"position \d|\\x0a", problem.message), str(problem)
     if loaded is None:
         assert problems, "a refused file must say why"
 

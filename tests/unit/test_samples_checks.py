@@ -162,6 +162,10 @@ def test_preview_never_builds_a_path_from_an_unchecked_locale(tmp_path: Path, wh
         ),
         ("email: " + "[" * 3000 + "]" * 3000 + "\n", "bad.yaml:1:58: the file nests"),
         (
+            "- email: a@b.com\n  name: Bo\x08b\n",
+            "bad.yaml:2:11: cannot read sample data: a character YAML does not allow (U+0008,",
+        ),
+        (
             "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
             + "".join(
                 f"{chr(98 + n)}: &{chr(98 + n)} [{', '.join(['*' + chr(97 + n)] * 10)}]\n"
