@@ -232,7 +232,7 @@ def parse_sequence(
         message = f"the file nests lists and mappings more than {MAX_DEPTH} deep"
         return None, [Diagnostic(display, 1, 1, message)]
     except MarkedYAMLError as exc:
-        return None, [Diagnostic(display, *yaml_problem(exc))]
+        return None, [Diagnostic(display, *yaml_problem(exc, text))]
     except ReaderError as exc:
         return None, [Diagnostic(display, *reader_problem(exc, text))]
     except YAMLError as exc:

@@ -28,6 +28,7 @@ from ruamel.yaml.reader import ReaderError
 
 from nurture.core.model import SLUG
 from nurture.core.model import Sequence as SequenceModel
+from nurture.core.yamltext import quote_cause
 from nurture.errors import Diagnostic
 
 __all__ = ["key_path", "schema_diagnostics", "yaml_hint"]
@@ -314,11 +315,13 @@ _OPENED = (
 )
 
 
-def yaml_problem(exc: MarkedYAMLError) -> tuple[int, int, str]:
+def yaml_problem(exc: MarkedYAMLError, text: str = "") -> tuple[int, int, str]:
     """The YAML parser's error as (line, column, message with a hint).
 
     A quote, ``[`` or ``{`` left open is reported where it opens, not where
     the parser gave up (often the end of the file): the message says both.
+    Given the file's ``text``, so is a quoted value that ends too early or
+    too late (:func:`~nurture.core.yamltext.quote_cause`).
     """
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -328,6 +331,9 @@ def yaml_problem(exc: MarkedYAMLError) -> tuple[int, int, str]:
     context = (exc.context or "").strip()
     if context:
         problem = f"{context}: {problem}"
+    cause = quote_cause(text, line, column) if text and mark is not None else None
+    if cause is not None and context not in _OPENED:
+        return cause[0], cause[1], f"{cause[2]} (YAML: {problem} at line {line}, column {column})"
     opened = exc.context_mark
     if context in _OPENED and opened is not None and exc.problem_mark is not None:
         problem = f"{problem} at line {line}, column {column}"

@@ -201,7 +201,7 @@ def _load(text: str, shown: str) -> Any:
     try:
         data = safe_yaml().load(text)
     except MarkedYAMLError as exc:
-        line, column, problem = yaml_problem(exc)
+        line, column, problem = yaml_problem(exc, text)
         raise refuse(line, column, f"cannot read sample data: {problem}") from exc
     except ReaderError as exc:
         line, column, problem = reader_problem(exc, text)

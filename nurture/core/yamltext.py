@@ -18,7 +18,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor, SafeConstructor
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.tokens import TagToken
+from ruamel.yaml.tokens import ScalarToken, TagToken
 
 from nurture.errors import clip
 
@@ -171,6 +171,50 @@ def first_tag(text: str) -> tuple[int, int, str] | None:
     except YAMLError:
         return None
     return None
+
+
+def quote_cause(text: str, line: int, column: int) -> tuple[int, int, str] | None:
+    """When the YAML error at 1-based (``line``, ``column``) comes from a quote:
+    where that quote is and what went wrong, else None.
+
+    Two mistakes give errors whose place and words point elsewhere: a quote
+    inside a quoted value (``'Don't'`` ends at ``Don'``, and the parser
+    stumbles on the rest), and a closing quote left out (the value runs on
+    to the next quote in the file, and the parser stumbles lines below).
+    """
+    last: Any = None
+    try:
+        for token in positioned_yaml().scan(text):
+            start = token.start_mark
+            if (start.line + 1, start.column + 1) > (line, column):
+                break
+            if isinstance(token, ScalarToken) and token.style in ("'", '"'):
+                last = token
+    except YAMLError:
+        pass  # the tokens before the error are all it takes
+    if last is None or last.end_mark.line + 1 != line or last.end_mark.column >= column:
+        return None
+    quote = last.style
+    opened = last.start_mark
+    if opened.line != last.end_mark.line:
+        return (
+            opened.line + 1,
+            opened.column + 1,
+            f"a quote that is not closed on its line: the text runs on to line {line}"
+            f" and ends at the next {quote} there; end the text with the same quote it"
+            " starts with",
+        )
+    between = text.splitlines()[line - 1][last.end_mark.column : column - 1]
+    if between.strip(" "):
+        return None
+    inside = "write it twice ('Don''t')" if quote == "'" else 'write it as \\"'
+    other = '"' if quote == "'" else "'"
+    return (
+        line,
+        last.end_mark.column,
+        f"text after the closing quote: a value in quotes ends at its quote. To put a {quote}"
+        f" inside {quote}...{quote}, {inside}, or quote the whole value with {other} instead",
+    )
 
 
 def tag_message(tag: str) -> str:

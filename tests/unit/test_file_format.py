@@ -131,6 +131,29 @@ def test_an_unclosed_bracket_or_quote_is_named_where_it_opens(
 
 
 @pytest.mark.parametrize(
+    ("old", "new", "where", "cause"),
+    [
+        # A quote inside a quoted value ends it early; the rest is "more text".
+        ("subject: Hi", "subject: 'Don't miss it'", "seq.yaml:10:18:", "text after the closing"),
+        ("subject: Offer", 'subject: "The "best" offer"', "seq.yaml:15:19:", "text after the"),
+        ("name: Demo", "name: 'Demo' (beta)", "seq.yaml:3:12:", "text after the closing quote"),
+        # A closing quote left out: the value runs on to the next quote of its
+        # kind, lines below, where the parser stumbles.
+        ("name: Demo", 'name: "Demo', "seq.yaml:3:7:", "a quote that is not closed on its line"),
+        ("subject: Hi", 'subject: "Hi', "seq.yaml:10:14:", "a quote that is not closed on"),
+    ],
+)
+def test_a_quote_that_ends_a_value_too_early_or_too_late_is_named_where_it_is(
+    old: str, new: str, where: str, cause: str
+) -> None:
+    # Without this, both were "the indentation does not line up" (or "a ':'
+    # YAML did not expect") at the place the parser gave up.
+    [message] = problems(GOOD.replace(old, new, 1))
+    assert message.startswith(f"{where} {cause}"), message
+    assert "indentation" not in message, message
+
+
+@pytest.mark.parametrize(
     ("old", "new", "where", "code"),
     [
         ("name: Demo", "name: De\x07mo", "seq.yaml:3:9:", "U+0007, a control character"),
