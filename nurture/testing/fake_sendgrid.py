@@ -45,9 +45,10 @@ checks what the real API would reject outright (missing personalizations,
 from, subject or content; a recipient without ``@``; non-string custom_args;
 more than 10 categories) and answers 400 with a realistic error body.
 
-The server is ``http.server.ThreadingHTTPServer`` speaking HTTP/1.1 keep-alive,
-one daemon thread per connection. For throughput benchmarks run it in another
-process (no shared GIL with the client) with :meth:`FakeSendGrid.start_subprocess`
+The server speaks HTTP/1.1 keep-alive, every connection on one event loop in a
+background thread (:class:`~nurture.testing.fake_sendgrid_http.WireServer`).
+For throughput benchmarks run it in another process (no shared GIL with the
+client) with :meth:`FakeSendGrid.start_subprocess`
 or ``python -m nurture.testing.fake_sendgrid --port 8025 --latency 0.1``;
 ``GET /_fake/stats`` and ``POST /_fake/enqueue`` control it over HTTP.
 
@@ -72,7 +73,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import socket
 import ssl
 import sys
 import threading
@@ -83,7 +83,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from nurture.testing.fake_sendgrid_http import BEHAVIOURS, Behaviour, Handler, Server
+from nurture.testing.fake_sendgrid_http import BEHAVIOURS, Behaviour, WireServer
 from nurture.testing.fake_sendgrid_process import FakeSendGridProcess
 
 
@@ -150,50 +150,23 @@ class FakeSendGrid:
         self._per_send_id: dict[str, list[int]] = {}
         # nurture_send_id -> [(epoch seconds, status or None, behaviour, 429 reset or None)]
         self._history: dict[str, list[tuple[float, int | None, str, int | None]]] = {}
-        self._connections: set[socket.socket] = set()
-        self.stopping = threading.Event()  # set by stop(): the request handler stops waiting
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: WireServer | None = None
 
     # -- lifecycle --------------------------------------------------------
 
     def start(self) -> Self:
         if self._server is not None:
             raise RuntimeError("FakeSendGrid is already running")
-        self.stopping.clear()
-        server = Server(self._address, Handler)
-        server.fake = self
-        if self.ssl_context is not None:
-            # The handshake happens in the connection's own thread (setup), so
-            # a client that never completes it cannot stall the accept loop.
-            server.socket = self.ssl_context.wrap_socket(
-                server.socket, server_side=True, do_handshake_on_connect=False
-            )
+        server = WireServer(self, self._address, self.ssl_context)
+        server.start()
         self._server = server
-        # A short poll interval: stop() returns within ~50 ms.
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-sendgrid",
-            daemon=True,
-        )
-        self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop listening, end hung requests, close every connection."""
         server, self._server = self._server, None
-        if server is None:
-            return
-        self.stopping.set()  # wakes hung requests
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:  # idle keep-alive handlers wait on a read
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if server is not None:
+            server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -339,14 +312,10 @@ class FakeSendGrid:
                     )
                 )
 
-    def track_connection(self, connection: socket.socket, *, add: bool) -> None:
-        """For the request handler: a connection opened (``add``) or closed."""
+    def count_connection(self) -> None:
+        """For the server: a connection was accepted."""
         with self._lock:
-            if add:
-                self._connections.add(connection)
-                self._connection_count += 1
-            else:
-                self._connections.discard(connection)
+            self._connection_count += 1
 
     # -- another process --------------------------------------------------
 
