@@ -257,18 +257,21 @@ _SERVER = "FakeSendGrid/1.0 Python/" + sys.version.split()[0]
 _REASONS = {status: reason for status, (reason, _) in BaseHTTPRequestHandler.responses.items()}
 
 
+def _answer(status: int, headers: list[str], payload: bytes) -> bytes:
+    """An HTTP/1.1 answer as ``http.server`` writes it: the status line, then
+    ``Server`` and ``Date``, then ``headers`` (lines) and the payload."""
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", f"Server: {_SERVER}"]
+    lines += [f"Date: {_date()}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
 def answer_bytes(status: int, payload: bytes, headers: Mapping[str, str] = {}) -> bytes:
-    """One HTTP/1.1 answer, as ``http.server`` writes it (the same lines, in order)."""
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
-        f"Server: {_SERVER}",
-        f"Date: {_date()}",
-    ]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    """One answer of the fake's own (SendGrid's JSON, when there is a payload)."""
+    lines = [f"{name}: {value}" for name, value in headers.items()]
     if payload:
         lines.append("Content-Type: application/json")
     lines.append(f"Content-Length: {len(payload)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+    return _answer(status, lines, payload)
 
 
 def _error_page(status: int, message: str) -> bytes:
@@ -287,15 +290,8 @@ def error_answer(status: int, message: str) -> bytes:
     """An error ``http.server`` would send for a malformed request: its page,
     with ``Connection: close``."""
     page = _error_page(status, message)
-    head = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
-        f"Server: {_SERVER}",
-        f"Date: {_date()}",
-        "Connection: close",
-        "Content-Type: text/html;charset=utf-8",
-        f"Content-Length: {len(page)}",
-    ]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + page
+    lines = ["Connection: close", "Content-Type: text/html;charset=utf-8"]
+    return _answer(status, [*lines, f"Content-Length: {len(page)}"], page)
 
 
 class _Refused(Exception):
