@@ -15,6 +15,7 @@ import logging
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 
 from sqlalchemy.engine import Connection
 
@@ -109,7 +110,7 @@ class PooledSender(Sender):
 
     def _coordinate(self) -> None:
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, self._round_plans(conn):
                 while True:
                     with self._cond:
                         while not (
@@ -143,6 +144,11 @@ class PooledSender(Sender):
                 self._failure = exc
                 self._writing = False
                 self._cond.notify_all()
+
+    def _round_plans(self, conn: Connection) -> AbstractContextManager[None]:
+        """PostgreSQL: the one-statement round prepared once on this
+        connection, on a plan by key (:func:`rounds.keyed_round_plans`)."""
+        return rounds.keyed_round_plans(conn) if self._one_statement_rounds else nullcontext()
 
     def _launch_and_confirm(
         self, conn: Connection, chunk: list[PlannedEmail], answers: list[Answer]

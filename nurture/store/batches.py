@@ -33,7 +33,7 @@ from nurture.core.batch import (
 from nurture.core.decisions import EnrollmentState, Event, LedgerEntry, state_from_ledger
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
-from nurture.store.arrays import among, bound, column_arrays, unnested
+from nurture.store.arrays import among, bound, record_values, records
 from nurture.store.prepared import prepared
 from nurture.store.queries import (
     ENROLLMENT,
@@ -277,13 +277,13 @@ _CHANGED = {
     for name in ("id", "status", "status_reason", "next_due_at", "position", "sequence_version")
 }
 """The columns of an :class:`EnrollmentChange` (its field names), as
-PostgreSQL's :func:`update_enrollments` passes them: one array each."""
+PostgreSQL's :func:`update_enrollments` passes them: a JSON row each."""
 
 
 def _update_enrollments_postgresql(
     conn: Connection, worker_id: str, changes: Sequence[EnrollmentChange], now: datetime
 ) -> None:
-    """:func:`update_enrollments` in one statement, the changes as arrays. An
+    """:func:`update_enrollments` in one statement, the changes as JSON rows. An
     enrollment changed twice keeps its first change, as one statement per
     change did (the first released the claim the second needed).
 
@@ -309,7 +309,8 @@ def update_enrollments_values(
     for change in changes:
         first.setdefault(change.id, change)
     rows = [{name: getattr(c, name) for name in _CHANGED} for c in first.values()]
-    values: dict[str, Any] = column_arrays(dialect, _CHANGED, rows)
+    values: dict[str, Any] = {"changes": record_values(dialect, _CHANGED, rows)}
+    values["changed"] = list(first)
     values["me"] = worker_id
     values["now"] = bound(dialect, ENROLLMENT.c.updated_at, now)
     return values
@@ -317,14 +318,17 @@ def update_enrollments_values(
 
 @cache
 def update_enrollments_sql(dialect: Any) -> str:
-    """PostgreSQL's statement of :func:`update_enrollments` (parameters: one
-    array per name of :data:`_CHANGED`, ``me`` and ``now``), built once."""
+    """PostgreSQL's statement of :func:`update_enrollments`, built once
+    (parameters: ``changes``, a row per enrollment of the names of
+    :data:`_CHANGED`; ``changed``, their ids, which the plan starts from
+    whatever the statistics say; ``me`` and ``now``)."""
     return f"""UPDATE enrollment SET status = v.status, status_reason = v.status_reason,
   next_due_at = v.next_due_at, position = v.position,
   sequence_version = coalesce(v.sequence_version, enrollment.sequence_version),
   claimed_by = NULL, claimed_until = NULL, updated_at = %(now)s
-FROM {unnested(dialect, _CHANGED)} AS v({", ".join(_CHANGED)})
-WHERE enrollment.id = v.id AND coalesce(enrollment.claimed_by, '') = %(me)s
+FROM {records(dialect, "changes", _CHANGED)}
+WHERE enrollment.id = ANY(%(changed)s::integer[]) AND enrollment.id = v.id
+  AND coalesce(enrollment.claimed_by, '') = %(me)s
   AND enrollment.status = 'active'"""
 
 
@@ -333,18 +337,18 @@ _INSERTED = {name: SEND.c[name] for name in _INSERT_COLUMNS}
 
 @cache
 def _insert_send_sql(dialect: Any) -> str:
-    """PostgreSQL: a batch's ledger rows in one statement, the columns as arrays."""
+    """PostgreSQL: a batch's ledger rows in one statement, as one JSON text."""
     return (
         f"INSERT INTO send ({', '.join(_INSERTED)}) "
-        f"SELECT * FROM {unnested(dialect, _INSERTED)} ON CONFLICT DO NOTHING"
+        f"SELECT * FROM {records(dialect, 'rows', _INSERTED)} ON CONFLICT DO NOTHING"
     )
 
 
 def _insert_send_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert ledger rows, skipping a key already present; how many landed.
-    PostgreSQL: one statement, the columns as arrays; SQLite: one executemany."""
+    PostgreSQL: one statement, the rows one JSON text; SQLite: one executemany."""
     if conn.dialect.name == "postgresql":
-        values = column_arrays(conn.dialect, _INSERTED, rows)
+        values = {"rows": record_values(conn.dialect, _INSERTED, rows)}
         return int(conn.exec_driver_sql(_insert_send_sql(conn.dialect), values).rowcount)
     statement = prepared(
         conn, "insert_send", lambda: (_insert_statement(conn), list(_INSERT_COLUMNS))

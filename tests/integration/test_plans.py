@@ -11,6 +11,7 @@ reads every enrollment the worker holds, once per email or round.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from nurture.store.reservations import (
     reserve_one_statement,
     settle_statement,
 )
-from nurture.store.rounds import reserve_and_confirm, round_statement
+from nurture.store.rounds import keyed_round_plans, reserve_and_confirm, round_statement
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 PEOPLE = 3000
@@ -98,16 +99,7 @@ def test_a_rounds_enrollment_updates_find_their_rows_by_id(claimed: Engine) -> N
     found = plan(
         claimed,
         batches.update_enrollments_sql(claimed.dialect),
-        {
-            "id": ids,
-            "status": ["active"] * len(ids),
-            "status_reason": [None] * len(ids),
-            "next_due_at": [NOW] * len(ids),
-            "position": ["hello"] * len(ids),
-            "sequence_version": [None] * len(ids),
-            "me": "me",
-            "now": NOW,
-        },
+        batches.update_enrollments_values(claimed.dialect, "me", [_moved_on(n) for n in ids], NOW),
     )
     assert "pk_enrollment" in found, found
     assert "ix_enrollment_claimed_by" not in found, found
@@ -250,12 +242,17 @@ def test_a_pool_round_in_one_statement_writes_only_what_it_may(claimed: Engine) 
     assert claims == {1: None, 2: "me", 3: "me"}
 
 
-def test_a_pool_round_is_planned_on_the_ledger_as_it_is_now(pg_schema_url: str) -> None:
+@pytest.mark.parametrize("kept", [False, True], ids=["planned-each-round", "prepared-once"])
+def test_a_pool_round_reads_by_key_on_a_ledger_that_grew_under_it(
+    pg_schema_url: str, kept: bool
+) -> None:
     """A worker's rounds start on a new ledger of a few rows and go on while
     it grows (with autovacuum off, nothing analyses it): the round read on a
     ledger of thousands is still by key, however many rounds ran on it
-    small. A plan kept from those (a prepared statement's generic plan)
-    scanned the whole ledger at every round."""
+    small. Planned at each round, or prepared once as a pool's coordinator
+    holds its connection (``kept``): a generic plan made on the small ledger
+    without :func:`keyed_round_plans`' settings scanned the whole ledger at
+    every round."""
     engine = make_engine(pg_schema_url)
     upgrade(engine)
     try:
@@ -265,7 +262,7 @@ def test_a_pool_round_is_planned_on_the_ledger_as_it_is_now(pg_schema_url: str) 
         _enrolled(engine, PEOPLE, claimed_by="me")
         _queue(engine, 1, 200)  # the ledger of a new install: a few pages
         plans: list[str] = []
-        with engine.connect() as conn:
+        with engine.connect() as conn, keyed_round_plans(conn) if kept else nullcontext():
             answered: list[int] = []
             for round_ in range(17):
                 if round_ == 16:  # the ledger has grown since the first rounds
@@ -289,12 +286,69 @@ def test_a_pool_round_is_planned_on_the_ledger_as_it_is_now(pg_schema_url: str) 
                 )
                 assert reserved == {f"k{n}" for n in wanted}
                 answered = wanted
+            kinds = conn.exec_driver_sql(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement ~ '^WITH settle[d]'"
+            ).all()
+            conn.rollback()
         assert len(plans) == 1, plans
         assert "uq_send_key" in plans[0], plans[0]
         assert "Seq Scan on send" not in plans[0], plans[0]
         assert _ledger(engine)["k1"] == ("sent", "provider-k1")
+        # Prepared (once per shape of its parameters: the first round has no
+        # answers) and run on its generic plan in all 17 rounds; or never prepared.
+        if kept:
+            assert sum(generic for generic, _ in kinds) == 17, kinds
+            assert all(custom == 0 for _, custom in kinds), kinds
+        else:
+            assert kinds == [], kinds
     finally:
         engine.dispose()
+
+
+def test_a_connection_held_for_rounds_goes_back_to_the_pool_as_it_came(
+    pg_schema_url: str,
+) -> None:
+    """:func:`keyed_round_plans` changes session settings and stops psycopg
+    preparing other statements; the next user of the connection sees none
+    of it, and a statement it runs often is prepared again as usual."""
+    engine = make_engine(pg_schema_url, pool_size=1, max_overflow=0)
+    upgrade(engine)
+    try:
+        with engine.connect() as conn:
+            before = _session(conn)
+            threshold = conn.connection.driver_connection.prepare_threshold
+            with keyed_round_plans(conn):
+                held = _session(conn)
+                for _ in range(8):  # more than psycopg's threshold (5)
+                    conn.exec_driver_sql("SELECT count(*) FROM enrollment").all()
+                prepared_while_held = _prepared(conn, "SELECT count(*) FROM enrollment")
+            assert conn.connection.driver_connection.prepare_threshold == threshold
+        assert held == ("force_generic_plan", "off")
+        assert prepared_while_held == 0
+        with engine.connect() as conn:  # the pool's one connection, again
+            assert _session(conn) == before == ("auto", "on")
+            for _ in range(8):
+                conn.exec_driver_sql("SELECT count(*) FROM subscriber").all()
+            assert _prepared(conn, "SELECT count(*) FROM subscriber") == 1
+    finally:
+        engine.dispose()
+
+
+def _session(conn: Any) -> tuple[str, str]:
+    row = conn.exec_driver_sql(
+        "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
+    ).one()
+    conn.rollback()
+    return (row[0], row[1])
+
+
+def _prepared(conn: Any, sql: str) -> int:
+    count = conn.exec_driver_sql(
+        "SELECT count(*) FROM pg_prepared_statements WHERE statement = %(sql)s", {"sql": sql}
+    ).scalar_one()
+    conn.rollback()
+    return int(count)
 
 
 def _queue(engine: Engine, first: int, last: int, step: str = "hello") -> None:
