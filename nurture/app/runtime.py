@@ -116,6 +116,7 @@ def open_engine(settings: Settings, *, migrate: bool = True) -> Engine:
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
+        transaction_pooler=settings.database_transaction_pooler,
     )
     if migrate:
         upgrade(engine)

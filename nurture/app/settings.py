@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         le=1000,
         description="connections a process may open beyond database_pool_size at a peak",
     )
+    database_transaction_pooler: bool = Field(
+        default=False,
+        description=(
+            "PostgreSQL is reached through a pooler that hands out a server connection "
+            "per transaction (PgBouncer's pool_mode = transaction): no prepared "
+            "statements and no session settings"
+        ),
+    )
     # Delivery
     transport: str = "outbox"
     """A name registered under the ``nurture.transports`` entry points (plugins too)."""

@@ -79,13 +79,22 @@ def _create_engine(parsed: URL, **kwargs: Any) -> Engine:
 
 
 def make_engine(
-    url: str, *, pool_size: int | None = None, max_overflow: int | None = None, **kwargs: Any
+    url: str,
+    *,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    transaction_pooler: bool = False,
+    **kwargs: Any,
 ) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
 
     ``pool_size`` and ``max_overflow`` size the connection pool of a server
     database (SQLAlchemy's defaults, 5 and 10, when None); SQLite ignores
-    them (one file, no server connections to ration).
+    them (one file, no server connections to ration). ``transaction_pooler``:
+    PostgreSQL is behind a pooler that may give each transaction another
+    server connection, so no session state may outlive a transaction: psycopg
+    prepares nothing (``prepare_threshold`` None, which also keeps
+    :func:`nurture.store.rounds.keyed_round_plans` from setting anything).
     """
     parsed = read_database_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -110,7 +119,14 @@ def make_engine(
         kwargs.setdefault("pool_size", pool_size)
     if max_overflow is not None:
         kwargs.setdefault("max_overflow", max_overflow)
-    return _create_engine(parsed, pool_pre_ping=True, **kwargs)
+    engine = _create_engine(parsed, pool_pre_ping=True, **kwargs)
+    if transaction_pooler:
+
+        @event.listens_for(engine, "connect")
+        def _no_session_state(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.prepare_threshold = None
+
+    return engine
 
 
 def _none(_value: None) -> None:

@@ -111,9 +111,17 @@ def keyed_round_plans(conn: Connection) -> Iterator[None]:
     force_generic_plan``); nothing else on the connection is prepared
     meanwhile (psycopg's ``prepare_threshold`` out of reach: ``None`` would
     turn off the explicit preparation too), so no other statement gets a
-    plan made under these settings. Both are reset when it ends."""
+    plan made under these settings. Both are reset when it ends.
+
+    Behind a pooler in transaction mode (``database_transaction_pooler``:
+    psycopg's ``prepare_threshold`` is None) a session setting could land on
+    a server connection another client gets next: there it does nothing, and
+    each round is planned as it runs."""
     driver: Any = conn.connection.driver_connection
     threshold = driver.prepare_threshold
+    if threshold is None:
+        yield
+        return
     _set(driver, "SET plan_cache_mode = force_generic_plan", "SET enable_seqscan = off")
     driver.prepare_threshold = _NEVER
     conn.info[_KEYED_PLANS] = True

@@ -335,6 +335,47 @@ def test_a_connection_held_for_rounds_goes_back_to_the_pool_as_it_came(
         engine.dispose()
 
 
+def test_behind_a_transaction_pooler_nothing_outlives_a_transaction(pg_schema_url: str) -> None:
+    """``database_transaction_pooler``: the next transaction may run on
+    another server connection, so nothing is prepared and no session setting
+    is made, by psycopg or by :func:`keyed_round_plans`; the rounds still
+    run, each planned as it comes."""
+    engine = make_engine(pg_schema_url, pool_size=1, max_overflow=0, transaction_pooler=True)
+    upgrade(engine)
+    try:
+        _enrolled(engine, 40, claimed_by="me")
+        _queue(engine, 1, 40)
+        with engine.connect() as conn, keyed_round_plans(conn):
+            held = _session(conn)
+            answered: list[int] = []
+            for round_ in range(4):
+                wanted = list(range(POOL * round_ + 1, POOL * (round_ + 1) + 1))
+                reserved = reserve_and_confirm(
+                    conn,
+                    round_statement(
+                        engine.dialect,
+                        [f"k{n}" for n in wanted],
+                        "me",
+                        NOW + timedelta(minutes=5),
+                        "memory",
+                        [_answer(f"k{n}", SendStatus.RESERVED) for n in answered],
+                        [_moved_on(n) for n in answered],
+                        NOW,
+                    ),
+                )
+                assert reserved == {f"k{n}" for n in wanted}
+                answered = wanted
+            for _ in range(8):  # more than psycopg's threshold (5)
+                conn.exec_driver_sql("SELECT count(*) FROM enrollment").all()
+            prepared = conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar()
+            conn.rollback()
+        assert held == ("auto", "on")
+        assert prepared == 0
+        assert _ledger(engine)["k1"] == ("sent", "provider-k1")
+    finally:
+        engine.dispose()
+
+
 def _session(conn: Any) -> tuple[str, str]:
     row = conn.exec_driver_sql(
         "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
