@@ -108,10 +108,13 @@ def keyed_round_plans(conn: Connection) -> Iterator[None]:
     every email ever sent. Here the plan is built with sequential scans
     ruled out (``enable_seqscan = off``: the round names its rows by key, so
     an index is right at any size) and kept (``plan_cache_mode =
-    force_generic_plan``); nothing else on the connection is prepared
+    force_generic_plan``); nothing else on the connection is newly prepared
     meanwhile (psycopg's ``prepare_threshold`` out of reach: ``None`` would
-    turn off the explicit preparation too), so no other statement gets a
-    plan made under these settings. Both are reset when it ends.
+    turn off the explicit preparation too). A statement psycopg prepared on
+    the connection before, run meanwhile, may get a generic plan made with
+    sequential scans off; where none could be avoided its cost keeps the
+    planner from choosing it again afterwards. Both settings are reset when
+    it ends.
 
     Behind a pooler in transaction mode (``database_transaction_pooler``:
     psycopg's ``prepare_threshold`` is None) a session setting could land on
