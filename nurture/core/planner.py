@@ -192,7 +192,9 @@ def _plan_one(
         state, action = after_step(loaded.sequence, state, record, recipient.view, events, now)
     # A bug guard: leave the enrollment due, never loop forever.
     plan.enrollments.append(
-        EnrollmentChange(enrollment.id, EnrollmentStatus.ACTIVE, None, now, position)
+        EnrollmentChange(
+            enrollment.id, EnrollmentStatus.ACTIVE, None, now, position, loaded.version
+        )
     )
 
 
@@ -305,23 +307,38 @@ def after_send(
     elif isinstance(action, Complete):
         reason = completion_reason(state)
         change = EnrollmentChange(
-            email.enrollment_id, EnrollmentStatus.COMPLETED, reason, None, email.step.id
+            email.enrollment_id,
+            EnrollmentStatus.COMPLETED,
+            reason,
+            None,
+            email.step.id,
+            email.loaded.version,
         )
         return change, True
     else:  # Send, Skip, Hold or Exit due now: the next claim in this pass decides it
         due = now
     change = EnrollmentChange(
-        email.enrollment_id, EnrollmentStatus.ACTIVE, None, due, email.step.id
+        email.enrollment_id, EnrollmentStatus.ACTIVE, None, due, email.step.id, email.loaded.version
     )
     return change, False
+
+
+# Every change below names the version its email was planned on, as the
+# planner's own changes do: the enrollment's ``sequence_version`` is the last
+# version the dispatcher decided it under (``nurture plan`` compares it, and
+# the next step's wait was worked out on it).
 
 
 def retry_later(email: PlannedEmail, until: datetime) -> EnrollmentChange:
     """The email waits for its retry: the enrollment is due again then."""
     return EnrollmentChange(
-        email.enrollment_id, EnrollmentStatus.ACTIVE, None, until, email.position
-    )
+        email.enrollment_id, EnrollmentStatus.ACTIVE, None, until, email.position,
+        email.loaded.version,
+    )  # fmt: skip
 
 
 def exit_after(email: PlannedEmail, why: str) -> EnrollmentChange:
-    return EnrollmentChange(email.enrollment_id, EnrollmentStatus.EXITED, why, None, email.step.id)
+    return EnrollmentChange(
+        email.enrollment_id, EnrollmentStatus.EXITED, why, None, email.step.id,
+        email.loaded.version,
+    )  # fmt: skip

@@ -332,3 +332,26 @@ EngineMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_engine_state_machine = pytest.mark.timeout(600)(EngineMachine.TestCase)
+
+
+def test_an_edit_and_its_undo_in_one_interval_keep_the_dispatcher_and_the_core_agreed() -> None:
+    """A case the machine found (CI, 2026-12-05): an enrollment sent two steps
+    on an edited version (the second wait 0, the third 3 hours) and waited
+    3 hours, but kept the version it had before; the edit undone, its wait
+    was read as the old version's (2 days) and disagreed with the core."""
+    machine = EngineMachine()
+    try:
+        machine.first_subscribers()
+        machine.advance(minutes=360, then_tick=False)
+        machine.edit_sequence(waits=("0", "0", "3 hours"), then_tick=True)
+        machine.edit_sequence(waits=("0", "1 day", "2 days"), then_tick=False)
+        machine.tick()
+        machine.the_dispatcher_and_the_core_agree()
+        with Session(machine.engine) as session:
+            rows = session.exec(select(EnrollmentRow)).scalars().all()  # type: ignore[call-overload]
+        # The one that sent on the edit records that version, the others their own.
+        moved = [row for row in rows if row.position == "s2"]
+        assert len(moved) == 1, [(row.id, row.position) for row in rows]
+        assert moved[0].sequence_version == load(("0", "0", "3 hours")).version
+    finally:
+        machine.teardown()

@@ -26,7 +26,7 @@ from nurture.core.batch import (
 from nurture.core.decisions import Event, LedgerEntry
 from nurture.core.loader import LoadedSequence, parse_sequence
 from nurture.core.model import Step
-from nurture.core.planner import after_send, plan_batch
+from nurture.core.planner import after_send, exit_after, plan_batch, retry_later
 from nurture.core.rendering import ComposedEmail, RenderedEmail
 from nurture.core.subscriber import Subscriber
 from nurture.core.vocabulary import EnrollmentStatus, EventKind, SendStatus
@@ -140,6 +140,7 @@ def plan(
     recipients: Sequence[Recipient] = (KARIN, JAMIE),
     compose: FakeCompose | None = None,
     new_key: Callable[[], str] | None = None,
+    loaded: LoadedSequence = LOADED,
 ) -> BatchPlan:
     batch = BatchInput(
         enrollments=list(enrollments),
@@ -150,7 +151,7 @@ def plan(
     )
     return plan_batch(
         batch,
-        {"onboarding": LOADED},
+        {"onboarding": loaded},
         now,
         compose=compose or FakeCompose(),
         new_key=new_key or keys(),
@@ -416,7 +417,32 @@ def test_an_unknown_last_email_completes_saying_so() -> None:
 
     reason = "every step decided; the outcome of 'offer' is unknown (see `nurture sends resolve`)"
     assert completed
-    assert change == EnrollmentChange(1, EnrollmentStatus.COMPLETED, reason, None, "offer")
+    assert change == EnrollmentChange(1, EnrollmentStatus.COMPLETED, reason, None, "offer", VERSION)
+
+
+def test_an_answered_email_records_the_version_it_was_planned_on() -> None:
+    """The enrollment's ``sequence_version`` is the version the dispatcher last
+    decided it under. An email planned on an edited sequence moves its
+    enrollment on by that version's waits, so its answer records that version
+    too, whatever the enrollment was on before (it kept the old one, and a
+    later edit back to it read the new wait as the old version's)."""
+    edited = parse_sequence(SEQUENCE_YAML.replace("wait: 2 days", "wait: 3 hours"), "s.yaml")[0]
+    assert edited is not None and edited.version != VERSION
+    ledger = {1: [sent("s1", "welcome", T0)]}
+    now = T0 + DAY
+    result = plan([enrollment(1, KARIN, "welcome")], now, ledgers=ledger, loaded=edited)
+    [email] = result.emails
+    assert email.step.id == "tips"
+
+    sent_change, _ = after_send(email, SendStatus.SENT, now)
+    assert sent_change == EnrollmentChange(
+        1, EnrollmentStatus.ACTIVE, None, now + timedelta(hours=3), "tips", edited.version
+    )
+    for change in (
+        retry_later(email, now + timedelta(minutes=5)),
+        exit_after(email, "invalid address"),
+    ):
+        assert change.sequence_version == edited.version
 
 
 # --------------------------------------------------------------------------- keys
