@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from nurture.store.db import make_engine
@@ -124,6 +124,17 @@ def pg_schema_url() -> Iterator[str]:
             connection.execute(text("SET lock_timeout = '10s'"))
             connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_engine(pg_schema_url: str) -> Iterator[Engine]:
+    """An engine on :func:`pg_schema_url`'s new schema, migrated to head."""
+    engine = make_engine(pg_schema_url)
+    upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")

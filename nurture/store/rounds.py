@@ -79,18 +79,27 @@ def reserve_and_confirm(conn: Connection, statement: tuple[str, dict[str, Any]])
     coordinator) the statement is prepared once and its one plan kept;
     anywhere else it is planned at each execution (see there)."""
     sql, values = statement
-    driver: Any = conn.connection.driver_connection
-    driver.autocommit = True  # the statement is the transaction
+    with _outside_transactions(conn.connection.driver_connection) as cursor:
+        cursor.execute(sql, values, prepare=bool(conn.info.get(_KEYED_PLANS)))
+        return {row[0] for row in cursor.fetchall()}
+
+
+@contextmanager
+def _outside_transactions(driver: Any) -> Iterator[Any]:
+    """A cursor of the driver's connection in autocommit: each statement is
+    its own transaction (and a session setting outlives any rollback). Back
+    to SQLAlchemy's manual commits afterwards, as it expects between
+    transactions."""
+    driver.autocommit = True
     try:
         with closing(driver.cursor()) as cursor:
-            cursor.execute(sql, values, prepare=bool(conn.info.get(_KEYED_PLANS)))
-            return {row[0] for row in cursor.fetchall()}
+            yield cursor
     finally:
-        driver.autocommit = False  # as SQLAlchemy expects it between transactions
+        driver.autocommit = False
 
 
 _KEYED_PLANS = "nurture.keyed_round_plans"
-_KEYED_SETTINGS = ("plan_cache_mode", "enable_seqscan")
+_KEYED_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
 _NEVER = 2**62  # executions before psycopg prepares a statement by itself
 
 
@@ -125,7 +134,7 @@ def keyed_round_plans(conn: Connection) -> Iterator[None]:
     if threshold is None:
         yield
         return
-    _set(driver, "SET plan_cache_mode = force_generic_plan", "SET enable_seqscan = off")
+    _set(driver, *(f"SET {name} = {value}" for name, value in _KEYED_SETTINGS.items()))
     driver.prepare_threshold = _NEVER
     conn.info[_KEYED_PLANS] = True
     try:
@@ -143,13 +152,9 @@ def keyed_round_plans(conn: Connection) -> Iterator[None]:
 
 def _set(driver: Any, *statements: str) -> None:
     """Session settings, outside any transaction (so a rollback keeps them)."""
-    driver.autocommit = True
-    try:
-        with closing(driver.cursor()) as cursor:
-            for sql in statements:
-                cursor.execute(sql)
-    finally:
-        driver.autocommit = False
+    with _outside_transactions(driver) as cursor:
+        for sql in statements:
+            cursor.execute(sql)
 
 
 def round_statement(

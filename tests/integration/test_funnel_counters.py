@@ -11,7 +11,6 @@ transaction's order of writes is the test's, not the dispatcher's.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -19,22 +18,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine, make_url
 
 from nurture.store import funnels
-from nurture.store.db import make_engine
 from nurture.store.migrate import current_revision, downgrade, upgrade
 
 pytestmark = pytest.mark.postgres
 
 STEPS = ("welcome", "offer")
-
-
-@pytest.fixture
-def pg(pg_schema_url: str) -> Iterator[Engine]:
-    engine = make_engine(pg_schema_url)
-    upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _driver_url(engine: Engine) -> str:
@@ -88,9 +76,11 @@ def _delta_rows(engine: Engine) -> int:
         )
 
 
-def test_two_transactions_settling_two_steps_in_opposite_orders_both_commit(pg: Engine) -> None:
-    keys = _reserved_sends(pg, 2)
-    url = _driver_url(pg)
+def test_two_transactions_settling_two_steps_in_opposite_orders_both_commit(
+    pg_engine: Engine,
+) -> None:
+    keys = _reserved_sends(pg_engine, 2)
+    url = _driver_url(pg_engine)
     both_hold_their_first = threading.Barrier(2, timeout=10)
     outcome: dict[int, str] = {}
 
@@ -120,80 +110,80 @@ def test_two_transactions_settling_two_steps_in_opposite_orders_both_commit(pg: 
         thread.join(timeout=30)
     # Before 0010: {0: 'committed', 1: 'DeadlockDetected'} (or the other way).
     assert outcome == {0: "committed", 1: "committed"}
-    assert _sent_per_step(pg) == {"welcome": 2, "offer": 2}
-    assert _delta_rows(pg) == 4  # two steps by two server processes
+    assert _sent_per_step(pg_engine) == {"welcome": 2, "offer": 2}
+    assert _delta_rows(pg_engine) == 4  # two steps by two server processes
 
-    with pg.begin() as conn:
+    with pg_engine.begin() as conn:
         assert funnels.fold_deltas(conn) == 2  # both steps' counters moved
-    assert _delta_rows(pg) == 0
-    assert _sent_per_step(pg) == {"welcome": 2, "offer": 2}
-    with pg.connect() as conn:
+    assert _delta_rows(pg_engine) == 0
+    assert _sent_per_step(pg_engine) == {"welcome": 2, "offer": 2}
+    with pg_engine.connect() as conn:
         stored = conn.execute(
             select(funnels.FUNNEL_STEP.c.step_id, funnels.FUNNEL_STEP.c.sent)
         ).all()
     assert dict(stored) == {"welcome": 2, "offer": 2}
 
 
-def test_a_fold_never_waits_for_an_open_transaction(pg: Engine) -> None:
-    keys = _reserved_sends(pg, 2)
-    with pg.begin() as conn:
+def test_a_fold_never_waits_for_an_open_transaction(pg_engine: Engine) -> None:
+    keys = _reserved_sends(pg_engine, 2)
+    with pg_engine.begin() as conn:
         conn.execute(
             text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(0, "welcome")]}
         )
-    with psycopg.connect(_driver_url(pg)) as worker:
+    with psycopg.connect(_driver_url(pg_engine)) as worker:
         worker.execute("UPDATE send SET status = 'sent' WHERE key = %s", (keys[(0, "offer")],))
         worker.commit()  # its process's delta row for 'offer' exists now
         # ... and this open transaction holds it (adding a second email).
         worker.execute("UPDATE send SET status = 'sent' WHERE key = %s", (keys[(1, "offer")],))
-        with pg.begin() as conn:
+        with pg_engine.begin() as conn:
             conn.execute(text("SET LOCAL lock_timeout = '2s'"))  # a wait would fail here
             assert funnels.fold_deltas(conn) == 1  # 'welcome' only; the held row is skipped
-        assert _sent_per_step(pg) == {"welcome": 1, "offer": 1}
+        assert _sent_per_step(pg_engine) == {"welcome": 1, "offer": 1}
         worker.commit()
-    assert _sent_per_step(pg) == {"welcome": 1, "offer": 2}
-    with pg.begin() as conn:
+    assert _sent_per_step(pg_engine) == {"welcome": 1, "offer": 2}
+    with pg_engine.begin() as conn:
         assert funnels.fold_deltas(conn) == 1
-    assert _delta_rows(pg) == 0
-    assert _sent_per_step(pg) == {"welcome": 1, "offer": 2}
+    assert _delta_rows(pg_engine) == 0
+    assert _sent_per_step(pg_engine) == {"welcome": 1, "offer": 2}
 
 
-def test_one_fold_at_a_time(pg: Engine) -> None:
-    keys = _reserved_sends(pg, 1)
-    with pg.begin() as conn:
+def test_one_fold_at_a_time(pg_engine: Engine) -> None:
+    keys = _reserved_sends(pg_engine, 1)
+    with pg_engine.begin() as conn:
         conn.execute(
             text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(0, "offer")]}
         )
-    with pg.begin() as first:
+    with pg_engine.begin() as first:
         first.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": funnels.FOLD_LOCK})
-        with pg.begin() as second:
+        with pg_engine.begin() as second:
             assert funnels.fold_deltas(second) == 0  # another fold holds the lock
-    assert funnels.fold_all(pg) == 1  # in a transaction of its own
-    assert _sent_per_step(pg) == {"offer": 1}
+    assert funnels.fold_all(pg_engine) == 1  # in a transaction of its own
+    assert _sent_per_step(pg_engine) == {"offer": 1}
 
 
-def test_downgrading_0010_keeps_the_figures(pg: Engine) -> None:
-    keys = _reserved_sends(pg, 2)
-    with pg.begin() as conn:
+def test_downgrading_0010_keeps_the_figures(pg_engine: Engine) -> None:
+    keys = _reserved_sends(pg_engine, 2)
+    with pg_engine.begin() as conn:
         conn.execute(text("UPDATE send SET status = 'sent' WHERE step_id = 'welcome'"))
         conn.execute(
             text("UPDATE send SET status = 'unknown' WHERE key = :k"), {"k": keys[(0, "offer")]}
         )
-    downgrade(pg, "0009")
-    assert current_revision(pg) == "0009"
-    with pg.connect() as conn:
+    downgrade(pg_engine, "0009")
+    assert current_revision(pg_engine) == "0009"
+    with pg_engine.connect() as conn:
         rows = conn.execute(
             text("SELECT step_id, sent, unknown FROM funnel_step ORDER BY step_id")
         ).all()
     assert [tuple(r) for r in rows] == [("offer", 0, 1), ("welcome", 2, 0)]
-    with pg.begin() as conn:  # 0008's function again: straight into funnel_step
+    with pg_engine.begin() as conn:  # 0008's function again: straight into funnel_step
         conn.execute(
             text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(1, "offer")]}
         )
         assert (
             conn.execute(text("SELECT sent FROM funnel_step WHERE step_id = 'offer'")).scalar() == 1
         )
-    upgrade(pg)
-    assert _sent_per_step(pg) == {"welcome": 2, "offer": 1}
+    upgrade(pg_engine)
+    assert _sent_per_step(pg_engine) == {"welcome": 2, "offer": 1}
 
 
 def _counter_language(engine: Engine) -> str:
@@ -209,31 +199,31 @@ def _counter_language(engine: Engine) -> str:
         )
 
 
-def test_0011_keeps_the_upsert_planned_and_counts_the_same_both_ways(pg: Engine) -> None:
+def test_0011_keeps_the_upsert_planned_and_counts_the_same_both_ways(pg_engine: Engine) -> None:
     """0011 makes the counters' upsert PL/pgSQL (its plan kept per server
     process, not made again for each settled email); the figures are the
     same before and after, and after its downgrade."""
-    keys = _reserved_sends(pg, 2)
-    assert _counter_language(pg) == "plpgsql"
-    with pg.begin() as conn:
+    keys = _reserved_sends(pg_engine, 2)
+    assert _counter_language(pg_engine) == "plpgsql"
+    with pg_engine.begin() as conn:
         conn.execute(
             text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(0, "welcome")]}
         )
         conn.execute(
             text("UPDATE send SET status = 'unknown' WHERE key = :k"), {"k": keys[(0, "offer")]}
         )
-    assert _sent_per_step(pg) == {"welcome": 1, "offer": 0}
-    downgrade(pg, "0010")
-    assert _counter_language(pg) == "sql"
-    with pg.begin() as conn:
+    assert _sent_per_step(pg_engine) == {"welcome": 1, "offer": 0}
+    downgrade(pg_engine, "0010")
+    assert _counter_language(pg_engine) == "sql"
+    with pg_engine.begin() as conn:
         conn.execute(
             text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(1, "welcome")]}
         )
-    assert _sent_per_step(pg) == {"welcome": 2, "offer": 0}
-    upgrade(pg)
-    assert _counter_language(pg) == "plpgsql"
-    with pg.begin() as conn:
+    assert _sent_per_step(pg_engine) == {"welcome": 2, "offer": 0}
+    upgrade(pg_engine)
+    assert _counter_language(pg_engine) == "plpgsql"
+    with pg_engine.begin() as conn:
         conn.execute(
             text("UPDATE send SET status = 'sent' WHERE key = :k"), {"k": keys[(0, "offer")]}
         )
-    assert _sent_per_step(pg) == {"welcome": 2, "offer": 1}
+    assert _sent_per_step(pg_engine) == {"welcome": 2, "offer": 1}

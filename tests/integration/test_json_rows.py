@@ -7,7 +7,6 @@ binds it, whatever the text holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,8 +14,6 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from nurture.store.arrays import record_values, records
-from nurture.store.db import make_engine
-from nurture.store.migrate import upgrade
 from nurture.store.queries import SEND
 
 COLUMNS = {
@@ -38,16 +35,6 @@ HOSTILE = [
 ]
 
 
-@pytest.fixture
-def engine(pg_schema_url: str) -> Iterator[Engine]:
-    engine = make_engine(pg_schema_url)
-    upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 def _read_back(engine: Engine, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     with engine.connect() as conn:
         return [
@@ -59,7 +46,7 @@ def _read_back(engine: Engine, rows: list[dict[str, Any]]) -> list[tuple[Any, ..
         ]
 
 
-def test_every_value_comes_back_as_it_was_bound(engine: Engine) -> None:
+def test_every_value_comes_back_as_it_was_bound(pg_engine: Engine) -> None:
     stockholm = timezone(timedelta(hours=1))
     rows = [
         {
@@ -74,18 +61,18 @@ def test_every_value_comes_back_as_it_was_bound(engine: Engine) -> None:
         }
         for n, text in enumerate(HOSTILE)
     ]
-    back = _read_back(engine, rows)
+    back = _read_back(pg_engine, rows)
     assert back == [tuple(row[name] for name in COLUMNS) for row in rows]
     # The same instants, in UTC as the column binds them (to the microsecond).
     assert back[1][4] == datetime(2026, 11, 27, 8, 30, 15, 123457, tzinfo=UTC)
     assert back[1][4].utcoffset() == timedelta(0)
 
 
-def test_no_rows_read_as_no_rows(engine: Engine) -> None:
-    assert _read_back(engine, []) == []
+def test_no_rows_read_as_no_rows(pg_engine: Engine) -> None:
+    assert _read_back(pg_engine, []) == []
 
 
-def test_a_naive_time_is_refused_before_anything_is_sent(engine: Engine) -> None:
+def test_a_naive_time_is_refused_before_anything_is_sent(pg_engine: Engine) -> None:
     row = {name: None for name in COLUMNS} | {"key": "k", "sent_at": datetime(2026, 1, 1)}
     with pytest.raises(ValueError, match="naive"):
-        record_values(engine.dialect, COLUMNS, [row])
+        record_values(pg_engine.dialect, COLUMNS, [row])

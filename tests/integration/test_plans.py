@@ -270,22 +270,7 @@ def test_a_pool_round_reads_by_key_on_a_ledger_that_grew_under_it(
                     for step in range(2, 8):  # the later steps of the first emails
                         _queue(engine, 1, PEOPLE, step=f"step-{step}")
                     plans = _explained(conn, "WITH settled")
-                wanted = list(range(POOL * round_ + 1, POOL * (round_ + 1) + 1))
-                reserved = reserve_and_confirm(
-                    conn,
-                    round_statement(
-                        engine.dialect,
-                        [f"k{n}" for n in wanted],
-                        "me",
-                        NOW + timedelta(minutes=5),
-                        "memory",
-                        [_answer(f"k{n}", SendStatus.RESERVED) for n in answered],
-                        [_moved_on(n) for n in answered],
-                        NOW,
-                    ),
-                )
-                assert reserved == {f"k{n}" for n in wanted}
-                answered = wanted
+                answered = _pool_round(conn, round_, answered)
             kinds = conn.exec_driver_sql(
                 "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
                 " WHERE statement ~ '^WITH settle[d]'"
@@ -349,22 +334,7 @@ def test_behind_a_transaction_pooler_nothing_outlives_a_transaction(pg_schema_ur
             held = _session(conn)
             answered: list[int] = []
             for round_ in range(4):
-                wanted = list(range(POOL * round_ + 1, POOL * (round_ + 1) + 1))
-                reserved = reserve_and_confirm(
-                    conn,
-                    round_statement(
-                        engine.dialect,
-                        [f"k{n}" for n in wanted],
-                        "me",
-                        NOW + timedelta(minutes=5),
-                        "memory",
-                        [_answer(f"k{n}", SendStatus.RESERVED) for n in answered],
-                        [_moved_on(n) for n in answered],
-                        NOW,
-                    ),
-                )
-                assert reserved == {f"k{n}" for n in wanted}
-                answered = wanted
+                answered = _pool_round(conn, round_, answered)
             for _ in range(8):  # more than psycopg's threshold (5)
                 conn.exec_driver_sql("SELECT count(*) FROM enrollment").all()
             prepared = conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar()
@@ -390,6 +360,29 @@ def _prepared(conn: Any, sql: str) -> int:
     ).scalar_one()
     conn.rollback()
     return int(count)
+
+
+def _pool_round(conn: Any, round_: int, answered: list[int]) -> list[int]:
+    """One round of a pool of :data:`POOL` as the coordinator runs it: the
+    ``answered`` enrollments' emails settled and moved on, and the next
+    :data:`POOL` keys (``k<id>``, ids from ``POOL * round_ + 1``) reserved,
+    all of them. Returns those reserved, the next round's answers."""
+    wanted = list(range(POOL * round_ + 1, POOL * (round_ + 1) + 1))
+    reserved = reserve_and_confirm(
+        conn,
+        round_statement(
+            conn.dialect,
+            [f"k{n}" for n in wanted],
+            "me",
+            NOW + timedelta(minutes=5),
+            "memory",
+            [_answer(f"k{n}", SendStatus.RESERVED) for n in answered],
+            [_moved_on(n) for n in answered],
+            NOW,
+        ),
+    )
+    assert reserved == {f"k{n}" for n in wanted}
+    return wanted
 
 
 def _queue(engine: Engine, first: int, last: int, step: str = "hello") -> None:
