@@ -124,7 +124,7 @@ def hold_claims(
         .values(claimed_until=lease_until)
         .returning(ENROLLMENT.c.id)
     )
-    return {row[0] for row in result}
+    return set(result.scalars().all())
 
 
 _INSERT_COLUMNS = (

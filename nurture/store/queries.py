@@ -112,7 +112,7 @@ def claim_due_enrollments(
         .values(claimed_by=worker_id, claimed_until=lease_until)
         .returning(ENROLLMENT.c.id)
     )
-    return [row[0] for row in conn.execute(statement)]
+    return list(conn.execute(statement).scalars().all())
 
 
 # Only the columns a decision needs: every timestamp read is parsed and
@@ -127,12 +127,12 @@ _SUBSCRIBER_COLUMNS = (
 
 def load_enrollments(conn: Connection, ids: Sequence[int]) -> list[Row[Any]]:
     columns = [ENROLLMENT.c[name] for name in _ENROLLMENT_COLUMNS]
-    return list(conn.execute(select(*columns).where(among(conn, ENROLLMENT.c.id, ids))))
+    return list(conn.execute(select(*columns).where(among(conn, ENROLLMENT.c.id, ids))).all())
 
 
 def load_subscribers(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
     columns = [SUBSCRIBER.c[name] for name in _SUBSCRIBER_COLUMNS]
-    rows = conn.execute(select(*columns).where(among(conn, SUBSCRIBER.c.id, set(ids))))
+    rows = conn.execute(select(*columns).where(among(conn, SUBSCRIBER.c.id, set(ids)))).all()
     return {row.id: row for row in rows}
 
 
@@ -153,7 +153,7 @@ def load_ledger(conn: Connection, enrollment_ids: Sequence[int]) -> dict[int, li
         select(*[SEND.c[name] for name in columns])
         .where(among(conn, SEND.c.enrollment_id, enrollment_ids))
         .order_by(SEND.c.enrollment_id, SEND.c.due_at, SEND.c.id)
-    )
+    ).all()
     ledger: dict[int, list[Row[Any]]] = {}
     for row in rows:
         ledger.setdefault(row.enrollment_id, []).append(row)
@@ -191,7 +191,7 @@ def load_decision_events(
             EVENT.c.machine.is_(False),
         )
         .order_by(EVENT.c.occurred_at)
-    )
+    ).all()
     events: dict[int, list[Row[Any]]] = {}
     for row in rows:
         events.setdefault(row.subscriber_id, []).append(row)
@@ -253,7 +253,7 @@ def suppressed_among(conn: Connection, emails: Iterable[str]) -> dict[str, str]:
         select(SUPPRESSION.c.email, SUPPRESSION.c.reason).where(
             among(conn, SUPPRESSION.c.email, keys)
         )
-    )
+    ).all()
     return {keys[row.email]: row.reason for row in rows}
 
 
@@ -275,7 +275,7 @@ def sqlite_rows_in(conn: Connection, query: str, values: Sequence[Any]) -> list[
 def subscriber_statuses(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     rows = conn.execute(
         select(SUBSCRIBER.c.id, SUBSCRIBER.c.status).where(among(conn, SUBSCRIBER.c.id, set(ids)))
-    )
+    ).all()
     return {row.id: row.status for row in rows}
 
 
