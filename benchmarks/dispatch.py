@@ -20,7 +20,11 @@ Scenarios, each in its own process so peak memory is its own:
                        fake server (100 ms per request), ``--concurrency`` each
 
 ``--database URL`` runs them on PostgreSQL (each in a new schema) instead of a
-SQLite file. Each builds a fresh database with N subscribers enrolled in the example
+SQLite file; with ``--against-sqlite`` each scenario runs on SQLite and then
+on PostgreSQL, ``--repeat`` times, and each pair's ratio of emails/s is
+printed (the goal: PostgreSQL's one worker at least 0.75 of SQLite's).
+
+Each builds a fresh database with N subscribers enrolled in the example
 sequence and due now, then times one ``dispatch(now)`` pass (claim, decide,
 render, reserve, send, confirm) until nothing is due.
 """
@@ -31,6 +35,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -359,6 +364,15 @@ def main() -> None:
         default="sqlite",
         help="sqlite (a fresh file), or a PostgreSQL URL: each scenario gets a new schema",
     )
+    parser.add_argument(
+        "--against-sqlite",
+        action="store_true",
+        help="with a PostgreSQL --database: run each scenario on SQLite and on PostgreSQL "
+        "in turn, --repeat times, and print PostgreSQL's emails/s over SQLite's for each pair",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each scenario (pairs with --against-sqlite)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     scenarios = args.scenario or list(SCENARIOS)
@@ -369,7 +383,10 @@ def main() -> None:
         )  # fmt: skip
         print(json.dumps(result))
         return
-    where = "SQLite" if args.database == "sqlite" else "PostgreSQL"
+    if args.against_sqlite and args.database == "sqlite":
+        parser.error("--against-sqlite needs a PostgreSQL URL as --database")
+    databases = ["sqlite", args.database] if args.against_sqlite else [args.database]
+    where = " and ".join("SQLite" if db == "sqlite" else "PostgreSQL" for db in databases)
     print(
         f"{args.count} due enrollments on {where}, batch {args.batch}, "
         f"concurrency {args.concurrency} (memory scenarios: {args.memory_concurrency})"
@@ -379,23 +396,47 @@ def main() -> None:
         f"{'peak MB':>9}{'provider got':>14}{'its CPU µs/email':>18}"
     )
     for name in scenarios:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", "--scenario", name, "--count", str(args.count),
-             "--batch", str(args.batch), "--concurrency", str(args.concurrency),
-             "--memory-concurrency", str(args.memory_concurrency),
-             "--database", args.database],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if out.returncode != 0:
-            print(f"{name}: failed\n{out.stderr[-2000:]}")
-            continue
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        print(
-            f"{name:<26}{result['emails']:>8}{result['seconds']:>9}"
-            f"{result['emails_per_second']:>10}{result.get('cpu_us_per_email', '-'):>14}"
-            f"{result['peak_rss_mb']:>9}{result.get('provider_received') or '-':>14}"
-            f"{result.get('provider_cpu_us_per_email') or '-':>18}"
-        )
+        ratios: list[float] = []
+        for _ in range(args.repeat):
+            # In turn, so that a pair shares the machine's moment: these
+            # machines' speed drifts by more than the difference measured.
+            rates = [_run_child(name, args, database) for database in databases]
+            if args.against_sqlite and None not in rates:
+                sqlite, postgresql = rates
+                assert sqlite is not None and postgresql is not None
+                ratios.append(postgresql / sqlite)
+                print(f"{'':<26}PostgreSQL / SQLite: {ratios[-1]:.3f}")
+        if len(ratios) > 1:
+            print(
+                f"{name}: PostgreSQL / SQLite over {len(ratios)} pairs: median "
+                f"{statistics.median(ratios):.3f}, {min(ratios):.3f} to {max(ratios):.3f}"
+            )
+
+
+def _run_child(name: str, args: argparse.Namespace, database: str) -> int | None:
+    """One scenario in its own process on ``database``: prints its row and
+    returns its emails/s (None if it failed)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", "--scenario", name, "--count", str(args.count),
+         "--batch", str(args.batch), "--concurrency", str(args.concurrency),
+         "--memory-concurrency", str(args.memory_concurrency),
+         "--database", database],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    label = f"{name} ({'SQLite' if database == 'sqlite' else 'PostgreSQL'})"
+    if not args.against_sqlite:
+        label = name
+    if out.returncode != 0:
+        print(f"{label}: failed\n{out.stderr[-2000:]}")
+        return None
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"{label:<26}{result['emails']:>8}{result['seconds']:>9}"
+        f"{result['emails_per_second']:>10}{result.get('cpu_us_per_email', '-'):>14}"
+        f"{result['peak_rss_mb']:>9}{result.get('provider_received') or '-':>14}"
+        f"{result.get('provider_cpu_us_per_email') or '-':>18}"
+    )
+    return int(result["emails_per_second"])
 
 
 if __name__ == "__main__":
