@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import secrets
 import socket
 import time
 import uuid
@@ -47,6 +46,7 @@ from nurture.core.loader import LoadedSequence
 from nurture.core.planner import Compose, after_send, blocked_reason, exit_after, plan_batch
 from nurture.core.vocabulary import SendStatus
 from nurture.sending.answers import DispatchReport
+from nurture.sending.entropy import random_hex
 from nurture.sending.pool import PooledSender
 from nurture.sending.ratelimit import RateLimiter
 from nurture.sending.sender import DispatchHalted, DispatchPolicy, Sender
@@ -73,8 +73,10 @@ def time_ordered_key() -> str:
     random bits. Keys made later sort later, so the ledger's unique index on
     ``key`` grows at its end instead of at a random page among millions (a
     tick's inserts then touch a few pages, whatever the ledger's size); the
-    random part keeps keys unguessable and unique across workers."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+    random part keeps keys unguessable and unique across workers. It is read
+    from the OS a page at a time (:mod:`nurture.sending.entropy`: a read per
+    key kept the send pool's threads from the interpreter lock)."""
+    return f"{time.time_ns() // 1_000_000:012x}{random_hex(10)}"
 
 
 def new_worker_id() -> str:
