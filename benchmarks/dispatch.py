@@ -58,6 +58,7 @@ from nurture.store.migrate import upgrade  # noqa: E402
 from nurture.transports.base import Transport  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+WIDTH = 31  # the first column: "sendgrid-100ms-2-workers (PostgreSQL)" does not fit, the rest do
 SCENARIOS = (
     "memory",
     "memory-1-worker",
@@ -392,7 +393,7 @@ def main() -> None:
         f"concurrency {args.concurrency} (memory scenarios: {args.memory_concurrency})"
     )
     print(
-        f"{'scenario':<26}{'emails':>8}{'seconds':>9}{'emails/s':>10}{'CPU µs/email':>14}"
+        f"{'scenario':<{WIDTH}}{'emails':>8}{'seconds':>9}{'emails/s':>10}{'CPU µs/email':>14}"
         f"{'peak MB':>9}{'provider got':>14}{'its CPU µs/email':>18}"
     )
     for name in scenarios:
@@ -405,7 +406,7 @@ def main() -> None:
                 sqlite, postgresql = rates
                 assert sqlite is not None and postgresql is not None
                 ratios.append(postgresql / sqlite)
-                print(f"{'':<26}PostgreSQL / SQLite: {ratios[-1]:.3f}")
+                print(f"{'':<{WIDTH}}PostgreSQL / SQLite: {ratios[-1]:.3f}")
         if len(ratios) > 1:
             print(
                 f"{name}: PostgreSQL / SQLite over {len(ratios)} pairs: median "
@@ -431,7 +432,7 @@ def _run_child(name: str, args: argparse.Namespace, database: str) -> int | None
         return None
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(
-        f"{label:<26}{result['emails']:>8}{result['seconds']:>9}"
+        f"{label:<{WIDTH}}{result['emails']:>8}{result['seconds']:>9}"
         f"{result['emails_per_second']:>10}{result.get('cpu_us_per_email', '-'):>14}"
         f"{result['peak_rss_mb']:>9}{result.get('provider_received') or '-':>14}"
         f"{result.get('provider_cpu_us_per_email') or '-':>18}"
