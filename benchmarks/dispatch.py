@@ -50,7 +50,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nurture.app.clock import FixedClock  # noqa: E402
-from nurture.app.runtime import build_runtime, freeze_startup_objects  # noqa: E402
+from nurture.app.runtime import (  # noqa: E402
+    build_runtime,
+    freeze_startup_objects,
+    prompt_thread_switching,
+)
 from nurture.app.settings import Settings  # noqa: E402
 from nurture.store import queries  # noqa: E402
 from nurture.store.db import make_engine, refresh_statistics  # noqa: E402
@@ -188,6 +192,7 @@ def _worker(
         migrate=False,
     )
     freeze_startup_objects()
+    prompt_thread_switching()
     ready.release()
     go.wait()
     cpu = time.process_time()
@@ -320,6 +325,7 @@ def run_scenario(
         settings, FixedClock(NOW), transport=transport, engine=engine, migrate=False
     )
     freeze_startup_objects()  # as the CLI does after start-up
+    prompt_thread_switching()
     provider_cpu = None if fake is None else process_cpu(fake.pid)
     started, cpu_started = time.perf_counter(), time.process_time()
     report = runtime.dispatcher.dispatch(NOW)

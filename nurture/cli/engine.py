@@ -63,12 +63,17 @@ db_app = typer.Typer(
 
 @contextmanager
 def _runtime(ctx: typer.Context) -> Iterator[Runtime]:
-    from nurture.app.runtime import build_runtime, freeze_startup_objects
+    from nurture.app.runtime import (
+        build_runtime,
+        freeze_startup_objects,
+        prompt_thread_switching,
+    )
 
     clock = ctx.obj.clock()
     with errors():
         runtime = build_runtime(ctx.obj.store_settings(), clock)
     freeze_startup_objects()
+    prompt_thread_switching()
     try:
         problems = runtime.registry.last_problems
         if problems:

@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nurture.app.clock import AcceleratedClock
-from nurture.app.runtime import build_runtime, freeze_startup_objects
+from nurture.app.runtime import build_runtime, freeze_startup_objects, prompt_thread_switching
 from nurture.app.settings import load_settings
 from nurture.app.signals import StopSignals
 from nurture.audience.purchases import purchase_input, record_purchase
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     end = START + timedelta(days=args.days)
     freeze_startup_objects()
+    prompt_thread_switching()
     clock.restart()  # the simulated clock starts now that everything is set up
     # Ctrl-C ends the pass in flight cleanly and shows what happened so far.
     with (
