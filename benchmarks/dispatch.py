@@ -393,7 +393,7 @@ def main() -> None:
     if args.against_sqlite and args.database == "sqlite":
         parser.error("--against-sqlite needs a PostgreSQL URL as --database")
     databases = ["sqlite", args.database] if args.against_sqlite else [args.database]
-    where = " and ".join("SQLite" if db == "sqlite" else "PostgreSQL" for db in databases)
+    where = " and ".join(_kind(database) for database in databases)
     print(
         f"{args.count} due enrollments on {where}, batch {args.batch}, "
         f"concurrency {args.concurrency} (memory scenarios: {args.memory_concurrency})"
@@ -408,16 +408,20 @@ def main() -> None:
             # In turn, so that a pair shares the machine's moment: these
             # machines' speed drifts by more than the difference measured.
             rates = [_run_child(name, args, database) for database in databases]
-            if args.against_sqlite and None not in rates:
+            if args.against_sqlite:
                 sqlite, postgresql = rates
-                assert sqlite is not None and postgresql is not None
-                ratios.append(postgresql / sqlite)
-                print(f"{'':<{WIDTH}}PostgreSQL / SQLite: {ratios[-1]:.3f}")
+                if sqlite is not None and postgresql is not None:
+                    ratios.append(postgresql / sqlite)
+                    print(f"{'':<{WIDTH}}PostgreSQL / SQLite: {ratios[-1]:.3f}")
         if len(ratios) > 1:
             print(
                 f"{name}: PostgreSQL / SQLite over {len(ratios)} pairs: median "
                 f"{statistics.median(ratios):.3f}, {min(ratios):.3f} to {max(ratios):.3f}"
             )
+
+
+def _kind(database: str) -> str:
+    return "SQLite" if database == "sqlite" else "PostgreSQL"
 
 
 def _run_child(name: str, args: argparse.Namespace, database: str) -> int | None:
@@ -430,9 +434,7 @@ def _run_child(name: str, args: argparse.Namespace, database: str) -> int | None
          "--database", database],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    label = f"{name} ({'SQLite' if database == 'sqlite' else 'PostgreSQL'})"
-    if not args.against_sqlite:
-        label = name
+    label = f"{name} ({_kind(database)})" if args.against_sqlite else name
     if out.returncode != 0:
         print(f"{label}: failed\n{out.stderr[-2000:]}")
         return None

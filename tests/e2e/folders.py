@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from nurture.authoring.project import LOCAL_BASE_URL, PLACEHOLDER_POSTAL_ADDRESS
+from nurture.cli.main import app
 from tests.factories import POSTAL_ADDRESS
 
 EXAMPLE = Path("sequences") / "sales-process.yaml"
@@ -26,6 +29,20 @@ def enable_example(folder: Path) -> None:
     path = folder / EXAMPLE
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("\nenabled: false", "\nenabled: true", 1), encoding="utf-8")
+
+
+def init_live(folder: Path, *, base_url: str = "https://mail.bergdesign.se") -> Path:
+    """``folder`` made by ``nurture init`` with a sender, a postal address and
+    ``base_url``, its example sequence enabled."""
+    made = CliRunner().invoke(
+        app,
+        ["init", str(folder), "--from", "Maja Berg <maja@bergdesign.se>",
+         "--postal-address", "Berg AB, Gatan 1, 11357 Stockholm, Sweden",
+         "--base-url", base_url],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    enable_example(folder)
+    return folder
 
 
 def public_settings(config: str) -> str:

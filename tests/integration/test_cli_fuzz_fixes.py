@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nurture.cli.main import app
-from tests.e2e.folders import enable_example
+from tests.e2e.folders import init_live
 
 NOW = "2026-11-27T14:30:00Z"
 LONG = 100_000
@@ -27,16 +27,7 @@ LONG = 100_000
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder ``nurture init`` wrote, the example enabled, one subscriber in it."""
-    monkeypatch.chdir(tmp_path)
-    created = CliRunner().invoke(
-        app,
-        ["init", "shop", "--from", "Maja Berg <maja@bergdesign.se>",
-         "--postal-address", "Berg AB, Gatan 1, 11357 Stockholm, Sweden",
-         "--base-url", "https://mail.bergdesign.se"],
-    )  # fmt: skip
-    assert created.exit_code == 0, created.output
-    folder = tmp_path / "shop"
-    enable_example(folder)
+    folder = init_live(tmp_path / "shop")
     monkeypatch.chdir(folder)
     added = nurture("--now", NOW, "subscribers", "add", "k@example.com", "--tag", "b2b")
     assert added.exit_code == 0, added.output

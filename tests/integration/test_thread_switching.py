@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from nurture.app.runtime import SWITCH_INTERVAL
 from nurture.cli.main import app
-from tests.e2e.folders import enable_example
+from tests.e2e.folders import init_live
 
 DEFAULT = 0.005  # CPython's
 
@@ -32,16 +32,7 @@ def default_switching() -> Iterator[None]:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    created = CliRunner().invoke(
-        app,
-        ["init", "shop", "--from", "Maja Berg <maja@bergdesign.se>",
-         "--postal-address", "Berg AB, Gatan 1, 11357 Stockholm, Sweden",
-         "--base-url", "https://mail.bergdesign.se"],
-    )  # fmt: skip
-    assert created.exit_code == 0, created.output
-    folder = tmp_path / "shop"
-    enable_example(folder)
+    folder = init_live(tmp_path / "shop")
     monkeypatch.chdir(folder)
     return folder
 
