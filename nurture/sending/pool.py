@@ -1,4 +1,5 @@
-"""Sending with a pool: a coordinator thread and ``concurrency`` send threads.
+"""Sending with a pool: a coordinator thread and ``concurrency`` send threads
+(or, for a multiplexed transport, one thread that hands emails to it).
 
 The coordinator reserves in chunks of at most the free send slots, hands
 them to the pool and confirms answers as they come (each of its
@@ -7,15 +8,27 @@ far: one commit per round; on PostgreSQL the round is one statement when it
 can be, :func:`nurture.store.rounds.reserve_and_confirm`). The dispatcher
 plans the next batch meanwhile; :meth:`PooledSender.wait_below` keeps it
 about one batch ahead.
+
+A :attr:`~nurture.transports.base.BaseTransport.multiplexed` transport (the
+pooled SendGrid transport) needs no thread per email in flight: its own thread
+waits for every answer. The send threads are then replaced by one launcher,
+which takes the rate limit and hands each email to
+:meth:`~nurture.transports.base.BaseTransport.submit`; the answer is
+classified where it arrives. Up to ``concurrency`` emails are in flight
+either way.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -23,6 +36,7 @@ from nurture.core.batch import PlannedEmail
 from nurture.sending.answers import Answer, AnswerWrites
 from nurture.sending.sender import Sender
 from nurture.store import rounds
+from nurture.transports.base import BaseTransport, OutgoingEmail, SendResult
 
 log = logging.getLogger("nurture.sending.sender")
 
@@ -40,6 +54,13 @@ class PooledSender(Sender):
         # PostgreSQL: a round is one statement when it can be (see
         # _fits_one_statement); SQLite's statements cost no round trips.
         self._one_statement_rounds = self.engine.dialect.name == "postgresql"
+        self._multiplexed: BaseTransport[Any, Any] | None = (
+            self.transport
+            if isinstance(self.transport, BaseTransport) and self.transport.multiplexed
+            else None
+        )
+        self._launches: queue.SimpleQueue[PlannedEmail | None] = queue.SimpleQueue()
+        self._launcher: threading.Thread | None = None
 
     def send(self, emails: list[PlannedEmail]) -> None:
         """Hand a written batch's queued emails to the coordinator."""
@@ -96,10 +117,20 @@ class PooledSender(Sender):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._launcher is not None:
+            self._launches.put(None)
+            self._launcher.join()
+            self._launcher = None
 
     def _start_coordinator(self) -> None:
         if self._coordinator is None or not self._coordinator.is_alive():
-            if self._pool is None:
+            if self._multiplexed is not None:
+                if self._launcher is None:
+                    self._launcher = threading.Thread(
+                        target=self._launch, name="nurture-launch", daemon=True
+                    )
+                    self._launcher.start()
+            elif self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     self.policy.concurrency, thread_name_prefix="nurture-send"
                 )
@@ -189,12 +220,16 @@ class PooledSender(Sender):
         if report is not None:
             with self._cond:
                 self.report.merge(report)
-        assert self._pool is not None
         with self._cond:
             self._answers.extend(held)
             self._in_flight -= len(chunk) - len(reserved)
-        for email in reserved:
-            self._pool.submit(self._send_in_pool, email)
+        if self._multiplexed is not None:
+            for email in reserved:
+                self._launches.put(email)
+        else:
+            assert self._pool is not None
+            for email in reserved:
+                self._pool.submit(self._send_in_pool, email)
 
     def _fits_one_statement(self, writes: AnswerWrites | None) -> bool:
         """Can this round be PostgreSQL's one statement
@@ -230,6 +265,53 @@ class PooledSender(Sender):
         keys = rounds.reserve_and_confirm(conn, statement)
         return self._kept(wanted, keys)
 
+    def _launch(self) -> None:
+        """The launcher thread (multiplexed transports): each reserved email,
+        in turn, past the rate limit and to the transport."""
+        transport = self._multiplexed
+        assert transport is not None
+        while (email := self._launches.get()) is not None:
+            outgoing = self._outgoing(email)
+            early = self._before_call(email)
+            if early is not None:
+                self._answered(early)
+                continue
+            landed = _Landing(functools.partial(self._landed, email, outgoing))
+            try:
+                transport.submit(outgoing, landed)
+            except BaseException as exc:
+                if not landed.called:  # a bug in the transport: stop the pass
+                    self._stop_on(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _landed(
+        self, email: PlannedEmail, outgoing: OutgoingEmail, outcome: SendResult | Exception
+    ) -> None:
+        """A multiplexed transport's outcome, in its thread: classified, and
+        kept for the coordinator to confirm."""
+        try:
+            answer = self._after_call(email, outgoing, outcome)
+        except BaseException as exc:
+            self._stop_on(exc)
+            raise
+        self._answered(answer)
+
+    def _answered(self, answer: Answer) -> None:
+        with self._cond:
+            self._answers.append(answer)
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def _stop_on(self, exc: BaseException) -> None:
+        """An email in flight that will never be answered: the pass stops
+        (its row stays reserved; reconcile settles it)."""
+        with self._cond:
+            self._in_flight -= 1
+            if self._failure is None:
+                self._failure = exc
+            self._cond.notify_all()
+
     def _send_in_pool(self, email: PlannedEmail) -> None:
         try:
             answer = self._deliver(email)
@@ -238,17 +320,24 @@ class PooledSender(Sender):
             # being torn down mid-send. The email stays reserved (it may have
             # reached the provider: reconcile makes it unknown) and the pass
             # stops, instead of waiting forever for an answer that never comes.
-            with self._cond:
-                self._in_flight -= 1
-                if self._failure is None:
-                    self._failure = exc
-                self._cond.notify_all()
+            self._stop_on(exc)
             raise
-        with self._cond:
-            self._answers.append(answer)
-            self._in_flight -= 1
-            self._cond.notify_all()
+        self._answered(answer)
 
     @property
     def _busy(self) -> bool:
         return bool(self._pending or self._in_flight or self._answers or self._writing)
+
+
+class _Landing:
+    """An email's ``done`` for the transport, which knows whether it was called."""
+
+    __slots__ = ("_landed", "called")
+
+    def __init__(self, landed: Callable[[SendResult | Exception], None]) -> None:
+        self._landed = landed
+        self.called = False
+
+    def __call__(self, outcome: SendResult | Exception) -> None:
+        self.called = True
+        self._landed(outcome)

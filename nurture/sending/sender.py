@@ -228,29 +228,44 @@ class Sender:
 
     def _deliver(self, email: PlannedEmail) -> Answer:
         """The provider call for a reserved email, classified once."""
-        assert self._now is not None
-        outgoing = OutgoingEmail(
+        outgoing = self._outgoing(email)
+        early = self._before_call(email)
+        if early is not None:
+            return early
+        outcome: SendOutcome
+        try:
+            outcome = self.transport.send(outgoing)
+        except Exception as exc:  # classified below; a bug here must not lose the row
+            outcome = exc
+        return self._after_call(email, outgoing, outcome)
+
+    def _outgoing(self, email: PlannedEmail) -> OutgoingEmail:
+        return OutgoingEmail(
             message=email.composed,
             send_id=email.key,
             sequence_id=email.sequence_id,
             step_id=email.step.id,
             to_email=email.recipient.email,
         )
-        outcome: SendOutcome
+
+    def _before_call(self, email: PlannedEmail) -> Answer | None:
+        """Wait for the rate limit; the answer if the email is not to be sent after all."""
         try:
-            # Asked again after the rate limiter, which may have slept.
             self.rate_limiter.acquire()
+            # Asked again after the rate limiter, which may have slept.
             held = self._held(email)
             if held is not None:
                 return self._answer(email, held, reserved=True)
-            try:
-                outcome = self.transport.send(outgoing)
-            except Exception as exc:  # classified below; a bug here must not lose the row
-                outcome = exc
         except Exception:
             # A bug on our side before the provider call: the email never left.
             log.exception("internal error before sending %s", email.key)
             return self._answer(email, INTERNAL_ERROR, reserved=True)
+        return None
+
+    def _after_call(
+        self, email: PlannedEmail, outgoing: OutgoingEmail, outcome: SendOutcome
+    ) -> Answer:
+        """The provider's outcome classified, and counted by the guard."""
         answer = self._answer(email, outcome, reserved=True)
         self.guard.record(outcome, answer.verdict, sequence_id=email.sequence_id)
         if self.after_send is not None:

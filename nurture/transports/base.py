@@ -34,7 +34,7 @@ from __future__ import annotations
 import email.message
 import email.policy
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
@@ -238,6 +238,11 @@ class BaseTransport(ABC, Generic[RequestT, ResponseT]):
     and a public https base URL (see :func:`nurture.transports.delivers`)."""
     closed: bool = False
 
+    multiplexed: bool = False
+    """Whether :meth:`submit` returns before the provider answers (one
+    thread drives every call in flight). The dispatcher then hands emails
+    over from one thread instead of waiting on each in a thread of its own."""
+
     def send(self, email: OutgoingEmail) -> SendResult:
         try:
             return self._send(email)
@@ -247,26 +252,62 @@ class BaseTransport(ABC, Generic[RequestT, ResponseT]):
             self._scrub_error(exc)
             raise
 
+    def submit(self, email: OutgoingEmail, done: Callable[[SendResult | Exception], None]) -> None:
+        """:meth:`send`, its outcome (the result or the exception ``send``
+        would raise) handed to ``done``, called exactly once: before this
+        returns, or, for a :attr:`multiplexed` transport, later from its own
+        thread (see :meth:`call_later`)."""
+        try:
+            request = self._prepare(email)
+        except Exception as exc:
+            done(self._scrubbed(exc))
+            return
+
+        def settle(answer: ResponseT | Exception) -> None:
+            try:
+                outcome: SendResult | Exception = self._conclude(email, request, answer)
+            except Exception as exc:
+                outcome = self._scrubbed(exc)
+            done(outcome)
+
+        self.call_later(request, settle)
+
     def _send(self, email: OutgoingEmail) -> SendResult:
+        request = self._prepare(email)
+        try:
+            response = self.call(request)
+        except Exception as exc:
+            return self._conclude(email, request, exc)
+        return self._conclude(email, request, response)
+
+    def _prepare(self, email: OutgoingEmail) -> RequestT:
         if self.closed:
             raise TransientSendError(f"not sent: the {self.display_name} transport has been closed")
         try:
-            request = self.build_request(email)
+            return self.build_request(email)
         except AddressEncodingError as exc:
             raise self.address_error(exc) from exc
-        try:
-            response = self.call(request)
-        except SendError:
-            raise
-        except AddressEncodingError as exc:
+
+    def _conclude(
+        self, email: OutgoingEmail, request: RequestT, answer: ResponseT | Exception
+    ) -> SendResult:
+        """The result of the provider's ``answer``, or the send error for what the call raised."""
+        if not isinstance(answer, Exception):
+            return self.parse_result(email, request, answer)
+        if isinstance(answer, SendError):
+            raise answer
+        if isinstance(answer, AddressEncodingError):
             # One subscriber's address, not the provider: fail this email alone.
-            raise self.address_error(exc) from exc
-        except Exception as exc:
-            error = self.translate_error(exc, request)
-            if error is None:
-                raise  # not the provider's failure: a bug, shown as it is
-            raise error from exc
-        return self.parse_result(email, request, response)
+            raise self.address_error(answer) from answer
+        error = self.translate_error(answer, request)
+        if error is None:
+            raise answer  # not the provider's failure: a bug, shown as it is
+        raise error from answer
+
+    def _scrubbed(self, exc: Exception) -> Exception:
+        if isinstance(exc, SendError):
+            self._scrub_error(exc)
+        return exc
 
     def address_error(self, exc: AddressEncodingError) -> PermanentSendError:
         """The error for an address this transport cannot write (see the README)."""
@@ -301,6 +342,18 @@ class BaseTransport(ABC, Generic[RequestT, ResponseT]):
     @abstractmethod
     def build_request(self, email: OutgoingEmail) -> RequestT:
         """What ``call`` sends for ``email``; no I/O here."""
+
+    def call_later(
+        self, request: RequestT, settle: Callable[[ResponseT | Exception], None]
+    ) -> None:
+        """:meth:`call`, its answer (or what it raised) handed to ``settle``.
+        Here, before returning; a :attr:`multiplexed` transport overrides it to
+        hand the request to its own thread and return at once."""
+        try:
+            answer: ResponseT | Exception = self.call(request)
+        except Exception as exc:
+            answer = exc
+        settle(answer)
 
     @abstractmethod
     def call(self, request: RequestT) -> ResponseT:

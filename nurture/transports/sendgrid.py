@@ -231,6 +231,7 @@ class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
         self.host = host.rstrip("/")
         self.timeout = timeout
         self.pooled = pooled
+        self.multiplexed = pooled
         self.required_headers = tuple(required_headers)
         self._wall_clock = wall_clock
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=self.host)
@@ -277,6 +278,19 @@ class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
             data = json.dumps(request).encode("utf-8")
             return self._pool.post(self._path, data, self._headers)
         return self._post(request)
+
+    def call_later(
+        self, request: dict[str, Any], settle: Callable[[Reply | Exception], None]
+    ) -> None:
+        """Pooled: handed to the pool's thread, which calls ``settle`` with the answer."""
+        if self._pool is None:
+            super().call_later(request, settle)
+            return
+        try:
+            data = json.dumps(request).encode("utf-8")
+            self._pool.submit(self._path, data, self._headers, settle)
+        except Exception as exc:  # not handed over (a header that cannot be written)
+            settle(exc)
 
     def parse_result(
         self, email: OutgoingEmail, request: dict[str, Any], response: Reply

@@ -626,7 +626,7 @@ def fake() -> Iterator[FakeSendGrid]:
 
 
 def sendgrid_setup(
-    engine: Engine, tmp_path: Path, fake: FakeSendGrid, timeout: float = 2.0
+    engine: Engine, tmp_path: Path, fake: FakeSendGrid, timeout: float = 2.0, **overrides: object
 ) -> Setup:
     transport = SendGridTransport("SG.test-key", host=fake.url, timeout=timeout)
     return make_setup(
@@ -636,7 +636,63 @@ def sendgrid_setup(
         transport="sendgrid",
         sendgrid_api_key="SG.test-key",
         base_url="https://mail.example.se",  # a real transport refuses localhost
+        **overrides,
     )
+
+
+def test_sendgrid_answers_come_to_one_thread_not_a_thread_per_email(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The pooled SendGrid transport is multiplexed: the pass hands it the
+    emails from one launcher and its one thread takes every answer."""
+    with FakeSendGrid(api_key="SG.test-key", latency=0.1) as slow:
+        setup = sendgrid_setup(engine, tmp_path, slow, send_concurrency=16, batch_size=10)
+        answered_in: list[str] = []
+        setup.runtime.dispatcher.sender.after_send = lambda _email: answered_in.append(
+            threading.current_thread().name
+        )
+        for number in range(30):
+            setup.add(f"s{number}@example.com", now=FRIDAY)
+        report = setup.runtime.dispatcher.dispatch(FRIDAY)
+        threads = {thread.name for thread in threading.enumerate()}
+        setup.runtime.close()
+    assert report.sent == 30 and slow.stats()["delivered"] == 30
+    counts = slow.send_ids()
+    assert len(counts) == 30
+    assert all(count == {"received": 1, "accepted": 1} for count in counts.values())
+    assert set(answered_in) == {"nurture-http"}
+    assert "nurture-launch" in threads
+    assert not [name for name in threads if name.startswith("nurture-send_")]
+    assert setup.ledger() == [("welcome", "sent")] * 30
+
+
+def test_a_failure_while_counting_an_answer_stops_the_pass_instead_of_hanging_it(
+    engine: Engine, tmp_path: Path, fake: FakeSendGrid
+) -> None:
+    setup = sendgrid_setup(engine, tmp_path, fake, send_concurrency=4)
+
+    def broken(email: OutgoingEmail) -> None:
+        if email.to_email == "s1@example.com":
+            raise RuntimeError("a bug while counting the answer")
+
+    setup.runtime.dispatcher.sender.after_send = broken
+    for number in range(4):
+        setup.add(f"s{number}@example.com", now=FRIDAY)
+    with pytest.raises(RuntimeError, match="the sender stopped"):
+        setup.runtime.dispatcher.dispatch(FRIDAY)
+    setup.runtime.close()
+    assert len(fake.delivered) == 4
+    with engine.connect() as conn:
+        subscriber = queries.SUBSCRIBER
+        joined = SEND.join(subscriber, subscriber.c.id == SEND.c.subscriber_id)
+        rows = dict(
+            conn.execute(select(subscriber.c.email, SEND.c.status).select_from(joined)).all()
+        )
+    # s1's answer was never counted: its row stays reserved, for reconcile
+    # to make unknown, never sent again blindly. (So may others' answers not
+    # yet confirmed when the pass stopped.)
+    assert rows["s1@example.com"] == "reserved"
+    assert set(rows.values()) <= {"sent", "reserved"}
 
 
 def test_429_then_202_delivers_once_after_the_reset(

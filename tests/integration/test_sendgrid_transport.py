@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -36,7 +36,7 @@ from nurture.errors import (
 )
 from nurture.testing import FakeSendGrid
 from nurture.transports import create_transport
-from nurture.transports.base import OutgoingEmail
+from nurture.transports.base import OutgoingEmail, SendResult
 from nurture.transports.sendgrid import SendGridTransport
 from nurture.transports.sendgrid_mail import RESERVED_HEADERS
 
@@ -648,3 +648,97 @@ def test_the_fake_runs_in_another_process() -> None:
         stats = fake.stats()
         assert (stats["received"], stats["delivered"]) == (2, 1)
         transport.close()
+
+
+# -- pooled: many requests in flight on one thread -----------------------------
+
+
+class Outcomes:
+    """The outcomes ``submit`` hands over, by send id, in the order they came."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.by_id: dict[str, object] = {}
+        self.threads: set[str] = set()
+        self._cond = threading.Condition()
+
+    def done_for(self, send_id: str) -> Callable[[object], None]:
+        def done(outcome: object) -> None:
+            with self._cond:
+                self.order.append(send_id)
+                self.by_id[send_id] = outcome
+                self.threads.add(threading.current_thread().name)
+                self._cond.notify_all()
+
+        return done
+
+    def wait(self, count: int, timeout: float = 10.0) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.order) >= count, timeout)
+
+
+def test_submit_returns_before_the_answers_and_one_thread_waits_for_all() -> None:
+    with FakeSendGrid(api_key=API_KEY, latency=0.3) as slow:
+        transport = SendGridTransport(API_KEY, host=slow.url, timeout=5.0)
+        assert transport.multiplexed
+        outcomes = Outcomes()
+        before = set(threading.enumerate())
+        for index in range(40):
+            transport.submit(make_email(f"s{index}"), outcomes.done_for(f"s{index}"))
+        assert outcomes.order == []  # every submit came back before any answer
+        outcomes.wait(40)
+        started = [thread.name for thread in threading.enumerate() if thread not in before]
+        transport.close()
+    assert all(isinstance(outcome, SendResult) for outcome in outcomes.by_id.values())
+    assert slow.stats()["delivered"] == 40
+    assert outcomes.threads == {"nurture-http"}  # every answer taken by the pool's thread
+    # The pool's thread and at most its 8 connecting helpers: no thread per request.
+    assert started.count("nurture-http") == 1 and len(started) <= 9
+
+
+def test_submitted_sends_end_as_send_does() -> None:
+    """Each answer (and each failure) reaches ``done`` as the error ``send`` raises."""
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        transport = SendGridTransport(API_KEY, host=fake.url, timeout=TIMEOUT)
+        outcomes = Outcomes()
+        for index, kind in enumerate(["429", "500", "hang", "drop", "400", None]):
+            if kind is not None:
+                fake.enqueue(kind, seconds=3.0)
+            transport.submit(make_email(f"s{index}"), outcomes.done_for(f"s{index}"))
+            outcomes.wait(index + 1)
+        transport.close()
+    got = [outcomes.by_id[f"s{index}"] for index in range(6)]
+    assert isinstance(got[0], TransientSendError) and got[0].status == 429
+    assert got[0].retry_after is not None
+    assert isinstance(got[1], TransientSendError) and got[1].status == 500
+    assert isinstance(got[2], AmbiguousSendError)
+    assert isinstance(got[3], AmbiguousSendError)
+    assert isinstance(got[4], PermanentSendError) and got[4].status == 400
+    assert isinstance(got[5], SendResult) and got[5].message_id
+    assert API_KEY not in "".join(str(outcome) for outcome in got)
+
+
+def test_a_hung_request_holds_up_no_other() -> None:
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        transport = SendGridTransport(API_KEY, host=fake.url, timeout=1.5)
+        outcomes = Outcomes()
+        fake.enqueue("hang", seconds=4.0)
+        transport.submit(make_email("hung"), outcomes.done_for("hung"))
+        time.sleep(0.3)  # with the server (which gives "hang" to the first to arrive)
+        for index in range(5):
+            transport.submit(make_email(f"s{index}"), outcomes.done_for(f"s{index}"))
+        outcomes.wait(6)
+        transport.close()
+    assert outcomes.order[-1] == "hung"  # the others were answered while it hung
+    assert isinstance(outcomes.by_id["hung"], AmbiguousSendError)
+    assert len(fake.delivered) == 5
+
+
+def test_a_closed_transport_refuses_what_is_submitted(fake: FakeSendGrid) -> None:
+    transport = SendGridTransport(API_KEY, host=fake.url, timeout=TIMEOUT)
+    transport.close()
+    outcomes = Outcomes()
+    transport.submit(make_email("late"), outcomes.done_for("late"))
+    assert outcomes.order == ["late"]  # at once, in the caller's thread
+    assert isinstance(outcomes.by_id["late"], TransientSendError)
+    assert fake.stats()["received"] == 0

@@ -57,20 +57,6 @@ def fds_above_1024() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("fds_above_1024")
-def test_peer_closed_watches_a_descriptor_above_1024() -> None:
-    ours, theirs = socket.socketpair()
-    assert ours.fileno() > FD_SETSIZE
-    connection = http_pool.WireConnection(ours)
-    try:
-        assert not connection.peer_closed()  # open and quiet: reusable
-        theirs.close()
-        assert connection.peer_closed()  # the peer hung up
-    finally:
-        ours.close()
-        theirs.close()
-
-
-@pytest.mark.usefixtures("fds_above_1024")
 def test_connections_above_fd_1024_are_kept_alive() -> None:
     """select.select() fails for such a descriptor; the pool then took every idle
     connection for closed and opened a new one per request."""
@@ -174,9 +160,8 @@ def answer(*chunks: bytes, close: bool = True) -> tuple[http_pool.Reply, bool, b
     server = threading.Thread(target=serve)
     server.start()
     try:
-        connection = http_pool.WireConnection(ours)
-        connection.send(b"POST / HTTP/1.1\r\n\r\n")
-        reply, reusable = connection.read_reply()
+        ours.sendall(b"POST / HTTP/1.1\r\n\r\n")
+        reply, reusable = http_pool.WireConnection(ours).read_reply()
         theirs.settimeout(2.0)
         return reply, reusable, theirs.recv(100)
     finally:
@@ -309,3 +294,72 @@ def test_a_chunked_answer_over_the_cap_is_refused_before_its_last_chunk_is_read(
     # The second chunk's size passes the cap; its bytes never come.
     with pytest.raises(http.client.HTTPException, match="too large"):
         answer(head + b"6\r\nabcdef\r\n6\r\n")
+
+
+# -- the pool's thread ------------------------------------------------------------
+
+
+def slow_reader(sock: socket.socket, got: list[bytes]) -> None:
+    """Serve one request on ``sock`` reading it 16 KB at a time with pauses
+    (so the client's writes fill the socket and wait), then answer 202."""
+    conn, _ = sock.accept()
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(16384)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += conn.recv(16384)
+            time.sleep(0.0005)
+        got.append(body)
+        conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+        conn.recv(1)  # until the client closes
+
+
+def test_a_request_larger_than_the_socket_takes_is_written_as_it_drains() -> None:
+    body = os.urandom(6 * 1024 * 1024).hex().encode()[: 6 * 1024 * 1024]
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        got: list[bytes] = []
+        server = threading.Thread(target=slow_reader, args=(listener, got))
+        server.start()
+        pool = http_pool.KeepAlivePool(
+            f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=20.0, size=1
+        )
+        reply = pool.post("/v3/mail/send", body, {"Content-Type": "application/json"})
+        pool.close()
+        server.join(10)
+    assert reply.status == 202
+    assert got == [body]
+
+
+def test_the_pools_thread_ends_once_closed_and_its_connections_with_it() -> None:
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        transport = SendGridTransport(API_KEY, host=fake.url, timeout=2.0)
+        before = set(threading.enumerate())
+        transport.send(make_email(send_id="a"))
+        [thread] = [
+            t for t in threading.enumerate() if t not in before and t.name == "nurture-http"
+        ]
+        transport.close()
+        thread.join(2.0)
+        assert not thread.is_alive()
+        # The next send (a transport closed mid-pass refuses it, the pool
+        # does not) starts a new thread, on a new connection.
+        pool = transport._pool
+        assert pool is not None
+        pool.post(transport._path, b"{}", transport._headers)
+        assert fake.stats()["connections"] == 2
+
+
+def test_an_idle_connection_past_its_keepalive_is_replaced() -> None:
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        pool = http_pool.KeepAlivePool(fake.url, timeout=2.0, size=4, keepalive=0.2)
+        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        pool.post("/v3/mail/send", b"{}", headers)
+        pool.post("/v3/mail/send", b"{}", headers)
+        assert fake.stats()["connections"] == 1
+        time.sleep(0.4)
+        pool.post("/v3/mail/send", b"{}", headers)
+        pool.close()
+        assert fake.stats() == {"received": 3, "delivered": 0, "connections": 2}
