@@ -1,8 +1,9 @@
-"""A small keep-alive HTTP/1.1 client for one origin, shared by threads.
+"""A small keep-alive HTTP/1.1 client for one origin, driven by one thread.
 
 The official SendGrid client opens a new connection (and over HTTPS a new TLS
 handshake) for every request; this pool keeps connections open across
-requests and threads. It raises the same exception types as urllib, so one
+requests, and one thread (:class:`KeepAlivePool`'s loop) writes every request
+and reads every answer. It raises the same exception types as urllib, so one
 translation of errors serves both paths (see ``nurture.transports.sendgrid``).
 
 **Why not http.client.** The pool first sent through ``http.client`` (the
@@ -10,8 +11,8 @@ module under urllib). A request there costs about 340 µs of CPU on this
 project's benchmark machine: seven ``putheader`` calls that check every name
 and value again, and an answer parsed by the ``email`` package. The pool sends
 one kind of request (a POST of a JSON body with the same headers each time), so
-:class:`WireConnection` writes it in one ``sendall`` from a header block built
-and checked once, and reads the answer by hand (status line, header lines,
+it writes it from a header block built and checked once, and
+:class:`WireConnection` reads the answer by hand (status line, header lines,
 ``Content-Length`` or chunked body, or up to the close): 50-70 µs. It fails as
 ``http.client`` does (``RemoteDisconnected``, ``BadStatusLine``,
 ``IncompleteRead``, ``TimeoutError``), and anything it cannot read is an
@@ -152,13 +153,14 @@ class KeepAlivePool:
 
     def _take_incoming(self, loop: _Loop) -> tuple[list[_Request | _Opened], bool] | None:
         """What was handed over since the last call, and whether the pool is
-        closed; None (and the loop is let go) if the loop may end: closed and
-        ``idle_loop`` with nothing new."""
+        closed; None (and the loop is let go) if the loop may end: nothing in
+        flight or new, and no connection open (or the pool closed). The next
+        request starts another."""
         with self._lock:
             loop.woken = False
             items = list(self._incoming)
             self._incoming.clear()
-            if not items and self.closed and loop.finished():
+            if not items and loop.finished() and (self.closed or not loop.connected()):
                 loop.running = False
                 if self._loop is loop:
                     self._loop = None
@@ -302,6 +304,9 @@ class _Loop(threading.Thread):
         with contextlib.suppress(OSError):
             self._wake_out.send(b"\0")
 
+    def connected(self) -> bool:
+        return bool(self._links)
+
     def finished(self) -> bool:
         """Nothing in flight, waiting or being opened (asked with the pool's lock held)."""
         return (
@@ -417,6 +422,13 @@ class _Loop(threading.Thread):
         if link.request is None:
             # Idle and readable: the server closed it (or sent what no request
             # asked for). Never write a request on it.
+            if isinstance(link.sock, ssl.SSLSocket):
+                try:
+                    link.sock.recv(1)
+                except ssl.SSLWantReadError:
+                    return  # a TLS record without data (a TLS 1.3 session ticket)
+                except OSError:
+                    pass
             self._idle.remove(link)
             self._drop(link)
         elif link.unsent is not None:
