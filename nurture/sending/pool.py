@@ -271,16 +271,19 @@ class PooledSender(Sender):
         transport = self._multiplexed
         assert transport is not None
         while (email := self._launches.get()) is not None:
-            outgoing = self._outgoing(email)
-            early = self._before_call(email)
-            if early is not None:
-                self._answered(early)
-                continue
-            landed = _Landing(functools.partial(self._landed, email, outgoing))
+            landed: _Landing | None = None
             try:
+                early = self._before_call(email)
+                if early is not None:
+                    self._answered(early)
+                    continue
+                outgoing = self._outgoing(email)
+                landed = _Landing(functools.partial(self._landed, email, outgoing))
                 transport.submit(outgoing, landed)
             except BaseException as exc:
-                if not landed.called:  # a bug in the transport: stop the pass
+                # A bug (ours or the transport's) before the email was
+                # answered: it will never be, so the pass stops.
+                if landed is None or not landed.called:
                     self._stop_on(exc)
                 if not isinstance(exc, Exception):
                     raise
