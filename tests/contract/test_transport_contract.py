@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import getaddresses
@@ -25,7 +26,7 @@ import pytest
 from nurture.errors import AmbiguousSendError, PermanentSendError, SendError, TransientSendError
 from nurture.testing import FakeSendGrid, MemoryTransport
 from nurture.transports import known_transports
-from nurture.transports.base import OutgoingEmail, SendResult, Transport
+from nurture.transports.base import BaseTransport, OutgoingEmail, SendResult, Transport
 from nurture.transports.outbox import OutboxTransport
 from nurture.transports.sendgrid import SendGridTransport
 from nurture.transports.smtp import SMTPTransport
@@ -237,6 +238,40 @@ def test_the_transport_recovers_after_a_lost_answer(case: Case, kind: str) -> No
 
     assert result.message_id
     assert ("next@example.org", SUBJECT) in case.arrived()
+
+
+@pytest.mark.parametrize(
+    ("case", "kind"),
+    [(name, kind) for name, kinds in SUPPORTED.items() for kind in [None, *kinds]],
+    indirect=["case"],
+)
+def test_submit_hands_over_once_what_send_returns_or_raises(case: Case, kind: str | None) -> None:
+    """The dispatcher's way in for a multiplexed transport: the same outcomes
+    as ``send``, handed to ``done`` exactly once (from the transport's own
+    thread for the pooled SendGrid transport, before returning for the others)."""
+    transport = case.transport
+    assert isinstance(transport, BaseTransport)
+    if kind is not None:
+        case.failures[kind]()
+    outcomes: list[SendResult | Exception] = []
+    answered = threading.Event()
+
+    def done(outcome: SendResult | Exception) -> None:
+        outcomes.append(outcome)
+        answered.set()
+
+    transport.submit(make_email(send_id="submitted", to="sub@example.org"), done)
+    assert answered.wait(10)
+    transport.close()  # anything still in flight ends (and would be counted) first
+    [outcome] = outcomes
+    if kind is None:
+        assert isinstance(outcome, SendResult) and outcome.message_id
+        assert case.arrived() == [("sub@example.org", SUBJECT)]
+        return
+    assert type(outcome) is FAILURES[kind], outcome
+    if not isinstance(transport, MemoryTransport):
+        cause = outcome.__cause__
+        assert cause is not None and not isinstance(cause, SendError), repr(cause)
 
 
 def test_every_transport_is_in_the_contract() -> None:
