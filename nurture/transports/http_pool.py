@@ -177,12 +177,13 @@ class KeepAlivePool:
                 self._heads[key] = head
         return head
 
-    def _open(self) -> None:
-        """In a helper thread: open a connection and hand it (or the error) to the loop."""
+    def _open(self, loop: _Loop) -> None:
+        """In a helper thread: open a connection for ``loop`` and hand it (or
+        the error: a URLError, or a bug as it is) over."""
         try:
-            opened = _Opened(self._connect(), None)
-        except urllib.error.URLError as exc:
-            opened = _Opened(None, exc)
+            opened = _Opened(loop, self._connect(), None)
+        except Exception as exc:
+            opened = _Opened(loop, None, exc)
         self._hand_over(opened)
 
     def _connect(self) -> socket.socket:
@@ -225,8 +226,10 @@ class _Request:
 class _Opened:
     """A helper thread's connection, or why it could not open one."""
 
+    loop: _Loop
+    """The loop that asked for it (another one if that loop failed meanwhile)."""
     sock: socket.socket | None
-    error: urllib.error.URLError | None
+    error: Exception | None
 
 
 @dataclass(eq=False)
@@ -320,6 +323,17 @@ class _Loop(threading.Thread):
             self._run()
         except BaseException as exc:  # a bug here: fail what is in flight, never hang it
             log.exception("the HTTP connection pool's thread stopped")
+            with self.pool._lock:  # the next request starts a new loop
+                self.running = False
+                if self.pool._loop is self:
+                    self.pool._loop = None
+                stranded = list(self.pool._incoming)
+                self.pool._incoming.clear()
+            for item in stranded:
+                if isinstance(item, _Request):
+                    self._waiting.append(item)
+                elif item.sock is not None:
+                    item.sock.close()
             self._fail_everything(exc if isinstance(exc, Exception) else RuntimeError(exc))
         finally:
             for link in list(self._links):
@@ -371,14 +385,16 @@ class _Loop(threading.Thread):
                     self.pool._connectors, thread_name_prefix="nurture-http-connect"
                 )
             self._opening += 1
-            self._helpers.submit(self.pool._open)
+            self._helpers.submit(self.pool._open, self)
 
     def _opened(self, opened: _Opened, now: float) -> None:
-        self._opening -= 1
+        ours = opened.loop is self
+        if ours:
+            self._opening -= 1
         if opened.sock is None:
             # Opened for the oldest waiting request: it fails, as it did
             # when each request opened its own connection.
-            if self._waiting:
+            if ours and self._waiting:
                 assert opened.error is not None
                 self._finish(self._waiting.popleft(), opened.error)
             return

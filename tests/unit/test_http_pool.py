@@ -363,3 +363,26 @@ def test_an_idle_connection_past_its_keepalive_is_replaced() -> None:
         pool.post("/v3/mail/send", b"{}", headers)
         pool.close()
         assert fake.stats() == {"received": 3, "delivered": 0, "connections": 2}
+
+
+def test_a_bug_in_the_pools_thread_fails_what_is_in_flight_and_the_next_request_goes_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Never an answer that waits forever: the request in hand gets the error,
+    and the pool starts a new thread for the next one."""
+    read = http_pool._Loop._read
+    broken = [True]
+
+    def read_once_broken(self: http_pool._Loop, link: http_pool._Link, closed: bool) -> None:
+        if broken.pop() if broken else False:
+            raise RuntimeError("a bug in the loop")
+        read(self, link, closed)
+
+    monkeypatch.setattr(http_pool._Loop, "_read", read_once_broken)
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        pool = http_pool.KeepAlivePool(fake.url, timeout=2.0, size=4)
+        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        with pytest.raises(RuntimeError, match="a bug in the loop"):
+            pool.post("/v3/mail/send", b"{}", headers)
+        assert pool.post("/v3/mail/send", b"{}", headers).status == 400  # "{}" is no mail send
+        pool.close()
