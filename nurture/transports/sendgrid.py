@@ -199,9 +199,12 @@ class SendGridTransport(BaseTransport[dict[str, Any], Reply]):
     """Sends through SendGrid's v3 Mail Send API. Thread-safe.
 
     ``pooled=True`` (default) posts the official client's request (same JSON
-    bytes, same headers) over up to ``max_connections`` keep-alive connections;
-    ``pooled=False`` calls the official client, which opens a connection per
-    email. ``timeout`` bounds connecting and each read, in seconds.
+    bytes, same headers) over up to ``max_connections`` keep-alive connections,
+    all driven by one thread, and is :attr:`multiplexed`: :meth:`submit`
+    returns before the answer. ``pooled=False`` calls the official client,
+    which opens a connection per email. ``timeout``, in seconds, bounds
+    connecting and each read (official client); pooled, it bounds connecting,
+    the wait for a free connection, and the answer once the request went out.
     ``wall_clock`` (for tests) is what the epoch in ``X-RateLimit-Reset`` is
     compared with.
     """
