@@ -45,7 +45,8 @@ from nurture.errors import (
     TransientSendError,
 )
 from nurture.transports.base import BaseTransport, OutgoingEmail, SendResult, redact
-from nurture.transports.http_pool import KeepAlivePool, Reply, lower_keys
+from nurture.transports.http_pool import KeepAlivePool
+from nurture.transports.http_wire import Reply, lower_keys
 from nurture.transports.sendgrid_mail import (
     REQUIRED_HEADERS,
     build_mail_body,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from nurture.testing import FakeSendGrid
-from nurture.transports import http_pool
+from nurture.transports import http_pool, http_wire
 from nurture.transports.sendgrid import SendGridTransport
 from tests.transport_kit import make_email
 
@@ -112,8 +112,8 @@ def standard_request(host: str, port: int | None, path: str, body: bytes) -> byt
 )
 def test_the_request_is_what_http_client_writes(host: str, port: int | None) -> None:
     body = '{"subject": "Hej då"}'.encode()
-    before, after = http_pool.request_head(
-        "/v3/mail/send", http_pool.host_header(host, port or 80, 80), tuple(HEADERS.items())
+    before, after = http_wire.request_head(
+        "/v3/mail/send", http_wire.host_header(host, port or 80, 80), tuple(HEADERS.items())
     )
     ours = before + b"%d" % len(body) + after + body
     assert ours == standard_request(host, port, "/v3/mail/send", body)
@@ -131,18 +131,18 @@ def test_the_request_is_what_http_client_writes(host: str, port: int | None) -> 
 )
 def test_a_header_that_would_break_the_request_is_refused(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="Invalid header"):
-        http_pool.request_head("/v3/mail/send", "api.example.com", tuple(headers.items()))
+        http_wire.request_head("/v3/mail/send", "api.example.com", tuple(headers.items()))
 
 
 def test_a_path_with_spaces_is_refused() -> None:
     with pytest.raises(http.client.InvalidURL):
-        http_pool.request_head("/v3/mail send HTTP/1.0\r\nX: y", "h", ())
+        http_wire.request_head("/v3/mail send HTTP/1.0\r\nX: y", "h", ())
 
 
 # -- the answer -------------------------------------------------------------------
 
 
-def answer(*chunks: bytes, close: bool = True) -> tuple[http_pool.Reply, bool, bytes]:
+def answer(*chunks: bytes, close: bool = True) -> tuple[http_wire.Reply, bool, bytes]:
     """Read one answer from a socket the "server" writes ``chunks`` to (a
     write each, 5 ms apart, so the client reads them apart), then closes if
     ``close``: the reply, whether the connection is reusable, and what the
@@ -161,7 +161,7 @@ def answer(*chunks: bytes, close: bool = True) -> tuple[http_pool.Reply, bool, b
     server.start()
     try:
         ours.sendall(b"POST / HTTP/1.1\r\n\r\n")
-        reply, reusable = http_pool.WireConnection(ours).read_reply()
+        reply, reusable = http_wire.WireConnection(ours).read_reply()
         theirs.settimeout(2.0)
         return reply, reusable, theirs.recv(100)
     finally:
@@ -277,11 +277,11 @@ def test_an_answer_that_never_comes_times_out() -> None:
         ours, theirs = socket.socketpair()
         with ours, theirs:
             ours.settimeout(0.2)
-            http_pool.WireConnection(ours).read_reply()
+            http_wire.WireConnection(ours).read_reply()
 
 
 def test_an_answer_too_large_is_refused() -> None:
-    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (http_pool.MAX_BODY + 1)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (http_wire.MAX_BODY + 1)
     with pytest.raises(http.client.HTTPException, match="too large"):
         answer(head)
 
@@ -289,7 +289,7 @@ def test_an_answer_too_large_is_refused() -> None:
 def test_a_chunked_answer_over_the_cap_is_refused_before_its_last_chunk_is_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(http_pool, "MAX_BODY", 10)
+    monkeypatch.setattr(http_wire, "MAX_BODY", 10)
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     # The second chunk's size passes the cap; its bytes never come.
     with pytest.raises(http.client.HTTPException, match="too large"):

@@ -35,7 +35,7 @@ from nurture.errors import (
 from nurture.testing import MemoryTransport
 from nurture.transports import Transport, create_transport, known_transports
 from nurture.transports.base import OutgoingEmail, SendResult
-from nurture.transports.http_pool import Reply, https_proxy
+from nurture.transports.http_wire import Reply, https_proxy
 from nurture.transports.outbox import OutboxTransport
 from nurture.transports.sendgrid import SendGridTransport, error_for_status, retry_after_seconds
 from nurture.transports.sendgrid_mail import build_mail_body, validate_mail_body
