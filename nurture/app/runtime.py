@@ -122,7 +122,8 @@ def prompt_thread_switching() -> None:
 
     A worker is one thread that plans (Python, holding the lock for as long
     as it may) and threads that wait on sockets: the send pool's
-    coordinator for its database round, the send threads for the provider.
+    coordinator for its database round, the send threads (for SendGrid, the
+    HTTP pool's one thread) for the provider.
     Each of their answers waits for the lock, up to a whole interval, while
     a batch is planned. Measured in one sitting (benchmarks/README.md,
     2026-12-05): the in-memory pass on PostgreSQL 10-15% faster, through
